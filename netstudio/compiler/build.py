@@ -1,0 +1,299 @@
+"""Graph → ``torch.fx.GraphModule`` and training plan.
+
+The model part of the graph (layers, activations, merges) becomes an fx graph:
+the dataset's features are the single ``placeholder``, each layer a
+``call_module`` of a built-in ``torch.nn`` module named after the node, each
+merge a ``call_function``. Because only built-in modules are used, the saved
+module unpickles with plain PyTorch. Losses, optimizer and scheduler are not
+part of ``forward``; they become a :class:`TrainingPlan`.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from netstudio.compiler.shapes import Analysis, analyze
+from netstudio.errors import CompileError, Problem
+from netstudio.graph.model import Graph
+from netstudio.nodes.base import Category, FunctionType, LayerType, LossType, PortRef, TensorInfo
+
+_MODEL_CATEGORIES = (Category.LAYER, Category.ACTIVATION, Category.MERGE)
+
+
+@dataclass
+class CompiledModel:
+    module: fx.GraphModule
+    #: (node_id, port) of each forward output, in order
+    outputs: list[tuple[str, str]]
+    output_infos: list[TensorInfo]
+    input_info: TensorInfo | None
+    dataset_node: str | None
+    analysis: Analysis
+    #: node id -> attribute name of its submodule
+    module_names: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def code(self) -> str:
+        return self.module.code
+
+
+@dataclass
+class LossTerm:
+    node_id: str
+    name: str
+    type_id: str
+    module: nn.Module
+    pred_index: int            # index into the model outputs
+    target: tuple[str, int]    # ("target", 0) | ("features", 0) | ("output", i)
+    weight: float
+    metric: str | None
+    adapt: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class TrainingPlan:
+    compiled: CompiledModel
+    losses: list[LossTerm]
+    optimizer_node: str
+    optimizer_type: str
+    optimizer_params: dict[str, Any]
+    scheduler_node: str | None
+    scheduler_type: str | None
+    scheduler_params: dict[str, Any] | None
+    dataset_params: dict[str, Any]
+    graph: Graph
+
+    @property
+    def model(self) -> fx.GraphModule:
+        return self.compiled.module
+
+    @property
+    def metric(self) -> str | None:
+        """The accuracy rule of the first loss that has one (classification), else None."""
+        return next((t.metric for t in self.losses if t.metric), None)
+
+    @property
+    def metric_term(self) -> LossTerm | None:
+        return next((t for t in self.losses if t.metric), None)
+
+    def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        nt = self.graph.catalog.get(self.optimizer_type)
+        return nt.make(model.parameters(), self.optimizer_params)  # type: ignore[attr-defined]
+
+    def make_scheduler(self, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int
+                       ) -> tuple[Any, str, bool] | None:
+        """(scheduler, "epoch"|"batch", needs_metric) or None."""
+        if self.scheduler_type is None:
+            return None
+        nt = self.graph.catalog.get(self.scheduler_type)
+        sched = nt.make(optimizer, self.scheduler_params or {}, epochs=epochs,  # type: ignore[attr-defined]
+                        steps_per_epoch=steps_per_epoch)
+        return sched, nt.step_every, nt.needs_metric  # type: ignore[attr-defined]
+
+    def loss(self, outputs: torch.Tensor | tuple[torch.Tensor, ...], x: torch.Tensor, y: torch.Tensor
+             ) -> torch.Tensor:
+        """Weighted sum of all loss terms, kept on the device (no ``.item()``)."""
+        outs = outputs if isinstance(outputs, tuple) else (outputs,)
+        total: torch.Tensor | None = None
+        for t in self.losses:
+            pred = outs[t.pred_index]
+            kind, idx = t.target
+            tgt = y if kind == "target" else x if kind == "features" else outs[idx]
+            term = t.module(pred, t.adapt(pred, tgt))
+            if t.weight != 1.0:
+                term = term * t.weight
+            total = term if total is None else total + term
+        assert total is not None
+        return total
+
+    def correct(self, outputs: torch.Tensor | tuple[torch.Tensor, ...], y: torch.Tensor) -> torch.Tensor | None:
+        """Number of correct predictions in the batch (a device tensor), or None for regression."""
+        t = self.metric_term
+        if t is None or t.target[0] != "target":
+            return None
+        outs = outputs if isinstance(outputs, tuple) else (outputs,)
+        pred = outs[t.pred_index]
+        if t.metric == "argmax":
+            return (pred.argmax(dim=1) == y).sum()
+        thresh = 0.5 if t.metric == "sigmoid" else 0.0
+        return ((pred.reshape(-1) > thresh).to(y.dtype) == y.reshape(-1)).sum()
+
+
+def _first_error(problems: list[Problem], scope: str | None = None) -> CompileError:
+    p = next(p for p in problems if p.severity == "error" and (scope is None or p.scope == scope))
+    return CompileError(p.message, node_id=p.node_id, hint=p.hint)
+
+
+def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None = None) -> CompiledModel:
+    """Build the forward module. Raises CompileError (with node id) if the model part is invalid."""
+    an = analysis or analyze(graph, batch_size)
+    if not an.model_ok:
+        raise _first_error(an.problems, "model")
+    cat = graph.catalog
+    kinds = {nid: cat.get(graph.nodes[nid].type_id).category for nid in an.order}
+    dataset = next((nid for nid in an.order if kinds[nid] == Category.DATA), None)
+    incoming: dict[str, list] = {}
+    for e in graph.edges:
+        incoming.setdefault(e.dst, []).append(e)
+
+    # Which (node, port) values the forward must return: loss predictions and
+    # loss targets that come from the model; with no loss, every dangling output.
+    wanted: list[tuple[str, str]] = []
+    for nid in an.order:
+        if kinds[nid] == Category.LOSS:
+            for e in incoming.get(nid, []):
+                if kinds[e.src] in _MODEL_CATEGORIES and (e.src, e.src_port) not in wanted:
+                    wanted.append((e.src, e.src_port))
+    if not wanted:
+        used = {(e.src, e.src_port) for e in graph.edges}
+        for nid in an.order:
+            if kinds[nid] in _MODEL_CATEGORIES:
+                nt = cat.get(graph.nodes[nid].type_id)
+                wanted.extend((nid, p.name) for p in nt.outputs if (nid, p.name) not in used)
+    if not wanted:
+        raise CompileError("The graph has no layers to compile", hint="add layers after the Dataset node")
+
+    # Only ancestors of the wanted outputs become part of the model.
+    needed: set[str] = set()
+    stack = [nid for nid, _ in wanted]
+    while stack:
+        n = stack.pop()
+        if n in needed:
+            continue
+        needed.add(n)
+        stack.extend(e.src for e in incoming.get(n, []))
+
+    fxg = fx.Graph()
+    root = nn.Module()
+    values: dict[tuple[str, str], fx.Node] = {}
+    module_names: dict[str, str] = {}
+    input_info = None
+    if dataset is not None and dataset in needed:
+        values[(dataset, "features")] = fxg.placeholder("x")
+        input_info = an.results[dataset].outputs.get("features")
+
+    for nid in an.order:
+        if nid not in needed or kinds[nid] not in _MODEL_CATEGORIES:
+            continue
+        node = graph.nodes[nid]
+        nt = cat.get(node.type_id)
+        res = an.results[nid]
+        ins = {p.name: [e for e in incoming.get(nid, []) if e.dst_port == p.name] for p in nt.inputs}
+        args: dict[str, Any] = {}
+        for pname, edges in ins.items():
+            vals = []
+            for e in edges:
+                key = (e.src, e.src_port)
+                if key not in values:
+                    raise CompileError(f"'{node.name}' is fed by '{graph.nodes[e.src].name}', which is not part "
+                                       "of the model", node_id=nid,
+                                       hint="layers must be fed by the dataset's features or other layers")
+                vals.append(values[key])
+            port = nt.input_port(pname)
+            if vals:
+                args[pname] = vals if port is not None and port.multi else vals[0]
+        in_infos = {p: (an.results[e[0].src].outputs[e[0].src_port] if len(e) == 1 else
+                        [an.results[x.src].outputs[x.src_port] for x in e]) for p, e in ins.items() if e}
+        try:
+            if isinstance(nt, LayerType):
+                mod = nt.build(res.params, in_infos)
+                attr = node.name
+                root.add_module(attr, mod)
+                module_names[nid] = attr
+                out = fxg.call_module(attr, (args["input"],))  # fx names it after the attribute
+                idx = getattr(nt, "output_index", None)
+                if idx is not None:  # LSTM/GRU return (output, state)
+                    out = fxg.call_function(operator.getitem, (out, idx))
+                values[(nid, "output")] = out
+            elif isinstance(nt, FunctionType):
+                fn, fargs, fkwargs = nt.function(res.params, in_infos)
+                out = fxg.call_function(fn, _subst(fargs, args), _subst(fkwargs, args))
+                out.name = _unique(fxg, node.name, out)
+                values[(nid, nt.outputs[0].name)] = out
+            else:  # pragma: no cover - catalog guarantees one of the two
+                raise CompileError(f"{nt.title} cannot be compiled", node_id=nid)
+        except CompileError:
+            raise
+        except Exception as exc:
+            raise CompileError(f"{nt.title} '{node.name}' could not be built: {exc}", node_id=nid) from exc
+
+    outs = []
+    for key in wanted:
+        if key not in values:
+            if key[0] == dataset:
+                continue
+            raise CompileError("An output is not reachable from the dataset", node_id=key[0])
+        outs.append(values[key])
+    fxg.output(outs[0] if len(outs) == 1 else tuple(outs))
+    gm = fx.GraphModule(root, fxg, class_name="NetStudioModel")
+    wanted = [k for k in wanted if k in values]
+    return CompiledModel(gm, wanted, [an.results[n].outputs[p] for n, p in wanted], input_info, dataset, an,
+                         module_names)
+
+
+def _unique(g: fx.Graph, name: str, self_node: fx.Node | None = None) -> str:
+    taken = {n.name for n in g.nodes if n is not self_node}
+    if name not in taken:
+        return name
+    i = 1
+    while f"{name}_{i}" in taken:
+        i += 1
+    return f"{name}_{i}"
+
+
+def _subst(v: Any, args: dict[str, Any]) -> Any:
+    if isinstance(v, PortRef):
+        val = args[v.port]
+        return val[v.index] if v.index is not None and isinstance(val, list) else val
+    if isinstance(v, tuple):
+        return tuple(_subst(x, args) for x in v)
+    if isinstance(v, list):
+        return [_subst(x, args) for x in v]
+    if isinstance(v, dict):
+        return {k: _subst(x, args) for k, x in v.items()}
+    return v
+
+
+def build_plan(graph: Graph, batch_size: int = 64, analysis: Analysis | None = None) -> TrainingPlan:
+    """Compile the model and collect losses/optimizer/scheduler. Raises CompileError on any error."""
+    an = analysis or analyze(graph, batch_size)
+    if not an.ok:
+        raise _first_error(an.problems)
+    compiled = compile_model(graph, batch_size, an)
+    cat = graph.catalog
+    out_index = {key: i for i, key in enumerate(compiled.outputs)}
+    losses: list[LossTerm] = []
+    optim_node = sched_node = None
+    for nid in an.order:
+        node = graph.nodes[nid]
+        nt = cat.get(node.type_id)
+        if isinstance(nt, LossType):
+            pe = next(e for e in graph.in_edges(nid) if e.dst_port == "prediction")
+            te = next(e for e in graph.in_edges(nid) if e.dst_port == "target")
+            if (pe.src, pe.src_port) not in out_index:
+                raise CompileError(f"Loss '{node.name}' must be fed by a layer output", node_id=nid,
+                                   hint="connect the model's last layer to 'prediction'")
+            if te.src == compiled.dataset_node:
+                target = ("target", 0) if te.src_port == "target" else ("features", 0)
+            else:
+                target = ("output", out_index[(te.src, te.src_port)])
+            p = an.results[nid].params
+            losses.append(LossTerm(nid, node.name, node.type_id, nt.make(p), out_index[(pe.src, pe.src_port)],
+                                   target, float(p.get("weight", 1.0)), nt.metric, nt.adapt_target))
+        elif nt.category == Category.OPTIMIZER:
+            optim_node = nid
+        elif nt.category == Category.SCHEDULER:
+            sched_node = nid
+    assert optim_node is not None
+    ds = graph.nodes[compiled.dataset_node] if compiled.dataset_node else None
+    return TrainingPlan(
+        compiled, losses, optim_node, graph.nodes[optim_node].type_id, dict(an.results[optim_node].params),
+        sched_node, graph.nodes[sched_node].type_id if sched_node else None,
+        dict(an.results[sched_node].params) if sched_node else None,
+        dict(ds.params) if ds else {}, graph)

@@ -1,0 +1,228 @@
+"""Whole-graph validation and shape inference.
+
+``analyze`` never raises for user mistakes: it walks the graph in topological
+order, runs each node's ``resolve`` + ``infer`` and collects :class:`Problem`s
+that carry the node id and a fix hint. Nodes downstream of a failing node are
+skipped silently, so one mistake yields one message.
+
+:class:`ShapeChecker` memoises per-node results keyed on the node's type,
+params and input shapes, so re-checking after one edit only recomputes the
+nodes whose inputs actually changed (the editor runs it on every edit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from netstudio.errors import CycleError, NetStudioError, Problem
+from netstudio.graph.model import Edge, Graph
+from netstudio.nodes.base import Category, InferContext, TensorInfo
+
+
+@dataclass
+class NodeResult:
+    outputs: dict[str, Any]
+    params: dict[str, Any]  # with 'auto' resolved
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Analysis:
+    order: list[str]
+    results: dict[str, NodeResult]
+    problems: list[Problem]
+    batch_size: int
+    dataset_info: Any = None  # netstudio.data.DatasetInfo of the dataset node, if any
+
+    @property
+    def ok(self) -> bool:
+        """No error at all (model and training)."""
+        return not any(p.severity == "error" for p in self.problems)
+
+    @property
+    def model_ok(self) -> bool:
+        return not any(p.severity == "error" and p.scope == "model" for p in self.problems)
+
+    def errors(self, scope: str | None = None) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error" and (scope is None or p.scope == scope)]
+
+    def problems_for(self, node_id: str) -> list[Problem]:
+        return [p for p in self.problems if p.node_id == node_id]
+
+    def edge_info(self, edge: Edge) -> TensorInfo | None:
+        r = self.results.get(edge.src)
+        return None if r is None else r.outputs.get(edge.src_port)
+
+    def output_info(self, node_id: str, port: str = "output") -> TensorInfo | None:
+        r = self.results.get(node_id)
+        return None if r is None else r.outputs.get(port)
+
+
+def _freeze(v: Any) -> Any:
+    if isinstance(v, dict):
+        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+    if isinstance(v, list):
+        return tuple(_freeze(x) for x in v)
+    return v
+
+
+class ShapeChecker:
+    """Incremental analyzer: keep one per open document."""
+
+    def __init__(self, max_cache: int = 20000) -> None:
+        self._cache: dict[Any, tuple[NodeResult | None, NetStudioError | None]] = {}
+        self._max = max_cache
+        self.hits = 0
+        self.misses = 0
+
+    def analyze(self, graph: Graph, batch_size: int = 64) -> Analysis:
+        problems: list[Problem] = []
+        try:
+            order = graph.topological_order()
+        except CycleError as e:
+            return Analysis([], {}, [Problem.from_error(e)], batch_size)
+
+        incoming: dict[str, list[Edge]] = {}
+        for e in graph.edges:
+            incoming.setdefault(e.dst, []).append(e)
+
+        results: dict[str, NodeResult] = {}
+        dataset_info = None
+        num_classes = None
+        # datasets first so every loss can check class counts whatever the order
+        for nid in order:
+            node = graph.nodes[nid]
+            nt = graph.catalog.get(node.type_id)
+            if nt.category != Category.DATA:
+                continue
+            res = self._run(graph, nid, {}, batch_size, problems, {})
+            if res is not None:
+                results[nid] = res
+                info = res.extra.get("dataset")
+                if info is not None and dataset_info is None:
+                    dataset_info = info
+                    num_classes = getattr(info, "num_classes", None)
+
+        for nid in order:
+            node = graph.nodes[nid]
+            nt = graph.catalog.get(node.type_id)
+            if nt.category == Category.DATA:
+                continue
+            inputs: dict[str, Any] = {}
+            blocked = False
+            for port in nt.inputs:
+                edges = [e for e in incoming.get(nid, ()) if e.dst_port == port.name]
+                if not edges:
+                    if not port.optional:
+                        problems.append(Problem(
+                            f"{nt.title} '{node.name}' has no input connected to '{port.display}'",
+                            nid, _missing_hint(port.kind.value), "error",
+                            "training" if nt.category in _TRAINING_CATEGORIES else "model"))
+                        blocked = True
+                    continue
+                infos = [results[e.src].outputs.get(e.src_port) if e.src in results else None for e in edges]
+                if any(i is None for i in infos):
+                    blocked = True  # upstream failed; its own problem is already reported
+                    continue
+                inputs[port.name] = infos if port.multi else infos[0]
+            if blocked:
+                continue
+            extra = {"num_classes": num_classes} if nt.category == Category.LOSS else {}
+            res = self._run(graph, nid, inputs, batch_size, problems, extra)
+            if res is not None:
+                results[nid] = res
+
+        problems.extend(_training_problems(graph, order))
+        if len(self._cache) > self._max:
+            self._cache.clear()
+        return Analysis(order, results, problems, batch_size, dataset_info)
+
+    def _run(self, graph: Graph, nid: str, inputs: dict[str, Any], batch_size: int,
+             problems: list[Problem], extra: dict[str, Any]) -> NodeResult | None:
+        node = graph.nodes[nid]
+        nt = graph.catalog.get(node.type_id)
+        scope = "training" if nt.category in _TRAINING_CATEGORIES else "model"
+        key = (nid, node.name, node.type_id, _freeze(node.params), _freeze_inputs(inputs), batch_size,
+               _freeze(extra))
+        hit = self._cache.get(key)
+        if hit is not None:
+            self.hits += 1
+            res, err = hit
+        else:
+            self.misses += 1
+            ctx = InferContext(nid, node.name, nt.title, dict(node.params), inputs, batch_size, dict(extra))
+            res, err = None, None
+            try:
+                ctx.params = nt.resolve(ctx)
+                outs = nt.infer(ctx)
+                res = NodeResult(outs, ctx.params, ctx.extra)
+            except NetStudioError as e:
+                err = e
+            except Exception as e:  # a node bug must not take the editor down
+                err = NetStudioError(f"{nt.title} '{node.name}': internal error during shape inference: {e!r}",
+                                     node_id=nid)
+            self._cache[key] = (res, err)
+        if err is not None:
+            problems.append(Problem.from_error(err, scope=scope, node_id=nid))
+        return res
+
+
+def _freeze_inputs(inputs: dict[str, Any]) -> Any:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in inputs.items()))
+
+
+_TRAINING_CATEGORIES = (Category.LOSS, Category.OPTIMIZER, Category.SCHEDULER)
+
+
+def _missing_hint(kind: str) -> str:
+    return {
+        "tensor": "connect the output of a layer or the dataset's features",
+        "target": "connect the dataset's target (or the features, for reconstruction)",
+        "loss": "connect a loss node's output",
+        "optimizer": "connect an optimizer's output",
+    }.get(kind, "connect this input")
+
+
+def _training_problems(graph: Graph, order: list[str]) -> list[Problem]:
+    """What training needs beyond valid shapes: one dataset, a loss, one optimizer."""
+    cats: dict[Category, list[str]] = {}
+    for nid in order:
+        cats.setdefault(graph.catalog.get(graph.nodes[nid].type_id).category, []).append(nid)
+    out: list[Problem] = []
+    datasets = cats.get(Category.DATA, [])
+    if not datasets:
+        out.append(Problem("The graph has no Dataset node", None,
+                           "drag a Dataset from the palette and connect its features to the first layer",
+                           "error", "model"))
+    elif len(datasets) > 1:
+        for nid in datasets[1:]:
+            out.append(Problem(f"Only one Dataset node is supported; '{graph.nodes[nid].name}' is extra", nid,
+                               "delete the extra Dataset node", "error", "model"))
+    losses = cats.get(Category.LOSS, [])
+    optims = cats.get(Category.OPTIMIZER, [])
+    if not losses:
+        out.append(Problem("The graph has no loss node", None,
+                           "add a loss (e.g. CrossEntropy) fed by the model output and the dataset target",
+                           "error", "training"))
+    if not optims:
+        out.append(Problem("The graph has no optimizer", None,
+                           "add an optimizer (e.g. Adam) and connect the loss to it", "error", "training"))
+    elif len(optims) > 1:
+        for nid in optims[1:]:
+            out.append(Problem(f"Only one optimizer is supported; '{graph.nodes[nid].name}' is extra", nid,
+                               "connect all losses to a single optimizer", "error", "training"))
+    fed = {e.src for e in graph.edges if e.src in losses}
+    for nid in losses:
+        if nid not in fed and optims:
+            out.append(Problem(f"Loss '{graph.nodes[nid].name}' is not connected to an optimizer", nid,
+                               "connect its loss output to the optimizer", "error", "training"))
+    return out
+
+
+_DEFAULT = ShapeChecker()
+
+
+def analyze(graph: Graph, batch_size: int = 64, checker: ShapeChecker | None = None) -> Analysis:
+    """Validate the whole graph; see module docstring."""
+    return (checker or _DEFAULT).analyze(graph, batch_size)

@@ -1,0 +1,378 @@
+"""The observable graph model: nodes, edges and the edits on them.
+
+Knows nothing of Qt or torch. Every mutation emits a :class:`GraphEvent`; the
+editor's scene subscribes and mirrors the model, so the model is the single
+source of truth and can be tested without a display. Edits that would break the
+graph (cycle, wrong port kind, second edge into a single input) are refused with
+a typed error and leave the graph unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+from netstudio.errors import CycleError, DuplicateEdgeError, GraphError, PortError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from netstudio.nodes.base import Catalog, NodeType
+
+
+def default_catalog() -> "Catalog":
+    # Imported lazily: the graph package must not depend on the node package at import.
+    from netstudio.nodes import CATALOG
+
+    return CATALOG
+
+
+@dataclass
+class Node:
+    id: str
+    type_id: str
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    pos: tuple[float, float] = (0.0, 0.0)
+
+    def copy(self) -> "Node":
+        return Node(self.id, self.type_id, self.name, _deep_copy(self.params), self.pos)
+
+
+@dataclass(frozen=True, order=True)
+class Edge:
+    src: str
+    src_port: str
+    dst: str
+    dst_port: str
+
+    def to_list(self) -> list[str]:
+        return [self.src, self.src_port, self.dst, self.dst_port]
+
+
+@dataclass(frozen=True)
+class GraphEvent:
+    kind: str  # node_added | node_removed | edge_added | edge_removed | param_changed | node_moved | node_renamed | reset
+    node_id: str | None = None
+    edge: Edge | None = None
+    key: str | None = None
+    old: Any = None
+    new: Any = None
+
+
+Listener = Callable[[GraphEvent], None]
+
+_IDENT = re.compile(r"[^0-9a-zA-Z_]")
+
+
+def sanitize_name(name: str) -> str:
+    """A legal Python identifier: node names become fx module attribute names."""
+    s = _IDENT.sub("_", name.strip()) or "node"
+    if s[0].isdigit():
+        s = "n_" + s
+    return s
+
+
+class Graph:
+    """Nodes by id (insertion ordered) and a set of edges, with change events."""
+
+    def __init__(self, catalog: "Catalog | None" = None) -> None:
+        self._catalog = catalog
+        self.nodes: dict[str, Node] = {}
+        self.edges: list[Edge] = []
+        self._listeners: list[Listener] = []
+        self._next_id = 1
+        self.revision = 0  # bumped on every change; caches key on it
+
+    # --- infrastructure -------------------------------------------------
+    @property
+    def catalog(self) -> "Catalog":
+        if self._catalog is None:
+            self._catalog = default_catalog()
+        return self._catalog
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _emit(self, event: GraphEvent) -> None:
+        self.revision += 1
+        for listener in list(self._listeners):
+            listener(event)
+
+    def node_type(self, node_or_id: Node | str) -> "NodeType":
+        node = self.nodes[node_or_id] if isinstance(node_or_id, str) else node_or_id
+        return self.catalog.get(node.type_id)
+
+    def node(self, node_id: str) -> Node:
+        try:
+            return self.nodes[node_id]
+        except KeyError:
+            raise GraphError(f"No node with id {node_id!r}", node_id=node_id) from None
+
+    def find(self, name: str) -> Node:
+        """Node by its display name (tests and CLI use names)."""
+        for n in self.nodes.values():
+            if n.name == name:
+                return n
+        raise GraphError(f"No node named {name!r}")
+
+    def new_id(self) -> str:
+        while f"n{self._next_id}" in self.nodes:
+            self._next_id += 1
+        nid = f"n{self._next_id}"
+        self._next_id += 1
+        return nid
+
+    def unique_name(self, base: str) -> str:
+        """``base`` plus the first free counter: linear1, linear2, ..."""
+        stem = sanitize_name(base).rstrip("0123456789") or "node"
+        taken = {n.name for n in self.nodes.values()}
+        i = 1
+        while f"{stem}{i}" in taken:
+            i += 1
+        return f"{stem}{i}"
+
+    # --- node edits -------------------------------------------------------
+    def add_node(self, type_id: str, params: Mapping[str, Any] | None = None,
+                 pos: tuple[float, float] = (0.0, 0.0), *, node_id: str | None = None,
+                 name: str | None = None) -> Node:
+        nt = self.catalog.get(type_id)
+        nid = node_id or self.new_id()
+        if nid in self.nodes:
+            raise GraphError(f"Node id {nid!r} already exists", node_id=nid)
+        values = nt.validate_params(params or {}, node_id=nid)
+        if name is None:
+            name = self.unique_name(nt.default_name_prefix())
+        else:
+            name = sanitize_name(name)
+            if any(n.name == name for n in self.nodes.values()):
+                name = self.unique_name(name)
+        node = Node(nid, self.catalog.canonical_id(type_id), name, values, (float(pos[0]), float(pos[1])))
+        self.nodes[nid] = node
+        self._emit(GraphEvent("node_added", nid))
+        return node
+
+    def insert_node(self, node: Node) -> Node:
+        """Re-insert a node exactly as it was (undo of a removal, paste, load)."""
+        if node.id in self.nodes:
+            raise GraphError(f"Node id {node.id!r} already exists", node_id=node.id)
+        self.catalog.get(node.type_id)
+        self.nodes[node.id] = node
+        self._emit(GraphEvent("node_added", node.id))
+        return node
+
+    def remove_node(self, node_id: str) -> tuple[Node, list[Edge]]:
+        """Remove a node and its edges; return both so the removal can be undone."""
+        node = self.node(node_id)
+        removed = [e for e in self.edges if e.src == node_id or e.dst == node_id]
+        for e in removed:
+            self.disconnect(e)
+        del self.nodes[node_id]
+        self._emit(GraphEvent("node_removed", node_id, old=node))
+        return node, removed
+
+    def set_param(self, node_id: str, key: str, value: Any) -> Any:
+        """Validate and set one param; returns the old value. Raises ParamError."""
+        node = self.node(node_id)
+        nt = self.node_type(node)
+        try:
+            spec = nt.param(key)
+        except KeyError:
+            raise GraphError(f"{nt.title} has no parameter {key!r}", node_id=node_id) from None
+        new = spec.coerce(value, node_id=node_id)
+        old = node.params.get(key)
+        if old == new:
+            return old
+        node.params[key] = new
+        self._emit(GraphEvent("param_changed", node_id, key=key, old=old, new=new))
+        return old
+
+    def move_node(self, node_id: str, pos: tuple[float, float]) -> tuple[float, float]:
+        node = self.node(node_id)
+        old = node.pos
+        new = (float(pos[0]), float(pos[1]))
+        if old != new:
+            node.pos = new
+            self._emit(GraphEvent("node_moved", node_id, old=old, new=new))
+        return old
+
+    def rename_node(self, node_id: str, name: str) -> str:
+        node = self.node(node_id)
+        name = sanitize_name(name)
+        if any(n.name == name and n.id != node_id for n in self.nodes.values()):
+            raise GraphError(f"Another node is already named {name!r}", node_id=node_id,
+                             hint="node names must be unique")
+        old = node.name
+        if old != name:
+            node.name = name
+            self._emit(GraphEvent("node_renamed", node_id, old=old, new=name))
+        return old
+
+    # --- edges --------------------------------------------------------------
+    def check_connect(self, src: str, src_port: str, dst: str, dst_port: str) -> Edge:
+        """Validate a prospective edge without adding it (the editor calls this while dragging)."""
+        from netstudio.nodes.base import can_connect
+
+        if src not in self.nodes or dst not in self.nodes:
+            raise GraphError("Both ends of a connection must be existing nodes")
+        s_t, d_t = self.node_type(src), self.node_type(dst)
+        sp, dp = s_t.output_port(src_port), d_t.input_port(dst_port)
+        if sp is None:
+            raise PortError(f"{s_t.title} '{self.nodes[src].name}' has no output {src_port!r}", node_id=src)
+        if dp is None:
+            raise PortError(f"{d_t.title} '{self.nodes[dst].name}' has no input {dst_port!r}", node_id=dst)
+        if src == dst:
+            raise CycleError("A node cannot feed itself", node_id=dst, hint="connect to another node")
+        if not can_connect(sp.kind, dp.kind):
+            raise PortError(
+                f"Cannot connect a {sp.kind.value} output to the {dp.kind.value} input "
+                f"'{dp.display}' of {d_t.title} '{self.nodes[dst].name}'",
+                node_id=dst, hint=_kind_hint(sp.kind.value, dp.kind.value))
+        edge = Edge(src, src_port, dst, dst_port)
+        if edge in self.edges:
+            raise DuplicateEdgeError("These ports are already connected", node_id=dst)
+        if not dp.multi and any(e.dst == dst and e.dst_port == dst_port for e in self.edges):
+            raise DuplicateEdgeError(
+                f"Input '{dp.display}' of {d_t.title} '{self.nodes[dst].name}' is already connected",
+                node_id=dst, hint="remove the existing connection first, or use an Add/Concat node")
+        if self._reaches(dst, src):
+            raise CycleError(
+                f"Connecting '{self.nodes[src].name}' to '{self.nodes[dst].name}' would create a cycle",
+                node_id=dst, hint="networks must be acyclic; feed an earlier layer instead")
+        return edge
+
+    def connect(self, src: str, src_port: str, dst: str, dst_port: str) -> Edge:
+        edge = self.check_connect(src, src_port, dst, dst_port)
+        self.edges.append(edge)
+        self._emit(GraphEvent("edge_added", edge=edge))
+        return edge
+
+    def add_edge_unchecked(self, edge: Edge) -> None:
+        """Restore an edge exactly (undo); ports are trusted, still no duplicates."""
+        if edge not in self.edges:
+            self.edges.append(edge)
+            self._emit(GraphEvent("edge_added", edge=edge))
+
+    def disconnect(self, edge: Edge) -> None:
+        if edge not in self.edges:
+            raise GraphError("No such connection")
+        self.edges.remove(edge)
+        self._emit(GraphEvent("edge_removed", edge=edge))
+
+    def _reaches(self, start: str, goal: str) -> bool:
+        """Is ``goal`` reachable from ``start`` along edges?"""
+        out = self.successors_map()
+        stack, seen = [start], set()
+        while stack:
+            n = stack.pop()
+            if n == goal:
+                return True
+            if n in seen:
+                continue
+            seen.add(n)
+            stack.extend(out.get(n, ()))
+        return False
+
+    # --- queries ---------------------------------------------------------------
+    def successors_map(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for e in self.edges:
+            out.setdefault(e.src, []).append(e.dst)
+        return out
+
+    def in_edges(self, node_id: str) -> list[Edge]:
+        return [e for e in self.edges if e.dst == node_id]
+
+    def out_edges(self, node_id: str) -> list[Edge]:
+        return [e for e in self.edges if e.src == node_id]
+
+    def topological_order(self) -> list[str]:
+        """Kahn's algorithm, stable in insertion order. Raises CycleError naming a node."""
+        indeg = {nid: 0 for nid in self.nodes}
+        for e in self.edges:
+            indeg[e.dst] += 1
+        succ = self.successors_map()
+        ready = [nid for nid in self.nodes if indeg[nid] == 0]
+        order: list[str] = []
+        while ready:
+            nid = ready.pop(0)
+            order.append(nid)
+            for d in succ.get(nid, ()):
+                indeg[d] -= 1
+                if indeg[d] == 0:
+                    ready.append(d)
+        if len(order) != len(self.nodes):
+            stuck = next(nid for nid in self.nodes if nid not in set(order))
+            raise CycleError(f"The graph contains a cycle through '{self.nodes[stuck].name}'",
+                             node_id=stuck, hint="remove one connection of the loop")
+        return order
+
+    # --- bulk -------------------------------------------------------------------
+    def clear(self) -> None:
+        self.nodes.clear()
+        self.edges.clear()
+        self._next_id = 1
+        self._emit(GraphEvent("reset"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "nodes": [{"id": n.id, "type": n.type_id, "name": n.name,
+                       "pos": [round(n.pos[0], 2), round(n.pos[1], 2)],
+                       "params": _deep_copy(n.params)} for n in self.nodes.values()],
+            "edges": [e.to_list() for e in self.edges],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], catalog: "Catalog | None" = None) -> "Graph":
+        """Build a graph from plain records; every type and param is validated.
+
+        Edges are re-checked with :meth:`connect`, so a hand-edited file cannot
+        smuggle in a cycle or a wrong connection.
+        """
+        g = cls(catalog)
+        for rec in data.get("nodes", []):
+            if not isinstance(rec, Mapping):
+                raise GraphError("A node record is not an object")
+            g.add_node(str(rec["type"]), rec.get("params") or {}, _pos(rec.get("pos")),
+                       node_id=str(rec["id"]), name=str(rec.get("name") or "") or None)
+        for rec in data.get("edges", []):
+            if not isinstance(rec, (list, tuple)) or len(rec) != 4:
+                raise GraphError(f"Malformed edge record {rec!r}")
+            g.connect(*(str(x) for x in rec))
+        g.revision = 0
+        return g
+
+    def subgraph_dict(self, node_ids: Iterable[str]) -> dict[str, Any]:
+        """Nodes plus the edges between them (copy/paste)."""
+        ids = set(node_ids)
+        return {
+            "nodes": [{"id": n.id, "type": n.type_id, "name": n.name, "pos": list(n.pos),
+                       "params": _deep_copy(n.params)} for n in self.nodes.values() if n.id in ids],
+            "edges": [e.to_list() for e in self.edges if e.src in ids and e.dst in ids],
+        }
+
+
+def _kind_hint(out_kind: str, in_kind: str) -> str:
+    if in_kind == "tensor" and out_kind == "target":
+        return "targets only feed a loss's target input"
+    if in_kind == "loss":
+        return "connect the output of a loss node here"
+    if in_kind == "optimizer":
+        return "connect an optimizer's output here"
+    if out_kind == "loss":
+        return "a loss output feeds an optimizer"
+    return "connect matching port kinds"
+
+
+def _pos(v: Any) -> tuple[float, float]:
+    if isinstance(v, (list, tuple)) and len(v) == 2:
+        return (float(v[0]), float(v[1]))
+    return (0.0, 0.0)
+
+
+def _deep_copy(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _deep_copy(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_deep_copy(x) for x in v]
+    return v

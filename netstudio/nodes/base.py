@@ -1,0 +1,445 @@
+"""The declarative node-type framework.
+
+A node type is one small class: a stable namespaced ``type_id``, a category,
+typed ports, typed params and two behaviours — ``infer`` (shapes, pure
+arithmetic, no torch) and a builder used by the compiler. The palette, the
+inspector and project loading are generated from these declarations.
+
+This module must stay importable without torch: the editor validates shapes on
+every keystroke and should start fast, so builders import torch lazily.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Sequence
+
+from netstudio.errors import ParamError, ShapeError, UnknownNodeTypeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+AUTO = "auto"
+
+
+class PortKind(str, Enum):
+    TENSOR = "tensor"        # activations flowing through the model
+    TARGET = "target"        # ground-truth labels from a dataset
+    LOSS = "loss"            # scalar loss terms, collected by an optimizer
+    OPTIMIZER = "optimizer"  # an optimizer, driven by a scheduler
+
+
+def can_connect(out_kind: PortKind, in_kind: PortKind) -> bool:
+    """Which output kinds may feed which input kinds.
+
+    A TENSOR may feed a TARGET input so a loss can compare a reconstruction with
+    the model input (autoencoders); a TARGET never feeds layers, because the
+    exported model only takes features.
+    """
+    if out_kind == in_kind:
+        return True
+    return out_kind == PortKind.TENSOR and in_kind == PortKind.TARGET
+
+
+class Category(str, Enum):
+    DATA = "data"
+    LAYER = "layer"
+    ACTIVATION = "activation"
+    MERGE = "merge"
+    LOSS = "loss"
+    OPTIMIZER = "optimizer"
+    SCHEDULER = "scheduler"
+
+
+CATEGORY_ORDER: tuple[Category, ...] = tuple(Category)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Static description of a tensor on an edge: full shape incl. batch, dtype."""
+
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+    def fmt(self) -> str:
+        """Human-readable shape, e.g. ``64×1×28×28``."""
+        return "×".join(str(d) for d in self.shape) if self.shape else "scalar"
+
+    @property
+    def batch(self) -> int:
+        return self.shape[0]
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return self.shape[1:]
+
+    @property
+    def numel_per_sample(self) -> int:
+        return math.prod(self.shape[1:])
+
+    def with_shape(self, *shape: int) -> "TensorInfo":
+        return TensorInfo(tuple(int(s) for s in shape), self.dtype)
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype.startswith("float")
+
+
+@dataclass(frozen=True)
+class Port:
+    name: str
+    kind: PortKind = PortKind.TENSOR
+    label: str | None = None
+    multi: bool = False      # accepts several edges (merge inputs, optimizer losses)
+    optional: bool = False
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+_PARAM_KINDS = ("int", "float", "bool", "choice", "str", "ints", "path")
+
+
+@dataclass(frozen=True)
+class Param:
+    """A typed parameter with its default and limits; drives the inspector widget."""
+
+    name: str
+    kind: str  # one of _PARAM_KINDS
+    default: Any
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    allow_auto: bool = False  # value may be the string "auto" (inferred from shapes)
+    label: str | None = None
+    help: str = ""
+    step: float | None = None
+    log_scale: bool = False  # learning rates: spin box steps multiplicatively
+    visible_if: tuple[str, tuple[Any, ...]] | None = None  # (param, values) controlling visibility
+
+    def __post_init__(self) -> None:
+        if self.kind not in _PARAM_KINDS:
+            raise ValueError(f"unknown param kind {self.kind!r}")
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name.replace("_", " ")
+
+    def coerce(self, value: Any, *, node_id: str | None = None) -> Any:
+        """Return ``value`` converted to this param's type, or raise ParamError.
+
+        Accepts strings typed by a user ("0.01", "true") as well as JSON values.
+        """
+
+        def fail(why: str, hint: str | None = None) -> ParamError:
+            return ParamError(f"{self.display}: {why}", node_id=node_id, hint=hint, param=self.name)
+
+        if self.allow_auto and (value is None or (isinstance(value, str) and value.strip().lower() == AUTO)):
+            return AUTO
+        k = self.kind
+        try:
+            if k == "int":
+                if isinstance(value, bool):
+                    raise ValueError
+                if isinstance(value, float):
+                    if not value.is_integer():
+                        raise ValueError
+                out: Any = int(str(value).strip()) if isinstance(value, str) else int(value)
+            elif k == "float":
+                if isinstance(value, bool):
+                    raise ValueError
+                out = float(value)
+                if not math.isfinite(out):
+                    raise fail("must be a finite number")
+            elif k == "bool":
+                if isinstance(value, str):
+                    low = value.strip().lower()
+                    if low in ("true", "1", "yes", "on"):
+                        out = True
+                    elif low in ("false", "0", "no", "off"):
+                        out = False
+                    else:
+                        raise ValueError
+                elif isinstance(value, (bool, int)):
+                    out = bool(value)
+                else:
+                    raise ValueError
+            elif k == "choice":
+                out = str(value)
+                if out not in self.choices:
+                    raise fail(f"{value!r} is not one of {', '.join(self.choices)}")
+            elif k in ("str", "path"):
+                if not isinstance(value, str):
+                    raise ValueError
+                out = value
+            elif k == "ints":
+                if isinstance(value, str):
+                    parts = [p for p in value.replace("×", ",").replace("x", ",").split(",") if p.strip()]
+                    out = [int(p) for p in parts]
+                elif isinstance(value, (list, tuple)):
+                    if any(isinstance(v, bool) for v in value):
+                        raise ValueError
+                    out = [int(v) for v in value]
+                else:
+                    raise ValueError
+            else:  # pragma: no cover - guarded by __post_init__
+                raise ValueError
+        except ParamError:
+            raise
+        except (TypeError, ValueError, OverflowError):
+            expected = {"int": "a whole number", "float": "a number", "bool": "true or false",
+                        "str": "text", "path": "a file path", "ints": "a list of whole numbers like 4, 4"}
+            msg = f"{value!r} is not {expected.get(k, k)}"
+            if self.allow_auto:
+                msg += " or 'auto'"
+            raise fail(msg) from None
+        if k in ("int", "float"):
+            if self.min is not None and out < self.min:
+                raise fail(f"{out} is below the minimum {self.min:g}", f"use a value ≥ {self.min:g}")
+            if self.max is not None and out > self.max:
+                raise fail(f"{out} is above the maximum {self.max:g}", f"use a value ≤ {self.max:g}")
+        return out
+
+
+@dataclass
+class InferContext:
+    """What a node's ``infer`` sees: its identity, resolved params, input infos."""
+
+    node_id: str
+    name: str
+    title: str
+    params: dict[str, Any]
+    inputs: dict[str, Any]  # port -> TensorInfo, or list[TensorInfo] for multi ports
+    batch_size: int = 64
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def error(self, message: str, hint: str | None = None) -> ShapeError:
+        """A ShapeError naming this node, e.g. "Linear 'fc1' expects ..."."""
+        return ShapeError(f"{self.title} '{self.name}' {message}", node_id=self.node_id, hint=hint)
+
+    def input(self, port: str = "input") -> TensorInfo:
+        return self.inputs[port]
+
+
+class NodeType:
+    """Base class of every node type. Subclasses are declarations, not instances of nodes."""
+
+    type_id: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    category: ClassVar[Category] = Category.LAYER
+    description: ClassVar[str] = ""
+    inputs: ClassVar[tuple[Port, ...]] = ()
+    outputs: ClassVar[tuple[Port, ...]] = ()
+    params: ClassVar[tuple[Param, ...]] = ()
+    legacy_ids: ClassVar[tuple[str, ...]] = ()  # older type ids that still load
+    name_prefix: ClassVar[str] = ""            # default node names: prefix + counter
+    summary_params: ClassVar[tuple[str, ...]] = ()  # shown on the node card
+
+    # --- declarations -------------------------------------------------
+    @classmethod
+    def param(cls, name: str) -> Param:
+        for p in cls.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    @classmethod
+    def input_port(cls, name: str) -> Port | None:
+        return next((p for p in cls.inputs if p.name == name), None)
+
+    @classmethod
+    def output_port(cls, name: str) -> Port | None:
+        return next((p for p in cls.outputs if p.name == name), None)
+
+    @classmethod
+    def default_params(cls) -> dict[str, Any]:
+        return {p.name: (list(p.default) if isinstance(p.default, (list, tuple)) else p.default)
+                for p in cls.params}
+
+    @classmethod
+    def validate_params(cls, values: Mapping[str, Any], node_id: str | None = None) -> dict[str, Any]:
+        """Defaults filled in, each value coerced; unknown keys dropped (old files)."""
+        out = cls.default_params()
+        for p in cls.params:
+            if p.name in values:
+                out[p.name] = p.coerce(values[p.name], node_id=node_id)
+        return out
+
+    @classmethod
+    def default_name_prefix(cls) -> str:
+        return cls.name_prefix or cls.type_id.split(".")[-1]
+
+    @classmethod
+    def summary(cls, params: Mapping[str, Any]) -> str:
+        """Key params for the node card, e.g. ``out 128``."""
+        parts = []
+        for name in cls.summary_params:
+            v = params.get(name)
+            if isinstance(v, float):
+                v = f"{v:g}"
+            elif isinstance(v, list):
+                v = "×".join(str(x) for x in v)
+            parts.append(f"{cls.param(name).display} {v}")
+        return ", ".join(parts)
+
+    # --- behaviour ----------------------------------------------------
+    def resolve(self, ctx: InferContext) -> dict[str, Any]:
+        """Return params with ``auto`` values replaced from input shapes."""
+        return dict(ctx.params)
+
+    def infer(self, ctx: InferContext) -> dict[str, Any]:
+        """Output port -> TensorInfo (or other info); raise ``ctx.error(...)``."""
+        return {}
+
+
+class LayerType(NodeType):
+    """A single-input, single-output node compiled to a ``torch.nn`` module."""
+
+    inputs = (Port("input", PortKind.TENSOR),)
+    outputs = (Port("output", PortKind.TENSOR),)
+
+    def infer(self, ctx: InferContext) -> dict[str, Any]:
+        return {"output": self.out_info(ctx, ctx.input("input"))}
+
+    def out_info(self, ctx: InferContext, x: TensorInfo) -> TensorInfo:
+        return x
+
+    def build(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> "torch.nn.Module":
+        """Build the module from resolved params (no ``auto`` left)."""
+        raise NotImplementedError
+
+
+class FunctionType(NodeType):
+    """A node compiled to a ``call_function`` of a torch function (Add, Concat, Reshape)."""
+
+    def function(self, params: Mapping[str, Any], inputs: Mapping[str, Any]
+                 ) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+        """Return (callable, args, kwargs); args may contain the input port names as
+        ``PortRef`` markers that the compiler replaces by fx nodes."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class PortRef:
+    """Placeholder for an input value inside ``FunctionType.function`` args."""
+
+    port: str
+    index: int | None = None  # for multi ports: which edge; None = the whole list
+
+
+class LossType(NodeType):
+    """A loss term: compares prediction and target; becomes part of the training plan."""
+
+    category = Category.LOSS
+    inputs = (Port("prediction", PortKind.TENSOR), Port("target", PortKind.TARGET))
+    outputs = (Port("loss", PortKind.LOSS),)
+    #: how accuracy is measured for this loss: "argmax", "sigmoid", "logits" or None (regression)
+    metric: ClassVar[str | None] = None
+
+    def make(self, params: Mapping[str, Any]) -> "torch.nn.Module":
+        raise NotImplementedError
+
+    def adapt_target(self, pred: "torch.Tensor", target: "torch.Tensor") -> "torch.Tensor":
+        """Bring the dataset target to the dtype/shape this loss expects."""
+        return target
+
+
+class OptimizerType(NodeType):
+    category = Category.OPTIMIZER
+    inputs = (Port("loss", PortKind.LOSS, multi=True),)
+    outputs = (Port("optimizer", PortKind.OPTIMIZER, optional=True),)
+
+    def make(self, parameters: Iterable["torch.nn.Parameter"], params: Mapping[str, Any]) -> "torch.optim.Optimizer":
+        raise NotImplementedError
+
+
+class SchedulerType(NodeType):
+    category = Category.SCHEDULER
+    inputs = (Port("optimizer", PortKind.OPTIMIZER),)
+    outputs = ()
+    #: "epoch" or "batch": when the trainer calls ``scheduler.step()``
+    step_every: ClassVar[str] = "epoch"
+    #: True for ReduceLROnPlateau: ``step(val_loss)``
+    needs_metric: ClassVar[bool] = False
+
+    def make(self, optimizer: "torch.optim.Optimizer", params: Mapping[str, Any], *,
+             epochs: int, steps_per_epoch: int) -> Any:
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------
+# Registry
+# ----------------------------------------------------------------------------
+
+
+class Catalog:
+    """All known node types by id (and by legacy id, so renamed types still load)."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, type[NodeType]] = {}
+        self._legacy: dict[str, str] = {}
+        self._instances: dict[str, NodeType] = {}
+
+    def register(self, cls: type[NodeType]) -> type[NodeType]:
+        if not cls.type_id or "." not in cls.type_id:
+            raise ValueError(f"{cls.__name__} needs a namespaced type_id like 'layer.linear'")
+        if cls.type_id in self._types and self._types[cls.type_id] is not cls:
+            raise ValueError(f"duplicate node type id {cls.type_id!r}")
+        self._types[cls.type_id] = cls
+        for old in cls.legacy_ids:
+            self._legacy[old] = cls.type_id
+        return cls
+
+    def canonical_id(self, type_id: str) -> str:
+        return self._legacy.get(type_id, type_id)
+
+    def __contains__(self, type_id: str) -> bool:
+        return self.canonical_id(type_id) in self._types
+
+    def get(self, type_id: str) -> NodeType:
+        """The (stateless) singleton instance of a node type."""
+        tid = self.canonical_id(type_id)
+        inst = self._instances.get(tid)
+        if inst is None:
+            cls = self._types.get(tid)
+            if cls is None:
+                raise UnknownNodeTypeError(f"Unknown node type {type_id!r}",
+                                           hint="this project may need a newer NetStudio")
+            inst = self._instances[tid] = cls()
+        return inst
+
+    def types(self) -> list[type[NodeType]]:
+        return list(self._types.values())
+
+    def by_category(self) -> dict[Category, list[type[NodeType]]]:
+        out: dict[Category, list[type[NodeType]]] = {c: [] for c in CATEGORY_ORDER}
+        for cls in self._types.values():
+            out[cls.category].append(cls)
+        return out
+
+
+CATALOG = Catalog()
+
+
+def register(cls: type[NodeType]) -> type[NodeType]:
+    """Class decorator: add a node type to the global catalog."""
+    return CATALOG.register(cls)
+
+
+def as_pair(v: Any) -> tuple[int, int]:
+    if isinstance(v, (list, tuple)):
+        return (int(v[0]), int(v[1] if len(v) > 1 else v[0]))
+    return (int(v), int(v))
+
+
+def conv_out(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
+    """Output length of a convolution/pooling window (PyTorch's formula, floor mode)."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def fmt_shape(shape: Sequence[int]) -> str:
+    return "×".join(str(d) for d in shape)

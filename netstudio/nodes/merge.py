@@ -1,0 +1,63 @@
+"""Nodes that combine several tensors; compiled to ``call_function`` nodes."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Mapping
+
+from netstudio.nodes.base import (Category, FunctionType, InferContext, Param, Port, PortKind, PortRef,
+                                  TensorInfo, register)
+
+
+@register
+class Add(FunctionType):
+    type_id = "merge.add"
+    title = "Add"
+    category = Category.MERGE
+    description = "Element-wise sum of two tensors of equal shape (residual connections)."
+    inputs = (Port("a", PortKind.TENSOR), Port("b", PortKind.TENSOR))
+    outputs = (Port("output", PortKind.TENSOR),)
+
+    def infer(self, ctx: InferContext) -> dict[str, Any]:
+        a, b = ctx.input("a"), ctx.input("b")
+        if a.shape != b.shape:
+            raise ctx.error(f"needs equal shapes but gets {a.fmt()} and {b.fmt()}",
+                            hint="make both branches produce the same shape")
+        return {"output": a}
+
+    def function(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
+        return operator.add, (PortRef("a"), PortRef("b")), {}
+
+
+@register
+class Concat(FunctionType):
+    type_id = "merge.concat"
+    title = "Concat"
+    category = Category.MERGE
+    description = "Concatenates tensors along one dimension."
+    inputs = (Port("inputs", PortKind.TENSOR, multi=True),)
+    outputs = (Port("output", PortKind.TENSOR),)
+    params = (Param("dim", "int", 1, min=-8, max=8),)
+    summary_params = ("dim",)
+
+    def infer(self, ctx: InferContext) -> dict[str, Any]:
+        xs: list[TensorInfo] = ctx.inputs["inputs"]
+        if len(xs) < 2:
+            raise ctx.error("needs at least two inputs", hint="connect a second tensor")
+        n = len(xs[0].shape)
+        d = ctx.params["dim"]
+        d = d + n if d < 0 else d
+        if not 0 < d < n:
+            raise ctx.error(f"dim {ctx.params['dim']} is invalid for {xs[0].fmt()} tensors",
+                            hint="use a dimension between 1 and the last one")
+        for x in xs[1:]:
+            if len(x.shape) != n or any(x.shape[i] != xs[0].shape[i] for i in range(n) if i != d):
+                raise ctx.error(f"cannot concatenate {xs[0].fmt()} and {x.fmt()} along dim {d}",
+                                hint="all other dimensions must match")
+        total = sum(x.shape[d] for x in xs)
+        return {"output": xs[0].with_shape(*xs[0].shape[:d], total, *xs[0].shape[d + 1:])}
+
+    def function(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
+        import torch
+
+        return torch.cat, (PortRef("inputs"),), {"dim": params["dim"]}
