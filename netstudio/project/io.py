@@ -1,0 +1,155 @@
+"""Project files (``.nsproj``): plain, versioned JSON — never pickle.
+
+Loading parses JSON into plain records, migrates old format versions, then
+resolves node types against the catalog with full validation. Nothing in a
+project file is ever executed. Saving is atomic (temp file + rename) and
+deterministic, so save → load → save is byte-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from netstudio import __version__
+from netstudio.errors import NetStudioError, ProjectError
+from netstudio.graph.model import Graph
+from netstudio.training.config import TrainConfig
+
+FORMAT_VERSION = 1
+SUFFIX = ".nsproj"
+MAX_FILE_BYTES = 64 * 1024 * 1024  # a project is small; refuse to parse a huge hostile file
+
+#: format_version N -> function upgrading a version-N record to N+1
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def _migrate_0(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 0 (pre-release) stored edges as objects and training under 'settings'."""
+    graph = data.get("graph", {})
+    edges = graph.get("edges", [])
+    graph["edges"] = [[e["src"], e["src_port"], e["dst"], e["dst_port"]] if isinstance(e, Mapping) else e
+                      for e in edges]
+    if "settings" in data and "training" not in data:
+        data["training"] = data.pop("settings")
+    data["format_version"] = 1
+    return data
+
+
+MIGRATIONS[0] = _migrate_0
+
+
+@dataclass
+class Project:
+    graph: Graph = field(default_factory=Graph)
+    training: TrainConfig = field(default_factory=TrainConfig)
+    name: str = "Untitled"
+    description: str = ""
+    path: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "app": f"netstudio {__version__}",
+            "name": self.name,
+            "description": self.description,
+            "training": self.training.to_dict(),
+            "graph": self.graph.to_dict(),
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any, path: Path | None = None) -> "Project":
+        if not isinstance(data, dict):
+            raise ProjectError("A project file must contain a JSON object")
+        version = data.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ProjectError("The file has no valid 'format_version'; it is not a NetStudio project")
+        if version > FORMAT_VERSION:
+            raise ProjectError(f"The project uses format version {version}, but this NetStudio reads up to "
+                               f"{FORMAT_VERSION}", hint="update NetStudio to open it")
+        if version < 0:
+            raise ProjectError(f"Invalid format_version {version}")
+        data = dict(data)
+        while version < FORMAT_VERSION:
+            data = MIGRATIONS[version](data)
+            version = data["format_version"]
+        graph_rec = data.get("graph")
+        if not isinstance(graph_rec, Mapping):
+            raise ProjectError("The project has no 'graph' object")
+        if not isinstance(graph_rec.get("nodes", []), list) or not isinstance(graph_rec.get("edges", []), list):
+            raise ProjectError("'graph.nodes' and 'graph.edges' must be lists")
+        try:
+            graph = Graph.from_dict(graph_rec)
+        except NetStudioError as e:
+            raise ProjectError(f"Invalid graph: {e.message}", node_id=e.node_id, hint=e.hint) from e
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ProjectError(f"Invalid graph record: {e!r}") from e
+        training = TrainConfig.from_dict(data.get("training", {}))
+        name = data.get("name", "Untitled")
+        desc = data.get("description", "")
+        if not isinstance(name, str) or not isinstance(desc, str):
+            raise ProjectError("'name' and 'description' must be text")
+        return cls(graph, training, name, desc, path)
+
+    @classmethod
+    def loads(cls, text: str, path: Path | None = None) -> "Project":
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as e:
+            where = f" (line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
+            raise ProjectError(f"The project file is not valid JSON{where}; it may be truncated or corrupt") from e
+        return cls.from_dict(data, path)
+
+
+def load_project(path: str | os.PathLike[str]) -> Project:
+    p = Path(path)
+    try:
+        if p.stat().st_size > MAX_FILE_BYTES:
+            raise ProjectError(f"{p.name} is too large to be a project file")
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ProjectError(f"No such project file: {p}") from None
+    except IsADirectoryError:
+        raise ProjectError(f"{p} is a folder, not a project file") from None
+    except OSError as e:
+        raise ProjectError(f"Cannot read {p}: {e.strerror or e}") from e
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProjectError(f"{p.name} is not a text file; it may be corrupt") from None
+    try:
+        proj = Project.loads(text, p)
+    except ProjectError as e:
+        raise ProjectError(f"Cannot open {p.name}: {e.message}", node_id=e.node_id, hint=e.hint) from e
+    return proj
+
+
+def save_project(project: Project, path: str | os.PathLike[str] | None = None) -> Path:
+    """Write atomically: a crash mid-save never leaves a half-written project."""
+    p = Path(path) if path is not None else project.path
+    if p is None:
+        raise ProjectError("No file name given for saving")
+    text = project.dumps()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise ProjectError(f"Cannot save {p}: {e.strerror or e}") from e
+    project.path = p
+    return p

@@ -1,0 +1,54 @@
+"""Training settings stored in the project file (plain data, no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+from netstudio.errors import ProjectError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    device: str = "auto"          # auto | cpu | cuda | cuda:N | mps
+    seed: int = 0
+    shuffle: bool = True
+    early_stopping_patience: int = 0  # epochs without val-loss improvement; 0 = off
+    keep_best: bool = True            # restore the weights of the best val-loss epoch at the end
+    fast_path: str = "auto"           # auto | off: whole-step CUDA graph capture when possible
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        if not isinstance(data, Mapping):
+            raise ProjectError("'training' must be an object")
+        cfg = cls()
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            v = data[f.name]
+            default = getattr(cfg, f.name)
+            ok = isinstance(v, type(default)) and not (isinstance(v, bool) and not isinstance(default, bool))
+            if not ok:
+                raise ProjectError(f"training.{f.name} must be {type(default).__name__}, got {v!r}")
+            setattr(cfg, f.name, v)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if not 1 <= self.epochs <= 1_000_000:
+            raise ProjectError(f"epochs must be between 1 and 1000000, got {self.epochs}")
+        if not 1 <= self.batch_size <= 1_000_000:
+            raise ProjectError(f"batch_size must be between 1 and 1000000, got {self.batch_size}")
+        if not (self.device in DEVICES or self.device.startswith("cuda:")):
+            raise ProjectError(f"device must be one of {', '.join(DEVICES)} or cuda:N, got {self.device!r}")
+        if self.fast_path not in ("auto", "off"):
+            raise ProjectError(f"fast_path must be 'auto' or 'off', got {self.fast_path!r}")
+        if self.early_stopping_patience < 0 or self.seed < 0:
+            raise ProjectError("seed and early_stopping_patience must not be negative")
