@@ -56,10 +56,12 @@ class RemoveNodes(Command):
     node_ids: Sequence[str]
     _nodes: list[Node] = field(default_factory=list, repr=False)
     _edges: list[Edge] = field(default_factory=list, repr=False)
+    _order: tuple[list[str], list[Edge]] = field(default_factory=lambda: ([], []), repr=False)
     text: str = "Delete"
 
     def redo(self, graph: Graph) -> None:
         self._nodes, self._edges = [], []
+        self._order = (list(graph.nodes), list(graph.edges))
         order = list(graph.nodes)
         for nid in sorted(self.node_ids, key=order.index):
             node, edges = graph.remove_node(nid)
@@ -71,6 +73,7 @@ class RemoveNodes(Command):
             graph.insert_node(node.copy())
         for e in self._edges:
             graph.add_edge_unchecked(e)
+        graph.restore_order(*self._order)
 
 
 @dataclass
@@ -91,15 +94,18 @@ class Connect(Command):
 @dataclass
 class Disconnect(Command):
     edges: Sequence[Edge]
+    _order: list[Edge] = field(default_factory=list, repr=False)
     text: str = "Disconnect"
 
     def redo(self, graph: Graph) -> None:
+        self._order = list(graph.edges)
         for e in self.edges:
             graph.disconnect(e)
 
     def undo(self, graph: Graph) -> None:
         for e in self.edges:
             graph.add_edge_unchecked(e)
+        graph.restore_order(list(graph.nodes), self._order)
 
 
 @dataclass

@@ -231,14 +231,14 @@ class Graph:
         edge = Edge(src, src_port, dst, dst_port)
         if edge in self.edges:
             raise DuplicateEdgeError("These ports are already connected", node_id=dst)
-        if not dp.multi and any(e.dst == dst and e.dst_port == dst_port for e in self.edges):
-            raise DuplicateEdgeError(
-                f"Input '{dp.display}' of {d_t.title} '{self.nodes[dst].name}' is already connected",
-                node_id=dst, hint="remove the existing connection first, or use an Add/Concat node")
         if self._reaches(dst, src):
             raise CycleError(
                 f"Connecting '{self.nodes[src].name}' to '{self.nodes[dst].name}' would create a cycle",
                 node_id=dst, hint="networks must be acyclic; feed an earlier layer instead")
+        if not dp.multi and any(e.dst == dst and e.dst_port == dst_port for e in self.edges):
+            raise DuplicateEdgeError(
+                f"Input '{dp.display}' of {d_t.title} '{self.nodes[dst].name}' is already connected",
+                node_id=dst, hint="remove the existing connection first, or use an Add/Concat node")
         return edge
 
     def connect(self, src: str, src_port: str, dst: str, dst_port: str) -> Edge:
@@ -246,6 +246,17 @@ class Graph:
         self.edges.append(edge)
         self._emit(GraphEvent("edge_added", edge=edge))
         return edge
+
+    def restore_order(self, node_order: list[str], edge_order: list[Edge]) -> None:
+        """Put nodes and edges back in a recorded order (undo of a removal).
+
+        Order is not semantic, but restoring it keeps undo exact, so a saved file
+        is byte-identical after edit + undo.
+        """
+        rank = {nid: i for i, nid in enumerate(node_order)}
+        self.nodes = dict(sorted(self.nodes.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+        erank = {e: i for i, e in enumerate(edge_order)}
+        self.edges.sort(key=lambda e: erank.get(e, len(erank)))
 
     def add_edge_unchecked(self, edge: Edge) -> None:
         """Restore an edge exactly (undo); ports are trusted, still no duplicates."""
