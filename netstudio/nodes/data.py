@@ -1,1 +1,74 @@
-"""Placeholder: replaced by the data-layer work (DatasetNode)."""
+"""The Dataset node: the graph's source of features and targets.
+
+Shapes come from :func:`netstudio.data.describe` (fast, cached, no torch), so the
+editor shows real dataset shapes on every edge while the user edits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from netstudio.data import describe
+from netstudio.nodes.base import Category, InferContext, NodeType, Param, Port, PortKind, TensorInfo, register
+
+SOURCE_CHOICES: tuple[str, ...] = ("digits", "iris", "wine", "breast_cancer", "diabetes", "mnist_5k", "moons",
+                                   "circles", "regression", "mnist", "fashion_mnist", "cifar10", "csv",
+                                   "image_folder")
+_TORCHVISION = ("mnist", "fashion_mnist", "cifar10")
+_IMAGES = ("digits", "mnist_5k", "mnist", "fashion_mnist", "cifar10", "image_folder")
+_SYNTHETIC = ("moons", "circles", "regression")
+# the torchvision sets use their official test split, so the split params do not apply to them
+_SPLIT = tuple(s for s in SOURCE_CHOICES if s not in _TORCHVISION)
+
+
+@register
+class DatasetNode(NodeType):
+    type_id = "data.dataset"
+    title = "Dataset"
+    category = Category.DATA
+    description = ("Loads a dataset and feeds its features (and targets, for the loss). Built-in sets work "
+                   "offline; CSV files and image folders are your own data.")
+    name_prefix = "data"
+    inputs = ()
+    outputs = (Port("features", PortKind.TENSOR), Port("target", PortKind.TARGET))
+    summary_params = ("source",)
+    params = (
+        Param("source", "choice", "mnist_5k", choices=SOURCE_CHOICES,
+              help="which data; mnist/fashion_mnist/cifar10 need a local copy or download"),
+        Param("path", "path", "", visible_if=("source", ("csv", "image_folder") + _TORCHVISION),
+              help="CSV file, image folder root (root/<class>/<image>), or torchvision data folder"),
+        Param("target_column", "str", "", visible_if=("source", ("csv",)),
+              help="name or 0-based index of the target column; empty = last column"),
+        Param("feature_columns", "str", "", visible_if=("source", ("csv",)),
+              help="comma-separated names or indices; empty = every column but the target"),
+        Param("task", "choice", "auto", choices=("auto", "classification", "regression"),
+              visible_if=("source", ("csv",)),
+              help="auto: classification if the target is text or has ≤ 20 distinct whole numbers"),
+        Param("val_fraction", "float", 0.2, min=0.0, max=0.9, step=0.05, visible_if=("source", _SPLIT),
+              help="share of samples held out for validation"),
+        Param("seed", "int", 0, min=0, visible_if=("source", _SPLIT),
+              help="seeds the train/validation split (and synthetic data)"),
+        Param("normalize", "choice", "standard", choices=("standard", "minmax", "none"),
+              help="standard: z-score fitted on the train split (images: per channel after scaling to "
+                   "[0,1]); minmax: to [0,1]; none: raw values"),
+        Param("resize", "int", 0, min=0, max=512, visible_if=("source", _IMAGES),
+              help="resize images to N×N; 0 keeps the size (e.g. 28 turns 8×8 digits into LeNet input)"),
+        Param("grayscale", "bool", False, visible_if=("source", ("image_folder", "cifar10")),
+              help="convert colour images to one channel"),
+        Param("n_samples", "int", 1000, min=10, max=1_000_000, visible_if=("source", _SYNTHETIC),
+              help="number of generated samples"),
+        Param("noise", "float", 0.1, min=0.0, max=10.0, step=0.05, visible_if=("source", _SYNTHETIC),
+              help="standard deviation of the added noise"),
+        Param("n_features", "int", 10, min=1, max=10000, visible_if=("source", ("regression",)),
+              help="number of input features of the synthetic regression"),
+        Param("download", "bool", False, visible_if=("source", _TORCHVISION),
+              help="allow downloading the torchvision set into path"),
+    )
+
+    def infer(self, ctx: InferContext) -> dict[str, Any]:
+        # DataError propagates unchanged: the analysis attaches this node's id
+        info = describe(ctx.params)
+        ctx.extra["dataset"] = info
+        b = ctx.batch_size
+        return {"features": TensorInfo((b, *info.feature_shape), info.feature_dtype),
+                "target": TensorInfo((b, *info.target_shape), info.target_dtype)}
