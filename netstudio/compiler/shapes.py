@@ -145,7 +145,9 @@ class ShapeChecker:
         scope = "training" if nt.category in _TRAINING_CATEGORIES else "model"
         key = (nid, node.name, node.type_id, _freeze(node.params), _freeze_inputs(inputs), batch_size,
                _freeze(extra))
-        hit = self._cache.get(key)
+        # Dataset nodes are not memoised here: their shapes depend on files on disk
+        # (CSV, image folders); netstudio.data.describe caches by file stamp itself.
+        hit = None if nt.category == Category.DATA else self._cache.get(key)
         if hit is not None:
             self.hits += 1
             res, err = hit
