@@ -1,0 +1,535 @@
+"""The ``netstudio`` command: the GUI launcher and headless check / train / export.
+
+Every failure ends as one ``error: ...`` line on stderr and exit code 1, never a
+traceback (set ``NETSTUDIO_DEBUG=1`` to see one). Node-scoped errors print the
+node id and the fix hint: ``error: [n3] Linear 'fc1' expects ... → set in_features to 256``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Sequence, TextIO
+
+from netstudio import __version__
+from netstudio.errors import NetStudioError, Problem
+
+COMMANDS = ("check", "train", "export")
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
+
+
+class CliError(Exception):
+    """A failure already phrased for the user (the message is printed as is)."""
+
+
+# ----------------------------------------------------------------------------
+# output helpers
+# ----------------------------------------------------------------------------
+
+
+def format_error(message: str, node_id: str | None = None, hint: str | None = None) -> str:
+    where = f"[{node_id}] " if node_id else ""
+    fix = f" → {hint}" if hint else ""
+    return f"error: {where}{message}{fix}"
+
+
+def format_problem(p: Problem) -> str:
+    line = format_error(p.message, p.node_id, p.hint)
+    return line if p.severity == "error" else "warning" + line[len("error"):]
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _safe_streams() -> None:
+    # Shapes print as 28×28 and hints with →; never crash on a terminal that cannot show them.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="replace")
+            except (ValueError, OSError):  # pragma: no cover - detached/odd streams
+                pass
+
+
+# ----------------------------------------------------------------------------
+# shared steps
+# ----------------------------------------------------------------------------
+
+
+def _load(path: str) -> Any:
+    from netstudio.project.io import load_project
+
+    project = load_project(path)
+    _resolve_data_paths(project)
+    return project
+
+
+def _resolve_data_paths(project: Any) -> None:
+    """A CSV/image folder given relative to the project file is found whatever the working directory."""
+    if project.path is None:
+        return
+    base = Path(project.path).resolve().parent
+    for node in project.graph.nodes.values():
+        p = node.params.get("path")
+        if node.type_id == "data.dataset" and isinstance(p, str) and p and not os.path.isabs(os.path.expanduser(p)):
+            if not os.path.exists(p) and (base / p).exists():
+                node.params["path"] = str(base / p)
+
+
+def _count_params(module: Any) -> int:
+    return sum(int(p.numel()) for p in module.parameters())
+
+
+def _outputs_text(outputs: dict[str, Any]) -> str:
+    from netstudio.nodes.base import TensorInfo
+
+    shown = {k: v for k, v in outputs.items() if isinstance(v, TensorInfo) and v.dtype != "optimizer"}
+    if not shown:
+        return "—"
+    if len(shown) == 1:
+        return next(iter(shown.values())).fmt()
+    return ", ".join(f"{k} {v.fmt()}" for k, v in shown.items())
+
+
+# ----------------------------------------------------------------------------
+# check
+# ----------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from netstudio.compiler.shapes import analyze
+
+    project = _load(args.project)
+    graph = project.graph
+    batch = args.batch_size or project.training.batch_size
+    an = analyze(graph, batch)
+    problems = list(an.problems)
+    counts: dict[str, int] = {}
+    if an.model_ok and graph.nodes:
+        from netstudio.compiler.build import compile_model
+        from netstudio.errors import CompileError
+
+        try:
+            compiled = compile_model(graph, batch, an)
+            for nid, attr in compiled.module_names.items():
+                counts[nid] = _count_params(compiled.module.get_submodule(attr))
+        except CompileError as e:
+            problems.append(Problem.from_error(e))
+
+    rows = [("id", "node", "type", "output", "params")]
+    cat = graph.catalog
+    order = an.order or list(graph.nodes)
+    for nid in order:
+        node = graph.nodes[nid]
+        res = an.results.get(nid)
+        out = _outputs_text(res.outputs) if res is not None else "?"
+        if any(p.node_id == nid and p.severity == "error" for p in problems):
+            out = "✗ " + out if res is not None else "✗"
+        n = counts.get(nid)
+        rows.append((nid, node.name, cat.get(node.type_id).title, out, f"{n:,}" if n is not None else "—"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    print(f"{project.name} ({args.project})")
+    for i, r in enumerate(rows):
+        print("  " + "  ".join(c.ljust(w) if j < 4 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
+        if i == 0:
+            print("  " + "  ".join("-" * w for w in widths))
+    total = sum(counts.values())
+    print(f"total parameters: {total:,}" if counts else "total parameters: unknown (model invalid)")
+    errors = [p for p in problems if p.severity == "error"]
+    for p in problems:
+        _err(format_problem(p))
+    if errors:
+        _err(f"{len(errors)} error{'s' if len(errors) != 1 else ''}; the project cannot be trained yet")
+        return EXIT_ERROR
+    print("ok: the project is valid and ready to train")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------
+# train
+# ----------------------------------------------------------------------------
+
+
+class _Progress:
+    """Per-epoch lines, plus a one-line bar on stderr when it is a terminal."""
+
+    def __init__(self, lines: TextIO, bar: TextIO | None, epochs: int) -> None:
+        self.lines = lines
+        self.bar = bar
+        self.epochs = epochs
+        self.device: str | None = None
+        self._bar_shown = False
+        self._last_draw = 0.0
+
+    def __call__(self, ev: dict[str, Any]) -> None:
+        kind = ev.get("kind")
+        if kind == "start":
+            self.device = str(ev.get("device")) if ev.get("device") is not None else None
+            self.epochs = int(ev.get("epochs", self.epochs) or self.epochs)
+            extra = f" on {self.device}" if self.device else ""
+            print(f"training {self.epochs} epoch{'s' if self.epochs != 1 else ''}{extra}", file=self.lines,
+                  flush=True)
+        elif kind == "batch" and self.bar is not None:
+            now = time.monotonic()
+            if now - self._last_draw < 0.1:
+                return  # redrawing every batch would cost more than the batch
+            self._last_draw = now
+            self._draw(ev)
+        elif kind == "epoch":
+            self._clear()
+            print(_epoch_line(ev, self.epochs), file=self.lines, flush=True)
+
+    def _draw(self, ev: dict[str, Any]) -> None:
+        assert self.bar is not None
+        step = ev.get("batch", ev.get("step", 0)) or 0
+        total = ev.get("batches", ev.get("steps", 0)) or 0
+        epoch = ev.get("epoch", 0)
+        frac = min(1.0, step / total) if total else 0.0
+        width = 24
+        filled = int(frac * width)
+        loss = ev.get("loss")
+        loss_txt = f" loss {loss:.4f}" if isinstance(loss, (int, float)) else ""
+        self.bar.write(f"\repoch {epoch}/{self.epochs} [{'#' * filled}{'.' * (width - filled)}] "
+                       f"{frac * 100:3.0f}%{loss_txt}   ")
+        self.bar.flush()
+        self._bar_shown = True
+
+    def _clear(self) -> None:
+        if self.bar is not None and self._bar_shown:
+            self.bar.write("\r" + " " * 70 + "\r")
+            self.bar.flush()
+            self._bar_shown = False
+
+
+def _fmt_metric(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if math.isfinite(v) else str(v)
+    return str(v)
+
+
+def _epoch_line(ev: dict[str, Any], epochs: int) -> str:
+    parts = [f"epoch {ev.get('epoch', '?')}/{epochs}"]
+    for key, label in (("train_loss", "train_loss"), ("val_loss", "val_loss"),
+                       ("train_accuracy", "train_acc"), ("val_accuracy", "val_acc")):
+        v = ev.get(key)
+        if v is not None:
+            parts.append(f"{label} {_fmt_metric(v)}")
+    if ev.get("lr") is not None:
+        parts.append(f"lr {ev['lr']:.3g}")
+    if ev.get("seconds") is not None:
+        parts.append(f"{ev['seconds']:.1f}s")
+    return "  ".join(parts)
+
+
+def _jsonable(v: Any) -> Any:
+    """JSON-safe copy: NaN/inf become null (json.dumps would write invalid NaN tokens)."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (str, int, bool)) or v is None:
+        return v
+    item = getattr(v, "item", None)  # 0-d tensors / numpy scalars
+    if callable(item):
+        try:
+            return _jsonable(item())
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    return str(v)
+
+
+def _summary(result: Any, device: str | None, seconds: float) -> dict[str, Any]:
+    history = list(getattr(result, "history", None) or [])
+    metrics = dict(getattr(result, "metrics", None) or {})
+    last = history[-1] if history else {}
+    out: dict[str, Any] = {"status": getattr(result, "status", None), "message": getattr(result, "message", "")}
+    for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
+        v = metrics.get(key, last.get(key) if isinstance(last, dict) else None)
+        if v is not None:
+            out[key] = v
+    out["epochs"] = metrics.get("epochs", len(history))
+    out["best_epoch"] = getattr(result, "best_epoch", None)
+    out["device"] = metrics.get("device", device)
+    out["seconds"] = round(seconds, 3)
+    out["history"] = history
+    for k, v in metrics.items():
+        out.setdefault(k, v)
+    return _jsonable(out)
+
+
+def _resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise CliError("error: --device cuda was requested but no CUDA GPU is available → use --device cpu or auto")
+    return requested
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from netstudio.compiler.build import build_plan
+    from netstudio.errors import ProjectError
+
+    project = _load(args.project)
+    overrides: dict[str, Any] = {}
+    for key in ("epochs", "batch_size", "seed", "device"):
+        v = getattr(args, key)
+        if v is not None:
+            overrides[key] = v
+    config = replace(project.training, **overrides)
+    try:
+        config.validate()
+    except ProjectError as e:
+        raise CliError(format_error(e.message, hint=e.hint)) from None
+    device = _resolve_device(config.device)
+
+    plan = build_plan(project.graph, config.batch_size)
+    import netstudio.data as data_mod
+
+    data = data_mod.load(plan.dataset_params)
+    try:
+        from netstudio.training import fit
+    except ImportError as e:  # pragma: no cover - the trainer ships with NetStudio
+        raise CliError(f"error: the training engine is not available ({e})") from None
+
+    lines = sys.stderr if args.json else sys.stdout  # --json: stdout carries only the JSON object
+    bar = sys.stderr if sys.stderr.isatty() and not args.quiet else None
+    progress = _Progress(lines, bar, config.epochs)
+    stop, pause = threading.Event(), threading.Event()
+    interrupted = {"count": 0}
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        interrupted["count"] += 1
+        if interrupted["count"] > 1:
+            raise KeyboardInterrupt  # second Ctrl-C: give up immediately
+        stop.set()
+        _err("\nstopping after the current batch… (Ctrl-C again to abort)")
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
+    t0 = time.perf_counter()
+    try:
+        result = fit(plan, data, config, progress, stop, pause)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+        progress._clear()
+    seconds = time.perf_counter() - t0
+    summary = _summary(result, progress.device or device, seconds)
+    status = str(getattr(result, "status", ""))
+    message = str(getattr(result, "message", "") or "")
+    failed = status in ("error", "failed", "diverged", "nan")
+    model = getattr(result, "model", None)
+
+    exported: list[str] = []
+    if not failed and model is not None:
+        from netstudio.project import export as ex
+
+        if args.out:
+            exported.append(str(ex.export_pt(model, args.out)))
+        if args.save_weights:
+            exported.append(str(ex.export_weights(model, project, args.save_weights)))
+    summary["exported"] = exported
+
+    if failed:
+        _err(format_error(message or f"training {status}"))
+    else:
+        tail = f" ({message})" if message else ""
+        print(f"{status}{tail} in {seconds:.1f}s", file=lines)
+        for path in exported:
+            print(f"wrote {path}", file=lines)
+    if args.json:
+        print(json.dumps(summary), flush=True)
+    if failed:
+        return EXIT_ERROR
+    if stop.is_set() and interrupted["count"]:
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------
+# export
+# ----------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from netstudio.compiler.build import compile_model
+    from netstudio.project import export as ex
+
+    source = Path(args.project)
+    if source.suffix in (".pt", ".pth") and args.weights is None:
+        # a weights file written by NetStudio carries its project
+        project, state = ex.load_weights(source)
+    else:
+        if args.weights is None:
+            raise CliError("error: --weights is required → pass the trained weights (.pt) to export")
+        project = _load(args.project)
+        _, state = ex.read_weights(args.weights)
+    compiled = compile_model(project.graph, project.training.batch_size)
+    ex.apply_state_dict(compiled.module, state)
+    compiled.module.eval()
+
+    out = Path(args.out) if args.out else source.with_suffix(ex.suffix_for(args.format))
+    if out.resolve() == source.resolve() or (args.weights and out.resolve() == Path(args.weights).resolve()):
+        raise CliError(f"error: refusing to overwrite the input file {out} → choose another --out")
+    weights_out = None
+    if args.format == "py":
+        weights_out = out.with_name(out.stem + "_weights.pt")
+    path = ex.export(args.format, compiled, out, project=project, weights=weights_out)
+    print(f"wrote {path}")
+    if weights_out is not None:
+        print(f"wrote {weights_out}")
+    print("load it with:")
+    for line in ex.load_snippet(args.format, path).splitlines():
+        print("    " + line)
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------
+# GUI
+# ----------------------------------------------------------------------------
+
+
+def launch_gui(path: str | None) -> int:
+    if path is not None and not Path(path).exists():
+        _err(format_error(f"No such project file: {path}"))
+        return EXIT_ERROR
+    try:
+        import PySide6  # noqa: F401
+    except ImportError as e:
+        _err(f"error: the NetStudio window needs PySide6, which cannot be imported ({e}) "
+             "→ pip install PySide6-Essentials, or use the headless commands: netstudio check|train|export")
+        return EXIT_ERROR
+    try:
+        from netstudio.ui.app import run_app
+    except ImportError as e:
+        _err(f"error: the NetStudio user interface cannot be loaded ({e})")
+        return EXIT_ERROR
+    return int(run_app(path) or 0)
+
+
+# ----------------------------------------------------------------------------
+# argument parsing
+# ----------------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _non_negative(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="netstudio",
+        description="NetStudio: design, train and export PyTorch networks. "
+                    "Without a command, opens the app (optionally with a project).",
+        epilog="netstudio [FILE.nsproj] opens the app; the commands below work without a display.")
+    parser.add_argument("--version", action="version", version=f"netstudio {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("check", help="validate a project: per-node shapes and parameter counts")
+    p.add_argument("project", help="a .nsproj file")
+    p.add_argument("--batch-size", type=_positive, default=None, help="batch size shown in shapes")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("train", help="train a project headless")
+    p.add_argument("project", help="a .nsproj file")
+    p.add_argument("--epochs", type=_positive, default=None)
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the project's)")
+    p.add_argument("--batch-size", type=_positive, default=None)
+    p.add_argument("--seed", type=_non_negative, default=None)
+    p.add_argument("--out", default=None, help="save the trained model (whole module, torch.load) here")
+    p.add_argument("--save-weights", default=None, metavar="W",
+                   help="save a weights file (state_dict + project, safe to load) for `netstudio export`")
+    p.add_argument("--json", action="store_true", help="print the final metrics as JSON on the last line")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="export trained weights as pt, pt2, py or onnx")
+    p.add_argument("project", help="a .nsproj file (or a weights file written by NetStudio)")
+    p.add_argument("--weights", default=None, metavar="W", help="weights file (.pt state_dict)")
+    p.add_argument("--format", required=True, choices=("pt", "pt2", "py", "onnx"))
+    p.add_argument("--out", default=None, metavar="F", help="output file (default: next to the project)")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def _gui_parser() -> argparse.ArgumentParser:
+    parser = build_parser()
+    parser.add_argument("file", nargs="?", default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``netstudio`` console script and ``python -m netstudio``."""
+    _safe_streams()
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    first_positional = next((a for a in args_list if not a.startswith("-")), None)
+    if first_positional not in COMMANDS:
+        # `netstudio` / `netstudio FILE`: the app. Parsed separately so a file named
+        # like a command is never confused with one.
+        if any(a in ("-h", "--help", "--version") for a in args_list):
+            build_parser().parse_args(args_list)  # prints and exits
+        extra = [a for a in args_list if a.startswith("-")]
+        if extra:
+            _err(f"error: unknown option {extra[0]} → see netstudio --help")
+            return 2
+        if len(args_list) > 1:
+            _err(f"error: expected at most one project file, got {len(args_list)} arguments → "
+                 "see netstudio --help")
+            return 2
+        return _run(lambda: launch_gui(args_list[0] if args_list else None))
+    args = build_parser().parse_args(args_list)
+    return _run(lambda: args.func(args))
+
+
+def _run(fn: Callable[[], int]) -> int:
+    """Map every failure to one readable line and exit code 1."""
+    try:
+        return fn()
+    except CliError as e:
+        _err(str(e))
+    except NetStudioError as e:
+        _err(format_error(e.message, e.node_id, e.hint))
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        _err("error: out of memory → use a smaller batch size or model")
+    except Exception as e:  # last resort: a bug, still no traceback unless asked for
+        if os.environ.get("NETSTUDIO_DEBUG"):
+            raise
+        _err(f"error: unexpected {type(e).__name__}: {e} (set NETSTUDIO_DEBUG=1 for details)")
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

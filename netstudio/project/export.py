@@ -1,0 +1,580 @@
+"""Export a compiled model: pickled GraphModule, weights, torch.export, Python source, ONNX.
+
+Every exporter raises :class:`ExportError` with a message the user can act on;
+torch's own exceptions never escape. Untrusted files are only ever read with
+``torch.load(weights_only=True)``: a weights file can embed the project JSON as
+a plain string, so reopening it in NetStudio needs no pickle execution.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import math
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from netstudio.errors import ExportError, NetStudioError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from netstudio.compiler.build import CompiledModel, TrainingPlan
+    from netstudio.project.io import Project
+
+FORMATS = ("pt", "weights", "pt2", "py", "onnx")
+WEIGHTS_FORMAT = "netstudio-weights"
+WEIGHTS_VERSION = 1
+
+PathLike = str | os.PathLike[str]
+
+
+# ----------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------
+
+
+def _graph_module(model: Any) -> fx.GraphModule:
+    """Accept a GraphModule, a CompiledModel or a TrainingPlan."""
+    for attr in ("compiled", "module"):  # TrainingPlan.compiled -> CompiledModel.module
+        if not isinstance(model, nn.Module) and hasattr(model, attr):
+            model = getattr(model, attr)
+    if not isinstance(model, fx.GraphModule):
+        raise ExportError(f"Expected a compiled NetStudio model, got {type(model).__name__}")
+    return model
+
+
+def _input_info(model: Any) -> Any:
+    if hasattr(model, "compiled"):
+        model = model.compiled
+    return getattr(model, "input_info", None)
+
+
+def _prepare_target(path: PathLike) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        raise ExportError(f"{p} is a folder; choose a file name to export to")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"Cannot create the folder {p.parent}: {e.strerror or e}") from e
+    return p
+
+
+def _atomic_write(path: PathLike, write: Callable[[str], None], what: str) -> Path:
+    """Run ``write(tmp_path)`` then rename over ``path``: a failed export never leaves half a file."""
+    p = _prepare_target(path)
+    # keep the real suffix: torch.export.save insists on ".pt2"
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=f".tmp{p.suffix}", dir=str(p.parent))
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, p)
+    except ExportError:
+        _unlink(tmp)
+        raise
+    except OSError as e:
+        _unlink(tmp)
+        raise ExportError(f"Cannot write {what} to {p}: {e.strerror or e}") from e
+    except Exception as e:
+        _unlink(tmp)
+        raise ExportError(f"{what} export failed: {_short(e)}") from e
+    return p
+
+
+def _unlink(p: str) -> None:
+    try:
+        os.unlink(p)
+    except OSError:
+        pass
+
+
+def _short(e: BaseException, limit: int = 400) -> str:
+    text = f"{type(e).__name__}: {e}".strip()
+    first = text.splitlines()[0] if text else type(e).__name__
+    return first if len(first) <= limit else first[:limit] + "…"
+
+
+def _cpu_eval_copy(model: fx.GraphModule) -> fx.GraphModule:
+    """Exports are device-independent and in inference mode (Dropout off, BatchNorm running stats)."""
+    import copy
+
+    m = copy.deepcopy(model).cpu()
+    m.eval()
+    return m
+
+
+def _example(example_input: Any, model: Any) -> torch.Tensor:
+    if isinstance(example_input, torch.Tensor):
+        return example_input.detach().cpu()
+    raise ExportError("An example input tensor is needed for this export format",
+                      hint="pass a batch of features shaped like the dataset's")
+
+
+def example_input_for(compiled: Any, batch: int = 2, seed: int = 0) -> torch.Tensor:
+    """A deterministic random batch shaped like the dataset features (for tracing exporters).
+
+    ``batch`` defaults to 2 because torch.export specialises a batch dimension of 1.
+    """
+    info = _input_info(compiled)
+    if info is None:
+        raise ExportError("The model has no dataset input, so its input shape is unknown",
+                          hint="connect a Dataset node's features to the first layer")
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn((batch, *info.sample_shape), generator=gen, dtype=torch.float32)
+
+
+# ----------------------------------------------------------------------------
+# whole model: pickled GraphModule
+# ----------------------------------------------------------------------------
+
+
+def export_pt(model: Any, path: PathLike) -> Path:
+    """``torch.save`` the whole GraphModule.
+
+    fx pickles a GraphModule as its generated Python source plus its built-in
+    ``torch.nn`` submodules, so ``torch.load(path, weights_only=False)`` works in
+    an environment without NetStudio.
+    """
+    gm = _cpu_eval_copy(_graph_module(model))
+    return _atomic_write(path, lambda tmp: torch.save(gm, tmp), "Model")
+
+
+# ----------------------------------------------------------------------------
+# weights (+ the project, so NetStudio can reopen them)
+# ----------------------------------------------------------------------------
+
+
+def export_weights(model: Any, project: "Project | None", path: PathLike) -> Path:
+    """A ``weights_only``-safe file: ``{"format", "version", "state_dict", "project"}``.
+
+    The project travels as a JSON *string* (not nested containers) so it
+    round-trips byte-for-byte through torch's restricted unpickler.
+    """
+    gm = _graph_module(model)
+    state = {k: v.detach().cpu().clone() for k, v in gm.state_dict().items()}
+    record: dict[str, Any] = {"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION, "state_dict": state,
+                              "project": project.dumps() if project is not None else None}
+    return _atomic_write(path, lambda tmp: torch.save(record, tmp), "Weights")
+
+
+def read_weights(path: PathLike) -> tuple[str | None, dict[str, torch.Tensor]]:
+    """(project JSON text or None, state_dict) from an :func:`export_weights` file or a bare state_dict.
+
+    Always ``weights_only=True``: a hostile file can fail to load, never run code.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ExportError(f"No such weights file: {p}")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        raise ExportError(f"{p.name} is not a weights file NetStudio can read safely: {_short(e, 200)}",
+                          hint="export the weights from NetStudio, or save model.state_dict() with torch.save") from e
+    project_text: str | None = None
+    if isinstance(obj, Mapping) and obj.get("format") == WEIGHTS_FORMAT:
+        version = obj.get("version")
+        if not isinstance(version, int) or version > WEIGHTS_VERSION:
+            raise ExportError(f"{p.name} uses weights format version {version!r}; this NetStudio reads up to "
+                              f"{WEIGHTS_VERSION}", hint="update NetStudio")
+        state = obj.get("state_dict")
+        project_text = obj.get("project")
+        if project_text is not None and not isinstance(project_text, str):
+            raise ExportError(f"{p.name} has a malformed embedded project")
+    else:
+        state = obj
+    if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                 for k, v in state.items()):
+        raise ExportError(f"{p.name} does not contain a state_dict (a mapping of names to tensors)")
+    return project_text, dict(state)
+
+
+def load_weights(path: PathLike) -> "tuple[Project, dict[str, torch.Tensor]]":
+    """Reopen an :func:`export_weights` file: the project it was trained from and its weights."""
+    from netstudio.project.io import Project
+
+    text, state = read_weights(path)
+    if text is None:
+        raise ExportError(f"{Path(path).name} holds only weights, no NetStudio project",
+                          hint="open the .nsproj file and load these weights into it")
+    try:
+        project = Project.loads(text)
+    except NetStudioError as e:
+        raise ExportError(f"The project embedded in {Path(path).name} is invalid: {e.message}",
+                          node_id=e.node_id, hint=e.hint) from e
+    return project, state
+
+
+def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """``load_state_dict`` with a readable error when the weights belong to another architecture."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+             if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append("missing " + ", ".join(missing[:5]) + (" …" if len(missing) > 5 else ""))
+        if unexpected:
+            parts.append("unexpected " + ", ".join(unexpected[:5]) + (" …" if len(unexpected) > 5 else ""))
+        if wrong:
+            parts.append("wrong shape " + ", ".join(wrong[:3]) + (" …" if len(wrong) > 3 else ""))
+        raise ExportError("The weights do not match this model: " + "; ".join(parts),
+                          hint="use weights trained with this project (layer names and sizes must match)")
+    model.load_state_dict(state)
+
+
+# ----------------------------------------------------------------------------
+# torch.export (.pt2)
+# ----------------------------------------------------------------------------
+
+
+def export_pt2(model: Any, example_input: torch.Tensor, path: PathLike) -> Path:
+    """``torch.export.export`` + ``torch.export.save``; the batch dimension is dynamic when possible."""
+    gm = _cpu_eval_copy(_graph_module(model))
+    x = _example(example_input, model)
+    program = _torch_export(gm, x)
+    return _atomic_write(path, lambda tmp: torch.export.save(program, tmp), "torch.export")
+
+
+def _torch_export(gm: nn.Module, x: torch.Tensor) -> Any:
+    # A dynamic batch lets the exported program serve any batch size; some layers
+    # (e.g. ops that specialise on the batch) refuse it, so fall back to the example's shape.
+    errors: list[BaseException] = []
+    for dynamic in (True, False):
+        if dynamic and x.dim() == 0:
+            continue
+        try:
+            shapes = ({0: torch.export.Dim("batch")},) if dynamic else None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. RNN flat-weight notices the user cannot act on
+                return torch.export.export(gm, (x,), dynamic_shapes=shapes, strict=False)
+        except Exception as e:
+            errors.append(e)
+    raise ExportError(f"torch.export could not trace the model: {_short(errors[-1])}")
+
+
+# ----------------------------------------------------------------------------
+# ONNX
+# ----------------------------------------------------------------------------
+
+ONNX_MISSING = "ONNX export needs the packages onnx and onnxscript: pip install onnx onnxscript"
+
+
+def _require_onnx() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise ExportError(ONNX_MISSING) from e
+
+
+def export_onnx(model: Any, example_input: torch.Tensor, path: PathLike) -> Path:
+    """``torch.onnx.export`` (the dynamo exporter) with a dynamic batch dimension."""
+    _require_onnx()
+    gm = _cpu_eval_copy(_graph_module(model))
+    x = _example(example_input, model)
+
+    def write(tmp: str) -> None:
+        errors: list[BaseException] = []
+        for dynamic in (True, False):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    kwargs: dict[str, Any] = {"input_names": ["x"], "dynamo": True, "verbose": False}
+                    if dynamic:
+                        kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
+                    program = torch.onnx.export(gm, (x,), **kwargs)
+                if program is None:
+                    raise ExportError("torch.onnx.export returned nothing")
+                program.save(tmp)
+                return
+            except Exception as e:
+                errors.append(e)
+        raise ExportError(f"ONNX export failed: {_short(errors[-1])}")
+
+    return _atomic_write(path, write, "ONNX")
+
+
+# ----------------------------------------------------------------------------
+# plain PyTorch source (.py)
+# ----------------------------------------------------------------------------
+
+_SKIP_ARGS = {"self", "device", "dtype"}
+_RNN_ARGS = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional")
+
+
+def _literal(v: Any) -> str | None:
+    """Python source for a constructor argument value, or None if it is not a plain literal."""
+    if v is None or isinstance(v, (bool, int, str)):
+        return repr(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "float('nan')"
+        if math.isinf(v):
+            return "float('inf')" if v > 0 else "float('-inf')"
+        return repr(v)
+    if isinstance(v, (tuple, list)):
+        items = [_literal(x) for x in v]
+        if any(i is None for i in items):
+            return None
+        if isinstance(v, list):
+            return "[" + ", ".join(items) + "]"  # type: ignore[arg-type]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"  # type: ignore[arg-type]
+    return None
+
+
+def _rnn_args(m: nn.RNNBase) -> dict[str, Any]:
+    args = {k: getattr(m, k) for k in _RNN_ARGS}
+    if isinstance(m, nn.LSTM) and m.proj_size:
+        args["proj_size"] = m.proj_size
+    if type(m) is nn.RNN:
+        args["nonlinearity"] = m.nonlinearity
+    return args
+
+
+def _signature_args(m: nn.Module) -> dict[str, Any]:
+    """Constructor kwargs read back from same-named attributes (how torch.nn built-ins store them)."""
+    out: dict[str, Any] = {}
+    for name, prm in inspect.signature(type(m).__init__).parameters.items():
+        if name in _SKIP_ARGS or name.startswith("_") or prm.kind in (prm.VAR_POSITIONAL, prm.VAR_KEYWORD):
+            continue
+        if not hasattr(m, name):
+            continue
+        v = getattr(m, name)
+        if name == "bias" and (v is None or isinstance(v, torch.Tensor)):
+            v = v is not None  # the flag is stored as the bias Parameter itself
+        if isinstance(v, torch.Tensor):
+            continue
+        out[name] = v
+    return out
+
+
+#: module type -> constructor-kwargs extractor; everything else uses the signature reader
+ARG_EXTRACTORS: dict[type[nn.Module], Callable[[Any], dict[str, Any]]] = {
+    nn.LSTM: _rnn_args,
+    nn.GRU: _rnn_args,
+    nn.RNN: _rnn_args,
+    nn.Identity: lambda m: {},
+}
+
+
+def module_constructor(m: nn.Module) -> str:
+    """``nn.Linear(in_features=4, out_features=2, bias=True)`` for a built-in module instance."""
+    cls = type(m)
+    if not cls.__module__.startswith("torch.nn") or getattr(nn, cls.__name__, None) is not cls:
+        raise ExportError(f"{cls.__name__} is not a built-in torch.nn module and cannot be written as source")
+    extractor = next((f for t, f in ARG_EXTRACTORS.items() if cls is t), _signature_args)
+    parts = []
+    for k, v in extractor(m).items():
+        lit = _literal(v)
+        if lit is None:
+            raise ExportError(f"Cannot write the {k!r} argument of {cls.__name__} ({v!r}) as Python source")
+        parts.append(f"{k}={lit}")
+    return f"nn.{cls.__name__}({', '.join(parts)})"
+
+
+def _import_lines(src: str, globals_: Mapping[str, Any]) -> list[str]:
+    """Import statements for the names the generated forward uses (torch, operator, ...)."""
+    import builtins
+    import types
+
+    used = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", src))
+    lines: list[str] = []
+    for name, obj in sorted(globals_.items()):
+        if name not in used or name in ("torch", "nn"):
+            continue
+        if getattr(builtins, name, None) is obj:
+            continue
+        if isinstance(obj, types.ModuleType):
+            lines.append(f"import {obj.__name__}" if obj.__name__ == name else f"import {obj.__name__} as {name}")
+        elif name in ("inf", "nan"):
+            lines.append(f"from math import {name}")
+        elif obj is type(None):
+            lines.append(f"{name} = type(None)")
+        elif hasattr(obj, "__module__") and hasattr(obj, "__qualname__") and "." not in obj.__qualname__:
+            alias = "" if obj.__qualname__ == name else f" as {name}"
+            lines.append(f"from {obj.__module__} import {obj.__qualname__}{alias}")
+        else:
+            raise ExportError(f"The model's forward uses {name!r}, which cannot be imported in a plain file")
+    return lines
+
+
+def model_source(model: Any, *, weights_file: str | None = None, title: str = "NetStudio model") -> str:
+    """The text of a standalone ``.py`` that rebuilds ``model`` with plain PyTorch."""
+    gm = _graph_module(model)
+    code = gm.graph.python_code(root_module="self")
+    forward = code.src.strip("\n").rstrip()
+    if not forward.startswith("def forward("):
+        raise ExportError("Unexpected generated forward code; cannot write it as a plain file")
+    # Submodules are created in the order forward uses them; fx attribute paths may be dotted
+    # only for nested modules, which the compiler never produces.
+    ctor_lines = []
+    for name, sub in gm.named_children():
+        if not name.isidentifier():
+            raise ExportError(f"Submodule name {name!r} is not a Python identifier")
+        ctor_lines.append(f"        self.{name} = {module_constructor(sub)}")
+    info = _input_info(model)
+    shape_doc = f"Input: a float32 tensor of shape N×{'×'.join(map(str, info.sample_shape))}." if info else ""
+    imports = _import_lines(forward, code.globals)
+    body = "\n".join("    " + line if line.strip() else "" for line in forward.splitlines())
+    weights_default = repr(weights_file) if weights_file else "None"
+    example = ""
+    if info is not None:
+        dims = ", ".join(str(d) for d in (2, *info.sample_shape))
+        example = (f"\n\nif __name__ == \"__main__\":\n"
+                   f"    model = load_model() if WEIGHTS_FILE else Model().eval()\n"
+                   f"    with torch.no_grad():\n"
+                   f"        out = model(torch.randn({dims}))\n"
+                   f"    print(out.shape if isinstance(out, torch.Tensor) else [o.shape for o in out])\n")
+    title_doc = title.replace('"""', "'''").replace("\\", "/")
+    lines = [
+        f'"""{title_doc} — exported by NetStudio as plain PyTorch (no NetStudio needed).',
+        "",
+        *([shape_doc] if shape_doc else []),
+        "Load trained weights with load_model(path_to_weights).",
+        '"""',
+        "",
+        "import os",
+        "",
+        "import torch",
+        "import torch.nn as nn",
+        *imports,
+        "",
+        f"WEIGHTS_FILE = {weights_default}  # relative to this file",
+        "",
+        "",
+        "class Model(nn.Module):",
+        "    def __init__(self) -> None:",
+        "        super().__init__()",
+        *(ctor_lines or ["        pass"]),
+        "",
+        body,
+        "",
+        "",
+        "def load_model(weights_path=None, map_location=\"cpu\"):",
+        "    \"\"\"A Model with trained weights, in eval mode.\"\"\"",
+        "    if weights_path is None:",
+        "        if WEIGHTS_FILE is None:",
+        "            raise ValueError(\"pass the path of a weights file\")",
+        "        weights_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), WEIGHTS_FILE)",
+        "    state = torch.load(weights_path, map_location=map_location, weights_only=True)",
+        "    if isinstance(state, dict) and \"state_dict\" in state:  # NetStudio weights files also hold the project",
+        "        state = state[\"state_dict\"]",
+        "    model = Model()",
+        "    model.load_state_dict(state)",
+        "    return model.eval()",
+    ]
+    text = "\n".join(lines).replace("\n\n\n\n", "\n\n\n") + example
+    return text.rstrip("\n") + "\n"
+
+
+def _check_source(text: str, gm: fx.GraphModule, x: torch.Tensor | None) -> None:
+    """Rebuild the model from the generated text and compare with the original; refuse a wrong file."""
+    try:
+        ast.parse(text)
+        ns: dict[str, Any] = {"__name__": "netstudio_export_check", "__file__": "<export>"}
+        exec(compile(text, "<exported model>", "exec"), ns)
+        rebuilt = ns["Model"]()
+    except ExportError:
+        raise
+    except Exception as e:
+        raise ExportError(f"The generated Python file does not run: {_short(e)}") from e
+    for name, sub in gm.named_children():
+        other = getattr(rebuilt, name, None)
+        if repr(other) != repr(sub):
+            raise ExportError(f"Cannot reproduce layer {name!r} ({type(sub).__name__}) as plain PyTorch: "
+                              f"got {other!r}, expected {sub!r}")
+    try:
+        apply_state_dict(rebuilt, gm.state_dict())
+    except ExportError as e:
+        raise ExportError(f"The generated Python file builds a different model: {e.message}") from e
+    if x is None:
+        return
+    original = _cpu_eval_copy(gm)
+    rebuilt.eval()
+    with torch.no_grad():
+        a, b = original(x), rebuilt(x)
+    a_t = a if isinstance(a, (tuple, list)) else (a,)
+    b_t = b if isinstance(b, (tuple, list)) else (b,)
+    if len(a_t) != len(b_t) or not all(torch.allclose(p, q, atol=1e-6, rtol=1e-5) for p, q in zip(a_t, b_t)):
+        raise ExportError("The generated Python file computes different outputs than the model")
+
+
+def export_py(model: Any, path: PathLike, *, weights: PathLike | None = None,
+              title: str = "NetStudio model") -> Path:
+    """Write a plain-PyTorch ``.py`` that rebuilds the model (``class Model`` + ``load_model``).
+
+    With ``weights``, the model's state_dict is saved there too and ``load_model()``
+    defaults to it (a path relative to the ``.py``). The file is verified before
+    it is written: rebuilt from the text, loaded with the weights and compared.
+    """
+    gm = _graph_module(model)
+    p = _prepare_target(path)
+    weights_rel: str | None = None
+    if weights is not None:
+        wp = Path(weights)
+        weights_rel = os.path.relpath(wp.resolve(), p.resolve().parent).replace(os.sep, "/")
+    text = model_source(model, weights_file=weights_rel, title=title)
+    info = _input_info(model)
+    x = example_input_for(model, batch=3) if info is not None else None
+    _check_source(text, gm, x)
+    if weights is not None:
+        state = {k: v.detach().cpu().clone() for k, v in gm.state_dict().items()}
+        _atomic_write(weights, lambda tmp: torch.save(state, tmp), "Weights")
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+
+    return _atomic_write(p, write, "Python")
+
+
+# ----------------------------------------------------------------------------
+# dispatch + snippets
+# ----------------------------------------------------------------------------
+
+
+def export(fmt: str, model: Any, path: PathLike, *, project: "Project | None" = None,
+           example_input: torch.Tensor | None = None, weights: PathLike | None = None) -> Path:
+    """Export in ``fmt`` (one of :data:`FORMATS`); the CLI and the UI call this."""
+    if fmt == "pt":
+        return export_pt(model, path)
+    if fmt == "weights":
+        return export_weights(model, project, path)
+    if fmt in ("pt2", "onnx"):
+        x = example_input if example_input is not None else example_input_for(model)
+        return export_pt2(model, x, path) if fmt == "pt2" else export_onnx(model, x, path)
+    if fmt == "py":
+        title = project.name if project is not None else "NetStudio model"
+        return export_py(model, path, weights=weights, title=title)
+    raise ExportError(f"Unknown export format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
+
+
+def load_snippet(fmt: str, path: PathLike) -> str:
+    """The two lines of Python that load an exported file (shown after exporting)."""
+    p = str(path)
+    q = json.dumps(p)  # a double-quoted literal with escapes, valid Python
+    if fmt == "pt":
+        return f"import torch\nmodel = torch.load({q}, weights_only=False).eval()  # only for files you trust"
+    if fmt == "weights":
+        return f"import torch\nstate_dict = torch.load({q}, weights_only=True)[\"state_dict\"]"
+    if fmt == "pt2":
+        return f"import torch\nmodel = torch.export.load({q}).module()"
+    if fmt == "py":
+        return f"import runpy\nmodel = runpy.run_path({q})[\"load_model\"]()"
+    if fmt == "onnx":
+        return f"import onnxruntime\nsession = onnxruntime.InferenceSession({q})"
+    raise ExportError(f"Unknown export format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
+
+
+def suffix_for(fmt: str) -> str:
+    return {"pt": ".pt", "weights": ".pt", "pt2": ".pt2", "py": ".py", "onnx": ".onnx"}.get(fmt, "")
