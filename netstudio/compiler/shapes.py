@@ -152,7 +152,8 @@ class ShapeChecker:
             self.hits += 1
             res, err = hit
         else:
-            self.misses += 1
+            if nt.category != Category.DATA:
+                self.misses += 1
             ctx = InferContext(nid, node.name, nt.title, dict(node.params), inputs, batch_size, dict(extra))
             res, err = None, None
             try:
