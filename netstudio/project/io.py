@@ -31,9 +31,20 @@ MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 def _migrate_0(data: dict[str, Any]) -> dict[str, Any]:
     """Version 0 (pre-release) stored edges as objects and training under 'settings'."""
     graph = data.get("graph", {})
+    if not isinstance(graph, Mapping):
+        raise ProjectError("The project has no 'graph' object")
     edges = graph.get("edges", [])
-    graph["edges"] = [[e["src"], e["src_port"], e["dst"], e["dst_port"]] if isinstance(e, Mapping) else e
-                      for e in edges]
+    if not isinstance(edges, list):
+        raise ProjectError("'graph.edges' must be a list")
+    new_edges = []
+    for e in edges:
+        if isinstance(e, Mapping):
+            missing = [k for k in ("src", "src_port", "dst", "dst_port") if k not in e]
+            if missing:
+                raise ProjectError(f"An edge record lacks {', '.join(missing)}")
+            e = [e["src"], e["src_port"], e["dst"], e["dst_port"]]
+        new_edges.append(e)
+    data["graph"] = {**graph, "edges": new_edges}  # a copy: never edit the caller's records
     if "settings" in data and "training" not in data:
         data["training"] = data.pop("settings")
     data["format_version"] = 1
@@ -85,11 +96,12 @@ class Project:
             raise ProjectError("The project has no 'graph' object")
         if not isinstance(graph_rec.get("nodes", []), list) or not isinstance(graph_rec.get("edges", []), list):
             raise ProjectError("'graph.nodes' and 'graph.edges' must be lists")
+        _check_records(graph_rec)
         try:
             graph = Graph.from_dict(graph_rec)
         except NetStudioError as e:
             raise ProjectError(f"Invalid graph: {e.message}", node_id=e.node_id, hint=e.hint) from e
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as e:
             raise ProjectError(f"Invalid graph record: {e!r}") from e
         training = TrainConfig.from_dict(data.get("training", {}))
         name = data.get("name", "Untitled")
@@ -102,10 +114,38 @@ class Project:
     def loads(cls, text: str, path: Path | None = None) -> "Project":
         try:
             data = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as e:
+        except (ValueError, RecursionError) as e:  # ValueError also covers ints beyond Python's digit limit
             where = f" (line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
             raise ProjectError(f"The project file is not valid JSON{where}; it may be truncated or corrupt") from e
         return cls.from_dict(data, path)
+
+
+def _check_records(graph_rec: Mapping[str, Any]) -> None:
+    """Structural checks with messages that name the record (Graph.from_dict checks the semantics)."""
+    ids: set[str] = set()
+    for i, rec in enumerate(graph_rec.get("nodes", [])):
+        if not isinstance(rec, Mapping):
+            raise ProjectError(f"Node record {i + 1} is not an object")
+        for key in ("id", "type"):
+            if not isinstance(rec.get(key), str) or not rec.get(key):
+                raise ProjectError(f"Node record {i + 1} has no valid {key!r}")
+        if "params" in rec and rec["params"] is not None and not isinstance(rec["params"], Mapping):
+            raise ProjectError(f"The params of node {rec['id']!r} must be an object", node_id=rec["id"])
+        if rec["id"] in ids:
+            raise ProjectError(f"Node id {_clip(rec['id'])} appears twice", node_id=rec["id"])
+        ids.add(rec["id"])
+    for rec in graph_rec.get("edges", []):
+        if not isinstance(rec, list) or len(rec) != 4 or not all(isinstance(x, str) for x in rec):
+            raise ProjectError(f"Malformed edge record {_clip(rec)}; expected [src, src_port, dst, dst_port]")
+        for end in (rec[0], rec[2]):
+            if end not in ids:
+                raise ProjectError(f"A connection refers to node {_clip(end)}, which is not in the file",
+                                   hint="the file was edited by hand or is corrupt; remove that connection")
+
+
+def _clip(v: Any, limit: int = 80) -> str:
+    text = repr(v)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def load_project(path: str | os.PathLike[str]) -> Project:
@@ -145,11 +185,12 @@ def save_project(project: Project, path: str | os.PathLike[str] | None = None) -
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
-    except OSError as e:
+    except (OSError, UnicodeError, ValueError) as e:  # UnicodeError: lone surrogates in names
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        raise ProjectError(f"Cannot save {p}: {e.strerror or e}") from e
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ProjectError(f"Cannot save {p}: {why}") from e
     project.path = p
     return p
