@@ -191,8 +191,8 @@ class _Progress:
 
     def _draw(self, ev: dict[str, Any]) -> None:
         assert self.bar is not None
-        step = ev.get("batch", ev.get("step", 0)) or 0
-        total = ev.get("batches", ev.get("steps", 0)) or 0
+        step = ev.get("batch") or 0
+        total = ev.get("n_batches") or 0
         epoch = ev.get("epoch", 0)
         frac = min(1.0, step / total) if total else 0.0
         width = 24
@@ -259,7 +259,7 @@ def _summary(result: Any, device: str | None, seconds: float) -> dict[str, Any]:
         v = metrics.get(key, last.get(key) if isinstance(last, dict) else None)
         if v is not None:
             out[key] = v
-    out["epochs"] = metrics.get("epochs", len(history))
+    out["epochs"] = metrics.get("epochs_run", len(history))
     out["best_epoch"] = getattr(result, "best_epoch", None)
     out["device"] = metrics.get("device", device)
     out["seconds"] = round(seconds, 3)
@@ -270,13 +270,10 @@ def _summary(result: Any, device: str | None, seconds: float) -> dict[str, Any]:
 
 
 def _resolve_device(requested: str) -> str:
-    import torch
+    """Fail before loading data when the device cannot be used (fit would report it only later)."""
+    from netstudio.training.engine import device_label, resolve_device
 
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise CliError("error: --device cuda was requested but no CUDA GPU is available → use --device cpu or auto")
-    return requested
+    return device_label(resolve_device(requested))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -301,7 +298,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     data = data_mod.load(plan.dataset_params)
     try:
-        from netstudio.training import fit
+        from netstudio.training.engine import fit
     except ImportError as e:  # pragma: no cover - the trainer ships with NetStudio
         raise CliError(f"error: the training engine is not available ({e})") from None
 
@@ -331,7 +328,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = _summary(result, progress.device or device, seconds)
     status = str(getattr(result, "status", ""))
     message = str(getattr(result, "message", "") or "")
-    failed = status in ("error", "failed", "diverged", "nan")
+    failed = status == "error"  # fit's statuses: finished | stopped | early_stopped | error
     model = getattr(result, "model", None)
 
     exported: list[str] = []
