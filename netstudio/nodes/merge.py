@@ -30,11 +30,38 @@ class Add(FunctionType):
 
 
 @register
+class Multiply(FunctionType):
+    type_id = "merge.multiply"
+    title = "Multiply"
+    category = Category.MERGE
+    name_prefix = "mul"
+    description = ("Element-wise product (gating, attention). Shapes must match, except that a size of 1 "
+                   "broadcasts, e.g. N×C×H×W · N×C×1×1.")
+    inputs = (Port("a", PortKind.TENSOR), Port("b", PortKind.TENSOR))
+    outputs = (Port("output", PortKind.TENSOR),)
+
+    def infer(self, ctx: InferContext) -> dict[str, Any]:
+        a, b = ctx.input("a"), ctx.input("b")
+        # Same rank and batch only: silent broadcasting across different ranks hides wiring mistakes.
+        ok = len(a.shape) == len(b.shape) and a.shape[:1] == b.shape[:1] and all(
+            x == y or x == 1 or y == 1 for x, y in zip(a.shape[1:], b.shape[1:]))
+        if not ok:
+            raise ctx.error(f"cannot multiply {a.fmt()} by {b.fmt()}",
+                            hint="both inputs need the same number of dimensions and batch size, and each "
+                                 "other dimension must be equal or 1")
+        out = tuple(max(x, y) for x, y in zip(a.shape, b.shape))
+        return {"output": TensorInfo(out, a.dtype)}
+
+    def function(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
+        return operator.mul, (PortRef("a"), PortRef("b")), {}
+
+
+@register
 class Concat(FunctionType):
     type_id = "merge.concat"
     title = "Concat"
     category = Category.MERGE
-    description = "Concatenates tensors along one dimension."
+    description = "Joins tensors along one dimension (1 = features/channels); other sizes must match."
     inputs = (Port("inputs", PortKind.TENSOR, multi=True),)
     outputs = (Port("output", PortKind.TENSOR),)
     params = (Param("dim", "int", 1, min=-8, max=8),)
