@@ -8,10 +8,15 @@ from netstudio.nodes.base import (Category, InferContext, OptimizerType, Param, 
                                   register)
 
 LR = Param("lr", "float", 0.01, min=1e-8, max=1e6, log_scale=True, label="learning rate")
+LR_ADAM = Param("lr", "float", 1e-3, min=1e-8, max=1e6, log_scale=True, label="learning rate")
 WEIGHT_DECAY = Param("weight_decay", "float", 0.0, min=0.0, max=1.0)
+BETAS = (Param("beta1", "float", 0.9, min=0.0, max=0.99999), Param("beta2", "float", 0.999, min=0.0, max=0.99999))
 
 
 class _Optimizer(OptimizerType):
+    category = Category.OPTIMIZER
+    summary_params = ("lr",)
+
     def infer(self, ctx: InferContext) -> dict[str, Any]:
         return {"optimizer": TensorInfo((), "optimizer")}
 
@@ -28,6 +33,7 @@ class SGD(_Optimizer):
     def make(self, parameters: Iterable[Any], params: Mapping[str, Any]) -> Any:
         import torch
 
+        # torch rejects nesterov without momentum; treat the checkbox as a no-op then
         return torch.optim.SGD(parameters, lr=params["lr"], momentum=params["momentum"],
                                nesterov=params["nesterov"] and params["momentum"] > 0,
                                weight_decay=params["weight_decay"])
@@ -37,11 +43,8 @@ class SGD(_Optimizer):
 class Adam(_Optimizer):
     type_id = "optim.adam"
     title = "Adam"
-    description = "Adaptive moment estimation."
-    params = (Param("lr", "float", 1e-3, min=1e-8, max=1e6, log_scale=True, label="learning rate"),
-              Param("beta1", "float", 0.9, min=0.0, max=0.99999), Param("beta2", "float", 0.999, min=0.0, max=0.99999),
-              Param("eps", "float", 1e-8, min=0.0, max=1.0), WEIGHT_DECAY)
-    summary_params = ("lr",)
+    description = "Adaptive moment estimation; a robust default (lr 0.001)."
+    params = (LR_ADAM, *BETAS, Param("eps", "float", 1e-8, min=0.0, max=1.0, log_scale=True), WEIGHT_DECAY)
 
     def make(self, parameters: Iterable[Any], params: Mapping[str, Any]) -> Any:
         import torch
@@ -51,7 +54,64 @@ class Adam(_Optimizer):
 
 
 @register
-class StepLR(SchedulerType):
+class AdamW(_Optimizer):
+    type_id = "optim.adamw"
+    title = "AdamW"
+    description = "Adam with decoupled weight decay (better regularization than Adam's L2 term)."
+    params = (LR_ADAM, *BETAS, Param("eps", "float", 1e-8, min=0.0, max=1.0, log_scale=True),
+              Param("weight_decay", "float", 0.01, min=0.0, max=1.0))
+    summary_params = ("lr", "weight_decay")
+
+    def make(self, parameters: Iterable[Any], params: Mapping[str, Any]) -> Any:
+        import torch
+
+        return torch.optim.AdamW(parameters, lr=params["lr"], betas=(params["beta1"], params["beta2"]),
+                                 eps=params["eps"], weight_decay=params["weight_decay"])
+
+
+@register
+class RMSprop(_Optimizer):
+    type_id = "optim.rmsprop"
+    title = "RMSprop"
+    description = "Divides the gradient by a running average of its magnitude (good for RNNs)."
+    params = (LR, Param("alpha", "float", 0.99, min=0.0, max=1.0, help="smoothing of the squared-gradient average"),
+              Param("eps", "float", 1e-8, min=0.0, max=1.0, log_scale=True),
+              Param("momentum", "float", 0.0, min=0.0, max=1.0), Param("centered", "bool", False), WEIGHT_DECAY)
+
+    def make(self, parameters: Iterable[Any], params: Mapping[str, Any]) -> Any:
+        import torch
+
+        return torch.optim.RMSprop(parameters, lr=params["lr"], alpha=params["alpha"], eps=params["eps"],
+                                   momentum=params["momentum"], centered=params["centered"],
+                                   weight_decay=params["weight_decay"])
+
+
+@register
+class Adagrad(_Optimizer):
+    type_id = "optim.adagrad"
+    title = "Adagrad"
+    description = "Per-parameter learning rates that shrink with accumulated squared gradients."
+    params = (LR, Param("lr_decay", "float", 0.0, min=0.0, max=1.0), WEIGHT_DECAY,
+              Param("eps", "float", 1e-10, min=0.0, max=1.0, log_scale=True))
+
+    def make(self, parameters: Iterable[Any], params: Mapping[str, Any]) -> Any:
+        import torch
+
+        return torch.optim.Adagrad(parameters, lr=params["lr"], lr_decay=params["lr_decay"],
+                                   weight_decay=params["weight_decay"], eps=params["eps"])
+
+
+# ----------------------------------------------------------------------------
+# Schedulers
+# ----------------------------------------------------------------------------
+
+
+class _Scheduler(SchedulerType):
+    category = Category.SCHEDULER
+
+
+@register
+class StepLR(_Scheduler):
     type_id = "sched.step"
     title = "StepLR"
     description = "Multiplies the learning rate by gamma every step_size epochs."
@@ -62,3 +122,89 @@ class StepLR(SchedulerType):
         import torch
 
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=params["step_size"], gamma=params["gamma"])
+
+
+@register
+class ExponentialLR(_Scheduler):
+    type_id = "sched.exponential"
+    title = "ExponentialLR"
+    description = "Multiplies the learning rate by gamma after every epoch."
+    params = (Param("gamma", "float", 0.95, min=0.0, max=1.0),)
+    summary_params = ("gamma",)
+
+    def make(self, optimizer: Any, params: Mapping[str, Any], *, epochs: int, steps_per_epoch: int) -> Any:
+        import torch
+
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=params["gamma"])
+
+
+@register
+class CosineAnnealingLR(_Scheduler):
+    type_id = "sched.cosine"
+    title = "CosineAnnealingLR"
+    name_prefix = "cosine"
+    description = "Lowers the learning rate along a half cosine to eta_min over T_max epochs."
+    params = (Param("T_max", "int", 0, min=0, max=1_000_000, help="epochs of the half cosine; 0 = all epochs"),
+              Param("eta_min", "float", 0.0, min=0.0, max=1e6, label="minimum lr"))
+    summary_params = ("T_max",)
+
+    def make(self, optimizer: Any, params: Mapping[str, Any], *, epochs: int, steps_per_epoch: int) -> Any:
+        import torch
+
+        t_max = params["T_max"] or max(1, epochs)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=params["eta_min"])
+
+
+@register
+class ReduceLROnPlateau(_Scheduler):
+    type_id = "sched.plateau"
+    title = "ReduceLROnPlateau"
+    name_prefix = "plateau"
+    description = "Multiplies the learning rate by factor when the validation loss stops improving."
+    needs_metric = True
+    params = (
+        Param("mode", "choice", "min", choices=("min", "max")),
+        Param("factor", "float", 0.1, min=0.0, max=0.999),
+        Param("patience", "int", 10, min=0, max=100000, help="epochs without improvement before reducing"),
+        Param("threshold", "float", 1e-4, min=0.0, max=1.0, log_scale=True),
+        Param("cooldown", "int", 0, min=0, max=100000),
+        Param("min_lr", "float", 0.0, min=0.0, max=1e6),
+    )
+    summary_params = ("factor", "patience")
+
+    def make(self, optimizer: Any, params: Mapping[str, Any], *, epochs: int, steps_per_epoch: int) -> Any:
+        import torch
+
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=params["mode"], factor=params["factor"], patience=params["patience"],
+            threshold=params["threshold"], cooldown=params["cooldown"], min_lr=params["min_lr"])
+
+
+@register
+class OneCycleLR(_Scheduler):
+    type_id = "sched.onecycle"
+    title = "OneCycleLR"
+    name_prefix = "onecycle"
+    description = "Warms the learning rate up to max_lr, then anneals it far below; stepped every batch."
+    step_every = "batch"
+    params = (
+        Param("max_lr", "float", 0.1, min=1e-8, max=1e6, log_scale=True),
+        Param("pct_start", "float", 0.3, min=0.0, max=1.0, help="fraction of steps spent warming up"),
+        Param("anneal_strategy", "choice", "cos", choices=("cos", "linear")),
+        Param("div_factor", "float", 25.0, min=1e-6, max=1e9, help="initial lr = max_lr / div_factor"),
+        Param("final_div_factor", "float", 1e4, min=1e-6, max=1e12, help="final lr = initial lr / final_div_factor"),
+        Param("three_phase", "bool", False),
+        Param("cycle_momentum", "bool", True, help="cycle momentum/beta1 inversely to the learning rate"),
+    )
+    summary_params = ("max_lr",)
+
+    def make(self, optimizer: Any, params: Mapping[str, Any], *, epochs: int, steps_per_epoch: int) -> Any:
+        import torch
+
+        # Adagrad has neither momentum nor betas, and torch refuses to cycle what does not exist
+        can_cycle = "momentum" in optimizer.defaults or "betas" in optimizer.defaults
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=params["max_lr"], epochs=max(1, epochs), steps_per_epoch=max(1, steps_per_epoch),
+            pct_start=params["pct_start"], anneal_strategy=params["anneal_strategy"],
+            div_factor=params["div_factor"], final_div_factor=params["final_div_factor"],
+            three_phase=params["three_phase"], cycle_momentum=params["cycle_momentum"] and can_cycle)
