@@ -203,7 +203,7 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
         try:
             if isinstance(nt, LayerType):
                 mod = nt.build(res.params, in_infos)
-                attr = node.name
+                attr = _module_attr(root, node.name)
                 root.add_module(attr, mod)
                 module_names[nid] = attr
                 out = fxg.call_module(attr, (args["input"],))  # fx names it after the attribute
@@ -214,7 +214,7 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
             elif isinstance(nt, FunctionType):
                 fn, fargs, fkwargs = nt.function(res.params, in_infos)
                 out = fxg.call_function(fn, _subst(fargs, args), _subst(fkwargs, args))
-                out.name = _unique(fxg, node.name, out)
+                out.name = _unique(fxg, node.name if node.name not in _RESERVED else node.name + "_", out)
                 values[(nid, nt.outputs[0].name)] = out
             else:  # pragma: no cover - catalog guarantees one of the two
                 raise CompileError(f"{nt.title} cannot be compiled", node_id=nid)
@@ -235,6 +235,18 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
     wanted = [k for k in wanted if k in values]
     return CompiledModel(gm, wanted, [an.results[n].outputs[p] for n, p in wanted], input_info, dataset, an,
                          module_names)
+
+
+#: names a submodule or fx value cannot take: forward's ``self`` and GraphModule's own attributes
+_RESERVED = frozenset({"self", "code", "graph", "meta"})
+
+
+def _module_attr(root: nn.Module, name: str) -> str:
+    """``name``, or ``name_`` if it would shadow a Module/GraphModule attribute (a node named 'training')."""
+    attr = name
+    while attr in _RESERVED or hasattr(fx.GraphModule, attr) or hasattr(root, attr):
+        attr += "_"
+    return attr
 
 
 def _unique(g: fx.Graph, name: str, self_node: fx.Node | None = None) -> str:
