@@ -255,10 +255,8 @@ def _summary(result: Any, device: str | None, seconds: float) -> dict[str, Any]:
     metrics = dict(getattr(result, "metrics", None) or {})
     last = history[-1] if history else {}
     out: dict[str, Any] = {"status": getattr(result, "status", None), "message": getattr(result, "message", "")}
-    for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
-        v = metrics.get(key, last.get(key) if isinstance(last, dict) else None)
-        if v is not None:
-            out[key] = v
+    for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):  # always present; null = n/a
+        out[key] = metrics.get(key, last.get(key) if isinstance(last, dict) else None)
     out["epochs"] = metrics.get("epochs_run", len(history))
     out["best_epoch"] = getattr(result, "best_epoch", None)
     out["device"] = metrics.get("device", device)
@@ -293,6 +291,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CliError(format_error(e.message, hint=e.hint)) from None
     device = _resolve_device(config.device)
 
+    import torch
+
+    torch.manual_seed(config.seed)  # the initial weights are drawn while compiling: same seed, same run
     plan = build_plan(project.graph, config.batch_size)
     import netstudio.data as data_mod
 
