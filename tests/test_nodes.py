@@ -387,6 +387,20 @@ def test_onecycle_works_with_an_optimizer_without_momentum() -> None:
     assert lrs[-1] == pytest.approx(0.1 / 25 / 1e4)
 
 
+
+def test_onecycle_keeps_momentum_free_sgd_momentum_free() -> None:
+    # torch's default would turn SGD(momentum=0) into SGD with momentum 0.95..0.85
+    opt = _optimizer("optim.sgd", {"lr": 0.1})
+    s = _scheduler("sched.onecycle", {"max_lr": 0.1}, opt, epochs=1, steps=4)
+    for _ in range(3):
+        assert opt.param_groups[0]["momentum"] == 0.0
+        opt.step()
+        s.step()
+    # with momentum the optimizer's momentum is cycled inversely to the learning rate
+    opt = _optimizer("optim.sgd", {"lr": 0.1, "momentum": 0.9})
+    _scheduler("sched.onecycle", {"max_lr": 0.1}, opt, epochs=1, steps=4)
+    assert opt.param_groups[0]["momentum"] == pytest.approx(0.95)
+
 def test_categories_match_base_classes() -> None:
     for cls in CATALOG.types():
         inst = CATALOG.get(cls.type_id)

@@ -194,15 +194,17 @@ class OneCycleLR(_Scheduler):
         Param("div_factor", "float", 25.0, min=1e-6, max=1e9, help="initial lr = max_lr / div_factor"),
         Param("final_div_factor", "float", 1e4, min=1e-6, max=1e12, help="final lr = initial lr / final_div_factor"),
         Param("three_phase", "bool", False),
-        Param("cycle_momentum", "bool", True, help="cycle momentum/beta1 inversely to the learning rate"),
+        Param("cycle_momentum", "bool", True,
+              help="cycle momentum/beta1 inversely to the learning rate (only if the optimizer uses momentum)"),
     )
     summary_params = ("max_lr",)
 
     def make(self, optimizer: Any, params: Mapping[str, Any], *, epochs: int, steps_per_epoch: int) -> Any:
         import torch
 
-        # Adagrad has neither momentum nor betas, and torch refuses to cycle what does not exist
-        can_cycle = "momentum" in optimizer.defaults or "betas" in optimizer.defaults
+        # Adagrad has neither momentum nor betas, and torch refuses to cycle what does not exist.
+        # SGD/RMSprop with momentum 0 would silently get momentum 0.85-0.95, overriding the optimizer node.
+        can_cycle = "betas" in optimizer.defaults or optimizer.defaults.get("momentum", 0) > 0
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=params["max_lr"], epochs=max(1, epochs), steps_per_epoch=max(1, steps_per_epoch),
             pct_start=params["pct_start"], anneal_strategy=params["anneal_strategy"],
