@@ -387,7 +387,6 @@ def test_onecycle_works_with_an_optimizer_without_momentum() -> None:
     assert lrs[-1] == pytest.approx(0.1 / 25 / 1e4)
 
 
-
 def test_onecycle_keeps_momentum_free_sgd_momentum_free() -> None:
     # torch's default would turn SGD(momentum=0) into SGD with momentum 0.95..0.85
     opt = _optimizer("optim.sgd", {"lr": 0.1})
@@ -400,6 +399,7 @@ def test_onecycle_keeps_momentum_free_sgd_momentum_free() -> None:
     opt = _optimizer("optim.sgd", {"lr": 0.1, "momentum": 0.9})
     _scheduler("sched.onecycle", {"max_lr": 0.1}, opt, epochs=1, steps=4)
     assert opt.param_groups[0]["momentum"] == pytest.approx(0.95)
+
 
 def test_categories_match_base_classes() -> None:
     for cls in CATALOG.types():
