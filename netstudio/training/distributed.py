@@ -1,0 +1,381 @@
+"""Distributed data-parallel training with ``torch.distributed`` (launched by torchrun).
+
+``netstudio train P --nproc N`` runs ``python -m torch.distributed.run ... -m
+netstudio.training.distributed P ...``; every process (rank) then runs
+:func:`main`: it joins the process group (gloo on CPU, NCCL with one GPU per
+process, a timeout on every collective), loads the project and the data, and
+calls ``fit(..., dist=ctx)``. How ``fit`` uses the :class:`DistContext`:
+
+* the model is wrapped in ``DistributedDataParallel`` (weights start equal: DDP
+  copies rank 0's, and averages gradients during backward);
+* every rank draws the *same* seeded permutation of the training indices, cuts it
+  into global batches of ``batch_size`` and trains on its own share of each
+  (:meth:`DistContext.shard`); losses are scaled so that DDP's gradient average
+  equals the gradient of one process seeing the whole global batch
+  (:func:`loss_terms` / :meth:`DistContext.loss_scales`), so a run on N
+  processes follows the single-process loss curve;
+* epoch loss/accuracy sums are all-reduced; only rank 0 reports, writes
+  checkpoints (model, optimizer, scheduler, epoch, shuffling state) and exports.
+
+Nothing here imports Qt. Checkpoints are read with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from netstudio.errors import TrainingError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from netstudio.compiler.build import TrainingPlan
+
+#: seconds a rank waits in a collective (or for the others to join) before the job fails
+DEFAULT_TIMEOUT_S = 300.0
+CHECKPOINT_FILE = "last.pt"
+CHECKPOINT_FORMAT = "netstudio-checkpoint"
+_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+# ----------------------------------------------------------------------------
+# Process group
+# ----------------------------------------------------------------------------
+
+
+def launched_by_torchrun(environ: Mapping[str, str] | None = None) -> bool:
+    """True when RANK/WORLD_SIZE/LOCAL_RANK are set (torchrun, or SLURM via torchrun)."""
+    env = os.environ if environ is None else environ
+    return all(k in env for k in _ENV)
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in the job and the collectives ``fit`` needs."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str
+    timeout_s: float = DEFAULT_TIMEOUT_S
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 reports progress, writes checkpoints and exports."""
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1 and dist.is_available() and dist.is_initialized()
+
+    # --- data sharding ----------------------------------------------------
+    def shard(self, batch: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous share of a global batch (sizes differ by at most one)."""
+        return torch.tensor_split(batch, self.world_size)[self.rank]
+
+    def loss_scales(self, local_n: int, global_n: int) -> tuple[float, float]:
+        """(scale of mean-reduced terms, scale of sum-reduced terms) for one step.
+
+        DDP divides the summed gradients by the world size. A mean over ``local_n``
+        samples times ``world * local_n / global_n`` turns that average into the mean
+        over the global batch; a sum only needs the world size back.
+        """
+        if global_n <= 0:
+            return 0.0, 0.0
+        return self.world_size * local_n / global_n, float(self.world_size)
+
+    def usable(self, global_n: int) -> bool:
+        """A global batch smaller than the world size cannot give every rank a sample; it is skipped."""
+        return global_n >= self.world_size
+
+    # --- collectives ------------------------------------------------------
+    def all_sum(self, values: Sequence[float] | torch.Tensor) -> list[float]:
+        """Element-wise sum over all ranks (float64, on this rank's device)."""
+        t = torch.as_tensor(values, dtype=torch.float64).to(self.device).reshape(-1).clone()
+        if self.active:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return [float(v) for v in t.cpu()]
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank (e.g. a checkpoint only rank 0 can read)."""
+        if not self.active:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """``DistributedDataParallel`` around ``model`` (already on this rank's device)."""
+        if not self.active:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+
+def device_for(local_rank: int, requested: str = "auto") -> tuple[torch.device, str]:
+    """(device, backend): ``cuda:LOCAL_RANK`` with NCCL when CUDA is usable, else CPU with gloo."""
+    want = (requested or "auto").strip().lower()
+    if want not in ("auto", "cpu", "cuda") and not want.startswith("cuda:"):
+        raise TrainingError(f"Device '{requested}' cannot be used for distributed training",
+                            hint="use auto, cpu or cuda (each process then uses cuda:LOCAL_RANK)")
+    if want in ("auto", "cuda") or want.startswith("cuda:"):
+        if torch.cuda.is_available():
+            count = torch.cuda.device_count()
+            if local_rank >= count:
+                raise TrainingError(f"Process with local rank {local_rank} has no GPU: this machine has {count}",
+                                    hint=f"use --nproc {count} or fewer per machine")
+            return torch.device("cuda", local_rank), "nccl"
+        if want != "auto":
+            raise TrainingError(f"Device '{requested}' was requested but no CUDA GPU is available",
+                                hint="use --device cpu (gloo) or auto")
+    return torch.device("cpu"), "gloo"
+
+
+def init_distributed(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S,
+                     environ: Mapping[str, str] | None = None) -> DistContext:
+    """Join the job described by torchrun's environment; a one-process context without it."""
+    env = os.environ if environ is None else environ
+    if not launched_by_torchrun(env):  # run directly: one process, nothing to join
+        dev, backend = device_for(0, device)
+        return DistContext(0, 1, 0, dev, backend, timeout_s)
+    rank, world, local = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env["LOCAL_RANK"])
+    dev, backend = device_for(local, device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        kwargs: dict[str, Any] = {"timeout": datetime.timedelta(seconds=timeout_s)}
+        if dev.type == "cuda":
+            kwargs["device_id"] = dev  # eager NCCL init: a missing peer fails at start, not mid-epoch
+        try:
+            dist.init_process_group(backend, **kwargs)
+        except Exception as e:  # noqa: BLE001 - rendezvous failures come in many types
+            raise TrainingError(f"Rank {rank} could not join the distributed job: {_first_line(e)}",
+                                hint="check --rdzv-endpoint / MASTER_ADDR and that every node started") from e
+    return DistContext(rank, world, local, dev, backend, timeout_s)
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+# ----------------------------------------------------------------------------
+# Loss terms with DDP scaling
+# ----------------------------------------------------------------------------
+
+
+def loss_terms(plan: "TrainingPlan", outputs: torch.Tensor | tuple[torch.Tensor, ...], x: torch.Tensor,
+               y: torch.Tensor) -> list[tuple[torch.Tensor, str]]:
+    """``plan.loss`` split into its weighted terms with their reduction ("mean" or "sum").
+
+    Their sum is exactly ``plan.loss(outputs, x, y)``; kept apart because mean and
+    sum terms need different scales under DDP.
+    """
+    outs = outputs if isinstance(outputs, tuple) else (outputs,)
+    terms: list[tuple[torch.Tensor, str]] = []
+    for t in plan.losses:
+        pred = outs[t.pred_index]
+        kind, idx = t.target
+        tgt = y if kind == "target" else x if kind == "features" else outs[idx]
+        term = t.module(pred, t.adapt(pred, tgt))
+        if t.weight != 1.0:
+            term = term * t.weight
+        terms.append((term, "sum" if getattr(t.module, "reduction", "mean") == "sum" else "mean"))
+    return terms
+
+
+class DistStep:
+    """The training step under DDP, in the shape ``fastpath.Stepper`` calls (``step(x, y)``).
+
+    Set :attr:`global_n` to the size of the current global batch before each
+    call. Backward runs on the scaled loss; the *unscaled* local loss is returned
+    for the epoch sums, like the single-process step.
+    """
+
+    def __init__(self, model: nn.Module, plan: "TrainingPlan", optimizer: torch.optim.Optimizer,
+                 ctx: DistContext) -> None:
+        self.model, self.plan, self.optimizer, self.ctx = model, plan, optimizer, ctx
+        self.global_n = 0
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out = self.model(x)
+        terms = loss_terms(self.plan, out, x, y)
+        mean_scale, sum_scale = self.ctx.loss_scales(int(x.shape[0]), self.global_n or int(x.shape[0]))
+        scaled = sum(v * (mean_scale if r == "mean" else sum_scale) for v, r in terms)
+        assert isinstance(scaled, torch.Tensor)
+        scaled.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            loss = sum(v.detach() for v, _ in terms)
+            correct = self.plan.correct(out, y)
+        assert isinstance(loss, torch.Tensor)
+        return loss, correct
+
+
+class ShardedBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """For DataLoader-backed (non-resident) data: this rank's share of each global batch.
+
+    The permutation comes from the shared generator exactly as a shuffling
+    ``DataLoader`` draws it, so every rank — and a single-process run with the
+    same seed — walks the same global batches.
+    """
+
+    def __init__(self, n: int, batch_size: int, ctx: DistContext, shuffle: bool,
+                 generator: torch.Generator | None) -> None:
+        self.n, self.batch_size, self.ctx, self.shuffle, self.generator = n, batch_size, ctx, shuffle, generator
+        self.global_sizes: list[int] = []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        self.global_sizes = []
+        for a in range(0, self.n, self.batch_size):
+            batch = order[a:a + self.batch_size]
+            if not self.ctx.usable(len(batch)):
+                continue
+            self.global_sizes.append(len(batch))
+            yield self.ctx.shard(batch).tolist()
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.n, self.batch_size)
+        return full + (1 if rest and self.ctx.usable(rest) else 0)
+
+
+# ----------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------
+
+
+def save_checkpoint(path: str | os.PathLike[str], *, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, epoch: int, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write model/optimizer/scheduler state and the finished ``epoch`` atomically.
+
+    The keys ``epoch``/``model``/``optimizer``/``scheduler`` match the checkpoints of
+    an exported training script, so either can resume the other.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    inner = getattr(model, "module", model)  # DDP keeps the real model in .module
+    state: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": int(epoch),
+        "model": {k: v.detach().cpu() for k, v in inner.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+    }
+    if extra:
+        state.update(extra)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, p)  # a crash mid-save leaves the previous checkpoint intact
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return p
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` (tensors on the CPU), None if there is none; TrainingError if unreadable."""
+    p = Path(path)
+    if not p.exists():
+        return None
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated file, foreign pickle...
+        raise TrainingError(f"Cannot read the checkpoint {p}: {_first_line(e)}",
+                            hint="delete it to start from scratch") from e
+    if not isinstance(state, dict) or not {"epoch", "model", "optimizer"} <= set(state):
+        raise TrainingError(f"{p} is not a training checkpoint", hint="delete it to start from scratch")
+    return state
+
+
+def restore_checkpoint(state: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+                       scheduler: Any) -> int:
+    """Load a checkpoint into the live objects; returns the epoch it finished."""
+    from netstudio.project.export import apply_state_dict
+
+    inner = getattr(model, "module", model)
+    try:
+        apply_state_dict(inner, state["model"])
+    except Exception as e:  # ExportError's text names the mismatching tensors
+        raise TrainingError(f"The checkpoint does not fit this model: {getattr(e, 'message', e)}",
+                            hint="it belongs to another project; delete it or use another --checkpoint-dir") from e
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise TrainingError(f"The checkpoint's optimizer/scheduler state does not fit: {_first_line(e)}",
+                            hint="the optimizer or scheduler changed; delete the checkpoint to start over") from e
+    return int(state["epoch"])
+
+
+# ----------------------------------------------------------------------------
+# Launching (used by the CLI)
+# ----------------------------------------------------------------------------
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago on ``host`` (for a single-machine rendezvous)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def torchrun_args(*, nproc: int, nnodes: int = 1, rdzv_endpoint: str | None = None, node_rank: int | None = None,
+                  master_port: int | None = None, run_id: str = "netstudio") -> list[str]:
+    """torchrun's own options (without the program).
+
+    One machine without an endpoint: a static rendezvous on 127.0.0.1 and a free
+    port, so nothing leaves the machine. Several machines: a c10d rendezvous at
+    ``rdzv_endpoint`` (HOST:PORT), started the same way on every node.
+    """
+    if nproc < 1 or nnodes < 1:
+        raise TrainingError("--nproc and --nnodes must be at least 1")
+    args = [f"--nproc-per-node={nproc}", f"--nnodes={nnodes}", "--max-restarts=0"]
+    if rdzv_endpoint:
+        host, sep, port = rdzv_endpoint.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise TrainingError(f"--rdzv-endpoint {rdzv_endpoint!r} is not HOST:PORT",
+                                hint="e.g. --rdzv-endpoint node01:29500")
+        args += ["--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}", f"--rdzv-id={run_id}"]
+        if node_rank is not None:
+            args.append(f"--node-rank={node_rank}")
+    else:
+        if nnodes > 1:
+            raise TrainingError("Training on several machines needs --rdzv-endpoint HOST:PORT",
+                                hint="the address of the first node, e.g. --rdzv-endpoint node01:29500")
+        port = master_port or free_port()
+        args += ["--master-addr=127.0.0.1", f"--master-port={port}", "--local-addr=127.0.0.1"]
+    return args
+
+
+def launch_command(project: str | os.PathLike[str], rank_args: Sequence[str], **torchrun_kw: Any) -> list[str]:
+    """The full command: ``python -m torch.distributed.run ... -m netstudio.training.distributed P ...``."""
+    return [sys.executable, "-m", "torch.distributed.run", *torchrun_args(**torchrun_kw), "-m",
+            "netstudio.training.distributed", str(project), *rank_args]
