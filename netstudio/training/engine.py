@@ -1,0 +1,650 @@
+"""The training loop: ``fit(plan, data, config)`` with progress reports and stop/pause events.
+
+Pure PyTorch, no Qt: the GUI runs ``fit`` in a worker thread and turns the
+``report`` callback into signals; the CLI prints the same events. Events are
+plain dicts of Python numbers and strings (they cross threads; never tensors):
+
+* ``{"kind": "start", "device", "device_id", "epochs", "steps_per_epoch", "n_train", "n_val", "task",
+  "fast_path", "fast_path_reason"}``
+* ``{"kind": "batch", "epoch", "batch", "n_batches", "loss", "samples_per_s", "eta_s", "global_step"}`` —
+  at most ~20 per second; ``loss`` is the mean loss of the batches since the previous batch event
+* ``{"kind": "epoch", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",
+  "samples_per_s"}`` — accuracies are None for regression, val values None without validation data
+* ``{"kind": "paused", "epoch", "batch"}`` / ``{"kind": "resumed", "paused_s"}``
+* ``{"kind": "end", "status": "finished"|"stopped"|"early_stopped"|"error", "message"}``
+
+Speed (measured in bench/bench_trainer.py): resident datasets stay on the
+device and are batched by index; loss and accuracy are summed on the device
+and read only when reporting; on CUDA the whole step may be replayed from a
+captured graph (:mod:`netstudio.training.fastpath`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import threading
+import time
+import traceback as tb
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from netstudio.errors import NetStudioError, TrainingError
+from netstudio.training.config import TrainConfig
+from netstudio.training.fastpath import (Stepper, fast_path_blocker, make_step, prepare_optimizer,
+                                         reset_for_eager)
+
+Report = Callable[[dict[str, Any]], None]
+
+REPORT_INTERVAL_S = 0.05   # batch events: at most ~20 per second
+PAUSE_POLL_S = 0.02
+EVAL_BATCH = 1024
+
+
+@dataclass
+class FitResult:
+    status: str                    # finished | stopped | early_stopped | error
+    message: str
+    history: list[dict[str, Any]] = field(default_factory=list)   # the epoch events, in order
+    #: train_loss, train_accuracy, val_loss, val_accuracy (of the returned weights), epochs_run,
+    #: samples_per_s (whole run), device (label), device_id, best_epoch, fast_path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    best_epoch: int | None = None  # epoch (1-based) with the lowest validation loss
+    model: nn.Module | None = None  # trained model on the CPU in eval mode (None if training never started)
+    traceback: str | None = None    # for unexpected errors
+
+
+# ----------------------------------------------------------------------------
+# Devices
+# ----------------------------------------------------------------------------
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` | ``mps`` → torch.device; TrainingError if unusable."""
+    key = (name or "auto").strip().lower()
+    if key == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if key == "cpu":
+        return torch.device("cpu")
+    if key == "cuda" or key.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise TrainingError(f"Device '{name}' was requested but no CUDA GPU is available on this machine",
+                                hint="choose 'auto' or 'cpu'")
+        if key == "cuda":
+            return torch.device("cuda", torch.cuda.current_device())
+        index = key[5:]
+        if not index.isdigit():
+            raise TrainingError(f"Unknown device '{name}'", hint="write cuda:0, cuda:1, …")
+        count = torch.cuda.device_count()
+        if int(index) >= count:
+            raise TrainingError(f"Device '{name}' does not exist: this machine has {count} CUDA "
+                                f"GPU{'s' if count != 1 else ''}", hint=f"use cuda:0 … cuda:{count - 1}")
+        return torch.device("cuda", int(index))
+    if key == "mps":
+        if not _mps_available():
+            raise TrainingError("Device 'mps' was requested but Apple's Metal backend is not available",
+                                hint="choose 'auto' or 'cpu'")
+        return torch.device("mps")
+    raise TrainingError(f"Unknown device '{name}'", hint="use auto, cpu, cuda, cuda:N or mps")
+
+
+def device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple GPU (mps)"
+    return "cpu"
+
+
+def available_devices() -> list[tuple[str, str]]:
+    """(device id, human label) of every usable device, CPU first; 'auto' is not listed."""
+    out = [("cpu", f"CPU ({torch.get_num_threads()} threads)")]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            out.append((f"cuda:{i}", torch.cuda.get_device_name(i)))
+    if _mps_available():
+        out.append(("mps", "Apple GPU (mps)"))
+    return out
+
+
+# ----------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _plan_on(plan: Any, device: torch.device) -> Any:
+    """The plan with loss modules that hold tensors (class weights…) copied to ``device``.
+
+    A copy, so the caller's plan stays untouched (it may be used from the UI thread).
+    """
+    losses = getattr(plan, "losses", None)
+    if not dataclasses.is_dataclass(plan) or not losses:
+        return plan
+    if not any(any(True for _ in t.module.parameters()) or any(True for _ in t.module.buffers())
+               for t in losses):
+        return plan
+    moved = [dataclasses.replace(t, module=copy.deepcopy(t.module).to(device)) for t in losses]
+    return dataclasses.replace(plan, losses=moved)
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _restore(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    # in place, so a captured CUDA graph keeps pointing at the live weights
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            v.copy_(state[k])
+
+
+def _fmt_lr(lr: float) -> str:
+    if lr == int(lr) and abs(lr) < 1e16:
+        return str(int(lr))
+    return f"{lr:g}"
+
+
+def _shape(shape: Any) -> str:
+    return "×".join(str(int(d)) for d in shape) if len(shape) else "scalar"
+
+
+def _n(t: torch.Tensor | None) -> int:
+    return 0 if t is None else int(t.shape[0])
+
+
+def _data_sizes(data: Any) -> tuple[int, int]:
+    if data.resident:
+        return _n(data.train_x), _n(data.val_x)
+    return len(data.train_set), (len(data.val_set) if data.val_set is not None else 0)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _loader(dataset: Any, batch_size: int, shuffle: bool, generator: torch.Generator | None,
+            device: torch.device) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                                       num_workers=0, pin_memory=device.type == "cuda", drop_last=False)
+
+
+@torch.no_grad()
+def _eval_batches(model: nn.Module, plan: Any, batches: Any, device: torch.device
+                  ) -> tuple[float | None, float | None, int]:
+    """(mean loss, accuracy or None, n) over (x, y) batches; one synchronisation at the end."""
+    loss_sum = torch.zeros((), dtype=torch.float32, device=device)
+    correct_sum = torch.zeros((), dtype=torch.int64, device=device)
+    n, has_correct = 0, False
+    was_training = model.training
+    model.eval()
+    try:
+        for x, y in batches:
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            out = model(x)
+            loss_sum.add_(plan.loss(out, x, y), alpha=x.shape[0])
+            c = plan.correct(out, y)
+            if c is not None:
+                correct_sum.add_(c)
+                has_correct = True
+            n += x.shape[0]
+    finally:
+        model.train(was_training)
+    if n == 0:
+        return None, None, 0
+    return float(loss_sum.item()) / n, (int(correct_sum.item()) / n if has_correct else None), n
+
+
+def _tensor_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> Any:
+    return ((x[a:a + batch_size], y[a:a + batch_size]) for a in range(0, x.shape[0], batch_size))
+
+
+def _val_batches(data: Any, batch_size: int, device: torch.device, on_device: tuple | None = None) -> Any:
+    if on_device is not None:
+        return _tensor_batches(on_device[0], on_device[1], batch_size)
+    if data.resident:
+        if data.val_x is None or data.val_y is None:
+            return iter(())
+        return _tensor_batches(data.val_x, data.val_y, batch_size)
+    if data.val_set is None or len(data.val_set) == 0:
+        return iter(())
+    return iter(_loader(data.val_set, batch_size, False, None, device))
+
+
+# ----------------------------------------------------------------------------
+# Public helpers for the UI
+# ----------------------------------------------------------------------------
+
+
+def evaluate(model: nn.Module, plan: Any, data: Any, device: str | torch.device = "cpu",
+             batch_size: int = EVAL_BATCH) -> dict[str, Any]:
+    """Validation loss/accuracy of ``model`` (accuracy None for regression; both None without val data).
+
+    The model is returned to its original device afterwards.
+    """
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    home = _model_device(model)
+    model.to(dev)
+    try:
+        loss, acc, n = _eval_batches(model, _plan_on(plan, dev), _val_batches(data, batch_size, dev), dev)
+    finally:
+        model.to(home)
+    return {"val_loss": loss, "val_accuracy": acc, "n": n}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, device: str | torch.device = "cpu",
+            batch_size: int = EVAL_BATCH) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """Model outputs for ``x`` (eval mode, on the CPU); a tuple for multi-output models."""
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    home = _model_device(model)
+    was_training = model.training
+    model.to(dev).eval()
+    try:
+        chunks = [model(x[a:a + batch_size].to(dev)) for a in range(0, max(x.shape[0], 1), batch_size)]
+    finally:
+        model.to(home).train(was_training)
+    if isinstance(chunks[0], tuple):
+        return tuple(torch.cat([c[i].cpu() for c in chunks]) for i in range(len(chunks[0])))
+    return torch.cat([c.cpu() for c in chunks])
+
+
+@torch.no_grad()
+def confusion_matrix(model: nn.Module, plan: Any, data: Any, device: str | torch.device = "cpu",
+                     batch_size: int = EVAL_BATCH) -> list[list[int]]:
+    """matrix[true class][predicted class] on the validation split (the training split if there is none)."""
+    term = plan.metric_term
+    if term is None or term.target[0] != "target":
+        raise TrainingError("A confusion matrix needs a classification loss on the dataset's target",
+                            hint="use CrossEntropy or BCE fed by the dataset's target")
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    n_train, n_val = _data_sizes(data)
+    if data.resident:
+        x, y = (data.val_x, data.val_y) if n_val else (data.train_x, data.train_y)
+        batches: Any = _tensor_batches(x, y, batch_size)
+    else:
+        batches = iter(_loader(data.val_set if n_val else data.train_set, batch_size, False, None, dev))
+    k = int(getattr(data.info, "num_classes", None) or 0)
+    if term.metric != "argmax":
+        k = max(k, 2)
+    home = _model_device(model)
+    was_training = model.training
+    model.to(dev).eval()
+    rows: list[torch.Tensor] = []
+    try:
+        for xb, yb in batches:
+            outs = model(xb.to(dev))
+            pred = (outs if isinstance(outs, tuple) else (outs,))[term.pred_index]
+            if term.metric == "argmax":
+                p = pred.argmax(dim=1)
+            else:
+                p = (pred.reshape(-1) > (0.5 if term.metric == "sigmoid" else 0.0)).long()
+            rows.append(torch.stack([yb.to(dev).reshape(-1).long(), p.reshape(-1)], 1).cpu())
+    finally:
+        model.to(home).train(was_training)
+    pairs = torch.cat(rows) if rows else torch.zeros((0, 2), dtype=torch.long)
+    if pairs.numel():
+        k = max(k, int(pairs.max()) + 1)
+    counts = torch.bincount(pairs[:, 0] * k + pairs[:, 1], minlength=k * k) if k else torch.zeros(0)
+    return counts.reshape(k, k).tolist() if k else []
+
+
+# ----------------------------------------------------------------------------
+# fit
+# ----------------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    """Internal: leave the batch loop (stop requested)."""
+
+
+class _Trainer:
+    def __init__(self, plan: Any, data: Any, config: TrainConfig, report: Report | None,
+                 stop_event: threading.Event | None, pause_event: threading.Event | None,
+                 model: nn.Module | None) -> None:
+        self.plan, self.data, self.config = plan, data, config
+        self.report = report
+        self.stop_event, self.pause_event = stop_event, pause_event
+        self.initial_model = model
+        self.model: nn.Module | None = None
+        self.history: list[dict[str, Any]] = []
+        self.best_epoch: int | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.epoch = 0
+        self.global_step = 0
+        self.samples_done = 0
+        self.device = torch.device("cpu")
+        self.label = "cpu"
+        self.fast = False
+        self.paused_total = 0.0
+        self.train_active = 0.0   # seconds spent in training batches (for throughput)
+        self.stepper: Stepper | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.start_state: dict[str, torch.Tensor] = {}
+        self.steps = 0
+        self.n_train = 0
+
+    # --- events ------------------------------------------------------------------
+    def emit(self, event: dict[str, Any]) -> None:
+        if self.report is not None:
+            self.report(event)
+
+    def _check_stop(self) -> None:
+        if self.stop_event is not None and self.stop_event.is_set():
+            raise _Stop
+
+    def _wait_if_paused(self, batch: int) -> float:
+        """Block while the pause event is set (stop still honoured); returns seconds paused."""
+        pe = self.pause_event
+        if pe is None or not pe.is_set():
+            return 0.0
+        t0 = time.perf_counter()
+        self.emit({"kind": "paused", "epoch": self.epoch, "batch": batch})
+        while pe.is_set():
+            if self.stop_event is not None:
+                if self.stop_event.wait(PAUSE_POLL_S):
+                    break
+            else:
+                time.sleep(PAUSE_POLL_S)
+        paused = time.perf_counter() - t0
+        self.paused_total += paused
+        self.emit({"kind": "resumed", "paused_s": paused})
+        return paused
+
+    # --- the run --------------------------------------------------------------
+    def run(self) -> FitResult:
+        cfg = self.config
+        cfg.validate()
+        self.device = resolve_device(cfg.device)
+        self.label = device_label(self.device)
+        dev = self.device
+        torch.manual_seed(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed)   # CPU: same shuffling order on every device
+
+        source = self.initial_model if self.initial_model is not None else self.plan.model
+        self.model = model = copy.deepcopy(source).to(dev)
+        model.train()
+        plan = _plan_on(self.plan, dev)
+        data = self.data
+        n_train, n_val = _data_sizes(data)
+        if n_train == 0:
+            raise TrainingError("The training split has no samples", hint="lower the validation fraction")
+        bs = cfg.batch_size
+        steps = math.ceil(n_train / bs)
+        self.steps, self.n_train = steps, n_train
+
+        optimizer = plan.make_optimizer(model)
+        sched_info = plan.make_scheduler(optimizer, cfg.epochs, steps)
+        sched, sched_every, sched_metric = sched_info if sched_info is not None else (None, "epoch", False)
+
+        reason = fast_path_blocker(setting=cfg.fast_path, device=dev, resident=bool(data.resident),
+                                   optimizer=optimizer, has_scheduler=sched is not None, n_train=n_train,
+                                   batch_size=bs)
+        prepare_optimizer(optimizer, dev, capture=reason is None)
+        step = make_step(model, plan, optimizer)
+
+        val_dev: tuple[torch.Tensor, torch.Tensor] | None = None
+        if data.resident:
+            train_x = data.train_x.to(dev)
+            train_y = data.train_y.to(dev)
+            if n_val:
+                val_dev = (data.val_x.to(dev), data.val_y.to(dev))
+            stepper = Stepper(step, optimizer, dev, bs, steps, train_x, train_y)
+            loader = None
+        else:
+            stepper = Stepper(step, optimizer, dev, bs, steps)
+            loader = _loader(data.train_set, bs, cfg.shuffle, gen, dev)
+        self.stepper = stepper
+
+        if reason is None:
+            try:
+                stepper.capture(model)
+                self.fast = True
+            except Exception as exc:  # noqa: BLE001 - any capture problem just means "run eagerly"
+                reason = f"capture failed ({type(exc).__name__}: {exc})"
+                reset_for_eager(optimizer, dev)
+
+        task = getattr(data.info, "task", "classification")
+        self.emit({"kind": "start", "device": self.label, "device_id": str(dev), "epochs": cfg.epochs,
+                   "steps_per_epoch": steps, "n_train": n_train, "n_val": n_val, "task": task,
+                   "fast_path": self.fast, "fast_path_reason": None if self.fast else reason})
+
+        self.optimizer = optimizer
+        monitor_best = math.inf
+        bad_epochs = 0
+        status, message = "finished", f"Trained {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
+        try:
+            for epoch in range(1, cfg.epochs + 1):
+                self.epoch = epoch
+                epoch_start = time.perf_counter()
+                paused_before, active_before = self.paused_total, self.train_active
+                self.start_state = _snapshot(model)
+                model.train()
+                stepper.reset_epoch()
+                if data.resident:
+                    perm = torch.randperm(n_train, generator=gen) if cfg.shuffle else torch.arange(n_train)
+                    perm = perm.to(dev)   # one small copy per epoch; batches are views of it
+                    items: Any = (perm[a:a + bs] for a in range(0, n_train, bs))
+                else:
+                    items = iter(loader)  # type: ignore[arg-type]
+                if not self._train_epoch(items, sched if sched_every == "batch" else None):
+                    return self._diverged()
+                loss_total, correct = stepper.totals()
+                if not math.isfinite(loss_total):
+                    return self._diverged()
+                n_seen = stepper.samples
+                self.samples_done += n_seen
+                train_seconds = self.train_active - active_before
+                term = plan.metric_term
+                train_acc = correct / n_seen if term is not None and term.target[0] == "target" else None
+                val_loss, val_acc = None, None
+                if n_val:
+                    val_loss, val_acc, _ = _eval_batches(
+                        model, plan, _val_batches(data, max(bs, EVAL_BATCH), dev, val_dev), dev)
+                train_loss = loss_total / n_seen
+                entry = {"kind": "epoch", "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+                         "val_loss": val_loss, "val_accuracy": val_acc,
+                         "lr": float(optimizer.param_groups[0]["lr"]),
+                         "seconds": time.perf_counter() - epoch_start - (self.paused_total - paused_before),
+                         "samples_per_s": n_seen / max(train_seconds, 1e-9)}
+                self.history.append(entry)
+                self.emit(dict(entry))
+
+                if sched is not None and sched_every != "batch":
+                    if sched_metric:
+                        sched.step(val_loss if val_loss is not None else train_loss)
+                    else:
+                        sched.step()
+
+                # early stopping watches the validation loss (the training loss without validation data)
+                monitored = val_loss if val_loss is not None else train_loss
+                if monitored < monitor_best:
+                    monitor_best, bad_epochs = monitored, 0
+                    if val_loss is not None:
+                        self.best_epoch = epoch
+                        if cfg.keep_best:
+                            self.best_state = _snapshot(model)
+                else:
+                    bad_epochs += 1
+                patience = cfg.early_stopping_patience
+                if patience and bad_epochs >= patience and epoch < cfg.epochs:
+                    what = "validation loss" if val_loss is not None else "training loss"
+                    status = "early_stopped"
+                    message = (f"Stopped early after epoch {epoch}: the {what} did not improve for "
+                               f"{bad_epochs} epoch{'s' if bad_epochs != 1 else ''}")
+                    break
+                self._check_stop()
+        except _Stop:
+            return self._finish("stopped", f"Stopped by the user during epoch {self.epoch}", keep_best=False)
+        return self._finish(status, message, keep_best=True)
+
+    def _train_epoch(self, items: Any, batch_sched: Any) -> bool:
+        """Run one epoch's batches; False if the loss became NaN/inf (seen at a report)."""
+        stepper, dev, resident = self.stepper, self.device, self.data.resident
+        assert stepper is not None
+        total_samples = self.config.epochs * self.n_train
+        last_report = seg_start = time.perf_counter()
+        last_loss, last_samples, last_active = 0.0, 0, self.train_active
+        for item in items:
+            self._check_stop()
+            if self.pause_event is not None and self.pause_event.is_set():
+                self.train_active += time.perf_counter() - seg_start
+                self._wait_if_paused(stepper.batches + 1)
+                self._check_stop()
+                seg_start = last_report = time.perf_counter()
+                last_active = self.train_active
+                last_loss, last_samples = stepper.totals()[0], stepper.samples
+            if resident:
+                stepper.run_indices(item)
+            else:
+                stepper.run_tensors(item[0].to(dev, non_blocking=True), item[1].to(dev, non_blocking=True))
+            if batch_sched is not None:
+                batch_sched.step()
+            self.global_step += 1
+            if time.perf_counter() - last_report < REPORT_INTERVAL_S:
+                continue
+            loss_total, _ = stepper.totals()   # the only synchronisation, ~20 times a second
+            now = time.perf_counter()
+            self.train_active += now - seg_start
+            seg_start = last_report = now
+            if not math.isfinite(loss_total):
+                return False
+            stepper.mark_finite()
+            done = self.samples_done + stepper.samples
+            seg_n = stepper.samples - last_samples
+            rate = done / max(self.train_active, 1e-9)
+            self.emit({"kind": "batch", "epoch": self.epoch, "batch": stepper.batches, "n_batches": self.steps,
+                       "loss": (loss_total - last_loss) / max(seg_n, 1),
+                       "samples_per_s": seg_n / max(self.train_active - last_active, 1e-9),
+                       "eta_s": (total_samples - done) / rate if rate > 0 else None,
+                       "global_step": self.global_step})
+            last_loss, last_samples, last_active = loss_total, stepper.samples, self.train_active
+        self.train_active += time.perf_counter() - seg_start
+        return True
+
+    # --- endings ------------------------------------------------------------------
+    def _metrics(self, entry: dict[str, Any] | None) -> dict[str, Any]:
+        e = entry or {}
+        return {"train_loss": e.get("train_loss"), "train_accuracy": e.get("train_accuracy"),
+                "val_loss": e.get("val_loss"), "val_accuracy": e.get("val_accuracy"),
+                "epochs_run": len(self.history),
+                "samples_per_s": self.samples_done / self.train_active if self.train_active > 0 else None,
+                "device": self.label, "device_id": str(self.device), "best_epoch": self.best_epoch,
+                "fast_path": self.fast}
+
+    def _cpu_model(self) -> nn.Module | None:
+        if self.model is None:
+            return None
+        self.model.to("cpu").eval()
+        return self.model
+
+    def _finish(self, status: str, message: str, keep_best: bool) -> FitResult:
+        entry = self.history[-1] if self.history else None
+        if keep_best and self.config.keep_best and self.best_state is not None and self.best_epoch is not None \
+                and self.history and self.best_epoch != self.history[-1]["epoch"]:
+            assert self.model is not None
+            _restore(self.model, self.best_state)
+            entry = self.history[self.best_epoch - 1]
+            message += f"; kept the weights of epoch {self.best_epoch} (lowest validation loss)"
+        metrics = self._metrics(entry)
+        model = self._cpu_model()
+        self.emit({"kind": "end", "status": status, "message": message})
+        return FitResult(status, message, self.history, metrics, self.best_epoch, model)
+
+    def _diverged(self) -> FitResult:
+        """NaN/inf loss: name the batch, restore the weights of the epoch start, report an error."""
+        assert self.stepper is not None and self.model is not None and self.optimizer is not None
+        batch, value = self.stepper.first_bad_batch()
+        what = "infinite" if math.isinf(value) else "NaN"
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        _restore(self.model, self.start_state)
+        message = (f"Training diverged at epoch {self.epoch}, batch {batch + 1}: the loss became {what}. "
+                   f"Lower the learning rate (currently {_fmt_lr(lr)}) or check the data for invalid values.")
+        return self.error(message)
+
+    def error(self, message: str, trace: str | None = None) -> FitResult:
+        entry = self.history[-1] if self.history else None
+        metrics = self._metrics(entry)
+        model = None
+        try:
+            model = self._cpu_model()
+        except Exception:  # noqa: BLE001 - a broken device must not hide the original error
+            model = None
+        self.emit({"kind": "end", "status": "error", "message": message})
+        return FitResult("error", message, self.history, metrics, self.best_epoch, model, trace)
+
+    def input_mismatch(self) -> str | None:
+        """The friendly message when the dataset's features cannot be what the model was built for."""
+        info = getattr(getattr(self.plan, "compiled", None), "input_info", None)
+        if info is None:
+            return None
+        data = self.data
+        if data.resident:
+            got = tuple(data.train_x.shape[1:]) if data.train_x is not None else None
+        else:
+            try:
+                got = tuple(data.train_set[0][0].shape)
+            except Exception:  # noqa: BLE001
+                got = None
+        want = tuple(info.sample_shape)
+        if got is None or got == want:
+            return None
+        return f"The dataset's features (shape {_shape(got)}) do not fit the model input (expected {_shape(want)})"
+
+
+def fit(plan: Any, data: Any, config: TrainConfig, report: Report | None = None,
+        stop_event: threading.Event | None = None, pause_event: threading.Event | None = None,
+        model: nn.Module | None = None) -> FitResult:
+    """Train a copy of ``model`` (or of ``plan.model``) on ``data``; never raises.
+
+    ``plan``: a :class:`netstudio.compiler.build.TrainingPlan`; ``data``: a
+    :class:`netstudio.data.PreparedData`. Neither ``plan`` nor ``model`` is modified.
+    Errors (unusable device, NaN loss, out of memory, data that does not fit the
+    model, any exception) come back as ``status == "error"`` with a message.
+    """
+    trainer = _Trainer(plan, data, config, report, stop_event, pause_event, model)
+    try:
+        return trainer.run()
+    except NetStudioError as exc:
+        return trainer.error(str(exc))
+    except BaseException as exc:  # noqa: BLE001 - the UI thread must always get a result
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        trace = tb.format_exc()
+        if _is_oom(exc):
+            trainer.stepper = None
+            message = (f"Out of GPU memory at batch size {config.batch_size}: reduce the batch size or the "
+                       "model size")
+            result = trainer.error(message, trace)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            return result
+        if trainer.global_step == 0 and isinstance(exc, RuntimeError):
+            mismatch = trainer.input_mismatch()
+            if mismatch is not None:
+                return trainer.error(mismatch, trace)
+        return trainer.error(f"{type(exc).__name__}: {exc}", trace)
