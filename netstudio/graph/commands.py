@@ -39,7 +39,10 @@ class AddNode(Command):
 
     def redo(self, graph: Graph) -> None:
         if self._node is None:
-            self._node = graph.add_node(self.type_id, self.params, self.pos, node_id=self.node_id, name=self.name)
+            # keep a copy: later edits mutate the graph's node object in place, and
+            # redo after undo must re-insert the node as it was when added
+            self._node = graph.add_node(self.type_id, self.params, self.pos, node_id=self.node_id,
+                                        name=self.name).copy()
             self.node_id = self._node.id
         else:
             graph.insert_node(self._node.copy())
