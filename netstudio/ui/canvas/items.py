@@ -1,0 +1,535 @@
+"""Graphics items of the canvas: node cards, typed ports, edges with shape labels.
+
+Items are views only: each holds the id of what it shows and is updated by
+:class:`netstudio.ui.canvas.scene.NodeScene` from graph events and analyses.
+They never change the graph themselves.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import (QBrush, QColor, QFont, QFontMetricsF, QLinearGradient, QPainter, QPainterPath,
+                           QPainterPathStroker, QPen, QPolygonF)
+from PySide6.QtWidgets import QGraphicsItem, QGraphicsObject, QGraphicsPathItem, QStyleOptionGraphicsItem, QWidget
+
+from netstudio.errors import Problem
+from netstudio.graph.model import Edge
+from netstudio.nodes.base import Category, LayerType, NodeType, Port, PortKind
+from netstudio.ui.theme import CATEGORY_COLORS, PORT_COLORS, theme
+
+if TYPE_CHECKING:  # pragma: no cover
+    from netstudio.ui.canvas.scene import NodeScene
+
+GRID = 20.0
+HEADER_H = 26.0
+ROW_H = 17.0
+PAD = 7.0
+PORT_R = 5.5
+PORT_HIT_R = 10.0
+WIDE_W = 172.0
+NARROW_W = 128.0
+RADIUS = 7.0
+
+# Below this zoom, text is unreadable anyway: draw plain shapes (fast panning of big graphs).
+LOD_TEXT = 0.42
+
+
+def _font(size: float, bold: bool = False, mono: bool = False) -> QFont:
+    f = QFont()
+    if mono:
+        f.setFamilies(["JetBrains Mono", "DejaVu Sans Mono", "Menlo", "Consolas", "monospace"])
+        f.setStyleHint(QFont.StyleHint.Monospace)
+    f.setPointSizeF(size)
+    f.setBold(bold)
+    return f
+
+
+TITLE_FONT = _font(9.5, bold=True)
+NAME_FONT = _font(8.5)
+BODY_FONT = _font(8.5)
+PORT_FONT = _font(8.0)
+LABEL_FONT = _font(7.5, mono=True)
+
+
+def format_count(n: int) -> str:
+    """Compact parameter count for a node card: 850, 12.3K, 1.2M."""
+    if n < 1000:
+        return str(n)
+    if n < 1_000_000:
+        return f"{n / 1000:.1f}K".replace(".0K", "K")
+    return f"{n / 1_000_000:.2f}M".replace(".00M", "M")
+
+
+class PortItem(QGraphicsItem):
+    """One input or output port; its shape shows the port kind.
+
+    tensor ● circle · target ◆ diamond · loss ■ square · optimizer ▶ triangle
+    """
+
+    def __init__(self, node_item: "NodeItem", port: Port, is_output: bool) -> None:
+        super().__init__(node_item)
+        self.node_item = node_item
+        self.port = port
+        self.is_output = is_output
+        self.state = "normal"  # normal | hover | ok | bad
+        self.connected = False
+        self.setAcceptHoverEvents(True)
+        self.setZValue(2)
+        kind = port.kind.value + (", accepts several" if port.multi else "") + (", optional" if port.optional else "")
+        self.setToolTip(f"{'output' if is_output else 'input'} '{port.display}' ({kind})")
+
+    @property
+    def node_id(self) -> str:
+        return self.node_item.node_id
+
+    @property
+    def name(self) -> str:
+        return self.port.name
+
+    @property
+    def kind(self) -> PortKind:
+        return self.port.kind
+
+    def boundingRect(self) -> QRectF:
+        r = PORT_HIT_R
+        return QRectF(-r, -r, 2 * r, 2 * r)
+
+    def shape(self) -> QPainterPath:
+        path = QPainterPath()
+        path.addEllipse(QPointF(0, 0), PORT_HIT_R, PORT_HIT_R)
+        return path
+
+    def set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.update()
+
+    def hoverEnterEvent(self, event: Any) -> None:
+        if self.state == "normal":
+            self.set_state("hover")
+        super().hoverEnterEvent(event)
+
+    def hoverLeaveEvent(self, event: Any) -> None:
+        if self.state == "hover":
+            self.set_state("normal")
+        super().hoverLeaveEvent(event)
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        t = theme()
+        color = PORT_COLORS[self.port.kind]
+        r = PORT_R
+        if self.state == "ok":
+            color, r = t.ok, PORT_R + 2
+        elif self.state == "bad":
+            color, r = t.error, PORT_R + 2
+        elif self.state == "hover":
+            r = PORT_R + 1.5
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(QPen(t.node_body, 2.0))
+        painter.setBrush(QBrush(color if (self.connected or self.state != "normal") else t.node_body_alt))
+        if not (self.connected or self.state != "normal"):
+            painter.setPen(QPen(color, 2.0))
+        kind = self.port.kind
+        if kind == PortKind.TENSOR:
+            painter.drawEllipse(QPointF(0, 0), r, r)
+        elif kind == PortKind.TARGET:
+            painter.drawPolygon(QPolygonF([QPointF(0, -r - 1), QPointF(r + 1, 0), QPointF(0, r + 1), QPointF(-r - 1, 0)]))
+        elif kind == PortKind.LOSS:
+            painter.drawRoundedRect(QRectF(-r + 0.5, -r + 0.5, 2 * r - 1, 2 * r - 1), 1.5, 1.5)
+        else:
+            painter.drawPolygon(QPolygonF([QPointF(-r + 1, -r), QPointF(r + 1, 0), QPointF(-r + 1, r)]))
+
+
+class NodeItem(QGraphicsItem):
+    """A node card: category-coloured header with type and name, key params, parameter count."""
+
+    def __init__(self, node_id: str, nt: NodeType, name: str, params: dict[str, Any]) -> None:
+        super().__init__()
+        self.node_id = node_id
+        self.nt = nt
+        self.type_id = nt.type_id
+        self.category: Category = nt.category
+        self.name = name
+        self.summary = nt.summary(params)
+        self.detail = ""             # extra line set by the scene (dataset sizes)
+        self.param_count: int | None = None
+        self.problems: list[Problem] = []
+        self.resolved: dict[str, Any] = {}
+        self._moving_by_model = False
+
+        self.setFlags(QGraphicsItem.GraphicsItemFlag.ItemIsMovable
+                      | QGraphicsItem.GraphicsItemFlag.ItemIsSelectable
+                      | QGraphicsItem.GraphicsItemFlag.ItemSendsGeometryChanges)
+        self.setAcceptHoverEvents(True)
+        # Node cards are the expensive part of a repaint (text); caching them in
+        # device pixels keeps panning smooth on big graphs.
+        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        self.setZValue(1)
+
+        self.show_port_labels = (len(nt.inputs) > 1 or len(nt.outputs) > 1
+                                 or any(p.kind != PortKind.TENSOR for p in (*nt.inputs, *nt.outputs)))
+        self.has_summary = bool(nt.summary_params)
+        self.has_count = isinstance(nt, LayerType) and bool(nt.params)
+        self.has_detail = nt.category == Category.DATA
+        wide = self.has_summary or self.has_count or self.show_port_labels
+        self.width = WIDE_W if wide else NARROW_W
+        port_rows = max(len(nt.inputs), len(nt.outputs)) if self.show_port_labels else 0
+        self.info_rows = int(self.has_summary) + int(self.has_count) + int(self.has_detail)
+        rows = port_rows + self.info_rows
+        self.body_h = max(PAD * 2 + rows * ROW_H, 24.0)
+        self.height = HEADER_H + self.body_h
+        self.port_rows = port_rows
+
+        self.in_ports: dict[str, PortItem] = {}
+        self.out_ports: dict[str, PortItem] = {}
+        for i, p in enumerate(nt.inputs):
+            item = PortItem(self, p, False)
+            item.setPos(0.0, self._port_y(i, len(nt.inputs)))
+            self.in_ports[p.name] = item
+        for i, p in enumerate(nt.outputs):
+            item = PortItem(self, p, True)
+            item.setPos(self.width, self._port_y(i, len(nt.outputs)))
+            self.out_ports[p.name] = item
+        self._update_tooltip()
+
+    # --- geometry -----------------------------------------------------------
+    def _port_y(self, index: int, count: int) -> float:
+        if self.show_port_labels:
+            return HEADER_H + PAD + index * ROW_H + ROW_H / 2
+        return HEADER_H + self.body_h / 2
+
+    def boundingRect(self) -> QRectF:
+        return QRectF(-3, -3, self.width + 6, self.height + 8)
+
+    def shape(self) -> QPainterPath:
+        path = QPainterPath()
+        path.addRoundedRect(QRectF(0, 0, self.width, self.height), RADIUS, RADIUS)
+        return path
+
+    def card_rect(self) -> QRectF:
+        return QRectF(0, 0, self.width, self.height)
+
+    def ports(self) -> list[PortItem]:
+        return [*self.in_ports.values(), *self.out_ports.values()]
+
+    # --- state from the model ---------------------------------------------------
+    def set_name(self, name: str) -> None:
+        self.name = name
+        self._update_tooltip()
+        self.update()
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        self.summary = self.nt.summary(params)
+        self.update()
+
+    def set_problems(self, problems: list[Problem]) -> None:
+        if problems != self.problems:
+            self.problems = problems
+            self._update_tooltip()
+            self.update()
+
+    def set_param_count(self, count: int | None) -> None:
+        if count != self.param_count:
+            self.param_count = count
+            self.update()
+
+    def set_detail(self, text: str) -> None:
+        if text != self.detail:
+            self.detail = text
+            self.update()
+
+    @property
+    def has_error(self) -> bool:
+        return any(p.severity == "error" for p in self.problems)
+
+    def _update_tooltip(self) -> None:
+        lines = [f"<b>{self.nt.title}</b> '{self.name}'", self.nt.description]
+        for p in self.problems:
+            color = "#ff5c5c" if p.severity == "error" else "#e8a317"
+            lines.append(f"<span style='color:{color}'>● {p.message}</span>")
+            if p.hint:
+                lines.append(f"&nbsp;&nbsp;Fix: {p.hint}")
+        self.setToolTip("<br>".join(x for x in lines if x))
+
+    def set_pos_from_model(self, pos: tuple[float, float]) -> None:
+        self._moving_by_model = True
+        try:
+            self.setPos(QPointF(pos[0], pos[1]))
+        finally:
+            self._moving_by_model = False
+
+    def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: Any) -> Any:
+        scene: "NodeScene | None" = self.scene()  # type: ignore[assignment]
+        if change == QGraphicsItem.GraphicsItemChange.ItemPositionChange and scene is not None:
+            if not self._moving_by_model and scene.snap_enabled and scene.user_dragging:
+                p = QPointF(value)
+                return QPointF(round(p.x() / GRID) * GRID, round(p.y() / GRID) * GRID)
+        elif change == QGraphicsItem.GraphicsItemChange.ItemPositionHasChanged and scene is not None:
+            scene.node_item_moved(self)
+        return super().itemChange(change, value)
+
+    # --- painting -------------------------------------------------------------------
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        t = theme()
+        lod = option.levelOfDetailFromTransform(painter.worldTransform())
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        rect = self.card_rect()
+        cat = CATEGORY_COLORS[self.category]
+        selected = self.isSelected()
+        error = self.has_error
+
+        if lod >= LOD_TEXT:
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(t.shadow)
+            painter.drawRoundedRect(rect.translated(0, 3), RADIUS, RADIUS)
+
+        body = QPainterPath()
+        body.addRoundedRect(rect, RADIUS, RADIUS)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(t.node_body)
+        painter.drawPath(body)
+
+        # header band: clip the rounded card to the header height
+        header = QPainterPath()
+        header.addRect(QRectF(0, 0, self.width, HEADER_H))
+        header = body.intersected(header)
+        grad = QLinearGradient(0, 0, 0, HEADER_H)
+        grad.setColorAt(0.0, cat.lighter(112))
+        grad.setColorAt(1.0, cat.darker(108))
+        painter.setBrush(QBrush(grad))
+        painter.drawPath(header)
+
+        if selected:
+            border = QPen(t.selection, 2.4)
+        elif error:
+            border = QPen(t.error, 2.4)
+        else:
+            border = QPen(t.node_border, 1.0)
+        painter.setPen(border)
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.drawRoundedRect(rect, RADIUS, RADIUS)
+        if selected and error:  # keep the error visible on a selected node
+            painter.setPen(QPen(t.error, 1.4, Qt.PenStyle.DashLine))
+            painter.drawRoundedRect(rect.adjusted(3, 3, -3, -3), RADIUS - 2, RADIUS - 2)
+
+        if lod < LOD_TEXT:
+            return
+
+        # header text: type title bold, node name to the right
+        right = self.width - 9
+        if error:
+            badge_c = QPointF(self.width - 14, HEADER_H / 2)
+            painter.setPen(QPen(QColor("#ffffff"), 1.5))
+            painter.setBrush(t.error)
+            painter.drawEllipse(badge_c, 7, 7)
+            painter.setPen(QColor("#ffffff"))
+            painter.setFont(_font(8.0, bold=True))
+            painter.drawText(QRectF(badge_c.x() - 7, badge_c.y() - 7, 14, 14), Qt.AlignmentFlag.AlignCenter, "!")
+            right -= 20
+        painter.setFont(TITLE_FONT)
+        fm = QFontMetricsF(TITLE_FONT)
+        title_w = min(fm.horizontalAdvance(self.nt.title), right - 10)
+        painter.setPen(t.header_text)
+        painter.drawText(QRectF(10, 0, title_w + 1, HEADER_H), Qt.AlignmentFlag.AlignVCenter,
+                         fm.elidedText(self.nt.title, Qt.TextElideMode.ElideRight, right - 10))
+        name_space = right - (10 + title_w + 8)
+        if name_space > 14:
+            painter.setFont(NAME_FONT)
+            nfm = QFontMetricsF(NAME_FONT)
+            c = QColor(t.header_text)
+            c.setAlphaF(0.78)
+            painter.setPen(c)
+            painter.drawText(QRectF(right - name_space, 0, name_space, HEADER_H),
+                             Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight,
+                             nfm.elidedText(self.name, Qt.TextElideMode.ElideMiddle, name_space))
+
+        y = HEADER_H + PAD
+        if self.show_port_labels:
+            painter.setFont(PORT_FONT)
+            pfm = QFontMetricsF(PORT_FONT)
+            half = self.width / 2 - 14
+            for i, p in enumerate(self.nt.inputs):
+                painter.setPen(t.text_muted)
+                painter.drawText(QRectF(13, y + i * ROW_H, half, ROW_H), Qt.AlignmentFlag.AlignVCenter,
+                                 pfm.elidedText(p.display, Qt.TextElideMode.ElideRight, half))
+            for i, p in enumerate(self.nt.outputs):
+                painter.setPen(t.text_muted)
+                painter.drawText(QRectF(self.width - 13 - half, y + i * ROW_H, half, ROW_H),
+                                 Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight,
+                                 pfm.elidedText(p.display, Qt.TextElideMode.ElideRight, half))
+            y += self.port_rows * ROW_H
+        text_w = self.width - 24
+        painter.setFont(BODY_FONT)
+        bfm = QFontMetricsF(BODY_FONT)
+        if not self.show_port_labels and self.info_rows:
+            y = HEADER_H + (self.body_h - self.info_rows * ROW_H) / 2
+        if self.has_summary:
+            painter.setPen(t.text)
+            painter.drawText(QRectF(12, y, text_w, ROW_H), Qt.AlignmentFlag.AlignVCenter,
+                             bfm.elidedText(self.summary, Qt.TextElideMode.ElideRight, text_w))
+            y += ROW_H
+        if self.has_detail:
+            painter.setPen(t.text_muted)
+            painter.drawText(QRectF(12, y, text_w, ROW_H), Qt.AlignmentFlag.AlignVCenter,
+                             bfm.elidedText(self.detail, Qt.TextElideMode.ElideRight, text_w))
+            y += ROW_H
+        if self.has_count:
+            painter.setPen(t.text_muted)
+            text = "… params" if self.param_count is None else f"{format_count(self.param_count)} params"
+            painter.drawText(QRectF(12, y, text_w, ROW_H), Qt.AlignmentFlag.AlignVCenter, text)
+
+
+class EdgeLabel(QGraphicsItem):
+    """The tensor shape flowing through an edge, in a rounded pill at the edge's middle."""
+
+    def __init__(self, parent: "EdgeItem") -> None:
+        super().__init__(parent)
+        self.text = ""
+        self._rect = QRectF()
+        self.setZValue(3)
+        self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+        self.setVisible(False)
+
+    def set_text(self, text: str) -> None:
+        if text == self.text:
+            return
+        self.prepareGeometryChange()
+        self.text = text
+        fm = QFontMetricsF(LABEL_FONT)
+        w = fm.horizontalAdvance(text) + 10
+        h = fm.height() + 3
+        self._rect = QRectF(-w / 2, -h / 2, w, h) if text else QRectF()
+        self.setVisible(bool(text))
+        self.update()
+
+    def boundingRect(self) -> QRectF:
+        return self._rect.adjusted(-1, -1, 1, 1)
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        if not self.text:
+            return
+        if option.levelOfDetailFromTransform(painter.worldTransform()) < LOD_TEXT:
+            return
+        t = theme()
+        edge: EdgeItem = self.parentItem()  # type: ignore[assignment]
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(QPen(edge.color() if not edge.isSelected() else t.selection, 1.0))
+        painter.setBrush(t.edge_label_bg)
+        painter.drawRoundedRect(self._rect, self._rect.height() / 2, self._rect.height() / 2)
+        painter.setPen(t.edge_label_text)
+        painter.setFont(LABEL_FONT)
+        painter.drawText(self._rect, Qt.AlignmentFlag.AlignCenter, self.text)
+
+
+class EdgeItem(QGraphicsPathItem):
+    """A connection drawn as a smooth curve from an output port to an input port."""
+
+    def __init__(self, edge: Edge, src: PortItem, dst: PortItem) -> None:
+        super().__init__()
+        self.edge = edge
+        self.src = src
+        self.dst = dst
+        self.kind = src.kind
+        self.setZValue(0)
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable)
+        self.setAcceptHoverEvents(True)
+        self.label = EdgeLabel(self)
+        self._hover = False
+        self._apply_pen()
+
+    def color(self) -> QColor:
+        return PORT_COLORS[self.kind]
+
+    def _apply_pen(self) -> None:
+        t = theme()
+        c = t.selection if self.isSelected() else QColor(self.color())
+        if not self.isSelected() and not self._hover:
+            c.setAlphaF(0.85)
+        width = 2.6 if (self.isSelected() or self._hover) else 1.8
+        style = Qt.PenStyle.SolidLine if self.kind in (PortKind.TENSOR, PortKind.TARGET) else Qt.PenStyle.DashLine
+        self.setPen(QPen(c, width, style, Qt.PenCapStyle.RoundCap))
+
+    def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: Any) -> Any:
+        if change == QGraphicsItem.GraphicsItemChange.ItemSelectedHasChanged:
+            self._apply_pen()
+            self.label.update()
+        return super().itemChange(change, value)
+
+    def hoverEnterEvent(self, event: Any) -> None:
+        self._hover = True
+        self._apply_pen()
+        super().hoverEnterEvent(event)
+
+    def hoverLeaveEvent(self, event: Any) -> None:
+        self._hover = False
+        self._apply_pen()
+        super().hoverLeaveEvent(event)
+
+    def shape(self) -> QPainterPath:
+        stroker = QPainterPathStroker()
+        stroker.setWidth(12)
+        return stroker.createStroke(self.path())
+
+    def set_route(self, path: QPainterPath, label_at: QPointF) -> None:
+        self.setPath(path)
+        self.label.setPos(label_at)
+
+    def set_label(self, text: str) -> None:
+        self.label.set_text(text)
+        self.setToolTip(f"{self.edge.src_port} → {self.edge.dst_port}" + (f": {text}" if text else ""))
+
+    def refresh_theme(self) -> None:
+        self._apply_pen()
+
+
+class ConnectionPreview(QGraphicsPathItem):
+    """The rubber edge drawn while the user drags from a port."""
+
+    def __init__(self, kind: PortKind) -> None:
+        super().__init__()
+        self.kind = kind
+        self.setZValue(10)
+        self.set_valid(None)
+
+    def set_valid(self, valid: bool | None) -> None:
+        t = theme()
+        c = PORT_COLORS[self.kind] if valid is None else (t.ok if valid else t.error)
+        self.setPen(QPen(c, 2.2, Qt.PenStyle.DashLine, Qt.PenCapStyle.RoundCap))
+
+
+class CursorNote(QGraphicsObject):
+    """A small message box next to the cursor (why a connection is refused)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text = ""
+        self.good = False
+        self._rect = QRectF()
+        self.setZValue(20)
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
+        self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+
+    def set_message(self, text: str, good: bool = False) -> None:
+        self.prepareGeometryChange()
+        self.text = text
+        self.good = good
+        fm = QFontMetricsF(BODY_FONT)
+        br = fm.boundingRect(QRectF(0, 0, 320, 400), int(Qt.TextFlag.TextWordWrap), text)
+        self._rect = QRectF(14, 14, br.width() + 16, br.height() + 10)
+        self.setVisible(bool(text))
+        self.update()
+
+    def boundingRect(self) -> QRectF:
+        return self._rect.adjusted(-1, -1, 1, 1)
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        t = theme()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(QPen(t.ok if self.good else t.error, 1.2))
+        painter.setBrush(t.node_body)
+        painter.drawRoundedRect(self._rect, 5, 5)
+        painter.setPen(t.text)
+        painter.setFont(BODY_FONT)
+        painter.drawText(self._rect.adjusted(8, 5, -8, -5), int(Qt.TextFlag.TextWordWrap), self.text)

@@ -1,0 +1,585 @@
+"""The scene: a live mirror of the document's graph, plus the canvas interactions.
+
+The scene subscribes to graph events and creates, moves and deletes items to
+match; analyses update edge shape labels and red problem outlines. User
+gestures (moving nodes, dragging a connection) become one core command each,
+pushed through :meth:`Document.push`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import shiboken6
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QPainterPath
+from PySide6.QtWidgets import QGraphicsScene, QGraphicsSceneMouseEvent
+
+from netstudio.compiler.shapes import Analysis
+from netstudio.errors import NetStudioError
+from netstudio.graph.commands import Connect, MoveNodes
+from netstudio.graph.model import Edge, GraphEvent
+from netstudio.nodes.base import TensorInfo
+from netstudio.ui.canvas.items import (GRID, PORT_HIT_R, ConnectionPreview, CursorNote, EdgeItem, NodeItem,
+                                       PortItem)
+from netstudio.ui.document import Document
+from netstudio.ui.layout import layered_layout
+from netstudio.ui.paramcount import ParamCounter
+
+log = logging.getLogger(__name__)
+
+
+def edge_label_text(analysis: Analysis | None, edge: Edge) -> str:
+    """The shape shown on an edge, e.g. ``64×1×28×28`` (empty for loss/optimizer links)."""
+    if analysis is None:
+        return ""
+    info = analysis.edge_info(edge)
+    if not isinstance(info, TensorInfo) or info.dtype in ("loss", "optimizer"):
+        return ""
+    return info.fmt()
+
+
+@dataclass
+class _ConnectionDrag:
+    origin: PortItem
+    preview: ConnectionPreview
+    note: CursorNote
+    target: PortItem | None = None
+    valid: bool = False
+    reason: str = ""
+    hint: str | None = None
+    candidates: list[PortItem] = field(default_factory=list)
+
+
+class NodeScene(QGraphicsScene):
+    #: a short message for the status bar
+    message = Signal(str)
+    #: the set of selected node ids changed
+    node_selection_changed = Signal(list)
+
+    def __init__(self, document: Document, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.doc = document
+        self.node_items: dict[str, NodeItem] = {}
+        self.edge_items: dict[Edge, EdgeItem] = {}
+        self._node_edges: dict[str, set[Edge]] = {}
+        self.snap_enabled = True
+        self.user_dragging = False
+        self.locked = False
+        self.last_message = ""
+        self.param_counter = ParamCounter()
+        self._press_positions: dict[str, QPointF] | None = None
+        self._drag: _ConnectionDrag | None = None
+        self._analysis: Analysis | None = None
+        self._bulk = 0
+
+        # Infinite-feeling canvas: a big fixed rect gives the view room to pan.
+        self.setSceneRect(-200000, -200000, 400000, 400000)
+        self.setItemIndexMethod(QGraphicsScene.ItemIndexMethod.BspTreeIndex)
+
+        self._count_timer = QTimer(self)
+        self._count_timer.setSingleShot(True)
+        self._count_timer.setInterval(40)
+        self._count_timer.timeout.connect(self.update_param_counts)
+        self._reroute_timer = QTimer(self)
+        self._reroute_timer.setSingleShot(True)
+        self._reroute_timer.setInterval(0)
+        self._reroute_timer.timeout.connect(self.reroute_all)
+
+        document.project_replaced.connect(self.rebuild)
+        document.graph_event.connect(self._on_graph_event)
+        document.analysis_changed.connect(self.apply_analysis)
+        document.locked_changed.connect(self.set_locked)
+        self.selectionChanged.connect(self._emit_selection)
+        self.rebuild()
+
+    # ------------------------------------------------------------------
+    # mirroring the model
+    # ------------------------------------------------------------------
+    def rebuild(self) -> None:
+        """Drop every item and recreate them from the current graph."""
+        self._cancel_drag()
+        self.clear()
+        self.node_items.clear()
+        self.edge_items.clear()
+        self._node_edges.clear()
+        graph = self.doc.graph
+        self._bulk += 1
+        try:
+            for nid in graph.nodes:
+                self._add_node_item(nid)
+            for e in graph.edges:
+                self._add_edge_item(e)
+        finally:
+            self._bulk -= 1
+        self.reroute_all()
+        self.apply_analysis(self.doc.analysis())
+
+    def _on_graph_event(self, ev: GraphEvent) -> None:
+        graph = self.doc.graph
+        k = ev.kind
+        if k == "node_added" and ev.node_id is not None:
+            self._add_node_item(ev.node_id)
+        elif k == "node_removed" and ev.node_id is not None:
+            for e in list(self._node_edges.get(ev.node_id, ())):
+                self._remove_edge_item(e)
+            item = self.node_items.pop(ev.node_id, None)
+            self._node_edges.pop(ev.node_id, None)
+            if item is not None:
+                self.removeItem(item)
+        elif k == "edge_added" and ev.edge is not None:
+            self._add_edge_item(ev.edge)
+        elif k == "edge_removed" and ev.edge is not None:
+            self._remove_edge_item(ev.edge)
+        elif k == "param_changed" and ev.node_id in self.node_items:
+            self.node_items[ev.node_id].set_params(graph.nodes[ev.node_id].params)
+        elif k == "node_moved" and ev.node_id in self.node_items:
+            self.node_items[ev.node_id].set_pos_from_model(graph.nodes[ev.node_id].pos)
+            self._reroute_timer.start()
+        elif k == "node_renamed" and ev.node_id in self.node_items:
+            self.node_items[ev.node_id].set_name(graph.nodes[ev.node_id].name)
+        elif k == "reset":
+            QTimer.singleShot(0, self.rebuild)
+
+    def _add_node_item(self, nid: str) -> NodeItem:
+        graph = self.doc.graph
+        node = graph.nodes[nid]
+        item = NodeItem(nid, graph.node_type(node), node.name, node.params)
+        item.setFlag(item.GraphicsItemFlag.ItemIsMovable, not self.locked)
+        self.node_items[nid] = item
+        self._node_edges.setdefault(nid, set())
+        item.set_pos_from_model(node.pos)
+        self.addItem(item)
+        return item
+
+    def _add_edge_item(self, e: Edge) -> EdgeItem | None:
+        src, dst = self.node_items.get(e.src), self.node_items.get(e.dst)
+        if src is None or dst is None or e.src_port not in src.out_ports or e.dst_port not in dst.in_ports:
+            log.warning("edge %s has no matching items", e)
+            return None
+        item = EdgeItem(e, src.out_ports[e.src_port], dst.in_ports[e.dst_port])
+        self.edge_items[e] = item
+        self._node_edges.setdefault(e.src, set()).add(e)
+        self._node_edges.setdefault(e.dst, set()).add(e)
+        self.addItem(item)
+        item.set_label(edge_label_text(self._analysis, e))
+        self._update_port_connected(item.src)
+        self._update_port_connected(item.dst)
+        if not self._bulk:
+            self._route(item)
+        return item
+
+    def _remove_edge_item(self, e: Edge) -> None:
+        item = self.edge_items.pop(e, None)
+        for nid in (e.src, e.dst):
+            self._node_edges.get(nid, set()).discard(e)
+        if item is not None:
+            self.removeItem(item)
+            self._update_port_connected(item.src)
+            self._update_port_connected(item.dst)
+
+    def _update_port_connected(self, port: PortItem) -> None:
+        nid, name = port.node_id, port.name
+        connected = any((e.src == nid and e.src_port == name) if port.is_output else
+                        (e.dst == nid and e.dst_port == name) for e in self._node_edges.get(nid, ()))
+        if connected != port.connected:
+            port.connected = connected
+            port.update()
+
+    # ------------------------------------------------------------------
+    # analysis → labels, outlines, parameter counts
+    # ------------------------------------------------------------------
+    def apply_analysis(self, analysis: Analysis) -> None:
+        self._analysis = analysis
+        by_node: dict[str, list] = {}
+        for p in analysis.problems:
+            if p.node_id is not None:
+                by_node.setdefault(p.node_id, []).append(p)
+        for nid, item in self.node_items.items():
+            item.set_problems(by_node.get(nid, []))
+            if item.has_detail:
+                item.set_detail(_dataset_detail(analysis, nid))
+        for e, item in self.edge_items.items():
+            item.set_label(edge_label_text(analysis, e))
+        self._count_timer.start()
+
+    def update_param_counts(self) -> None:
+        """Compute parameter counts (imports torch on first use)."""
+        an = self.doc.analysis()
+        graph = self.doc.graph
+        for nid, item in self.node_items.items():
+            if item.has_count:
+                item.set_param_count(self.param_counter.count(graph, an, nid))
+
+    # ------------------------------------------------------------------
+    # edge routing
+    # ------------------------------------------------------------------
+    def node_item_moved(self, item: NodeItem) -> None:
+        for e in self._node_edges.get(item.node_id, ()):
+            edge_item = self.edge_items.get(e)
+            if edge_item is not None:
+                self._route(edge_item)
+
+    def reroute_all(self) -> None:
+        for item in self.edge_items.values():
+            self._route(item)
+
+    def _route(self, item: EdgeItem) -> None:
+        path, mid = self.route(item.src.scenePos(), item.dst.scenePos(),
+                               {item.src.node_item, item.dst.node_item})
+        item.set_route(path, mid)
+
+    def route(self, p0: QPointF, p1: QPointF, exclude: Iterable[NodeItem] = ()) -> tuple[QPainterPath, QPointF]:
+        """A smooth path from an output port to an input port, and where its label goes.
+
+        A plain S-curve when nothing is in the way; otherwise the edge drops
+        into a free horizontal lane above or below the nodes it would cross,
+        so long edges (dataset → loss target) never run through node cards.
+        """
+        x0, y0, x1, y1 = p0.x(), p0.y(), p1.x(), p1.y()
+        dx = x1 - x0
+        path = QPainterPath(p0)
+        if dx < 30:  # backwards or stacked: a loop that leaves right and enters left
+            k = max(60.0, abs(dx) * 0.5, abs(y1 - y0) * 0.3)
+            path.cubicTo(QPointF(x0 + k, y0), QPointF(x1 - k, y1), p1)
+            return path, path.pointAtPercent(0.5)
+        k = max(24.0, dx * 0.45)
+        path.cubicTo(QPointF(x0 + k, y0), QPointF(x1 - k, y1), p1)
+        excluded = set(exclude)
+        span = QRectF(x0 + 6, min(y0, y1) - 400, dx - 12, abs(y1 - y0) + 800)
+        obstacles = [it.sceneBoundingRect().adjusted(-4, -4, 4, 4) for it in self.items(span)
+                     if isinstance(it, NodeItem) and it not in excluded]
+        if not obstacles or not _path_hits(path, obstacles):
+            return path, path.pointAtPercent(0.5)
+        below = _free_lane(obstacles, max(y0, y1), +1)
+        above = _free_lane(obstacles, min(y0, y1), -1)
+        lane = below if abs(below - y0) + abs(below - y1) <= abs(above - y0) + abs(above - y1) else above
+        w = min(70.0, dx / 3)
+        path = QPainterPath(p0)
+        path.cubicTo(QPointF(x0 + w * 0.6, y0), QPointF(x0 + w * 0.4, lane), QPointF(x0 + w, lane))
+        path.lineTo(QPointF(x1 - w, lane))
+        path.cubicTo(QPointF(x1 - w * 0.4, lane), QPointF(x1 - w * 0.6, y1), p1)
+        return path, QPointF((x0 + x1) / 2, lane)
+
+    # ------------------------------------------------------------------
+    # selection helpers
+    # ------------------------------------------------------------------
+    def _emit_selection(self) -> None:
+        if shiboken6.isValid(self):  # the scene's destructor deselects items as it goes
+            self.node_selection_changed.emit(self.selected_node_ids())
+
+    def selected_node_ids(self) -> list[str]:
+        order = list(self.doc.graph.nodes)
+        ids = [it.node_id for it in self.selectedItems() if isinstance(it, NodeItem)]
+        return sorted(ids, key=lambda n: order.index(n) if n in order else 0)
+
+    def selected_edges(self) -> list[Edge]:
+        return [it.edge for it in self.selectedItems() if isinstance(it, EdgeItem)]
+
+    def select_nodes(self, ids: Iterable[str]) -> None:
+        wanted = set(ids)
+        self.blockSignals(True)
+        try:
+            self.clearSelection()
+            for nid in wanted:
+                item = self.node_items.get(nid)
+                if item is not None:
+                    item.setSelected(True)
+        finally:
+            self.blockSignals(False)
+        self.node_selection_changed.emit(self.selected_node_ids())
+
+    def set_locked(self, locked: bool) -> None:
+        self.locked = locked
+        self._cancel_drag()
+        for item in self.node_items.values():
+            item.setFlag(item.GraphicsItemFlag.ItemIsMovable, not locked)
+
+    def nodes_rect(self) -> QRectF:
+        rect = QRectF()
+        for item in self.node_items.values():
+            rect = rect.united(item.sceneBoundingRect())
+        return rect
+
+    def snap_point(self, p: QPointF) -> QPointF:
+        if not self.snap_enabled:
+            return QPointF(p)
+        return QPointF(round(p.x() / GRID) * GRID, round(p.y() / GRID) * GRID)
+
+    def say(self, text: str) -> None:
+        self.last_message = text
+        self.message.emit(text)
+
+    # ------------------------------------------------------------------
+    # automatic layout
+    # ------------------------------------------------------------------
+    def layout_positions(self) -> dict[str, tuple[float, float]]:
+        graph = self.doc.graph
+        items = self.node_items
+        sizes = {nid: (it.width, it.height) for nid, it in items.items()}
+
+        def port_offset(nid: str, port: str, is_output: bool) -> float:
+            it = items[nid]
+            p = (it.out_ports if is_output else it.in_ports).get(port)
+            return p.pos().y() if p is not None else it.height / 2
+
+        origin = (0.0, 0.0)
+        if items:
+            r = self.nodes_rect()
+            origin = (round(r.left() / GRID) * GRID, round(r.top() / GRID) * GRID)
+        hint = {nid: it.pos().y() for nid, it in items.items()}
+        return layered_layout(list(graph.nodes), [tuple(e.to_list()) for e in graph.edges],  # type: ignore[misc]
+                              sizes, port_offset, order_hint=hint, origin=origin, grid=GRID)
+
+    def auto_layout(self) -> bool:
+        """Lay the graph out left to right as one undoable move."""
+        new = self.layout_positions()
+        graph = self.doc.graph
+        old = {nid: graph.nodes[nid].pos for nid in new}
+        changed = {nid: pos for nid, pos in new.items() if pos != old[nid]}
+        if not changed:
+            return False
+        cmd = MoveNodes({nid: old[nid] for nid in changed}, changed)
+        cmd.text = "Auto layout"
+        ok = self.doc.push(cmd)
+        self.reroute_all()
+        return ok
+
+    # ------------------------------------------------------------------
+    # mouse: moving nodes and dragging connections
+    # ------------------------------------------------------------------
+    def port_at(self, pos: QPointF) -> PortItem | None:
+        r = PORT_HIT_R
+        best: PortItem | None = None
+        best_d = r * r + 1
+        for it in self.items(QRectF(pos.x() - r, pos.y() - r, 2 * r, 2 * r)):
+            if isinstance(it, PortItem):
+                d = _dist2(it.scenePos(), pos)
+                if d < best_d:
+                    best, best_d = it, d
+        return best
+
+    def node_at(self, pos: QPointF) -> NodeItem | None:
+        for it in self.items(pos):
+            if isinstance(it, NodeItem):
+                return it
+            if isinstance(it, PortItem):
+                return it.node_item
+        return None
+
+    def mousePressEvent(self, event: QGraphicsSceneMouseEvent) -> None:
+        if event.button() == Qt.MouseButton.LeftButton:
+            port = self.port_at(event.scenePos())
+            if port is not None:
+                if self.locked:
+                    self.say("The graph is locked while training")
+                else:
+                    self._begin_drag(port, event.scenePos())
+                event.accept()
+                return
+            self.user_dragging = True
+            super().mousePressEvent(event)
+            self._press_positions = {it.node_id: it.pos() for it in self.selectedItems()
+                                     if isinstance(it, NodeItem)}
+            return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event: QGraphicsSceneMouseEvent) -> None:
+        if self._drag is not None:
+            self._update_drag(event.scenePos())
+            event.accept()
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event: QGraphicsSceneMouseEvent) -> None:
+        if self._drag is not None and event.button() == Qt.MouseButton.LeftButton:
+            self._update_drag(event.scenePos())
+            self._finish_drag()
+            event.accept()
+            return
+        super().mouseReleaseEvent(event)
+        if event.button() == Qt.MouseButton.LeftButton:
+            self.user_dragging = False
+            self._commit_move()
+
+    def _commit_move(self) -> None:
+        """A finished drag of nodes becomes one MoveNodes command."""
+        before, self._press_positions = self._press_positions, None
+        if not before:
+            return
+        graph = self.doc.graph
+        old: dict[str, tuple[float, float]] = {}
+        new: dict[str, tuple[float, float]] = {}
+        for nid in before:
+            item = self.node_items.get(nid)
+            if item is None or nid not in graph.nodes:
+                continue
+            pos = (item.pos().x(), item.pos().y())
+            if pos != graph.nodes[nid].pos:
+                old[nid] = graph.nodes[nid].pos
+                new[nid] = pos
+        if new:
+            try:
+                self.doc.push(MoveNodes(old, new))
+            except NetStudioError as e:
+                for nid, pos in old.items():  # locked: put the cards back
+                    self.node_items[nid].set_pos_from_model(pos)
+                self.say(str(e))
+            self.reroute_all()
+
+    # --- connection drag ----------------------------------------------------------
+    def _begin_drag(self, port: PortItem, pos: QPointF) -> None:
+        preview = ConnectionPreview(port.kind)
+        note = CursorNote()
+        note.setVisible(False)
+        self.addItem(preview)
+        self.addItem(note)
+        self._drag = _ConnectionDrag(port, preview, note)
+        self._update_drag(pos)
+
+    def _endpoints(self, origin: PortItem, other: PortItem) -> tuple[PortItem, PortItem]:
+        return (origin, other) if origin.is_output else (other, origin)
+
+    def _candidate(self, pos: QPointF) -> PortItem | None:
+        assert self._drag is not None
+        origin = self._drag.origin
+        port = self.port_at(pos)
+        if port is not None and port.is_output != origin.is_output and port.node_item is not origin.node_item:
+            return port
+        node = self.node_at(pos)
+        if node is None or node is origin.node_item:
+            return None
+        # Dropping on a card: the nearest port of the right direction; a
+        # compatible one wins, so users need not hit the small port exactly.
+        ports = list(node.in_ports.values() if origin.is_output else node.out_ports.values())
+        if not ports:
+            return None
+        ports.sort(key=lambda p: _dist2(p.scenePos(), pos))
+        for p in ports:
+            if self._check(origin, p)[0]:
+                return p
+        return ports[0]
+
+    def _check(self, origin: PortItem, other: PortItem) -> tuple[bool, str, str | None]:
+        src, dst = self._endpoints(origin, other)
+        try:
+            self.doc.graph.check_connect(src.node_id, src.name, dst.node_id, dst.name)
+        except NetStudioError as e:
+            return False, e.message, e.hint
+        return True, "", None
+
+    def _update_drag(self, pos: QPointF) -> None:
+        d = self._drag
+        if d is None:
+            return
+        target = self._candidate(pos)
+        if target is not d.target:
+            if d.target is not None:
+                d.target.set_state("normal")
+            d.target = target
+        if target is not None:
+            d.valid, d.reason, d.hint = self._check(d.origin, target)
+            target.set_state("ok" if d.valid else "bad")
+            d.preview.set_valid(d.valid)
+            if d.valid:
+                d.note.setVisible(False)
+            else:
+                d.note.set_message(d.reason + (f"\n→ {d.hint}" if d.hint else ""))
+                d.note.setPos(pos)
+                self.say(f"Cannot connect: {d.reason}" + (f" — {d.hint}" if d.hint else ""))
+        else:
+            d.valid, d.reason, d.hint = False, "", None
+            d.preview.set_valid(None)
+            d.note.setVisible(False)
+        end = target.scenePos() if target is not None else pos
+        start = d.origin.scenePos()
+        a, b = (start, end) if d.origin.is_output else (end, start)
+        k = max(30.0, abs(b.x() - a.x()) * 0.45)
+        path = QPainterPath(a)
+        path.cubicTo(QPointF(a.x() + k, a.y()), QPointF(b.x() - k, b.y()), b)
+        d.preview.setPath(path)
+
+    def _finish_drag(self) -> None:
+        d = self._drag
+        if d is None:
+            return
+        target, valid = d.target, d.valid
+        reason, hint = d.reason, d.hint
+        origin = d.origin
+        self._cancel_drag()
+        if target is None:
+            return
+        if not valid:
+            self.say(f"Connection refused: {reason}" + (f" — {hint}" if hint else ""))
+            return
+        src, dst = self._endpoints(origin, target)
+        try:
+            self.doc.push(Connect(src.node_id, src.name, dst.node_id, dst.name))
+        except NetStudioError as e:
+            self.say(f"Connection refused: {e}")
+            return
+        self.say(f"Connected {self.doc.graph.nodes[src.node_id].name}.{src.name} → "
+                 f"{self.doc.graph.nodes[dst.node_id].name}.{dst.name}")
+
+    def _cancel_drag(self) -> None:
+        d, self._drag = self._drag, None
+        if d is None:
+            return
+        if d.target is not None:
+            d.target.set_state("normal")
+        for it in (d.preview, d.note):
+            if it.scene() is self:
+                self.removeItem(it)
+
+    @property
+    def dragging_connection(self) -> bool:
+        return self._drag is not None
+
+    @property
+    def drag_target(self) -> PortItem | None:
+        return self._drag.target if self._drag else None
+
+    @property
+    def drag_note_text(self) -> str:
+        return self._drag.note.text if self._drag and self._drag.note.isVisible() else ""
+
+
+def _dist2(a: QPointF, b: QPointF) -> float:
+    return (a.x() - b.x()) ** 2 + (a.y() - b.y()) ** 2
+
+
+def _path_hits(path: QPainterPath, rects: list[QRectF], samples: int = 24) -> bool:
+    for i in range(1, samples):
+        p = path.pointAtPercent(i / samples)
+        if any(r.contains(p) for r in rects):
+            return True
+    return False
+
+
+def _free_lane(rects: list[QRectF], start: float, direction: int) -> float:
+    """First y from ``start`` (going down if direction > 0) not inside any rect, with a margin."""
+    y = start
+    margin = 16.0
+    for _ in range(len(rects) + 1):
+        hits = [r for r in rects if r.top() - margin < y < r.bottom() + margin]
+        if not hits:
+            return y
+        y = (max(r.bottom() for r in hits) + margin + 2) if direction > 0 else \
+            (min(r.top() for r in hits) - margin - 2)
+    return y
+
+
+def _dataset_detail(analysis: Analysis, nid: str) -> str:
+    res = analysis.results.get(nid)
+    info = res.extra.get("dataset") if res is not None else None
+    if info is None:
+        return ""
+    shape = "×".join(str(d) for d in info.feature_shape)
+    if info.task == "classification" and info.num_classes:
+        return f"{shape} → {info.num_classes} classes"
+    return f"{shape} → regression"
+
+
+__all__ = ["NodeScene", "edge_label_text"]

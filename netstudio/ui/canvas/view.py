@@ -1,0 +1,296 @@
+"""The canvas view: zoom, pan, grid, drop from the palette, Tab search-to-add."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from PySide6.QtCore import QLineF, QPoint, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import (QContextMenuEvent, QCursor, QDragEnterEvent, QDragMoveEvent, QDropEvent, QFont,
+                           QKeyEvent, QMouseEvent, QPainter, QPen, QWheelEvent)
+from PySide6.QtWidgets import QGraphicsView, QMenu, QWidget
+
+from netstudio.errors import NetStudioError
+from netstudio.graph.commands import AddNode
+from netstudio.ui.canvas.items import GRID, EdgeItem
+from netstudio.ui.canvas.scene import NodeScene
+from netstudio.ui.theme import theme
+
+#: drag-and-drop payload from the palette: the node type id as UTF-8
+NODE_MIME = "application/x-netstudio-node-type"
+
+MIN_ZOOM = 0.12
+MAX_ZOOM = 3.0
+
+
+class NodeView(QGraphicsView):
+    #: a node was created by drop or search (its id)
+    node_created = Signal(str)
+
+    def __init__(self, scene: NodeScene, parent: QWidget | None = None) -> None:
+        super().__init__(scene, parent)
+        self.node_scene = scene
+        self.setRenderHints(QPainter.RenderHint.Antialiasing | QPainter.RenderHint.TextAntialiasing
+                            | QPainter.RenderHint.SmoothPixmapTransform)
+        self.setDragMode(QGraphicsView.DragMode.RubberBandDrag)
+        self.setRubberBandSelectionMode(Qt.ItemSelectionMode.IntersectsItemShape)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
+        self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.SmartViewportUpdate)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setFrameShape(QGraphicsView.Shape.NoFrame)
+        self.setAcceptDrops(True)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setCacheMode(QGraphicsView.CacheModeFlag.CacheBackground)
+        self._pan_from: QPoint | None = None
+        self._space = False
+        self.quick_add_popup: Any = None
+        #: (scene position, item under the cursor or None) -> context menu; set by the main window
+        self.context_menu_provider: Callable[[QPointF, Any], QMenu | None] | None = None
+        self.centerOn(0, 0)
+
+    # --- zoom & pan ----------------------------------------------------------
+    def zoom(self) -> float:
+        return self.transform().m11()
+
+    def set_zoom(self, z: float, anchor: QPointF | None = None) -> None:
+        z = max(MIN_ZOOM, min(MAX_ZOOM, z))
+        factor = z / self.zoom()
+        if abs(factor - 1.0) < 1e-9:
+            return
+        self.scale(factor, factor)
+        self.resetCachedContent()
+
+    def zoom_by(self, factor: float) -> None:
+        self.set_zoom(self.zoom() * factor)
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        delta = event.angleDelta().y() or event.angleDelta().x()
+        if delta == 0:
+            return
+        self.set_zoom(self.zoom() * math.pow(1.0015, delta))
+        event.accept()
+
+    def frame_rect(self, rect: QRectF, max_zoom: float = 1.0) -> None:
+        if rect.isNull() or not rect.isValid():
+            self.resetTransform()
+            self.centerOn(0, 0)
+            return
+        rect = rect.adjusted(-50, -50, 50, 50)
+        self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
+        if self.zoom() > max_zoom:
+            self.set_zoom(max_zoom)
+        elif self.zoom() < MIN_ZOOM:
+            self.set_zoom(MIN_ZOOM)
+        self.centerOn(rect.center())
+        self.resetCachedContent()
+
+    def frame_all(self) -> None:
+        self.frame_rect(self.node_scene.nodes_rect())
+
+    def frame_nodes(self, ids: list[str]) -> None:
+        rect = QRectF()
+        for nid in ids:
+            item = self.node_scene.node_items.get(nid)
+            if item is not None:
+                rect = rect.united(item.sceneBoundingRect())
+        if not rect.isNull():
+            # keep the zoom if the nodes fit; a problem click should not jump around
+            vis = self.mapToScene(self.viewport().rect()).boundingRect()
+            if vis.width() >= rect.width() + 100 and vis.height() >= rect.height() + 100:
+                self.centerOn(rect.center())
+            else:
+                self.frame_rect(rect)
+
+    def pan_by(self, dx: int, dy: int) -> None:
+        self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() + dx)
+        self.verticalScrollBar().setValue(self.verticalScrollBar().value() + dy)
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        if event.button() == Qt.MouseButton.MiddleButton:
+            self._pan_from = event.position().toPoint()
+            self.viewport().setCursor(Qt.CursorShape.ClosedHandCursor)
+            event.accept()
+            return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        if self._pan_from is not None:
+            p = event.position().toPoint()
+            d = p - self._pan_from
+            self._pan_from = p
+            self.pan_by(-d.x(), -d.y())
+            event.accept()
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        if event.button() == Qt.MouseButton.MiddleButton and self._pan_from is not None:
+            self._pan_from = None
+            self.viewport().unsetCursor()
+            event.accept()
+            return
+        super().mouseReleaseEvent(event)
+
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
+        pos = self.mapToScene(event.position().toPoint())
+        if event.button() == Qt.MouseButton.LeftButton and self.node_scene.node_at(pos) is None \
+                and not self._edge_at(pos):
+            self.open_quick_add(pos)
+            event.accept()
+            return
+        super().mouseDoubleClickEvent(event)
+
+    def _edge_at(self, pos: QPointF) -> bool:
+        return any(isinstance(it, EdgeItem) for it in self.scene().items(pos))
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        key = event.key()
+        if key == Qt.Key.Key_Space and not event.isAutoRepeat() and not self._space:
+            self._space = True
+            self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
+            self.setInteractive(False)
+            event.accept()
+            return
+        if key == Qt.Key.Key_Tab and not self.node_scene.locked:
+            self.open_quick_add(self.cursor_scene_pos())
+            event.accept()
+            return
+        if key == Qt.Key.Key_Escape and self.node_scene.dragging_connection:
+            self.node_scene._cancel_drag()
+            event.accept()
+            return
+        super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event: QKeyEvent) -> None:
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat() and self._space:
+            self._space = False
+            self.setDragMode(QGraphicsView.DragMode.RubberBandDrag)
+            self.setInteractive(True)
+            event.accept()
+            return
+        super().keyReleaseEvent(event)
+
+    def focusNextPrevChild(self, next: bool) -> bool:  # noqa: A002 - Qt's name
+        return False  # Tab opens the search-to-add popup instead of moving focus
+
+    def cursor_scene_pos(self) -> QPointF:
+        p = self.viewport().mapFromGlobal(QCursor.pos())
+        if not self.viewport().rect().contains(p):
+            p = self.viewport().rect().center()
+        return self.mapToScene(p)
+
+    # --- adding nodes ------------------------------------------------------------
+    def add_node(self, type_id: str, scene_pos: QPointF) -> str | None:
+        """Create a node of ``type_id`` with its top-left at ``scene_pos`` (snapped); one undo step."""
+        p = self.node_scene.snap_point(scene_pos)
+        cmd = AddNode(type_id, (p.x(), p.y()))
+        try:
+            self.node_scene.doc.push(cmd)
+        except NetStudioError as e:
+            self.node_scene.say(f"Cannot add node: {e}")
+            return None
+        assert cmd.node_id is not None
+        self.node_scene.select_nodes([cmd.node_id])
+        self.node_created.emit(cmd.node_id)
+        return cmd.node_id
+
+    def open_quick_add(self, scene_pos: QPointF) -> Any:
+        """Show the search-to-add popup; the chosen type is created at ``scene_pos``."""
+        from netstudio.ui.quick_add import QuickAddPopup
+
+        if self.node_scene.locked:
+            return None
+        if self.quick_add_popup is not None:
+            self.quick_add_popup.close()
+        popup = QuickAddPopup(self)
+        popup.chosen.connect(lambda type_id: self.add_node(type_id, scene_pos))
+        global_pos = self.viewport().mapToGlobal(self.mapFromScene(scene_pos))
+        popup.popup_at(global_pos)
+        self.quick_add_popup = popup
+        return popup
+
+    # --- drag and drop from the palette ---------------------------------------------
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasFormat(NODE_MIME) and not self.node_scene.locked:
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:
+        if event.mimeData().hasFormat(NODE_MIME) and not self.node_scene.locked:
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        mime = event.mimeData()
+        if not mime.hasFormat(NODE_MIME) or self.node_scene.locked:
+            event.ignore()
+            return
+        type_id = bytes(mime.data(NODE_MIME).data()).decode("utf-8")
+        pos = self.mapToScene(event.position().toPoint())
+        if self.add_node(type_id, pos) is not None:
+            event.acceptProposedAction()
+            self.setFocus()
+        else:
+            event.ignore()
+
+    # --- context menu -----------------------------------------------------------------
+    def contextMenuEvent(self, event: QContextMenuEvent) -> None:
+        if self.context_menu_provider is None:
+            return super().contextMenuEvent(event)
+        pos = self.mapToScene(event.pos())
+        item = self.node_scene.node_at(pos)
+        if item is None:
+            edges = [it for it in self.scene().items(pos) if isinstance(it, EdgeItem)]
+            item = edges[0] if edges else None
+        if item is not None and not item.isSelected():
+            self.scene().clearSelection()
+            item.setSelected(True)
+        menu = self.context_menu_provider(pos, item)
+        if menu is not None:
+            menu.exec(event.globalPos())
+
+    # --- painting ------------------------------------------------------------------------
+    def drawBackground(self, painter: QPainter, rect: QRectF) -> None:
+        t = theme()
+        painter.fillRect(rect, t.canvas_bg)
+        z = self.zoom()
+        if z < 0.3:
+            return
+        left = math.floor(rect.left() / GRID) * GRID
+        top = math.floor(rect.top() / GRID) * GRID
+        minor, major = [], []
+        x = left
+        while x < rect.right():
+            (major if round(x / GRID) % 5 == 0 else minor).append(((x, rect.top()), (x, rect.bottom())))
+            x += GRID
+        y = top
+        while y < rect.bottom():
+            (major if round(y / GRID) % 5 == 0 else minor).append(((rect.left(), y), (rect.right(), y)))
+            y += GRID
+        if z >= 0.55:
+            painter.setPen(QPen(t.grid_minor, 0))
+            painter.drawLines([QLineF(a[0], a[1], b[0], b[1]) for a, b in minor])
+        painter.setPen(QPen(t.grid_major, 0))
+        painter.drawLines([QLineF(a[0], a[1], b[0], b[1]) for a, b in major])
+
+    def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
+        if self.node_scene.node_items:
+            return
+        painter.save()
+        painter.resetTransform()
+        t = theme()
+        f = QFont()
+        f.setPointSizeF(11)
+        painter.setFont(f)
+        painter.setPen(t.text_muted)
+        painter.drawText(self.viewport().rect(), Qt.AlignmentFlag.AlignCenter,
+                         "Drag a node from the palette, or press Tab to search\n"
+                         "Connect an output port to an input port to build the network")
+        painter.restore()
+
+
+__all__ = ["NodeView", "NODE_MIME"]

@@ -1,0 +1,190 @@
+"""Automatic layered layout, left to right (pure Python, no Qt).
+
+A small Sugiyama-style pipeline:
+
+1. layers by longest path from the sources (sources are then pulled right,
+   next to their first consumer, so a Dataset does not sit far from its use);
+2. edges spanning several layers get dummy points, one per crossed layer, so
+   they reserve a lane and take part in crossing reduction;
+3. barycenter sweeps order each layer (port positions break ties, so a node's
+   first output stays above its second);
+4. each node is placed at the height that lines its input port up with the
+   output port feeding it, pushed down just enough to avoid overlaps.
+
+y is not snapped to the grid: snapping would break the port alignment that
+makes chains come out as straight lines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+#: (src, src_port, dst, dst_port)
+EdgeRec = tuple[str, str, str, str]
+#: (node id, port name, is_output) -> y offset of the port from the node's top
+PortOffset = Callable[[str, str, bool], float]
+
+
+@dataclass
+class _Seg:
+    """One layer-to-adjacent-layer piece of an edge."""
+
+    src: str
+    src_port: str | None  # None for dummies (their single point)
+    dst: str
+    dst_port: str | None
+
+
+def assign_layers(nodes: Sequence[str], edges: Sequence[EdgeRec]) -> dict[str, int]:
+    preds: dict[str, list[str]] = {n: [] for n in nodes}
+    succs: dict[str, list[str]] = {n: [] for n in nodes}
+    for s, _, d, _ in edges:
+        if s in preds and d in preds:
+            preds[d].append(s)
+            succs[s].append(d)
+    order = _topo(nodes, preds, succs)
+    layer: dict[str, int] = {}
+    for n in order:
+        layer[n] = max((layer[p] + 1 for p in preds[n]), default=0)
+    # A source feeding only late nodes would otherwise sit alone at the far left.
+    for n in reversed(order):
+        if not preds[n] and succs[n]:
+            layer[n] = max(0, min(layer[s] for s in succs[n]) - 1)
+    return layer
+
+
+def _topo(nodes: Sequence[str], preds: Mapping[str, list[str]], succs: Mapping[str, list[str]]) -> list[str]:
+    indeg = {n: len(preds[n]) for n in nodes}
+    ready = [n for n in nodes if indeg[n] == 0]
+    out: list[str] = []
+    while ready:
+        n = ready.pop(0)
+        out.append(n)
+        for s in succs[n]:
+            indeg[s] -= 1
+            if indeg[s] == 0:
+                ready.append(s)
+    # a cycle cannot be built through the model, but never loop forever on one
+    out.extend(n for n in nodes if n not in set(out))
+    return out
+
+
+def layered_layout(nodes: Sequence[str], edges: Sequence[EdgeRec], sizes: Mapping[str, tuple[float, float]],
+                   port_offset: PortOffset, *, order_hint: Mapping[str, float] | None = None,
+                   x_gap: float = 88.0, y_gap: float = 34.0, lane_h: float = 20.0,
+                   origin: tuple[float, float] = (0.0, 0.0), grid: float = 20.0) -> dict[str, tuple[float, float]]:
+    """Return a top-left position for every node."""
+    if not nodes:
+        return {}
+    layer = assign_layers(nodes, edges)
+    n_layers = max(layer.values()) + 1
+
+    # --- segments with dummies ------------------------------------------------
+    members: list[list[str]] = [[] for _ in range(n_layers)]
+    is_dummy: dict[str, bool] = {}
+    for n in nodes:
+        members[layer[n]].append(n)
+        is_dummy[n] = False
+    segs: list[_Seg] = []
+    dummy_count = 0
+    for s, sp, d, dp in edges:
+        if s not in layer or d not in layer:
+            continue
+        ls, ld = layer[s], layer[d]
+        prev, prev_port = s, sp
+        for lay in range(ls + 1, ld):
+            dummy_count += 1
+            dummy = f"\0dummy{dummy_count}"
+            is_dummy[dummy] = True
+            members[lay].append(dummy)
+            segs.append(_Seg(prev, prev_port, dummy, None))
+            prev, prev_port = dummy, None
+        segs.append(_Seg(prev, prev_port, d, dp))
+
+    def height(n: str) -> float:
+        return lane_h if is_dummy[n] else sizes[n][1]
+
+    def out_off(n: str, port: str | None) -> float:
+        return lane_h / 2 if port is None else port_offset(n, port, True)
+
+    def in_off(n: str, port: str | None) -> float:
+        return lane_h / 2 if port is None else port_offset(n, port, False)
+
+    seg_in: dict[str, list[_Seg]] = {}
+    seg_out: dict[str, list[_Seg]] = {}
+    for sg in segs:
+        seg_in.setdefault(sg.dst, []).append(sg)
+        seg_out.setdefault(sg.src, []).append(sg)
+
+    # --- ordering ------------------------------------------------------------------
+    hint = dict(order_hint or {})
+    rank_in_input = {n: i for i, n in enumerate(nodes)}
+    for lay in members:
+        lay.sort(key=lambda n: (hint.get(n, 0.0), rank_in_input.get(n, 0)))
+    pos: dict[str, float] = {}
+
+    def reindex(lay: list[str]) -> None:
+        for i, n in enumerate(lay):
+            pos[n] = float(i)
+
+    for lay in members:
+        reindex(lay)
+
+    def frac(n: str, off: float) -> float:
+        return off / max(height(n), 1.0)
+
+    for _ in range(4):
+        for li in range(1, n_layers):  # downward sweep: follow predecessors
+            lay = members[li]
+            key = {}
+            for n in lay:
+                ins = seg_in.get(n, [])
+                key[n] = (sum(pos[sg.src] + frac(sg.src, out_off(sg.src, sg.src_port)) for sg in ins) / len(ins)
+                          if ins else pos[n])
+            lay.sort(key=lambda n: key[n])
+            reindex(lay)
+        for li in range(n_layers - 2, -1, -1):  # upward sweep: follow successors
+            lay = members[li]
+            key = {}
+            for n in lay:
+                outs = seg_out.get(n, [])
+                key[n] = (sum(pos[sg.dst] + frac(sg.dst, in_off(sg.dst, sg.dst_port)) for sg in outs) / len(outs)
+                          if outs else pos[n])
+            lay.sort(key=lambda n: key[n])
+            reindex(lay)
+
+    # --- coordinates --------------------------------------------------------------------
+    xs: list[float] = []
+    x = origin[0]
+    for lay in members:
+        xs.append(x)
+        width = max((sizes[n][0] for n in lay if not is_dummy[n]), default=40.0)
+        x += width + x_gap
+    ys: dict[str, float] = {}
+    for lay in members:
+        bottom: float | None = None
+        prev_dummy = False
+        for n in lay:
+            ins = seg_in.get(n, [])
+            wanted = None
+            if ins and all(sg.src in ys for sg in ins):
+                # line the topmost input port up with the output port feeding it, so the
+                # main flow is a straight line and side inputs (targets) bend instead
+                first = min(ins, key=lambda sg: in_off(n, sg.dst_port))
+                wanted = ys[first.src] + out_off(first.src, first.src_port) - in_off(n, first.dst_port)
+            gap = 8.0 if (is_dummy[n] or prev_dummy) else y_gap
+            if bottom is None:
+                y = origin[1] if wanted is None else wanted
+            else:
+                y = bottom + gap if wanted is None else max(wanted, bottom + gap)
+            ys[n] = y
+            bottom = y + height(n)
+            prev_dummy = is_dummy[n]
+
+    top = min(ys[n] for n in nodes)
+    out: dict[str, tuple[float, float]] = {}
+    for n in nodes:
+        xx = round(xs[layer[n]] / grid) * grid
+        out[n] = (float(xx), round((ys[n] - top + origin[1]) * 2) / 2)
+    return out

@@ -1,0 +1,842 @@
+"""The main window: canvas in the middle, palette left, inspector right,
+problems / model summary / training at the bottom.
+
+Public hooks for the training dock (``netstudio.ui.training``):
+``document`` (project, graph, undo_stack, analysis()), ``set_editing_locked``,
+``add_dock``, ``toolbar``, ``file_menu``, ``select_node``.
+
+Dialogs go through small methods (``ask_save_changes``, ``ask_open_path``,
+``ask_save_path``, ``ask_restore_recovery``, ``show_error``) so tests can
+replace them instead of clicking modal boxes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import traceback
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from PySide6.QtCore import QPointF, QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QGuiApplication, QKeySequence
+from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMenu, QMessageBox,
+                               QToolBar, QVBoxLayout, QWidget)
+
+import netstudio
+import shiboken6
+from netstudio.errors import NetStudioError
+from netstudio.graph.commands import Disconnect, Macro, Paste, RemoveNodes
+from netstudio.graph.model import Graph
+from netstudio.project.io import SUFFIX, Project, load_project, save_project
+from netstudio.ui import icons
+from netstudio.ui.canvas.items import EdgeItem, NodeItem
+from netstudio.ui.canvas.scene import NodeScene
+from netstudio.ui.canvas.view import NodeView
+from netstudio.ui.document import Document
+from netstudio.ui.inspector import Inspector
+from netstudio.ui.palette import PaletteWidget
+from netstudio.ui.problems import ProblemsPanel
+from netstudio.ui.recovery import RecoveryInfo, RecoveryStore
+from netstudio.ui.summary import ModelSummary
+from netstudio.ui.theme import apply_theme, theme, theme_mode
+
+log = logging.getLogger(__name__)
+
+CLIPBOARD_MARKER = "netstudio/nodes"
+MAX_RECENT = 8
+AUTOSAVE_MS = 60_000
+DEFAULT_SAMPLE = "mnist_mlp_sgd.nsproj"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guarded(fn: F) -> F:
+    """Keep the app alive: a slot that fails reports the error instead of crashing."""
+
+    @functools.wraps(fn)
+    def wrapper(self: "MainWindow", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except NetStudioError as e:
+            self.status(str(e))
+        except Exception as e:  # noqa: BLE001 - last line of defence for the UI
+            log.exception("unexpected error in %s", fn.__name__)
+            self.report_unexpected(e)
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def sample_dirs() -> list[Path]:
+    root = Path(netstudio.__file__).resolve().parent
+    return [root.parent / "sample_projects", root / "samples"]
+
+
+def find_sample(name: str = DEFAULT_SAMPLE) -> Path | None:
+    for d in sample_dirs():
+        p = d / name
+        if p.is_file():
+            return p
+    return None
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, path: str | Path | None = None, *, project: Project | None = None,
+                 open_default: bool = True, recovery_dir: str | Path | None = None,
+                 check_recovery: bool = True, training: bool = True) -> None:
+        super().__init__()
+        self.setObjectName("NetStudioMainWindow")
+        self.setWindowIcon(icons.icon("app"))
+        self.setDockNestingEnabled(True)
+        self._doc = Document(project or Project(), self)
+        self.recovery = RecoveryStore(recovery_dir)
+        self._paste_count = 0
+        self._last_clipboard = ""
+        self.last_status = ""
+
+        # --- canvas ---------------------------------------------------------------
+        self.scene = NodeScene(self._doc, self)
+        self.view = NodeView(self.scene)
+        self.banner = QLabel("Training in progress — the graph is locked", self)
+        self.banner.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.banner.setObjectName("lockBanner")
+        self.banner.hide()
+        central = QWidget(self)
+        lay = QVBoxLayout(central)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(0)
+        lay.addWidget(self.banner)
+        lay.addWidget(self.view, 1)
+        self.setCentralWidget(central)
+
+        # --- panels -------------------------------------------------------------------
+        self.palette = PaletteWidget()
+        self.inspector = Inspector(self._doc)
+        self.problems = ProblemsPanel(self._doc)
+        self.summary = ModelSummary(self._doc, self.scene.param_counter)
+        self.palette_dock = self._make_dock("Nodes", "paletteDock", self.palette)
+        self.inspector_dock = self._make_dock("Inspector", "inspectorDock", self.inspector)
+        self.problems_dock = self._make_dock("Problems", "problemsDock", self.problems)
+        self.summary_dock = self._make_dock("Model", "modelDock", self.summary)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.palette_dock)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.inspector_dock)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.summary_dock)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.problems_dock)
+        self.resizeDocks([self.palette_dock, self.inspector_dock], [210, 330], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.inspector_dock, self.summary_dock], [420, 300], Qt.Orientation.Vertical)
+        self.resizeDocks([self.problems_dock], [150], Qt.Orientation.Vertical)
+
+        # --- status bar ----------------------------------------------------------------------
+        self.status_shapes = QLabel(self)
+        self.status_params = QLabel(self)
+        self.status_zoom = QLabel(self)
+        for w in (self.status_params, self.status_shapes, self.status_zoom):
+            w.setContentsMargins(8, 0, 8, 0)
+            self.statusBar().addPermanentWidget(w)
+
+        self._create_actions()
+        self._create_menus_and_toolbar()
+        self._connect()
+
+        self.autosave_timer = QTimer(self)
+        self.autosave_timer.setInterval(AUTOSAVE_MS)
+        self.autosave_timer.timeout.connect(self.autosave)
+        self.autosave_timer.start()
+
+        settings = QSettings()
+        self.set_theme(str(settings.value("theme", theme_mode()) or "system"), persist=False)
+        geometry = settings.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1480, 920)
+
+        # The training dock is developed separately and optional until it lands.
+        self.training_dock: QDockWidget | None = None
+        if training:
+            try:
+                from netstudio.ui.training import TrainingDock
+            except ImportError:
+                TrainingDock = None  # noqa: N806
+            if TrainingDock is not None:
+                dock = TrainingDock(self)
+                dock.setObjectName(dock.objectName() or "trainingDock")
+                self.add_dock(dock, Qt.DockWidgetArea.BottomDockWidgetArea)
+                self.tabifyDockWidget(self.problems_dock, dock)
+                self.problems_dock.raise_()
+                self.training_dock = dock
+
+        state = settings.value("window/state")
+        if state is not None:
+            self.restoreState(state)
+
+        # --- initial project -----------------------------------------------------------------
+        if project is None:
+            if path is not None:
+                self.open_file(path)
+            elif open_default:
+                sample = find_sample()
+                if sample is not None:
+                    self.open_file(sample, remember=False)
+        self._update_title()
+        self._update_status()
+        self.frame_all_later()
+        if check_recovery:
+            self.check_recovery()
+
+    # ======================================================================
+    # public API
+    # ======================================================================
+    @property
+    def document(self) -> Document:
+        return self._doc
+
+    @property
+    def project(self) -> Project:
+        return self._doc.project
+
+    def add_dock(self, dock: QDockWidget, area: Qt.DockWidgetArea = Qt.DockWidgetArea.BottomDockWidgetArea) -> None:
+        """Add a panel (the training dock uses this) and list it under View → Panels."""
+        if not dock.objectName():
+            dock.setObjectName(f"dock{len(self.findChildren(QDockWidget))}")
+        self.addDockWidget(area, dock)
+        self.panels_menu.addAction(dock.toggleViewAction())
+
+    def set_editing_locked(self, locked: bool) -> None:
+        """Make the graph read-only while training, with a banner saying so."""
+        self._doc.set_locked(locked)
+        self.banner.setVisible(locked)
+        self.palette.setEnabled(not locked)
+        for act in self._edit_actions:
+            act.setEnabled(not locked)
+        self._update_undo_actions()
+        self.problems._update_fix_button()
+
+    @property
+    def editing_locked(self) -> bool:
+        return self._doc.locked
+
+    def select_node(self, node_id: str) -> None:
+        """Select a node, frame it and show it in the inspector."""
+        if node_id not in self._doc.graph.nodes:
+            return
+        self.scene.select_nodes([node_id])
+        self.view.frame_nodes([node_id])
+        self.inspector.show_node(node_id)
+
+    def status(self, text: str, timeout_ms: int = 8000) -> None:
+        self.last_status = text
+        self.statusBar().showMessage(text, timeout_ms)
+
+    def report_unexpected(self, exc: BaseException) -> None:
+        details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self.status(f"Unexpected error: {exc}")
+        self.show_error("Unexpected error", f"Something went wrong: {exc}\n\nThe editor keeps running.", details)
+
+    # --- dialogs (replaced in tests) --------------------------------------------
+    def show_error(self, title: str, text: str, details: str | None = None) -> None:
+        box = QMessageBox(QMessageBox.Icon.Critical, title, text, QMessageBox.StandardButton.Ok, self)
+        if details:
+            box.setDetailedText(details)
+        box.exec()
+
+    def ask_save_changes(self) -> QMessageBox.StandardButton:
+        return QMessageBox.question(
+            self, "Unsaved changes", f"Save the changes to “{self.display_name()}” before closing it?",
+            QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Save)
+
+    def ask_open_path(self) -> str | None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open project", self._dialog_dir(),
+                                              f"NetStudio projects (*{SUFFIX});;All files (*)")
+        return path or None
+
+    def ask_save_path(self) -> str | None:
+        suggested = str(Path(self._dialog_dir()) / f"{self.display_name()}{SUFFIX}")
+        path, _ = QFileDialog.getSaveFileName(self, "Save project", suggested,
+                                              f"NetStudio projects (*{SUFFIX})")
+        return path or None
+
+    def ask_restore_recovery(self, info: RecoveryInfo) -> bool:
+        import datetime as _dt
+
+        when = _dt.datetime.fromtimestamp(info.saved_at).strftime("%Y-%m-%d %H:%M")
+        where = str(info.original) if info.original else "an unsaved project"
+        ans = QMessageBox.question(
+            self, "Restore unsaved work?",
+            f"NetStudio did not close properly last time.\n\nA backup of “{info.name}” ({where}) from {when} "
+            "was found. Restore it?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes)
+        return ans == QMessageBox.StandardButton.Yes
+
+    # ======================================================================
+    # actions
+    # ======================================================================
+    def _act(self, text: str, slot: Callable[[], Any], shortcut: Any = None, icon_name: str | None = None,
+             tip: str | None = None, context_widget: QWidget | None = None) -> QAction:
+        act = QAction(text, self)
+        if icon_name:
+            act.setIcon(icons.icon(icon_name))
+            act.setData(icon_name)
+        if shortcut is not None:
+            seqs = shortcut if isinstance(shortcut, list) else [shortcut]
+            act.setShortcuts([QKeySequence(s) for s in seqs])
+        if tip or shortcut is not None:
+            keys = act.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+            act.setToolTip(f"{tip or text.replace('…', '')}" + (f" ({keys})" if keys else ""))
+        act.triggered.connect(lambda checked=False: slot())
+        if context_widget is not None:
+            # canvas-only keys (Delete, F, Ctrl+C) must not fire while typing in a form field
+            act.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            context_widget.addAction(act)
+        return act
+
+    def _create_actions(self) -> None:
+        v = self.view
+        self.act_new = self._act("&New", self.new_project, QKeySequence.StandardKey.New, "new", "New project")
+        self.act_open = self._act("&Open…", self.open_dialog, QKeySequence.StandardKey.Open, "open", "Open project")
+        self.act_save = self._act("&Save", self.save, QKeySequence.StandardKey.Save, "save", "Save project")
+        self.act_save_as = self._act("Save &As…", self.save_as, QKeySequence("Ctrl+Shift+S"))
+        self.act_quit = self._act("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.act_undo = self._act("&Undo", self._doc.undo, QKeySequence("Ctrl+Z"), "undo")
+        self.act_redo = self._act("&Redo", self._doc.redo, [QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")],
+                                  "redo")
+        self.act_cut = self._act("Cu&t", self.cut, QKeySequence.StandardKey.Cut, "cut", context_widget=v)
+        self.act_copy = self._act("&Copy", self.copy, QKeySequence.StandardKey.Copy, "copy", context_widget=v)
+        self.act_paste = self._act("&Paste", self.paste, QKeySequence.StandardKey.Paste, "paste", context_widget=v)
+        self.act_duplicate = self._act("&Duplicate", self.duplicate, QKeySequence("Ctrl+D"), context_widget=v)
+        self.act_delete = self._act("&Delete", self.delete_selection,
+                                    [QKeySequence(Qt.Key.Key_Delete), QKeySequence(Qt.Key.Key_Backspace)],
+                                    "delete", context_widget=v)
+        self.act_select_all = self._act("Select &All", self.select_all, QKeySequence.StandardKey.SelectAll,
+                                        context_widget=v)
+        self.act_add_node = self._act("&Add Node…", lambda: self.view.open_quick_add(self.view.cursor_scene_pos()))
+        self.act_add_node.setToolTip("Search node types and add one (Tab on the canvas)")
+        self.act_frame = self._act("&Frame All", self.view.frame_all, QKeySequence(Qt.Key.Key_F), "frame",
+                                   "Frame all nodes", context_widget=v)
+        self.act_layout = self._act("Auto &Layout", self.auto_layout, QKeySequence("Ctrl+L"), "layout",
+                                    "Arrange the graph left to right")
+        self.act_zoom_in = self._act("Zoom &In", lambda: self.view.zoom_by(1.25), QKeySequence.StandardKey.ZoomIn,
+                                     "zoom_in")
+        self.act_zoom_out = self._act("Zoom &Out", lambda: self.view.zoom_by(0.8), QKeySequence.StandardKey.ZoomOut,
+                                      "zoom_out")
+        self.act_zoom_reset = self._act("&Actual Size", lambda: self.view.set_zoom(1.0), QKeySequence("Ctrl+0"))
+        self.act_snap = self._act("&Snap to Grid", lambda: None, None, "grid")
+        self.act_snap.setCheckable(True)
+        self.act_snap.setChecked(True)
+        self.act_snap.toggled.connect(lambda on: setattr(self.scene, "snap_enabled", on))
+        self.act_about = self._act("&About NetStudio", self.about)
+        self.act_shortcuts = self._act("&Keyboard Shortcuts", self.show_shortcuts)
+        self._edit_actions = [self.act_cut, self.act_paste, self.act_duplicate, self.act_delete, self.act_add_node,
+                              self.act_layout, self.act_new, self.act_open]
+        self._themed_actions = [a for a in self.findChildren(QAction) if a.data()]
+
+    def _create_menus_and_toolbar(self) -> None:
+        mb = self.menuBar()
+        self.file_menu = mb.addMenu("&File")
+        self.file_menu.addActions([self.act_new, self.act_open])
+        self.recent_menu = self.file_menu.addMenu("Open &Recent")
+        self.samples_menu = self.file_menu.addMenu("Open &Sample")
+        self.file_menu.addSeparator()
+        self.file_menu.addActions([self.act_save, self.act_save_as])
+        self.file_menu.addSeparator()
+        self.file_menu.addAction(self.act_quit)
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        self.samples_menu.aboutToShow.connect(self._fill_samples_menu)
+
+        self.edit_menu = mb.addMenu("&Edit")
+        self.edit_menu.addActions([self.act_undo, self.act_redo])
+        self.edit_menu.addSeparator()
+        self.edit_menu.addActions([self.act_cut, self.act_copy, self.act_paste, self.act_duplicate, self.act_delete])
+        self.edit_menu.addSeparator()
+        self.edit_menu.addActions([self.act_select_all, self.act_add_node])
+
+        self.view_menu = mb.addMenu("&View")
+        self.view_menu.addActions([self.act_frame, self.act_layout])
+        self.view_menu.addSeparator()
+        self.view_menu.addActions([self.act_zoom_in, self.act_zoom_out, self.act_zoom_reset, self.act_snap])
+        self.view_menu.addSeparator()
+        theme_menu = self.view_menu.addMenu("&Theme")
+        group = QActionGroup(self)
+        self.theme_actions: dict[str, QAction] = {}
+        for mode, label in (("system", "Follow &System"), ("dark", "&Dark"), ("light", "&Light")):
+            a = QAction(label, self, checkable=True)
+            a.triggered.connect(lambda checked=False, m=mode: self.set_theme(m))
+            group.addAction(a)
+            theme_menu.addAction(a)
+            self.theme_actions[mode] = a
+        self.panels_menu = self.view_menu.addMenu("&Panels")
+        for d in (self.palette_dock, self.inspector_dock, self.problems_dock, self.summary_dock):
+            self.panels_menu.addAction(d.toggleViewAction())
+
+        self.help_menu = mb.addMenu("&Help")
+        self.help_menu.addActions([self.act_shortcuts, self.act_about])
+
+        tb = QToolBar("Main", self)
+        tb.setObjectName("mainToolbar")
+        tb.setMovable(False)
+        tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        tb.addActions([self.act_new, self.act_open, self.act_save])
+        tb.addSeparator()
+        tb.addActions([self.act_undo, self.act_redo])
+        tb.addSeparator()
+        tb.addActions([self.act_layout, self.act_frame])
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, tb)
+        #: the training dock appends Train/Stop here
+        self.toolbar = tb
+
+    def _connect(self) -> None:
+        doc = self._doc
+        doc.modified_changed.connect(lambda _m: self._update_title())
+        doc.project_replaced.connect(self._update_title)
+        doc.analysis_changed.connect(lambda _a: self._update_status())
+        doc.error_occurred.connect(self.status)
+        doc.undo_stack.canUndoChanged.connect(lambda _b: self._update_undo_actions())
+        doc.undo_stack.canRedoChanged.connect(lambda _b: self._update_undo_actions())
+        doc.undo_stack.indexChanged.connect(lambda _i: self._update_undo_actions())
+        self.scene.message.connect(self.status)
+        self.scene.node_selection_changed.connect(self.inspector.set_selection)
+        self.inspector.message.connect(self.status)
+        self.problems.message.connect(self.status)
+        self.problems.node_activated.connect(self.select_node)
+        self.palette.add_requested.connect(self._add_from_palette)
+        self.view.context_menu_provider = self._context_menu
+        self.summary.updated.connect(self._update_status)
+        hints = QGuiApplication.styleHints()
+        hints.colorSchemeChanged.connect(lambda _s: self.set_theme("system", persist=False)
+                                         if theme_mode() == "system" else None)
+        self._update_undo_actions()
+
+    def _update_undo_actions(self) -> None:
+        st = self._doc.undo_stack
+        if not (shiboken6.isValid(st) and shiboken6.isValid(self.act_undo)):
+            return  # the stack emits while it is being destroyed at exit
+        locked = self._doc.locked
+        self.act_undo.setEnabled(st.canUndo() and not locked)
+        self.act_redo.setEnabled(st.canRedo() and not locked)
+        self.act_undo.setText(f"&Undo {st.undoText()}".strip())
+        self.act_redo.setText(f"&Redo {st.redoText()}".strip())
+
+    # ======================================================================
+    # title, status
+    # ======================================================================
+    def display_name(self) -> str:
+        p = self._doc.project
+        if p.path is not None:
+            return p.path.stem
+        return p.name or "Untitled"
+
+    def window_title(self) -> str:
+        return f"{self.display_name()}{'*' if self._doc.modified else ''} — NetStudio"
+
+    def _update_title(self) -> None:
+        self.setWindowTitle(self.window_title())
+
+    def _update_status(self) -> None:
+        an = self._doc.analysis()
+        errors = an.errors()
+        model_errors = an.errors("model")
+        if not errors:
+            self.status_shapes.setText("✔ Ready to train")
+            self.status_shapes.setStyleSheet(f"color: {theme().ok.name()};")
+        else:
+            what = "model" if model_errors else "training setup"
+            self.status_shapes.setText(f"✖ {len(errors)} problem{'s' if len(errors) != 1 else ''} in the {what}")
+            self.status_shapes.setStyleSheet(f"color: {theme().error.name()};")
+        if not self.summary._stale:
+            self.status_params.setText(f"{self.summary.total_params:,} parameters")
+        self.status_zoom.setText(f"{round(self.view.zoom() * 100)}%")
+
+    # ======================================================================
+    # files
+    # ======================================================================
+    def _dialog_dir(self) -> str:
+        p = self._doc.project.path
+        if p is not None:
+            return str(p.parent)
+        recent = self.recent_files()
+        return str(Path(recent[0]).parent) if recent else str(Path.home())
+
+    def maybe_save(self) -> bool:
+        """Ask about unsaved changes; False means the user cancelled."""
+        if not self._doc.modified:
+            return True
+        ans = self.ask_save_changes()
+        if ans == QMessageBox.StandardButton.Save:
+            return self.save()
+        return ans == QMessageBox.StandardButton.Discard
+
+    @guarded
+    def new_project(self) -> None:
+        if self._doc.locked or not self.maybe_save():
+            return
+        self._discard_recovery()
+        self._doc.replace_project(Project())
+        self.view.frame_all()
+        self.status("New project")
+
+    @guarded
+    def open_dialog(self) -> None:
+        if self._doc.locked or not self.maybe_save():
+            return
+        path = self.ask_open_path()
+        if path:
+            self.open_file(path)
+
+    def open_file(self, path: str | Path, *, remember: bool = True) -> bool:
+        """Load a project; on error show it and keep the current project."""
+        try:
+            project = load_project(path)
+        except NetStudioError as e:
+            self.show_error("Cannot open project", str(e))
+            self.status(f"Could not open {Path(path).name}")
+            return False
+        except Exception as e:  # noqa: BLE001 - e.g. a node type that fails to validate oddly
+            log.exception("open failed")
+            self.show_error("Cannot open project", f"{Path(path).name}: {e}")
+            return False
+        self._discard_recovery()
+        self._doc.replace_project(project)
+        if remember:
+            self.add_recent(project.path)
+        self.frame_all_later()
+        self.status(f"Opened {Path(path).name}")
+        return True
+
+    def save(self) -> bool:
+        p = self._doc.project
+        if p.path is None:
+            return self.save_as()
+        return self._save_to(p.path)
+
+    def save_as(self) -> bool:
+        path = self.ask_save_path()
+        if not path:
+            return False
+        target = Path(path)
+        if target.suffix != SUFFIX:
+            target = target.with_name(target.name + SUFFIX)
+        return self._save_to(target)
+
+    def _save_to(self, target: Path) -> bool:
+        p = self._doc.project
+        old_path = p.path
+        if p.name in ("", "Untitled") or (old_path is not None and p.name == old_path.stem):
+            p.name = target.stem
+        try:
+            save_project(p, target)
+        except NetStudioError as e:
+            self.show_error("Cannot save project", str(e))
+            return False
+        self.recovery.discard(old_path)
+        self.recovery.discard(target)
+        self._doc.set_modified(False)
+        self.add_recent(target)
+        self._update_title()
+        self.status(f"Saved {target.name}")
+        return True
+
+    # --- recent files ----------------------------------------------------------------
+    def recent_files(self) -> list[str]:
+        value = QSettings().value("recent_files", [])
+        if isinstance(value, str):
+            value = [value]
+        return [str(v) for v in (value or [])]
+
+    def add_recent(self, path: Path | str | None) -> None:
+        if path is None:
+            return
+        p = str(Path(path).resolve())
+        files = [f for f in self.recent_files() if f != p]
+        files.insert(0, p)
+        QSettings().setValue("recent_files", files[:MAX_RECENT])
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        files = self.recent_files()
+        for f in files:
+            act = self.recent_menu.addAction(Path(f).name)
+            act.setToolTip(f)
+            act.triggered.connect(lambda checked=False, f=f: self._open_recent(f))
+        if not files:
+            self.recent_menu.addAction("(none)").setEnabled(False)
+        else:
+            self.recent_menu.addSeparator()
+            self.recent_menu.addAction("Clear list", lambda: QSettings().setValue("recent_files", []))
+
+    @guarded
+    def _open_recent(self, path: str) -> None:
+        if self._doc.locked or not self.maybe_save():
+            return
+        self.open_file(path)
+
+    def _fill_samples_menu(self) -> None:
+        self.samples_menu.clear()
+        seen: set[str] = set()
+        for d in sample_dirs():
+            for f in sorted(d.glob(f"*{SUFFIX}")) if d.is_dir() else []:
+                if f.name in seen:
+                    continue
+                seen.add(f.name)
+                act = self.samples_menu.addAction(f.stem.replace("_", " "))
+                act.triggered.connect(lambda checked=False, f=f: self._open_recent(str(f)))
+        if not seen:
+            self.samples_menu.addAction("(no samples found)").setEnabled(False)
+
+    # --- autosave & recovery --------------------------------------------------------------
+    def autosave(self) -> Path | None:
+        """Write a recovery copy if there are unsaved changes."""
+        if not self._doc.modified:
+            return None
+        try:
+            path = self.recovery.write(self._doc.project)
+        except OSError as e:
+            self.status(f"Autosave failed: {e}")
+            return None
+        self.status("Autosaved a recovery copy", 3000)
+        return path
+
+    def _discard_recovery(self) -> None:
+        try:
+            self.recovery.discard(self._doc.project.path)
+        except OSError:
+            pass
+
+    def check_recovery(self) -> bool:
+        """Offer the newest recovery file left by a crash; True if it was restored."""
+        try:
+            pending = self.recovery.pending()
+        except OSError:
+            return False
+        if not pending:
+            return False
+        info = pending[0]
+        restored = False
+        if self.ask_restore_recovery(info):
+            try:
+                project = load_project(info.path)
+            except NetStudioError as e:
+                self.show_error("Cannot restore the backup", str(e))
+            else:
+                project.path = info.original
+                project.name = info.name
+                self._doc.replace_project(project, modified=True)
+                self.frame_all_later()
+                self.status("Restored unsaved work from the recovery file")
+                restored = True
+        self.recovery.discard_info(info)
+        if restored:
+            self.autosave()  # keep a copy until the user saves
+        return restored
+
+    # ======================================================================
+    # editing
+    # ======================================================================
+    def _push(self, command: Any) -> bool:
+        try:
+            return self._doc.push(command)
+        except NetStudioError as e:
+            self.status(str(e))
+            return False
+
+    @guarded
+    def delete_selection(self) -> None:
+        ids = self.scene.selected_node_ids()
+        edges = [e for e in self.scene.selected_edges() if e.src not in ids and e.dst not in ids]
+        if not ids and not edges:
+            return
+        if ids and edges:
+            cmd: Any = Macro([Disconnect(edges), RemoveNodes(ids)], text="Delete")
+        elif ids:
+            cmd = RemoveNodes(ids)
+        else:
+            cmd = Disconnect(edges)
+        if self._push(cmd):
+            self.status(f"Deleted {len(ids)} node(s)" if ids else f"Removed {len(edges)} connection(s)")
+
+    def _selection_dict(self) -> dict[str, Any] | None:
+        ids = self.scene.selected_node_ids()
+        if not ids:
+            return None
+        data = self._doc.graph.subgraph_dict(ids)
+        return {"format": CLIPBOARD_MARKER, "version": 1, **data}
+
+    @guarded
+    def copy(self) -> bool:
+        data = self._selection_dict()
+        if data is None:
+            return False
+        text = json.dumps(data, indent=1)
+        QApplication.clipboard().setText(text)
+        self._paste_count = 0
+        self._last_clipboard = text
+        self.status(f"Copied {len(data['nodes'])} node(s)")
+        return True
+
+    @guarded
+    def cut(self) -> None:
+        if self.copy():
+            ids = self.scene.selected_node_ids()
+            cmd = RemoveNodes(ids)
+            cmd.text = "Cut"
+            self._push(cmd)
+
+    @guarded
+    def paste(self, at: QPointF | None = None) -> list[str]:
+        text = QApplication.clipboard().text()
+        data = _parse_clipboard(text)
+        if data is None:
+            self.status("The clipboard holds no NetStudio nodes")
+            return []
+        if text != self._last_clipboard:
+            self._last_clipboard, self._paste_count = text, 0
+        self._paste_count += 1
+        return self._paste_data(data, at, self._paste_count)
+
+    @guarded
+    def duplicate(self) -> list[str]:
+        data = self._selection_dict()
+        if data is None:
+            return []
+        return self._paste_data(data, None, 1)
+
+    def _paste_data(self, data: dict[str, Any], at: QPointF | None, n: int) -> list[str]:
+        if at is not None:
+            xs = [rec["pos"][0] for rec in data["nodes"]]
+            ys = [rec["pos"][1] for rec in data["nodes"]]
+            p = self.scene.snap_point(at)
+            offset = (p.x() - min(xs), p.y() - min(ys))
+        else:
+            offset = (40.0 * n, 40.0 * n)
+        cmd = Paste(data, offset)
+        if not self._push(cmd):
+            return []
+        self.scene.select_nodes(cmd.new_ids)
+        self.status(f"Pasted {len(cmd.new_ids)} node(s)")
+        return list(cmd.new_ids)
+
+    def select_all(self) -> None:
+        for item in self.scene.node_items.values():
+            item.setSelected(True)
+
+    @guarded
+    def auto_layout(self) -> None:
+        if self._doc.locked:
+            return
+        self.scene.auto_layout()
+        self.view.frame_all()
+
+    def frame_all_later(self) -> None:
+        # the view has its final size only after the window is laid out
+        QTimer.singleShot(0, self.view.frame_all)
+        self.view.frame_all()
+
+    @guarded
+    def _add_from_palette(self, type_id: str) -> None:
+        if self._doc.locked:
+            return
+        center = self.view.mapToScene(self.view.viewport().rect().center())
+        self.view.add_node(type_id, center)
+
+    def _context_menu(self, pos: QPointF, item: Any) -> QMenu | None:
+        menu = QMenu(self)
+        if isinstance(item, NodeItem):
+            menu.addActions([self.act_cut, self.act_copy, self.act_duplicate, self.act_delete])
+            menu.addSeparator()
+            menu.addAction("Frame", lambda: self.view.frame_nodes(self.scene.selected_node_ids()))
+        elif isinstance(item, EdgeItem):
+            menu.addAction(icons.icon("delete"), "Remove connection", self.delete_selection)
+        else:
+            menu.addAction("Add Node…", lambda: self.view.open_quick_add(pos))
+            paste = menu.addAction(icons.icon("paste"), "Paste here", lambda: self.paste(pos))
+            paste.setEnabled(_parse_clipboard(QApplication.clipboard().text()) is not None)
+            menu.addSeparator()
+            menu.addActions([self.act_layout, self.act_frame, self.act_select_all])
+        if self._doc.locked:
+            for a in menu.actions():
+                if a not in (self.act_copy, self.act_frame, self.act_select_all):
+                    a.setEnabled(False)
+        return menu
+
+    # ======================================================================
+    # theme, help, close
+    # ======================================================================
+    def set_theme(self, mode: str, persist: bool = True) -> None:
+        apply_theme(mode)
+        icons.clear_cache()
+        for a in self._themed_actions:
+            a.setIcon(icons.icon(str(a.data())))
+        self.setWindowIcon(icons.icon("app"))
+        if mode in self.theme_actions:
+            self.theme_actions[mode].setChecked(True)
+        self.banner.setStyleSheet(f"background: {theme().banner_bg.name()}; color: {theme().banner_text.name()};"
+                                  "padding: 6px; font-weight: 600;")
+        for item in self.scene.items():
+            if isinstance(item, EdgeItem):
+                item.refresh_theme()
+            item.update()
+        self.view.resetCachedContent()
+        self.view.viewport().update()
+        self.palette.populate()
+        self.problems.set_analysis(self._doc.analysis())
+        self._update_status()
+        if persist:
+            QSettings().setValue("theme", mode)
+
+    def about(self) -> None:
+        QMessageBox.about(self, "About NetStudio",
+                          f"<b>NetStudio {netstudio.__version__}</b><br>A visual neural-network builder for "
+                          "PyTorch: design, train and export models.")
+
+    def show_shortcuts(self) -> None:
+        rows = [("Tab / double-click", "search and add a node"), ("Drag port → port", "connect"),
+                ("Delete", "delete selection"), ("Ctrl+C / Ctrl+V / Ctrl+D", "copy / paste / duplicate"),
+                ("Ctrl+Z / Ctrl+Shift+Z", "undo / redo"), ("F", "frame all"), ("Ctrl+L", "auto layout"),
+                ("Wheel", "zoom"), ("Middle drag / Space+drag", "pan"), ("Ctrl+click, drag box", "multi-select")]
+        html = "<table>" + "".join(f"<tr><td><b>{k}</b>&nbsp;&nbsp;</td><td>{v}</td></tr>" for k, v in rows) + \
+            "</table>"
+        QMessageBox.information(self, "Keyboard shortcuts", html)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if not self.maybe_save():
+            event.ignore()
+            return
+        settings = QSettings()
+        settings.setValue("window/geometry", self.saveGeometry())
+        settings.setValue("window/state", self.saveState())
+        self.autosave_timer.stop()
+        self._discard_recovery()
+        event.accept()
+
+    def _make_dock(self, title: str, name: str, widget: QWidget) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(name)
+        dock.setWidget(widget)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QDockWidget.DockWidgetFeature.DockWidgetClosable
+                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        return dock
+
+
+def _parse_clipboard(text: str) -> dict[str, Any] | None:
+    """The copied subgraph if ``text`` is valid NetStudio clipboard JSON, else None."""
+    if not text or CLIPBOARD_MARKER not in text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("format") != CLIPBOARD_MARKER:
+        return None
+    if not isinstance(data.get("nodes"), list) or not isinstance(data.get("edges", []), list) or not data["nodes"]:
+        return None
+    try:  # validate types, params and inner edges before anything touches the document
+        Graph.from_dict({"nodes": data["nodes"], "edges": data.get("edges", [])})
+    except (NetStudioError, KeyError, TypeError, ValueError):
+        return None
+    return data
+
+
+__all__ = ["MainWindow", "find_sample", "guarded"]

@@ -1,0 +1,74 @@
+"""Parameter counts per node, for the node cards and the model summary.
+
+Each layer is built on PyTorch's ``meta`` device from its resolved params and
+input shapes, so counting a 100M-parameter layer allocates nothing, and a
+count is available even while another part of the graph is invalid. Results
+are cached on (type, resolved params, input shapes); torch is imported on the
+first count, never at module import.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from netstudio.compiler.shapes import Analysis
+from netstudio.graph.model import Graph
+from netstudio.nodes.base import LayerType
+
+log = logging.getLogger(__name__)
+
+
+def _freeze(v: Any) -> Any:
+    if isinstance(v, dict):
+        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+    if isinstance(v, (list, tuple)):
+        return tuple(_freeze(x) for x in v)
+    return v
+
+
+class ParamCounter:
+    def __init__(self) -> None:
+        self._cache: dict[Any, int | None] = {}
+
+    def count(self, graph: Graph, analysis: Analysis, node_id: str) -> int | None:
+        """Trainable + buffer-free parameter count of a layer node; None if unknown (invalid input)."""
+        node = graph.nodes.get(node_id)
+        if node is None:
+            return None
+        nt = graph.catalog.get(node.type_id)
+        if not isinstance(nt, LayerType):
+            return 0
+        res = analysis.results.get(node_id)
+        if res is None:
+            return None
+        inputs: dict[str, Any] = {}
+        for e in graph.in_edges(node_id):
+            info = analysis.edge_info(e)
+            if info is None:
+                return None
+            port = nt.input_port(e.dst_port)
+            if port is not None and port.multi:
+                inputs.setdefault(e.dst_port, []).append(info)
+            else:
+                inputs[e.dst_port] = info
+        key = (node.type_id, _freeze(res.params), _freeze(inputs))
+        if key in self._cache:
+            return self._cache[key]
+        n = self._build_and_count(nt, res.params, inputs)
+        if len(self._cache) > 5000:
+            self._cache.clear()
+        self._cache[key] = n
+        return n
+
+    @staticmethod
+    def _build_and_count(nt: LayerType, params: dict[str, Any], inputs: dict[str, Any]) -> int | None:
+        import torch
+
+        try:
+            with torch.device("meta"):
+                module = nt.build(params, inputs)
+            return int(sum(p.numel() for p in module.parameters()))
+        except Exception:  # a layer that cannot be built on meta: no count rather than a crash
+            log.debug("parameter count failed for %s", nt.type_id, exc_info=True)
+            return None

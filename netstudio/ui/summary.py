@@ -1,0 +1,132 @@
+"""The Model panel: layer table (output shape, parameters, total) and the generated code.
+
+Compiling imports torch and builds real modules, so it runs debounced after
+edits and only while the panel is visible; the table itself needs only the
+analysis and the meta-device parameter counts.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QFont, QFontDatabase
+from PySide6.QtWidgets import (QHeaderView, QLabel, QPlainTextEdit, QTableWidget, QTableWidgetItem, QTabWidget,
+                               QVBoxLayout, QWidget)
+
+from netstudio.errors import NetStudioError
+from netstudio.nodes.base import Category, TensorInfo
+from netstudio.ui.document import Document
+from netstudio.ui.paramcount import ParamCounter
+
+_MODEL_CATEGORIES = (Category.LAYER, Category.ACTIVATION, Category.MERGE)
+
+
+class ModelSummary(QWidget):
+    updated = Signal()
+
+    def __init__(self, document: Document, counter: ParamCounter | None = None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.doc = document
+        self.counter = counter or ParamCounter()
+        self.tabs = QTabWidget(self)
+        self.tabs.setDocumentMode(True)
+
+        layers = QWidget()
+        self.table = QTableWidget(0, 4, layers)
+        self.table.setHorizontalHeaderLabels(["Layer", "Type", "Output shape", "Parameters"])
+        self.table.verticalHeader().hide()
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.table.setAlternatingRowColors(True)
+        self.table.setShowGrid(False)
+        h = self.table.horizontalHeader()
+        h.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for col in (1, 2, 3):
+            h.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        self.total = QLabel(layers)
+        lay = QVBoxLayout(layers)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.table)
+        lay.addWidget(self.total)
+
+        self.code = QPlainTextEdit()
+        self.code.setReadOnly(True)
+        self.code.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        mono = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+        mono.setStyleHint(QFont.StyleHint.Monospace)
+        self.code.setFont(mono)
+
+        self.tabs.addTab(layers, "Layers")
+        self.tabs.addTab(self.code, "Code")
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.tabs)
+
+        self.total_params = 0
+        self.compile_error: str | None = None
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(250)
+        self._timer.timeout.connect(self._refresh_if_visible)
+        self._stale = True
+        document.analysis_changed.connect(self._schedule)
+        document.project_replaced.connect(self._schedule)
+
+    def _schedule(self, *args: object) -> None:
+        self._stale = True
+        self._timer.start()
+
+    def showEvent(self, event: object) -> None:  # type: ignore[override]
+        super().showEvent(event)  # type: ignore[arg-type]
+        if self._stale:
+            self._timer.start()
+
+    def _refresh_if_visible(self) -> None:
+        if self.isVisible():
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Rebuild the table and the code view now."""
+        self._stale = False
+        an = self.doc.analysis()
+        graph = self.doc.graph
+        rows = []
+        total = 0
+        for nid in an.order:
+            node = graph.nodes[nid]
+            nt = graph.node_type(node)
+            if nt.category not in _MODEL_CATEGORIES:
+                continue
+            res = an.results.get(nid)
+            out = res.outputs.get(nt.outputs[0].name) if (res is not None and nt.outputs) else None
+            shape = out.fmt() if isinstance(out, TensorInfo) else "—"
+            count = self.counter.count(graph, an, nid)
+            total += count or 0
+            rows.append((node.name, nt.title, shape, count))
+        self.table.setRowCount(len(rows))
+        for r, (name, title, shape, count) in enumerate(rows):
+            cells = [name, title, shape, "?" if count is None else f"{count:,}"]
+            for c, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if c == 3:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(r, c, item)
+        self.total_params = total
+        self.total.setText(f"  Total: {total:,} parameters in {len(rows)} layers")
+
+        self.compile_error = None
+        try:
+            from netstudio.compiler.build import compile_model
+
+            compiled = compile_model(graph, self.doc.project.training.batch_size, an)
+            self.code.setPlainText(compiled.code.strip() + "\n")
+        except NetStudioError as e:
+            self.compile_error = str(e)
+            self.code.setPlainText(f"# The model cannot be compiled yet:\n#   {e}\n")
+        except Exception as e:  # a builder bug must not take the editor down
+            self.compile_error = f"internal error: {e!r}"
+            self.code.setPlainText(f"# Compilation failed unexpectedly:\n#   {e!r}\n")
+        self.updated.emit()
+
+    def row_texts(self) -> list[list[str]]:
+        return [[self.table.item(r, c).text() for c in range(4)] for r in range(self.table.rowCount())]
