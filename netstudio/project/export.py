@@ -174,7 +174,9 @@ def read_weights(path: PathLike) -> tuple[str | None, dict[str, torch.Tensor]]:
     if not p.is_file():
         raise ExportError(f"No such weights file: {p}")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about odd pickle protocols; we report our own error
+            obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
         raise ExportError(f"{p.name} is not a weights file NetStudio can read safely: {_short(e, 200)}",
                           hint="export the weights from NetStudio, or save model.state_dict() with torch.save") from e
@@ -400,6 +402,8 @@ def _import_lines(src: str, globals_: Mapping[str, Any]) -> list[str]:
             lines.append(f"from math import {name}")
         elif obj is type(None):
             lines.append(f"{name} = type(None)")
+        elif isinstance(obj, str):  # a string annotation fx hoisted into a global
+            lines.append(f"{name} = {obj!r}")
         elif hasattr(obj, "__module__") and hasattr(obj, "__qualname__") and "." not in obj.__qualname__:
             alias = "" if obj.__qualname__ == name else f" as {name}"
             lines.append(f"from {obj.__module__} import {obj.__qualname__}{alias}")
