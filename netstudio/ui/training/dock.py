@@ -1,0 +1,938 @@
+"""The Training dock: dataset summary, settings, run controls, live plots, results.
+
+Training runs on a frozen snapshot of the graph (its dict, taken when Train
+is pressed) in a :class:`TrainingWorker` on a QThread, while the editor is
+locked. The dock only ever holds plain data from the worker until the
+thread has ended; then it takes over the trained model.
+
+The dock talks to its main window through a few optional attributes
+(``document.project``, ``set_editing_locked``, ``toolbar``, ``file_menu``),
+so it also runs inside a minimal stand-in window (tests, screenshots).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal, Slot
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QFormLayout, QFrame, QGroupBox, QHBoxLayout,
+                               QLabel, QMessageBox, QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSpinBox,
+                               QSplitter, QTabWidget, QToolButton, QVBoxLayout, QWidget)
+
+from netstudio.errors import NetStudioError
+from netstudio.training.config import TrainConfig
+from netstudio.ui.training.plots import LivePlots
+from netstudio.ui.training.results import ImageGrid, ResultsView, format_metric
+from netstudio.ui.training.worker import EvalWorker, TrainingWorker, TrainJob, WorkerThread
+
+#: statuses of FitResult (and the CLI) that mean the run failed
+FAILED_STATUSES = ("error", "failed", "diverged", "nan")
+#: how often the dock looks for graph/project edits while idle (describe() is cached and cheap)
+WATCH_INTERVAL_MS = 400
+
+
+@dataclass
+class TrainedModel:
+    """The weights the dock currently holds and what they were trained from."""
+
+    model: Any
+    plan: Any
+    data: Any
+    graph_dict: dict[str, Any]
+    config: TrainConfig
+    run_index: int
+    result: Any = None
+
+    def example_input(self, n: int = 2) -> Any:
+        """A real batch of validation (else training) features, CPU."""
+        d = self.data
+        if d is None:
+            return None
+        if d.resident:
+            x = d.val_x if d.val_x is not None and d.val_x.shape[0] else d.train_x
+            return x[:n].clone()
+        import torch
+
+        ds = d.val_set if d.val_set is not None and len(d.val_set) else d.train_set
+        return torch.stack([ds[i][0] for i in range(min(n, len(ds)))])
+
+
+def _fmt_duration(seconds: Any) -> str:
+    try:
+        s = float(seconds)
+    except (TypeError, ValueError):
+        return "—"
+    if not math.isfinite(s) or s < 0:
+        return "—"
+    s = int(round(s))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+class TrainingDock(QDockWidget):
+    """Train the current project and watch it learn."""
+
+    training_started = Signal(int)        # run index
+    training_finished = Signal(object)    # outcome dict, after the thread has ended and the UI is updated
+    evaluation_finished = Signal(object)  # evaluation dict (confusion matrix, samples)
+    state_changed = Signal(str)           # idle | starting | running | pausing | paused | stopping
+
+    def __init__(self, main_window: Any, parent: QWidget | None = None) -> None:
+        # Dynamo registers process-wide state on import; doing it here, on the GUI
+        # thread, keeps the first import from happening inside a worker thread.
+        import torch._dynamo  # noqa: F401
+
+        if parent is None and isinstance(main_window, QWidget):
+            parent = main_window
+        super().__init__("Training", parent)
+        self.setObjectName("TrainingDock")
+        self.main_window = main_window
+        self.state = "idle"
+        #: torch intra-op threads while training from the GUI (see bench/bench_gui_latency.py)
+        self.torch_threads: int | None = 1
+        self.trained: TrainedModel | None = None
+        self.outcome: dict[str, Any] | None = None
+        self.evaluation: dict[str, Any] | None = None
+        self.last_error: dict[str, Any] | None = None
+        self.run_count = 0
+        self.batch_events = 0        # batch events shown (after throttling)
+        self.last_batch: dict[str, Any] | None = None
+        self._train: WorkerThread | None = None
+        self._eval: WorkerThread | None = None
+        self._job_graph: dict[str, Any] | None = None
+        self._job_config: TrainConfig | None = None
+        self._continuing = False
+        self._metric: str | None = None
+        self._stop_requested_at: float | None = None
+        self.last_stop_seconds: float | None = None
+        self._watch_key: Any = None
+        self._loading_settings = False
+        self._closing_main = False
+        self._running_text = "Training"
+
+        self._build_ui()
+        self._install_main_window_hooks()
+        self.load_settings()
+        self.refresh_dataset()
+        self._watch = QTimer(self)
+        self._watch.setInterval(WATCH_INTERVAL_MS)
+        self._watch.timeout.connect(self._watch_project)
+        self._watch.start()
+        self._set_state("idle")
+
+    # ======================================================================
+    # UI
+    # ======================================================================
+    def _build_ui(self) -> None:
+        root = QWidget()
+        outer = QVBoxLayout(root)
+        outer.setContentsMargins(6, 6, 6, 6)
+        outer.setSpacing(6)
+
+        # error banner (hidden until something goes wrong)
+        self.error_banner = QFrame()
+        self.error_banner.setObjectName("errorBanner")
+        self.error_banner.setStyleSheet("#errorBanner { background: #fdecea; border: 1px solid #e0a09b; "
+                                        "border-radius: 4px; } #errorBanner QLabel { color: #8a1f17; }")
+        bl = QHBoxLayout(self.error_banner)
+        bl.setContentsMargins(8, 4, 4, 4)
+        self.error_label = QLabel()
+        self.error_label.setWordWrap(True)
+        self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        close = QToolButton()
+        close.setText("✕")
+        close.setAutoRaise(True)
+        close.setToolTip("Dismiss")
+        close.clicked.connect(self.clear_error)
+        bl.addWidget(self.error_label, 1)
+        bl.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
+        self.error_banner.hide()
+        outer.addWidget(self.error_banner)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.setChildrenCollapsible(False)
+        outer.addWidget(split, 1)
+
+        # --- left column: dataset, settings, controls, progress ---------------
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        ll.setContentsMargins(0, 0, 4, 0)
+        ll.setSpacing(8)
+
+        ds_box = QGroupBox("Dataset")
+        dl = QVBoxLayout(ds_box)
+        self.dataset_label = QLabel("—")
+        self.dataset_label.setWordWrap(True)
+        self.dataset_label.setTextFormat(Qt.TextFormat.RichText)
+        dl.addWidget(self.dataset_label)
+        self.preview_grid = ImageGrid(columns=8, cell=26)
+        dl.addWidget(self.preview_grid)
+        ll.addWidget(ds_box)
+
+        set_box = QGroupBox("Settings")
+        form = QFormLayout(set_box)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 1_000_000)
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 1_000_000)
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, 2_147_483_647)
+        self.device_combo = QComboBox()
+        self.device_combo.setToolTip("Where the model trains; Auto picks a GPU when there is one")
+        form.addRow("Epochs", self.epochs_spin)
+        form.addRow("Batch size", self.batch_spin)
+        form.addRow("Device", self.device_combo)
+        form.addRow("Seed", self.seed_spin)
+        for spin in (self.epochs_spin, self.batch_spin, self.seed_spin):
+            spin.valueChanged.connect(self._settings_edited)
+        self.device_combo.currentIndexChanged.connect(self._settings_edited)
+        ll.addWidget(set_box)
+
+        self.train_button = QPushButton("▶  Train")
+        self.train_button.setToolTip("Train from freshly initialised weights")
+        self.train_button.setDefault(True)
+        self.continue_button = QPushButton("Continue")
+        self.continue_button.setToolTip("Train more epochs starting from the current weights")
+        self.pause_button = QPushButton("Pause")
+        self.resume_button = QPushButton("Resume")
+        self.stop_button = QPushButton("■  Stop")
+        self.stop_button.setToolTip("Stop after the current batch, keeping the weights so far")
+        self.reset_button = QPushButton("Reset weights")
+        self.reset_button.setToolTip("Forget the trained weights (the next run starts from scratch)")
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("Save the trained model (.pt, weights, .pt2, .py, ONNX)")
+        self.train_button.clicked.connect(self.start_training)
+        self.continue_button.clicked.connect(self.continue_training)
+        self.pause_button.clicked.connect(self.pause)
+        self.resume_button.clicked.connect(self.resume)
+        self.stop_button.clicked.connect(self.stop)
+        self.reset_button.clicked.connect(self.reset_weights)
+        self.export_button.clicked.connect(self.open_export_dialog)
+        row1 = QHBoxLayout()
+        row1.addWidget(self.train_button, 2)
+        row1.addWidget(self.continue_button, 1)
+        row2 = QHBoxLayout()
+        for b in (self.pause_button, self.resume_button, self.stop_button):
+            row2.addWidget(b)
+        row3 = QHBoxLayout()
+        row3.addWidget(self.reset_button)
+        row3.addWidget(self.export_button)
+        for r in (row1, row2, row3):
+            ll.addLayout(r)
+
+        prog_box = QGroupBox("Progress")
+        pl = QVBoxLayout(prog_box)
+        self.status_label = QLabel("Ready")
+        self.status_label.setStyleSheet("font-weight: 600;")
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setTextVisible(True)
+        self.progress_bar.setFormat("—")
+        self.speed_label = QLabel("")
+        self.speed_label.setStyleSheet("color: palette(mid);")
+        pl.addWidget(self.status_label)
+        pl.addWidget(self.progress_bar)
+        pl.addWidget(self.speed_label)
+        ll.addWidget(prog_box)
+        ll.addStretch(1)
+
+        scroll = QScrollArea()
+        scroll.setWidget(left)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(290)
+        split.addWidget(scroll)
+
+        # --- right: plots and results ---------------------------------------------
+        self.tabs = QTabWidget()
+        self.plots = LivePlots()
+        plot_page = QWidget()
+        pp = QVBoxLayout(plot_page)
+        pp.setContentsMargins(2, 2, 2, 2)
+        pp.addWidget(self.plots, 1)
+        exp_row = QHBoxLayout()
+        exp_row.addStretch(1)
+        self.export_png_button = QPushButton("Save plots as PNG…")
+        self.export_csv_button = QPushButton("Save history as CSV…")
+        self.clear_plots_button = QPushButton("Clear runs")
+        self.export_png_button.clicked.connect(self._export_png_clicked)
+        self.export_csv_button.clicked.connect(self._export_csv_clicked)
+        self.clear_plots_button.clicked.connect(self.plots.clear)
+        for b in (self.clear_plots_button, self.export_csv_button, self.export_png_button):
+            exp_row.addWidget(b)
+        pp.addLayout(exp_row)
+        self.results = ResultsView()
+        self.tabs.addTab(plot_page, "Live plots")
+        self.tabs.addTab(self.results, "Results")
+        split.addWidget(self.tabs)
+        split.setStretchFactor(0, 0)
+        split.setStretchFactor(1, 1)
+        split.setSizes([300, 900])
+
+        root.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setWidget(root)
+
+        # actions the main window can show in its toolbar/menus
+        self.train_action = QAction("Train", self)
+        self.train_action.setShortcut(QKeySequence("Ctrl+T"))
+        self.train_action.setToolTip("Train the model (Ctrl+T)")
+        self.train_action.triggered.connect(self.start_training)
+        self.stop_action = QAction("Stop", self)
+        self.stop_action.setToolTip("Stop training after the current batch")
+        self.stop_action.triggered.connect(self.stop)
+        self.export_action = QAction("Export trained model…", self)
+        self.export_action.triggered.connect(self.open_export_dialog)
+
+    def _install_main_window_hooks(self) -> None:
+        mw = self.main_window
+        toolbar = getattr(mw, "toolbar", None)
+        if toolbar is not None and hasattr(toolbar, "addAction"):
+            toolbar.addSeparator()
+            toolbar.addAction(self.train_action)
+            toolbar.addAction(self.stop_action)
+        file_menu = getattr(mw, "file_menu", None)
+        if file_menu is not None and hasattr(file_menu, "addAction"):
+            file_menu.addAction(self.export_action)
+        doc = getattr(mw, "document", None)
+        replaced = getattr(doc, "project_replaced", None)
+        if replaced is not None and hasattr(replaced, "connect"):
+            replaced.connect(self._on_project_replaced)
+        if isinstance(mw, QObject):
+            # Closing the window while training must stop and join the thread first.
+            mw.installEventFilter(self)
+        from PySide6.QtCore import QCoreApplication
+
+        app = QCoreApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self._about_to_quit)
+
+    # ======================================================================
+    # project access
+    # ======================================================================
+    @property
+    def project(self) -> Any:
+        doc = getattr(self.main_window, "document", None)
+        return getattr(doc, "project", None) if doc is not None else getattr(self.main_window, "project", None)
+
+    @property
+    def graph(self) -> Any:
+        p = self.project
+        return getattr(p, "graph", None)
+
+    def _config(self) -> TrainConfig:
+        p = self.project
+        cfg = getattr(p, "training", None)
+        if cfg is None:
+            cfg = TrainConfig()
+            if p is not None:
+                p.training = cfg
+        return cfg
+
+    def load_settings(self) -> None:
+        """Show the project's TrainConfig in the settings widgets."""
+        cfg = self._config()
+        self._loading_settings = True
+        try:
+            self.epochs_spin.setValue(cfg.epochs)
+            self.batch_spin.setValue(cfg.batch_size)
+            self.seed_spin.setValue(cfg.seed)
+            self._fill_devices(cfg.device)
+        finally:
+            self._loading_settings = False
+
+    def _fill_devices(self, current: str) -> None:
+        devices: list[tuple[str, str]] = [("auto", "Auto")]
+        try:
+            from netstudio.training import available_devices
+
+            devices += [(str(i), str(label)) for i, label in available_devices() if str(i) != "auto"]
+        except Exception:  # noqa: BLE001 - the engine may be missing or probing may fail; CPU always works
+            devices.append(("cpu", "CPU"))
+        if not any(d == "cpu" for d, _ in devices):
+            devices.insert(1, ("cpu", "CPU"))
+        if current not in [d for d, _ in devices]:  # e.g. a project saved on a CUDA machine
+            devices.append((current, f"{current} (not available here)"))
+        self.device_combo.clear()
+        for dev, label in devices:
+            self.device_combo.addItem(label, dev)
+        self.device_combo.setCurrentIndex(max(0, self.device_combo.findData(current)))
+
+    @Slot()
+    def _settings_edited(self) -> None:
+        if self._loading_settings:
+            return
+        cfg = self._config()
+        before = cfg.to_dict()
+        cfg.epochs = int(self.epochs_spin.value())
+        cfg.batch_size = int(self.batch_spin.value())
+        cfg.seed = int(self.seed_spin.value())
+        dev = self.device_combo.currentData()
+        if isinstance(dev, str) and dev:
+            cfg.device = dev
+        if cfg.to_dict() != before:
+            doc = getattr(self.main_window, "document", None)
+            mark = getattr(doc, "set_modified", None)
+            if callable(mark):
+                mark(True)
+
+    @Slot()
+    def _on_project_replaced(self) -> None:
+        if self.state == "idle":
+            self._watch_key = None
+            self._watch_project()
+
+    def _watch_project(self) -> None:
+        """Follow project/graph edits while idle: settings of a newly opened project, dataset summary."""
+        if self.state != "idle":
+            return
+        p, g = self.project, self.graph
+        key = (id(p), id(g), getattr(g, "revision", None))
+        if key == self._watch_key:
+            return
+        if self._watch_key is None or self._watch_key[0] != id(p):
+            self.load_settings()
+        self._watch_key = key
+        self.refresh_dataset()
+
+    def _dataset_node(self) -> Any:
+        g = self.graph
+        if g is None:
+            return None
+        from netstudio.nodes.base import Category
+
+        for node in g.nodes.values():
+            try:
+                if g.catalog.get(node.type_id).category == Category.DATA:
+                    return node
+            except Exception:  # noqa: BLE001 - an unknown type is the editor's problem to show
+                continue
+        return None
+
+    def refresh_dataset(self) -> None:
+        """Dataset summary from ``describe`` (static facts, no loading)."""
+        node = self._dataset_node()
+        if node is None:
+            self.dataset_label.setText("<i>No Dataset node in the graph.</i>")
+            return
+        try:
+            from netstudio.data import describe
+
+            info = describe(node.params)
+        except NetStudioError as e:
+            self.dataset_label.setText(f"<span style='color:#c0392b'>{_esc(str(e))}</span>")
+            return
+        except Exception as e:  # noqa: BLE001
+            self.dataset_label.setText(f"<span style='color:#c0392b'>{_esc(type(e).__name__)}: {_esc(str(e))}</span>")
+            return
+        self.dataset_label.setText(_dataset_html(node.name, info))
+        if not info.is_image:
+            self.preview_grid.set_items([])
+
+    # ======================================================================
+    # state
+    # ======================================================================
+    def is_running(self) -> bool:
+        """True while the training thread exists and runs."""
+        return self._train is not None and self._train.is_running()
+
+    @property
+    def worker(self) -> TrainingWorker | None:
+        return self._train.worker if self._train is not None else None  # type: ignore[return-value]
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        running = state in ("starting", "running", "pausing", "paused", "stopping")
+        has_model = self.trained is not None
+        self.train_button.setEnabled(not running)
+        self.continue_button.setEnabled(not running and has_model)
+        self.pause_button.setEnabled(state in ("running", "starting"))
+        self.resume_button.setEnabled(state in ("pausing", "paused"))
+        self.stop_button.setEnabled(state in ("starting", "running", "pausing", "paused"))
+        self.reset_button.setEnabled(not running and has_model)
+        self.export_button.setEnabled(not running and has_model)
+        self.train_action.setEnabled(not running)
+        self.stop_action.setEnabled(self.stop_button.isEnabled())
+        self.export_action.setEnabled(self.export_button.isEnabled())
+        for w in (self.epochs_spin, self.batch_spin, self.seed_spin, self.device_combo):
+            w.setEnabled(not running)
+        self.state_changed.emit(state)
+
+    def _lock_editor(self, locked: bool) -> None:
+        fn = getattr(self.main_window, "set_editing_locked", None)
+        if callable(fn):
+            try:
+                fn(locked)
+            except Exception:  # noqa: BLE001 - a broken lock must not break training control
+                pass
+
+    # ======================================================================
+    # commands
+    # ======================================================================
+    @Slot()
+    def start_training(self) -> bool:
+        """Train from fresh weights. Returns False if training could not start."""
+        return self._start(continue_from=None)
+
+    @Slot()
+    def continue_training(self) -> bool:
+        """Train again starting from the current weights."""
+        if self.trained is None:
+            self.show_error({"message": "There are no trained weights to continue from",
+                             "hint": "press Train first"})
+            return False
+        return self._start(continue_from=self.trained)
+
+    def _start(self, continue_from: TrainedModel | None) -> bool:
+        if self.state != "idle" or self.is_running():
+            return False
+        project = self.project
+        if project is None or getattr(project, "graph", None) is None:
+            self.show_error({"message": "There is no project to train"})
+            return False
+        self._cancel_evaluation()
+        self._settings_edited()
+        self.clear_error()
+        cfg = self._config()
+        try:
+            cfg.validate()
+        except NetStudioError as e:
+            self.show_error({"message": e.message, "hint": e.hint})
+            return False
+        # Frozen snapshot: the editor may change the graph while we train.
+        graph_dict = project.graph.to_dict()
+        config = TrainConfig.from_dict(cfg.to_dict())
+        self.run_count += 1
+        job = TrainJob(graph_dict, config, self.run_count,
+                       init_model=continue_from.model if continue_from is not None else None,
+                       num_threads=self.torch_threads)
+        worker = TrainingWorker(job)
+        # Explicitly queued: these slots touch widgets and must run on the GUI thread.
+        queued = Qt.ConnectionType.QueuedConnection
+        worker.progress.connect(self._on_progress, queued)
+        worker.data_ready.connect(self._on_data_ready, queued)
+        worker.phase.connect(self._on_phase, queued)
+        self._job_graph, self._job_config = graph_dict, config
+        self._continuing = continue_from is not None
+        self._run_started_plot = False
+        self.outcome = None
+        self.batch_events = 0
+        self.last_batch = None
+        self._stop_requested_at = None
+        self._running_text = f"Run {self.run_count}: training"
+        self._train = WorkerThread(worker, f"netstudio-train-{self.run_count}", self._on_thread_finished)
+        self._lock_editor(True)
+        self._set_state("starting")
+        self.status_label.setText(f"Run {self.run_count}: starting…")
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("preparing")
+        self.speed_label.setText("")
+        self.tabs.setCurrentIndex(0)
+        self._train.start()
+        self.training_started.emit(self.run_count)
+        return True
+
+    @Slot()
+    def pause(self) -> None:
+        """Ask the loop to pause after the current batch; it confirms with a "paused" report."""
+        if self._train is None or self.state not in ("running", "starting"):
+            return
+        self._train.worker.pause_event.set()  # type: ignore[attr-defined]
+        self._set_state("pausing")
+        self.status_label.setText("Pausing after the current batch…")
+
+    def is_paused(self) -> bool:
+        """True once the training loop has confirmed that it is waiting."""
+        return self.state == "paused"
+
+    @Slot()
+    def resume(self) -> None:
+        if self._train is None or self.state not in ("pausing", "paused"):
+            return
+        self._train.worker.pause_event.clear()  # type: ignore[attr-defined]
+        self._set_state("running")
+        self.status_label.setText(self._running_text)
+
+    @Slot()
+    def stop(self) -> None:
+        """Ask the loop to stop after the current batch (set directly: the worker never waits on Qt)."""
+        if self._train is None or not self.is_running():
+            return
+        self._stop_requested_at = time.perf_counter()
+        self._train.stop()
+        if self._eval is not None:
+            self._eval.stop()
+        self._set_state("stopping")
+        self.status_label.setText("Stopping…")
+
+    @Slot()
+    def reset_weights(self) -> None:
+        if self.state != "idle":
+            return
+        self._cancel_evaluation()
+        self.trained = None
+        self.evaluation = None
+        self.results.clear()
+        self.status_label.setText("Weights reset: the next run starts from scratch")
+        self._set_state("idle")
+
+    # ======================================================================
+    # worker signals (queued onto the GUI thread)
+    # ======================================================================
+    def _from_current(self, payload: dict[str, Any]) -> bool:
+        """Is this payload from the run in progress (not a straggler of an ended one)?"""
+        return self._train is not None and payload.get("run") == self._train.worker.job.run_index  # type: ignore
+
+    @Slot(object)
+    def _on_phase(self, payload: dict[str, Any]) -> None:
+        if not self._from_current(payload) or self.state == "stopping":
+            return
+        self.status_label.setText(f"Run {self.run_count}: {payload.get('phase')}…")
+
+    @Slot(object)
+    def _on_data_ready(self, summary: dict[str, Any]) -> None:
+        if not self._from_current(summary):
+            return
+        self._metric = summary.get("metric")
+        if summary.get("images"):
+            self.preview_grid.set_items([{"image": it["image"], "caption": it["label"]}
+                                         for it in summary["images"]])
+        classification = summary.get("task") == "classification" and self._metric is not None
+        last = self.plots.current if self._continuing else None
+        self.plots.new_run(classification, continue_from=last)
+        self._run_started_plot = True
+
+    @Slot(object)
+    def _on_progress(self, ev: dict[str, Any]) -> None:
+        if not self._from_current(ev):
+            return
+        kind = ev.get("kind")
+        if kind == "batch":
+            self.batch_events += 1
+            self.last_batch = ev
+            if self._run_started_plot:
+                self.plots.add_batch(ev)
+            self._show_batch(ev)
+            if self.state == "starting":
+                self._set_state("running")
+                self.status_label.setText(self._running_text)
+        elif kind == "epoch":
+            if self._run_started_plot:
+                self.plots.add_epoch(ev)
+            self._show_epoch(ev)
+        elif kind == "paused":
+            if self.state == "pausing":
+                self._set_state("paused")
+                self.status_label.setText(f"Run {self.run_count}: paused at epoch {ev.get('epoch')}, "
+                                          f"batch {ev.get('batch')}")
+        elif kind == "resumed":
+            if self.state == "running":
+                self.status_label.setText(self._running_text)
+        elif kind == "start":
+            if self.state == "starting":
+                self._set_state("running")
+            dev = ev.get("device")
+            self._running_text = f"Run {self.run_count}: training" + (f" on {dev}" if dev else "")
+            if ev.get("fast_path"):
+                self._running_text += " (CUDA graph)"
+            if self.state == "running":
+                self.status_label.setText(self._running_text)
+
+    def _epochs_total(self) -> int:
+        return self._job_config.epochs if self._job_config is not None else max(1, self.epochs_spin.value())
+
+    def _show_batch(self, ev: dict[str, Any]) -> None:
+        epochs = self._epochs_total()
+        epoch = int(ev.get("epoch", 1) or 1)
+        nb = max(1, int(ev.get("n_batches", 1) or 1))
+        b = int(ev.get("batch", 0) or 0)
+        frac = ((epoch - 1) + min(b, nb) / nb) / max(1, epochs)
+        self.progress_bar.setValue(int(round(1000 * min(1.0, max(0.0, frac)))))
+        self.progress_bar.setFormat(f"Epoch {epoch}/{epochs} · batch {b}/{nb}")
+        sps = ev.get("samples_per_s")
+        sps_text = f"{float(sps):,.0f} samples/s" if isinstance(sps, (int, float)) and math.isfinite(sps) else ""
+        loss = ev.get("loss")
+        loss_text = f"loss {format_metric(float(loss))}" if isinstance(loss, (int, float)) else ""
+        eta = f"ETA {_fmt_duration(ev.get('eta_s'))}" if ev.get("eta_s") is not None else ""
+        self.speed_label.setText("  ·  ".join(t for t in (loss_text, sps_text, eta) if t))
+
+    def _show_epoch(self, ev: dict[str, Any]) -> None:
+        epochs = self._epochs_total()
+        epoch = int(ev.get("epoch", 0) or 0)
+        self.progress_bar.setValue(int(round(1000 * min(1.0, epoch / max(1, epochs)))))
+        self.progress_bar.setFormat(f"Epoch {epoch}/{epochs} done")
+
+    @Slot()
+    def _on_thread_finished(self) -> None:
+        """Queued from the training/eval thread's ``finished``: reap whichever has ended."""
+        if self._train is not None and not self._train.is_running():
+            self._finish_training()
+        if self._eval is not None and not self._eval.is_running():
+            self._finish_evaluation()
+
+    def _finish_training(self) -> None:
+        wt, self._train = self._train, None
+        if wt is None:
+            return
+        wt.join(0)
+        if self._stop_requested_at is not None:
+            self.last_stop_seconds = time.perf_counter() - self._stop_requested_at
+        worker: TrainingWorker = wt.worker  # type: ignore[assignment]
+        outcome = dict(worker.outcome or {"status": "error", "message": "The training thread ended unexpectedly"})
+        self.outcome = outcome
+        status = str(outcome.get("status", ""))
+        result = worker.result
+        failed = status in FAILED_STATUSES
+        model = getattr(result, "model", None)
+        if model is not None and _weights_finite(model):
+            # fit keeps the last good (or best) weights even when a run fails: keep them.
+            self.trained = TrainedModel(model, worker.plan, worker.data, self._job_graph or {},
+                                        self._job_config or TrainConfig(), worker.job.run_index, result)
+        if self._run_started_plot:
+            self.plots.redraw()
+        metrics = dict(outcome.get("metrics") or {})
+        if result is not None and getattr(result, "best_epoch", None) is not None:
+            metrics.setdefault("best_epoch", result.best_epoch)
+        if failed:
+            self.show_error(outcome)
+            self.status_label.setText(f"Run {worker.job.run_index} failed")
+        else:
+            self.clear_error()
+            word = {"finished": "finished", "stopped": "stopped", "early_stopped": "stopped early"}.get(status,
+                                                                                                       status)
+            msg = outcome.get("message") or ""
+            self.status_label.setText(f"Run {worker.job.run_index} {word}" + (f": {msg}" if msg else ""))
+        if metrics:
+            where = "weights kept from the last good epoch" if failed and self.trained is not None else ""
+            self.results.show_metrics(metrics, f"Run {worker.job.run_index}: {status}"
+                                      + (f" — {where}" if where else ""))
+        self._lock_editor(False)
+        self._set_state("idle")
+        if self.trained is not None and not self._closing_main and self.trained.data is not None \
+                and self.trained.result is result:
+            self._start_evaluation()
+        self.training_finished.emit(outcome)
+
+    # ======================================================================
+    # evaluation
+    # ======================================================================
+    def _start_evaluation(self) -> None:
+        t = self.trained
+        if t is None or t.plan is None:
+            return
+        worker = EvalWorker(t.model, t.plan, t.data, self.torch_threads)
+        self._eval = WorkerThread(worker, "netstudio-eval", self._on_thread_finished)
+        self._eval.start()
+
+    def _cancel_evaluation(self, timeout_ms: int = 2000) -> None:
+        if self._eval is None:
+            return
+        self._eval.stop()
+        self._eval.join(timeout_ms)
+        self._finish_evaluation(emit=False)
+
+    def _finish_evaluation(self, emit: bool = True) -> None:
+        wt, self._eval = self._eval, None
+        if wt is None:
+            return
+        wt.join(0)
+        ev = wt.worker.outcome or {}
+        if ev.get("status") == "ok":
+            self.evaluation = ev
+            self.results.show_evaluation(ev)
+        elif ev.get("status") == "error":
+            self.show_error({**ev, "message": f"Evaluation failed: {ev.get('message')}"})
+        if emit:
+            self.evaluation_finished.emit(ev)
+
+    # ======================================================================
+    # errors
+    # ======================================================================
+    def show_error(self, record: dict[str, Any]) -> None:
+        """Show a failure in the banner and the status line; the app keeps running."""
+        self.last_error = dict(record)
+        msg = str(record.get("message") or "Training failed")
+        hint = record.get("hint")
+        node_id = record.get("node_id")
+        text = f"<b>{_esc(msg)}</b>"
+        if hint:
+            text += f"<br>{_esc(str(hint))}"
+        if node_id and self.graph is not None and node_id in getattr(self.graph, "nodes", {}):
+            text += f"<br><small>Node: {_esc(self.graph.nodes[node_id].name)}</small>"
+            select = getattr(self.main_window, "select_node", None)
+            if callable(select):
+                try:
+                    select(node_id)
+                except Exception:  # noqa: BLE001
+                    pass
+        self.error_label.setText(text)
+        self.error_banner.show()
+        self.status_label.setText("Error")
+        sb = getattr(self.main_window, "statusBar", None)
+        if callable(sb):
+            try:
+                sb().showMessage(f"Training failed: {msg}", 10000)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def error_text(self) -> str:
+        return self.error_label.text() if self.error_banner.isVisibleTo(self) else ""
+
+    @Slot()
+    def clear_error(self) -> None:
+        self.error_banner.hide()
+        self.error_label.clear()
+
+    # ======================================================================
+    # results helpers
+    # ======================================================================
+    def predict(self, x: Any) -> Any:
+        """Outputs of the current trained model for features ``x`` (CPU, eval mode, no grad)."""
+        import copy
+
+        import torch
+
+        if self.trained is None:
+            raise RuntimeError("no trained model")
+        m = copy.deepcopy(self.trained.model).cpu().eval()
+        with torch.no_grad():
+            return m(x.cpu())
+
+    def export_project(self) -> Any:
+        """The project the current weights were trained from (the graph snapshot, not later edits)."""
+        from netstudio.graph.model import Graph
+        from netstudio.project.io import Project
+
+        t = self.trained
+        cur = self.project
+        if t is None:
+            return cur
+        return Project(Graph.from_dict(t.graph_dict), TrainConfig.from_dict(t.config.to_dict()),
+                       getattr(cur, "name", "Untitled"), getattr(cur, "description", ""))
+
+    def make_export_dialog(self) -> Any:
+        from netstudio.ui.training.export_dialog import ExportDialog
+
+        t = self.trained
+        if t is None:
+            return None
+        proj = self.project
+        where = getattr(proj, "path", None)
+        return ExportDialog(self, t.model, self.export_project(), t.plan, t.example_input(),
+                            default_dir=Path(where).parent if where else None)
+
+    @Slot()
+    def open_export_dialog(self) -> None:
+        if self.trained is None or self.state != "idle":
+            return
+        dlg = self.make_export_dialog()
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.show()
+        self._export_dialog = dlg
+
+    def _export_png_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save plots as PNG", "training.png", "PNG image (*.png)")
+        if path:
+            files = self.plots.export_png(path)
+            self.status_label.setText("Saved " + ", ".join(p.name for p in files))
+
+    def _export_csv_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save history as CSV", "training.csv", "CSV (*.csv)")
+        if path:
+            self.status_label.setText(f"Saved {self.plots.export_csv(path).name}")
+
+    # ======================================================================
+    # closing
+    # ======================================================================
+    def confirm_close(self) -> bool:
+        """May the window close? Asks while training runs; on yes, stops and joins the thread."""
+        if not self.is_running() and self._eval is None:
+            return True
+        if self.is_running():
+            answer = QMessageBox.question(
+                self, "Training is running",
+                "Training is still running. Stop it and close?\n\nThe weights trained so far are discarded "
+                "unless you export them first.",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+            if answer != QMessageBox.StandardButton.Yes:
+                return False
+        return self.shutdown()
+
+    def shutdown(self, timeout_ms: int = 2000) -> bool:
+        """Stop every worker thread and wait for it; True if all ended within ``timeout_ms``."""
+        self._closing_main = True
+        deadline = time.perf_counter() + timeout_ms / 1000.0
+        ok = True
+        for wt in (self._train, self._eval):
+            if wt is not None:
+                wt.stop()
+        for attr in ("_train", "_eval"):
+            wt = getattr(self, attr)
+            if wt is None:
+                continue
+            left = max(0, int((deadline - time.perf_counter()) * 1000))
+            if not wt.join(left):
+                ok = False
+        if self._train is not None and not self._train.is_running():
+            self._finish_training()
+        if self._eval is not None and not self._eval.is_running():
+            self._finish_evaluation(emit=False)
+        self._watch.stop()
+        return ok
+
+    @Slot()
+    def _about_to_quit(self) -> None:
+        try:
+            self.shutdown()
+        except RuntimeError:  # the C++ side is already gone
+            pass
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+        if obj is self.main_window and event.type() == QEvent.Type.Close and (self.is_running()
+                                                                                or self._eval is not None):
+            if not self.confirm_close():
+                event.ignore()
+                return True
+        return super().eventFilter(obj, event)
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        # Closing the dock only hides it; training goes on in the background.
+        super().closeEvent(event)
+
+
+def _weights_finite(model: Any) -> bool:
+    import torch
+
+    try:
+        return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _dataset_html(node_name: str, info: Any) -> str:
+    from netstudio.data.core import SOURCES
+
+    src = SOURCES.get(info.source)
+    label = src.label if src else info.source
+    shape = "×".join(str(d) for d in info.feature_shape)
+    rows = [f"<b>{_esc(label)}</b> <span style='color:gray'>({_esc(node_name)})</span>",
+            f"{info.n_train:,} training · {info.n_val:,} validation samples",
+            f"features: {shape}" + (" (image)" if info.is_image else "")]
+    if info.task == "classification":
+        names = ", ".join(info.class_names[:10]) + (" …" if len(info.class_names) > 10 else "")
+        rows.append(f"{info.num_classes} classes: {_esc(names)}")
+    else:
+        rows.append("regression" + (f", {info.target_shape[0]} target(s)" if info.target_shape else ""))
+    return "<br>".join(rows)

@@ -1,0 +1,228 @@
+"""Export the trained model: format, file, export, then the lines that load it."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QFontDatabase, QGuiApplication
+from PySide6.QtWidgets import (QButtonGroup, QDialog, QDialogButtonBox, QFileDialog, QGroupBox, QHBoxLayout,
+                               QLabel, QLineEdit, QPlainTextEdit, QPushButton, QRadioButton, QVBoxLayout, QWidget)
+
+from netstudio.errors import ExportError
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    id: str
+    label: str
+    suffix: str
+    filter: str
+    description: str
+
+
+FORMATS: tuple[ExportFormat, ...] = (
+    ExportFormat("pt", "Full model (.pt)", ".pt", "PyTorch model (*.pt)",
+                 "The whole nn.Module, pickled; loads with plain PyTorch (torch.load, weights_only=False)."),
+    ExportFormat("weights", "Weights + project (.pt)", ".pt", "PyTorch weights (*.pt)",
+                 "A state_dict next to the .nsproj project it was trained from; safe to load (weights_only)."),
+    ExportFormat("pt2", "Exported program (.pt2)", ".pt2", "torch.export program (*.pt2)",
+                 "torch.export graph with weights; loads with torch.export.load, no Python class needed."),
+    ExportFormat("py", "Python source (.py)", ".py", "Python file (*.py)",
+                 "A standalone nn.Module class you can read, edit and import."),
+    ExportFormat("onnx", "ONNX (.onnx)", ".onnx", "ONNX model (*.onnx)",
+                 "For ONNX Runtime and other inference engines."),
+)
+FORMAT_BY_ID = {f.id: f for f in FORMATS}
+
+
+def onnx_available() -> str | None:
+    """None if ONNX export can work, else the reason it cannot."""
+    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"ONNX export needs the {' and '.join(missing)} package{'s' if len(missing) > 1 else ''} " \
+               f"(pip install netstudio[onnx])"
+    return None
+
+
+class ExportDialog(QDialog):
+    """Export a trained model in the chosen format.
+
+    ``export_to(fmt, path)`` does the work without any modal interaction, so
+    the dialog can be driven from tests and scripts; the Export button calls it
+    with the widgets' values.
+    """
+
+    exported = Signal(str, str)  # format id, path
+
+    def __init__(self, parent: QWidget | None, model: Any, project: Any, plan: Any = None,
+                 example_input: Any = None, default_dir: str | Path | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Export trained model")
+        self.setModal(False)
+        self.model = model
+        self.project = project
+        self.plan = plan
+        self.example_input = example_input
+        self.last_path: Path | None = None
+        self.snippet_text = ""
+        self._default_dir = Path(default_dir) if default_dir else Path.home()
+        self._onnx_reason = onnx_available()
+
+        fmt_box = QGroupBox("Format")
+        fmt_lay = QVBoxLayout(fmt_box)
+        self.format_group = QButtonGroup(self)
+        self.format_buttons: dict[str, QRadioButton] = {}
+        for i, f in enumerate(FORMATS):
+            rb = QRadioButton(f.label)
+            rb.setToolTip(f.description)
+            self.format_group.addButton(rb, i)
+            self.format_buttons[f.id] = rb
+            fmt_lay.addWidget(rb)
+        reason = self.unavailable_reason("onnx")
+        if reason:
+            self.format_buttons["onnx"].setEnabled(False)
+            self.format_buttons["onnx"].setText(f"ONNX (.onnx) — unavailable")
+            self.format_buttons["onnx"].setToolTip(reason)
+        self.format_note = QLabel()
+        self.format_note.setWordWrap(True)
+        self.format_note.setStyleSheet("color: palette(mid);")
+        fmt_lay.addWidget(self.format_note)
+        self.format_buttons["pt"].setChecked(True)
+        self.format_group.idToggled.connect(self._format_changed)
+
+        self.path_edit = QLineEdit()
+        self.path_edit.setPlaceholderText("file to write")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        path_row = QHBoxLayout()
+        path_row.addWidget(QLabel("File:"))
+        path_row.addWidget(self.path_edit, 1)
+        path_row.addWidget(browse)
+
+        self.export_button = QPushButton("Export")
+        self.export_button.setDefault(True)
+        self.export_button.clicked.connect(self._export_clicked)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        self.snippet = QPlainTextEdit()
+        self.snippet.setReadOnly(True)
+        self.snippet.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.snippet.setPlaceholderText("After exporting, the Python lines that load the file appear here.")
+        self.snippet.setMaximumHeight(110)
+        self.copy_button = QPushButton("Copy")
+        self.copy_button.setEnabled(False)
+        self.copy_button.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.snippet_text))
+        snip_box = QGroupBox("Load it in Python")
+        snip_lay = QHBoxLayout(snip_box)
+        snip_lay.addWidget(self.snippet, 1)
+        snip_lay.addWidget(self.copy_button, 0, Qt.AlignmentFlag.AlignTop)
+
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        buttons.addButton(self.export_button, QDialogButtonBox.ButtonRole.ActionRole)
+
+        lay = QVBoxLayout(self)
+        lay.addWidget(fmt_box)
+        lay.addLayout(path_row)
+        lay.addWidget(self.status)
+        lay.addWidget(snip_box)
+        lay.addWidget(buttons)
+        self._format_changed()
+        self.resize(560, 460)
+
+    # --- API ------------------------------------------------------------------------
+    def unavailable_reason(self, fmt: str) -> str | None:
+        if fmt == "onnx":
+            return self._onnx_reason
+        if fmt in ("pt2", "onnx") and self.example_input is None:
+            return "needs an example input (train the model first)"
+        return None
+
+    def selected_format(self) -> str:
+        idx = self.format_group.checkedId()
+        return FORMATS[idx].id if 0 <= idx < len(FORMATS) else "pt"
+
+    def select_format(self, fmt: str) -> None:
+        self.format_buttons[fmt].setChecked(True)
+
+    def export_to(self, fmt: str, path: str | Path) -> Path:
+        """Export now (no dialogs). Returns the written path; raises ExportError."""
+        if fmt not in FORMAT_BY_ID:
+            raise ExportError(f"Unknown export format {fmt!r}", hint=f"use one of {', '.join(FORMAT_BY_ID)}")
+        reason = self.unavailable_reason(fmt)
+        if reason:
+            self._show_error(f"{FORMAT_BY_ID[fmt].label}: {reason}")
+            raise ExportError(f"Cannot export {FORMAT_BY_ID[fmt].label}: {reason}")
+        if self.model is None:
+            raise ExportError("There is no trained model to export", hint="train the model first")
+        p = Path(path).expanduser()
+        if not p.suffix:
+            p = p.with_suffix(FORMAT_BY_ID[fmt].suffix)
+        try:
+            written = self._run_export(fmt, p)
+        except ExportError as e:
+            self._show_error(str(e))
+            raise
+        except Exception as e:  # noqa: BLE001 - torch.export/onnx raise many kinds; the user needs the text
+            self._show_error(f"{type(e).__name__}: {e}")
+            raise ExportError(f"Export to {FORMAT_BY_ID[fmt].label} failed: {e}") from e
+        self.last_path = written
+        from netstudio.project import export as ex
+
+        self.snippet_text = ex.load_snippet(fmt, str(written)).strip()
+        self.snippet.setPlainText(self.snippet_text)
+        self.copy_button.setEnabled(True)
+        self.status.setStyleSheet("color: #3c9d5d;")
+        self.status.setText(f"Exported to {written}")
+        self.exported.emit(fmt, str(written))
+        return written
+
+    def _run_export(self, fmt: str, p: Path) -> Path:
+        from netstudio.project import export as ex
+
+        calls: dict[str, Callable[[], Any]] = {
+            "pt": lambda: ex.export_pt(self.model, p),
+            "weights": lambda: ex.export_weights(self.model, self.project, p),
+            "pt2": lambda: ex.export_pt2(self.model, self.example_input, p),
+            "py": lambda: ex.export_py(self.plan if self.plan is not None else self.model, p),
+            "onnx": lambda: ex.export_onnx(self.model, self.example_input, p),
+        }
+        out = calls[fmt]()
+        return Path(out) if isinstance(out, (str, Path)) else p
+
+    # --- widgets ----------------------------------------------------------------------
+    def _show_error(self, text: str) -> None:
+        self.status.setStyleSheet("color: #d9534f;")
+        self.status.setText(text)
+
+    def _format_changed(self, *_: Any) -> None:
+        f = FORMAT_BY_ID[self.selected_format()]
+        self.format_note.setText(f.description)
+        cur = self.path_edit.text().strip()
+        if not cur:
+            name = (getattr(self.project, "name", "") or "model").replace(" ", "_")
+            self.path_edit.setText(str(self._default_dir / f"{name}{f.suffix}"))
+        else:
+            self.path_edit.setText(str(Path(cur).with_suffix(f.suffix)))
+
+    def _browse(self) -> None:
+        f = FORMAT_BY_ID[self.selected_format()]
+        path, _ = QFileDialog.getSaveFileName(self, "Export trained model", self.path_edit.text(), f.filter)
+        if path:
+            self.path_edit.setText(path)
+
+    def _export_clicked(self) -> None:
+        text = self.path_edit.text().strip()
+        if not text:
+            self._show_error("Choose a file to write first.")
+            return
+        try:
+            self.export_to(self.selected_format(), text)
+        except ExportError:
+            pass  # already shown in the status line

@@ -1,0 +1,301 @@
+"""Live training plots: loss and accuracy per epoch, loss per batch, runs overlaid.
+
+Each curve is created once per run and fed with ``setData`` on numpy buffers
+that grow by doubling, so an update is O(new points) in Python. Updates are
+coalesced: signals only append to buffers and mark the plots dirty; a 50 ms
+timer redraws, so the GUI never repaints faster than the eye can see whatever
+rate events arrive at. The per-batch curve uses peak downsampling and clip to
+view, which keeps a 10^6-point curve smooth.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QGridLayout, QSizePolicy, QVBoxLayout, QWidget
+
+#: distinct, colour-blind friendly run colours (Tableau 10)
+RUN_COLORS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+              "#9c755f", "#bab0ac")
+REDRAW_INTERVAL_MS = 50
+
+
+class IntegerAxis(pg.AxisItem):
+    """Epoch axis: ticks only on whole numbers."""
+
+    def tickSpacing(self, minVal: float, maxVal: float, size: float) -> list[tuple[float, float]]:  # noqa: N802,N803
+        levels = [(max(1.0, float(round(sp))), off) for sp, off in super().tickSpacing(minVal, maxVal, size)
+                  if sp >= 0.5]
+        return levels[:1] or [(1.0, 0.0)]
+
+    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:  # noqa: N802
+        return [str(int(round(v))) for v in values]
+
+
+class GrowingSeries:
+    """x/y float64 buffers that double when full; ``x``/``y`` are views of the filled part."""
+
+    def __init__(self, capacity: int = 64) -> None:
+        self._x = np.empty(capacity, dtype=np.float64)
+        self._y = np.empty(capacity, dtype=np.float64)
+        self.n = 0
+
+    def _reserve(self, extra: int) -> None:
+        need = self.n + extra
+        if need <= self._x.size:
+            return
+        cap = max(need, 2 * self._x.size)
+        for name in ("_x", "_y"):
+            buf = np.empty(cap, dtype=np.float64)
+            buf[:self.n] = getattr(self, name)[:self.n]
+            setattr(self, name, buf)
+
+    def append(self, x: float, y: float) -> None:
+        self._reserve(1)
+        self._x[self.n] = x
+        self._y[self.n] = y
+        self.n += 1
+
+    def extend(self, xs: Any, ys: Any) -> None:
+        xs = np.asarray(xs, dtype=np.float64).reshape(-1)
+        ys = np.asarray(ys, dtype=np.float64).reshape(-1)
+        k = min(xs.size, ys.size)
+        self._reserve(k)
+        self._x[self.n:self.n + k] = xs[:k]
+        self._y[self.n:self.n + k] = ys[:k]
+        self.n += k
+
+    @property
+    def x(self) -> np.ndarray:
+        return self._x[:self.n]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self._y[:self.n]
+
+
+@dataclass
+class RunCurves:
+    """The data and curves of one training run."""
+
+    index: int
+    name: str
+    color: str
+    classification: bool
+    epoch_offset: int = 0
+    step_offset: int = 0
+    train_loss: GrowingSeries = field(default_factory=GrowingSeries)
+    val_loss: GrowingSeries = field(default_factory=GrowingSeries)
+    train_acc: GrowingSeries = field(default_factory=GrowingSeries)
+    val_acc: GrowingSeries = field(default_factory=GrowingSeries)
+    batch_loss: GrowingSeries = field(default_factory=lambda: GrowingSeries(1024))
+    curves: dict[str, pg.PlotDataItem] = field(default_factory=dict)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    drawn: dict[str, int] = field(default_factory=dict)  # points per curve at the last setData
+
+
+def _finite(v: Any) -> float:
+    """NaN for missing values: pyqtgraph leaves a gap (connect='finite')."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return f
+
+
+class LivePlots(QWidget):
+    """Three plots: epoch loss, epoch accuracy (classification) and batch loss."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.runs: list[RunCurves] = []
+        self._dirty = False
+        dark = self.palette().color(QPalette.ColorRole.Window).lightness() < 128
+        self._bg = QColor("#1b1d23") if dark else QColor("#ffffff")
+        self._fg = QColor("#c8ccd4") if dark else QColor("#30343b")
+
+        self.loss_plot = self._make_plot("Loss per epoch", "epoch", "loss", integer_x=True)
+        self.acc_plot = self._make_plot("Accuracy per epoch", "epoch", "accuracy", integer_x=True,
+                                        legend_offset=(-8, -8))
+        self.acc_plot.setYRange(0.0, 1.0, padding=0.02)
+        self.batch_plot = self._make_plot("Loss per batch", "step", "loss")
+        self.acc_plot.setXLink(self.loss_plot)
+
+        grid = QGridLayout()
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setSpacing(6)
+        grid.addWidget(self.loss_plot, 0, 0)
+        grid.addWidget(self.acc_plot, 0, 1)
+        grid.addWidget(self.batch_plot, 1, 0, 1, 2)
+        grid.setRowStretch(0, 3)
+        grid.setRowStretch(1, 2)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(grid, 1)
+
+        self._timer = QTimer(self)
+        self._timer.setInterval(REDRAW_INTERVAL_MS)
+        self._timer.timeout.connect(self.redraw)
+        self._timer.start()
+
+    def _make_plot(self, title: str, xlabel: str, ylabel: str, integer_x: bool = False,
+                   legend_offset: tuple[int, int] = (-8, 8)) -> pg.PlotWidget:
+        axes = {"bottom": IntegerAxis("bottom")} if integer_x else None
+        w = pg.PlotWidget(background=self._bg, axisItems=axes)
+        w.setMinimumSize(220, 150)
+        w.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        item = w.getPlotItem()
+        fg = self._fg.name()
+        item.setTitle(f"<span style='color:{fg};font-size:10pt;font-weight:600'>{title}</span>")
+        for side, text in (("bottom", xlabel), ("left", ylabel)):
+            ax = item.getAxis(side)
+            ax.setPen(pg.mkPen(self._fg))
+            ax.setTextPen(pg.mkPen(self._fg))
+            ax.setLabel(text, color=fg)
+        item.showGrid(x=True, y=True, alpha=0.15)
+        legend = item.addLegend(offset=legend_offset, labelTextColor=fg, brush=pg.mkBrush(self._bg.red(),
+                                self._bg.green(), self._bg.blue(), 200))
+        legend.setLabelTextSize("8pt")
+        item.setMenuEnabled(True)
+        return w
+
+    # --- runs -----------------------------------------------------------------
+    def new_run(self, classification: bool, continue_from: RunCurves | None = None) -> RunCurves:
+        """Start a run: its curves get the next colour and a legend entry ``run N``."""
+        idx = len(self.runs) + 1
+        color = RUN_COLORS[(idx - 1) % len(RUN_COLORS)]
+        run = RunCurves(idx, f"run {idx}", color, classification)
+        if continue_from is not None:  # continued training goes on where the last run ended
+            run.epoch_offset = continue_from.epoch_offset + len(continue_from.epochs)
+            run.step_offset = int(continue_from.batch_loss.x[-1]) if continue_from.batch_loss.n else 0
+        solid = pg.mkPen(color, width=2)
+        dashed = pg.mkPen(color, width=2, style=Qt.PenStyle.DashLine)
+        sym = dict(symbol="o", symbolSize=6, symbolPen=pg.mkPen(color), connect="finite")
+        lp, ap, bp = self.loss_plot.getPlotItem(), self.acc_plot.getPlotItem(), self.batch_plot.getPlotItem()
+        run.curves["train_loss"] = lp.plot(pen=solid, symbolBrush=color, name=f"{run.name} train", **sym)
+        run.curves["val_loss"] = lp.plot(pen=dashed, symbolBrush=self._bg, name=f"{run.name} val", **sym)
+        if classification:
+            run.curves["train_acc"] = ap.plot(pen=solid, symbolBrush=color, name=f"{run.name} train", **sym)
+            run.curves["val_acc"] = ap.plot(pen=dashed, symbolBrush=self._bg, name=f"{run.name} val", **sym)
+        batch = bp.plot(pen=pg.mkPen(color, width=1), name=run.name)
+        batch.setDownsampling(auto=True, method="peak")
+        batch.setClipToView(True)
+        run.curves["batch_loss"] = batch
+        self.runs.append(run)
+        self.acc_plot.setVisible(any(r.classification for r in self.runs))
+        return run
+
+    @property
+    def current(self) -> RunCurves | None:
+        return self.runs[-1] if self.runs else None
+
+    def add_batch(self, event: dict[str, Any]) -> None:
+        run = self.current
+        if run is None:
+            return
+        step = event.get("global_step")
+        if step is None:
+            step = run.batch_loss.n + 1
+        run.batch_loss.append(run.step_offset + float(step), _finite(event.get("loss")))
+        self._dirty = True
+
+    def add_batch_points(self, steps: Any, losses: Any) -> None:
+        """Bulk append (used to load a long history at once)."""
+        run = self.current
+        if run is None:
+            return
+        run.batch_loss.extend(np.asarray(steps, dtype=np.float64) + run.step_offset, losses)
+        self._dirty = True
+
+    def add_epoch(self, event: dict[str, Any]) -> None:
+        run = self.current
+        if run is None:
+            return
+        run.epochs.append(dict(event))
+        e = run.epoch_offset + float(event.get("epoch", len(run.epochs)))
+        run.train_loss.append(e, _finite(event.get("train_loss")))
+        run.val_loss.append(e, _finite(event.get("val_loss")))
+        if run.classification:
+            run.train_acc.append(e, _finite(event.get("train_accuracy")))
+            run.val_acc.append(e, _finite(event.get("val_accuracy")))
+        self._dirty = True
+        self.redraw()  # epochs are rare and the most important points: show at once
+
+    def redraw(self) -> None:
+        if not self._dirty:
+            return
+        self._dirty = False
+        for run in self.runs:
+            for key, series in (("train_loss", run.train_loss), ("val_loss", run.val_loss),
+                                ("train_acc", run.train_acc), ("val_acc", run.val_acc),
+                                ("batch_loss", run.batch_loss)):
+                curve = run.curves.get(key)
+                if curve is None:
+                    continue
+                if run.drawn.get(key) == series.n:
+                    continue  # unchanged since the last redraw
+                curve.setData(series.x, series.y)
+                run.drawn[key] = series.n
+            has_val = bool(np.isfinite(run.val_loss.y).any()) if run.val_loss.n else False
+            for key in ("val_loss", "val_acc"):
+                if key in run.curves:
+                    run.curves[key].setVisible(has_val)
+
+    def clear(self) -> None:
+        for w in (self.loss_plot, self.acc_plot, self.batch_plot):
+            item = w.getPlotItem()
+            item.clear()
+            if item.legend is not None:
+                item.legend.clear()
+        self.runs.clear()
+
+    # --- export ------------------------------------------------------------------
+    def export_png(self, path: str | Path, width: int = 1200) -> list[Path]:
+        """One PNG per visible plot: ``<stem>-loss.png``, ``-accuracy.png``, ``-batch.png``."""
+        import pyqtgraph.exporters as exporters
+
+        self.redraw()
+        p = Path(path)
+        stem = p.with_suffix("")
+        written: list[Path] = []
+        for tag, w in (("loss", self.loss_plot), ("accuracy", self.acc_plot), ("batch", self.batch_plot)):
+            if not w.isVisibleTo(self) and tag == "accuracy":
+                continue
+            out = Path(f"{stem}-{tag}.png")
+            exp = exporters.ImageExporter(w.getPlotItem())
+            exp.parameters()["width"] = width
+            exp.export(str(out))
+            written.append(out)
+        return written
+
+    def export_csv(self, path: str | Path) -> Path:
+        """Long format: run, kind (epoch|batch), x, and every metric column."""
+        p = Path(path)
+        cols = ["run", "kind", "x", "train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr",
+                "seconds", "batch_loss"]
+        with p.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(cols)
+            for run in self.runs:
+                for ev in run.epochs:
+                    x = run.epoch_offset + int(ev.get("epoch", 0))
+                    w.writerow([run.name, "epoch", x] + [_cell(ev.get(c)) for c in cols[3:9]] + [""])
+                for x, y in zip(run.batch_loss.x.tolist(), run.batch_loss.y.tolist()):
+                    w.writerow([run.name, "batch", int(x)] + [""] * 6 + [_cell(y)])
+        return p
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)

@@ -1,0 +1,244 @@
+"""After-training views: metrics table, confusion matrix heatmap, labelled sample grid."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QBrush, QColor, QImage, QPixmap
+from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
+                               QScrollArea, QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+#: human names for the metric keys FitResult.metrics / epoch events use
+METRIC_LABELS = {
+    "train_loss": "Training loss",
+    "val_loss": "Validation loss",
+    "train_accuracy": "Training accuracy",
+    "val_accuracy": "Validation accuracy",
+    "lr": "Learning rate",
+    "seconds": "Seconds",
+    "epochs": "Epochs",
+    "best_epoch": "Best epoch",
+    "samples_per_s": "Samples / s",
+    "epochs_run": "Epochs run",
+    "device": "Device",
+    "device_id": "Device id",
+    "fast_path": "CUDA graph fast path",
+}
+
+
+#: metrics that repeat another row (device_id says what device says)
+HIDDEN = ("device_id",)
+
+
+def format_metric(value: Any) -> str:
+    """The one formatting rule for metric cells (tests compare against it)."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "∞" if value > 0 else "-∞"
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e7):
+            return f"{value:.3e}"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.4f}"
+    return str(value)
+
+
+def to_qimage(img: np.ndarray) -> QImage:
+    """uint8 (H,W) or (H,W,3) array → QImage owning a copy of the pixels."""
+    a = np.ascontiguousarray(img)
+    if a.ndim == 2:
+        h, w = a.shape
+        q = QImage(a.data, w, h, a.strides[0], QImage.Format.Format_Grayscale8)
+    else:
+        h, w, _ = a.shape
+        q = QImage(a.data, w, h, a.strides[0], QImage.Format.Format_RGB888)
+    return q.copy()  # detach from the numpy buffer
+
+
+class ImageGrid(QWidget):
+    """A grid of small images with a caption each (dataset preview, predictions)."""
+
+    def __init__(self, columns: int = 8, cell: int = 56, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.columns = columns
+        self.cell = cell
+        self._grid = QGridLayout(self)
+        self._grid.setContentsMargins(2, 2, 2, 2)
+        self._grid.setHorizontalSpacing(4)
+        self._grid.setVerticalSpacing(2)
+        self.tiles: list[tuple[QLabel, QLabel]] = []
+
+    def set_items(self, items: Sequence[dict[str, Any]]) -> None:
+        """items: {"image": uint8 array, "caption": str, "ok": bool | None}."""
+        while self._grid.count():
+            w = self._grid.takeAt(0).widget()
+            if w is not None:
+                w.deleteLater()
+        self.tiles = []
+        for i, it in enumerate(items):
+            pix = QPixmap.fromImage(to_qimage(it["image"])).scaled(
+                self.cell, self.cell, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.FastTransformation)
+            img = QLabel()
+            img.setPixmap(pix)
+            img.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            ok = it.get("ok")
+            border = "#3c9d5d" if ok is True else "#d9534f" if ok is False else "palette(mid)"
+            img.setStyleSheet(f"border: 2px solid {border}; border-radius: 3px; padding: 1px;")
+            cap = QLabel(str(it.get("caption", "")))
+            cap.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            cap.setStyleSheet("font-size: 8pt;" + ("" if ok is None else f" color: {border};"))
+            cap.setToolTip(str(it.get("tooltip", it.get("caption", ""))))
+            r, c = divmod(i, self.columns)
+            self._grid.addWidget(img, 2 * r, c)
+            self._grid.addWidget(cap, 2 * r + 1, c)
+            self.tiles.append((img, cap))
+
+
+def _heat(frac: float, dark: bool) -> QColor:
+    """White→blue (light theme) or dark→blue ramp for a 0..1 cell share."""
+    frac = min(1.0, max(0.0, frac))
+    lo = (40, 43, 51) if dark else (255, 255, 255)
+    hi = (38, 104, 178)
+    return QColor(*(round(a + (b - a) * frac) for a, b in zip(lo, hi)))
+
+
+class ConfusionMatrixView(QTableWidget):
+    """Rows: true class, columns: predicted class; colour = share of the row."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.setToolTip("Rows: true class · columns: predicted class")
+        self.matrix: list[list[int]] = []
+
+    def set_matrix(self, matrix: Sequence[Sequence[int]], class_names: Sequence[str]) -> None:
+        self.matrix = [[int(v) for v in row] for row in matrix]
+        n = len(self.matrix)
+        names = [str(c) for c in class_names] if len(class_names) == n else [str(i) for i in range(n)]
+        self.setRowCount(n)
+        self.setColumnCount(n)
+        self.setHorizontalHeaderLabels([f"→ {c}" for c in names])
+        self.setVerticalHeaderLabels(names)
+        dark = self.palette().color(self.backgroundRole()).lightness() < 128
+        for r, row in enumerate(self.matrix):
+            total = sum(row) or 1
+            for c, v in enumerate(row):
+                item = QTableWidgetItem(str(v))
+                item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+                frac = v / total
+                item.setBackground(QBrush(_heat(frac, dark)))
+                item.setForeground(QBrush(QColor("white") if frac > 0.5 or dark else QColor("#222")))
+                if r == c:
+                    f = item.font()
+                    f.setBold(True)
+                    item.setFont(f)
+                item.setToolTip(f"true {names[r]}, predicted {names[c]}: {v} ({100 * v / total:.1f}% of row)")
+                self.setItem(r, c, item)
+
+    def clear_matrix(self) -> None:
+        self.matrix = []
+        self.setRowCount(0)
+        self.setColumnCount(0)
+
+
+class ResultsView(QWidget):
+    """Metrics of the last run; confusion matrix and predictions once evaluated."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.summary = QLabel("No results yet: train the model first.")
+        self.summary.setWordWrap(True)
+        self.metrics_table = QTableWidget(0, 2)
+        self.metrics_table.setHorizontalHeaderLabels(["Metric", "Value"])
+        self.metrics_table.verticalHeader().hide()
+        self.metrics_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.metrics_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.metrics_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        self.metrics_table.setMinimumWidth(220)
+        self.metrics_table.verticalHeader().setDefaultSectionSize(24)
+        self.metrics_table.setAlternatingRowColors(True)
+        self.metrics: dict[str, Any] = {}
+
+        self.confusion = ConfusionMatrixView()
+        self.confusion_box = QGroupBox("Confusion matrix (validation)")
+        QVBoxLayout(self.confusion_box).addWidget(self.confusion)
+        self.samples = ImageGrid(columns=8, cell=48)
+        self.samples_box = QGroupBox("Validation samples: predicted (true)")
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.samples)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        QVBoxLayout(self.samples_box).addWidget(scroll)
+        self.confusion_box.hide()
+        self.samples_box.hide()
+
+        left = QVBoxLayout()
+        left.addWidget(self.summary)
+        left.addWidget(self.metrics_table, 1)
+        right = QVBoxLayout()
+        right.addWidget(self.confusion_box, 3)
+        right.addWidget(self.samples_box, 2)
+        lay = QHBoxLayout(self)
+        lay.addLayout(left, 1)
+        lay.addLayout(right, 2)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+
+    def show_metrics(self, metrics: dict[str, Any], summary: str = "") -> None:
+        self.metrics = dict(metrics)
+        rows = [(k, v) for k, v in metrics.items() if not isinstance(v, (dict, list, tuple)) and k not in HIDDEN]
+        self.metrics_table.setRowCount(len(rows))
+        for r, (k, v) in enumerate(rows):
+            name = QTableWidgetItem(METRIC_LABELS.get(k, k.replace("_", " ").capitalize()))
+            name.setData(Qt.ItemDataRole.UserRole, k)
+            val = QTableWidgetItem(format_metric(v))
+            val.setData(Qt.ItemDataRole.UserRole, v)
+            val.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            self.metrics_table.setItem(r, 0, name)
+            self.metrics_table.setItem(r, 1, val)
+        if summary:
+            self.summary.setText(summary)
+
+    def metric_text(self, key: str) -> str | None:
+        """The text shown for metric ``key`` (None if absent)."""
+        for r in range(self.metrics_table.rowCount()):
+            if self.metrics_table.item(r, 0).data(Qt.ItemDataRole.UserRole) == key:
+                return self.metrics_table.item(r, 1).text()
+        return None
+
+    def show_evaluation(self, ev: dict[str, Any]) -> None:
+        cm = ev.get("confusion")
+        if cm:
+            self.confusion.set_matrix(cm, ev.get("class_names") or [])
+            self.confusion_box.show()
+        else:
+            self.confusion.clear_matrix()
+            self.confusion_box.hide()
+        samples = ev.get("samples") or []
+        if samples:
+            self.samples.set_items([{"image": s["image"], "caption": f"{s['pred']} ({s['true']})",
+                                     "ok": bool(s.get("ok")),
+                                     "tooltip": f"predicted {s['pred']}, true {s['true']}"} for s in samples])
+            self.samples_box.show()
+        else:
+            self.samples.set_items([])
+            self.samples_box.hide()
+
+    def clear(self) -> None:
+        self.metrics = {}
+        self.metrics_table.setRowCount(0)
+        self.summary.setText("No results yet: train the model first.")
+        self.show_evaluation({})

@@ -1,0 +1,400 @@
+"""Background workers: thin QObjects around the pure training/evaluation code.
+
+The slow work lives in Qt-free functions (``netstudio.training.fit``,
+``netstudio.training.predict``); these workers only run them on a QThread and
+turn their report callbacks into Qt signals. Every signal carries plain
+Python data (dicts, lists, numbers, small uint8 numpy images) — never a
+tensor — so nothing the GUI touches is shared with the running loop.
+
+Stop and pause are ``threading.Event`` objects the GUI thread sets directly:
+a queued signal would wait behind the training loop, which never returns to
+an event loop while it runs.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, Slot
+
+from netstudio.errors import NetStudioError
+from netstudio.training.config import TrainConfig
+
+#: the GUI never needs more than ~20 progress updates per second
+BATCH_EMIT_INTERVAL_S = 0.05
+#: validation images shown in the results grid
+SAMPLE_GRID_SIZE = 24
+#: training images shown in the dataset summary
+PREVIEW_GRID_SIZE = 16
+#: validation samples per confusion-matrix chunk (a stop request waits at most one chunk)
+EVAL_CHUNK = 2048
+
+
+@dataclass
+class TrainJob:
+    """Everything a run needs, frozen at the moment Train was pressed."""
+
+    graph_dict: dict[str, Any]
+    config: TrainConfig
+    run_index: int = 1
+    #: continue from these weights (a private deep copy is trained, the original stays intact)
+    init_model: Any = None
+    #: intra-op threads for torch while the GUI runs (None: leave torch's setting)
+    num_threads: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def error_record(exc: BaseException) -> dict[str, Any]:
+    """A plain description of an exception for the GUI (message + node + hint)."""
+    if isinstance(exc, NetStudioError):
+        return {"status": "error", "message": exc.message, "node_id": exc.node_id, "hint": exc.hint,
+                "error_type": type(exc).__name__}
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        return {"status": "error", "message": f"Out of memory: {exc}", "node_id": None,
+                "hint": "use a smaller batch size or model, or train on the CPU", "error_type": type(exc).__name__}
+    return {"status": "error", "message": f"{type(exc).__name__}: {exc}", "node_id": None, "hint": None,
+            "error_type": type(exc).__name__, "traceback": traceback.format_exc(limit=8)}
+
+
+def image_to_uint8(img: Any) -> Any:
+    """(C,H,W) float tensor/array → (H,W) or (H,W,3) uint8 array, contrast-stretched per image."""
+    import numpy as np
+
+    a = img.detach().cpu().float().numpy() if hasattr(img, "detach") else np.asarray(img, dtype=np.float32)
+    if a.ndim == 3:
+        a = a[0] if a.shape[0] == 1 else np.moveaxis(a[:3], 0, -1)
+    lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    return np.ascontiguousarray(np.clip((a - lo) * scale, 0, 255).astype(np.uint8))
+
+
+def data_summary(data: Any, n_images: int = PREVIEW_GRID_SIZE) -> dict[str, Any]:
+    """Plain summary of PreparedData plus a few training images for the preview grid."""
+    info = data.info
+    out: dict[str, Any] = {"source": info.source, "n_train": info.n_train, "n_val": info.n_val,
+                           "task": info.task, "num_classes": info.num_classes,
+                           "class_names": list(info.class_names), "feature_shape": list(info.feature_shape),
+                           "is_image": info.is_image, "images": []}
+    if info.is_image:
+        out["images"] = sample_images(data, "train", n_images)
+    return out
+
+
+def sample_images(data: Any, split: str, n: int) -> list[dict[str, Any]]:
+    """First ``n`` images of a split as uint8 arrays with their label text."""
+    names = list(data.info.class_names)
+    items: list[dict[str, Any]] = []
+    if data.resident:
+        xs, ys = (data.train_x, data.train_y) if split == "train" else (data.val_x, data.val_y)
+        count = min(n, 0 if xs is None else int(xs.shape[0]))
+        pairs = [(xs[i], ys[i]) for i in range(count)]
+    else:
+        ds = data.train_set if split == "train" else data.val_set
+        count = min(n, len(ds))
+        pairs = [ds[i] for i in range(count)]
+    for x, y in pairs:
+        label = int(y)
+        items.append({"image": image_to_uint8(x), "label": names[label] if 0 <= label < len(names) else str(label)})
+    return items
+
+
+class _ThreadedWorker(QObject):
+    """Common part: run once on its thread, report ``done`` with a plain dict, go home."""
+
+    done = Signal(object)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stop_event = threading.Event()
+        self.outcome: dict[str, Any] | None = None
+
+    #: torch intra-op threads for this run (None: leave torch's setting)
+    num_threads: int | None = None
+
+    @Slot()
+    def run(self) -> None:
+        outcome: dict[str, Any]
+        restore = None
+        try:
+            if self.num_threads:
+                import torch
+
+                restore = torch.get_num_threads()
+                torch.set_num_threads(self.num_threads)
+            outcome = self._work()
+        except BaseException as exc:  # noqa: BLE001 - whatever happens, the GUI must hear about it
+            outcome = error_record(exc)
+        finally:
+            if restore is not None:
+                import torch
+
+                # at::set_num_threads also changes the default of threads created later
+                torch.set_num_threads(restore)
+        self.outcome = outcome
+        # Hand the object back to the GUI thread before the thread ends, so
+        # Python/Qt can delete it there (a finished thread has no event loop).
+        app = QCoreApplication.instance()
+        if app is not None:
+            self.moveToThread(app.thread())
+        self.done.emit(outcome)
+
+    def _work(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class TrainingWorker(_ThreadedWorker):
+    """Loads the data, builds the plan from a graph snapshot and runs ``fit``."""
+
+    # Every payload carries "run" (the job's run index): PySide does not tell a
+    # queued Python slot its sender, and the GUI must ignore a finished run's stragglers.
+    progress = Signal(object)    # start / batch / epoch / paused / resumed / end report dicts
+    data_ready = Signal(object)  # data_summary(...) once the dataset is loaded
+    phase = Signal(object)       # {"run", "phase": "building model" | "loading data" | "training"}
+
+    def __init__(self, job: TrainJob) -> None:
+        super().__init__()
+        self.job = job
+        self.num_threads = job.num_threads
+        self.pause_event = threading.Event()
+        # Results, read by the GUI after the thread has finished.
+        self.plan: Any = None
+        self.data: Any = None
+        self.result: Any = None
+        self.history: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []  # every non-batch report, in order
+        self.batches_reported = 0                # batch events seen from fit (unthrottled)
+        self.batches_emitted = 0                 # batch events passed on to the GUI
+        self._last_emit = 0.0
+        self._pending: dict[str, Any] | None = None
+
+    # --- report callback (runs on the worker thread) ------------------------------
+    def report(self, event: dict[str, Any]) -> None:
+        kind = event.get("kind")
+        if kind == "batch":
+            self.batches_reported += 1
+            now = time.monotonic()
+            if now - self._last_emit < BATCH_EMIT_INTERVAL_S:
+                self._pending = dict(event)  # keep only the newest; flushed before the next epoch event
+                return
+            self._pending = None
+            self._last_emit = now
+            self.batches_emitted += 1
+            self.progress.emit(self._tag(event))
+            return
+        self._flush()
+        ev = self._tag(event)
+        self.events.append(ev)
+        if kind == "epoch":
+            self.history.append(ev)
+        self.progress.emit(ev)
+
+    def _flush(self) -> None:
+        if self._pending is not None:
+            ev, self._pending = self._pending, None
+            self._last_emit = time.monotonic()
+            self.batches_emitted += 1
+            self.progress.emit(self._tag(ev))
+
+    def _tag(self, event: dict[str, Any]) -> dict[str, Any]:
+        ev = _plain(event)
+        ev["run"] = self.job.run_index
+        return ev
+
+    def _phase(self, text: str) -> None:
+        self.phase.emit({"run": self.job.run_index, "phase": text})
+
+    # --- the run ------------------------------------------------------------------
+    def _work(self) -> dict[str, Any]:
+        from netstudio import data as data_mod
+        from netstudio import training
+        from netstudio.compiler.build import build_plan
+        from netstudio.graph.model import Graph
+
+        job = self.job
+        self._phase("building model")
+        graph = Graph.from_dict(job.graph_dict)
+        plan = build_plan(graph, job.config.batch_size)
+        self.plan = plan
+        if self.stop_event.is_set():
+            return {"status": "stopped", "message": "Stopped before training started"}
+
+        self._phase("loading data")
+        data = data_mod.load(plan.dataset_params)
+        self.data = data
+        self.data_ready.emit({**data_summary(data), "run": job.run_index,
+                              "metric": getattr(plan, "metric", None)})
+        if self.stop_event.is_set():
+            return {"status": "stopped", "message": "Stopped before training started"}
+
+        model = job.init_model  # fit trains a copy: the weights the GUI holds stay intact
+        if model is not None:
+            _check_compatible(model, plan.model)
+        self._phase("training")
+        result = training.fit(plan, data, job.config, self.report, self.stop_event, self.pause_event,
+                              model=model)
+        self._flush()
+        self.result = result
+        out: dict[str, Any] = {"status": str(result.status), "message": str(result.message or ""),
+                               "metrics": _plain(dict(result.metrics or {})),
+                               "best_epoch": result.best_epoch,
+                               "history": _plain(list(result.history or []))}
+        if out["status"] == "error":
+            out.setdefault("hint", None)
+            out.setdefault("node_id", None)
+        return out
+
+
+class EvalWorker(_ThreadedWorker):
+    """Validation predictions → confusion matrix and a labelled sample grid.
+
+    The matrix is summed over chunks of the validation split, each counted by
+    ``netstudio.training.confusion_matrix``, so a stop request (window closing)
+    is honoured within one chunk even for a large dataset.
+    """
+
+    def __init__(self, model: Any, plan: Any, data: Any, num_threads: int | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.plan = plan
+        self.data = data
+        self.num_threads = num_threads
+
+    def _work(self) -> dict[str, Any]:
+        info = self.data.info
+        out: dict[str, Any] = {"status": "ok", "task": info.task, "class_names": list(info.class_names),
+                               "is_image": info.is_image, "confusion": None, "samples": []}
+        term = self.plan.metric_term
+        if term is None or term.target[0] != "target" or info.n_val == 0:
+            return out
+        cm = self._confusion()
+        if cm is None:
+            return {"status": "stopped"}
+        out["confusion"] = cm
+        if info.is_image:
+            out["samples"] = self._samples(term)
+        return out
+
+    def _confusion(self) -> list[list[int]] | None:
+        import dataclasses
+
+        import numpy as np
+        import torch.utils.data as tud
+
+        from netstudio import training
+
+        d = self.data
+        n = int(d.val_x.shape[0]) if d.resident else len(d.val_set)
+        total: Any = None
+        for a in range(0, n, EVAL_CHUNK):
+            if self.stop_event.is_set():
+                return None
+            b = min(n, a + EVAL_CHUNK)
+            if d.resident:
+                part = dataclasses.replace(d, val_x=d.val_x[a:b], val_y=d.val_y[a:b])
+            else:
+                part = dataclasses.replace(d, val_set=tud.Subset(d.val_set, range(a, b)))
+            m = np.asarray(training.confusion_matrix(self.model, self.plan, part), dtype=np.int64)
+            if total is None:
+                total = m
+            else:  # a chunk may reveal a higher label: pad to the larger size
+                k = max(total.shape[0], m.shape[0])
+                total = np.pad(total, ((0, k - total.shape[0]),) * 2) + np.pad(m, ((0, k - m.shape[0]),) * 2)
+        return [] if total is None else total.tolist()
+
+    def _samples(self, term: Any) -> list[dict[str, Any]]:
+        import torch
+
+        from netstudio import training
+
+        names = list(self.data.info.class_names)
+        grid = sample_images(self.data, "val", SAMPLE_GRID_SIZE)
+        if not grid:
+            return []
+        d = self.data
+        if d.resident:
+            x, y = d.val_x[:len(grid)], d.val_y[:len(grid)]
+        else:
+            pairs = [d.val_set[i] for i in range(len(grid))]
+            x = torch.stack([p[0] for p in pairs])
+            y = torch.as_tensor([int(p[1]) for p in pairs])
+        outs = training.predict(self.model, x)
+        pred = (outs if isinstance(outs, tuple) else (outs,))[term.pred_index]
+        if term.metric == "argmax":
+            p = pred.argmax(dim=1)
+        else:
+            p = (pred.reshape(-1) > (0.5 if term.metric == "sigmoid" else 0.0)).long()
+        for item, pi, ti in zip(grid, p.tolist(), y.reshape(-1).tolist()):
+            pi, ti = int(pi), int(ti)
+            item.update(pred=names[pi] if 0 <= pi < len(names) else str(pi),
+                        true=names[ti] if 0 <= ti < len(names) else str(ti), ok=pi == ti)
+        return grid
+
+
+def _check_compatible(model: Any, fresh: Any) -> None:
+    """Continue-training needs the same architecture as the weights it starts from."""
+    from netstudio.errors import TrainingError
+
+    old = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    new = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+    if old != new:
+        raise TrainingError("The model changed since these weights were trained, so training cannot continue "
+                            "from them", hint="press Train to start from fresh weights")
+
+
+def _plain(v: Any) -> Any:
+    """Deep copy into plain Python values: tensors become numbers/lists, NaN stays NaN."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if hasattr(v, "detach"):  # torch tensor
+        v = v.detach().cpu()
+        return v.item() if v.numel() == 1 else v.tolist()
+    if hasattr(v, "item") and hasattr(v, "dtype") and getattr(v, "ndim", 1) == 0:  # numpy scalar
+        return v.item()
+    if isinstance(v, float) and math.isnan(v):
+        return float("nan")
+    return v
+
+
+class WorkerThread:
+    """One QThread running one worker object exactly once.
+
+    ``join`` is safe to call from the GUI thread at any time: the worker's
+    ``done`` quits the thread with a direct connection, so joining never waits
+    for the GUI event loop (which is blocked while joining).
+    """
+
+    def __init__(self, worker: _ThreadedWorker, name: str, on_finished: Callable[[], None] | None = None) -> None:
+        self.worker = worker
+        self.thread = QThread()
+        self.thread.setObjectName(name)
+        worker.moveToThread(self.thread)
+        self.thread.started.connect(worker.run)
+        worker.done.connect(self.thread.quit, Qt.ConnectionType.DirectConnection)
+        if on_finished is not None:
+            # queued: ``finished`` is emitted on the worker thread, the handler touches widgets
+            self.thread.finished.connect(on_finished, Qt.ConnectionType.QueuedConnection)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def is_running(self) -> bool:
+        return self.thread.isRunning()
+
+    def stop(self) -> None:
+        self.worker.stop_event.set()
+        pause = getattr(self.worker, "pause_event", None)
+        if pause is not None:
+            pause.clear()  # a paused loop must wake up to see the stop
+
+    def join(self, timeout_ms: int) -> bool:
+        """Wait until the thread has ended; True if it did within ``timeout_ms``."""
+        if not self.thread.isRunning():
+            return True
+        return bool(self.thread.wait(max(0, int(timeout_ms))))

@@ -1,0 +1,396 @@
+"""The Training dock driven through a minimal stand-in main window.
+
+The stand-in offers only what the dock relies on (``document.project`` and
+``set_editing_locked``), so these tests do not depend on the editor window.
+Training is real: the digits dataset (1437 train / 360 val 8×8 images) and a
+small MLP train in about a second per few epochs on two cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QEvent, QtMsgType, QTimer, qInstallMessageHandler  # noqa: E402
+from PySide6.QtGui import QImage  # noqa: E402
+from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox  # noqa: E402
+
+from netstudio.graph.model import Graph  # noqa: E402
+from netstudio.project.io import Project  # noqa: E402
+from netstudio.training.config import TrainConfig  # noqa: E402
+from netstudio.ui.training import TrainingDock  # noqa: E402
+from netstudio.ui.training.plots import LivePlots  # noqa: E402
+from netstudio.ui.training.results import format_metric  # noqa: E402
+
+TRAIN_TIMEOUT_MS = 60_000
+
+
+def digits_graph(hidden: int = 32, optimizer: str = "optim.adam", lr: float = 0.01,
+                 in_features: Any = "auto") -> Graph:
+    """Dataset(digits) → Flatten → Linear → ReLU → Linear → CrossEntropy → optimizer."""
+    g = Graph()
+    d = g.add_node("data.dataset", {"source": "digits"}, name="data")
+    f = g.add_node("layer.flatten", name="flatten")
+    l1 = g.add_node("layer.linear", {"out_features": hidden, "in_features": in_features}, name="fc1")
+    r = g.add_node("activation.relu", name="relu")
+    l2 = g.add_node("layer.linear", {"out_features": 10}, name="fc2")
+    ce = g.add_node("loss.cross_entropy", name="loss")
+    opt = g.add_node(optimizer, {"lr": lr}, name="opt")
+    for edge in [(d.id, "features", f.id, "input"), (f.id, "output", l1.id, "input"),
+                 (l1.id, "output", r.id, "input"), (r.id, "output", l2.id, "input"),
+                 (l2.id, "output", ce.id, "prediction"), (d.id, "target", ce.id, "target"),
+                 (ce.id, "loss", opt.id, "loss")]:
+        g.connect(*edge)
+    return g
+
+
+class FakeDocument:
+    def __init__(self, project: Project) -> None:
+        self.project = project
+
+
+class FakeMainWindow(QMainWindow):
+    """Just what TrainingDock needs from the editor window."""
+
+    def __init__(self, project: Project) -> None:
+        super().__init__()
+        self.document = FakeDocument(project)
+        self.locks: list[bool] = []
+
+    def set_editing_locked(self, locked: bool) -> None:
+        self.locks.append(locked)
+
+
+def make_dock(qtbot: Any, graph: Graph | None = None, **training: Any) -> tuple[FakeMainWindow, TrainingDock]:
+    cfg = TrainConfig(**{"epochs": 3, "batch_size": 64, "device": "cpu", **training})
+    win = FakeMainWindow(Project(graph or digits_graph(), cfg, name="digits_mlp"))
+    dock = TrainingDock(win)
+    win.setCentralWidget(dock)
+    win.resize(1200, 700)
+    qtbot.addWidget(win)
+    win.show()
+    return win, dock
+
+
+def train(qtbot: Any, dock: TrainingDock, *, cont: bool = False) -> dict[str, Any]:
+    with qtbot.waitSignal(dock.training_finished, timeout=TRAIN_TIMEOUT_MS) as blocker:
+        assert (dock.continue_training() if cont else dock.start_training())
+    return blocker.args[0]
+
+
+@pytest.fixture
+def stop_all():
+    """Make sure no test leaves a training thread behind."""
+    docks: list[TrainingDock] = []
+    yield docks.append
+    for d in docks:
+        assert d.shutdown(5000)
+
+
+def test_training_plots_one_point_per_epoch_and_shows_trainer_metrics(qtbot, stop_all) -> None:
+    win, dock = make_dock(qtbot, epochs=4)
+    stop_all(dock)
+    assert dock.train_button.isEnabled() and not dock.stop_button.isEnabled()
+    assert not dock.export_button.isEnabled() and not dock.continue_button.isEnabled()
+
+    with qtbot.waitSignal(dock.evaluation_finished, timeout=TRAIN_TIMEOUT_MS):
+        outcome = train(qtbot, dock)
+
+    assert outcome["status"] == "finished", outcome
+    assert not dock.is_running()
+    assert win.locks == [True, False]  # editor locked for the run, unlocked after
+    result = dock.trained.result
+    history = result.history
+    assert len(history) == 4
+    assert result.metrics["val_accuracy"] > 0.85  # the MLP really learned the digits
+
+    # epoch plot: one point per epoch, exactly the trainer's numbers
+    run = dock.plots.runs[0]
+    for key, field in (("train_loss", "train_loss"), ("val_loss", "val_loss"),
+                       ("train_acc", "train_accuracy"), ("val_acc", "val_accuracy")):
+        x, y = run.curves[key].getData()
+        assert list(x) == [1, 2, 3, 4]
+        assert list(y) == [h[field] for h in history], key
+    assert dock.worker is None  # thread reaped
+    assert dock.progress_bar.value() == dock.progress_bar.maximum()
+
+    # metrics table: exactly what FitResult reports, with the table's formatting rule
+    for key, value in result.metrics.items():
+        if key == "device_id":
+            continue
+        assert dock.results.metric_text(key) == format_metric(value), key
+    assert dock.results.metric_text("val_accuracy") == f"{result.metrics['val_accuracy']:.4f}"
+
+    # confusion matrix on the returned weights agrees with the reported validation accuracy
+    cm = np.array(dock.results.confusion.matrix)
+    n_val = dock.trained.data.info.n_val
+    assert cm.shape == (10, 10) and cm.sum() == n_val
+    assert np.trace(cm) / n_val == pytest.approx(result.metrics["val_accuracy"], abs=1e-12)
+    assert dock.results.confusion.item(3, 3).text() == str(cm[3, 3])
+    # labelled validation samples with predicted (true) captions
+    tiles = dock.results.samples.tiles
+    assert len(tiles) == 24
+    assert all("(" in cap.text() for _, cap in tiles)
+    # dataset preview: training images shown once the data was loaded
+    assert len(dock.preview_grid.tiles) == 16
+    assert dock.export_button.isEnabled() and dock.continue_button.isEnabled()
+
+
+def test_settings_edits_write_into_project_training(qtbot, stop_all) -> None:
+    win, dock = make_dock(qtbot)
+    stop_all(dock)
+    cfg = win.document.project.training
+    dock.epochs_spin.setValue(7)
+    dock.batch_spin.setValue(16)
+    dock.seed_spin.setValue(42)
+    devices = [dock.device_combo.itemData(i) for i in range(dock.device_combo.count())]
+    assert devices[:2] == ["auto", "cpu"]
+    dock.device_combo.setCurrentIndex(devices.index("auto"))
+    assert (cfg.epochs, cfg.batch_size, cfg.seed, cfg.device) == (7, 16, 42, "auto")
+    # a project opened later shows its own settings
+    win.document.project = Project(digits_graph(), TrainConfig(epochs=2, batch_size=8, seed=3, device="cpu"))
+    qtbot.waitUntil(lambda: dock.epochs_spin.value() == 2, timeout=3000)
+    assert (dock.batch_spin.value(), dock.seed_spin.value(), dock.device_combo.currentData()) == (8, 3, "cpu")
+    assert "Digits" in dock.dataset_label.text() and "10 classes" in dock.dataset_label.text()
+
+
+def test_pause_freezes_batches_resume_continues_stop_is_fast(qtbot, stop_all) -> None:
+    # small batches and many epochs: the run lasts far longer than the test
+    win, dock = make_dock(qtbot, epochs=500, batch_size=4)
+    stop_all(dock)
+    dock.start_training()
+    qtbot.waitUntil(lambda: dock.batch_events >= 3, timeout=TRAIN_TIMEOUT_MS)
+    assert dock.state == "running"
+    assert not dock.train_button.isEnabled() and dock.pause_button.isEnabled()
+
+    dock.pause()
+    qtbot.waitUntil(dock.is_paused, timeout=5000)
+    assert dock.resume_button.isEnabled() and not dock.pause_button.isEnabled() and dock.stop_button.isEnabled()
+    worker = dock.worker
+    frozen_worker, frozen_shown = worker.batches_reported, dock.batch_events
+    frozen_label = dock.progress_bar.format()
+    # events keep being processed for 0.5 s; the batch count must not move
+    with pytest.raises(qtbot.TimeoutError):
+        qtbot.waitUntil(lambda: worker.batches_reported != frozen_worker or dock.batch_events != frozen_shown,
+                        timeout=500)
+    assert dock.progress_bar.format() == frozen_label
+
+    dock.resume()
+    qtbot.waitUntil(lambda: worker.batches_reported > frozen_worker and dock.batch_events > frozen_shown,
+                    timeout=5000)
+    assert dock.state == "running"
+
+    with qtbot.waitSignal(dock.training_finished, timeout=5000) as blocker:
+        t0 = time.perf_counter()
+        dock.stop()
+        qtbot.waitUntil(lambda: not dock.is_running(), timeout=1000)
+        stopped_in = time.perf_counter() - t0
+    assert stopped_in < 1.0
+    assert blocker.args[0]["status"] == "stopped"
+    assert dock.state == "idle" and win.locks == [True, False]
+    # the weights trained so far are kept and can be continued or exported
+    assert dock.trained is not None and dock.continue_button.isEnabled()
+    assert "stopped" in dock.status_label.text()
+
+
+def test_exception_in_worker_is_shown_and_app_keeps_working(qtbot, monkeypatch, stop_all) -> None:
+    from netstudio.training import engine
+
+    def broken_fit(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected failure in the training loop")
+
+    win, dock = make_dock(qtbot, epochs=1)
+    stop_all(dock)
+    monkeypatch.setattr(engine, "fit", broken_fit)
+    outcome = train(qtbot, dock)
+    assert outcome["status"] == "error"
+    assert outcome["message"] == "RuntimeError: injected failure in the training loop"
+    assert dock.error_banner.isVisible()
+    assert "RuntimeError: injected failure in the training loop" in dock.error_text()
+    assert dock.status_label.text() == "Run 1 failed"
+    assert dock.state == "idle" and dock.train_button.isEnabled() and win.locks == [True, False]
+    assert dock.trained is None
+
+    # the event loop still runs (a timer fires) and a real run now succeeds
+    fired: list[bool] = []
+    QTimer.singleShot(10, lambda: fired.append(True))
+    qtbot.waitUntil(lambda: bool(fired), timeout=1000)
+    monkeypatch.undo()
+    assert train(qtbot, dock)["status"] == "finished"
+    assert not dock.error_banner.isVisible()
+
+
+def test_nan_loss_keeps_last_good_weights(qtbot, stop_all) -> None:
+    import torch
+
+    win, dock = make_dock(qtbot, graph=digits_graph(optimizer="optim.sgd", lr=0.1), epochs=2)
+    stop_all(dock)
+    assert train(qtbot, dock)["status"] == "finished"
+    good = {k: v.clone() for k, v in dock.trained.model.state_dict().items()}
+    # an absurd learning rate makes the loss explode during the continued run
+    opt = win.document.project.graph.find("opt")
+    win.document.project.graph.set_param(opt.id, "lr", 1e6)
+    outcome = train(qtbot, dock, cont=True)
+    assert outcome["status"] == "error"
+    assert outcome["message"].startswith("Training diverged at epoch 1")
+    assert "the loss became NaN" in dock.error_text() or "the loss became infinite" in dock.error_text()
+    assert dock.error_banner.isVisible() and dock.status_label.text() == "Run 2 failed"
+    # the dock still holds the last good weights: those the failed run started from
+    state = dock.trained.model.state_dict()
+    assert all(torch.equal(state[k], good[k]) for k in good)
+    assert dock.train_button.isEnabled() and dock.export_button.isEnabled()
+
+
+def test_dataset_that_does_not_fit_the_model_is_reported_with_the_node(qtbot, stop_all) -> None:
+    win, dock = make_dock(qtbot, graph=digits_graph(in_features=50))
+    stop_all(dock)
+    outcome = train(qtbot, dock)
+    assert outcome["status"] == "error"
+    assert outcome["node_id"] == win.document.project.graph.find("fc1").id
+    assert "expects 50 input features but receives 64" in outcome["message"]
+    text = dock.error_text()
+    assert "expects 50 input features but receives 64" in text and "Node: fc1" in text
+    assert dock.state == "idle" and win.locks == [True, False]
+
+
+def test_train_twice_continue_and_reset(qtbot, stop_all) -> None:
+    win, dock = make_dock(qtbot, epochs=2)
+    stop_all(dock)
+    assert train(qtbot, dock)["status"] == "finished"
+    first = dock.trained.result.history
+    # edits after a run do not touch the trained snapshot; the second run uses them
+    win.document.project.training.epochs = 3
+    dock.load_settings()
+    assert train(qtbot, dock)["status"] == "finished"
+    assert len(dock.trained.result.history) == 3
+    # same seed, same data: the fresh second run starts exactly like the first
+    assert dock.trained.result.history[0]["train_loss"] == first[0]["train_loss"]
+
+    before = dock.trained.result.history[-1]["train_loss"]
+    assert train(qtbot, dock, cont=True)["status"] == "finished"
+    cont = dock.trained.result.history
+    # continuing starts from trained weights: its first epoch beats a fresh first epoch
+    assert cont[0]["train_loss"] < first[0]["train_loss"]
+    assert cont[0]["train_loss"] < before * 1.5
+
+    runs = dock.plots.runs
+    assert [r.name for r in runs] == ["run 1", "run 2", "run 3"]
+    assert len({r.color for r in runs}) == 3
+    # the continued run is drawn after the run it continues
+    x, _ = runs[2].curves["train_loss"].getData()
+    assert list(x) == [4, 5, 6]
+    legend = dock.plots.loss_plot.getPlotItem().legend
+    labels = [label.text for _, label in legend.items]
+    assert "run 1 train" in labels and "run 3 val" in labels
+
+    dock.reset_weights()
+    assert dock.trained is None
+    assert not dock.continue_button.isEnabled() and not dock.export_button.isEnabled()
+    assert dock.results.metrics_table.rowCount() == 0
+
+
+def _capture_qt_messages() -> tuple[list[str], Any]:
+    messages: list[str] = []
+
+    def handler(mode: QtMsgType, context: Any, message: str) -> None:
+        messages.append(message)
+
+    return messages, handler
+
+
+def test_closing_the_window_mid_training_stops_cleanly(qtbot, capfd, monkeypatch) -> None:
+    messages, handler = _capture_qt_messages()
+    previous = qInstallMessageHandler(handler)
+    try:
+        win, dock = make_dock(qtbot, epochs=500, batch_size=4)
+        dock.start_training()
+        qtbot.waitUntil(lambda: dock.batch_events >= 2, timeout=TRAIN_TIMEOUT_MS)
+        thread = dock._train.thread
+
+        # "No": the window stays open and training goes on
+        monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.No)
+        assert win.close() is False
+        assert win.isVisible() and dock.is_running()
+
+        # "Yes": the dock stops and joins the thread before the window goes away
+        monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+        t0 = time.perf_counter()
+        assert win.close() is True
+        assert time.perf_counter() - t0 < 2.0
+        assert not thread.isRunning() and not dock.is_running()
+        assert win.locks == [True, False]
+        win.deleteLater()
+        QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        del thread
+    finally:
+        qInstallMessageHandler(previous)
+    out, err = capfd.readouterr()
+    assert not any("Destroyed while thread" in m for m in messages), messages
+    assert "Destroyed while thread" not in out + err
+
+
+def test_shutdown_while_paused_joins_the_thread(qtbot) -> None:
+    messages, handler = _capture_qt_messages()
+    previous = qInstallMessageHandler(handler)
+    try:
+        win, dock = make_dock(qtbot, epochs=500, batch_size=4)
+        dock.start_training()
+        qtbot.waitUntil(lambda: dock.batch_events >= 1, timeout=TRAIN_TIMEOUT_MS)
+        dock.pause()
+        qtbot.waitUntil(dock.is_paused, timeout=5000)
+        t0 = time.perf_counter()
+        assert dock.shutdown(timeout_ms=2000) is True
+        assert time.perf_counter() - t0 < 1.0
+        assert not dock.is_running() and dock.outcome["status"] == "stopped"
+    finally:
+        qInstallMessageHandler(previous)
+    assert not any("QThread" in m for m in messages), messages
+
+
+def test_batch_curve_with_a_million_points_is_downsampled(qtbot, tmp_path) -> None:
+    plots = LivePlots()
+    qtbot.addWidget(plots)
+    plots.resize(900, 600)
+    plots.show()
+    plots.new_run(classification=True)
+    n = 1_000_000
+    steps = np.arange(1, n + 1, dtype=np.float64)
+    plots.add_batch_points(steps, 1.0 / np.sqrt(steps))
+    for e in range(1, 4):
+        plots.add_epoch({"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e, "train_accuracy": 0.5 + e / 10,
+                         "val_accuracy": 0.4 + e / 10})
+    plots.redraw()
+    curve = plots.runs[0].curves["batch_loss"]
+    assert curve.opts["autoDownsample"] and curve.opts["clipToView"] and curve.opts["downsampleMethod"] == "peak"
+    plots.batch_plot.getPlotItem().enableAutoRange()
+    qtbot.waitUntil(lambda: curve.getData()[0] is not None, timeout=2000)
+    t0 = time.perf_counter()
+    image = plots.batch_plot.grab()
+    render_s = time.perf_counter() - t0
+    x, y = curve.getData()
+    # what is drawn is a few points per pixel (≈ 8900 here), not a million
+    assert len(x) <= 10 * plots.batch_plot.width() < n / 100
+    assert y.max() == pytest.approx(1.0)  # peak mode keeps the extremes
+    assert not image.isNull() and render_s < 2.0
+
+    # PNG per plot and a CSV of every point
+    files = plots.export_png(tmp_path / "training.png", width=800)
+    assert [f.name for f in files] == ["training-loss.png", "training-accuracy.png", "training-batch.png"]
+    for f in files:
+        img = QImage(str(f))
+        assert not img.isNull() and img.width() == 800
+    plots.runs[0].batch_loss.n = 5  # keep the CSV small: the first five batch points
+    path = plots.export_csv(tmp_path / "history.csv")
+    rows = list(csv.DictReader(path.open(encoding="utf-8")))
+    epochs = [r for r in rows if r["kind"] == "epoch"]
+    batches = [r for r in rows if r["kind"] == "batch"]
+    assert [int(r["x"]) for r in epochs] == [1, 2, 3]
+    assert float(epochs[1]["val_loss"]) == 0.6
+    assert [float(r["batch_loss"]) for r in batches] == [1.0 / math.sqrt(s) for s in range(1, 6)]
