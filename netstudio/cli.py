@@ -368,6 +368,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     from netstudio.project import export as ex
 
     source = Path(args.project)
+    out = Path(args.out) if args.out else source.with_suffix(ex.suffix_for(args.format))
+    # the .py export writes its weights next to it
+    weights_out = out.with_name(out.stem + "_weights.pt") if args.format == "py" else None
+    inputs = [source] + ([Path(args.weights)] if args.weights else [])
+    for target in (out, weights_out):
+        if target is not None and any(target.resolve() == p.resolve() for p in inputs):
+            raise CliError(f"error: refusing to overwrite the input file {target} → choose another --out")
     if source.suffix in (".pt", ".pth") and args.weights is None:
         # a weights file written by NetStudio carries its project
         project, state = ex.load_weights(source)
@@ -380,12 +387,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     ex.apply_state_dict(compiled.module, state)
     compiled.module.eval()
 
-    out = Path(args.out) if args.out else source.with_suffix(ex.suffix_for(args.format))
-    if out.resolve() == source.resolve() or (args.weights and out.resolve() == Path(args.weights).resolve()):
-        raise CliError(f"error: refusing to overwrite the input file {out} → choose another --out")
-    weights_out = None
-    if args.format == "py":
-        weights_out = out.with_name(out.stem + "_weights.pt")
     path = ex.export(args.format, compiled, out, project=project, weights=weights_out)
     print(f"wrote {path}")
     if weights_out is not None:
