@@ -1,0 +1,148 @@
+"""Export from the Training dock: the file works without NetStudio and matches the app."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+import torch  # noqa: E402
+
+from netstudio.errors import ExportError  # noqa: E402
+from netstudio.project import export as ex  # noqa: E402
+from netstudio.project.io import Project  # noqa: E402
+from netstudio.ui.training import ExportDialog, export_dialog  # noqa: E402
+from tests.ui.test_training_dock import TRAIN_TIMEOUT_MS, digits_graph, make_dock  # noqa: E402
+
+# Runs in a fresh interpreter where importing netstudio fails, so the .pt must
+# load with nothing but PyTorch.
+LOADER = textwrap.dedent("""
+    import sys
+    sys.modules["netstudio"] = None  # any import of netstudio now raises ImportError
+    import torch
+    torch.set_num_threads(int(sys.argv[4]))
+    model = torch.load(sys.argv[1], weights_only=False).eval()
+    x = torch.load(sys.argv[2], weights_only=True)
+    with torch.no_grad():
+        torch.save(model(x), sys.argv[3])
+    print(type(model).__module__, isinstance(model, torch.fx.GraphModule))
+""")
+
+
+@pytest.fixture
+def trained(qtbot: Any) -> Any:
+    win, dock = make_dock(qtbot, epochs=3)
+    with qtbot.waitSignal(dock.training_finished, timeout=TRAIN_TIMEOUT_MS):
+        dock.start_training()
+    assert dock.outcome["status"] == "finished"
+    yield win, dock
+    assert dock.shutdown(5000)
+
+
+def test_exported_pt_loads_without_netstudio_and_reproduces_predictions(qtbot, trained, tmp_path) -> None:
+    win, dock = trained
+    dialog = dock.make_export_dialog()
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert dialog.selected_format() == "pt"
+
+    path = dialog.export_to("pt", tmp_path / "digits_mlp.pt")
+    assert path == tmp_path / "digits_mlp.pt" and path.is_file()
+    assert dialog.snippet.toPlainText() == ex.load_snippet("pt", path)
+    assert "torch.load" in dialog.snippet.toPlainText() and dialog.copy_button.isEnabled()
+    assert str(path) in dialog.status.text()
+
+    x = dock.trained.data.val_x[:64].clone()
+    in_app = dock.predict(x)
+    assert in_app.shape == (64, 10)
+    torch.save(x, tmp_path / "x.pt")
+    out_file = tmp_path / "out.pt"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    proc = subprocess.run([sys.executable, "-I", "-c", LOADER, str(path), str(tmp_path / "x.pt"), str(out_file),
+                           str(torch.get_num_threads())], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "torch.fx.graph_module True"
+    outside = torch.load(out_file, weights_only=True)
+    assert torch.equal(outside, in_app)
+    # and the predictions are the trained model's, not noise
+    acc = (in_app.argmax(1) == dock.trained.data.val_y[:64]).float().mean().item()
+    assert acc > 0.8
+
+
+def test_weights_export_carries_the_trained_snapshot(qtbot, trained, tmp_path) -> None:
+    win, dock = trained
+    # an edit after training must not leak into the exported project
+    graph = win.document.project.graph
+    graph.set_param(graph.find("fc1").id, "out_features", 99)
+    dialog = dock.make_export_dialog()
+    qtbot.addWidget(dialog)
+    dialog.select_format("weights")
+    assert dialog.path_edit.text().endswith(".pt")
+    path = dialog.export_to("weights", tmp_path / "w.pt")
+    project, state = ex.load_weights(path)
+    assert project.graph.find("fc1").params["out_features"] == 32
+    assert project.training.epochs == 3
+    own = dock.trained.model.state_dict()
+    assert set(state) == set(own) and all(torch.equal(state[k], own[k]) for k in own)
+    assert dialog.snippet.toPlainText() == ex.load_snippet("weights", path)
+
+
+def test_python_source_export_and_snippet(qtbot, trained, tmp_path) -> None:
+    win, dock = trained
+    dialog = dock.make_export_dialog()
+    qtbot.addWidget(dialog)
+    path = dialog.export_to("py", tmp_path / "model.py")
+    text = path.read_text(encoding="utf-8")
+    assert "class Model(nn.Module)" in text
+    assert dialog.snippet.toPlainText() == ex.load_snippet("py", path)
+
+
+def test_export_errors_are_shown_in_the_dialog(qtbot, trained, tmp_path) -> None:
+    win, dock = trained
+    dialog = dock.make_export_dialog()
+    qtbot.addWidget(dialog)
+    folder = tmp_path / "a_folder.pt"
+    folder.mkdir()
+    with pytest.raises(ExportError):
+        dialog.export_to("pt", folder)
+    assert "is a folder" in dialog.status.text()
+    assert dialog.snippet.toPlainText() == ""
+    # the Export button path reports instead of raising
+    dialog.path_edit.setText(str(folder))
+    dialog.export_button.click()
+    assert "is a folder" in dialog.status.text()
+
+
+def test_onnx_is_disabled_with_an_explanation_when_unavailable(qtbot, monkeypatch) -> None:
+    monkeypatch.setattr(export_dialog, "onnx_available",
+                        lambda: "ONNX export needs the onnx package (pip install netstudio[onnx])")
+    model = torch.nn.Linear(2, 2)
+    dialog = ExportDialog(None, model, Project(digits_graph()), example_input=torch.zeros(1, 2))
+    qtbot.addWidget(dialog)
+    button = dialog.format_buttons["onnx"]
+    assert not button.isEnabled()
+    assert "unavailable" in button.text() and "pip install" in button.toolTip()
+    with pytest.raises(ExportError, match="needs the onnx package"):
+        dialog.export_to("onnx", "model.onnx")
+    assert dialog.format_buttons["pt"].isEnabled()
+
+
+def test_export_button_state_follows_the_trained_model(qtbot, trained) -> None:
+    win, dock = trained
+    assert dock.export_button.isEnabled() and dock.export_action.isEnabled()
+    dock.open_export_dialog()
+    dlg = dock._export_dialog
+    assert isinstance(dlg, ExportDialog) and dlg.isVisible() and not dlg.isModal()
+    dlg.close()
+    dock.reset_weights()
+    assert not dock.export_button.isEnabled() and not dock.export_action.isEnabled()
+    json.dumps(dock.outcome)  # the outcome is plain data (it crossed threads)
