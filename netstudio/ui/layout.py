@@ -72,9 +72,14 @@ def _topo(nodes: Sequence[str], preds: Mapping[str, list[str]], succs: Mapping[s
 
 def layered_layout(nodes: Sequence[str], edges: Sequence[EdgeRec], sizes: Mapping[str, tuple[float, float]],
                    port_offset: PortOffset, *, order_hint: Mapping[str, float] | None = None,
-                   x_gap: float = 88.0, y_gap: float = 34.0, lane_h: float = 20.0,
-                   origin: tuple[float, float] = (0.0, 0.0), grid: float = 20.0) -> dict[str, tuple[float, float]]:
-    """Return a top-left position for every node."""
+                   x_gap: float = 52.0, y_gap: float = 34.0, lane_h: float = 20.0,
+                   origin: tuple[float, float] = (0.0, 0.0), grid: float = 20.0,
+                   edge_gap: Callable[[EdgeRec], float] | None = None) -> dict[str, tuple[float, float]]:
+    """Return a top-left position for every node.
+
+    ``edge_gap(edge)`` may ask for more room between two adjacent layers (the
+    shape label drawn on that edge must fit between the cards).
+    """
     if not nodes:
         return {}
     layer = assign_layers(nodes, edges)
@@ -155,12 +160,18 @@ def layered_layout(nodes: Sequence[str], edges: Sequence[EdgeRec], sizes: Mappin
             reindex(lay)
 
     # --- coordinates --------------------------------------------------------------------
+    gaps = [x_gap] * n_layers
+    if edge_gap is not None:
+        for e in edges:
+            s, d = e[0], e[2]
+            if s in layer and d in layer and layer[d] == layer[s] + 1:
+                gaps[layer[s]] = max(gaps[layer[s]], edge_gap(e))
     xs: list[float] = []
     x = origin[0]
-    for lay in members:
+    for li, lay in enumerate(members):
         xs.append(x)
         width = max((sizes[n][0] for n in lay if not is_dummy[n]), default=40.0)
-        x += width + x_gap
+        x += width + gaps[li]
     ys: dict[str, float] = {}
     for lay in members:
         bottom: float | None = None

@@ -124,9 +124,7 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.inspector_dock)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.summary_dock)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.problems_dock)
-        self.resizeDocks([self.palette_dock, self.inspector_dock], [210, 330], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.inspector_dock, self.summary_dock], [420, 300], Qt.Orientation.Vertical)
-        self.resizeDocks([self.problems_dock], [150], Qt.Orientation.Vertical)
+        self._default_dock_sizes()
 
         # --- status bar ----------------------------------------------------------------------
         self.status_shapes = QLabel(self)
@@ -167,10 +165,11 @@ class MainWindow(QMainWindow):
                 self.tabifyDockWidget(self.problems_dock, dock)
                 self.problems_dock.raise_()
                 self.training_dock = dock
+                self._default_dock_sizes()
 
         state = settings.value("window/state")
-        if state is not None:
-            self.restoreState(state)
+        self._state_restored = state is not None and bool(self.restoreState(state))
+        self._shown_once = False
 
         # --- initial project -----------------------------------------------------------------
         if project is None:
@@ -418,6 +417,8 @@ class MainWindow(QMainWindow):
         self.act_redo.setEnabled(st.canRedo() and not locked)
         self.act_undo.setText(f"&Undo {st.undoText()}".strip())
         self.act_redo.setText(f"&Redo {st.redoText()}".strip())
+        self.act_undo.setIconText("Undo")  # the toolbar keeps a short label
+        self.act_redo.setIconText("Redo")
 
     # ======================================================================
     # title, status
@@ -799,6 +800,15 @@ class MainWindow(QMainWindow):
             "</table>"
         QMessageBox.information(self, "Keyboard shortcuts", html)
 
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        if not self._shown_once:
+            self._shown_once = True
+            if not self._state_restored:
+                # dock sizes requested before the first layout get lost; apply them again
+                QTimer.singleShot(0, self._default_dock_sizes)
+            self.frame_all_later()
+
     def closeEvent(self, event: QCloseEvent) -> None:
         if not self.maybe_save():
             event.ignore()
@@ -809,6 +819,12 @@ class MainWindow(QMainWindow):
         self.autosave_timer.stop()
         self._discard_recovery()
         event.accept()
+
+    def _default_dock_sizes(self) -> None:
+        # the canvas gets most of the room; restoreState overrides this later
+        self.resizeDocks([self.palette_dock, self.inspector_dock], [185, 300], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.inspector_dock, self.summary_dock], [430, 290], Qt.Orientation.Vertical)
+        self.resizeDocks([self.problems_dock], [130], Qt.Orientation.Vertical)
 
     def _make_dock(self, title: str, name: str, widget: QWidget) -> QDockWidget:
         dock = QDockWidget(title, self)

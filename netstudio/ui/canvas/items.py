@@ -23,13 +23,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from netstudio.ui.canvas.scene import NodeScene
 
 GRID = 20.0
-HEADER_H = 26.0
-ROW_H = 17.0
+HEADER_H = 28.0
+ROW_H = 18.0
 PAD = 7.0
 PORT_R = 5.5
 PORT_HIT_R = 10.0
 WIDE_W = 172.0
-NARROW_W = 128.0
+NARROW_W = 116.0
 RADIUS = 7.0
 
 # Below this zoom, text is unreadable anyway: draw plain shapes (fast panning of big graphs).
@@ -46,11 +46,11 @@ def _font(size: float, bold: bool = False, mono: bool = False) -> QFont:
     return f
 
 
-TITLE_FONT = _font(9.5, bold=True)
-NAME_FONT = _font(8.5)
-BODY_FONT = _font(8.5)
-PORT_FONT = _font(8.0)
-LABEL_FONT = _font(7.5, mono=True)
+TITLE_FONT = _font(10.0, bold=True)
+NAME_FONT = _font(9.0)
+BODY_FONT = _font(9.0)
+PORT_FONT = _font(8.5)
+LABEL_FONT = _font(8.0, mono=True)
 
 
 def format_count(n: int) -> str:
@@ -153,6 +153,7 @@ class NodeItem(QGraphicsItem):
         self.category: Category = nt.category
         self.name = name
         self.summary = nt.summary(params)
+        self.props = _props(nt, params)  # one (label, value) row per summary param
         self.detail = ""             # extra line set by the scene (dataset sizes)
         self.param_count: int | None = None
         self.problems: list[Problem] = []
@@ -173,10 +174,10 @@ class NodeItem(QGraphicsItem):
         self.has_summary = bool(nt.summary_params)
         self.has_count = isinstance(nt, LayerType) and bool(nt.params)
         self.has_detail = nt.category == Category.DATA
-        wide = self.has_summary or self.has_count or self.show_port_labels
+        wide = self.has_summary or self.show_port_labels or self.has_detail
         self.width = WIDE_W if wide else NARROW_W
         port_rows = max(len(nt.inputs), len(nt.outputs)) if self.show_port_labels else 0
-        self.info_rows = int(self.has_summary) + int(self.has_count) + int(self.has_detail)
+        self.info_rows = len(nt.summary_params) + int(self.has_count) + int(self.has_detail)
         rows = port_rows + self.info_rows
         self.body_h = max(PAD * 2 + rows * ROW_H, 24.0)
         self.height = HEADER_H + self.body_h
@@ -222,6 +223,7 @@ class NodeItem(QGraphicsItem):
 
     def set_params(self, params: dict[str, Any]) -> None:
         self.summary = self.nt.summary(params)
+        self.props = _props(self.nt, params)
         self.update()
 
     def set_problems(self, problems: list[Problem]) -> None:
@@ -335,15 +337,15 @@ class NodeItem(QGraphicsItem):
         painter.drawText(QRectF(10, 0, title_w + 1, HEADER_H), Qt.AlignmentFlag.AlignVCenter,
                          fm.elidedText(self.nt.title, Qt.TextElideMode.ElideRight, right - 10))
         name_space = right - (10 + title_w + 8)
-        if name_space > 14:
-            painter.setFont(NAME_FONT)
-            nfm = QFontMetricsF(NAME_FONT)
+        painter.setFont(NAME_FONT)
+        nfm = QFontMetricsF(NAME_FONT)
+        if nfm.horizontalAdvance(self.name) <= name_space and self.name != self.nt.title.lower():
             c = QColor(t.header_text)
-            c.setAlphaF(0.78)
+            c.setAlphaF(0.75)
             painter.setPen(c)
             painter.drawText(QRectF(right - name_space, 0, name_space, HEADER_H),
                              Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight,
-                             nfm.elidedText(self.name, Qt.TextElideMode.ElideMiddle, name_space))
+                             self.name)
 
         y = HEADER_H + PAD
         if self.show_port_labels:
@@ -365,10 +367,15 @@ class NodeItem(QGraphicsItem):
         bfm = QFontMetricsF(BODY_FONT)
         if not self.show_port_labels and self.info_rows:
             y = HEADER_H + (self.body_h - self.info_rows * ROW_H) / 2
-        if self.has_summary:
+        for label, value in self.props:
+            vw = min(bfm.horizontalAdvance(value) + 2, text_w * 0.6)
+            painter.setPen(t.text_muted)
+            painter.drawText(QRectF(12, y, text_w - vw - 6, ROW_H), Qt.AlignmentFlag.AlignVCenter,
+                             bfm.elidedText(label, Qt.TextElideMode.ElideRight, text_w - vw - 6))
             painter.setPen(t.text)
-            painter.drawText(QRectF(12, y, text_w, ROW_H), Qt.AlignmentFlag.AlignVCenter,
-                             bfm.elidedText(self.summary, Qt.TextElideMode.ElideRight, text_w))
+            painter.drawText(QRectF(12 + text_w - vw, y, vw, ROW_H),
+                             Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight,
+                             bfm.elidedText(value, Qt.TextElideMode.ElideRight, vw))
             y += ROW_H
         if self.has_detail:
             painter.setPen(t.text_muted)
@@ -377,8 +384,11 @@ class NodeItem(QGraphicsItem):
             y += ROW_H
         if self.has_count:
             painter.setPen(t.text_muted)
-            text = "… params" if self.param_count is None else f"{format_count(self.param_count)} params"
-            painter.drawText(QRectF(12, y, text_w, ROW_H), Qt.AlignmentFlag.AlignVCenter, text)
+            text = "…" if self.param_count is None else format_count(self.param_count)
+            painter.drawText(QRectF(12, y, text_w, ROW_H), Qt.AlignmentFlag.AlignVCenter, "params")
+            painter.setPen(t.text if self.param_count else t.text_muted)
+            painter.drawText(QRectF(12, y, text_w, ROW_H), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight,
+                             text)
 
 
 class EdgeLabel(QGraphicsItem):
@@ -533,3 +543,24 @@ class CursorNote(QGraphicsObject):
         painter.setPen(t.text)
         painter.setFont(BODY_FONT)
         painter.drawText(self._rect.adjusted(8, 5, -8, -5), int(Qt.TextFlag.TextWordWrap), self.text)
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "×".join(str(x) for x in v)
+    return str(v)
+
+
+def _props(nt: NodeType, params: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for name in nt.summary_params:
+        try:
+            label = nt.param(name).display
+        except KeyError:
+            label = name
+        out.append((label, _fmt_value(params.get(name))))
+    return out

@@ -330,8 +330,16 @@ class NodeScene(QGraphicsScene):
             r = self.nodes_rect()
             origin = (round(r.left() / GRID) * GRID, round(r.top() / GRID) * GRID)
         hint = {nid: it.pos().y() for nid, it in items.items()}
+        labels = {(e.src, e.src_port, e.dst, e.dst_port): it.label.boundingRect().width()
+                  for e, it in self.edge_items.items() if it.label.text}
+
+        def edge_gap(e: tuple[str, str, str, str]) -> float:
+            # room for the shape label plus the two ports on either side of it
+            w = labels.get(e)
+            return 0.0 if w is None else w + 22
+
         return layered_layout(list(graph.nodes), [tuple(e.to_list()) for e in graph.edges],  # type: ignore[misc]
-                              sizes, port_offset, order_hint=hint, origin=origin, grid=GRID)
+                              sizes, port_offset, order_hint=hint, origin=origin, grid=GRID, edge_gap=edge_gap)
 
     def auto_layout(self) -> bool:
         """Lay the graph out left to right as one undoable move."""

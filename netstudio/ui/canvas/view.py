@@ -77,7 +77,7 @@ class NodeView(QGraphicsView):
             self.resetTransform()
             self.centerOn(0, 0)
             return
-        rect = rect.adjusted(-50, -50, 50, 50)
+        rect = rect.adjusted(-36, -36, 36, 36)
         self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
         if self.zoom() > max_zoom:
             self.set_zoom(max_zoom)

@@ -1,0 +1,97 @@
+"""Save a PNG of the real editor window (for the README).
+
+    python -m netstudio.ui.screenshot OUT.png [PROJECT] [--theme dark|light] [--size 1600x1000]
+                                      [--select NODE_NAME] [--no-layout]
+
+Run it under a display, e.g. ``xvfb-run -s "-screen 0 1600x1000x24" python -m
+netstudio.ui.screenshot resources/screenshots/editor.png``. It opens the
+project (default: the MNIST MLP sample), lays it out, frames it, waits until
+parameter counts and the model panel are computed, and grabs the window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QCoreApplication, QEventLoop, QTimer
+from PySide6.QtWidgets import QApplication
+
+
+def _wait(ms: int) -> None:
+    loop = QEventLoop()
+    QTimer.singleShot(ms, loop.quit)
+    loop.exec()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", help="PNG file to write")
+    ap.add_argument("project", nargs="?", help="project file (default: the MNIST MLP sample)")
+    ap.add_argument("--theme", default="dark", choices=("dark", "light", "system"))
+    ap.add_argument("--size", default="1600x1000")
+    ap.add_argument("--select", default="fc1", help="node name to select (inspector content)")
+    ap.add_argument("--no-layout", action="store_true", help="keep the positions stored in the project")
+    ap.add_argument("--no-training", action="store_true", help="leave out the training dock")
+    ap.add_argument("--tab", default="training", choices=("training", "problems"),
+                    help="which bottom panel is in front")
+    args = ap.parse_args(argv)
+
+    from netstudio.ui.app import create_application
+    from netstudio.ui.main_window import MainWindow, find_sample
+
+    app = create_application([sys.argv[0]])
+    # a private settings scope: never restore (or overwrite) the user's window layout
+    QCoreApplication.setOrganizationName("NetStudioScreenshot")
+    from PySide6.QtCore import QSettings
+
+    QSettings().clear()
+    path = args.project or find_sample()
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    with tempfile.TemporaryDirectory() as rec:
+        window = MainWindow(path, recovery_dir=rec, check_recovery=False, training=not args.no_training)
+        window.set_theme(args.theme, persist=False)
+        window.resize(w, h)
+        window.show()
+        _wait(300)
+        import torch  # noqa: F401  (parameter counts)
+
+        if not args.no_layout:
+            window.scene.auto_layout()
+            window.document.undo_stack.clear()  # a fresh-looking session: nothing to undo, no '*'
+            window.document.set_modified(False)
+        window.scene.update_param_counts()
+        window.summary.refresh()
+        if args.select:
+            try:
+                node = window.document.graph.find(args.select)
+            except Exception:  # noqa: BLE001 - optional nicety
+                node = None
+            if node is not None:
+                window.scene.select_nodes([node.id])
+        if args.tab == "training" and window.training_dock is not None:
+            window.training_dock.raise_()
+        window.view.frame_all()
+        window.status("Ready", 0)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            app.processEvents()
+            _wait(50)
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pixmap = window.grab()
+        if not pixmap.save(str(out)):
+            print(f"could not write {out}", file=sys.stderr)
+            return 1
+        print(f"wrote {out} ({pixmap.width()}×{pixmap.height()})")
+        window.document.set_modified(False)
+        window.close()
+    app.processEvents()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
