@@ -370,7 +370,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     source = Path(args.project)
     out = Path(args.out) if args.out else source.with_suffix(ex.suffix_for(args.format))
     # the .py export writes its weights next to it
-    weights_out = out.with_name(out.stem + "_weights.pt") if args.format == "py" else None
+    weights_out = ex.weights_path_for(out) if args.format == "py" else None
     inputs = [source] + ([Path(args.weights)] if args.weights else [])
     for target in (out, weights_out):
         if target is not None and any(target.resolve() == p.resolve() for p in inputs):

@@ -409,7 +409,7 @@ def test_load_snippets_run(compiled_models: dict[str, CompiledModel], tmp_path: 
         "pt": ex.export("pt", compiled, tmp_path / "m.pt"),
         "weights": ex.export("weights", compiled, tmp_path / "w.pt", project=project),
         "pt2": ex.export("pt2", compiled, tmp_path / "m.pt2"),
-        "py": ex.export("py", compiled, tmp_path / "m dir" / "model.py", weights=tmp_path / "m dir" / "w.pt"),
+        "py": ex.export("py", compiled, tmp_path / "m dir" / "model.py"),  # weights beside it by default
         "onnx": ex.export("onnx", compiled, tmp_path / "m.onnx"),
     }
     for fmt, path in paths.items():
@@ -427,6 +427,16 @@ def test_load_snippets_run(compiled_models: dict[str, CompiledModel], tmp_path: 
         with torch.no_grad():
             out = ns["model"](x)
         assert torch.allclose(out, ref, atol=1e-6, rtol=0), fmt
+    assert (tmp_path / "m dir" / "model_weights.pt").is_file()
+    # without weights the file still rebuilds the architecture; load_model then needs a path
+    import runpy
+
+    bare = ex.export_py(compiled, tmp_path / "bare.py", weights=False)
+    assert not (tmp_path / "bare_weights.pt").exists()
+    ns = runpy.run_path(str(bare))
+    with pytest.raises(ValueError, match="pass the path of a weights file"):
+        ns["load_model"]()
+    assert torch.allclose(ns["load_model"](str(tmp_path / "m dir" / "model_weights.pt"))(x), ref, atol=1e-6)
     with pytest.raises(ExportError, match="Unknown export format 'tflite'"):
         ex.load_snippet("tflite", "m")
     with pytest.raises(ExportError, match="Unknown export format 'tflite'"):

@@ -513,25 +513,40 @@ def _check_source(text: str, gm: fx.GraphModule, x: torch.Tensor | None) -> None
         raise ExportError("The generated Python file computes different outputs than the model")
 
 
-def export_py(model: Any, path: PathLike, *, weights: PathLike | None = None,
-              title: str = "NetStudio model") -> Path:
+def weights_path_for(py_path: PathLike) -> Path:
+    """Where :func:`export_py` puts the weights by default: ``model.py`` → ``model_weights.pt``."""
+    p = Path(py_path)
+    return p.with_name(p.stem + "_weights.pt")
+
+
+def export_py(model: Any, path: PathLike, *, weights: PathLike | bool = True,
+              example_input: torch.Tensor | None = None, title: str = "NetStudio model") -> Path:
     """Write a plain-PyTorch ``.py`` that rebuilds the model (``class Model`` + ``load_model``).
 
-    With ``weights``, the model's state_dict is saved there too and ``load_model()``
-    defaults to it (a path relative to the ``.py``). The file is verified before
-    it is written: rebuilt from the text, loaded with the weights and compared.
+    The model's state_dict is saved to ``weights`` (default: ``<name>_weights.pt``
+    beside the ``.py``; ``False`` writes none) and ``load_model()`` loads it from
+    there, relative to the ``.py``. Pass the *trained* module: a TrainingPlan or
+    CompiledModel carries the weights it was compiled with. The file is verified
+    before it is written: rebuilt from the text, loaded with the weights and
+    compared on ``example_input`` (or a random batch of the dataset's shape).
     """
     gm = _graph_module(model)
     p = _prepare_target(path)
+    if weights is True:
+        weights = weights_path_for(p)
     weights_rel: str | None = None
-    if weights is not None:
+    if weights is not False:
         wp = Path(weights)
+        if wp.resolve() == p.resolve():
+            raise ExportError("The weights file must differ from the .py file")
         weights_rel = os.path.relpath(wp.resolve(), p.resolve().parent).replace(os.sep, "/")
     text = model_source(model, weights_file=weights_rel, title=title)
-    info = _input_info(model)
-    x = example_input_for(model, batch=3) if info is not None else None
+    if example_input is not None:
+        x: torch.Tensor | None = _example(example_input, model)
+    else:
+        x = example_input_for(model, batch=3) if _input_info(model) is not None else None
     _check_source(text, gm, x)
-    if weights is not None:
+    if weights is not False:
         state = {k: v.detach().cpu().clone() for k, v in gm.state_dict().items()}
         _atomic_write(weights, lambda tmp: torch.save(state, tmp), "Weights")
 
@@ -548,8 +563,8 @@ def export_py(model: Any, path: PathLike, *, weights: PathLike | None = None,
 
 
 def export(fmt: str, model: Any, path: PathLike, *, project: "Project | None" = None,
-           example_input: torch.Tensor | None = None, weights: PathLike | None = None) -> Path:
-    """Export in ``fmt`` (one of :data:`FORMATS`); the CLI and the UI call this."""
+           example_input: torch.Tensor | None = None, weights: PathLike | bool = True) -> Path:
+    """Export in ``fmt`` (one of :data:`FORMATS`); ``weights`` only concerns ``py`` (see export_py)."""
     if fmt == "pt":
         return export_pt(model, path)
     if fmt == "weights":
@@ -559,7 +574,7 @@ def export(fmt: str, model: Any, path: PathLike, *, project: "Project | None" = 
         return export_pt2(model, x, path) if fmt == "pt2" else export_onnx(model, x, path)
     if fmt == "py":
         title = project.name if project is not None else "NetStudio model"
-        return export_py(model, path, weights=weights, title=title)
+        return export_py(model, path, weights=weights, example_input=example_input, title=title)
     raise ExportError(f"Unknown export format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
 
 
