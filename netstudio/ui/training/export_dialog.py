@@ -190,7 +190,7 @@ class ExportDialog(QDialog):
             "pt": lambda: ex.export_pt(self.model, p),
             "weights": lambda: ex.export_weights(self.model, self.project, p),
             "pt2": lambda: ex.export_pt2(self.model, self.example_input, p),
-            "py": lambda: ex.export_py(self.plan if self.plan is not None else self.model, p),
+            "py": lambda: ex.export_py(self.model, p, example_input=self.example_input),  # trained weights
             "onnx": lambda: ex.export_onnx(self.model, self.example_input, p),
         }
         out = calls[fmt]()
