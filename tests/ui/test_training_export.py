@@ -22,19 +22,31 @@ from netstudio.project.io import Project  # noqa: E402
 from netstudio.ui.training import ExportDialog, export_dialog  # noqa: E402
 from tests.ui.test_training_dock import TRAIN_TIMEOUT_MS, digits_graph, make_dock  # noqa: E402
 
-# Runs in a fresh interpreter where importing netstudio fails, so the .pt must
-# load with nothing but PyTorch.
-LOADER = textwrap.dedent("""
+# Runs the dialog's own load snippet in a fresh interpreter where importing
+# netstudio fails, so the exported file must load with nothing but PyTorch.
+RUNNER = textwrap.dedent("""
     import sys
     sys.modules["netstudio"] = None  # any import of netstudio now raises ImportError
     import torch
-    torch.set_num_threads(int(sys.argv[4]))
-    model = torch.load(sys.argv[1], weights_only=False).eval()
-    x = torch.load(sys.argv[2], weights_only=True)
+    torch.set_num_threads(int(sys.argv[3]))
+    exec(open(sys.argv[4], encoding="utf-8").read())  # the snippet: defines `model`
+    x = torch.load(sys.argv[1], weights_only=True)
     with torch.no_grad():
-        torch.save(model(x), sys.argv[3])
-    print(type(model).__module__, isinstance(model, torch.fx.GraphModule))
+        torch.save(model(x), sys.argv[2])
+    print(type(model).__module__, isinstance(model, torch.nn.Module))
 """)
+
+
+def run_snippet(snippet: str, x: torch.Tensor, tmp_path: Path) -> tuple[str, torch.Tensor]:
+    """(stdout, outputs) of the load snippet + ``model(x)`` in an isolated interpreter."""
+    (tmp_path / "snippet.py").write_text(snippet, encoding="utf-8")
+    torch.save(x, tmp_path / "x.pt")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-I", "-c", RUNNER, str(tmp_path / "x.pt"), str(tmp_path / "out.pt"),
+                           str(torch.get_num_threads()), str(tmp_path / "snippet.py")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip(), torch.load(tmp_path / "out.pt", weights_only=True)
 
 
 @pytest.fixture
@@ -63,15 +75,8 @@ def test_exported_pt_loads_without_netstudio_and_reproduces_predictions(qtbot, t
     x = dock.trained.data.val_x[:64].clone()
     in_app = dock.predict(x)
     assert in_app.shape == (64, 10)
-    torch.save(x, tmp_path / "x.pt")
-    out_file = tmp_path / "out.pt"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
-    proc = subprocess.run([sys.executable, "-I", "-c", LOADER, str(path), str(tmp_path / "x.pt"), str(out_file),
-                           str(torch.get_num_threads())], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "torch.fx.graph_module True"
-    outside = torch.load(out_file, weights_only=True)
+    stdout, outside = run_snippet(dialog.snippet_text, x, tmp_path)
+    assert stdout == "torch.fx.graph_module True"
     assert torch.equal(outside, in_app)
     # and the predictions are the trained model's, not noise
     acc = (in_app.argmax(1) == dock.trained.data.val_y[:64]).float().mean().item()
@@ -96,14 +101,19 @@ def test_weights_export_carries_the_trained_snapshot(qtbot, trained, tmp_path) -
     assert dialog.snippet.toPlainText() == ex.load_snippet("weights", path)
 
 
-def test_python_source_export_and_snippet(qtbot, trained, tmp_path) -> None:
+def test_python_source_export_reproduces_predictions_without_netstudio(qtbot, trained, tmp_path) -> None:
     win, dock = trained
     dialog = dock.make_export_dialog()
     qtbot.addWidget(dialog)
     path = dialog.export_to("py", tmp_path / "model.py")
     text = path.read_text(encoding="utf-8")
-    assert "class Model(nn.Module)" in text
+    assert "class Model(nn.Module)" in text and text.startswith('"""digits_mlp')
     assert dialog.snippet.toPlainText() == ex.load_snippet("py", path)
+    x = dock.trained.data.val_x[:32].clone()
+    stdout, outside = run_snippet(dialog.snippet_text, x, tmp_path)
+    assert stdout.endswith(" True") and "netstudio" not in stdout
+    # same layers, same trained weights: the same numbers as in the app
+    assert torch.equal(outside, dock.predict(x))
 
 
 def test_export_errors_are_shown_in_the_dialog(qtbot, trained, tmp_path) -> None:

@@ -190,7 +190,9 @@ class ExportDialog(QDialog):
             "pt": lambda: ex.export_pt(self.model, p),
             "weights": lambda: ex.export_weights(self.model, self.project, p),
             "pt2": lambda: ex.export_pt2(self.model, self.example_input, p),
-            "py": lambda: ex.export_py(self.model, p, example_input=self.example_input),  # trained weights
+            # the trained module: the plan still holds the weights it was compiled with
+            "py": lambda: ex.export_py(self.model, p, example_input=self.example_input,
+                                       title=getattr(self.project, "name", None) or "NetStudio model"),
             "onnx": lambda: ex.export_onnx(self.model, self.example_input, p),
         }
         out = calls[fmt]()
