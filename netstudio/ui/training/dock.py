@@ -20,7 +20,7 @@ from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QFormLayout, QFrame, QGroupBox, QHBoxLayout,
+from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QFrame, QGridLayout, QGroupBox, QHBoxLayout,
                                QLabel, QMessageBox, QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSpinBox,
                                QSplitter, QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
@@ -138,8 +138,7 @@ class TrainingDock(QDockWidget):
         # error banner (hidden until something goes wrong)
         self.error_banner = QFrame()
         self.error_banner.setObjectName("errorBanner")
-        self.error_banner.setStyleSheet("#errorBanner { background: #fdecea; border: 1px solid #e0a09b; "
-                                        "border-radius: 4px; } #errorBanner QLabel { color: #8a1f17; }")
+        self._style_banner()
         bl = QHBoxLayout(self.error_banner)
         bl.setContentsMargins(8, 4, 4, 4)
         self.error_label = QLabel()
@@ -171,13 +170,13 @@ class TrainingDock(QDockWidget):
         self.dataset_label.setWordWrap(True)
         self.dataset_label.setTextFormat(Qt.TextFormat.RichText)
         dl.addWidget(self.dataset_label)
-        self.preview_grid = ImageGrid(columns=8, cell=26)
+        self.preview_grid = ImageGrid(columns=8, cell=22)
         dl.addWidget(self.preview_grid)
         ll.addWidget(ds_box)
 
         set_box = QGroupBox("Settings")
-        form = QFormLayout(set_box)
-        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form = QGridLayout(set_box)
+        form.setHorizontalSpacing(8)
         self.epochs_spin = QSpinBox()
         self.epochs_spin.setRange(1, 1_000_000)
         self.batch_spin = QSpinBox()
@@ -186,10 +185,18 @@ class TrainingDock(QDockWidget):
         self.seed_spin.setRange(0, 2_147_483_647)
         self.device_combo = QComboBox()
         self.device_combo.setToolTip("Where the model trains; Auto picks a GPU when there is one")
-        form.addRow("Epochs", self.epochs_spin)
-        form.addRow("Batch size", self.batch_spin)
-        form.addRow("Device", self.device_combo)
-        form.addRow("Seed", self.seed_spin)
+        self.device_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.device_combo.setMinimumContentsLength(8)
+        for row, col, text, w in ((0, 0, "Epochs", self.epochs_spin), (0, 2, "Batch", self.batch_spin),
+                                  (1, 0, "Device", self.device_combo), (1, 2, "Seed", self.seed_spin)):
+            label = QLabel(text)
+            label.setBuddy(w)
+            form.addWidget(label, row, col)
+            form.addWidget(w, row, col + 1)
+        form.setColumnStretch(1, 3)
+        form.setColumnStretch(3, 2)
+        self.batch_spin.setToolTip("Samples per optimisation step")
+        self.seed_spin.setToolTip("Random seed: same seed, same data order and initial weights")
         for spin in (self.epochs_spin, self.batch_spin, self.seed_spin):
             spin.valueChanged.connect(self._settings_edited)
         self.device_combo.currentIndexChanged.connect(self._settings_edited)
@@ -230,14 +237,16 @@ class TrainingDock(QDockWidget):
         prog_box = QGroupBox("Progress")
         pl = QVBoxLayout(prog_box)
         self.status_label = QLabel("Ready")
-        self.status_label.setStyleSheet("font-weight: 600;")
+        # fonts, not style sheets: a style sheet would freeze the text colour across theme switches
+        bold = self.status_label.font()
+        bold.setBold(True)
+        self.status_label.setFont(bold)
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1000)
         self.progress_bar.setValue(0)
         self.progress_bar.setTextVisible(True)
         self.progress_bar.setFormat("—")
         self.speed_label = QLabel("")
-        self.speed_label.setStyleSheet("color: palette(mid);")
         pl.addWidget(self.status_label)
         pl.addWidget(self.progress_bar)
         pl.addWidget(self.speed_label)
@@ -249,7 +258,7 @@ class TrainingDock(QDockWidget):
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(290)
+        scroll.setMinimumWidth(350)
         split.addWidget(scroll)
 
         # --- right: plots and results ---------------------------------------------
@@ -276,7 +285,7 @@ class TrainingDock(QDockWidget):
         split.addWidget(self.tabs)
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
-        split.setSizes([300, 900])
+        split.setSizes([360, 900])
 
         root.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setWidget(root)
@@ -291,6 +300,20 @@ class TrainingDock(QDockWidget):
         self.stop_action.triggered.connect(self.stop)
         self.export_action = QAction("Export trained model…", self)
         self.export_action.triggered.connect(self.open_export_dialog)
+
+    def _style_banner(self) -> None:
+        dark = self.palette().color(self.backgroundRole()).lightness() < 128
+        bg, border, fg = ("#4a1f1c", "#8c3b33", "#ffd7d2") if dark else ("#fdecea", "#e0a09b", "#8a1f17")
+        self.error_banner.setStyleSheet(f"#errorBanner {{ background: {bg}; border: 1px solid {border}; "
+                                        f"border-radius: 4px; }} #errorBanner QLabel {{ color: {fg}; }}")
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt API
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange) \
+                and hasattr(self, "error_banner"):
+            self._style_banner()
+            if self.evaluation is not None and self.evaluation.get("confusion"):
+                self.results.show_evaluation(self.evaluation)
+        super().changeEvent(event)
 
     def _install_main_window_hooks(self) -> None:
         mw = self.main_window

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import QEvent, Qt, QTimer
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QGridLayout, QSizePolicy, QVBoxLayout, QWidget
 
@@ -118,9 +118,8 @@ class LivePlots(QWidget):
         super().__init__(parent)
         self.runs: list[RunCurves] = []
         self._dirty = False
-        dark = self.palette().color(QPalette.ColorRole.Window).lightness() < 128
-        self._bg = QColor("#1b1d23") if dark else QColor("#ffffff")
-        self._fg = QColor("#c8ccd4") if dark else QColor("#30343b")
+        self._bg, self._fg = self._colors()
+        self._titles: dict[pg.PlotWidget, str] = {}
 
         self.loss_plot = self._make_plot("Loss per epoch", "epoch", "loss", integer_x=True)
         self.acc_plot = self._make_plot("Accuracy per epoch", "epoch", "accuracy", integer_x=True,
@@ -146,6 +145,11 @@ class LivePlots(QWidget):
         self._timer.timeout.connect(self.redraw)
         self._timer.start()
 
+    def _colors(self) -> tuple[QColor, QColor]:
+        """(background, foreground) matching the application palette, dark or light."""
+        dark = self.palette().color(QPalette.ColorRole.Window).lightness() < 128
+        return (QColor("#1b1e23"), QColor("#c3c8d0")) if dark else (QColor("#ffffff"), QColor("#30343b"))
+
     def _make_plot(self, title: str, xlabel: str, ylabel: str, integer_x: bool = False,
                    legend_offset: tuple[int, int] = (-8, 8)) -> pg.PlotWidget:
         axes = {"bottom": IntegerAxis("bottom")} if integer_x else None
@@ -153,19 +157,45 @@ class LivePlots(QWidget):
         w.setMinimumSize(220, 150)
         w.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         item = w.getPlotItem()
+        item.getAxis("bottom").setLabel(xlabel)
+        item.getAxis("left").setLabel(ylabel)
+        item.addLegend(offset=legend_offset)
+        item.setMenuEnabled(True)
+        self._titles[w] = title
+        self._style_plot(w)
+        return w
+
+    def _style_plot(self, w: pg.PlotWidget) -> None:
         fg = self._fg.name()
-        item.setTitle(f"<span style='color:{fg};font-size:10pt;font-weight:600'>{title}</span>")
-        for side, text in (("bottom", xlabel), ("left", ylabel)):
+        w.setBackground(self._bg)
+        item = w.getPlotItem()
+        item.setTitle(f"<span style='color:{fg};font-size:10pt;font-weight:600'>{self._titles[w]}</span>")
+        for side in ("bottom", "left"):
             ax = item.getAxis(side)
             ax.setPen(pg.mkPen(self._fg))
             ax.setTextPen(pg.mkPen(self._fg))
-            ax.setLabel(text, color=fg)
+            ax.setLabel(ax.labelText, color=fg)
         item.showGrid(x=True, y=True, alpha=0.15)
-        legend = item.addLegend(offset=legend_offset, labelTextColor=fg, brush=pg.mkBrush(self._bg.red(),
-                                self._bg.green(), self._bg.blue(), 200))
-        legend.setLabelTextSize("8pt")
-        item.setMenuEnabled(True)
-        return w
+        legend = item.legend
+        if legend is not None:
+            legend.setLabelTextColor(self._fg)
+            legend.setLabelTextSize("8pt")
+            legend.setBrush(pg.mkBrush(self._bg.red(), self._bg.green(), self._bg.blue(), 210))
+            legend.setPen(pg.mkPen(self._fg.red(), self._fg.green(), self._fg.blue(), 60))
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt API
+        # Follow the editor's dark/light switch (it sets the application palette).
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+            colors = self._colors()
+            if colors != (self._bg, self._fg):
+                self._bg, self._fg = colors
+                for w in self._titles:
+                    self._style_plot(w)
+                for run in self.runs:
+                    for key in ("val_loss", "val_acc"):
+                        if key in run.curves:
+                            run.curves[key].setSymbolBrush(self._bg)
+        super().changeEvent(event)
 
     # --- runs -----------------------------------------------------------------
     def new_run(self, classification: bool, continue_from: RunCurves | None = None) -> RunCurves:

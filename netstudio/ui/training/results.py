@@ -97,7 +97,11 @@ class ImageGrid(QWidget):
             img.setStyleSheet(f"border: 2px solid {border}; border-radius: 3px; padding: 1px;")
             cap = QLabel(str(it.get("caption", "")))
             cap.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            cap.setStyleSheet("font-size: 8pt;" + ("" if ok is None else f" color: {border};"))
+            small = cap.font()
+            small.setPointSizeF(max(6.0, small.pointSizeF() * 0.85))
+            cap.setFont(small)
+            if ok is not None:  # green/red reads on both themes; other captions keep the palette colour
+                cap.setStyleSheet(f"color: {border};")
             cap.setToolTip(str(it.get("tooltip", it.get("caption", ""))))
             r, c = divmod(i, self.columns)
             self._grid.addWidget(img, 2 * r, c)
