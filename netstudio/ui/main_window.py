@@ -775,8 +775,9 @@ class MainWindow(QMainWindow):
         self.banner.setStyleSheet(f"background: {theme().banner_bg.name()}; color: {theme().banner_text.name()};"
                                   "padding: 6px; font-weight: 600;")
         for item in self.scene.items():
-            if isinstance(item, EdgeItem):
-                item.refresh_theme()
+            refresh = getattr(item, "refresh_theme", None)
+            if refresh is not None:  # items styled by pen/brush rather than paint()
+                refresh()
             item.update()
         self.view.resetCachedContent()
         self.view.viewport().update()

@@ -62,14 +62,33 @@ def format_count(n: int) -> str:
     return f"{n / 1_000_000:.2f}M".replace(".00M", "M")
 
 
-class PortItem(QGraphicsItem):
+def _port_path(kind: PortKind, r: float = PORT_R) -> QPainterPath:
+    """The port glyph centred on (0, 0): the shape tells the value kind."""
+    path = QPainterPath()
+    if kind == PortKind.TENSOR:
+        path.addEllipse(QRectF(-r, -r, 2 * r, 2 * r))
+    elif kind == PortKind.TARGET:
+        path.addPolygon(QPolygonF([QPointF(0, -r - 1), QPointF(r + 1, 0), QPointF(0, r + 1), QPointF(-r - 1, 0)]))
+        path.closeSubpath()
+    elif kind == PortKind.LOSS:
+        path.addRoundedRect(QRectF(-r + 0.5, -r + 0.5, 2 * r - 1, 2 * r - 1), 1.5, 1.5)
+    else:
+        path.addPolygon(QPolygonF([QPointF(-r + 1, -r), QPointF(r + 1, 0), QPointF(-r + 1, r)]))
+        path.closeSubpath()
+    return path
+
+
+class PortItem(QGraphicsPathItem):
     """One input or output port; its shape shows the port kind.
 
     tensor ● circle · target ◆ diamond · loss ■ square · optimizer ▶ triangle
+
+    A plain path item styled with pen and brush: no Python ``paint`` or
+    ``boundingRect`` runs per frame, which matters with thousands of ports.
     """
 
     def __init__(self, node_item: "NodeItem", port: Port, is_output: bool) -> None:
-        super().__init__(node_item)
+        super().__init__(_port_path(port.kind), node_item)
         self.node_item = node_item
         self.port = port
         self.is_output = is_output
@@ -79,6 +98,7 @@ class PortItem(QGraphicsItem):
         self.setZValue(2)
         kind = port.kind.value + (", accepts several" if port.multi else "") + (", optional" if port.optional else "")
         self.setToolTip(f"{'output' if is_output else 'input'} '{port.display}' ({kind})")
+        self.refresh_theme()
 
     @property
     def node_id(self) -> str:
@@ -92,19 +112,31 @@ class PortItem(QGraphicsItem):
     def kind(self) -> PortKind:
         return self.port.kind
 
-    def boundingRect(self) -> QRectF:
-        r = PORT_HIT_R
-        return QRectF(-r, -r, 2 * r, 2 * r)
-
-    def shape(self) -> QPainterPath:
-        path = QPainterPath()
-        path.addEllipse(QPointF(0, 0), PORT_HIT_R, PORT_HIT_R)
-        return path
-
     def set_state(self, state: str) -> None:
         if state != self.state:
             self.state = state
-            self.update()
+            self.refresh_theme()
+
+    def set_connected(self, connected: bool) -> None:
+        if connected != self.connected:
+            self.connected = connected
+            self.refresh_theme()
+
+    def refresh_theme(self) -> None:
+        t = theme()
+        color = PORT_COLORS[self.port.kind]
+        scale = 1.0
+        if self.state == "ok":
+            color, scale = t.ok, 1.4
+        elif self.state == "bad":
+            color, scale = t.error, 1.4
+        elif self.state == "hover":
+            scale = 1.3
+        filled = self.connected or self.state != "normal"
+        # an open port is a ring in its kind colour; a connected one is filled
+        self.setPen(QPen(t.node_body if filled else color, 2.0))
+        self.setBrush(QBrush(color if filled else t.node_body_alt))
+        self.setScale(scale)
 
     def hoverEnterEvent(self, event: Any) -> None:
         if self.state == "normal":
@@ -115,31 +147,6 @@ class PortItem(QGraphicsItem):
         if self.state == "hover":
             self.set_state("normal")
         super().hoverLeaveEvent(event)
-
-    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
-        t = theme()
-        color = PORT_COLORS[self.port.kind]
-        r = PORT_R
-        if self.state == "ok":
-            color, r = t.ok, PORT_R + 2
-        elif self.state == "bad":
-            color, r = t.error, PORT_R + 2
-        elif self.state == "hover":
-            r = PORT_R + 1.5
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        painter.setPen(QPen(t.node_body, 2.0))
-        painter.setBrush(QBrush(color if (self.connected or self.state != "normal") else t.node_body_alt))
-        if not (self.connected or self.state != "normal"):
-            painter.setPen(QPen(color, 2.0))
-        kind = self.port.kind
-        if kind == PortKind.TENSOR:
-            painter.drawEllipse(QPointF(0, 0), r, r)
-        elif kind == PortKind.TARGET:
-            painter.drawPolygon(QPolygonF([QPointF(0, -r - 1), QPointF(r + 1, 0), QPointF(0, r + 1), QPointF(-r - 1, 0)]))
-        elif kind == PortKind.LOSS:
-            painter.drawRoundedRect(QRectF(-r + 0.5, -r + 0.5, 2 * r - 1, 2 * r - 1), 1.5, 1.5)
-        else:
-            painter.drawPolygon(QPolygonF([QPointF(-r + 1, -r), QPointF(r + 1, 0), QPointF(-r + 1, r)]))
 
 
 class NodeItem(QGraphicsItem):
@@ -182,6 +189,7 @@ class NodeItem(QGraphicsItem):
         self.body_h = max(PAD * 2 + rows * ROW_H, 24.0)
         self.height = HEADER_H + self.body_h
         self.port_rows = port_rows
+        self._bounds = QRectF(-3, -3, self.width + 6, self.height + 8)  # incl. the drop shadow
 
         self.in_ports: dict[str, PortItem] = {}
         self.out_ports: dict[str, PortItem] = {}
@@ -202,7 +210,7 @@ class NodeItem(QGraphicsItem):
         return HEADER_H + self.body_h / 2
 
     def boundingRect(self) -> QRectF:
-        return QRectF(-3, -3, self.width + 6, self.height + 8)
+        return self._bounds
 
     def shape(self) -> QPainterPath:
         path = QPainterPath()
@@ -401,6 +409,8 @@ class EdgeLabel(QGraphicsItem):
         self.setZValue(3)
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
         self.setVisible(False)
+        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        self._bounds = QRectF()
 
     def set_text(self, text: str) -> None:
         if text == self.text:
@@ -411,11 +421,12 @@ class EdgeLabel(QGraphicsItem):
         w = fm.horizontalAdvance(text) + 10
         h = fm.height() + 3
         self._rect = QRectF(-w / 2, -h / 2, w, h) if text else QRectF()
+        self._bounds = self._rect.adjusted(-1, -1, 1, 1)
         self.setVisible(bool(text))
         self.update()
 
     def boundingRect(self) -> QRectF:
-        return self._rect.adjusted(-1, -1, 1, 1)
+        return self._bounds
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
         if not self.text:
@@ -487,6 +498,8 @@ class EdgeItem(QGraphicsPathItem):
         self.label.setPos(label_at)
 
     def set_label(self, text: str) -> None:
+        if text == self.label.text and self.toolTip():
+            return  # runs for every edge after every edit: skip the unchanged ones
         self.label.set_text(text)
         self.setToolTip(f"{self.edge.src_port} → {self.edge.dst_port}" + (f": {text}" if text else ""))
 

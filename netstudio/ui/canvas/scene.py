@@ -74,6 +74,10 @@ class NodeScene(QGraphicsScene):
         self._drag: _ConnectionDrag | None = None
         self._analysis: Analysis | None = None
         self._bulk = 0
+        # card rectangles (x0, y0, x1, y1) for edge routing: a plain dict scan is far
+        # cheaper than QGraphicsScene.items(), which calls Python boundingRect()s
+        self._rects: dict[str, tuple[float, float, float, float]] = {}
+        self._pending_routes: set[Edge] = set()
 
         # Infinite-feeling canvas: a big fixed rect gives the view room to pan.
         self.setSceneRect(-200000, -200000, 400000, 400000)
@@ -86,7 +90,7 @@ class NodeScene(QGraphicsScene):
         self._reroute_timer = QTimer(self)
         self._reroute_timer.setSingleShot(True)
         self._reroute_timer.setInterval(0)
-        self._reroute_timer.timeout.connect(self.reroute_all)
+        self._reroute_timer.timeout.connect(self.flush_routes)
 
         document.project_replaced.connect(self.rebuild)
         document.graph_event.connect(self._on_graph_event)
@@ -105,6 +109,8 @@ class NodeScene(QGraphicsScene):
         self.node_items.clear()
         self.edge_items.clear()
         self._node_edges.clear()
+        self._rects.clear()
+        self._pending_routes.clear()
         graph = self.doc.graph
         self._bulk += 1
         try:
@@ -127,6 +133,7 @@ class NodeScene(QGraphicsScene):
                 self._remove_edge_item(e)
             item = self.node_items.pop(ev.node_id, None)
             self._node_edges.pop(ev.node_id, None)
+            self._rects.pop(ev.node_id, None)
             if item is not None:
                 self.removeItem(item)
         elif k == "edge_added" and ev.edge is not None:
@@ -137,7 +144,6 @@ class NodeScene(QGraphicsScene):
             self.node_items[ev.node_id].set_params(graph.nodes[ev.node_id].params)
         elif k == "node_moved" and ev.node_id in self.node_items:
             self.node_items[ev.node_id].set_pos_from_model(graph.nodes[ev.node_id].pos)
-            self._reroute_timer.start()
         elif k == "node_renamed" and ev.node_id in self.node_items:
             self.node_items[ev.node_id].set_name(graph.nodes[ev.node_id].name)
         elif k == "reset":
@@ -151,8 +157,13 @@ class NodeScene(QGraphicsScene):
         self.node_items[nid] = item
         self._node_edges.setdefault(nid, set())
         item.set_pos_from_model(node.pos)
+        self._store_rect(item)
         self.addItem(item)
         return item
+
+    def _store_rect(self, item: NodeItem) -> None:
+        p = item.pos()
+        self._rects[item.node_id] = (p.x(), p.y(), p.x() + item.width, p.y() + item.height)
 
     def _add_edge_item(self, e: Edge) -> EdgeItem | None:
         src, dst = self.node_items.get(e.src), self.node_items.get(e.dst)
@@ -184,14 +195,13 @@ class NodeScene(QGraphicsScene):
         nid, name = port.node_id, port.name
         connected = any((e.src == nid and e.src_port == name) if port.is_output else
                         (e.dst == nid and e.dst_port == name) for e in self._node_edges.get(nid, ()))
-        if connected != port.connected:
-            port.connected = connected
-            port.update()
+        port.set_connected(connected)
 
     # ------------------------------------------------------------------
     # analysis → labels, outlines, parameter counts
     # ------------------------------------------------------------------
     def apply_analysis(self, analysis: Analysis) -> None:
+        self.flush_routes()
         self._analysis = analysis
         by_node: dict[str, list] = {}
         for p in analysis.problems:
@@ -217,21 +227,37 @@ class NodeScene(QGraphicsScene):
     # edge routing
     # ------------------------------------------------------------------
     def node_item_moved(self, item: NodeItem) -> None:
-        for e in self._node_edges.get(item.node_id, ()):
+        if item.node_id not in self.node_items:
+            return
+        self._store_rect(item)
+        edges = self._node_edges.get(item.node_id, ())
+        if item._moving_by_model:
+            # model moves come in batches (undo, auto layout): route once at the end
+            self._pending_routes.update(edges)
+            self._reroute_timer.start()
+            return
+        for e in edges:  # the user drags: follow the mouse now
             edge_item = self.edge_items.get(e)
             if edge_item is not None:
                 self._route(edge_item)
 
+    def flush_routes(self) -> None:
+        pending, self._pending_routes = self._pending_routes, set()
+        for e in pending:
+            item = self.edge_items.get(e)
+            if item is not None:
+                self._route(item)
+
     def reroute_all(self) -> None:
+        self._pending_routes.clear()
         for item in self.edge_items.values():
             self._route(item)
 
     def _route(self, item: EdgeItem) -> None:
-        path, mid = self.route(item.src.scenePos(), item.dst.scenePos(),
-                               {item.src.node_item, item.dst.node_item})
+        path, mid = self.route(item.src.scenePos(), item.dst.scenePos(), {item.edge.src, item.edge.dst})
         item.set_route(path, mid)
 
-    def route(self, p0: QPointF, p1: QPointF, exclude: Iterable[NodeItem] = ()) -> tuple[QPainterPath, QPointF]:
+    def route(self, p0: QPointF, p1: QPointF, exclude: Iterable[str] = ()) -> tuple[QPainterPath, QPointF]:
         """A smooth path from an output port to an input port, and where its label goes.
 
         A plain S-curve when nothing is in the way; otherwise the edge drops
@@ -248,9 +274,9 @@ class NodeScene(QGraphicsScene):
         k = max(24.0, dx * 0.45)
         path.cubicTo(QPointF(x0 + k, y0), QPointF(x1 - k, y1), p1)
         excluded = set(exclude)
-        span = QRectF(x0 + 6, min(y0, y1) - 400, dx - 12, abs(y1 - y0) + 800)
-        obstacles = [it.sceneBoundingRect().adjusted(-4, -4, 4, 4) for it in self.items(span)
-                     if isinstance(it, NodeItem) and it not in excluded]
+        lo, hi = x0 + 6, x1 - 6
+        obstacles = [QRectF(a - 4, b - 4, c - a + 8, d - b + 8) for nid, (a, b, c, d) in self._rects.items()
+                     if c > lo and a < hi and nid not in excluded]
         if not obstacles or not _path_hits(path, obstacles):
             return path, path.pointAtPercent(0.5)
         below = _free_lane(obstacles, max(y0, y1), +1)
