@@ -431,7 +431,7 @@ def test_load_snippets_run(compiled_models: dict[str, CompiledModel], tmp_path: 
     # without weights the file still rebuilds the architecture; load_model then needs a path
     import runpy
 
-    bare = ex.export_py(compiled, tmp_path / "bare.py", weights=False)
+    bare = ex.export_py(compiled, tmp_path / "bare.py", weights=None)
     assert not (tmp_path / "bare_weights.pt").exists()
     ns = runpy.run_path(str(bare))
     with pytest.raises(ValueError, match="pass the path of a weights file"):

@@ -519,12 +519,12 @@ def weights_path_for(py_path: PathLike) -> Path:
     return p.with_name(p.stem + "_weights.pt")
 
 
-def export_py(model: Any, path: PathLike, *, weights: PathLike | bool = True,
+def export_py(model: Any, path: PathLike, *, weights: PathLike | bool | None = True,
               example_input: torch.Tensor | None = None, title: str = "NetStudio model") -> Path:
     """Write a plain-PyTorch ``.py`` that rebuilds the model (``class Model`` + ``load_model``).
 
     The model's state_dict is saved to ``weights`` (default: ``<name>_weights.pt``
-    beside the ``.py``; ``False`` writes none) and ``load_model()`` loads it from
+    beside the ``.py``; ``None``/``False`` write none) and ``load_model()`` loads it from
     there, relative to the ``.py``. Pass the *trained* module: a TrainingPlan or
     CompiledModel carries the weights it was compiled with. The file is verified
     before it is written: rebuilt from the text, loaded with the weights and
@@ -534,8 +534,10 @@ def export_py(model: Any, path: PathLike, *, weights: PathLike | bool = True,
     p = _prepare_target(path)
     if weights is True:
         weights = weights_path_for(p)
+    elif weights is False:
+        weights = None
     weights_rel: str | None = None
-    if weights is not False:
+    if weights is not None:
         wp = Path(weights)
         if wp.resolve() == p.resolve():
             raise ExportError("The weights file must differ from the .py file")
@@ -546,7 +548,7 @@ def export_py(model: Any, path: PathLike, *, weights: PathLike | bool = True,
     else:
         x = example_input_for(model, batch=3) if _input_info(model) is not None else None
     _check_source(text, gm, x)
-    if weights is not False:
+    if weights is not None:
         state = {k: v.detach().cpu().clone() for k, v in gm.state_dict().items()}
         _atomic_write(weights, lambda tmp: torch.save(state, tmp), "Weights")
 
@@ -563,7 +565,7 @@ def export_py(model: Any, path: PathLike, *, weights: PathLike | bool = True,
 
 
 def export(fmt: str, model: Any, path: PathLike, *, project: "Project | None" = None,
-           example_input: torch.Tensor | None = None, weights: PathLike | bool = True) -> Path:
+           example_input: torch.Tensor | None = None, weights: PathLike | bool | None = True) -> Path:
     """Export in ``fmt`` (one of :data:`FORMATS`); ``weights`` only concerns ``py`` (see export_py)."""
     if fmt == "pt":
         return export_pt(model, path)
