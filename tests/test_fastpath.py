@@ -21,7 +21,7 @@ from netstudio.data import DatasetInfo, PreparedData
 from netstudio.graph.model import Graph
 from netstudio.training import TrainConfig, fit
 from netstudio.training.fastpath import (Stepper, fast_path_blocker, make_step, prepare_optimizer,
-                                         reset_for_eager)
+                                         reset_for_eager, try_capture)
 
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -41,7 +41,7 @@ def mlp_plan(optim: str = "optim.adam", lr: float = 0.01, extra: dict[str, Any] 
     d = g.add_node("data.dataset", {"source": "iris"})
     specs: list[tuple[str, dict[str, Any]]] = [("layer.linear", {"out_features": 32}), ("activation.relu", {})]
     if dropout:
-        specs.append(("layer.dropout", {"p": 0.2}))
+        specs += [("layer.batchnorm1d", {}), ("layer.dropout", {"p": 0.2})]
     specs.append(("layer.linear", {"out_features": 3}))
     node, port = d, "features"
     for type_id, params in specs:
@@ -146,6 +146,12 @@ def test_static_body_names_the_first_nan_batch() -> None:
     assert stepper.first_bad_batch()[0] == 6
 
 
+def test_static_body_with_dropout_and_batchnorm_trains_on_cpu() -> None:
+    plan = mlp_plan(dropout=True)
+    res = fit(plan, blobs(), TrainConfig(epochs=6, device="cpu", keep_best=False))
+    assert res.status == "finished" and res.history[-1]["val_accuracy"] >= 0.95
+
+
 def test_fast_path_blocker_reasons() -> None:
     model = torch.nn.Linear(2, 2)
     adam = torch.optim.Adam(model.parameters())
@@ -154,7 +160,8 @@ def test_fast_path_blocker_reasons() -> None:
     assert fast_path_blocker(**ok) is None
     assert fast_path_blocker(**{**ok, "setting": "off"}) == "turned off in the training settings"
     assert fast_path_blocker(**{**ok, "device": torch.device("cpu")}) == "needs a CUDA GPU"
-    assert fast_path_blocker(**{**ok, "resident": False}) == "the dataset is too large to keep on the GPU"
+    assert fast_path_blocker(**{**ok, "resident": False}) == \
+        "the dataset is streamed batch by batch (too large to keep on the device)"
     assert fast_path_blocker(**{**ok, "has_scheduler": True}) == \
         "a learning-rate scheduler changes the learning rate during training"
     rms = torch.optim.RMSprop(model.parameters())
@@ -168,7 +175,7 @@ def test_prepare_optimizer_picks_the_implementation() -> None:
     cpu = torch.device("cpu")
     adam = torch.optim.Adam(model.parameters())
     prepare_optimizer(adam, cpu, capture=True)
-    assert all(g["capturable"] for g in adam.param_groups) and not adam.param_groups[0]["fused"]
+    assert all(g["capturable"] for g in adam.param_groups) and adam.param_groups[0]["fused"]
     # after a failed capture: fresh state, eager implementation
     adam.state[next(model.parameters())]["step"] = torch.zeros(())
     reset_for_eager(adam, cpu)
@@ -193,6 +200,33 @@ def test_prepare_optimizer_picks_the_implementation() -> None:
             o.step()
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_try_capture_falls_back_from_fused_kernels() -> None:
+    """A capture that fails with fused optimizer kernels is retried with the multi-tensor ones."""
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.Adam(model.parameters())
+    prepare_optimizer(opt, torch.device("cpu"), capture=True)
+    assert opt.param_groups[0]["fused"] and opt.param_groups[0]["capturable"]
+
+    class FakeCapture(Stepper):
+        def __init__(self, fail: tuple[bool, ...]) -> None:
+            super().__init__(lambda x, y: (x.sum(), None), opt, torch.device("cpu"), 2, 1)
+            self.fail, self.seen = list(fail), []
+
+        def capture(self, model: torch.nn.Module, warmup_steps: int = 3) -> None:
+            self.seen.append(bool(self.optimizer.param_groups[0]["fused"]))
+            if self.fail.pop(0):
+                raise RuntimeError("operation not permitted when stream is capturing")
+
+    opt.state[next(model.parameters())]["step"] = torch.zeros(())  # as left by a warm-up
+    second = FakeCapture((True, False))
+    assert try_capture(second, model) is None
+    assert second.seen == [True, False] and len(opt.state) == 0 and opt.param_groups[0]["capturable"]
+    never = FakeCapture((True,))
+    assert try_capture(never, model) == \
+        "capture failed (RuntimeError: operation not permitted when stream is capturing)"
+    assert never.seen == [False]  # already unfused: no second attempt
 
 
 def test_cpu_run_reports_why_there_is_no_fast_path() -> None:
@@ -258,7 +292,7 @@ def test_cuda_replay_equals_static_eager_step() -> None:
         stepper = Stepper(make_step(model, plan, opt), opt, dev, 50, 10, x, y)
         if capture:
             before = [p.detach().clone() for p in model.parameters()]
-            stepper.capture(model)
+            assert try_capture(stepper, model) is None
             assert stepper.graph is not None
             # warm-up steps were undone: weights and optimizer state as before capture
             assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
@@ -277,6 +311,26 @@ def test_cuda_replay_equals_static_eager_step() -> None:
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
     for p, q in zip(pa, pb):
         assert torch.allclose(p, q, rtol=1e-5, atol=1e-6)
+
+
+@cuda_only
+@pytest.mark.parametrize("optim", ["optim.adam", "optim.adamw", "optim.sgd"])
+def test_cuda_capture_with_fused_optimizer_kernels(optim: str) -> None:
+    """The first choice: fused optimizer kernels inside the graph (try_capture's fallback is not needed)."""
+    plan = mlp_plan(optim, 0.01, {"momentum": 0.9} if optim == "optim.sgd" else {})
+    dev = torch.device("cuda", 0)
+    data = blobs()
+    model = copy.deepcopy(plan.model).to(dev)
+    opt = plan.make_optimizer(model)
+    prepare_optimizer(opt, dev, capture=True)
+    assert opt.param_groups[0]["fused"]
+    stepper = Stepper(make_step(model, plan, opt), opt, dev, 50, 10, data.train_x.to(dev), data.train_y.to(dev))
+    stepper.capture(model)  # raises if fused kernels cannot be captured
+    stepper.reset_epoch()
+    for a in range(0, 500, 50):
+        stepper.run_indices(torch.arange(a, a + 50, device=dev))
+    losses = stepper.batch_losses()
+    assert losses is not None and bool(torch.isfinite(losses).all()) and losses[-1] < losses[0]
 
 
 @cuda_only
@@ -300,3 +354,60 @@ def test_cuda_scheduler_runs_eagerly_with_a_reason() -> None:
     assert events[0]["fast_path"] is False
     assert events[0]["fast_path_reason"] == "a learning-rate scheduler changes the learning rate during training"
     assert [h["lr"] for h in res.history] == pytest.approx([0.01, 0.005])
+
+
+@cuda_only
+def test_cuda_fast_path_with_dropout_and_batchnorm() -> None:
+    """Dropout draws fresh random numbers on every replay; BatchNorm updates its running stats in place."""
+    plan = mlp_plan(dropout=True)
+    res = fit(plan, blobs(), cuda_cfg(epochs=8))
+    assert res.status == "finished", res.message
+    assert res.metrics["fast_path"] is True
+    assert res.history[-1]["val_accuracy"] >= 0.95
+    bn = next(m for m in res.model.modules() if isinstance(m, torch.nn.BatchNorm1d))
+    fresh = next(m for m in plan.model.modules() if isinstance(m, torch.nn.BatchNorm1d))
+    assert int(bn.num_batches_tracked) == 8 * 8  # 8 epochs × 8 batches (7 replays + 1 eager each)
+    assert not torch.allclose(bn.running_mean, fresh.running_mean)
+
+
+@cuda_only
+def test_cuda_streamed_dataset_trains_eagerly() -> None:
+    data = blobs()
+    streamed = PreparedData(data.info, False, train_set=torch.utils.data.TensorDataset(data.train_x, data.train_y),
+                            val_set=torch.utils.data.TensorDataset(data.val_x, data.val_y))
+    events: list[dict[str, Any]] = []
+    res = fit(mlp_plan(), streamed, cuda_cfg(epochs=6), report=events.append)
+    assert res.status == "finished", res.message
+    assert events[0]["fast_path"] is False and "streamed" in events[0]["fast_path_reason"]
+    assert res.history[-1]["val_accuracy"] >= 0.95
+
+
+@cuda_only
+@pytest.mark.parametrize("fast_path", ["auto", "off"])
+def test_cuda_out_of_memory_is_a_clear_error(fast_path: str) -> None:
+    g = Graph()
+    d = g.add_node("data.dataset", {"source": "iris"})
+    a = g.add_node("layer.linear", {"out_features": 8192})
+    b = g.add_node("layer.linear", {"out_features": 8192})
+    c = g.add_node("layer.linear", {"out_features": 3})
+    g.connect(d.id, "features", a.id, "input")
+    g.connect(a.id, "output", b.id, "input")
+    g.connect(b.id, "output", c.id, "input")
+    loss = g.add_node("loss.cross_entropy")
+    g.connect(c.id, "output", loss.id, "prediction")
+    g.connect(d.id, "target", loss.id, "target")
+    opt = g.add_node("optim.adam")
+    g.connect(loss.id, "loss", opt.id, "loss")
+    plan = build_plan(g)  # ~270 MB of weights; with gradients and Adam state ~1.1 GB
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, 600e6 / total), 0)
+    try:
+        res = fit(plan, blobs(), cuda_cfg(epochs=1, batch_size=256, fast_path=fast_path))
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, 0)
+    assert res.status == "error"
+    assert res.message == "Out of GPU memory at batch size 256: reduce the batch size or the model size"
+    assert res.traceback is not None
+    # the memory was given back: a normal run works right after
+    assert fit(mlp_plan(), blobs(), cuda_cfg(epochs=1)).status == "finished"

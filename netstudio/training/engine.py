@@ -10,7 +10,8 @@ plain dicts of Python numbers and strings (they cross threads; never tensors):
   at most ~20 per second; ``loss`` is the mean loss of the batches since the previous batch event
 * ``{"kind": "epoch", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",
   "samples_per_s"}`` — accuracies are None for regression, val values None without validation data
-* ``{"kind": "paused", "epoch", "batch"}`` / ``{"kind": "resumed", "paused_s"}``
+* ``{"kind": "paused", "epoch", "batch", "global_step"}`` (``batch``: the one that waits; ``global_step``:
+  steps done so far) / ``{"kind": "resumed", "paused_s"}``
 * ``{"kind": "end", "status": "finished"|"stopped"|"early_stopped"|"error", "message"}``
 
 Speed (measured in bench/bench_trainer.py): resident datasets stay on the
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import math
 import threading
 import time
@@ -36,7 +38,7 @@ import torch.nn as nn
 from netstudio.errors import NetStudioError, TrainingError
 from netstudio.training.config import TrainConfig
 from netstudio.training.fastpath import (Stepper, fast_path_blocker, make_step, prepare_optimizer,
-                                         reset_for_eager)
+                                         reset_for_eager, try_capture)
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -363,7 +365,7 @@ class _Trainer:
         if pe is None or not pe.is_set():
             return 0.0
         t0 = time.perf_counter()
-        self.emit({"kind": "paused", "epoch": self.epoch, "batch": batch})
+        self.emit({"kind": "paused", "epoch": self.epoch, "batch": batch, "global_step": self.global_step})
         while pe.is_set():
             if self.stop_event is not None:
                 if self.stop_event.wait(PAUSE_POLL_S):
@@ -397,7 +399,7 @@ class _Trainer:
         steps = math.ceil(n_train / bs)
         self.steps, self.n_train = steps, n_train
 
-        optimizer = plan.make_optimizer(model)
+        self.optimizer = optimizer = plan.make_optimizer(model)
         sched_info = plan.make_scheduler(optimizer, cfg.epochs, steps)
         sched, sched_every, sched_metric = sched_info if sched_info is not None else (None, "epoch", False)
 
@@ -421,11 +423,9 @@ class _Trainer:
         self.stepper = stepper
 
         if reason is None:
-            try:
-                stepper.capture(model)
-                self.fast = True
-            except Exception as exc:  # noqa: BLE001 - any capture problem just means "run eagerly"
-                reason = f"capture failed ({type(exc).__name__}: {exc})"
+            reason = try_capture(stepper, model)
+            self.fast = reason is None
+            if not self.fast:
                 reset_for_eager(optimizer, dev)
 
         task = getattr(data.info, "task", "classification")
@@ -433,7 +433,6 @@ class _Trainer:
                    "steps_per_epoch": steps, "n_train": n_train, "n_val": n_val, "task": task,
                    "fast_path": self.fast, "fast_path_reason": None if self.fast else reason})
 
-        self.optimizer = optimizer
         monitor_best = math.inf
         bad_epochs = 0
         status, message = "finished", f"Trained {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
@@ -597,6 +596,14 @@ class _Trainer:
         self.emit({"kind": "end", "status": "error", "message": message})
         return FitResult("error", message, self.history, metrics, self.best_epoch, model, trace)
 
+    def release(self) -> None:
+        """Drop every device tensor except the model's (after running out of memory)."""
+        self.stepper = None
+        self.optimizer = None
+        self.start_state = {}
+        self.best_state = None
+        gc.collect()
+
     def input_mismatch(self) -> str | None:
         """The friendly message when the dataset's features cannot be what the model was built for."""
         info = getattr(getattr(self.plan, "compiled", None), "input_info", None)
@@ -631,20 +638,21 @@ def fit(plan: Any, data: Any, config: TrainConfig, report: Report | None = None,
         return trainer.run()
     except NetStudioError as exc:
         return trainer.error(str(exc))
+    except (KeyboardInterrupt, SystemExit):
+        raise
     except BaseException as exc:  # noqa: BLE001 - the UI thread must always get a result
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
         trace = tb.format_exc()
-        if _is_oom(exc):
-            trainer.stepper = None
-            message = (f"Out of GPU memory at batch size {config.batch_size}: reduce the batch size or the "
-                       "model size")
-            result = trainer.error(message, trace)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            return result
-        if trainer.global_step == 0 and isinstance(exc, RuntimeError):
-            mismatch = trainer.input_mismatch()
-            if mismatch is not None:
-                return trainer.error(mismatch, trace)
-        return trainer.error(f"{type(exc).__name__}: {exc}", trace)
+        if not _is_oom(exc):
+            if trainer.global_step == 0 and isinstance(exc, RuntimeError):
+                mismatch = trainer.input_mismatch()
+                if mismatch is not None:
+                    return trainer.error(mismatch, trace)
+            return trainer.error(f"{type(exc).__name__}: {exc}", trace)
+    # Out of memory, handled outside the except block so that the traceback's
+    # frames (holding device tensors) are gone before the cache is emptied.
+    trainer.release()
+    result = trainer.error(f"Out of GPU memory at batch size {config.batch_size}: reduce the batch size or the "
+                           "model size", trace)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return result

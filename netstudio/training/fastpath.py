@@ -75,7 +75,7 @@ def fast_path_blocker(*, setting: str, device: torch.device, resident: bool,
     if device.type != "cuda":
         return "needs a CUDA GPU"
     if not resident:
-        return "the dataset is too large to keep on the GPU"
+        return "the dataset is streamed batch by batch (too large to keep on the device)"
     if has_scheduler:
         return "a learning-rate scheduler changes the learning rate during training"
     if type(optimizer) not in CAPTURABLE_OPTIMIZERS:
@@ -90,24 +90,23 @@ def fast_path_blocker(*, setting: str, device: torch.device, resident: bool,
 def prepare_optimizer(optimizer: torch.optim.Optimizer, device: torch.device, capture: bool) -> None:
     """Pick the optimizer implementation before its first step (state is created lazily).
 
-    Capture: Adam/AdamW must keep their step counters on the device
-    (``capturable``). Eager on CPU/CUDA: the fused kernels of SGD/Adam/AdamW do
-    the whole update in one pass; on 2 CPU cores this is ~10% of a small MLP's
-    step (see bench/README.md). Same algorithm, float-rounding differences only.
+    Where possible the fused kernels of SGD/Adam/AdamW do the whole update in
+    one pass instead of a dozen kernels (a third of a small MLP's GPU step, ~10%
+    of its step on 2 CPU cores; see bench/README.md): same algorithm, rounding
+    differences only. For capture, Adam/AdamW must also keep their step counters
+    on the device (``capturable``); fused kernels have no host synchronisation,
+    so they are capturable too.
     """
     if type(optimizer) not in CAPTURABLE_OPTIMIZERS:
         return
     groups = optimizer.param_groups
-    if capture:
-        if isinstance(optimizer, torch.optim.Adam):  # AdamW is a subclass
-            for g in groups:
-                g["capturable"] = True
-            optimizer.defaults["capturable"] = True
-        return
+    if capture and isinstance(optimizer, torch.optim.Adam):  # AdamW is a subclass
+        for g in groups:
+            g["capturable"] = True
+        optimizer.defaults["capturable"] = True
     if device.type not in ("cpu", "cuda"):
         return
-    if any(g.get("fused") or g.get("foreach") or g.get("differentiable") or g.get("capturable")
-           for g in groups):
+    if any(g.get("fused") or g.get("foreach") or g.get("differentiable") for g in groups):
         return  # the node asked for a specific implementation: keep it
     params = [p for g in groups for p in g["params"]]
     if not params or not all(p.is_floating_point() and p.device.type == device.type for p in params):
@@ -115,6 +114,31 @@ def prepare_optimizer(optimizer: torch.optim.Optimizer, device: torch.device, ca
     for g in groups:
         g["fused"] = True
     optimizer.defaults["fused"] = True
+
+
+def try_capture(stepper: "Stepper", model: nn.Module) -> str | None:
+    """Capture the training step; None on success, else why it could not be captured.
+
+    Tries the fused optimizer kernels first (fewest kernels per replay), then
+    the multi-tensor ones that PyTorch's CUDA-graph recipe uses.
+    """
+    opt = stepper.optimizer
+    try:
+        stepper.capture(model)
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means: try the next way, or run eagerly
+        why = f"capture failed ({type(exc).__name__}: {exc})"
+    if not any(g.get("fused") for g in opt.param_groups):
+        return why
+    opt.state.clear()
+    for g in opt.param_groups:
+        g["fused"] = False
+    opt.defaults["fused"] = False
+    try:
+        stepper.capture(model)
+        return None
+    except Exception as exc:  # noqa: BLE001
+        return f"capture failed ({type(exc).__name__}: {exc})"
 
 
 def reset_for_eager(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
