@@ -40,9 +40,9 @@ class ModelSummary(QWidget):
         self.table.setAlternatingRowColors(True)
         self.table.setShowGrid(False)
         h = self.table.horizontalHeader()
-        h.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for col in (1, 2, 3):
+        for col in (0, 1, 2):  # names and shapes matter most: never elide them
             h.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        h.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
         self.total = QLabel(layers)
         lay = QVBoxLayout(layers)
         lay.setContentsMargins(0, 0, 0, 0)

@@ -325,6 +325,15 @@ class NodeItem(QGraphicsItem):
             painter.drawRoundedRect(rect.adjusted(3, 3, -3, -3), RADIUS - 2, RADIUS - 2)
 
         if lod < LOD_TEXT:
+            if lod >= 0.12:  # overview: one big type title, readable when zoomed far out
+                fit = 10.0 * (self.width - 12) / max(QFontMetricsF(_font(10.0, bold=True))
+                                                     .horizontalAdvance(self.nt.title), 1.0)
+                f = _font(max(4.0, min(8.0 / lod, self.body_h * 0.5, fit)), bold=True)
+                painter.setFont(f)
+                painter.setPen(t.text)
+                painter.drawText(QRectF(4, HEADER_H, self.width - 8, self.body_h), Qt.AlignmentFlag.AlignCenter,
+                                 QFontMetricsF(f).elidedText(self.nt.title, Qt.TextElideMode.ElideRight,
+                                                             self.width - 8))
             return
 
         # header text: type title bold, node name to the right
@@ -373,6 +382,16 @@ class NodeItem(QGraphicsItem):
         text_w = self.width - 24
         painter.setFont(BODY_FONT)
         bfm = QFontMetricsF(BODY_FONT)
+        if not self.info_rows and not self.show_port_labels and self.nt.description:
+            # parameterless cards (activations) show their formula instead of an empty body
+            f = _font(8.5)
+            f.setItalic(True)
+            painter.setFont(f)
+            painter.setPen(t.text_muted)
+            text = self.nt.description.split(";")[0].rstrip(".")
+            painter.drawText(QRectF(12, HEADER_H, text_w, self.body_h), Qt.AlignmentFlag.AlignCenter,
+                             QFontMetricsF(f).elidedText(text, Qt.TextElideMode.ElideRight, text_w))
+            return
         if not self.show_port_labels and self.info_rows:
             y = HEADER_H + (self.body_h - self.info_rows * ROW_H) / 2
         for label, value in self.props:
