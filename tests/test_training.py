@@ -536,6 +536,15 @@ def test_exception_in_the_loop_becomes_an_error_result() -> None:
     assert rec.kinds("end")[0] == {"kind": "end", "status": "error", "message": res.message}
 
 
+def test_failing_report_callback_becomes_an_error_result() -> None:
+    def listener(e: dict[str, Any]) -> None:
+        if e["kind"] == "epoch":
+            raise KeyError("the UI went away")
+
+    res = fit(classifier_plan(), blobs(), cfg(), report=listener)
+    assert res.status == "error" and res.message == "KeyError: 'the UI went away'"
+
+
 def test_features_that_do_not_fit_the_model() -> None:
     plan = classifier_plan()  # built for iris: 4 features
     res = fit(plan, blobs(n_features=6), cfg())

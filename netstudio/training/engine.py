@@ -498,7 +498,9 @@ class _Trainer:
                     break
                 self._check_stop()
         except _Stop:
-            return self._finish("stopped", f"Stopped by the user during epoch {self.epoch}", keep_best=False)
+            done = len(self.history)
+            message = f"Stopped by the user after {done} complete epoch{'s' if done != 1 else ''}"
+            return self._finish("stopped", message, keep_best=False)
         return self._finish(status, message, keep_best=True)
 
     def _train_epoch(self, items: Any, batch_sched: Any) -> bool:
@@ -508,41 +510,46 @@ class _Trainer:
         total_samples = self.config.epochs * self.n_train
         last_report = seg_start = time.perf_counter()
         last_loss, last_samples, last_active = 0.0, 0, self.train_active
-        for item in items:
-            self._check_stop()
-            if self.pause_event is not None and self.pause_event.is_set():
-                self.train_active += time.perf_counter() - seg_start
-                self._wait_if_paused(stepper.batches + 1)
+        try:
+            for item in items:
                 self._check_stop()
-                seg_start = last_report = time.perf_counter()
-                last_active = self.train_active
-                last_loss, last_samples = stepper.totals()[0], stepper.samples
-            if resident:
-                stepper.run_indices(item)
-            else:
-                stepper.run_tensors(item[0].to(dev, non_blocking=True), item[1].to(dev, non_blocking=True))
-            if batch_sched is not None:
-                batch_sched.step()
-            self.global_step += 1
-            if time.perf_counter() - last_report < REPORT_INTERVAL_S:
-                continue
-            loss_total, _ = stepper.totals()   # the only synchronisation, ~20 times a second
-            now = time.perf_counter()
-            self.train_active += now - seg_start
-            seg_start = last_report = now
-            if not math.isfinite(loss_total):
-                return False
-            stepper.mark_finite()
-            done = self.samples_done + stepper.samples
-            seg_n = stepper.samples - last_samples
-            rate = done / max(self.train_active, 1e-9)
-            self.emit({"kind": "batch", "epoch": self.epoch, "batch": stepper.batches, "n_batches": self.steps,
-                       "loss": (loss_total - last_loss) / max(seg_n, 1),
-                       "samples_per_s": seg_n / max(self.train_active - last_active, 1e-9),
-                       "eta_s": (total_samples - done) / rate if rate > 0 else None,
-                       "global_step": self.global_step})
-            last_loss, last_samples, last_active = loss_total, stepper.samples, self.train_active
-        self.train_active += time.perf_counter() - seg_start
+                if self.pause_event is not None and self.pause_event.is_set():
+                    self.train_active += time.perf_counter() - seg_start
+                    self._wait_if_paused(stepper.batches + 1)
+                    seg_start = last_report = time.perf_counter()
+                    self._check_stop()
+                    last_active = self.train_active
+                    last_loss, last_samples = stepper.totals()[0], stepper.samples
+                if resident:
+                    stepper.run_indices(item)
+                else:
+                    stepper.run_tensors(item[0].to(dev, non_blocking=True), item[1].to(dev, non_blocking=True))
+                if batch_sched is not None:
+                    batch_sched.step()
+                self.global_step += 1
+                if time.perf_counter() - last_report < REPORT_INTERVAL_S:
+                    continue
+                loss_total, _ = stepper.totals()   # the only synchronisation, ~20 times a second
+                now = time.perf_counter()
+                self.train_active += now - seg_start
+                seg_start = last_report = now
+                if not math.isfinite(loss_total):
+                    return False
+                stepper.mark_finite()
+                done = self.samples_done + stepper.samples
+                seg_n = stepper.samples - last_samples
+                rate = done / max(self.train_active, 1e-9)
+                self.emit({"kind": "batch", "epoch": self.epoch, "batch": stepper.batches, "n_batches": self.steps,
+                           "loss": (loss_total - last_loss) / max(seg_n, 1),
+                           "samples_per_s": seg_n / max(self.train_active - last_active, 1e-9),
+                           "eta_s": (total_samples - done) / rate if rate > 0 else None,
+                           "global_step": self.global_step})
+                last_loss, last_samples, last_active = loss_total, stepper.samples, self.train_active
+        except _Stop:
+            self.samples_done += stepper.samples  # the partial epoch counts for the throughput
+            raise
+        finally:
+            self.train_active += time.perf_counter() - seg_start
         return True
 
     # --- endings ------------------------------------------------------------------
@@ -593,7 +600,10 @@ class _Trainer:
             model = self._cpu_model()
         except Exception:  # noqa: BLE001 - a broken device must not hide the original error
             model = None
-        self.emit({"kind": "end", "status": "error", "message": message})
+        try:
+            self.emit({"kind": "end", "status": "error", "message": message})
+        except Exception:  # noqa: BLE001 - the listener itself may be what failed
+            pass
         return FitResult("error", message, self.history, metrics, self.best_epoch, model, trace)
 
     def release(self) -> None:
