@@ -93,6 +93,7 @@ def layered_layout(nodes: Sequence[str], edges: Sequence[EdgeRec], sizes: Mappin
         is_dummy[n] = False
     segs: list[_Seg] = []
     dummy_count = 0
+    hint = dict(order_hint or {})
     for s, sp, d, dp in edges:
         if s not in layer or d not in layer:
             continue
@@ -102,6 +103,7 @@ def layered_layout(nodes: Sequence[str], edges: Sequence[EdgeRec], sizes: Mappin
             dummy_count += 1
             dummy = f"\0dummy{dummy_count}"
             is_dummy[dummy] = True
+            hint[dummy] = hint.get(s, 0.0)  # start next to where its source is
             members[lay].append(dummy)
             segs.append(_Seg(prev, prev_port, dummy, None))
             prev, prev_port = dummy, None
@@ -123,10 +125,10 @@ def layered_layout(nodes: Sequence[str], edges: Sequence[EdgeRec], sizes: Mappin
         seg_out.setdefault(sg.src, []).append(sg)
 
     # --- ordering ------------------------------------------------------------------
-    hint = dict(order_hint or {})
     rank_in_input = {n: i for i, n in enumerate(nodes)}
     for lay in members:
-        lay.sort(key=lambda n: (hint.get(n, 0.0), rank_in_input.get(n, 0)))
+        # real nodes before dummies on ties, so long edges take the outer lanes
+        lay.sort(key=lambda n: (hint.get(n, 0.0), is_dummy[n], rank_in_input.get(n, 0)))
     pos: dict[str, float] = {}
 
     def reindex(lay: list[str]) -> None:

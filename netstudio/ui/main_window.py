@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import traceback
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -236,9 +237,11 @@ class MainWindow(QMainWindow):
 
     # --- dialogs (replaced in tests) --------------------------------------------
     def show_error(self, title: str, text: str, details: str | None = None) -> None:
+        if not details:
+            QMessageBox.critical(self, title, text)
+            return
         box = QMessageBox(QMessageBox.Icon.Critical, title, text, QMessageBox.StandardButton.Ok, self)
-        if details:
-            box.setDetailedText(details)
+        box.setDetailedText(details)
         box.exec()
 
     def ask_save_changes(self) -> QMessageBox.StandardButton:
@@ -253,7 +256,10 @@ class MainWindow(QMainWindow):
         return path or None
 
     def ask_save_path(self) -> str | None:
-        suggested = str(Path(self._dialog_dir()) / f"{self.display_name()}{SUFFIX}")
+        p = self._doc.project
+        stem = p.path.stem if p.path is not None else (re.sub(r"[^\w\-]+", "_", self.display_name()).strip("_")
+                                                       or "untitled")
+        suggested = str(Path(self._dialog_dir()) / f"{stem}{SUFFIX}")
         path, _ = QFileDialog.getSaveFileName(self, "Save project", suggested,
                                               f"NetStudio projects (*{SUFFIX})")
         return path or None
@@ -424,10 +430,11 @@ class MainWindow(QMainWindow):
     # title, status
     # ======================================================================
     def display_name(self) -> str:
+        """The project's name, or its file name when it has none."""
         p = self._doc.project
-        if p.path is not None:
-            return p.path.stem
-        return p.name or "Untitled"
+        if p.name and p.name != "Untitled":
+            return p.name
+        return p.path.stem if p.path is not None else "Untitled"
 
     def window_title(self) -> str:
         return f"{self.display_name()}{'*' if self._doc.modified else ''} — NetStudio"
@@ -523,12 +530,13 @@ class MainWindow(QMainWindow):
 
     def _save_to(self, target: Path) -> bool:
         p = self._doc.project
-        old_path = p.path
+        old_path, old_name = p.path, p.name
         if p.name in ("", "Untitled") or (old_path is not None and p.name == old_path.stem):
             p.name = target.stem
         try:
             save_project(p, target)
         except NetStudioError as e:
+            p.name = old_name
             self.show_error("Cannot save project", str(e))
             return False
         self.recovery.discard(old_path)
