@@ -14,7 +14,7 @@ from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QValidator
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QFrame, QHBoxLayout,
+from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QFrame, QHBoxLayout,
                                QLabel, QLineEdit, QMenu, QScrollArea, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from netstudio.compiler.shapes import Analysis
@@ -315,8 +315,11 @@ class Inspector(QWidget):
             node_id = None
         if node_id == self.node_id and node_id is not None:
             return
-        self.node_id = node_id
+        focused = QApplication.focusWidget()
+        if focused is not None and self.form_host.isAncestorOf(focused):
+            focused.clearFocus()  # finish a half-typed value: it belongs to the node shown so far
         self._clear_form()
+        self.node_id = node_id
         if node_id is None:
             self.title.hide()
             self.description.hide()
@@ -342,6 +345,15 @@ class Inspector(QWidget):
         self._on_analysis(self.doc.analysis())
 
     def _clear_form(self) -> None:
+        # A focused field emits editingFinished while it is destroyed; by then the
+        # inspector may show another node, so silence the old widgets first.
+        for ed in self.editors.values():
+            ed.blockSignals(True)
+            ed.widget.blockSignals(True)
+        if self.name_edit is not None:
+            self.name_edit.blockSignals(True)
+            self.name_edit = None
+            self.name_error = None
         # removeRow deletes the row widgets, so forget our references first
         self.editors.clear()
         self.errors.clear()

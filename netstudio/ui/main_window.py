@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from PySide6.QtCore import QPointF, QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QGuiApplication, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QGuiApplication, QKeySequence, QPalette
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMenu, QMessageBox,
                                QToolBar, QVBoxLayout, QWidget)
 
@@ -447,12 +447,15 @@ class MainWindow(QMainWindow):
         errors = an.errors()
         model_errors = an.errors("model")
         if not errors:
-            self.status_shapes.setText("✔ Ready to train")
-            self.status_shapes.setStyleSheet(f"color: {theme().ok.name()};")
+            text, color = "✔ Ready to train", theme().ok
         else:
             what = "model" if model_errors else "training setup"
-            self.status_shapes.setText(f"✖ {len(errors)} problem{'s' if len(errors) != 1 else ''} in the {what}")
-            self.status_shapes.setStyleSheet(f"color: {theme().error.name()};")
+            text, color = f"✖ {len(errors)} problem{'s' if len(errors) != 1 else ''} in the {what}", theme().error
+        self.status_shapes.setText(text)
+        pal = self.status_shapes.palette()
+        if pal.color(QPalette.ColorRole.WindowText) != color:  # palette, not a style sheet: cheap per edit
+            pal.setColor(QPalette.ColorRole.WindowText, color)
+            self.status_shapes.setPalette(pal)
         if not self.summary._stale:
             self.status_params.setText(f"{self.summary.total_params:,} parameters")
         self.status_zoom.setText(f"{round(self.view.zoom() * 100)}%")

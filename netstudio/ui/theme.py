@@ -153,7 +153,10 @@ def apply_theme(mode: str = "system") -> Theme:
     _current = resolve_mode(mode)
     app = QApplication.instance()
     if isinstance(app, QApplication):
-        app.setStyle("Fusion")
+        # Replacing the application style deletes the old QStyle, which widgets with
+        # style sheets still point to: set it once, then only swap palettes.
+        if app.style().name().lower() != "fusion":
+            app.setStyle("Fusion")
         app.setPalette(make_palette(_current))
     return _current
 

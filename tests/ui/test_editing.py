@@ -286,3 +286,22 @@ def test_seed_lenet_on_28x28_shows_the_mismatch_and_the_hint_fixes_it(window: An
     # undo brings the mismatch back
     window.document.undo()
     assert [q.message for q in window.problems.problems] == [p.message]
+
+
+def test_a_half_typed_value_goes_to_its_own_node_when_the_selection_changes(window: Any, qtbot: Any) -> None:
+    ids = build_mlp(window)
+    window.activateWindow()
+    window.select_node(ids["fc1"])
+    spin = window.inspector.editor("out_features").widget
+    spin.setFocus()
+    qtbot.waitUntil(spin.hasFocus, timeout=3000)
+    spin.lineEdit().selectAll()
+    QTest.keyClicks(spin.lineEdit(), "77")
+    n = window.document.undo_stack.count()
+    window.select_node(ids["fc2"])  # e.g. a click in the Problems panel
+    g = window.document.graph
+    assert g.nodes[ids["fc1"]].params["out_features"] == 77
+    assert g.nodes[ids["fc2"]].params["out_features"] == 10
+    assert window.document.undo_stack.count() == n + 1
+    assert window.inspector.node_id == ids["fc2"]
+    assert window.inspector.editor("out_features").widget.value() == 10
