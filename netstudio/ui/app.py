@@ -59,15 +59,18 @@ def run_app(path: str | None = None) -> int:
     """Open the main window (``path`` or the MNIST sample) and run the event loop."""
     app = create_application()
     _install_excepthook(app)
-    window = MainWindow(path)
+    # The window comes first; torch (several seconds to import) loads once it is visible.
+    window = MainWindow(path, training=False)
     window.show()
-    app.processEvents()  # paint the window before the slow imports below
+    app.processEvents()
     window.status("Loading PyTorch…", 0)
     app.processEvents()
     # PySide6's import hook can crash when a module is first imported inside a
-    # QThread; load dynamo (which training uses) here, on the main thread.
+    # QThread; load dynamo (which training uses) here, on the main thread,
+    # before the training dock could start its worker thread.
     import torch._dynamo  # noqa: F401
 
+    window.install_training_dock()
     window.scene.update_param_counts()
     window.status("Ready", 3000)
     return int(app.exec())

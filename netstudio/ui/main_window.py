@@ -152,25 +152,14 @@ class MainWindow(QMainWindow):
         else:
             self.resize(1480, 920)
 
-        # The training dock is developed separately and optional until it lands.
-        self.training_dock: QDockWidget | None = None
-        if training:
-            try:
-                from netstudio.ui.training import TrainingDock
-            except ImportError:
-                TrainingDock = None  # noqa: N806
-            if TrainingDock is not None:
-                dock = TrainingDock(self)
-                dock.setObjectName(dock.objectName() or "trainingDock")
-                self.add_dock(dock, Qt.DockWidgetArea.BottomDockWidgetArea)
-                self.tabifyDockWidget(self.problems_dock, dock)
-                self.problems_dock.raise_()
-                self.training_dock = dock
-                self._default_dock_sizes()
-
         state = settings.value("window/state")
+        self._saved_state = state
         self._state_restored = state is not None and bool(self.restoreState(state))
         self._shown_once = False
+
+        self.training_dock: QDockWidget | None = None
+        if training:
+            self.install_training_dock()
 
         # --- initial project -----------------------------------------------------------------
         if project is None:
@@ -203,6 +192,28 @@ class MainWindow(QMainWindow):
             dock.setObjectName(f"dock{len(self.findChildren(QDockWidget))}")
         self.addDockWidget(area, dock)
         self.panels_menu.addAction(dock.toggleViewAction())
+
+    def install_training_dock(self) -> QDockWidget | None:
+        """Add the Training dock if that package is installed (run_app calls this after
+        the window is shown, because the dock imports torch)."""
+        if self.training_dock is not None:
+            return self.training_dock
+        # The training dock is developed separately and optional until it lands.
+        try:
+            from netstudio.ui.training import TrainingDock
+        except ImportError:
+            return None
+        dock = TrainingDock(self)
+        dock.setObjectName(dock.objectName() or "trainingDock")
+        self.add_dock(dock, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.problems_dock, dock)
+        self.problems_dock.raise_()
+        self.training_dock = dock
+        if self._saved_state is not None:
+            self.restoreState(self._saved_state)  # now including where the user put this dock
+        else:
+            self._default_dock_sizes()
+        return dock
 
     def set_editing_locked(self, locked: bool) -> None:
         """Make the graph read-only while training, with a banner saying so."""

@@ -118,3 +118,26 @@ def test_canvas_context_menus_offer_the_right_actions(window: Any) -> None:
     window.set_editing_locked(False)
     assert isinstance(window.scene.node_items[a], NodeItem)
     assert view_point(window, window.scene.node_items[a].pos()) is not None
+
+
+def test_excepthook_shows_unexpected_errors_and_keeps_running(qapp: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from PySide6.QtWidgets import QMessageBox
+
+    from netstudio.ui import app as app_module
+
+    shown: list[tuple[str, str]] = []
+    monkeypatch.setattr(QMessageBox, "exec", lambda self: shown.append((self.text(), self.detailedText())) or 0)
+    old = sys.excepthook
+    try:
+        app_module._install_excepthook(qapp)
+        try:
+            raise ValueError("slot went wrong")
+        except ValueError:
+            sys.excepthook(*sys.exc_info())
+    finally:
+        sys.excepthook = old
+    assert len(shown) == 1
+    assert "slot went wrong" in shown[0][0] and "kept running" in shown[0][0]
+    assert "ValueError: slot went wrong" in shown[0][1]
