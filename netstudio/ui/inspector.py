@@ -122,34 +122,34 @@ class ParamEditor(QWidget):
     def _make_widget(self) -> QWidget:
         s = self.spec
         if s.kind == "int":
-            w = QSpinBox(self)
-            w.setRange(int(max(s.min, -INT_LIMIT)) if s.min is not None else -INT_LIMIT,
+            spin = QSpinBox(self)
+            spin.setRange(int(max(s.min, -INT_LIMIT)) if s.min is not None else -INT_LIMIT,
                        int(min(s.max, INT_LIMIT)) if s.max is not None else INT_LIMIT)
-            w.setSingleStep(int(s.step or 1))
-            w.setKeyboardTracking(False)  # commit on Enter/focus-out/arrows, not per keystroke
-            w.valueChanged.connect(lambda v: self._commit(int(v)))
-            return w
+            spin.setSingleStep(int(s.step or 1))
+            spin.setKeyboardTracking(False)  # commit on Enter/focus-out/arrows, not per keystroke
+            spin.valueChanged.connect(lambda v: self._commit(int(v)))
+            return spin
         if s.kind == "float":
-            w = FloatSpinBox(s.log_scale, self)
-            w.setRange(s.min if s.min is not None else -1e12, s.max if s.max is not None else 1e12)
-            w.setSingleStep(float(s.step or 0.1))
-            w.setKeyboardTracking(False)
-            w.valueChanged.connect(lambda v: self._commit(float(v)))
-            return w
+            fspin = FloatSpinBox(s.log_scale, self)
+            fspin.setRange(s.min if s.min is not None else -1e12, s.max if s.max is not None else 1e12)
+            fspin.setSingleStep(float(s.step or 0.1))
+            fspin.setKeyboardTracking(False)
+            fspin.valueChanged.connect(lambda v: self._commit(float(v)))
+            return fspin
         if s.kind == "bool":
-            w = QCheckBox(self)
-            w.toggled.connect(lambda b: self._commit(bool(b)))
-            return w
+            check = QCheckBox(self)
+            check.toggled.connect(lambda b: self._commit(bool(b)))
+            return check
         if s.kind == "choice":
-            w = QComboBox(self)
-            w.addItems(list(s.choices))
-            w.activated.connect(lambda i: self._commit(s.choices[i]))
-            return w
-        w = QLineEdit(self)
+            combo = QComboBox(self)
+            combo.addItems(list(s.choices))
+            combo.activated.connect(lambda i: self._commit(s.choices[i]))
+            return combo
+        line = QLineEdit(self)
         if s.kind == "ints":
-            w.setPlaceholderText("e.g. 3, 3")
-        w.editingFinished.connect(lambda: self._commit(w.text()))
-        return w
+            line.setPlaceholderText("e.g. 3, 3")
+        line.editingFinished.connect(lambda: self._commit(line.text()))
+        return line
 
     # --- value in/out ---------------------------------------------------------
     def set_value(self, value: Any) -> None:
@@ -251,15 +251,15 @@ class Inspector(QWidget):
         self.errors: dict[str, QLabel] = {}
         self._rows: dict[str, int] = {}
 
-        self.scroll = QScrollArea(self)
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll_area = QScrollArea(self)  # not 'scroll': that is QWidget.scroll()
+        self.scroll_area.setWidgetResizable(True)
+        self.scroll_area.setFrameShape(QFrame.Shape.NoFrame)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(self.scroll)
+        outer.addWidget(self.scroll_area)
 
         self.body = QWidget()
-        self.scroll.setWidget(self.body)
+        self.scroll_area.setWidget(self.body)
         self.vbox = QVBoxLayout(self.body)
         self.vbox.setContentsMargins(10, 10, 10, 10)
         self.vbox.setSpacing(8)

@@ -98,13 +98,14 @@ def layered_layout(nodes: Sequence[str], edges: Sequence[EdgeRec], sizes: Mappin
         if s not in layer or d not in layer:
             continue
         ls, ld = layer[s], layer[d]
-        prev, prev_port = s, sp
-        for lay in range(ls + 1, ld):
+        prev: str = s
+        prev_port: str | None = sp
+        for li in range(ls + 1, ld):
             dummy_count += 1
             dummy = f"\0dummy{dummy_count}"
             is_dummy[dummy] = True
             hint[dummy] = hint.get(s, 0.0)  # start next to where its source is
-            members[lay].append(dummy)
+            members[li].append(dummy)
             segs.append(_Seg(prev, prev_port, dummy, None))
             prev, prev_port = dummy, None
         segs.append(_Seg(prev, prev_port, d, dp))

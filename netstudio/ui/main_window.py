@@ -113,11 +113,11 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
 
         # --- panels -------------------------------------------------------------------
-        self.palette = PaletteWidget()
+        self.palette_panel = PaletteWidget()  # not 'palette': that is QWidget.palette()
         self.inspector = Inspector(self._doc)
         self.problems = ProblemsPanel(self._doc)
         self.summary = ModelSummary(self._doc, self.scene.param_counter)
-        self.palette_dock = self._make_dock("Nodes", "paletteDock", self.palette)
+        self.palette_dock = self._make_dock("Nodes", "paletteDock", self.palette_panel)
         self.inspector_dock = self._make_dock("Inspector", "inspectorDock", self.inspector)
         self.problems_dock = self._make_dock("Problems", "problemsDock", self.problems)
         self.summary_dock = self._make_dock("Model", "modelDock", self.summary)
@@ -219,7 +219,7 @@ class MainWindow(QMainWindow):
         """Make the graph read-only while training, with a banner saying so."""
         self._doc.set_locked(locked)
         self.banner.setVisible(locked)
-        self.palette.setEnabled(not locked)
+        self.palette_panel.setEnabled(not locked)
         for act in self._edit_actions:
             act.setEnabled(not locked)
         self._update_undo_actions()
@@ -417,7 +417,7 @@ class MainWindow(QMainWindow):
         self.inspector.message.connect(self.status)
         self.problems.message.connect(self.status)
         self.problems.node_activated.connect(self.select_node)
-        self.palette.add_requested.connect(self._add_from_palette)
+        self.palette_panel.add_requested.connect(self._add_from_palette)
         self.view.context_menu_provider = self._context_menu
         self.summary.updated.connect(self._update_status)
         hints = QGuiApplication.styleHints()
@@ -564,9 +564,9 @@ class MainWindow(QMainWindow):
     # --- recent files ----------------------------------------------------------------
     def recent_files(self) -> list[str]:
         value = QSettings().value("recent_files", [])
-        if isinstance(value, str):
+        if isinstance(value, str):  # QSettings returns a lone string for one-item lists
             value = [value]
-        return [str(v) for v in (value or [])]
+        return [str(v) for v in value] if isinstance(value, (list, tuple)) else []
 
     def add_recent(self, path: Path | str | None) -> None:
         if path is None:
@@ -803,7 +803,7 @@ class MainWindow(QMainWindow):
             item.update()
         self.view.resetCachedContent()
         self.view.viewport().update()
-        self.palette.populate()
+        self.palette_panel.populate()
         self.problems.set_analysis(self._doc.analysis())
         self._update_status()
         if persist:

@@ -124,6 +124,7 @@ class PaletteWidget(QWidget):
             any_visible = False
             for i in range(top.childCount()):
                 child = top.child(i)
+                assert child is not None
                 visible = child.data(0, TYPE_ROLE) in matches
                 child.setHidden(not visible)
                 any_visible |= visible
@@ -132,7 +133,12 @@ class PaletteWidget(QWidget):
                 top.setExpanded(True)
 
     def visible_type_ids(self) -> list[str]:
-        return [tid for tid, it in self.type_items.items() if not it.isHidden() and not it.parent().isHidden()]
+        out = []
+        for tid, it in self.type_items.items():
+            parent = it.parent()
+            if not it.isHidden() and parent is not None and not parent.isHidden():
+                out.append(tid)
+        return out
 
     def _activated(self, item: QTreeWidgetItem, column: int) -> None:
         type_id = item.data(0, TYPE_ROLE)

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import QCoreApplication, QEventLoop, QTimer
-from PySide6.QtWidgets import QApplication
 
 
 def _wait(ms: int) -> None:

@@ -129,4 +129,5 @@ class ModelSummary(QWidget):
         self.updated.emit()
 
     def row_texts(self) -> list[list[str]]:
-        return [[self.table.item(r, c).text() for c in range(4)] for r in range(self.table.rowCount())]
+        return [[(it.text() if (it := self.table.item(r, c)) is not None else "") for c in range(4)]
+                for r in range(self.table.rowCount())]

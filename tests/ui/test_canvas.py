@@ -24,7 +24,7 @@ def _drop(window: Any, mime: QMimeData, at: QPoint) -> QDropEvent:
 
 
 def test_palette_is_generated_from_the_catalog_and_filters(window: Any) -> None:
-    pal = window.palette
+    pal = window.palette_panel
     by_cat = CATALOG.by_category()
     for cat, types in by_cat.items():
         if types:
@@ -42,8 +42,8 @@ def test_palette_is_generated_from_the_catalog_and_filters(window: Any) -> None:
 
 
 def test_drop_palette_item_creates_node_at_drop_position(window: Any) -> None:
-    item = window.palette.type_items["layer.conv2d"]
-    mime = window.palette.tree.mimeData([item])
+    item = window.palette_panel.type_items["layer.conv2d"]
+    mime = window.palette_panel.tree.mimeData([item])
     assert bytes(mime.data(NODE_MIME).data()) == b"layer.conv2d"
     at = QPoint(300, 200)
     ev = _drop(window, mime, at)

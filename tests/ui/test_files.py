@@ -192,7 +192,7 @@ def test_editing_lock_makes_the_graph_read_only(window: Any) -> None:
     window.select_node(ids["fc1"])
     assert not window.inspector.form_host.isEnabled()
     assert not window.act_delete.isEnabled() and not window.act_undo.isEnabled()
-    assert not window.palette.isEnabled()
+    assert not window.palette_panel.isEnabled()
     assert not window.scene.node_items[ids["fc1"]].flags() & window.scene.node_items[ids["fc1"]].GraphicsItemFlag.ItemIsMovable
     mime = QMimeData()
     mime.setData(NODE_MIME, b"layer.linear")

@@ -18,7 +18,7 @@ from PySide6.QtGui import QPainterPath
 from PySide6.QtWidgets import QGraphicsScene, QGraphicsSceneMouseEvent
 
 from netstudio.compiler.shapes import Analysis
-from netstudio.errors import NetStudioError
+from netstudio.errors import NetStudioError, Problem
 from netstudio.graph.commands import Connect, MoveNodes
 from netstudio.graph.model import Edge, GraphEvent
 from netstudio.nodes.base import TensorInfo
@@ -203,7 +203,7 @@ class NodeScene(QGraphicsScene):
     def apply_analysis(self, analysis: Analysis) -> None:
         self.flush_routes()
         self._analysis = analysis
-        by_node: dict[str, list] = {}
+        by_node: dict[str, list[Problem]] = {}
         for p in analysis.problems:
             if p.node_id is not None:
                 by_node.setdefault(p.node_id, []).append(p)
@@ -211,8 +211,8 @@ class NodeScene(QGraphicsScene):
             item.set_problems(by_node.get(nid, []))
             if item.has_detail:
                 item.set_detail(_dataset_detail(analysis, nid))
-        for e, item in self.edge_items.items():
-            item.set_label(edge_label_text(analysis, e))
+        for e, edge_item in self.edge_items.items():
+            edge_item.set_label(edge_label_text(analysis, e))
         self._count_timer.start()
 
     def update_param_counts(self) -> None:

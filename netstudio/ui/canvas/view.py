@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from PySide6.QtCore import QLineF, QPoint, QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QLineF, QPoint, QPointF, QRect, QRectF, Qt, Signal
 from PySide6.QtGui import (QContextMenuEvent, QCursor, QDragEnterEvent, QDragMoveEvent, QDropEvent, QFont,
                            QKeyEvent, QMouseEvent, QPainter, QPen, QWheelEvent)
 from PySide6.QtWidgets import QGraphicsView, QMenu, QWidget
@@ -242,7 +242,7 @@ class NodeView(QGraphicsView):
         if self.context_menu_provider is None:
             return super().contextMenuEvent(event)
         pos = self.mapToScene(event.pos())
-        item = self.node_scene.node_at(pos)
+        item: Any = self.node_scene.node_at(pos)
         if item is None:
             edges = [it for it in self.scene().items(pos) if isinstance(it, EdgeItem)]
             item = edges[0] if edges else None
@@ -254,7 +254,8 @@ class NodeView(QGraphicsView):
             menu.exec(event.globalPos())
 
     # --- painting ------------------------------------------------------------------------
-    def drawBackground(self, painter: QPainter, rect: QRectF) -> None:
+    def drawBackground(self, painter: QPainter, rect: QRectF | QRect) -> None:
+        rect = QRectF(rect)
         t = theme()
         painter.fillRect(rect, t.canvas_bg)
         z = self.zoom()
@@ -262,7 +263,8 @@ class NodeView(QGraphicsView):
             return
         left = math.floor(rect.left() / GRID) * GRID
         top = math.floor(rect.top() / GRID) * GRID
-        minor, major = [], []
+        minor: list[tuple[tuple[float, float], tuple[float, float]]] = []
+        major: list[tuple[tuple[float, float], tuple[float, float]]] = []
         x = left
         while x < rect.right():
             (major if round(x / GRID) % 5 == 0 else minor).append(((x, rect.top()), (x, rect.bottom())))
@@ -277,7 +279,7 @@ class NodeView(QGraphicsView):
         painter.setPen(QPen(t.grid_major, 0))
         painter.drawLines([QLineF(a[0], a[1], b[0], b[1]) for a, b in major])
 
-    def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
+    def drawForeground(self, painter: QPainter, rect: QRectF | QRect) -> None:
         if self.node_scene.node_items:
             return
         painter.save()
