@@ -168,7 +168,7 @@ class MainWindow(QMainWindow):
             elif open_default:
                 sample = find_sample()
                 if sample is not None:
-                    self.open_file(sample, remember=False)
+                    self.open_file(sample, as_copy=True)
         self._update_title()
         self._update_status()
         self.frame_all_later()
@@ -507,8 +507,12 @@ class MainWindow(QMainWindow):
         if path:
             self.open_file(path)
 
-    def open_file(self, path: str | Path, *, remember: bool = True) -> bool:
-        """Load a project; on error show it and keep the current project."""
+    def open_file(self, path: str | Path, *, remember: bool = True, as_copy: bool = False) -> bool:
+        """Load a project; on error show it and keep the current project.
+
+        ``as_copy`` opens it untitled (samples): Save then asks where to write
+        instead of overwriting the bundled file.
+        """
         try:
             project = load_project(path)
         except NetStudioError as e:
@@ -520,8 +524,10 @@ class MainWindow(QMainWindow):
             self.show_error("Cannot open project", f"{Path(path).name}: {e}")
             return False
         self._discard_recovery()
+        if as_copy:
+            project.path = None
         self._doc.replace_project(project)
-        if remember:
+        if remember and not as_copy:
             self.add_recent(project.path)
         self.frame_all_later()
         self.status(f"Opened {Path(path).name}")
@@ -595,6 +601,12 @@ class MainWindow(QMainWindow):
             return
         self.open_file(path)
 
+    @guarded
+    def _open_sample(self, path: Path) -> None:
+        if self._doc.locked or not self.maybe_save():
+            return
+        self.open_file(path, as_copy=True)
+
     def _fill_samples_menu(self) -> None:
         self.samples_menu.clear()
         seen: set[str] = set()
@@ -604,7 +616,7 @@ class MainWindow(QMainWindow):
                     continue
                 seen.add(f.name)
                 act = self.samples_menu.addAction(f.stem.replace("_", " "))
-                act.triggered.connect(lambda checked=False, f=f: self._open_recent(str(f)))
+                act.triggered.connect(lambda checked=False, f=f: self._open_sample(f))
         if not seen:
             self.samples_menu.addAction("(no samples found)").setEnabled(False)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt
-from PySide6.QtGui import QDropEvent
+from PySide6.QtGui import QDropEvent, QWheelEvent
 from PySide6.QtTest import QTest
 
 from netstudio.nodes import CATALOG
@@ -229,8 +230,15 @@ def test_zoom_pan_and_frame_all(window: Any) -> None:
     assert abs((moved.x() - center.x()) - 100 / z) < 2 / z
     view.set_zoom(z * 2)
     assert abs(view.zoom() - min(3.0, z * 2)) < 1e-6
+    # the wheel zooms in and out
+    before = view.zoom()
+    wheel = QWheelEvent(QPointF(300, 300), QPointF(view.viewport().mapToGlobal(QPoint(300, 300))), QPoint(0, 0),
+                        QPoint(0, 240), Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier,
+                        Qt.ScrollPhase.NoScrollPhase, False)
+    view.wheelEvent(wheel)
+    assert view.zoom() > before * 1.3
     view.set_zoom(100)
-    assert view.zoom() == 3.0
+    assert view.zoom() == pytest.approx(3.0)
 
 
 def test_auto_layout_orders_left_to_right_as_one_undo_step(window: Any) -> None:

@@ -234,7 +234,11 @@ def test_default_start_opens_the_mnist_sample_or_an_empty_project(make_window: A
     if sample is None:
         assert len(w.document.graph.nodes) == 0 and w.windowTitle() == "Untitled — NetStudio"
     else:
-        assert w.document.project.path == sample
+        # opened as an untitled copy: Save must not overwrite the bundled sample
+        assert w.document.project.path is None
+        assert w.document.project.name == load_project(sample).name
+        assert w.windowTitle() == f"{load_project(sample).name} — NetStudio"
+        assert w.recent_files() == []
         assert w.document.graph.to_dict() == load_project(sample).graph.to_dict()
         assert w.problems.problems == []  # the sample is ready to train
         assert all(it.label.text for e, it in w.scene.edge_items.items() if e.dst_port != "loss")
