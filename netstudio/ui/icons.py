@@ -223,6 +223,11 @@ def _train(p: QPainter, c: QColor) -> None:
     p.drawPath(path)
 
 
+def _stop(p: QPainter, c: QColor) -> None:
+    p.setBrush(QBrush(c))
+    p.drawRoundedRect(QRectF(6, 6, 12, 12), 2, 2)
+
+
 def _grid(p: QPainter, c: QColor) -> None:
     for i in (5, 12, 19):
         for j in (5, 12, 19):
@@ -236,7 +241,7 @@ _DRAW: dict[str, Callable[[QPainter, QColor], None]] = {
     "layout": _layout, "frame": _frame, "cut": _cut, "copy": _copy, "paste": _paste, "delete": _delete,
     "zoom_in": lambda p, c: _zoom(p, c, True), "zoom_out": lambda p, c: _zoom(p, c, False),
     "error": _error, "warning": _warning, "ok": _ok, "fix": _fix, "app": _app, "train": _train,
-    "grid": _grid,
+    "grid": _grid, "stop": _stop,
 }
 
 

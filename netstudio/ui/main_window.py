@@ -209,6 +209,12 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.problems_dock, dock)
         self.problems_dock.raise_()
         self.training_dock = dock
+        for name, icon_name in (("train_action", "train"), ("stop_action", "stop")):
+            act = getattr(dock, name, None)
+            if isinstance(act, QAction) and act.icon().isNull():  # match the toolbar's look
+                act.setIcon(icons.icon(icon_name))
+                act.setData(icon_name)
+                self._themed_actions.append(act)
         if self._saved_state is not None:
             self.restoreState(self._saved_state)  # now including where the user put this dock
         else:
