@@ -25,7 +25,12 @@ from PySide6.QtWidgets import QGridLayout, QSizePolicy, QVBoxLayout, QWidget
 #: distinct, colour-blind friendly run colours (Tableau 10)
 RUN_COLORS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
               "#9c755f", "#bab0ac")
+#: Redraw tick. Each tick updates at most ONE plot (round robin over the dirty ones), so
+#: one event-loop iteration never repaints all three: a pyqtgraph repaint is GUI-thread
+#: Python that competes with the training loop for the GIL (see bench/bench_gui_latency.py).
 REDRAW_INTERVAL_MS = 50
+#: which curves live in which plot
+_PLOT_CURVES = {"loss": ("train_loss", "val_loss"), "acc": ("train_acc", "val_acc"), "batch": ("batch_loss",)}
 
 
 class IntegerAxis(pg.AxisItem):
@@ -117,15 +122,17 @@ class LivePlots(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.runs: list[RunCurves] = []
-        self._dirty = False
+        self._dirty: set[str] = set()   # plots ("loss", "acc", "batch") with undrawn points
+        self._next = 0                  # round-robin position
         self._bg, self._fg = self._colors()
         self._titles: dict[pg.PlotWidget, str] = {}
+        self._grids: dict[pg.PlotWidget, bool] = {}
 
         self.loss_plot = self._make_plot("Loss per epoch", "epoch", "loss", integer_x=True)
         self.acc_plot = self._make_plot("Accuracy per epoch", "epoch", "accuracy", integer_x=True,
                                         legend_offset=(-8, -8))
         self.acc_plot.setYRange(0.0, 1.0, padding=0.02)
-        self.batch_plot = self._make_plot("Loss per batch", "step", "loss")
+        self.batch_plot = self._make_plot("Loss per batch", "step", "loss", grid=False)
         self.acc_plot.setXLink(self.loss_plot)
 
         grid = QGridLayout()
@@ -142,7 +149,7 @@ class LivePlots(QWidget):
 
         self._timer = QTimer(self)
         self._timer.setInterval(REDRAW_INTERVAL_MS)
-        self._timer.timeout.connect(self.redraw)
+        self._timer.timeout.connect(self._tick)
         self._timer.start()
 
     def _colors(self) -> tuple[QColor, QColor]:
@@ -151,7 +158,7 @@ class LivePlots(QWidget):
         return (QColor("#1b1e23"), QColor("#c3c8d0")) if dark else (QColor("#ffffff"), QColor("#30343b"))
 
     def _make_plot(self, title: str, xlabel: str, ylabel: str, integer_x: bool = False,
-                   legend_offset: tuple[int, int] = (-8, 8)) -> pg.PlotWidget:
+                   legend_offset: tuple[int, int] = (-8, 8), grid: bool = True) -> pg.PlotWidget:
         axes = {"bottom": IntegerAxis("bottom")} if integer_x else None
         w = pg.PlotWidget(background=self._bg, axisItems=axes)
         w.setMinimumSize(220, 150)
@@ -159,9 +166,14 @@ class LivePlots(QWidget):
         item = w.getPlotItem()
         item.getAxis("bottom").setLabel(xlabel)
         item.getAxis("left").setLabel(ylabel)
+        for side in ("bottom", "left"):
+            item.getAxis(side).setStyle(maxTickLevel=1)  # grid lines for major/minor ticks only: half the cost
         item.addLegend(offset=legend_offset)
         item.setMenuEnabled(True)
         self._titles[w] = title
+        # Grid lines are drawn by the axes and cost ~3× the repaint time; the batch
+        # plot repaints continuously, so it goes without (measured in bench_gui_latency).
+        self._grids[w] = grid
         self._style_plot(w)
         return w
 
@@ -175,7 +187,7 @@ class LivePlots(QWidget):
             ax.setPen(pg.mkPen(self._fg))
             ax.setTextPen(pg.mkPen(self._fg))
             ax.setLabel(ax.labelText, color=fg)
-        item.showGrid(x=True, y=True, alpha=0.15)
+        item.showGrid(x=self._grids[w], y=self._grids[w], alpha=0.15)
         legend = item.legend
         if legend is not None:
             legend.setLabelTextColor(self._fg)
@@ -235,7 +247,7 @@ class LivePlots(QWidget):
         if step is None:
             step = run.batch_loss.n + 1
         run.batch_loss.append(run.step_offset + float(step), _finite(event.get("loss")))
-        self._dirty = True
+        self._dirty.add("batch")
 
     def add_batch_points(self, steps: Any, losses: Any) -> None:
         """Bulk append (used to load a long history at once)."""
@@ -243,7 +255,7 @@ class LivePlots(QWidget):
         if run is None:
             return
         run.batch_loss.extend(np.asarray(steps, dtype=np.float64) + run.step_offset, losses)
-        self._dirty = True
+        self._dirty.add("batch")
 
     def add_epoch(self, event: dict[str, Any]) -> None:
         run = self.current
@@ -256,22 +268,29 @@ class LivePlots(QWidget):
         if run.classification:
             run.train_acc.append(e, _finite(event.get("train_accuracy")))
             run.val_acc.append(e, _finite(event.get("val_accuracy")))
-        self._dirty = True
-        self.redraw()  # epochs are rare and the most important points: show at once
+        self._dirty.update(("loss", "acc"))  # drawn by a timer tick, like batches (epochs can be fast)
 
-    def redraw(self) -> None:
-        if not self._dirty:
+    def _tick(self) -> None:
+        order = ("batch", "loss", "acc")
+        for i in range(len(order)):
+            plot = order[(self._next + i) % len(order)]
+            if plot in self._dirty:
+                self._next = (self._next + i + 1) % len(order)
+                self.redraw((plot,))
+                return
+
+    def redraw(self, plots: tuple[str, ...] = ("loss", "acc", "batch")) -> None:
+        """Push new points of the given plots (default: all) into their curves."""
+        todo = self._dirty.intersection(plots)
+        if not todo:
             return
-        self._dirty = False
+        self._dirty.difference_update(todo)
         for run in self.runs:
-            for key, series in (("train_loss", run.train_loss), ("val_loss", run.val_loss),
-                                ("train_acc", run.train_acc), ("val_acc", run.val_acc),
-                                ("batch_loss", run.batch_loss)):
+            for key in (k for p in todo for k in _PLOT_CURVES[p]):
                 curve = run.curves.get(key)
-                if curve is None:
-                    continue
-                if run.drawn.get(key) == series.n:
-                    continue  # unchanged since the last redraw
+                series = getattr(run, key)
+                if curve is None or run.drawn.get(key) == series.n:
+                    continue  # no such curve, or unchanged since the last redraw
                 curve.setData(series.x, series.y)
                 run.drawn[key] = series.n
             has_val = bool(np.isfinite(run.val_loss.y).any()) if run.val_loss.n else False
