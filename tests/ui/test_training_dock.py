@@ -394,3 +394,58 @@ def test_batch_curve_with_a_million_points_is_downsampled(qtbot, tmp_path) -> No
     assert [int(r["x"]) for r in epochs] == [1, 2, 3]
     assert float(epochs[1]["val_loss"]) == 0.6
     assert [float(r["batch_loss"]) for r in batches] == [1.0 / math.sqrt(s) for s in range(1, 6)]
+
+
+def test_worker_throttles_batch_events_and_flushes_before_epochs(qtbot) -> None:
+    from netstudio.ui.training.worker import TrainingWorker, TrainJob
+
+    worker = TrainingWorker(TrainJob(digits_graph().to_dict(), TrainConfig(), run_index=7))
+    got: list[dict[str, Any]] = []
+    worker.progress.connect(got.append)  # same thread: delivered at once
+    t0 = time.perf_counter()
+    for i in range(1, 2001):
+        worker.report({"kind": "batch", "epoch": 1, "batch": i, "n_batches": 2000, "loss": 1.0 / i,
+                       "samples_per_s": 1e4, "eta_s": 1.0, "global_step": i})
+    elapsed = time.perf_counter() - t0
+    worker.report({"kind": "epoch", "epoch": 1, "train_loss": 0.5, "train_accuracy": 0.9, "val_loss": 0.6,
+                   "val_accuracy": 0.8, "lr": 0.01, "seconds": 1.0})
+    batches = [e for e in got if e["kind"] == "batch"]
+    assert worker.batches_reported == 2000
+    # at most one batch event per 50 ms (plus the first), never the 2000 the loop produced
+    assert len(batches) <= 2 + elapsed / 0.05
+    # the newest pending batch is flushed before the epoch event, so the GUI ends on batch 2000
+    assert got[-2]["kind"] == "batch" and got[-2]["batch"] == 2000
+    assert got[-1]["kind"] == "epoch" and worker.history == [got[-1]]
+    assert all(e["run"] == 7 for e in got)
+
+
+def test_dock_inside_the_real_editor_window(qtbot, request, monkeypatch) -> None:
+    try:
+        make_window = request.getfixturevalue("make_window")
+    except pytest.FixtureLookupError:
+        pytest.skip("the editor's window fixture is not available")
+    win = make_window(Project(digits_graph(), TrainConfig(epochs=2, device="cpu")), training=True)
+    dock = win.training_dock
+    assert isinstance(dock, TrainingDock)
+    assert dock.train_action in win.toolbar.actions() and dock.stop_action in win.toolbar.actions()
+    assert dock.export_action in win.file_menu.actions()
+
+    with qtbot.waitSignal(dock.training_finished, timeout=TRAIN_TIMEOUT_MS):
+        dock.train_action.trigger()
+        assert win.document.locked  # the graph is read-only while training
+    assert not win.document.locked and dock.outcome["status"] == "finished"
+    assert dock.export_action.isEnabled()
+
+    # another project: the weights trained for the old one are dropped
+    win.document.replace_project(Project(digits_graph(hidden=16), TrainConfig(epochs=500, batch_size=4,
+                                                                                 device="cpu")))
+    assert dock.trained is None and not dock.export_action.isEnabled()
+    qtbot.waitUntil(lambda: dock.epochs_spin.value() == 500, timeout=3000)
+
+    # closing mid-training stops and joins the thread first
+    dock.start_training()
+    qtbot.waitUntil(lambda: dock.batch_events >= 1, timeout=TRAIN_TIMEOUT_MS)
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    win.document.set_modified(False)
+    assert win.close()
+    assert not dock.is_running() and dock.outcome["status"] == "stopped"

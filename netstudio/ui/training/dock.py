@@ -410,6 +410,10 @@ class TrainingDock(QDockWidget):
     @Slot()
     def _on_project_replaced(self) -> None:
         if self.state == "idle":
+            # weights trained for another project must not be continued or exported with this one
+            if self.trained is not None:
+                self.reset_weights()
+                self.status_label.setText("Ready")
             self._watch_key = None
             self._watch_project()
 
