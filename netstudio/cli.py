@@ -188,6 +188,8 @@ class _Progress:
         elif kind == "epoch":
             self._clear()
             print(_epoch_line(ev, self.epochs), file=self.lines, flush=True)
+        elif kind == "resumed_from":
+            print(f"resumed from {ev.get('path')} after epoch {ev.get('epoch')}", file=self.lines, flush=True)
 
     def _draw(self, ev: dict[str, Any]) -> None:
         assert self.bar is not None
@@ -278,6 +280,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from netstudio.compiler.build import build_plan
     from netstudio.errors import ProjectError
 
+    if args.nproc is not None or args.nnodes > 1 or args.rdzv_endpoint:
+        return _train_distributed(args)
     project = _load(args.project)
     overrides: dict[str, Any] = {}
     for key in ("epochs", "batch_size", "seed", "device"):
@@ -320,7 +324,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
     t0 = time.perf_counter()
     try:
-        result = fit(plan, data, config, progress, stop, pause)
+        ckpt = args.checkpoint_dir
+        if args.resume and not ckpt:
+            from netstudio.training.distributed import default_checkpoint_dir
+
+            ckpt = default_checkpoint_dir(args.project)
+        result = fit(plan, data, config, progress, stop, pause, checkpoint_dir=ckpt, resume=args.resume)
     finally:
         if in_main:
             signal.signal(signal.SIGINT, previous)
@@ -358,14 +367,59 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _train_distributed(args: argparse.Namespace) -> int:
+    """``--nproc N`` (and/or several nodes): torchrun starts N ranks of netstudio.training.distributed."""
+    from netstudio.compiler.build import build_plan
+    from netstudio.training import distributed as D
+
+    project = _load(args.project)  # a broken project fails here once, not in every rank
+    build_plan(project.graph, args.batch_size or project.training.batch_size)
+    ckpt = args.checkpoint_dir or D.default_checkpoint_dir(args.project)
+    device = args.device or (project.training.device if project.training.device in ("cpu", "cuda") else "auto")
+    rank_args = ["--device", device, "--checkpoint-dir", ckpt, "--timeout", str(args.timeout)]
+    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--seed", args.seed),
+                        ("--out", args.out), ("--save-weights", args.save_weights)):
+        if value is not None:
+            rank_args += [flag, str(value)]
+    rank_args += [f for f, on in (("--resume", args.resume), ("--json", args.json)) if on]
+    return D.launch(args.project, rank_args, nproc=args.nproc or 1, nnodes=args.nnodes,
+                    rdzv_endpoint=args.rdzv_endpoint, node_rank=args.node_rank, checkpoint_dir=ckpt)
+
+
 # ----------------------------------------------------------------------------
 # export
 # ----------------------------------------------------------------------------
 
 
+def _export_script(args: argparse.Namespace) -> int:
+    """``--format script``: a standalone training program folder (weights optional)."""
+    from netstudio.project import export as ex
+    from netstudio.project.script_export import export_script
+
+    source = Path(args.project)
+    state = None
+    if source.suffix in (".pt", ".pth") and args.weights is None:
+        project, state = ex.load_weights(source)
+    else:
+        project = _load(args.project)
+        if args.weights is not None:
+            _, state = ex.read_weights(args.weights)
+    out = Path(args.out) if args.out else source.with_name(source.stem + "_training")
+    res = export_script(project, out, weights=state)
+    extra = ", initial_weights.pt" if res.weights is not None else ""
+    print(f"wrote {res.folder} (train.py, model.py, README.md{extra})")
+    print("run it with:")
+    print(f"    python {res.script}")
+    print(f"    torchrun --standalone --nproc_per_node 2 {res.script}")
+    return EXIT_OK
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from netstudio.compiler.build import compile_model
     from netstudio.project import export as ex
+
+    if args.format == "script":
+        return _export_script(args)
 
     source = Path(args.project)
     out = Path(args.out) if args.out else source.with_suffix(ex.suffix_for(args.format))
@@ -470,12 +524,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save a weights file (state_dict + project, safe to load) for `netstudio export`")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON on the last line")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("distributed training (torchrun + DistributedDataParallel)")
+    g.add_argument("--nproc", type=_positive, default=None, metavar="N",
+                   help="processes on this machine: one per GPU, or CPU processes (gloo)")
+    g.add_argument("--nnodes", type=_positive, default=1, metavar="M", help="machines taking part (default 1)")
+    g.add_argument("--node-rank", type=_non_negative, default=None, help="this machine's index (0 … M-1)")
+    g.add_argument("--rdzv-endpoint", default=None, metavar="HOST:PORT",
+                   help="rendezvous address, the first machine (needed when M > 1)")
+    g.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                   help="save model/optimizer/scheduler/epoch here after every epoch "
+                        "(distributed default: PROJECT.checkpoints)")
+    g.add_argument("--resume", action="store_true", help="continue after the last epoch saved in the checkpoint dir")
+    g.add_argument("--timeout", type=float, default=300.0, metavar="S",
+                   help="seconds a rank waits for the others before the job fails (default 300)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("export", help="export trained weights as pt, pt2, py or onnx")
+    p = sub.add_parser("export", help="export trained weights as pt, pt2, py or onnx, or a training script")
     p.add_argument("project", help="a .nsproj file (or a weights file written by NetStudio)")
     p.add_argument("--weights", default=None, metavar="W", help="weights file (.pt state_dict)")
-    p.add_argument("--format", required=True, choices=("pt", "pt2", "py", "onnx"))
+    p.add_argument("--format", required=True, choices=("pt", "pt2", "py", "onnx", "script"),
+                   help="script: a folder with a standalone training program (torchrun-ready)")
     p.add_argument("--out", default=None, metavar="F", help="output file (default: next to the project)")
     p.set_defaults(func=cmd_export)
     return parser

@@ -7,7 +7,14 @@ multi-process tests launch real gloo jobs on the loopback interface.
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
+import subprocess
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +24,9 @@ import torch.nn as nn
 from netstudio.compiler.build import build_plan
 from netstudio.errors import TrainingError
 from netstudio.graph.model import Graph
+from netstudio.project.io import Project, load_project, save_project
 from netstudio.training import distributed as D
+from netstudio.training.config import TrainConfig
 
 
 def ctx(rank: int, world: int) -> D.DistContext:
@@ -166,9 +175,204 @@ def test_launch_command_is_loopback_only_on_one_machine() -> None:
         D.torchrun_args(nproc=2, nnodes=2, rdzv_endpoint="node01")
 
 
+def test_failure_message_names_the_rank_that_died() -> None:
+    from types import SimpleNamespace
+
+    def failure(pid: int, code: int, ts: int, message: object = "") -> SimpleNamespace:
+        return SimpleNamespace(pid=pid, exitcode=code, timestamp=ts, message=message,
+                               signal_name=lambda: signal.Signals(-code).name)
+
+    # torchrun SIGTERMs the survivor; the SIGKILLed rank is the cause
+    text = D.failure_message({0: failure(10, -int(signal.SIGTERM), 5), 1: failure(11, -int(signal.SIGKILL), 7)})
+    assert text == "distributed training failed: rank 1 (pid 11) was killed by SIGKILL; rank 0 stopped too"
+    recorded = {"message": "TrainingError: [rank 2] Out of memory", "extraInfo": {}}
+    text = D.failure_message({2: failure(12, 1, 3, recorded), 0: failure(10, 1, 4)})
+    assert text == ("distributed training failed: rank 2 (pid 12) failed: TrainingError: [rank 2] Out of memory; "
+                    "rank 0 stopped too")
+    assert D.failure_message({0: failure(10, 1, 1, "To enable traceback see: …")}) == \
+        "distributed training failed: rank 0 (pid 10) exited with code 1"
+
+
 def test_context_without_torchrun_is_one_cpu_process() -> None:
     c = D.init_distributed("cpu", environ={})
     assert (c.rank, c.world_size, c.is_main, c.active) == (0, 1, True, False)
     assert c.all_sum([1.5, 2.0]) == [1.5, 2.0]
     with pytest.raises(TrainingError, match="cannot be used for distributed training"):
         D.device_for(0, "mps")
+
+
+# ----------------------------------------------------------------------------
+# Real jobs: `netstudio train P --nproc 2` (torchrun, gloo, loopback only)
+# ----------------------------------------------------------------------------
+
+
+def mlp_project(path: Path, source: str, classes: int, *, epochs: int, batch_size: int, seed: int = 1) -> Path:
+    g = Graph()
+    d = g.add_node("data.dataset", {"source": source})
+    fl = g.add_node("layer.flatten")
+    f1 = g.add_node("layer.linear", {"out_features": 32}, name="fc1")
+    r = g.add_node("activation.relu")
+    f2 = g.add_node("layer.linear", {"out_features": classes}, name="fc2")
+    ce = g.add_node("loss.cross_entropy")
+    op = g.add_node("optim.sgd", {"lr": 0.05, "momentum": 0.9})
+    sc = g.add_node("sched.step", {"step_size": 2, "gamma": 0.5})
+    for a, ap, b, bp in ((d.id, "features", fl.id, "input"), (fl.id, "output", f1.id, "input"),
+                         (f1.id, "output", r.id, "input"), (r.id, "output", f2.id, "input"),
+                         (f2.id, "output", ce.id, "prediction"), (d.id, "target", ce.id, "target"),
+                         (ce.id, "loss", op.id, "loss"), (op.id, "optimizer", sc.id, "optimizer")):
+        g.connect(a, ap, b, bp)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device="cpu", keep_best=False)
+    return save_project(Project(g, cfg, name=f"{source} mlp"), path)
+
+
+def single_process_run(project_path: Path, epochs: int) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """What `netstudio train P` does in one process (same seed: same initial weights and batches)."""
+    import netstudio.data as data_mod
+    from netstudio.training.engine import fit
+
+    project = load_project(project_path)
+    cfg = replace(project.training, epochs=epochs)
+    torch.manual_seed(cfg.seed)
+    plan = build_plan(project.graph, cfg.batch_size)
+    result = fit(plan, data_mod.load(plan.dataset_params), cfg)
+    assert result.status == "finished", result.message
+    assert result.model is not None
+    return result.history, result.model.state_dict()
+
+
+def job_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID",
+                        "NETSTUDIO_DEBUG")}
+    if Path("/sys/class/net/lo").exists():
+        env["GLOO_SOCKET_IFNAME"] = "lo"  # gloo talks over the loopback interface only
+    env.update(CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
+    return env
+
+
+def netstudio_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "netstudio", *args]
+
+
+def assert_same_curve(dist_hist: list[dict], single_hist: list[dict]) -> None:
+    assert [e["epoch"] for e in dist_hist] == [e["epoch"] for e in single_hist]
+    for d, s in zip(dist_hist, single_hist):
+        for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr"):
+            assert d[key] == pytest.approx(s[key], rel=1e-4, abs=1e-5), (d["epoch"], key)
+
+
+def test_two_cpu_ranks_train_like_one_process(tmp_path: Path) -> None:
+    # 120 iris training samples in global batches of 15: every batch splits 8 + 7 over the two ranks
+    proj = mlp_project(tmp_path / "iris.nsproj", "iris", 3, epochs=4, batch_size=15)
+    proc = subprocess.run(netstudio_cmd("train", str(proj), "--nproc", "2", "--json", "--timeout", "60",
+                                        "--out", str(tmp_path / "model.pt")),
+                          cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "finished" and summary["world_size"] == 2 and summary["backend"] == "gloo"
+    assert summary["weights_max_difference"] == 0.0  # rank 1 ends with exactly rank 0's weights
+    assert "distributed: 2 ranks (gloo, cpu)" in proc.stderr
+    assert proc.stderr.count("epoch 4/4") == 1  # only rank 0 reports
+    history, state = single_process_run(proj, 4)
+    assert_same_curve(summary["history"], history)
+    assert summary["history"][-1]["val_accuracy"] > 0.85
+    trained = torch.load(tmp_path / "model.pt", weights_only=False)  # rank 0 exported it
+    for k, v in state.items():
+        assert torch.allclose(trained.state_dict()[k], v, atol=1e-5), k
+    ckpt = D.read_checkpoint(tmp_path / "iris.checkpoints" / D.CHECKPOINT_FILE)
+    assert ckpt is not None and ckpt["epoch"] == 4 and ckpt["scheduler"]["last_epoch"] == 4
+
+
+def _worker_pid(parent: int, rank: int) -> int | None:
+    """The torchrun worker process of ``rank`` below ``parent`` (Linux /proc)."""
+    kids: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+            except OSError:
+                continue
+            kids.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(d))
+    todo, found = [parent], None
+    while todo:
+        pid = todo.pop()
+        for child in kids.get(pid, []):
+            try:
+                env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+            except OSError:
+                env = []
+            if f"RANK={rank}".encode() in env and any(e.startswith(b"TORCHELASTIC_RUN_ID=") for e in env):
+                found = child
+            todo.append(child)
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the worker process through /proc")
+def test_killed_rank_ends_the_job_and_a_restart_resumes(tmp_path: Path) -> None:
+    proj = mlp_project(tmp_path / "digits.nsproj", "digits", 10, epochs=40, batch_size=32)
+    ckdir = tmp_path / "ck"
+    ckpt = ckdir / D.CHECKPOINT_FILE
+    job = subprocess.Popen(netstudio_cmd("train", str(proj), "--nproc", "2", "--timeout", "20",
+                                         "--checkpoint-dir", str(ckdir)),
+                           cwd=tmp_path, env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 150
+        while not ckpt.exists() and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ckpt.exists(), "no checkpoint was written"
+        victim = _worker_pid(job.pid, 1)
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        out, err = job.communicate(timeout=60)
+        ended_after = time.monotonic() - killed_at
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.communicate()
+    assert job.returncode == 1
+    assert ended_after < 20  # well within the collective timeout: no hang
+    assert f"error: distributed training failed: rank 1 (pid {victim}) was killed by SIGKILL" in err
+    assert f"run the same command with --resume to continue from the last checkpoint in {ckdir}" in err
+    assert "Traceback" not in err
+    done = int(torch.load(ckpt, weights_only=True)["epoch"])
+    assert 1 <= done < 40  # it was stopped mid-run
+
+    # restart: continues after the last saved epoch and follows the uninterrupted single-process curve
+    epochs = done + 2
+    proc = subprocess.run(netstudio_cmd("train", str(proj), "--nproc", "2", "--timeout", "20", "--checkpoint-dir",
+                                        str(ckdir), "--resume", "--epochs", str(epochs), "--json"),
+                          cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert f"resumed from {ckpt} after epoch {done}" in proc.stderr
+    assert [int(m) for m in re.findall(r"^epoch (\d+)/", proc.stderr, re.M)] == [done + 1, done + 2]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["weights_max_difference"] == 0.0
+    history, _ = single_process_run(proj, epochs)
+    assert_same_curve(summary["history"], history)
+    assert torch.load(ckpt, weights_only=True)["epoch"] == epochs
+
+
+def test_single_process_checkpoints_resume_exactly(tmp_path: Path) -> None:
+    """`fit(checkpoint_dir=..., resume=True)` without torchrun: 2 epochs + resume to 4 == 4 epochs."""
+    import netstudio.data as data_mod
+    from netstudio.training.engine import fit
+
+    proj = mlp_project(tmp_path / "iris.nsproj", "iris", 3, epochs=4, batch_size=16)
+    project = load_project(proj)
+    full, state = single_process_run(proj, 4)
+    cfg2 = replace(project.training, epochs=2)
+    torch.manual_seed(cfg2.seed)
+    plan = build_plan(project.graph, cfg2.batch_size)
+    data = data_mod.load(plan.dataset_params)
+    first = fit(plan, data, cfg2, checkpoint_dir=str(tmp_path / "ck"))
+    assert first.status == "finished"
+    events: list[dict] = []
+    second = fit(plan, data, project.training, events.append, checkpoint_dir=str(tmp_path / "ck"), resume=True)
+    assert second.status == "finished" and second.model is not None
+    assert events[0] == {"kind": "resumed_from", "epoch": 2, "path": str(tmp_path / "ck" / D.CHECKPOINT_FILE)}
+    assert [e["epoch"] for e in events if e["kind"] == "epoch"] == [3, 4]
+    keys = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")
+    assert [[e[k] for k in keys] for e in second.history] == [[e[k] for k in keys] for e in full]
+    for k, v in second.model.state_dict().items():
+        assert torch.equal(v, state[k]), k

@@ -456,3 +456,29 @@ def test_torchrun_two_cpu_processes_train_and_save_a_plain_torch_model(
     with torch.no_grad():
         want = model.eval()(torch.linspace(-2, 2, 12).reshape(3, 4))
     assert torch.allclose(torch.tensor(json.loads(res.stdout)), want, atol=1e-6)
+
+
+def test_cli_export_format_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from netstudio.cli import main
+    from netstudio.project.io import save_project
+
+    project = iris_project()
+    path = save_project(project, tmp_path / "iris.nsproj")
+    assert main(["export", str(path), "--format", "script", "--out", str(tmp_path / "job")]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'job'} (train.py, model.py, README.md)" in out
+    assert f"torchrun --standalone --nproc_per_node 2 {tmp_path / 'job' / 'train.py'}" in out
+    assert not (tmp_path / "job" / se.WEIGHTS_FILE).exists()
+    # from a NetStudio weights file: the program starts from those weights
+    plan = build_plan(project.graph, 16)
+    torch.manual_seed(5)
+    for p in plan.model.parameters():
+        p.data.normal_()
+    weights = ex.export_weights(plan.model, project, tmp_path / "trained.pt")
+    assert main(["export", str(weights), "--format", "script", "--out", str(tmp_path / "job2")]) == 0
+    assert "initial_weights.pt" in capsys.readouterr().out
+    saved = torch.load(tmp_path / "job2" / se.WEIGHTS_FILE, weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in plan.model.state_dict().items())
+    # the default folder sits next to the project
+    assert main(["export", str(path), "--format", "script"]) == 0
+    assert (tmp_path / "iris_training" / "train.py").exists()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -117,6 +118,71 @@ class DistContext:
     def barrier(self) -> None:
         if self.active:
             dist.barrier()
+
+    # --- what fit calls -------------------------------------------------------
+    def rank_batches(self, items: Any, step: "DistStep", *, resident: bool, loader: Any = None) -> Iterator[Any]:
+        """This rank's batches of an epoch, telling ``step`` each global batch size.
+
+        Resident data: ``items`` are global index batches (the same on every rank) and
+        are cut into shares here. DataLoader data: ``loader`` already yields this
+        rank's shares (:meth:`loader`); its sampler knows the global sizes.
+        """
+        if resident:
+            for batch in items:
+                if self.usable(len(batch)):
+                    step.global_n = len(batch)
+                    yield self.shard(batch)
+            return
+        sampler = loader.batch_sampler
+        for batch in items:
+            step.global_n = sampler.global_sizes[-1]  # the loader pulls one index batch at a time
+            yield batch
+
+    def loader(self, dataset: Any, batch_size: int, shuffle: bool, generator: torch.Generator | None,
+               pin_memory: bool = False) -> torch.utils.data.DataLoader:
+        """A DataLoader yielding this rank's share of each global batch, in single-process order."""
+        sampler = ShardedBatchSampler(len(dataset), batch_size, self, shuffle, generator)
+        # generator= makes the loader draw its base seed from it first, exactly like a shuffling loader
+        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, generator=generator, num_workers=0,
+                                           pin_memory=pin_memory)
+
+    def epoch_totals(self, loss_sum: float, correct: int, n: int) -> tuple[float, int, int]:
+        """The epoch's (loss sum, correct, samples) over all ranks."""
+        a, b, c = self.all_sum([loss_sum, correct, n])
+        return a, int(round(b)), int(round(c))
+
+    def sync_buffers(self, model: nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm statistics) everywhere, so every rank evaluates the same model."""
+        if self.active:
+            for b in model.buffers():
+                dist.broadcast(b.data, src=0)
+
+    def validate(self, model: nn.Module, plan: Any, data: Any, val_dev: tuple[torch.Tensor, torch.Tensor] | None,
+                 batch_size: int, eval_batches: Any, val_batches: Any) -> tuple[float | None, float | None]:
+        """(val loss, val accuracy) with each rank evaluating its share; equal on every rank.
+
+        ``eval_batches``/``val_batches`` are the engine's own evaluation helpers.
+        """
+        import dataclasses
+
+        self.sync_buffers(model)
+        if val_dev is not None:
+            mine = self.shard(torch.arange(val_dev[0].shape[0], device=val_dev[0].device))
+            batches = val_batches(data, batch_size, self.device, (val_dev[0][mine], val_dev[1][mine]))
+        elif data.resident:
+            mine = self.shard(torch.arange(data.val_x.shape[0]))
+            batches = val_batches(dataclasses.replace(data, val_x=data.val_x[mine], val_y=data.val_y[mine]),
+                                  batch_size, self.device)
+        else:
+            mine = self.shard(torch.arange(len(data.val_set)))
+            sub = torch.utils.data.Subset(data.val_set, mine.tolist())
+            batches = val_batches(dataclasses.replace(data, val_set=sub), batch_size, self.device)
+        loss, acc, n = eval_batches(model, plan, batches, self.device)
+        has_acc = plan.metric_term is not None and plan.metric_term.target[0] == "target"
+        loss_sum, correct, total = self.all_sum([(loss or 0.0) * n, (acc or 0.0) * n, n])
+        if total == 0:
+            return None, None
+        return loss_sum / total, (correct / total if has_acc else None)
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """``DistributedDataParallel`` around ``model`` (already on this rank's device)."""
@@ -379,3 +445,211 @@ def launch_command(project: str | os.PathLike[str], rank_args: Sequence[str], **
     """The full command: ``python -m torch.distributed.run ... -m netstudio.training.distributed P ...``."""
     return [sys.executable, "-m", "torch.distributed.run", *torchrun_args(**torchrun_kw), "-m",
             "netstudio.training.distributed", str(project), *rank_args]
+
+
+def failure_message(failures: Mapping[int, Any]) -> str:
+    """One line naming the rank that brought the job down (from torchrun's ProcessFailure records)."""
+    if not failures:
+        return "distributed training failed"
+
+    def cause_order(r: int) -> tuple[int, int, int]:
+        # killed by a signal (not torchrun's SIGTERM to the survivors) > failed with an error > SIGTERM
+        code = int(getattr(failures[r], "exitcode", 0) or 0)
+        kind = 2 if code == -int(signal.SIGTERM) else 0 if code < 0 else 1
+        return kind, int(getattr(failures[r], "timestamp", 0) or 0), r
+
+    rank = min(failures, key=cause_order)
+    f = failures[rank]
+    pid = getattr(f, "pid", None)
+    who = f"rank {rank}" + (f" (pid {pid})" if pid else "")
+    if getattr(f, "exitcode", 0) < 0:
+        what = f"was killed by {f.signal_name()}"
+    else:
+        msg = getattr(f, "message", "")
+        if isinstance(msg, dict):
+            msg = msg.get("message", "")
+        msg = str(msg or "")
+        if not msg or msg.startswith("To enable traceback"):
+            what = f"exited with code {f.exitcode}"
+        else:
+            what = f"failed: {msg.strip().splitlines()[0]}"
+    others = sorted(r for r in failures if r != rank)
+    tail = f"; rank{'s' if len(others) > 1 else ''} {', '.join(map(str, others))} stopped too" if others else ""
+    return f"distributed training failed: {who} {what}{tail}"
+
+
+def launch(project: str | os.PathLike[str], rank_args: Sequence[str], *, nproc: int, nnodes: int = 1,
+           rdzv_endpoint: str | None = None, node_rank: int | None = None,
+           checkpoint_dir: str | None = None) -> int:
+    """Run torchrun (``torch.distributed.run``) in this process; returns the exit code.
+
+    Running it in-process (rather than as ``python -m torch.distributed.run``)
+    gives the structured failure records, so a dead rank becomes one readable
+    line instead of torchrun's report. Raises TrainingError for a failed job.
+    """
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    # torchrun's own log lines (thread settings, SIGTERM to the survivors...) would bury ours
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    logging.getLogger("torch.distributed.run").setLevel(logging.CRITICAL)
+    if nproc > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")  # what torchrun does, minus its banner
+    cmd = launch_command(project, rank_args, nproc=nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint,
+                         node_rank=node_rank)
+    args = get_args_parser().parse_args(cmd[3:])  # everything after "python -m torch.distributed.run"
+    try:
+        run(args)
+    except ChildFailedError as e:
+        hint = "run the same command with --resume to continue from the last checkpoint"
+        if checkpoint_dir:
+            hint += f" in {checkpoint_dir}"
+        raise TrainingError(failure_message(e.failures), hint=hint) from None
+    return 0
+
+
+# ----------------------------------------------------------------------------
+# The per-rank program: python -m netstudio.training.distributed PROJECT ...
+# ----------------------------------------------------------------------------
+
+
+def default_checkpoint_dir(project: str | os.PathLike[str]) -> str:
+    """``<project>.checkpoints`` next to the project file, so ``--resume`` needs no other flag."""
+    p = Path(project)
+    return str(p.with_name(p.stem + ".checkpoints"))
+
+
+def rank_parser() -> "Any":
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m netstudio.training.distributed",
+                                description="One rank of a distributed NetStudio training job (started by "
+                                            "torchrun; use `netstudio train P --nproc N`).")
+    p.add_argument("project")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="global batch size (all ranks together)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (each rank uses cuda:LOCAL_RANK)")
+    p.add_argument("--checkpoint-dir", default=None)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--out", default=None)
+    p.add_argument("--save-weights", default=None)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S)
+    return p
+
+
+def weights_max_difference(model: nn.Module, ctx: DistContext) -> float:
+    """Largest |w_rank - w_rank0| over every parameter and rank: 0.0 when DDP kept them in sync."""
+    if not ctx.active:
+        return 0.0
+    worst = torch.zeros((), dtype=torch.float64, device=ctx.device)
+    for p in model.parameters():
+        ref = p.detach().clone()
+        dist.broadcast(ref, src=0)
+        worst = torch.maximum(worst, (p.detach() - ref).abs().max().to(torch.float64))
+    dist.all_reduce(worst, op=dist.ReduceOp.MAX)
+    return float(worst.item())
+
+
+def _record_failure(exc: BaseException) -> None:
+    """Leave the reason where torchrun looks for it, so the launcher can name it."""
+    if os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        try:
+            from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+
+            ErrorHandler().record_exception(exc)
+        except Exception:  # noqa: BLE001 - reporting must never hide the real error
+            pass
+
+
+def run_rank(argv: Sequence[str] | None = None) -> int:
+    """Train as one rank; rank 0 prints progress, checkpoints and exports. Returns the exit code."""
+    import json
+    import time
+    from dataclasses import replace
+
+    from netstudio import cli
+    from netstudio.errors import NetStudioError
+
+    args = rank_parser().parse_args(argv)
+    ctx: DistContext | None = None
+    try:
+        ctx = init_distributed(args.device, args.timeout)
+        project = cli._load(args.project)
+        overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                                       ("seed", args.seed)) if v is not None}
+        config = replace(project.training, **overrides)
+        config.validate()
+        torch.manual_seed(config.seed)  # initial weights: the same draw as a single-process run
+        from netstudio.compiler.build import build_plan
+
+        plan = build_plan(project.graph, config.batch_size)
+        import netstudio.data as data_mod
+
+        if str(plan.dataset_params.get("download", "")).lower() in ("true", "1") and ctx.active:
+            if ctx.local_rank == 0:  # one download per machine, the other ranks then read the files
+                data_mod.load(plan.dataset_params)
+            ctx.barrier()
+        data = data_mod.load(plan.dataset_params)
+        from netstudio.training.engine import fit
+
+        lines = sys.stderr if args.json else sys.stdout
+        progress = cli._Progress(lines, None, config.epochs) if ctx.is_main else None
+        if progress is not None:
+            print(f"distributed: {ctx.world_size} rank{'s' if ctx.world_size != 1 else ''} "
+                  f"({ctx.backend}, {ctx.device.type})", file=lines, flush=True)
+        t0 = time.perf_counter()
+        result = fit(plan, data, config, progress, dist=ctx, checkpoint_dir=args.checkpoint_dir, resume=args.resume)
+        seconds = time.perf_counter() - t0
+        if result.status == "error":
+            hint = "if another rank failed first, its error is the cause" if ctx.active else None
+            raise TrainingError(result.message.strip().splitlines()[0], hint=hint)
+        diff = weights_max_difference(result.model.to(ctx.device), ctx) if result.model is not None else 0.0
+        if result.model is not None:
+            result.model.to("cpu")
+        if not ctx.is_main:
+            return 0
+        summary = cli._summary(result, None, seconds)
+        summary.update(world_size=ctx.world_size, backend=ctx.backend, weights_max_difference=diff)
+        exported: list[str] = []
+        if result.model is not None:
+            from netstudio.project import export as ex
+
+            if args.out:
+                exported.append(str(ex.export_pt(result.model, args.out)))
+            if args.save_weights:
+                exported.append(str(ex.export_weights(result.model, project, args.save_weights)))
+        summary["exported"] = exported
+        tail = f" ({result.message})" if result.message else ""
+        print(f"{result.status}{tail} in {seconds:.1f}s on {ctx.world_size} ranks; weights identical on every rank"
+              if diff == 0.0 else f"{result.status}{tail}; WARNING: ranks differ by up to {diff:g}", file=lines)
+        for path in exported:
+            print(f"wrote {path}", file=lines)
+        if args.json:
+            print(json.dumps(summary), flush=True)
+        return 0
+    except NetStudioError as e:
+        where = f"[rank {ctx.rank}] " if ctx is not None and ctx.world_size > 1 else ""
+        print(cli.format_error(where + e.message, e.node_id, e.hint), file=sys.stderr, flush=True)
+        _record_failure(e)
+        return 1
+    except Exception as e:  # noqa: BLE001 - typically a peer that died: one line, not a traceback
+        rank = ctx.rank if ctx is not None else int(os.environ.get("RANK", "0"))
+        print(cli.format_error(f"[rank {rank}] {_first_line(e)}", hint="another rank probably failed or stalled"),
+              file=sys.stderr, flush=True)
+        _record_failure(e)
+        return 1
+    finally:
+        shutdown()
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through torchrun in the tests
+    _code = run_rank()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The process group is already destroyed and everything is written; skipping the interpreter's
+    # teardown (seconds with torch loaded) lets torchrun see every rank finish sooner.
+    os._exit(_code)

@@ -26,6 +26,7 @@ import copy
 import dataclasses
 import gc
 import math
+import os
 import threading
 import time
 import traceback as tb
@@ -327,8 +328,12 @@ class _Stop(Exception):
 class _Trainer:
     def __init__(self, plan: Any, data: Any, config: TrainConfig, report: Report | None,
                  stop_event: threading.Event | None, pause_event: threading.Event | None,
-                 model: nn.Module | None) -> None:
+                 model: nn.Module | None, dist: Any = None, checkpoint_dir: str | None = None,
+                 resume: bool = False) -> None:
         self.plan, self.data, self.config = plan, data, config
+        # distributed (netstudio.training.distributed.DistContext) and checkpoints: see _resume/_save_checkpoint
+        self.dist = dist if dist is not None and dist.world_size > 1 else None
+        self.ckpt_dir, self.resume = checkpoint_dir, resume
         self.report = report
         self.stop_event, self.pause_event = stop_event, pause_event
         self.initial_model = model
@@ -381,7 +386,7 @@ class _Trainer:
     def run(self) -> FitResult:
         cfg = self.config
         cfg.validate()
-        self.device = resolve_device(cfg.device)
+        self.device = self.dist.device if self.dist is not None else resolve_device(cfg.device)
         self.label = device_label(self.device)
         dev = self.device
         torch.manual_seed(cfg.seed)
@@ -403,11 +408,18 @@ class _Trainer:
         sched_info = plan.make_scheduler(optimizer, cfg.epochs, steps)
         sched, sched_every, sched_metric = sched_info if sched_info is not None else (None, "epoch", False)
 
+        start_epoch, monitor_best, bad_epochs = self._resume_from_checkpoint(model, optimizer, sched, gen)
+
         reason = fast_path_blocker(setting=cfg.fast_path, device=dev, resident=bool(data.resident),
                                    optimizer=optimizer, has_scheduler=sched is not None, n_train=n_train,
-                                   batch_size=bs)
+                                   batch_size=bs) if self.dist is None else "distributed training runs eagerly"
         prepare_optimizer(optimizer, dev, capture=reason is None)
-        step = make_step(model, plan, optimizer)
+        step: Any = make_step(model, plan, optimizer)
+        if self.dist is not None:
+            from netstudio.training.distributed import DistStep
+
+            # DDP around the model; the step scales each rank's loss so the averaged gradient is the global one
+            step = DistStep(self.dist.wrap(model), plan, optimizer, self.dist)
 
         val_dev: tuple[torch.Tensor, torch.Tensor] | None = None
         if data.resident:
@@ -419,7 +431,8 @@ class _Trainer:
             loader = None
         else:
             stepper = Stepper(step, optimizer, dev, bs, steps)
-            loader = _loader(data.train_set, bs, cfg.shuffle, gen, dev)
+            loader = _loader(data.train_set, bs, cfg.shuffle, gen, dev) if self.dist is None else \
+                self.dist.loader(data.train_set, bs, cfg.shuffle, gen, pin_memory=dev.type == "cuda")
         self.stepper = stepper
 
         if reason is None:
@@ -433,11 +446,9 @@ class _Trainer:
                    "steps_per_epoch": steps, "n_train": n_train, "n_val": n_val, "task": task,
                    "fast_path": self.fast, "fast_path_reason": None if self.fast else reason})
 
-        monitor_best = math.inf
-        bad_epochs = 0
         status, message = "finished", f"Trained {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
         try:
-            for epoch in range(1, cfg.epochs + 1):
+            for epoch in range(start_epoch, cfg.epochs + 1):
                 self.epoch = epoch
                 epoch_start = time.perf_counter()
                 paused_before, active_before = self.paused_total, self.train_active
@@ -450,18 +461,25 @@ class _Trainer:
                     items: Any = (perm[a:a + bs] for a in range(0, n_train, bs))
                 else:
                     items = iter(loader)  # type: ignore[arg-type]
+                if self.dist is not None:  # this rank's share of every global batch
+                    items = self.dist.rank_batches(items, step, resident=bool(data.resident), loader=loader)
                 if not self._train_epoch(items, sched if sched_every == "batch" else None):
                     return self._diverged()
                 loss_total, correct = stepper.totals()
+                n_seen = stepper.samples
+                if self.dist is not None:  # every rank sees the same sums from here on
+                    loss_total, correct, n_seen = self.dist.epoch_totals(loss_total, correct, n_seen)
                 if not math.isfinite(loss_total):
                     return self._diverged()
-                n_seen = stepper.samples
                 self.samples_done += n_seen
                 train_seconds = self.train_active - active_before
                 term = plan.metric_term
                 train_acc = correct / n_seen if term is not None and term.target[0] == "target" else None
                 val_loss, val_acc = None, None
-                if n_val:
+                if n_val and self.dist is not None:  # each rank evaluates its share; sums all-reduced
+                    val_loss, val_acc = self.dist.validate(model, plan, data, val_dev, max(bs, EVAL_BATCH),
+                                                           _eval_batches, _val_batches)
+                elif n_val:
                     val_loss, val_acc, _ = _eval_batches(
                         model, plan, _val_batches(data, max(bs, EVAL_BATCH), dev, val_dev), dev)
                 train_loss = loss_total / n_seen
@@ -489,6 +507,7 @@ class _Trainer:
                             self.best_state = _snapshot(model)
                 else:
                     bad_epochs += 1
+                self._save_checkpoint(epoch, model, optimizer, sched, gen, monitor_best, bad_epochs)
                 patience = cfg.early_stopping_patience
                 if patience and bad_epochs >= patience and epoch < cfg.epochs:
                     what = "validation loss" if val_loss is not None else "training loss"
@@ -533,7 +552,7 @@ class _Trainer:
                 now = time.perf_counter()
                 self.train_active += now - seg_start
                 seg_start = last_report = now
-                if not math.isfinite(loss_total):
+                if not math.isfinite(loss_total) and self.dist is None:  # distributed: judged on the all-reduced sums
                     return False
                 stepper.mark_finite()
                 done = self.samples_done + stepper.samples
@@ -551,6 +570,43 @@ class _Trainer:
         finally:
             self.train_active += time.perf_counter() - seg_start
         return True
+
+    # --- checkpoints (any run with a checkpoint folder; written by rank 0 only) --------
+    def _resume_from_checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer, sched: Any,
+                                gen: torch.Generator) -> tuple[int, float, int]:
+        """(first epoch to run, best monitored loss, epochs without improvement) after a resume."""
+        if not (self.resume and self.ckpt_dir):
+            return 1, math.inf, 0
+        from netstudio.training import distributed as D
+
+        path = os.path.join(self.ckpt_dir, D.CHECKPOINT_FILE)
+        # rank 0 reads, the others receive it: the folder only has to exist where rank 0 runs
+        state = D.read_checkpoint(path) if self.dist is None or self.dist.is_main else None
+        if self.dist is not None:
+            state = self.dist.broadcast_object(state)
+        if state is None:
+            return 1, math.inf, 0
+        done = D.restore_checkpoint(state, model, optimizer, sched)
+        if state.get("generator") is not None:
+            gen.set_state(state["generator"])  # the shuffling continues where it stopped
+        self.history = list(state.get("history") or [])
+        self.best_epoch = state.get("best_epoch")
+        best = state.get("best_state")
+        self.best_state = None if best is None else {k: v.to(self.device) for k, v in best.items()}
+        self.emit({"kind": "resumed_from", "epoch": done, "path": path})
+        return done + 1, float(state.get("monitor_best", math.inf)), int(state.get("bad_epochs", 0))
+
+    def _save_checkpoint(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer, sched: Any,
+                         gen: torch.Generator, monitor_best: float, bad_epochs: int) -> None:
+        if not self.ckpt_dir or (self.dist is not None and not self.dist.is_main):
+            return
+        from netstudio.training import distributed as D
+
+        best = None if self.best_state is None else {k: v.detach().cpu() for k, v in self.best_state.items()}
+        D.save_checkpoint(os.path.join(self.ckpt_dir, D.CHECKPOINT_FILE), model=model, optimizer=optimizer,
+                          scheduler=sched, epoch=epoch,
+                          extra={"generator": gen.get_state(), "history": self.history, "best_epoch": self.best_epoch,
+                                 "best_state": best, "monitor_best": monitor_best, "bad_epochs": bad_epochs})
 
     # --- endings ------------------------------------------------------------------
     def _metrics(self, entry: dict[str, Any] | None) -> dict[str, Any]:
@@ -635,15 +691,22 @@ class _Trainer:
 
 def fit(plan: Any, data: Any, config: TrainConfig, report: Report | None = None,
         stop_event: threading.Event | None = None, pause_event: threading.Event | None = None,
-        model: nn.Module | None = None) -> FitResult:
+        model: nn.Module | None = None, *, dist: Any = None, checkpoint_dir: str | None = None,
+        resume: bool = False) -> FitResult:
     """Train a copy of ``model`` (or of ``plan.model``) on ``data``; never raises.
 
     ``plan``: a :class:`netstudio.compiler.build.TrainingPlan`; ``data``: a
     :class:`netstudio.data.PreparedData`. Neither ``plan`` nor ``model`` is modified.
     Errors (unusable device, NaN loss, out of memory, data that does not fit the
     model, any exception) come back as ``status == "error"`` with a message.
+
+    ``dist`` (a :class:`netstudio.training.distributed.DistContext` of a job with
+    several ranks): DDP, each rank trains on its share of every global batch, epoch
+    metrics are all-reduced. ``checkpoint_dir``: model/optimizer/scheduler/epoch
+    (and the shuffling state) are saved there after every epoch (rank 0 only);
+    ``resume`` continues after the last saved epoch.
     """
-    trainer = _Trainer(plan, data, config, report, stop_event, pause_event, model)
+    trainer = _Trainer(plan, data, config, report, stop_event, pause_event, model, dist, checkpoint_dir, resume)
     try:
         return trainer.run()
     except NetStudioError as exc:
