@@ -34,6 +34,8 @@ from netstudio.ui.training.worker import EvalWorker, TrainingWorker, TrainJob, W
 FAILED_STATUSES = ("error", "failed", "diverged", "nan")
 #: how often the dock looks for graph/project edits while idle (describe() is cached and cheap)
 WATCH_INTERVAL_MS = 400
+#: progress bar/labels are refreshed at most this often (each update costs GUI-thread time)
+LABEL_INTERVAL_S = 0.1
 
 
 @dataclass
@@ -115,6 +117,7 @@ class TrainingDock(QDockWidget):
         self._loading_settings = False
         self._closing_main = False
         self._running_text = "Training"
+        self._last_label_update = 0.0
 
         self._build_ui()
         self._install_main_window_hooks()
@@ -647,7 +650,10 @@ class TrainingDock(QDockWidget):
             self.last_batch = ev
             if self._run_started_plot:
                 self.plots.add_batch(ev)
-            self._show_batch(ev)
+            now = time.monotonic()
+            if now - self._last_label_update >= LABEL_INTERVAL_S:  # labels: 10 Hz is plenty to read
+                self._last_label_update = now
+                self._show_batch(ev)
             if self.state == "starting":
                 self._set_state("running")
                 self.status_label.setText(self._running_text)

@@ -28,7 +28,7 @@ RUN_COLORS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", 
 #: Redraw tick. Each tick updates at most ONE plot (round robin over the dirty ones), so
 #: one event-loop iteration never repaints all three: a pyqtgraph repaint is GUI-thread
 #: Python that competes with the training loop for the GIL (see bench/bench_gui_latency.py).
-REDRAW_INTERVAL_MS = 50
+REDRAW_INTERVAL_MS = 100
 #: which curves live in which plot
 _PLOT_CURVES = {"loss": ("train_loss", "val_loss"), "acc": ("train_acc", "val_acc"), "batch": ("batch_loss",)}
 
