@@ -130,6 +130,24 @@ def test_sharded_batch_sampler_follows_the_single_process_order() -> None:
         assert mine0 + mine1 == single[b]
 
 
+def test_sharded_loader_matches_the_single_process_loader_over_epochs() -> None:
+    """Non-resident data: the ranks' DataLoaders together walk the batches of fit's own shuffling loader."""
+    from torch.utils.data import TensorDataset
+
+    from netstudio.training.engine import _loader
+
+    ds = TensorDataset(torch.arange(23).float(), torch.arange(23))
+    single_gen = torch.Generator().manual_seed(9)
+    single = _loader(ds, 5, True, single_gen, torch.device("cpu"))
+    gens = [torch.Generator().manual_seed(9) for _ in range(2)]
+    ranks = [ctx(r, 2).loader(ds, 5, True, gens[r]) for r in range(2)]
+    for _ in range(2):  # the generator state carries over between epochs in both
+        want = [y.tolist() for _, y in single]
+        got = [[y.tolist() for _, y in loader] for loader in ranks]
+        assert [a + b for a, b in zip(*got)] == want
+        assert [len(a) for a in got[0]] == [3, 3, 3, 3, 2] and [len(b) for b in got[1]] == [2, 2, 2, 2, 1]
+
+
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     opt = torch.optim.Adam(model.parameters(), lr=0.01)

@@ -313,7 +313,11 @@ class ShardedBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.global_sizes: list[int] = []
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        # RandomSampler itself, so the generator is consumed exactly as a shuffling DataLoader does
+        # (it draws a second, empty permutation at the end of every epoch)
+        inner = (torch.utils.data.RandomSampler(range(self.n), generator=self.generator) if self.shuffle
+                 else torch.utils.data.SequentialSampler(range(self.n)))
+        order = torch.tensor(list(inner), dtype=torch.int64)
         self.global_sizes = []
         for a in range(0, self.n, self.batch_size):
             batch = order[a:a + self.batch_size]
@@ -336,8 +340,8 @@ def save_checkpoint(path: str | os.PathLike[str], *, model: nn.Module, optimizer
                     scheduler: Any, epoch: int, extra: Mapping[str, Any] | None = None) -> Path:
     """Write model/optimizer/scheduler state and the finished ``epoch`` atomically.
 
-    The keys ``epoch``/``model``/``optimizer``/``scheduler`` match the checkpoints of
-    an exported training script, so either can resume the other.
+    The keys ``epoch``/``model``/``optimizer``/``scheduler`` are the ones an exported
+    training script (``--format script``) uses for its own checkpoints.
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
