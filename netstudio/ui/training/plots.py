@@ -168,6 +168,7 @@ class LivePlots(QWidget):
         item.getAxis("left").setLabel(ylabel)
         for side in ("bottom", "left"):
             item.getAxis(side).setStyle(maxTickLevel=1)  # grid lines for major/minor ticks only: half the cost
+            item.getAxis(side).enableAutoSIPrefix(False)  # "loss (x0.001)" reads worse than 0.2
         item.addLegend(offset=legend_offset)
         item.setMenuEnabled(True)
         self._titles[w] = title

@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("project", nargs="?", help="project file (default: the MNIST MLP sample)")
     ap.add_argument("--theme", default="dark", choices=("dark", "light", "system"))
     ap.add_argument("--size", default="1600x1000")
-    ap.add_argument("--epochs", type=int, default=14)
-    ap.add_argument("--grab-at-epoch", type=int, default=8, help="epoch of run 2 after which to grab")
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--grab-at-epoch", type=int, default=7, help="epoch of run 2 after which to grab")
     ap.add_argument("--dock-only", action="store_true", help="screenshot the dock in a plain window")
     args = ap.parse_args(argv)
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             window.view.frame_all()
 
         cfg = dock.project.training
-        cfg.epochs, cfg.batch_size, cfg.device = args.epochs, 128, "cpu"
+        cfg.epochs, cfg.batch_size, cfg.device = args.epochs, 32, "cpu"
         dock.load_settings()
         # run 1: to the end
         done: list[Any] = []
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         _wait_until(lambda: dock.evaluation is not None, 30_000)
         # run 2: smaller batches, grabbed while live
-        dock.batch_spin.setValue(32)
+        dock.batch_spin.setValue(16)
         dock.start_training()
         if not _wait_until(lambda: len(dock.plots.runs) == 2 and len(dock.plots.runs[1].epochs) >= args.grab_at_epoch
                            and dock.batch_events > 0, 300_000):

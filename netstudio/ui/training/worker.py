@@ -13,10 +13,12 @@ an event loop while it runs.
 
 from __future__ import annotations
 
+import atexit
 import math
 import threading
 import time
 import traceback
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -362,6 +364,21 @@ def _plain(v: Any) -> Any:
     return v
 
 
+#: threads started and not yet joined; stopped and joined at interpreter exit so a script
+#: that ends without quitting the app never destroys a running QThread (Qt aborts on that)
+_LIVE: "weakref.WeakSet[WorkerThread]" = weakref.WeakSet()
+
+
+@atexit.register
+def _join_live_threads() -> None:
+    for wt in list(_LIVE):
+        try:
+            wt.stop()
+            wt.join(3000)
+        except RuntimeError:  # the C++ object is already gone
+            pass
+
+
 class WorkerThread:
     """One QThread running one worker object exactly once.
 
@@ -382,6 +399,7 @@ class WorkerThread:
             self.thread.finished.connect(on_finished, Qt.ConnectionType.QueuedConnection)
 
     def start(self) -> None:
+        _LIVE.add(self)
         self.thread.start()
 
     def is_running(self) -> bool:
