@@ -336,6 +336,7 @@ class _Trainer:
         self.ckpt_dir, self.resume = checkpoint_dir, resume
         self.report = report
         self.stop_event, self.pause_event = stop_event, pause_event
+        self.last_report = 0.0  # time of the last batch event (0: the first batch reports at once)
         self.initial_model = model
         self.model: nn.Module | None = None
         self.history: list[dict[str, Any]] = []
@@ -527,7 +528,9 @@ class _Trainer:
         stepper, dev, resident = self.stepper, self.device, self.data.resident
         assert stepper is not None
         total_samples = self.config.epochs * self.n_train
-        last_report = seg_start = time.perf_counter()
+        # the report clock runs across epochs: with epochs shorter than the report
+        # interval, a per-epoch clock would never emit a batch event at all
+        seg_start = time.perf_counter()
         last_loss, last_samples, last_active = 0.0, 0, self.train_active
         try:
             for item in items:
@@ -535,7 +538,7 @@ class _Trainer:
                 if self.pause_event is not None and self.pause_event.is_set():
                     self.train_active += time.perf_counter() - seg_start
                     self._wait_if_paused(stepper.batches + 1)
-                    seg_start = last_report = time.perf_counter()
+                    seg_start = self.last_report = time.perf_counter()
                     self._check_stop()
                     last_active = self.train_active
                     last_loss, last_samples = stepper.totals()[0], stepper.samples
@@ -546,12 +549,12 @@ class _Trainer:
                 if batch_sched is not None:
                     batch_sched.step()
                 self.global_step += 1
-                if time.perf_counter() - last_report < REPORT_INTERVAL_S:
+                if time.perf_counter() - self.last_report < REPORT_INTERVAL_S:
                     continue
                 loss_total, _ = stepper.totals()   # the only synchronisation, ~20 times a second
                 now = time.perf_counter()
                 self.train_active += now - seg_start
-                seg_start = last_report = now
+                seg_start = self.last_report = now
                 if not math.isfinite(loss_total) and self.dist is None:  # distributed: judged on the all-reduced sums
                     return False
                 stepper.mark_finite()
