@@ -929,8 +929,10 @@ class TrainingDock(QDockWidget):
             pass
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
-        if obj is self.main_window and event.type() == QEvent.Type.Close and (self.is_running()
-                                                                                or self._eval is not None):
+        # Qt may call this before __init__ has set our attributes (filters it installs itself)
+        mw = getattr(self, "main_window", None)
+        if mw is not None and obj is mw and event.type() == QEvent.Type.Close \
+                and (self.is_running() or self._eval is not None):
             if not self.confirm_close():
                 event.ignore()
                 return True

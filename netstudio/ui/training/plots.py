@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,11 @@ RUN_COLORS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", 
 #: one event-loop iteration never repaints all three: a pyqtgraph repaint is GUI-thread
 #: Python that competes with the training loop for the GIL (see bench/bench_gui_latency.py).
 REDRAW_INTERVAL_MS = 100
+#: Shortest time between two repaints of one plot. A repaint costs a few ms of GUI-thread
+#: Python; with the plots hidden the GUI stays far inside its latency budget, so the
+#: plots get the rest: the batch curve 5 times a second, epoch points twice a second
+#: (epochs of the small sample models can end ten times a second).
+MIN_REFRESH_S = {"batch": 0.2, "loss": 0.5, "acc": 0.5}
 #: which curves live in which plot
 _PLOT_CURVES = {"loss": ("train_loss", "val_loss"), "acc": ("train_acc", "val_acc"), "batch": ("batch_loss",)}
 
@@ -124,6 +130,7 @@ class LivePlots(QWidget):
         self.runs: list[RunCurves] = []
         self._dirty: set[str] = set()   # plots ("loss", "acc", "batch") with undrawn points
         self._next = 0                  # round-robin position
+        self._drawn_at: dict[str, float] = {}  # plot -> monotonic time of its last timer redraw
         self._bg, self._fg = self._colors()
         self._titles: dict[pg.PlotWidget, str] = {}
         self._grids: dict[pg.PlotWidget, bool] = {}
@@ -273,10 +280,12 @@ class LivePlots(QWidget):
 
     def _tick(self) -> None:
         order = ("batch", "loss", "acc")
+        now = time.monotonic()
         for i in range(len(order)):
             plot = order[(self._next + i) % len(order)]
-            if plot in self._dirty:
+            if plot in self._dirty and now - self._drawn_at.get(plot, 0.0) >= MIN_REFRESH_S[plot]:
                 self._next = (self._next + i + 1) % len(order)
+                self._drawn_at[plot] = now
                 self.redraw((plot,))
                 return
 
