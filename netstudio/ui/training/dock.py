@@ -637,7 +637,7 @@ class TrainingDock(QDockWidget):
                                          for it in summary["images"]])
         classification = summary.get("task") == "classification" and self._metric is not None
         last = self.plots.current if self._continuing else None
-        self.plots.new_run(classification, continue_from=last)
+        self.plots.new_run(classification, continue_from=last, epochs=self._epochs_total())
         self._run_started_plot = True
 
     @Slot(object)

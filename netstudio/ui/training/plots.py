@@ -111,6 +111,7 @@ class RunCurves:
     curves: dict[str, pg.PlotDataItem] = field(default_factory=dict)
     epochs: list[dict[str, Any]] = field(default_factory=list)
     drawn: dict[str, int] = field(default_factory=dict)  # points per curve at the last setData
+    planned_epochs: int = 0  # epochs this run will train (fixes the epoch axis in advance)
 
 
 def _finite(v: Any) -> float:
@@ -138,8 +139,18 @@ class LivePlots(QWidget):
         self.loss_plot = self._make_plot("Loss per epoch", "epoch", "loss", integer_x=True)
         self.acc_plot = self._make_plot("Accuracy per epoch", "epoch", "accuracy", integer_x=True,
                                         legend_offset=(-8, -8))
-        self.acc_plot.setYRange(0.0, 1.0, padding=0.02)
         self.batch_plot = self._make_plot("Loss per batch", "step", "loss", grid=False)
+        # Ranges are managed here, in coarse steps (see _update_range), not auto-ranged on
+        # every update: a changed range makes pyqtgraph rebuild the axes, the costliest part
+        # of a repaint. Zooming or panning by hand hands the plot back to the user.
+        self._plots = {"loss": self.loss_plot, "acc": self.acc_plot, "batch": self.batch_plot}
+        self._ranges: dict[str, tuple[float, float, float, float]] = {}
+        self._user_range: set[str] = set()
+        for key, w in self._plots.items():
+            vb = w.getPlotItem().getViewBox()
+            vb.disableAutoRange()
+            vb.sigRangeChangedManually.connect(lambda *_, k=key: self._user_range.add(k))
+        self.acc_plot.setYRange(0.0, 1.0, padding=0.02)
         self.acc_plot.setXLink(self.loss_plot)
 
         grid = QGridLayout()
@@ -218,11 +229,18 @@ class LivePlots(QWidget):
         super().changeEvent(event)
 
     # --- runs -----------------------------------------------------------------
-    def new_run(self, classification: bool, continue_from: RunCurves | None = None) -> RunCurves:
-        """Start a run: its curves get the next colour and a legend entry ``run N``."""
+    def new_run(self, classification: bool, continue_from: RunCurves | None = None,
+                epochs: int = 0) -> RunCurves:
+        """Start a run: its curves get the next colour and a legend entry ``run N``.
+
+        ``epochs``: how many epochs the run will train, so the epoch axis is laid out once.
+        """
         idx = len(self.runs) + 1
         color = RUN_COLORS[(idx - 1) % len(RUN_COLORS)]
-        run = RunCurves(idx, f"run {idx}", color, classification)
+        run = RunCurves(idx, f"run {idx}", color, classification, planned_epochs=max(0, int(epochs)))
+        self._user_range.clear()  # a new run: show all of it again
+        for w in self._plots.values():
+            w.getPlotItem().getViewBox().disableAutoRange()
         if continue_from is not None:  # continued training goes on where the last run ended
             run.epoch_offset = continue_from.epoch_offset + len(continue_from.epochs)
             run.step_offset = int(continue_from.batch_loss.x[-1]) if continue_from.batch_loss.n else 0
@@ -307,6 +325,38 @@ class LivePlots(QWidget):
             for key in ("val_loss", "val_acc"):
                 if key in run.curves:
                     run.curves[key].setVisible(has_val)
+        for plot in todo:
+            self._update_range(plot)
+
+    def _update_range(self, plot: str) -> None:
+        """Grow the plot's range in "nice" steps so that most updates keep the axes as they are."""
+        vb = self._plots[plot].getPlotItem().getViewBox()
+        if plot in self._user_range or any(vb.autoRangeEnabled()) or not self.runs:
+            return  # the user zoomed/panned, or asked for pyqtgraph's auto range ("A" button)
+        if plot == "batch":
+            xs = [r.batch_loss.x[-1] for r in self.runs if r.batch_loss.n]
+            ys = np.concatenate([r.batch_loss.y for r in self.runs if r.batch_loss.n] or [np.zeros(0)])
+            x0, x1 = 0.0, _nice_ceil(max(xs, default=1.0) * 1.1)
+        else:
+            last = max((r.epoch_offset + max(r.planned_epochs, len(r.epochs)) for r in self.runs), default=1)
+            x0, x1 = 0.5, max(1, last) + 0.5
+            series = [getattr(r, k) for r in self.runs for k in _PLOT_CURVES[plot]]
+            ys = np.concatenate([s.y for s in series if s.n] or [np.zeros(0)])
+        ys = ys[np.isfinite(ys)]
+        if plot == "acc":
+            y0, y1 = 0.0, 1.0
+        elif ys.size:
+            lo, hi = float(ys.min()), float(ys.max())
+            y0 = 0.0 if lo >= 0 else -_nice_ceil(-lo)
+            y1 = _nice_ceil(hi) if hi > 0 else 0.0
+            if y1 <= y0:
+                y1 = y0 + 1.0
+        else:
+            y0, y1 = 0.0, 1.0
+        target = (x0, x1, y0, y1)
+        if self._ranges.get(plot) != target:
+            self._ranges[plot] = target
+            vb.setRange(xRange=(x0, x1), yRange=(y0, y1), padding=0.02)
 
     def clear(self) -> None:
         for w in (self.loss_plot, self.acc_plot, self.batch_plot):
@@ -315,6 +365,8 @@ class LivePlots(QWidget):
             if item.legend is not None:
                 item.legend.clear()
         self.runs.clear()
+        self._ranges.clear()
+        self._user_range.clear()
 
     # --- export ------------------------------------------------------------------
     def export_png(self, path: str | Path, width: int = 1200) -> list[Path]:
@@ -350,6 +402,17 @@ class LivePlots(QWidget):
                 for x, y in zip(run.batch_loss.x.tolist(), run.batch_loss.y.tolist()):
                     w.writerow([run.name, "batch", int(x)] + [""] * 6 + [_cell(y)])
         return p
+
+
+def _nice_ceil(v: float) -> float:
+    """Smallest 1, 2, 2.5 or 5 × 10^k that is ≥ v (v > 0)."""
+    if not math.isfinite(v) or v <= 0:
+        return 1.0
+    base = 10.0 ** math.floor(math.log10(v))
+    for m in (1.0, 2.0, 2.5, 5.0, 10.0):
+        if m * base >= v * (1 - 1e-12):
+            return m * base
+    return 10.0 * base
 
 
 def _cell(v: Any) -> str:
