@@ -449,3 +449,29 @@ def test_dock_inside_the_real_editor_window(qtbot, request, monkeypatch) -> None
     win.document.set_modified(False)
     assert win.close()
     assert not dock.is_running() and dock.outcome["status"] == "stopped"
+
+
+def test_plot_ranges_grow_in_steps_and_respect_user_zoom(qtbot) -> None:
+    plots = LivePlots()
+    qtbot.addWidget(plots)
+    plots.new_run(classification=True, epochs=10)
+    vb = plots.loss_plot.getPlotItem().getViewBox()
+
+    def epoch(e: int, loss: float) -> None:
+        plots.add_epoch({"epoch": e, "train_loss": loss, "val_loss": loss * 1.1, "train_accuracy": 0.5,
+                         "val_accuracy": 0.5})
+        plots.redraw()
+
+    epoch(1, 2.3)
+    first = vb.viewRange()
+    assert first[0][0] < 1 and 10 < first[0][1] < 11  # the whole planned run is laid out at once
+    # y from 0 to the next "nice" value above the largest loss (val 2.53 → 5), plus 2 % padding
+    assert first[1][0] <= 0 and 5.0 <= first[1][1] < 5.2
+    for e, loss in ((2, 1.2), (3, 0.8), (4, 0.5)):
+        epoch(e, loss)
+        assert vb.viewRange() == first  # falling losses stay inside: the axes are not rebuilt
+    # zooming by hand hands the plot to the user
+    vb.sigRangeChangedManually.emit([True, True])
+    vb.setRange(xRange=(2, 3), padding=0)
+    epoch(5, 5.0)
+    assert vb.viewRange()[0] == [2, 3]
