@@ -220,6 +220,11 @@ class TrainingWorker(_ThreadedWorker):
         job = self.job
         self._phase("building model")
         graph = Graph.from_dict(job.graph_dict)
+        import torch
+
+        # the initial weights are drawn while compiling: seed first, as `netstudio train`
+        # does, so the same seed gives the same run in the app and on the command line
+        torch.manual_seed(job.config.seed)
         plan = build_plan(graph, job.config.batch_size)
         self.plan = plan
         if self.stop_event.is_set():
