@@ -96,20 +96,26 @@ class TrainingPlan:
                         steps_per_epoch=steps_per_epoch)
         return sched, nt.step_every, nt.needs_metric  # type: ignore[attr-defined]
 
-    def loss(self, outputs: torch.Tensor | tuple[torch.Tensor, ...], x: torch.Tensor, y: torch.Tensor
-             ) -> torch.Tensor:
-        """Weighted sum of all loss terms, kept on the device (no ``.item()``)."""
+    def loss_terms(self, outputs: torch.Tensor | tuple[torch.Tensor, ...], x: torch.Tensor, y: torch.Tensor
+                   ) -> list[tuple[LossTerm, torch.Tensor]]:
+        """Each loss term with its weighted value (distributed training scales them apart)."""
         outs = outputs if isinstance(outputs, tuple) else (outputs,)
-        total: torch.Tensor | None = None
+        terms: list[tuple[LossTerm, torch.Tensor]] = []
         for t in self.losses:
             pred = outs[t.pred_index]
             kind, idx = t.target
             tgt = y if kind == "target" else x if kind == "features" else outs[idx]
             term = t.module(pred, t.adapt(pred, tgt))
-            if t.weight != 1.0:
-                term = term * t.weight
-            total = term if total is None else total + term
-        assert total is not None
+            terms.append((t, term * t.weight if t.weight != 1.0 else term))
+        return terms
+
+    def loss(self, outputs: torch.Tensor | tuple[torch.Tensor, ...], x: torch.Tensor, y: torch.Tensor
+             ) -> torch.Tensor:
+        """Weighted sum of all loss terms, kept on the device (no ``.item()``)."""
+        terms = self.loss_terms(outputs, x, y)
+        total = terms[0][1]
+        for _, term in terms[1:]:
+            total = total + term
         return total
 
     def correct(self, outputs: torch.Tensor | tuple[torch.Tensor, ...], y: torch.Tensor) -> torch.Tensor | None:

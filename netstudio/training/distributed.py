@@ -258,17 +258,8 @@ def loss_terms(plan: "TrainingPlan", outputs: torch.Tensor | tuple[torch.Tensor,
     Their sum is exactly ``plan.loss(outputs, x, y)``; kept apart because mean and
     sum terms need different scales under DDP.
     """
-    outs = outputs if isinstance(outputs, tuple) else (outputs,)
-    terms: list[tuple[torch.Tensor, str]] = []
-    for t in plan.losses:
-        pred = outs[t.pred_index]
-        kind, idx = t.target
-        tgt = y if kind == "target" else x if kind == "features" else outs[idx]
-        term = t.module(pred, t.adapt(pred, tgt))
-        if t.weight != 1.0:
-            term = term * t.weight
-        terms.append((term, "sum" if getattr(t.module, "reduction", "mean") == "sum" else "mean"))
-    return terms
+    return [(term, "sum" if getattr(t.module, "reduction", "mean") == "sum" else "mean")
+            for t, term in plan.loss_terms(outputs, x, y)]
 
 
 class DistStep:
