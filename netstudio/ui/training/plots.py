@@ -35,6 +35,8 @@ REDRAW_INTERVAL_MS = 100
 #: plots get the rest: the batch curve 5 times a second, epoch points twice a second
 #: (epochs of the small sample models can end ten times a second).
 MIN_REFRESH_S = {"batch": 0.2, "loss": 0.5, "acc": 0.5}
+#: ... and never more often than keeps each plot's repaints under this share of wall time
+PAINT_BUDGET = 0.03
 #: which curves live in which plot
 _PLOT_CURVES = {"loss": ("train_loss", "val_loss"), "acc": ("train_acc", "val_acc"), "batch": ("batch_loss",)}
 
@@ -49,6 +51,22 @@ class IntegerAxis(pg.AxisItem):
 
     def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:  # noqa: N802
         return [str(int(round(v))) for v in values]
+
+
+class TimedPlotWidget(pg.PlotWidget):
+    """A PlotWidget that measures its own repaints (a moving average, in seconds).
+
+    A pyqtgraph repaint runs Python paint code and keeps the GIL for most of
+    its duration, stalling a training loop on another thread, so LivePlots
+    spaces repaints by their measured cost.
+    """
+
+    paint_cost = 0.004  # prior: a few ms per repaint
+
+    def paintEvent(self, ev: Any) -> None:  # noqa: N802 - Qt API
+        t0 = time.perf_counter()
+        super().paintEvent(ev)
+        self.paint_cost = 0.8 * self.paint_cost + 0.2 * (time.perf_counter() - t0)
 
 
 class GrowingSeries:
@@ -178,7 +196,7 @@ class LivePlots(QWidget):
     def _make_plot(self, title: str, xlabel: str, ylabel: str, integer_x: bool = False,
                    legend_offset: tuple[int, int] = (-8, 8), grid: bool = True) -> pg.PlotWidget:
         axes = {"bottom": IntegerAxis("bottom")} if integer_x else None
-        w = pg.PlotWidget(background=self._bg, axisItems=axes)
+        w = TimedPlotWidget(background=self._bg, axisItems=axes)
         w.setMinimumSize(220, 150)
         w.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         item = w.getPlotItem()
@@ -301,7 +319,9 @@ class LivePlots(QWidget):
         now = time.monotonic()
         for i in range(len(order)):
             plot = order[(self._next + i) % len(order)]
-            if plot in self._dirty and now - self._drawn_at.get(plot, 0.0) >= MIN_REFRESH_S[plot]:
+            cost = getattr(self._plots[plot], "paint_cost", 0.0)
+            wait = max(MIN_REFRESH_S[plot], cost / PAINT_BUDGET)
+            if plot in self._dirty and now - self._drawn_at.get(plot, 0.0) >= wait:
                 self._next = (self._next + i + 1) % len(order)
                 self._drawn_at[plot] = now
                 self.redraw((plot,))
