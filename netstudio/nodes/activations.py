@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from netstudio.nodes.base import Category, InferContext, LayerType, Param, TensorInfo, register
 
 
 class _Activation(LayerType):
     category = Category.ACTIVATION
+    #: name of the parameterless ``torch.nn`` module it builds; types with params override ``build``
+    module: ClassVar[str] = ""
+
+    def build(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
+        import torch.nn as nn
+
+        return getattr(nn, self.module)()
 
     def out_info(self, ctx: InferContext, x: TensorInfo) -> TensorInfo:
         if not x.is_float:
@@ -22,11 +29,7 @@ class ReLU(_Activation):
     type_id = "activation.relu"
     title = "ReLU"
     description = "max(0, x)"
-
-    def build(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
-        import torch.nn as nn
-
-        return nn.ReLU()
+    module = "ReLU"
 
 
 @register
@@ -63,11 +66,7 @@ class SiLU(_Activation):
     type_id = "activation.silu"
     title = "SiLU"
     description = "x·sigmoid(x) (also called Swish)."
-
-    def build(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
-        import torch.nn as nn
-
-        return nn.SiLU()
+    module = "SiLU"
 
 
 @register
@@ -75,11 +74,7 @@ class Sigmoid(_Activation):
     type_id = "activation.sigmoid"
     title = "Sigmoid"
     description = "1 / (1 + exp(-x)); pair with BCE for binary classification."
-
-    def build(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
-        import torch.nn as nn
-
-        return nn.Sigmoid()
+    module = "Sigmoid"
 
 
 @register
@@ -87,11 +82,7 @@ class Tanh(_Activation):
     type_id = "activation.tanh"
     title = "Tanh"
     description = "Hyperbolic tangent, output in (-1, 1)."
-
-    def build(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
-        import torch.nn as nn
-
-        return nn.Tanh()
+    module = "Tanh"
 
 
 class _Normalizing(_Activation):
