@@ -34,8 +34,10 @@ from netstudio.ui.training.worker import EvalWorker, TrainingWorker, TrainJob, W
 FAILED_STATUSES = ("error", "failed", "diverged", "nan")
 #: how often the dock looks for graph/project edits while idle (describe() is cached and cheap)
 WATCH_INTERVAL_MS = 400
-#: progress bar/labels are refreshed at most this often (each update costs GUI-thread time)
-LABEL_INTERVAL_S = 0.1
+#: The progress bar and speed label are redrawn by a timer from the newest event, not per
+#: event: QProgressBar.setValue repaints synchronously, and GUI-thread time is taken from
+#: the training loop (GIL). 4 Hz is plenty to read a number.
+PROGRESS_REFRESH_MS = 250
 
 
 @dataclass
@@ -117,7 +119,7 @@ class TrainingDock(QDockWidget):
         self._loading_settings = False
         self._closing_main = False
         self._running_text = "Training"
-        self._last_label_update = 0.0
+        self._pending_progress: dict[str, Any] | None = None  # newest batch/epoch event not yet shown
 
         self._build_ui()
         self._install_main_window_hooks()
@@ -127,6 +129,9 @@ class TrainingDock(QDockWidget):
         self._watch.setInterval(WATCH_INTERVAL_MS)
         self._watch.timeout.connect(self._watch_project)
         self._watch.start()
+        self._progress_timer = QTimer(self)  # runs only while training
+        self._progress_timer.setInterval(PROGRESS_REFRESH_MS)
+        self._progress_timer.timeout.connect(self._refresh_progress)
         self._set_state("idle")
 
     # ======================================================================
@@ -565,6 +570,8 @@ class TrainingDock(QDockWidget):
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat("preparing")
         self.speed_label.setText("")
+        self._pending_progress = None
+        self._progress_timer.start()
         self.tabs.setCurrentIndex(0)
         self._train.start()
         self.training_started.emit(self.run_count)
@@ -650,18 +657,16 @@ class TrainingDock(QDockWidget):
             self.last_batch = ev
             if self._run_started_plot:
                 self.plots.add_batch(ev)
-            now = time.monotonic()
-            if now - self._last_label_update >= LABEL_INTERVAL_S:  # labels: 10 Hz is plenty to read
-                self._last_label_update = now
-                self._show_batch(ev)
+            self._pending_progress = ev
             if self.state == "starting":
                 self._set_state("running")
                 self.status_label.setText(self._running_text)
         elif kind == "epoch":
             if self._run_started_plot:
                 self.plots.add_epoch(ev)
-            self._show_epoch(ev)
+            self._pending_progress = ev
         elif kind == "paused":
+            self._refresh_progress()  # show where it stopped, and nothing moves while paused
             if self.state == "pausing":
                 self._set_state("paused")
                 self.status_label.setText(f"Run {self.run_count}: paused at epoch {ev.get('epoch')}, "
@@ -681,6 +686,16 @@ class TrainingDock(QDockWidget):
 
     def _epochs_total(self) -> int:
         return self._job_config.epochs if self._job_config is not None else max(1, self.epochs_spin.value())
+
+    @Slot()
+    def _refresh_progress(self) -> None:
+        ev, self._pending_progress = self._pending_progress, None
+        if ev is None:
+            return
+        if ev.get("kind") == "epoch":
+            self._show_epoch(ev)
+        else:
+            self._show_batch(ev)
 
     def _show_batch(self, ev: dict[str, Any]) -> None:
         epochs = self._epochs_total()
@@ -729,6 +744,8 @@ class TrainingDock(QDockWidget):
             # fit keeps the last good (or best) weights even when a run fails: keep them.
             self.trained = TrainedModel(model, worker.plan, worker.data, self._job_graph or {},
                                         self._job_config or TrainConfig(), worker.job.run_index, result)
+        self._progress_timer.stop()
+        self._refresh_progress()
         if self._run_started_plot:
             self.plots.redraw()
         metrics = dict(outcome.get("metrics") or {})
