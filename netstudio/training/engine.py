@@ -112,9 +112,13 @@ def device_label(device: torch.device) -> str:
     return "cpu"
 
 
-def available_devices() -> list[tuple[str, str]]:
-    """(device id, human label) of every usable device, CPU first; 'auto' is not listed."""
-    out = [("cpu", f"CPU ({torch.get_num_threads()} threads)")]
+def available_devices(cpu_threads: int | None = None) -> list[tuple[str, str]]:
+    """(device id, human label) of every usable device, CPU first; 'auto' is not listed.
+
+    ``cpu_threads``: the threads training will use, when not this thread's torch setting.
+    """
+    n = cpu_threads or torch.get_num_threads()
+    out = [("cpu", f"CPU ({n} thread{'s' if n != 1 else ''})")]
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             out.append((f"cuda:{i}", torch.cuda.get_device_name(i)))

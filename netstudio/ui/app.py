@@ -70,6 +70,9 @@ def run_app(path: str | None = None) -> int:
     # before the training dock could start its worker thread.
     import torch._dynamo  # noqa: F401
 
+    from netstudio.ui.training.worker import reserve_cores_for_workers
+
+    reserve_cores_for_workers()  # the GUI thread computes single-threaded (see there)
     window.install_training_dock()
     window.scene.update_param_counts()
     window.status("Ready", 3000)

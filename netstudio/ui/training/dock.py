@@ -28,7 +28,8 @@ from netstudio.errors import NetStudioError
 from netstudio.training.config import TrainConfig
 from netstudio.ui.training.plots import LivePlots
 from netstudio.ui.training.results import ImageGrid, ResultsView, format_metric
-from netstudio.ui.training.worker import EvalWorker, TrainingWorker, TrainJob, WorkerThread
+from netstudio.ui.training.worker import (EvalWorker, TrainingWorker, TrainJob, WorkerThread,
+                                          reserve_cores_for_workers, worker_threads)
 
 #: statuses of FitResult (and the CLI) that mean the run failed
 FAILED_STATUSES = ("error", "failed", "diverged", "nan")
@@ -92,14 +93,17 @@ class TrainingDock(QDockWidget):
         # thread, keeps the first import from happening inside a worker thread.
         import torch._dynamo  # noqa: F401
 
+        reserve_cores_for_workers()  # before this thread runs any torch op
+
         if parent is None and isinstance(main_window, QWidget):
             parent = main_window
         super().__init__("Training", parent)
         self.setObjectName("TrainingDock")
         self.main_window = main_window
         self.state = "idle"
-        #: torch intra-op threads while training from the GUI (see bench/bench_gui_latency.py)
-        self.torch_threads: int | None = 1
+        #: torch intra-op threads of the training/evaluation workers: all of torch's default
+        #: (what ``netstudio train`` uses); the GUI thread itself computes with one
+        self.torch_threads: int | None = worker_threads()
         self.trained: TrainedModel | None = None
         self.outcome: dict[str, Any] | None = None
         self.evaluation: dict[str, Any] | None = None
@@ -385,7 +389,8 @@ class TrainingDock(QDockWidget):
         try:
             from netstudio.training import available_devices
 
-            devices += [(str(i), str(label)) for i, label in available_devices() if str(i) != "auto"]
+            devices += [(str(i), str(label)) for i, label in available_devices(self.torch_threads)
+                        if str(i) != "auto"]
         except Exception:  # noqa: BLE001 - the engine may be missing or probing may fail; CPU always works
             devices.append(("cpu", "CPU"))
         if not any(d == "cpu" for d, _ in devices):
@@ -499,6 +504,10 @@ class TrainingDock(QDockWidget):
         self.export_action.setEnabled(self.export_button.isEnabled())
         for w in (self.epochs_spin, self.batch_spin, self.seed_spin, self.device_combo):
             w.setEnabled(not running)
+        if running:  # the watch only acts while idle; no needless wake-ups while training
+            self._watch.stop()
+        elif not self._watch.isActive():
+            self._watch.start()
         self.state_changed.emit(state)
 
     def _lock_editor(self, locked: bool) -> None:
@@ -648,7 +657,11 @@ class TrainingDock(QDockWidget):
         self._run_started_plot = True
 
     @Slot(object)
-    def _on_progress(self, ev: dict[str, Any]) -> None:
+    def _on_progress(self, events: list[dict[str, Any]]) -> None:
+        for ev in events:
+            self._on_report(ev)
+
+    def _on_report(self, ev: dict[str, Any]) -> None:
         if not self._from_current(ev):
             return
         kind = ev.get("kind")

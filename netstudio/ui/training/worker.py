@@ -27,14 +27,50 @@ from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, Slot
 from netstudio.errors import NetStudioError
 from netstudio.training.config import TrainConfig
 
-#: the GUI never needs more than ~20 progress updates per second
-BATCH_EMIT_INTERVAL_S = 0.05
+#: Progress reaches the GUI at most 10 times a second, as one list of events: every
+#: epoch (the plots need each point), the newest batch only. Each signal wakes the GUI
+#: thread, whose Python then holds the GIL the training loop needs; the sample models'
+#: epochs can end 25 times a second.
+EMIT_INTERVAL_S = 0.1
 #: validation images shown in the results grid
 SAMPLE_GRID_SIZE = 24
 #: training images shown in the dataset summary
 PREVIEW_GRID_SIZE = 16
 #: validation samples per confusion-matrix chunk (a stop request waits at most one chunk)
 EVAL_CHUNK = 2048
+
+
+#: intra-op threads a worker computes with: torch's default for this machine, read
+#: before the GUI thread is limited to one (see ``reserve_cores_for_workers``)
+_WORKER_THREADS: int | None = None
+
+
+def reserve_cores_for_workers() -> int:
+    """Limit the calling (GUI) thread to one torch thread; return the workers' thread count.
+
+    libgomp gives each thread that enters an OpenMP region its own team of
+    threads, kept for the thread's lifetime. Once the GUI thread and a worker
+    both own a team there are more OpenMP threads than cores, libgomp stops
+    spinning at barriers and every op pays a futex wake-up: training in a worker
+    thread ran at a third of its speed on 2 cores (bench/bench_gui_latency.py).
+    So the GUI thread computes single-threaded, before it runs any torch op,
+    and only the worker owns a team, as large as ``netstudio train`` would use.
+    Idempotent; call it on the GUI thread.
+    """
+    global _WORKER_THREADS
+    if _WORKER_THREADS is None:
+        import torch
+
+        _WORKER_THREADS = max(1, torch.get_num_threads())
+        # at::set_num_threads sets this thread's OpenMP/MKL threads and the default of
+        # threads created later; every worker sets its own count explicitly
+        torch.set_num_threads(1)
+    return _WORKER_THREADS
+
+
+def worker_threads() -> int:
+    """Intra-op threads of training/evaluation workers (torch's default on this machine)."""
+    return reserve_cores_for_workers() if _WORKER_THREADS is None else _WORKER_THREADS
 
 
 @dataclass
@@ -105,6 +141,31 @@ def sample_images(data: Any, split: str, n: int) -> list[dict[str, Any]]:
     return items
 
 
+#: nice increment of worker threads (Linux: per thread, inherited by their OpenMP threads)
+WORKER_NICE = 5
+
+
+def lower_thread_priority(increment: int | None = None) -> None:
+    """Give the calling thread (and the OpenMP team it will create) a lower CPU priority.
+
+    With the training loop's threads on every core, the GUI thread otherwise waits
+    for a time slice behind them, sometimes while it holds the GIL the loop needs.
+    Niced, the loop takes whatever the GUI leaves; on an idle GUI that is everything.
+    Linux only (per-thread nice); elsewhere a no-op.
+    """
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    n = WORKER_NICE if increment is None else increment
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + n))
+    except (OSError, AttributeError):
+        pass  # not permitted here: run at normal priority
+
+
 class _ThreadedWorker(QObject):
     """Common part: run once on its thread, report ``done`` with a plain dict, go home."""
 
@@ -122,6 +183,7 @@ class _ThreadedWorker(QObject):
     def run(self) -> None:
         outcome: dict[str, Any]
         restore = None
+        lower_thread_priority()
         try:
             if self.num_threads:
                 import torch
@@ -154,7 +216,7 @@ class TrainingWorker(_ThreadedWorker):
 
     # Every payload carries "run" (the job's run index): PySide does not tell a
     # queued Python slot its sender, and the GUI must ignore a finished run's stragglers.
-    progress = Signal(object)    # start / batch / epoch / paused / resumed / end report dicts
+    progress = Signal(object)    # list of start / batch / epoch / paused / resumed / end report dicts, in order
     data_ready = Signal(object)  # data_summary(...) once the dataset is loaded
     phase = Signal(object)       # {"run", "phase": "building model" | "loading data" | "training"}
 
@@ -172,35 +234,42 @@ class TrainingWorker(_ThreadedWorker):
         self.batches_reported = 0                # batch events seen from fit (unthrottled)
         self.batches_emitted = 0                 # batch events passed on to the GUI
         self._last_emit = 0.0
-        self._pending: dict[str, Any] | None = None
+        self._pending: dict[str, Any] | None = None  # newest batch event not yet queued
+        self._queue: list[dict[str, Any]] = []        # tagged events not yet sent
 
     # --- report callback (runs on the worker thread) ------------------------------
     def report(self, event: dict[str, Any]) -> None:
         kind = event.get("kind")
         if kind == "batch":
             self.batches_reported += 1
-            now = time.monotonic()
-            if now - self._last_emit < BATCH_EMIT_INTERVAL_S:
-                self._pending = dict(event)  # keep only the newest; flushed before the next epoch event
+            self._pending = event  # only the newest batch is worth showing
+        else:
+            if self._pending is not None and kind == "epoch":
+                self._queue_pending()  # the epoch's last batch comes before the epoch
+            ev = self._tag(event)
+            self.events.append(ev)
+            if kind == "epoch":
+                self.history.append(ev)
+            self._queue.append(ev)
+            if kind != "epoch":  # start / paused / resumed / end: the GUI must react now
+                self._flush()
                 return
-            self._pending = None
-            self._last_emit = now
+        if time.monotonic() - self._last_emit >= EMIT_INTERVAL_S:
+            self._flush()
+
+    def _queue_pending(self) -> None:
+        ev, self._pending = self._pending, None
+        if ev is not None:
             self.batches_emitted += 1
-            self.progress.emit(self._tag(event))
-            return
-        self._flush()
-        ev = self._tag(event)
-        self.events.append(ev)
-        if kind == "epoch":
-            self.history.append(ev)
-        self.progress.emit(ev)
+            self._queue.append(self._tag(ev))
 
     def _flush(self) -> None:
-        if self._pending is not None:
-            ev, self._pending = self._pending, None
+        """Send everything queued as one signal: one GUI wake-up however many epochs ended."""
+        self._queue_pending()
+        if self._queue:
+            batch, self._queue = self._queue, []
             self._last_emit = time.monotonic()
-            self.batches_emitted += 1
-            self.progress.emit(self._tag(ev))
+            self.progress.emit(batch)
 
     def _tag(self, event: dict[str, Any]) -> dict[str, Any]:
         ev = _plain(event)
@@ -242,9 +311,11 @@ class TrainingWorker(_ThreadedWorker):
         if model is not None:
             _check_compatible(model, plan.model)
         self._phase("training")
-        result = training.fit(plan, data, job.config, self.report, self.stop_event, self.pause_event,
-                              model=model)
-        self._flush()
+        try:
+            result = training.fit(plan, data, job.config, self.report, self.stop_event, self.pause_event,
+                                  model=model)
+        finally:
+            self._flush()  # the last epochs reach the plots even when fit raised
         self.result = result
         out: dict[str, Any] = {"status": str(result.status), "message": str(result.message or ""),
                                "metrics": _plain(dict(result.metrics or {})),
