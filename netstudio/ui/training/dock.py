@@ -170,11 +170,16 @@ class TrainingDock(QDockWidget):
         split.setChildrenCollapsible(False)
         outer.addWidget(split, 1)
 
-        # --- left column: dataset, settings, controls, progress ---------------
+        # --- left column: dataset and settings scroll; controls and progress stay in
+        # view below them, however short the dock is (a small screen, a tall canvas)
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 4, 0)
         ll.setSpacing(8)
+        pinned = QWidget()
+        pinl = QVBoxLayout(pinned)
+        pinl.setContentsMargins(0, 4, 4, 0)
+        pinl.setSpacing(6)
 
         ds_box = QGroupBox("Dataset")
         dl = QVBoxLayout(ds_box)
@@ -244,7 +249,7 @@ class TrainingDock(QDockWidget):
         row3.addWidget(self.reset_button)
         row3.addWidget(self.export_button)
         for r in (row1, row2, row3):
-            ll.addLayout(r)
+            pinl.addLayout(r)
 
         prog_box = QGroupBox("Progress")
         pl = QVBoxLayout(prog_box)
@@ -262,7 +267,7 @@ class TrainingDock(QDockWidget):
         pl.addWidget(self.status_label)
         pl.addWidget(self.progress_bar)
         pl.addWidget(self.speed_label)
-        ll.addWidget(prog_box)
+        pinl.addWidget(prog_box)
         ll.addStretch(1)
 
         scroll = QScrollArea()
@@ -270,8 +275,14 @@ class TrainingDock(QDockWidget):
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(350)
-        split.addWidget(scroll)
+        column = QWidget()
+        cl = QVBoxLayout(column)
+        cl.setContentsMargins(0, 0, 0, 0)
+        cl.setSpacing(0)
+        cl.addWidget(scroll, 1)
+        cl.addWidget(pinned)
+        column.setMinimumWidth(350)
+        split.addWidget(column)
 
         # --- right: plots and results ---------------------------------------------
         self.tabs = QTabWidget()

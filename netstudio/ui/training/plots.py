@@ -158,7 +158,7 @@ class LivePlots(QWidget):
         self.loss_plot = self._make_plot("Loss per epoch", "epoch", "loss", integer_x=True)
         self.acc_plot = self._make_plot("Accuracy per epoch", "epoch", "accuracy", integer_x=True,
                                         legend_offset=(-8, -8))
-        self.batch_plot = self._make_plot("Loss per batch", "step", "loss", grid=False)
+        self.batch_plot = self._make_plot("Loss per batch", "step", "loss", grid=False, legend_columns=4)
         # Ranges are managed here, in coarse steps (see _update_range), not auto-ranged on
         # every update: a changed range makes pyqtgraph rebuild the axes, the costliest part
         # of a repaint. Zooming or panning by hand hands the plot back to the user.
@@ -195,7 +195,8 @@ class LivePlots(QWidget):
         return (QColor("#1b1e23"), QColor("#c3c8d0")) if dark else (QColor("#ffffff"), QColor("#30343b"))
 
     def _make_plot(self, title: str, xlabel: str, ylabel: str, integer_x: bool = False,
-                   legend_offset: tuple[int, int] = (-8, 8), grid: bool = True) -> pg.PlotWidget:
+                   legend_offset: tuple[int, int] = (-8, 8), grid: bool = True,
+                   legend_columns: int = 2) -> pg.PlotWidget:
         axes = {"bottom": IntegerAxis("bottom")} if integer_x else None
         w = TimedPlotWidget(background=self._bg, axisItems=axes)
         w.setMinimumSize(220, 150)
@@ -211,7 +212,8 @@ class LivePlots(QWidget):
             # point repainted them through Python; as a cached pixmap a repaint is a C++
             # blit: the epoch plots' repaint cost drops from ~5 ms to ~1.2 ms.
             ax.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
-        item.addLegend(offset=legend_offset)
+        # side by side (one row per run: "train | val"), so the legend covers less of a short plot
+        item.addLegend(offset=legend_offset, colCount=legend_columns)
         item.setMenuEnabled(True)
         self._titles[w] = title
         # Grid lines are drawn by the axes and cost ~3× the repaint time; the batch
