@@ -281,7 +281,7 @@ def test_lenet_on_28x28_reports_the_real_flattened_size() -> None:
     an = ShapeChecker().analyze(g, 64)
     assert an.output_info(ids[-2]).shape == (64, 256)
     [p] = an.problems_for(ids[-1])
-    assert p.message == "Linear 'fc1' expects 400 input features but receives 256"
+    assert p.message == "Linear 'fc1' expects 400 input features but receives 256 (16×4×4 flattened)"
     assert p.hint == "set in_features to 256 or 'auto'"
     assert p.node_id == ids[-1]
     # applying the hint fixes it, and the compiled model really produces the inferred shape

@@ -222,7 +222,7 @@ def test_check_reports_a_shape_mismatch(tmp_path: Path, capsys: pytest.CaptureFi
 
     rc, out, err = run_cli(capsys, "check", str(_edited_lenet(tmp_path, mismatch)))
     assert rc == 1
-    assert ("error: [n9] Linear 'fc1' expects 300 input features but receives 256 "
+    assert ("error: [n9] Linear 'fc1' expects 300 input features but receives 256 (16×4×4 flattened) "
             "→ set in_features to 256 or 'auto'") in err
     assert "✗" in next(line for line in out.splitlines() if " fc1 " in line)
     assert "total parameters: unknown" in out

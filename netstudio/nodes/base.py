@@ -63,6 +63,9 @@ class TensorInfo:
 
     shape: tuple[int, ...]
     dtype: str = "float32"
+    #: the shape a Flatten made this tensor from (kept only on that Flatten's output), so a
+    #: mismatch downstream can say where a feature count comes from: "256 (16×4×4 flattened)"
+    flattened_from: tuple[int, ...] | None = None
 
     def fmt(self) -> str:
         """Human-readable shape, e.g. ``64×1×28×28``."""
@@ -82,6 +85,10 @@ class TensorInfo:
 
     def with_shape(self, *shape: int) -> "TensorInfo":
         return TensorInfo(tuple(int(s) for s in shape), self.dtype)
+
+    def flattened(self, *shape: int) -> "TensorInfo":
+        """This tensor reshaped to ``shape`` by a flatten, remembering where it came from."""
+        return TensorInfo(tuple(int(s) for s in shape), self.dtype, self.shape)
 
     @property
     def is_float(self) -> bool:

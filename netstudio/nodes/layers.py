@@ -169,6 +169,9 @@ class Linear(LayerType):
                 raise ctx.error(f"expects {want} input features but receives {x.fmt()}",
                                 hint=f"add a Flatten before it and set in_features to {flat}")
             where = f" (last dimension of {x.fmt()})" if len(x.shape) == 3 else ""
+            if x.flattened_from is not None and len(x.shape) == 2:
+                # the classic LeNet slip: 16×5×5 = 400 assumed, 16×4×4 = 256 arrives from 28×28 images
+                where = f" ({'×'.join(map(str, x.flattened_from[1:]))} flattened)"
             raise ctx.error(f"expects {want} input features but receives {got}{where}",
                             hint=f"set in_features to {got} or 'auto'")
         return x.with_shape(*x.shape[:-1], p["out_features"])
@@ -499,7 +502,7 @@ class Flatten(LayerType):
         if not (0 < s <= e < n):
             raise ctx.error(f"cannot flatten dims {s}..{ctx.params['end_dim']} of a {x.fmt()} tensor",
                             hint="use start_dim 1 and end_dim -1")
-        return x.with_shape(*x.shape[:s], math.prod(x.shape[s:e + 1]), *x.shape[e + 1:])
+        return x.flattened(*x.shape[:s], math.prod(x.shape[s:e + 1]), *x.shape[e + 1:])
 
     def build(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
         import torch.nn as nn

@@ -262,7 +262,7 @@ def test_seed_lenet_on_28x28_shows_the_mismatch_and_the_hint_fixes_it(window: An
     assert len(problems) == 1
     p = problems[0]
     assert p.node_id == ids["fc1"]
-    assert p.message == "Linear 'fc1' expects 400 input features but receives 256"
+    assert p.message == "Linear 'fc1' expects 400 input features but receives 256 (16×4×4 flattened)"
     assert p.hint is not None and p.hint.startswith("set in_features to 256")
     card = window.scene.node_items[ids["fc1"]]
     assert card.has_error and "set in_features to 256" in card.toolTip()
