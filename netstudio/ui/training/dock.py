@@ -727,8 +727,7 @@ class TrainingDock(QDockWidget):
         nb = max(1, int(ev.get("n_batches", 1) or 1))
         b = int(ev.get("batch", 0) or 0)
         frac = ((epoch - 1) + min(b, nb) / nb) / max(1, epochs)
-        self.progress_bar.setValue(int(round(1000 * min(1.0, max(0.0, frac)))))
-        self.progress_bar.setFormat(f"Epoch {epoch}/{epochs} · batch {b}/{nb}")
+        self._set_progress(int(round(1000 * min(1.0, max(0.0, frac)))), f"Epoch {epoch}/{epochs} · batch {b}/{nb}")
         sps = ev.get("samples_per_s")
         sps_text = f"{float(sps):,.0f} samples/s" if isinstance(sps, (int, float)) and math.isfinite(sps) else ""
         loss = ev.get("loss")
@@ -736,11 +735,19 @@ class TrainingDock(QDockWidget):
         eta = f"ETA {_fmt_duration(ev.get('eta_s'))}" if ev.get("eta_s") is not None else ""
         self.speed_label.setText("  ·  ".join(t for t in (loss_text, sps_text, eta) if t))
 
+    def _set_progress(self, value: int, text: str) -> None:
+        bar = self.progress_bar
+        # QProgressBar.setValue repaints synchronously (a styled paint and a flush of its own);
+        # with updates off it only schedules a repaint, merged into the window's next paint pass
+        bar.setUpdatesEnabled(False)
+        bar.setValue(value)
+        bar.setFormat(text)
+        bar.setUpdatesEnabled(True)
+
     def _show_epoch(self, ev: dict[str, Any]) -> None:
         epochs = self._epochs_total()
         epoch = int(ev.get("epoch", 0) or 0)
-        self.progress_bar.setValue(int(round(1000 * min(1.0, epoch / max(1, epochs)))))
-        self.progress_bar.setFormat(f"Epoch {epoch}/{epochs} done")
+        self._set_progress(int(round(1000 * min(1.0, epoch / max(1, epochs)))), f"Epoch {epoch}/{epochs} done")
 
     @Slot()
     def _on_thread_finished(self) -> None:
