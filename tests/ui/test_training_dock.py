@@ -124,6 +124,11 @@ def test_training_plots_one_point_per_epoch_and_shows_trainer_metrics(qtbot, sto
         assert list(y) == [h[field] for h in history], key
     assert dock.worker is None  # thread reaped
     assert dock.progress_bar.value() == dock.progress_bar.maximum()
+    # under the bar: the run's final figures, not the last batch's loss and ETA
+    summary = dock.speed_label.text()
+    assert f"val accuracy {format_metric(result.metrics['val_accuracy'])}" in summary
+    assert f"train loss {format_metric(result.metrics['train_loss'])}" in summary
+    assert "samples/s" in summary and "ETA" not in summary
 
     # metrics table: exactly what FitResult reports, with the table's formatting rule
     for key, value in result.metrics.items():

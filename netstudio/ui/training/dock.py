@@ -67,6 +67,19 @@ class TrainedModel:
         return torch.stack([ds[i][0] for i in range(min(n, len(ds)))])
 
 
+def _run_summary(metrics: dict[str, Any]) -> str:
+    """One line under the progress bar once a run has ended: its final figures."""
+    parts = []
+    for key, label in (("train_loss", "train loss"), ("val_loss", "val loss"), ("val_accuracy", "val accuracy")):
+        v = metrics.get(key)
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            parts.append(f"{label} {format_metric(float(v))}")
+    sps = metrics.get("samples_per_s")
+    if isinstance(sps, (int, float)) and math.isfinite(sps) and sps > 0:
+        parts.append(f"{float(sps):,.0f} samples/s")
+    return "  ·  ".join(parts)
+
+
 def _fmt_duration(seconds: Any) -> str:
     try:
         s = float(seconds)
@@ -791,6 +804,8 @@ class TrainingDock(QDockWidget):
                                                                                                        status)
             msg = outcome.get("message") or ""
             self.status_label.setText(f"Run {worker.job.run_index} {word}" + (f": {msg}" if msg else ""))
+        # the last batch's loss/speed/ETA would read as the result: show the run's own figures
+        self.speed_label.setText(_run_summary(metrics))
         if metrics:
             where = "weights kept from the last good epoch" if failed and self.trained is not None else ""
             self.results.show_metrics(metrics, f"Run {worker.job.run_index}: {status}"
