@@ -156,3 +156,30 @@ def test_export_button_state_follows_the_trained_model(qtbot, trained) -> None:
     dock.reset_weights()
     assert not dock.export_button.isEnabled() and not dock.export_action.isEnabled()
     json.dumps(dock.outcome)  # the outcome is plain data (it crossed threads)
+
+
+def test_export_dialog_proposes_a_clean_file_next_to_the_project(qtbot, tmp_path) -> None:
+    import types
+
+    from netstudio.ui.training.export_dialog import ExportDialog, file_stem
+
+    assert file_stem("MNIST MLP (SGD)") == "mnist_mlp_sgd" and file_stem("  ") == "model"
+    project = types.SimpleNamespace(name="MNIST MLP (SGD)")
+    dialog = ExportDialog(None, None, project, default_dir=tmp_path)
+    qtbot.addWidget(dialog)
+    dialog.select_format("pt")
+    assert dialog.path_edit.text() == str(tmp_path / "mnist_mlp_sgd.pt")
+    dialog.select_format("onnx")
+    assert dialog.path_edit.text() == str(tmp_path / "mnist_mlp_sgd.onnx")
+    # the project file's own name wins; a folder that cannot be written falls back to home
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        other = ExportDialog(None, None, project, default_dir=locked, default_name="lenet")
+        qtbot.addWidget(other)
+        other.select_format("pt")
+        want = locked if os.access(locked, os.W_OK) else Path.home()  # root may write anywhere
+        assert other.path_edit.text() == str(want / "lenet.pt")
+    finally:
+        locked.chmod(0o700)

@@ -923,7 +923,8 @@ class TrainingDock(QDockWidget):
         proj = self.project
         where = getattr(proj, "path", None)
         return ExportDialog(self, t.model, self.export_project(), t.plan, t.example_input(),
-                            default_dir=Path(where).parent if where else None)
+                            default_dir=Path(where).parent if where else None,
+                            default_name=Path(where).stem if where else None)
 
     @Slot()
     def open_export_dialog(self) -> None:

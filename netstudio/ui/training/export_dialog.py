@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -48,6 +50,12 @@ def onnx_available() -> str | None:
     return None
 
 
+def file_stem(name: str) -> str:
+    """A file name from a project name: "MNIST MLP (SGD)" → "mnist_mlp_sgd"."""
+    stem = re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
+    return stem or "model"
+
+
 class ExportDialog(QDialog):
     """Export a trained model in the chosen format.
 
@@ -59,7 +67,8 @@ class ExportDialog(QDialog):
     exported = Signal(str, str)  # format id, path
 
     def __init__(self, parent: QWidget | None, model: Any, project: Any, plan: Any = None,
-                 example_input: Any = None, default_dir: str | Path | None = None) -> None:
+                 example_input: Any = None, default_dir: str | Path | None = None,
+                 default_name: str | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export trained model")
         self.setModal(False)
@@ -69,7 +78,9 @@ class ExportDialog(QDialog):
         self.example_input = example_input
         self.last_path: Path | None = None
         self.snippet_text = ""
-        self._default_dir = Path(default_dir) if default_dir else Path.home()
+        # next to the project when that folder is writable (an installed sample's may not be)
+        self._default_dir = Path(default_dir) if default_dir and os.access(default_dir, os.W_OK) else Path.home()
+        self._default_name = file_stem(default_name or getattr(project, "name", "") or "")
         self._onnx_reason = onnx_available()
 
         fmt_box = QGroupBox("Format")
@@ -210,8 +221,7 @@ class ExportDialog(QDialog):
         self.format_note.setText(f.description)
         cur = self.path_edit.text().strip()
         if not cur:
-            name = (getattr(self.project, "name", "") or "model").replace(" ", "_")
-            self.path_edit.setText(str(self._default_dir / f"{name}{f.suffix}"))
+            self.path_edit.setText(str(self._default_dir / f"{self._default_name}{f.suffix}"))
         else:
             self.path_edit.setText(str(Path(cur).with_suffix(f.suffix)))
 
