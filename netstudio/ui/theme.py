@@ -157,8 +157,26 @@ def apply_theme(mode: str = "system") -> Theme:
         # style sheets still point to: set it once, then only swap palettes.
         if app.style().name().lower() != "fusion":
             app.setStyle("Fusion")
-        app.setPalette(make_palette(_current))
+        palette = make_palette(_current)
+        app.setPalette(palette)
+        indicators = indicator_palette(palette, _current)
+        for cls in ("QCheckBox", "QRadioButton"):
+            app.setPalette(indicators, cls)
     return _current
+
+
+def indicator_palette(base: QPalette, t: Theme) -> QPalette:
+    """Palette for check boxes and radio buttons, whose empty box must stay visible.
+
+    Fusion outlines the indicator with the Window colour made darker: on a dark
+    window that outline vanishes and an unchecked box is invisible. These widgets
+    paint no background of their own, so a lighter Window only lightens the outline.
+    """
+    p = QPalette(base)
+    if t.dark:
+        p.setColor(QPalette.ColorRole.Window, QColor("#9aa3b0"))
+        p.setColor(QPalette.ColorRole.Base, QColor("#2c3138"))
+    return p
 
 
 def make_palette(t: Theme) -> QPalette:

@@ -31,6 +31,36 @@ def test_dark_and_light_themes_restyle_the_app_and_canvas(window: Any) -> None:
     assert window.theme_actions["light"].isChecked()
 
 
+@pytest.mark.parametrize("mode", ["dark", "light"])
+def test_an_unchecked_box_is_visible_in_both_themes(qtbot: Any, mode: str) -> None:
+    """Fusion outlines check boxes with a darker Window colour, which vanished on the dark theme."""
+    from PySide6.QtWidgets import QCheckBox, QRadioButton, QVBoxLayout, QWidget
+
+    from netstudio.ui.theme import apply_theme
+
+    apply_theme(mode)
+    try:
+        host = QWidget()
+        host.setAutoFillBackground(True)
+        lay = QVBoxLayout(host)
+        boxes = [QCheckBox("bias"), QRadioButton("Full model")]
+        for b in boxes:
+            lay.addWidget(b)
+        qtbot.addWidget(host)
+        host.resize(160, 70)
+        host.show()
+        qtbot.waitExposed(host)
+        bg = QApplication.palette().color(QPalette.ColorRole.Window).lightness()
+        for b in boxes:
+            img = b.grab().toImage()
+            # the indicator sits at the left, vertically centred
+            contrast = max(abs(img.pixelColor(x, y).lightness() - bg)
+                           for x in range(0, 18) for y in range(2, img.height() - 2))
+            assert contrast > 40, (type(b).__name__, contrast)
+    finally:
+        apply_theme("light")
+
+
 def test_space_drag_pans_the_view(window: Any) -> None:
     build_mlp(window)
     view = window.view
