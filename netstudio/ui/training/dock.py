@@ -183,8 +183,8 @@ class TrainingDock(QDockWidget):
         split.setChildrenCollapsible(False)
         outer.addWidget(split, 1)
 
-        # --- left column: dataset and settings scroll; controls and progress stay in
-        # view below them, however short the dock is (a small screen, a tall canvas)
+        # --- left column: the dataset summary scrolls; settings, controls and progress
+        # stay in view below it, however short the dock is (a small screen, a tall canvas)
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 4, 0)
@@ -230,7 +230,7 @@ class TrainingDock(QDockWidget):
         for spin in (self.epochs_spin, self.batch_spin, self.seed_spin):
             spin.valueChanged.connect(self._settings_edited)
         self.device_combo.currentIndexChanged.connect(self._settings_edited)
-        ll.addWidget(set_box)
+        pinl.addWidget(set_box)
 
         self.train_button = QPushButton("▶  Train")
         self.train_button.setToolTip("Train from freshly initialised weights")

@@ -214,6 +214,7 @@ class LivePlots(QWidget):
             ax.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         # side by side (one row per run: "train | val"), so the legend covers less of a short plot
         item.addLegend(offset=legend_offset, colCount=legend_columns)
+        item.legend.hide()  # an empty legend still draws its frame: shown with the first run
         item.setMenuEnabled(True)
         self._titles[w] = title
         # Grid lines are drawn by the axes and cost ~3× the repaint time; the batch
@@ -285,6 +286,8 @@ class LivePlots(QWidget):
         run.curves["batch_loss"] = batch
         self.runs.append(run)
         self.acc_plot.setVisible(any(r.classification for r in self.runs))
+        for w in self._plots.values():
+            w.getPlotItem().legend.setVisible(bool(w.getPlotItem().legend.items))
         return run
 
     @property
@@ -400,6 +403,7 @@ class LivePlots(QWidget):
             item.clear()
             if item.legend is not None:
                 item.legend.clear()
+                item.legend.hide()
         self.runs.clear()
         self._ranges.clear()
         self._user_range.clear()
