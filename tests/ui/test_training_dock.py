@@ -432,6 +432,12 @@ def test_worker_throttles_progress_and_keeps_every_epoch(qtbot) -> None:
     assert got[-5]["batch"] == 2000
     assert [e["epoch"] for e in got[-4:-1]] == [1, 2, 3] and worker.history == got[-4:-1]
     assert all(e["run"] == 7 for e in got)
+    # a batch still pending when the loop pauses is shown before the pause, never after it
+    signals.clear()
+    worker.report({"kind": "batch", "epoch": 4, "batch": 1, "n_batches": 2000, "loss": 0.1,
+                   "samples_per_s": 1e4, "eta_s": 1.0, "global_step": 2001})
+    worker.report({"kind": "paused", "epoch": 4, "batch": 2, "global_step": 2001})
+    assert [e["kind"] for sig in signals for e in sig][-2:] == ["batch", "paused"]
 
 
 def test_dock_inside_the_real_editor_window(qtbot, request, monkeypatch) -> None:

@@ -244,8 +244,7 @@ class TrainingWorker(_ThreadedWorker):
             self.batches_reported += 1
             self._pending = event  # only the newest batch is worth showing
         else:
-            if self._pending is not None and kind == "epoch":
-                self._queue_pending()  # the epoch's last batch comes before the epoch
+            self._queue_pending()  # the last batch before an epoch/pause/end comes first
             ev = self._tag(event)
             self.events.append(ev)
             if kind == "epoch":
