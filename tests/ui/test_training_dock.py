@@ -551,3 +551,40 @@ def test_worker_threads_run_at_lower_priority_than_the_gui() -> None:
     t.join()
     assert seen["after"] == min(19, seen["before"] + WORKER_NICE)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == gui_before  # only that thread
+
+
+def test_regression_results_plot_predicted_against_true(qtbot, stop_all) -> None:
+    """Diabetes regression: the Results tab shows the validation scatter with the model's own R²."""
+    from netstudio import training
+
+    g = Graph()
+    d = g.add_node("data.dataset", {"source": "diabetes"}, name="data")
+    lin = g.add_node("layer.linear", {"out_features": 1}, name="linear")
+    mse = g.add_node("loss.mse", name="loss")
+    opt = g.add_node("optim.sgd", {"lr": 0.05}, name="opt")
+    for edge in [(d.id, "features", lin.id, "input"), (lin.id, "output", mse.id, "prediction"),
+                 (d.id, "target", mse.id, "target"), (mse.id, "loss", opt.id, "loss")]:
+        g.connect(*edge)
+    win, dock = make_dock(qtbot, g, epochs=20, batch_size=16)
+    stop_all(dock)
+    with qtbot.waitSignal(dock.evaluation_finished, timeout=TRAIN_TIMEOUT_MS) as blocker:
+        outcome = train(qtbot, dock)
+    assert outcome["status"] == "finished", outcome
+    reg = blocker.args[0]["regression"]
+    assert dock.evaluation["confusion"] is None and dock.results.regression_box.isVisibleTo(dock.results)
+    assert not dock.results.confusion_box.isVisibleTo(dock.results)
+    # the points are the trained model's predictions on the validation split, R² recomputed here
+    data = dock.trained.data
+    pred = training.predict(dock.trained.model, data.val_x).reshape(-1).double()
+    true = data.val_y.reshape(-1).double()
+    assert len(reg["true"]) == len(reg["pred"]) == data.info.n_val
+    assert np.allclose(reg["pred"], pred.numpy(), atol=1e-6) and np.allclose(reg["true"], true.numpy())
+    r2 = 1 - float(((true - pred) ** 2).sum()) / float(((true - true.mean()) ** 2).sum())
+    assert reg["r2"] == pytest.approx(r2, rel=1e-9)
+    assert r2 > 0.3  # a linear model explains a good part of the diabetes progression
+    xs, ys = dock.results.regression.scatter.getData()
+    assert len(xs) == data.info.n_val
+    assert f"R² {format_metric(reg['r2'])}" in dock.results.regression.caption.text()
+    # classification afterwards hides the scatter again
+    dock.results.show_evaluation({"confusion": [[1, 0], [0, 1]], "class_names": ["a", "b"]})
+    assert not dock.results.regression_box.isVisibleTo(dock.results)

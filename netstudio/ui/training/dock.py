@@ -77,7 +77,12 @@ def _run_summary(metrics: dict[str, Any]) -> str:
     sps = metrics.get("samples_per_s")
     if isinstance(sps, (int, float)) and math.isfinite(sps) and sps > 0:
         parts.append(f"{float(sps):,.0f} samples/s")
-    return "  ·  ".join(parts)
+    return _figures(parts)
+
+
+def _figures(parts: Any) -> str:
+    """Rich text "a · b · c" that wraps between figures, never inside one ("samples/s")."""
+    return " · ".join(f"<nobr>{_esc(p)}</nobr>" for p in parts if p)
 
 
 def _fmt_duration(seconds: Any) -> str:
@@ -277,6 +282,8 @@ class TrainingDock(QDockWidget):
         self.progress_bar.setTextVisible(True)
         self.progress_bar.setFormat("—")
         self.speed_label = QLabel("")
+        self.speed_label.setTextFormat(Qt.TextFormat.RichText)
+        self.speed_label.setWordWrap(True)  # the end-of-run summary can be longer than the column
         pl.addWidget(self.status_label)
         pl.addWidget(self.progress_bar)
         pl.addWidget(self.speed_label)
@@ -746,7 +753,7 @@ class TrainingDock(QDockWidget):
         loss = ev.get("loss")
         loss_text = f"loss {format_metric(float(loss))}" if isinstance(loss, (int, float)) else ""
         eta = f"ETA {_fmt_duration(ev.get('eta_s'))}" if ev.get("eta_s") is not None else ""
-        self.speed_label.setText("  ·  ".join(t for t in (loss_text, sps_text, eta) if t))
+        self.speed_label.setText(_figures((loss_text, sps_text, eta)))
 
     def _set_progress(self, value: int, text: str) -> None:
         bar = self.progress_bar

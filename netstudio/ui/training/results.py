@@ -1,4 +1,5 @@
-"""After-training views: metrics table, confusion matrix heatmap, labelled sample grid."""
+"""After-training views: metrics table, confusion matrix heatmap, labelled sample grid,
+predicted-vs-true scatter for regressions."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QBrush, QColor, QImage, QPixmap
+import pyqtgraph as pg
+from PySide6.QtCore import QEvent, Qt
+from PySide6.QtGui import QBrush, QColor, QImage, QPalette, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
                                QScrollArea, QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
@@ -159,6 +161,60 @@ class ConfusionMatrixView(QTableWidget):
         self.setColumnCount(0)
 
 
+class RegressionView(QWidget):
+    """Validation predictions against true targets, the y = x line and R² / RMSE."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.plot = pg.PlotWidget()
+        self._restyle()
+        item = self.plot.getPlotItem()
+        item.getAxis("bottom").setLabel("true")
+        item.getAxis("left").setLabel("predicted")
+        item.showGrid(x=True, y=True, alpha=0.15)
+        item.setAspectLocked(True)  # y = x must look like the diagonal it is
+        self.ideal = item.plot(pen=pg.mkPen("#9aa3b0", width=1, style=Qt.PenStyle.DashLine))
+        self.scatter = pg.ScatterPlotItem(size=5, pen=None, brush=pg.mkBrush(78, 121, 167, 170))
+        item.addItem(self.scatter)
+        self.caption = QLabel("")
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.caption)
+        lay.addWidget(self.plot, 1)
+
+    def _restyle(self) -> None:
+        """Plot colours from the application palette (dark or light), like the live plots."""
+        dark = self.palette().color(QPalette.ColorRole.Window).lightness() < 128
+        bg, fg = ("#1b1e23", "#c3c8d0") if dark else ("#ffffff", "#30343b")
+        self.plot.setBackground(bg)
+        for side in ("bottom", "left"):
+            ax = self.plot.getPlotItem().getAxis(side)
+            ax.setPen(pg.mkPen(fg))
+            ax.setTextPen(pg.mkPen(fg))
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt API
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+            self._restyle()
+        super().changeEvent(event)
+
+    def set_points(self, reg: dict[str, Any]) -> None:
+        t = np.asarray(reg["true"], dtype=np.float64)
+        p = np.asarray(reg["pred"], dtype=np.float64)
+        self.scatter.setData(t, p)
+        finite = np.concatenate([t[np.isfinite(t)], p[np.isfinite(p)]])
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        self.ideal.setData([lo, hi], [lo, hi])
+        self.plot.getPlotItem().getViewBox().autoRange()
+        which = " (first of {} targets)".format(reg["n_targets"]) if reg.get("n_targets", 1) > 1 else ""
+        self.caption.setText(f"R² {format_metric(reg.get('r2'))}  ·  RMSE {format_metric(reg.get('rmse'))}  ·  "
+                             f"MAE {format_metric(reg.get('mae'))}  ·  {t.size} points{which}")
+
+    def clear_points(self) -> None:
+        self.scatter.setData([], [])
+        self.ideal.setData([], [])
+        self.caption.setText("")
+
+
 class ResultsView(QWidget):
     """Metrics of the last run; confusion matrix and predictions once evaluated."""
 
@@ -189,6 +245,10 @@ class ResultsView(QWidget):
         QVBoxLayout(self.samples_box).addWidget(scroll)
         self.confusion_box.hide()
         self.samples_box.hide()
+        self.regression = RegressionView()
+        self.regression_box = QGroupBox("Predicted vs. true (validation)")
+        QVBoxLayout(self.regression_box).addWidget(self.regression)
+        self.regression_box.hide()
 
         left = QVBoxLayout()
         left.addWidget(self.summary)
@@ -196,6 +256,7 @@ class ResultsView(QWidget):
         right = QVBoxLayout()
         right.addWidget(self.confusion_box, 3)
         right.addWidget(self.samples_box, 2)
+        right.addWidget(self.regression_box, 3)
         lay = QHBoxLayout(self)
         lay.addLayout(left, 1)
         lay.addLayout(right, 2)
@@ -231,6 +292,13 @@ class ResultsView(QWidget):
         else:
             self.confusion.clear_matrix()
             self.confusion_box.hide()
+        reg = ev.get("regression")
+        if reg and reg.get("true"):
+            self.regression.set_points(reg)
+            self.regression_box.show()
+        else:
+            self.regression.clear_points()
+            self.regression_box.hide()
         samples = ev.get("samples") or []
         if samples:
             self.samples.set_items([{"image": s["image"], "caption": f"{s['pred']} ({s['true']})",

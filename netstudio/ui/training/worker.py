@@ -36,6 +36,8 @@ EMIT_INTERVAL_S = 0.1
 SAMPLE_GRID_SIZE = 24
 #: training images shown in the dataset summary
 PREVIEW_GRID_SIZE = 16
+#: validation points in the predicted-vs-true plot of a regression
+REGRESSION_POINTS = 5000
 #: validation samples per confusion-matrix chunk (a stop request waits at most one chunk)
 EVAL_CHUNK = 2048
 
@@ -345,8 +347,15 @@ class EvalWorker(_ThreadedWorker):
         info = self.data.info
         out: dict[str, Any] = {"status": "ok", "task": info.task, "class_names": list(info.class_names),
                                "is_image": info.is_image, "confusion": None, "samples": []}
+        if info.n_val == 0:
+            return out
         term = self.plan.metric_term
-        if term is None or term.target[0] != "target" or info.n_val == 0:
+        if term is None and info.task == "regression":
+            reg = next((t for t in self.plan.losses if t.target[0] == "target"), None)
+            if reg is not None:
+                out["regression"] = self._regression(reg)
+            return out
+        if term is None or term.target[0] != "target":
             return out
         cm = self._confusion()
         if cm is None:
@@ -355,6 +364,32 @@ class EvalWorker(_ThreadedWorker):
         if info.is_image:
             out["samples"] = self._samples(term)
         return out
+
+    def _regression(self, term: Any) -> dict[str, Any]:
+        """Predicted vs. true target on (up to REGRESSION_POINTS of) the validation split."""
+        import numpy as np
+        import torch
+
+        from netstudio import training
+
+        d = self.data
+        if d.resident:
+            x, y = d.val_x[:REGRESSION_POINTS], d.val_y[:REGRESSION_POINTS]
+        else:
+            pairs = [d.val_set[i] for i in range(min(REGRESSION_POINTS, len(d.val_set)))]
+            x = torch.stack([p[0] for p in pairs])
+            y = torch.stack([torch.as_tensor(p[1]) for p in pairs])
+        outs = training.predict(self.model, x)
+        pred = (outs if isinstance(outs, tuple) else (outs,))[term.pred_index]
+        n = int(y.shape[0])
+        p2 = pred.detach().reshape(n, -1).double().numpy()
+        t2 = y.detach().reshape(n, -1).double().numpy()
+        p, t = p2[:, 0], t2[:, 0]  # several targets: the first one is plotted
+        ss_res = float(np.sum((t - p) ** 2))
+        ss_tot = float(np.sum((t - t.mean()) ** 2))
+        return {"pred": p.tolist(), "true": t.tolist(), "n_targets": int(t2.shape[1]),
+                "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
+                "rmse": float(np.sqrt(ss_res / max(n, 1))), "mae": float(np.mean(np.abs(t - p))) if n else float("nan")}
 
     def _confusion(self) -> list[list[int]] | None:
         import dataclasses
