@@ -586,3 +586,52 @@ def test_pristine_plan_model_means_reset_weights() -> None:
     b = fit(plan, data, cfg(epochs=2))
     assert [(h["train_loss"], h["val_loss"]) for h in a.history] == \
         [(h["train_loss"], h["val_loss"]) for h in b.history]
+
+
+def test_cpu_conv_models_train_channels_last_and_come_back_contiguous(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Channels-last is a speed-up only: same run within float tolerance, ordinary weights returned."""
+    import netstudio.data as ns_data
+    import netstudio.training.engine as engine
+
+    g = Graph()
+    d = g.add_node("data.dataset", {"source": "digits"})
+    last = chain(g, d, "features", ("layer.conv2d", {"out_channels": 4, "kernel_size": 3, "padding": 1}),
+                 ("layer.batchnorm2d", {}), ("activation.relu", {}),
+                 ("layer.conv2d", {"out_channels": 6, "kernel_size": 3, "padding": 1}),
+                 ("activation.relu", {}), ("layer.maxpool2d", {"kernel_size": 2}),
+                 ("layer.flatten", {}), ("layer.linear", {"out_features": 10}))
+    loss = g.add_node("loss.cross_entropy")
+    opt = g.add_node("optim.adam", {"lr": 0.01})
+    g.connect(last.id, "output", loss.id, "prediction")
+    g.connect(d.id, "target", loss.id, "target")
+    g.connect(loss.id, "loss", opt.id, "loss")
+    data = ns_data.load({"source": "digits"})
+    plan = build_plan(g, 32)
+    assert engine.use_channels_last(plan.model, torch.device("cpu"))
+    assert not engine.use_channels_last(classifier_plan().model, torch.device("cpu"))  # no convolution
+
+    seen: list[bool] = []
+    real_step = engine.make_step
+
+    def spy(model: Any, *a: Any) -> Any:
+        # the second convolution: with one input channel both layouts have the same strides
+        conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        seen.append(conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous())
+        return real_step(model, *a)
+
+    def seeded_plan() -> TrainingPlan:
+        torch.manual_seed(0)  # the initial weights are drawn while compiling
+        return build_plan(g, 32)
+
+    monkeypatch.setattr(engine, "make_step", spy)
+    fast = fit(seeded_plan(), data, cfg(epochs=2, batch_size=32))
+    monkeypatch.setattr(engine, "use_channels_last", lambda model, device: False)
+    plain = fit(seeded_plan(), data, cfg(epochs=2, batch_size=32))
+    assert seen == [True, False]  # the first run trained in channels-last layout, the second did not
+    assert fast.status == plain.status == "finished"
+    # rounding differs between the layouts and Adam carries it along: close, not bit-equal
+    for a, b in zip(fast.history, plain.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=2e-2)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=2e-2)
+    assert fast.metrics["val_accuracy"] > 0.9
+    assert all(p.is_contiguous() for p in fast.model.state_dict().values())
