@@ -133,14 +133,15 @@ def lenet() -> Project:
     c2 = b.node("layer.conv2d", "conv2", 4, out_channels=16, kernel_size=5)
     r2 = b.node("activation.relu", "relu2", 5)
     p2 = b.node("layer.maxpool2d", "pool2", 6, kernel_size=2)
-    flat = b.node("layer.flatten", "flatten", 7)
-    f1 = b.node("layer.linear", "fc1", 8, in_features=256, out_features=120)  # 16 channels × 4 × 4
-    r3 = b.node("activation.relu", "relu3", 9)
-    f2 = b.node("layer.linear", "fc2", 10, out_features=84)
-    r4 = b.node("activation.relu", "relu4", 11)
-    f3 = b.node("layer.linear", "fc3", 12, out_features=10)
-    ce = b.node("loss.cross_entropy", "cross_entropy", 13, 1)
-    opt = b.node("optim.adam", "adam", 14, 1, lr=2e-3)
+    # two rows (features, then classifier) so the framed graph stays large enough to read the shapes
+    flat = b.node("layer.flatten", "flatten", 1, 1.5)
+    f1 = b.node("layer.linear", "fc1", 2, 1.5, in_features=256, out_features=120)  # 16 channels × 4 × 4
+    r3 = b.node("activation.relu", "relu3", 3, 1.5)
+    f2 = b.node("layer.linear", "fc2", 4, 1.5, out_features=84)
+    r4 = b.node("activation.relu", "relu4", 5, 1.5)
+    f3 = b.node("layer.linear", "fc3", 6, 1.5, out_features=10)
+    ce = b.node("loss.cross_entropy", "cross_entropy", 6, 2.8)
+    opt = b.node("optim.adam", "adam", 7, 2.8, lr=2e-3)
     b.chain(data, c1, r1, p1, c2, r2, p2, flat, f1, r3, f2, r4, f3)
     b.loss(f3, data, ce)
     b.optimize(opt, ce)
