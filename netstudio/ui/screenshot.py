@@ -20,7 +20,8 @@ from pathlib import Path
 from PySide6.QtCore import QCoreApplication, QEventLoop, QTimer
 
 
-def _wait(ms: int) -> None:
+def pump_events(ms: int) -> None:
+    """Run the event loop for ``ms`` milliseconds (layouts, repaints, queued signals)."""
     loop = QEventLoop()
     QTimer.singleShot(ms, loop.quit)
     loop.exec()
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         window.set_theme(args.theme, persist=False)
         window.resize(w, h)
         window.show()
-        _wait(300)
+        pump_events(300)
         import torch  # noqa: F401  (parameter counts)
 
         if not args.no_layout:
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
             app.processEvents()
-            _wait(50)
+            pump_events(50)
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         pixmap = window.grab()

@@ -28,8 +28,8 @@ from netstudio.errors import NetStudioError
 from netstudio.training.config import TrainConfig
 from netstudio.ui.training.plots import LivePlots
 from netstudio.ui.training.results import ImageGrid, ResultsView, format_metric
-from netstudio.ui.training.worker import (EvalWorker, TrainingWorker, TrainJob, WorkerThread,
-                                          reserve_cores_for_workers, worker_threads)
+from netstudio.ui.training.worker import (EvalWorker, TrainingWorker, TrainJob, WorkerThread, first_samples,
+                                          reserve_cores_for_workers)
 
 #: statuses of FitResult (and the CLI) that mean the run failed
 FAILED_STATUSES = ("error", "failed", "diverged", "nan")
@@ -55,16 +55,12 @@ class TrainedModel:
 
     def example_input(self, n: int = 2) -> Any:
         """A real batch of validation (else training) features, CPU."""
-        d = self.data
-        if d is None:
+        if self.data is None:
             return None
-        if d.resident:
-            x = d.val_x if d.val_x is not None and d.val_x.shape[0] else d.train_x
-            return x[:n].clone()
-        import torch
-
-        ds = d.val_set if d.val_set is not None and len(d.val_set) else d.train_set
-        return torch.stack([ds[i][0] for i in range(min(n, len(ds)))])
+        x, _ = first_samples(self.data, "val", n)
+        if x is None:
+            x, _ = first_samples(self.data, "train", n)
+        return None if x is None else x.clone()
 
 
 def _run_summary(metrics: dict[str, Any]) -> str:
@@ -74,10 +70,13 @@ def _run_summary(metrics: dict[str, Any]) -> str:
         v = metrics.get(key)
         if isinstance(v, (int, float)) and math.isfinite(v):
             parts.append(f"{label} {format_metric(float(v))}")
-    sps = metrics.get("samples_per_s")
-    if isinstance(sps, (int, float)) and math.isfinite(sps) and sps > 0:
-        parts.append(f"{float(sps):,.0f} samples/s")
+    parts.append(_rate_text(metrics.get("samples_per_s")))
     return _figures(parts)
+
+
+def _rate_text(sps: Any) -> str:
+    """"12,345 samples/s", or "" when there is no finite rate."""
+    return f"{float(sps):,.0f} samples/s" if isinstance(sps, (int, float)) and math.isfinite(sps) else ""
 
 
 def _figures(parts: Any) -> str:
@@ -111,7 +110,6 @@ class TrainingDock(QDockWidget):
         # thread, keeps the first import from happening inside a worker thread.
         import torch._dynamo  # noqa: F401
 
-        reserve_cores_for_workers()  # before this thread runs any torch op
 
         if parent is None and isinstance(main_window, QWidget):
             parent = main_window
@@ -121,7 +119,7 @@ class TrainingDock(QDockWidget):
         self.state = "idle"
         #: torch intra-op threads of the training/evaluation workers: all of torch's default
         #: (what ``netstudio train`` uses); the GUI thread itself computes with one
-        self.torch_threads: int | None = worker_threads()
+        self.torch_threads: int | None = reserve_cores_for_workers()  # before this thread runs any torch op
         self.trained: TrainedModel | None = None
         self.outcome: dict[str, Any] | None = None
         self.evaluation: dict[str, Any] | None = None
@@ -748,8 +746,7 @@ class TrainingDock(QDockWidget):
         b = int(ev.get("batch", 0) or 0)
         frac = ((epoch - 1) + min(b, nb) / nb) / max(1, epochs)
         self._set_progress(int(round(1000 * min(1.0, max(0.0, frac)))), f"Epoch {epoch}/{epochs} · batch {b}/{nb}")
-        sps = ev.get("samples_per_s")
-        sps_text = f"{float(sps):,.0f} samples/s" if isinstance(sps, (int, float)) and math.isfinite(sps) else ""
+        sps_text = _rate_text(ev.get("samples_per_s"))
         loss = ev.get("loss")
         loss_text = f"loss {format_metric(float(loss))}" if isinstance(loss, (int, float)) else ""
         eta = f"ETA {_fmt_duration(ev.get('eta_s'))}" if ev.get("eta_s") is not None else ""

@@ -42,6 +42,12 @@ PAINT_BUDGET = 0.03
 _PLOT_CURVES = {"loss": ("train_loss", "val_loss"), "acc": ("train_acc", "val_acc"), "batch": ("batch_loss",)}
 
 
+def plot_colors(widget: QWidget) -> tuple[QColor, QColor]:
+    """(background, foreground) of a plot matching the widget's palette, dark or light."""
+    dark = widget.palette().color(QPalette.ColorRole.Window).lightness() < 128
+    return (QColor("#1b1e23"), QColor("#c3c8d0")) if dark else (QColor("#ffffff"), QColor("#30343b"))
+
+
 class IntegerAxis(pg.AxisItem):
     """Epoch axis: ticks only on whole numbers."""
 
@@ -190,9 +196,7 @@ class LivePlots(QWidget):
         self._timer.timeout.connect(self._tick)
 
     def _colors(self) -> tuple[QColor, QColor]:
-        """(background, foreground) matching the application palette, dark or light."""
-        dark = self.palette().color(QPalette.ColorRole.Window).lightness() < 128
-        return (QColor("#1b1e23"), QColor("#c3c8d0")) if dark else (QColor("#ffffff"), QColor("#30343b"))
+        return plot_colors(self)
 
     def _make_plot(self, title: str, xlabel: str, ylabel: str, integer_x: bool = False,
                    legend_offset: tuple[int, int] = (-8, 8), grid: bool = True,

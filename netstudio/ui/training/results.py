@@ -9,9 +9,11 @@ from typing import Any, Sequence
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, Qt
-from PySide6.QtGui import QBrush, QColor, QImage, QPalette, QPixmap
+from PySide6.QtGui import QBrush, QColor, QImage, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
                                QScrollArea, QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from netstudio.ui.training.plots import plot_colors
 
 #: human names for the metric keys FitResult.metrics / epoch events use
 METRIC_LABELS = {
@@ -184,8 +186,7 @@ class RegressionView(QWidget):
 
     def _restyle(self) -> None:
         """Plot colours from the application palette (dark or light), like the live plots."""
-        dark = self.palette().color(QPalette.ColorRole.Window).lightness() < 128
-        bg, fg = ("#1b1e23", "#c3c8d0") if dark else ("#ffffff", "#30343b")
+        bg, fg = plot_colors(self)
         self.plot.setBackground(bg)
         for side in ("bottom", "left"):
             ax = self.plot.getPlotItem().getAxis(side)

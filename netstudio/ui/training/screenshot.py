@@ -18,20 +18,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings, Qt, QTimer
+from PySide6.QtCore import QCoreApplication, QSettings, Qt
 from PySide6.QtWidgets import QApplication, QMainWindow
 
-
-def _wait(ms: int) -> None:
-    loop = QEventLoop()
-    QTimer.singleShot(ms, loop.quit)
-    loop.exec()
+from netstudio.ui.screenshot import pump_events
 
 
 def _wait_until(cond: Any, timeout_ms: int) -> bool:
     waited = 0
     while not cond() and waited < timeout_ms:
-        _wait(20)
+        pump_events(20)
         waited += 20
     return bool(cond())
 
@@ -81,10 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         window.show()
         dock.show()
         dock.raise_()
-        _wait(300)
+        pump_events(300)
         # room for the plots: the dock takes a bit more than half the height
         window.resizeDocks([dock], [int(h * 0.55)], Qt.Orientation.Vertical)
-        _wait(100)
+        pump_events(100)
         if hasattr(window, "view"):
             window.view.frame_all()
 
@@ -108,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         dock.tabs.setCurrentIndex(0)
         dock.plots.redraw()
-        _wait(120)
+        pump_events(120)
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         pixmap = window.grab()

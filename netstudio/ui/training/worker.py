@@ -70,11 +70,6 @@ def reserve_cores_for_workers() -> int:
     return _WORKER_THREADS
 
 
-def worker_threads() -> int:
-    """Intra-op threads of training/evaluation workers (torch's default on this machine)."""
-    return reserve_cores_for_workers() if _WORKER_THREADS is None else _WORKER_THREADS
-
-
 @dataclass
 class TrainJob:
     """Everything a run needs, frozen at the moment Train was pressed."""
@@ -125,19 +120,30 @@ def data_summary(data: Any, n_images: int = PREVIEW_GRID_SIZE) -> dict[str, Any]
     return out
 
 
+def first_samples(data: Any, split: str, n: int) -> tuple[Any, Any]:
+    """(features, targets) of the first ``n`` samples of a split ("train"/"val"), stacked; None if empty."""
+    import torch
+
+    if data.resident:
+        xs, ys = (data.train_x, data.train_y) if split == "train" else (data.val_x, data.val_y)
+        if xs is None or not xs.shape[0]:
+            return None, None
+        return xs[:n], ys[:n]
+    ds = data.train_set if split == "train" else data.val_set
+    if ds is None or not len(ds):
+        return None, None
+    pairs = [ds[i] for i in range(min(n, len(ds)))]
+    return torch.stack([p[0] for p in pairs]), torch.stack([torch.as_tensor(p[1]) for p in pairs])
+
+
 def sample_images(data: Any, split: str, n: int) -> list[dict[str, Any]]:
     """First ``n`` images of a split as uint8 arrays with their label text."""
     names = list(data.info.class_names)
     items: list[dict[str, Any]] = []
-    if data.resident:
-        xs, ys = (data.train_x, data.train_y) if split == "train" else (data.val_x, data.val_y)
-        count = min(n, 0 if xs is None else int(xs.shape[0]))
-        pairs = [(xs[i], ys[i]) for i in range(count)]
-    else:
-        ds = data.train_set if split == "train" else data.val_set
-        count = min(n, len(ds))
-        pairs = [ds[i] for i in range(count)]
-    for x, y in pairs:
+    xs, ys = first_samples(data, split, n)
+    if xs is None:
+        return items
+    for x, y in zip(xs, ys):
         label = int(y)
         items.append({"image": image_to_uint8(x), "label": names[label] if 0 <= label < len(names) else str(label)})
     return items
@@ -147,7 +153,7 @@ def sample_images(data: Any, split: str, n: int) -> list[dict[str, Any]]:
 WORKER_NICE = 5
 
 
-def lower_thread_priority(increment: int | None = None) -> None:
+def lower_thread_priority() -> None:
     """Give the calling thread (and the OpenMP team it will create) a lower CPU priority.
 
     With the training loop's threads on every core, the GUI thread otherwise waits
@@ -160,10 +166,9 @@ def lower_thread_priority(increment: int | None = None) -> None:
 
     if not sys.platform.startswith("linux"):
         return
-    n = WORKER_NICE if increment is None else increment
     try:
         tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + n))
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + WORKER_NICE))
     except (OSError, AttributeError):
         pass  # not permitted here: run at normal priority
 
@@ -368,17 +373,10 @@ class EvalWorker(_ThreadedWorker):
     def _regression(self, term: Any) -> dict[str, Any]:
         """Predicted vs. true target on (up to REGRESSION_POINTS of) the validation split."""
         import numpy as np
-        import torch
 
         from netstudio import training
 
-        d = self.data
-        if d.resident:
-            x, y = d.val_x[:REGRESSION_POINTS], d.val_y[:REGRESSION_POINTS]
-        else:
-            pairs = [d.val_set[i] for i in range(min(REGRESSION_POINTS, len(d.val_set)))]
-            x = torch.stack([p[0] for p in pairs])
-            y = torch.stack([torch.as_tensor(p[1]) for p in pairs])
+        x, y = first_samples(self.data, "val", REGRESSION_POINTS)
         outs = training.predict(self.model, x)
         pred = (outs if isinstance(outs, tuple) else (outs,))[term.pred_index]
         n = int(y.shape[0])
@@ -419,21 +417,13 @@ class EvalWorker(_ThreadedWorker):
         return [] if total is None else total.tolist()
 
     def _samples(self, term: Any) -> list[dict[str, Any]]:
-        import torch
-
         from netstudio import training
 
         names = list(self.data.info.class_names)
         grid = sample_images(self.data, "val", SAMPLE_GRID_SIZE)
         if not grid:
             return []
-        d = self.data
-        if d.resident:
-            x, y = d.val_x[:len(grid)], d.val_y[:len(grid)]
-        else:
-            pairs = [d.val_set[i] for i in range(len(grid))]
-            x = torch.stack([p[0] for p in pairs])
-            y = torch.as_tensor([int(p[1]) for p in pairs])
+        x, y = first_samples(self.data, "val", len(grid))
         outs = training.predict(self.model, x)
         pred = (outs if isinstance(outs, tuple) else (outs,))[term.pred_index]
         if term.metric == "argmax":
