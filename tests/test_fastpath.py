@@ -26,12 +26,7 @@ from netstudio.training.fastpath import (Stepper, fast_path_blocker, make_step, 
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def mlp_plan(optim: str = "optim.adam", lr: float = 0.01, extra: dict[str, Any] | None = None,

@@ -27,13 +27,7 @@ from netstudio.errors import TrainingError
 WAIT = 20.0  # generous timeout for thread handshakes; tests finish far sooner
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    """These models are tiny: one intra-op thread is fastest and immune to a busy second core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # ----------------------------------------------------------------------------
