@@ -20,6 +20,7 @@ class TrainConfig:
     early_stopping_patience: int = 0  # epochs without val-loss improvement; 0 = off
     keep_best: bool = True            # restore the weights of the best val-loss epoch at the end
     fast_path: str = "auto"           # auto | off: whole-step CUDA graph capture when possible
+    threads: int = 0                  # CPU intra-op threads; 0 = automatic (adapts to machine load)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,5 +51,7 @@ class TrainConfig:
             raise ProjectError(f"device must be one of {', '.join(DEVICES)} or cuda:N, got {self.device!r}")
         if self.fast_path not in ("auto", "off"):
             raise ProjectError(f"fast_path must be 'auto' or 'off', got {self.fast_path!r}")
+        if not 0 <= self.threads <= 1024:
+            raise ProjectError(f"threads must be between 0 (automatic) and 1024, got {self.threads}")
         if self.early_stopping_patience < 0 or self.seed < 0:
             raise ProjectError("seed and early_stopping_patience must not be negative")
