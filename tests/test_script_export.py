@@ -445,7 +445,7 @@ def test_exported_program_trains_on_an_image_folder(tmp_path: Path, capsys: pyte
     out = se.export_script(Project(g, TrainConfig(epochs=8, batch_size=8, seed=1), name="Shapes"), tmp_path / "job")
     assert "no standalone loader" not in out.readme.read_text()
     mod = import_script(tmp_path / "job")
-    text = _run_in_process(mod, ["--device", "cpu", "--out", str(tmp_path / "m.pt")], capsys)
+    text = _run_in_process(mod, ["--device", "cpu", "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(tmp_path / "m.pt")], capsys)
     rows = EPOCH_LINE.findall(text)
     assert len(rows) == 8
     assert float(rows[-1][5]) >= 0.9  # validation accuracy: it learned the two classes
