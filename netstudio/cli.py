@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence, TextIO
 from netstudio import __version__
 from netstudio.errors import NetStudioError, Problem
 
-COMMANDS = ("check", "train", "export")
+COMMANDS = ("check", "train", "export", "samples")
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
 
 
@@ -499,6 +499,19 @@ def _non_negative(text: str) -> int:
     return v
 
 
+def cmd_samples(args: argparse.Namespace) -> int:
+    """One line per bundled sample: its name and its path (to pass to check/train/export)."""
+    from netstudio.project.samples import bundled_samples
+
+    samples = bundled_samples()
+    if not samples:
+        raise CliError("error: no sample projects found → reinstall NetStudio")
+    width = max(len(p.stem) for p in samples)
+    for p in samples:
+        print(f"{p.stem:<{width}}  {p}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="netstudio",
@@ -512,6 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project", help="a .nsproj file")
     p.add_argument("--batch-size", type=_positive, default=None, help="batch size shown in shapes")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("samples", help="list the bundled sample projects and where they are")
+    p.set_defaults(func=cmd_samples)
 
     p = sub.add_parser("train", help="train a project headless")
     p.add_argument("project", help="a .nsproj file")

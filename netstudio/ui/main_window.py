@@ -31,6 +31,7 @@ from netstudio.errors import NetStudioError
 from netstudio.graph.commands import Disconnect, Macro, Paste, RemoveNodes
 from netstudio.graph.model import Graph
 from netstudio.project.io import SUFFIX, Project, load_project, save_project
+from netstudio.project.samples import bundled_samples, find_sample
 from netstudio.ui import icons
 from netstudio.ui.canvas.items import EdgeItem, NodeItem
 from netstudio.ui.canvas.scene import NodeScene
@@ -48,7 +49,6 @@ log = logging.getLogger(__name__)
 CLIPBOARD_MARKER = "netstudio/nodes"
 MAX_RECENT = 8
 AUTOSAVE_MS = 60_000
-DEFAULT_SAMPLE = "mnist_mlp_sgd.nsproj"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,19 +68,6 @@ def guarded(fn: F) -> F:
         return None
 
     return wrapper  # type: ignore[return-value]
-
-
-def sample_dirs() -> list[Path]:
-    root = Path(netstudio.__file__).resolve().parent
-    return [root.parent / "sample_projects", root / "samples"]
-
-
-def find_sample(name: str = DEFAULT_SAMPLE) -> Path | None:
-    for d in sample_dirs():
-        p = d / name
-        if p.is_file():
-            return p
-    return None
 
 
 class MainWindow(QMainWindow):
@@ -615,15 +602,11 @@ class MainWindow(QMainWindow):
 
     def _fill_samples_menu(self) -> None:
         self.samples_menu.clear()
-        seen: set[str] = set()
-        for d in sample_dirs():
-            for f in sorted(d.glob(f"*{SUFFIX}")) if d.is_dir() else []:
-                if f.name in seen:
-                    continue
-                seen.add(f.name)
-                act = self.samples_menu.addAction(f.stem.replace("_", " "))
-                act.triggered.connect(lambda checked=False, f=f: self._open_sample(f))
-        if not seen:
+        samples = bundled_samples()
+        for f in samples:
+            act = self.samples_menu.addAction(f.stem.replace("_", " "))
+            act.triggered.connect(lambda checked=False, f=f: self._open_sample(f))
+        if not samples:
             self.samples_menu.addAction("(no samples found)").setEnabled(False)
 
     # --- autosave & recovery --------------------------------------------------------------
