@@ -311,17 +311,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     bar = sys.stderr if sys.stderr.isatty() and not args.quiet else None
     progress = _Progress(lines, bar, config.epochs)
     stop, pause = threading.Event(), threading.Event()
-    interrupted = {"count": 0}
+    interrupted = {"count": 0, "signum": int(signal.SIGINT)}
 
     def on_sigint(signum: int, frame: Any) -> None:
         interrupted["count"] += 1
         if interrupted["count"] > 1:
             raise KeyboardInterrupt  # second Ctrl-C: give up immediately
+        interrupted["signum"] = signum
         stop.set()
-        _err("\nstopping after the current batch… (Ctrl-C again to abort)")
+        if signum == signal.SIGINT:
+            _err("\nstopping after the current batch… (Ctrl-C again to abort)")
+        else:  # SIGTERM / SIGHUP: stop like Ctrl-C, end with 128 + the signal's number
+            _err(f"stopping after the current batch ({signal.Signals(signum).name})…")
 
     in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
+    stop_signals = [sig for sig in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
+                    if sig is not None]
+    previous = {sig: signal.signal(sig, on_sigint) for sig in stop_signals} if in_main else {}
     t0 = time.perf_counter()
     try:
         ckpt = args.checkpoint_dir
@@ -331,8 +337,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             ckpt = default_checkpoint_dir(args.project)
         result = fit(plan, data, config, progress, stop, pause, checkpoint_dir=ckpt, resume=args.resume)
     finally:
-        if in_main:
-            signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         progress._clear()
     seconds = time.perf_counter() - t0
     summary = _summary(result, progress.device or device, seconds)
@@ -363,7 +369,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if failed:
         return EXIT_ERROR
     if stop.is_set() and interrupted["count"]:
-        return EXIT_INTERRUPTED
+        return 128 + interrupted["signum"]  # EXIT_INTERRUPTED for Ctrl-C
     return EXIT_OK
 
 
@@ -585,7 +591,11 @@ def _run(fn: Callable[[], int]) -> int:
     except CliError as e:
         _err(str(e))
     except NetStudioError as e:
-        _err(format_error(e.message, e.node_id, e.hint))
+        code = getattr(e, "exit_code", None)  # a job stopped by a signal: 128 + its number, not an error
+        line = format_error(e.message, e.node_id, e.hint)
+        _err(line[len("error: "):] if code else line)
+        if code:
+            return int(code)
     except KeyboardInterrupt:
         _err("interrupted")
         return EXIT_INTERRUPTED
