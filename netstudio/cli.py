@@ -115,18 +115,34 @@ def cmd_check(args: argparse.Namespace) -> int:
     an = analyze(graph, batch)
     problems = list(an.problems)
     counts: dict[str, int] = {}
+    est = None
+    device_text = ""
     if an.model_ok and graph.nodes:
+        import torch
+
+        from netstudio.compiler import memory
         from netstudio.compiler.build import compile_model
         from netstudio.errors import CompileError
 
         try:
-            compiled = compile_model(graph, batch, an)
+            with torch.device("meta"):  # shapes and counts only: no weight is allocated
+                compiled = compile_model(graph, batch, an)
             for nid, attr in compiled.module_names.items():
                 counts[nid] = _count_params(compiled.module.get_submodule(attr))
         except CompileError as e:
             problems.append(Problem.from_error(e))
+        est = memory.estimate(graph, an)
+        from netstudio.training.preflight import training_device
 
-    rows = [("id", "node", "type", "output", "params")]
+        device = training_device(project.training.device)
+        have, where = memory.device_memory(device)
+        device_text = f" of {memory.fmt_bytes(have)} {where} ({device})" if have is not None else ""
+        try:
+            memory.check_training_fits(graph, an, device, est)
+        except CompileError as e:
+            problems.append(Problem.from_error(e))
+
+    rows = [("id", "node", "type", "output", "memory", "params")]
     cat = graph.catalog
     order = an.order or list(graph.nodes)
     for nid in order:
@@ -136,8 +152,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         if any(p.node_id == nid and p.severity == "error" for p in problems):
             out = "✗ " + out if res is not None else "✗"
         n = counts.get(nid)
-        rows.append((nid, node.name, cat.get(node.type_id).title, out, f"{n:,}" if n is not None else "—"))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        mem = est.nodes.get(nid) if est is not None else None
+        rows.append((nid, node.name, cat.get(node.type_id).title, out,
+                     _fmt_bytes(mem.training_bytes) if mem is not None else "—", f"{n:,}" if n is not None else "—"))
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
     print(f"{project.name} ({args.project})")
     for i, r in enumerate(rows):
         print("  " + "  ".join(c.ljust(w) if j < 4 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
@@ -145,6 +163,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             print("  " + "  ".join("-" * w for w in widths))
     total = sum(counts.values())
     print(f"total parameters: {total:,}" if counts else "total parameters: unknown (model invalid)")
+    if est is not None:
+        print(f"memory (estimated, before allocating): {est.summary()}{device_text}")
     errors = [p for p in problems if p.severity == "error"]
     for p in problems:
         _err(format_problem(p))
@@ -153,6 +173,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     print("ok: the project is valid and ready to train")
     return EXIT_OK
+
+
+def _fmt_bytes(n: int) -> str:
+    from netstudio.compiler.memory import fmt_bytes
+
+    return fmt_bytes(n)
 
 
 # ----------------------------------------------------------------------------
@@ -294,6 +320,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ProjectError as e:
         raise CliError(format_error(e.message, hint=e.hint)) from None
     device = _resolve_device(config.device)
+    from netstudio.training.preflight import check_memory
+
+    check_memory(project.graph, config.batch_size, config.device)  # refused before any weight is allocated
 
     import torch
 
@@ -379,6 +408,10 @@ def _train_distributed(args: argparse.Namespace) -> int:
     from netstudio.training import distributed as D
 
     project = _load(args.project)  # a broken project fails here once, not in every rank
+    from netstudio.training.preflight import check_memory
+
+    check_memory(project.graph, args.batch_size or project.training.batch_size,
+                 args.device or project.training.device)
     build_plan(project.graph, args.batch_size or project.training.batch_size)
     ckpt = args.checkpoint_dir or D.default_checkpoint_dir(args.project)
     device = args.device or (project.training.device if project.training.device in ("cpu", "cuda") else "auto")
