@@ -99,8 +99,12 @@ def test_huge_layer_is_refused_with_its_node_before_allocating(tmp_path: Path,
     assert "Linear 'huge' alone needs 14.6 TB (1,000,001,000,000 parameters) → make 'huge' smaller" in err
     assert "enforce fail" not in err and "DefaultCPUAllocator" not in err
     assert "1,000,001,000,000" in out and "training needs about 14.6 TB" in out
-    rc, _, err = run_cli(capsys, "train", str(proj))
-    assert rc == 1 and err.startswith(f"error: [{huge}] Training (batch 16) needs about 14.6 TB")
+    for extra in ([], ["--nproc", "2"]):  # refused before any rank starts
+        rc, _, err = run_cli(capsys, "train", str(proj), *extra)
+        assert rc == 1 and err.startswith(f"error: [{huge}] Training (batch 16) needs about 14.6 TB"), err
+    rc, _, err = run_cli(capsys, "export", str(proj), "--format", "script", "--out", str(tmp_path / "script"))
+    assert rc == 1 and err.startswith(f"error: [{huge}] Building the model needs about 3.6 TB"), err
+    assert not (tmp_path / "script" / "train.py").exists()
     with pytest.raises(MemoryLimitError) as info:  # what export, the app's Model panel and build_plan compile with
         compile_model(graph, 16)
     assert info.value.node_id == huge and "Building the model needs about 3.6 TB" in info.value.message
