@@ -411,7 +411,7 @@ def _train_distributed(args: argparse.Namespace) -> int:
     from netstudio.training.preflight import check_memory
 
     check_memory(project.graph, args.batch_size or project.training.batch_size,
-                 args.device or project.training.device)
+                 args.device or project.training.device, processes=args.nproc or 1)
     build_plan(project.graph, args.batch_size or project.training.batch_size)
     ckpt = args.checkpoint_dir or D.default_checkpoint_dir(args.project)
     device = args.device or (project.training.device if project.training.device in ("cpu", "cuda") else "auto")

@@ -99,9 +99,10 @@ def test_huge_layer_is_refused_with_its_node_before_allocating(tmp_path: Path,
     assert "Linear 'huge' alone needs 14.6 TB (1,000,001,000,000 parameters) → make 'huge' smaller" in err
     assert "enforce fail" not in err and "DefaultCPUAllocator" not in err
     assert "1,000,001,000,000" in out and "training needs about 14.6 TB" in out
-    for extra in ([], ["--nproc", "2"]):  # refused before any rank starts
-        rc, _, err = run_cli(capsys, "train", str(proj), *extra)
-        assert rc == 1 and err.startswith(f"error: [{huge}] Training (batch 16) needs about 14.6 TB"), err
+    rc, _, err = run_cli(capsys, "train", str(proj))
+    assert rc == 1 and err.startswith(f"error: [{huge}] Training (batch 16) needs about 14.6 TB"), err
+    rc, _, err = run_cli(capsys, "train", str(proj), "--nproc", "2")  # refused before any rank starts
+    assert rc == 1 and err.startswith(f"error: [{huge}] Training (batch 16, 2 processes) needs about 29.1 TB"), err
     rc, _, err = run_cli(capsys, "export", str(proj), "--format", "script", "--out", str(tmp_path / "script"))
     assert rc == 1 and err.startswith(f"error: [{huge}] Building the model needs about 3.6 TB"), err
     assert not (tmp_path / "script" / "train.py").exists()
@@ -121,6 +122,13 @@ def test_training_that_does_not_fit_is_refused_by_the_shared_preflight(tmp_path:
     graph = load_project(proj).graph
     est = preflight.check_memory(graph, 32, "cpu")
     assert est is not None and 0.5e6 < est.training_bytes < 2e6
+    # four CPU ranks hold four copies of the weights, gradients and optimizer state
+    assert est.training_bytes_for(4) == 4 * (est.weights_bytes + est.grad_bytes + est.optimizer_bytes) + \
+        est.activation_bytes
+    monkeypatch.setattr(memory, "available_ram", lambda: est.training_bytes + 1)
+    preflight.check_memory(graph, 32, "cpu")
+    with pytest.raises(MemoryLimitError, match=r"^Training \(batch 32, 4 processes\) needs about"):
+        preflight.check_memory(graph, 32, "cpu", processes=4)
     monkeypatch.setattr(memory, "available_ram", lambda: 200_000)
     with pytest.raises(MemoryLimitError) as info:
         preflight.check_memory(graph, 32, "cpu")

@@ -90,6 +90,12 @@ class MemoryEstimate:
         """Weights, gradients, optimizer state and one batch's activations."""
         return self.weights_bytes + self.grad_bytes + self.optimizer_bytes + self.activation_bytes
 
+    def training_bytes_for(self, processes: int = 1) -> int:
+        """Training with ``processes`` copies of the model on one device (CPU ranks of a job); the
+        batch, and so the activations, is shared among them."""
+        per_copy = self.weights_bytes + self.grad_bytes + self.optimizer_bytes
+        return max(processes, 1) * per_copy + self.activation_bytes
+
     def biggest(self, attr: str = "training_bytes") -> NodeMemory | None:
         return max(self.nodes.values(), key=lambda n: getattr(n, attr), default=None)
 
@@ -310,12 +316,14 @@ def check_weights_fit(graph: "Graph", analysis: "Analysis", node_ids: Iterable[s
 
 
 def check_training_fits(graph: "Graph", analysis: "Analysis", device: "torch.device | str",
-                        est: MemoryEstimate | None = None) -> MemoryEstimate:
-    """The estimate; MemoryLimitError when training cannot fit on ``device``."""
+                        est: MemoryEstimate | None = None, processes: int = 1) -> MemoryEstimate:
+    """The estimate; MemoryLimitError when training cannot fit on ``device`` (``processes``:
+    ranks of a distributed job sharing it, each with its own copy of the model)."""
     est = est or estimate(graph, analysis)
     have, where = device_memory(device)
-    if have is not None and est.training_bytes > have:
-        label = str(device)
-        raise _refuse(graph, est, "training_bytes", est.training_bytes, have, f"{where} ({label})"
-                      if where == "RAM available" else where, f"Training (batch {est.batch_size})")
+    need = est.training_bytes_for(processes)
+    if have is not None and need > have:
+        what = f"Training (batch {est.batch_size}" + (f", {processes} processes)" if processes > 1 else ")")
+        raise _refuse(graph, est, "training_bytes", need, have,
+                      f"{where} ({device})" if where == "RAM available" else where, what)
     return est

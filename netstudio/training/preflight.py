@@ -26,10 +26,12 @@ def training_device(requested: str) -> "torch.device":
         return torch.device("cpu")
 
 
-def check_memory(graph: "Graph", batch_size: int, device: "str | torch.device") -> "MemoryEstimate | None":
+def check_memory(graph: "Graph", batch_size: int, device: "str | torch.device", processes: int = 1
+                 ) -> "MemoryEstimate | None":
     """MemoryLimitError (with the node that makes it too big) when training the model at
     ``batch_size`` cannot fit on ``device``; the estimate otherwise (None for an invalid model,
-    which compiling reports)."""
+    which compiling reports). ``processes``: ranks of a distributed job on this machine; CPU
+    ranks share its RAM, each with a copy of the model (GPU ranks have a GPU each)."""
     from netstudio.compiler import memory
     from netstudio.compiler.shapes import analyze
 
@@ -37,4 +39,4 @@ def check_memory(graph: "Graph", batch_size: int, device: "str | torch.device") 
     if not an.model_ok:
         return None
     dev = training_device(device) if isinstance(device, str) else device
-    return memory.check_training_fits(graph, an, dev)
+    return memory.check_training_fits(graph, an, dev, processes=processes if dev.type == "cpu" else 1)
