@@ -614,7 +614,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return _run(lambda: launch_gui(args_list[0] if args_list else None))
     args = build_parser().parse_args(args_list)
-    return _run(lambda: args.func(args))
+    return _run(lambda: _with_stop_signals(lambda: args.func(args)))
+
+
+class _StopSignal(KeyboardInterrupt):
+    """SIGTERM/SIGHUP outside a training loop: ends the command like Ctrl-C, with 128 + its number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+def _with_stop_signals(fn: Callable[[], int]) -> int:
+    """Run a headless command with SIGTERM/SIGHUP raising :class:`_StopSignal` (``train`` and
+    torchrun install their own handlers while they run); the previous handlers come back after."""
+    if threading.current_thread() is not threading.main_thread():
+        return fn()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        raise _StopSignal(signum)
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        return fn()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _run(fn: Callable[[], int]) -> int:
@@ -629,9 +658,13 @@ def _run(fn: Callable[[], int]) -> int:
         _err(line[len("error: "):] if code else line)
         if code:
             return int(code)
-    except KeyboardInterrupt:
-        _err("interrupted")
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", None)
+        if signum is None:
+            _err("interrupted")
+            return EXIT_INTERRUPTED
+        _err(f"interrupted by {signal.Signals(signum).name}")
+        return 128 + int(signum)
     except MemoryError:
         _err("error: out of memory → use a smaller batch size or model")
     except Exception as e:  # last resort: a bug, still no traceback unless asked for

@@ -118,3 +118,23 @@ def test_one_process_stops_on_sigterm_like_ctrl_c(tmp_path: Path) -> None:
     assert proc.returncode == code, err
     assert err.strip().splitlines() == [f"stopping after the current batch ({sig.name})…"]
     assert out.strip().splitlines()[-2].startswith("stopped (") and out_pt.exists()
+
+
+
+def test_sigterm_outside_training_ends_a_command_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """check/export, or train before its loop: SIGTERM and SIGHUP end the command like Ctrl-C."""
+    from netstudio import cli
+
+    before = signal.getsignal(signal.SIGTERM)
+    for sig, code in ((signal.SIGTERM, 143), (signal.SIGHUP, 129)):
+        def command() -> int:
+            os.kill(os.getpid(), sig)  # arrives while the command runs
+            time.sleep(5)  # interrupted by the signal's handler
+            return 0
+
+        capsys.readouterr()
+        t0 = time.monotonic()
+        assert cli._run(lambda: cli._with_stop_signals(command)) == code
+        assert time.monotonic() - t0 < 4
+        assert capsys.readouterr().err == f"interrupted by {sig.name}\n"
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers restored after the command
