@@ -115,18 +115,34 @@ def cmd_check(args: argparse.Namespace) -> int:
     an = analyze(graph, batch)
     problems = list(an.problems)
     counts: dict[str, int] = {}
+    est = None
+    device_text = ""
     if an.model_ok and graph.nodes:
+        import torch
+
+        from netstudio.compiler import memory
         from netstudio.compiler.build import compile_model
         from netstudio.errors import CompileError
 
         try:
-            compiled = compile_model(graph, batch, an)
+            with torch.device("meta"):  # shapes and counts only: no weight is allocated
+                compiled = compile_model(graph, batch, an)
             for nid, attr in compiled.module_names.items():
                 counts[nid] = _count_params(compiled.module.get_submodule(attr))
         except CompileError as e:
             problems.append(Problem.from_error(e))
+        est = memory.estimate(graph, an)
+        from netstudio.training.preflight import training_device
 
-    rows = [("id", "node", "type", "output", "params")]
+        device = training_device(project.training.device)
+        have, where = memory.device_memory(device)
+        device_text = f" of {memory.fmt_bytes(have)} {where} ({device})" if have is not None else ""
+        try:
+            memory.check_training_fits(graph, an, device, est)
+        except CompileError as e:
+            problems.append(Problem.from_error(e))
+
+    rows = [("id", "node", "type", "output", "memory", "params")]
     cat = graph.catalog
     order = an.order or list(graph.nodes)
     for nid in order:
@@ -136,8 +152,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         if any(p.node_id == nid and p.severity == "error" for p in problems):
             out = "✗ " + out if res is not None else "✗"
         n = counts.get(nid)
-        rows.append((nid, node.name, cat.get(node.type_id).title, out, f"{n:,}" if n is not None else "—"))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        mem = est.nodes.get(nid) if est is not None else None
+        rows.append((nid, node.name, cat.get(node.type_id).title, out,
+                     _fmt_bytes(mem.training_bytes) if mem is not None else "—", f"{n:,}" if n is not None else "—"))
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
     print(f"{project.name} ({args.project})")
     for i, r in enumerate(rows):
         print("  " + "  ".join(c.ljust(w) if j < 4 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
@@ -145,6 +163,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             print("  " + "  ".join("-" * w for w in widths))
     total = sum(counts.values())
     print(f"total parameters: {total:,}" if counts else "total parameters: unknown (model invalid)")
+    if est is not None:
+        print(f"memory (estimated, before allocating): {est.summary()}{device_text}")
     errors = [p for p in problems if p.severity == "error"]
     for p in problems:
         _err(format_problem(p))
@@ -153,6 +173,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     print("ok: the project is valid and ready to train")
     return EXIT_OK
+
+
+def _fmt_bytes(n: int) -> str:
+    from netstudio.compiler.memory import fmt_bytes
+
+    return fmt_bytes(n)
 
 
 # ----------------------------------------------------------------------------
@@ -294,6 +320,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ProjectError as e:
         raise CliError(format_error(e.message, hint=e.hint)) from None
     device = _resolve_device(config.device)
+    from netstudio.training.preflight import check_memory
+
+    check_memory(project.graph, config.batch_size, config.device)  # refused before any weight is allocated
 
     import torch
 
@@ -311,17 +340,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     bar = sys.stderr if sys.stderr.isatty() and not args.quiet else None
     progress = _Progress(lines, bar, config.epochs)
     stop, pause = threading.Event(), threading.Event()
-    interrupted = {"count": 0}
+    interrupted = {"count": 0, "signum": int(signal.SIGINT)}
 
     def on_sigint(signum: int, frame: Any) -> None:
         interrupted["count"] += 1
         if interrupted["count"] > 1:
             raise KeyboardInterrupt  # second Ctrl-C: give up immediately
+        interrupted["signum"] = signum
         stop.set()
-        _err("\nstopping after the current batch… (Ctrl-C again to abort)")
+        if signum == signal.SIGINT:
+            _err("\nstopping after the current batch… (Ctrl-C again to abort)")
+        else:  # SIGTERM / SIGHUP: stop like Ctrl-C, end with 128 + the signal's number
+            _err(f"stopping after the current batch ({signal.Signals(signum).name})…")
 
     in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
+    stop_signals = [sig for sig in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
+                    if sig is not None]
+    previous = {sig: signal.signal(sig, on_sigint) for sig in stop_signals} if in_main else {}
     t0 = time.perf_counter()
     try:
         ckpt = args.checkpoint_dir
@@ -331,8 +366,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             ckpt = default_checkpoint_dir(args.project)
         result = fit(plan, data, config, progress, stop, pause, checkpoint_dir=ckpt, resume=args.resume)
     finally:
-        if in_main:
-            signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         progress._clear()
     seconds = time.perf_counter() - t0
     summary = _summary(result, progress.device or device, seconds)
@@ -363,7 +398,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if failed:
         return EXIT_ERROR
     if stop.is_set() and interrupted["count"]:
-        return EXIT_INTERRUPTED
+        return 128 + interrupted["signum"]  # EXIT_INTERRUPTED for Ctrl-C
     return EXIT_OK
 
 
@@ -373,6 +408,10 @@ def _train_distributed(args: argparse.Namespace) -> int:
     from netstudio.training import distributed as D
 
     project = _load(args.project)  # a broken project fails here once, not in every rank
+    from netstudio.training.preflight import check_memory
+
+    check_memory(project.graph, args.batch_size or project.training.batch_size,
+                 args.device or project.training.device, processes=args.nproc or 1)
     build_plan(project.graph, args.batch_size or project.training.batch_size)
     ckpt = args.checkpoint_dir or D.default_checkpoint_dir(args.project)
     device = args.device or (project.training.device if project.training.device in ("cpu", "cuda") else "auto")
@@ -591,7 +630,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return _run(lambda: launch_gui(args_list[0] if args_list else None))
     args = build_parser().parse_args(args_list)
-    return _run(lambda: args.func(args))
+    return _run(lambda: _with_stop_signals(lambda: args.func(args)))
+
+
+class _StopSignal(KeyboardInterrupt):
+    """SIGTERM/SIGHUP outside a training loop: ends the command like Ctrl-C, with 128 + its number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+def _with_stop_signals(fn: Callable[[], int]) -> int:
+    """Run a headless command with SIGTERM/SIGHUP raising :class:`_StopSignal` (``train`` and
+    torchrun install their own handlers while they run); the previous handlers come back after."""
+    if threading.current_thread() is not threading.main_thread():
+        return fn()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        raise _StopSignal(signum)
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        return fn()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _run(fn: Callable[[], int]) -> int:
@@ -601,10 +669,18 @@ def _run(fn: Callable[[], int]) -> int:
     except CliError as e:
         _err(str(e))
     except NetStudioError as e:
-        _err(format_error(e.message, e.node_id, e.hint))
-    except KeyboardInterrupt:
-        _err("interrupted")
-        return EXIT_INTERRUPTED
+        code = getattr(e, "exit_code", None)  # a job stopped by a signal: 128 + its number, not an error
+        line = format_error(e.message, e.node_id, e.hint)
+        _err(line[len("error: "):] if code else line)
+        if code:
+            return int(code)
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", None)
+        if signum is None:
+            _err("interrupted")
+            return EXIT_INTERRUPTED
+        _err(f"interrupted by {signal.Signals(signum).name}")
+        return 128 + int(signum)
     except MemoryError:
         _err("error: out of memory → use a smaller batch size or model")
     except Exception as e:  # last resort: a bug, still no traceback unless asked for

@@ -63,6 +63,10 @@ class CompileError(NetStudioError):
     pass
 
 
+class MemoryLimitError(CompileError):
+    """The model (or training it) would need more memory than the device has; refused before allocating."""
+
+
 class DataError(NetStudioError):
     """A dataset could not be described or loaded (bad CSV row, missing folder...)."""
 

@@ -462,3 +462,36 @@ def test_dataset_node_infers_shapes() -> None:
                                                  "path": os.path.join("no", "such.csv")}, {}, 8)
     with pytest.raises(DataError, match="not found"):
         node.infer(bad)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink") or sys.platform.startswith("win"), reason="needs symbolic links")
+def test_image_folder_symlink_loop_is_scanned_once(tmp_path: Path) -> None:
+    """cat/loop -> . (and a link back to the root): each real folder is entered once, each image counted once."""
+    from netstudio.data.images import scan_folder
+
+    root = Path(_make_folder(tmp_path / "pets"))
+    os.symlink(".", root / "cat" / "loop")
+    os.symlink("..", root / "dog" / "up")  # leads back to dog itself and to cat, both already scanned
+    scan = scan_folder(str(root))
+    names = [(os.path.relpath(p, root), c) for p, c in scan.samples]
+    assert names == [(f"cat/img{i}.png", 0) for i in range(3)] + [(f"dog/img{i}.png", 1) for i in range(3)]
+    assert describe({"source": "image_folder", "path": str(root), "val_fraction": 0}).n_train == 6
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink") or sys.platform.startswith("win"), reason="needs symbolic links")
+def test_image_folder_duplicate_links_count_each_image_once(tmp_path: Path) -> None:
+    from netstudio.data.images import scan_folder
+
+    root = Path(_make_folder(tmp_path / "pets", per_class=2))
+    sub = root / "cat" / "more"
+    sub.mkdir()
+    (root / "cat" / "img0.png").rename(sub / "img9.png")
+    os.symlink("more", root / "cat" / "again")  # a second way into cat/more
+    os.symlink(str(sub), root / "cat" / "zz_abs")  # and a third, absolute
+    os.symlink("img1.png", root / "cat" / "zz_copy.png")  # a link to an image already counted
+    os.symlink("missing.png", root / "cat" / "dangling.png")  # skipped, not a failure later
+    scan = scan_folder(str(root))
+    cat = [os.path.relpath(p, root) for p, c in scan.samples if c == 0]
+    # os.walk order (sorted, depth first); 'again' comes before 'more', so the images are found through it
+    assert cat == ["cat/img1.png", os.path.join("cat", "again", "img9.png")]
+    assert describe({"source": "image_folder", "path": str(root), "val_fraction": 0}).n_train == 4

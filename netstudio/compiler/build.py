@@ -175,6 +175,11 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
         needed.add(n)
         stack.extend(e.src for e in incoming.get(n, []))
 
+    if torch.get_default_device().type != "meta":  # refuse before allocating what cannot fit
+        from netstudio.compiler.memory import check_weights_fit
+
+        check_weights_fit(graph, an, needed)
+
     fxg = fx.Graph()
     root = nn.Module()
     values: dict[tuple[str, str], fx.Node] = {}

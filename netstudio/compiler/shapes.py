@@ -134,6 +134,7 @@ class ShapeChecker:
                 results[nid] = res
 
         problems.extend(_training_problems(graph, order))
+        problems.extend(_last_batch_problems(graph, order, results, dataset_info, batch_size))
         if len(self._cache) > self._max:
             self._cache.clear()
         return Analysis(order, results, problems, batch_size, dataset_info)
@@ -220,6 +221,32 @@ def _training_problems(graph: Graph, order: list[str]) -> list[Problem]:
         if nid not in fed and optims:
             out.append(Problem(f"Loss '{graph.nodes[nid].name}' is not connected to an optimizer", nid,
                                "connect its loss output to the optimizer", "error", "training"))
+    return out
+
+
+def _last_batch_problems(graph: Graph, order: list[str], results: dict[str, NodeResult], dataset_info: Any,
+                         batch_size: int) -> list[Problem]:
+    """A last training batch of one sample fails in layers that need more than one value per
+    channel (BatchNorm on N×C): found here rather than by torch at the end of the first epoch."""
+    n_train = getattr(dataset_info, "n_train", None)
+    if not isinstance(n_train, int) or n_train < 1 or batch_size < 2 or n_train % batch_size != 1:
+        return []
+    out: list[Problem] = []
+    for nid in order:
+        node = graph.nodes[nid]
+        nt = graph.catalog.get(node.type_id)
+        fails = getattr(nt, "single_sample_fails", None)
+        if fails is None or nid not in results:
+            continue
+        x = next((results[e.src].outputs.get(e.src_port) for e in graph.in_edges(nid) if e.src in results), None)
+        if isinstance(x, TensorInfo) and fails(x):
+            fits = [b for b in range(batch_size - 1, 1, -1) if n_train % b != 1][:1] + \
+                   [b for b in range(batch_size + 1, batch_size + 64) if n_train % b != 1][:1]
+            out.append(Problem(
+                f"{nt.title} '{node.name}' would receive a last training batch of 1 sample ({n_train} training "
+                f"samples in batches of {batch_size}) and needs more than one value per channel", nid,
+                f"use a batch size of {' or '.join(map(str, fits))}, or change the validation fraction",
+                "error", "training"))
     return out
 
 

@@ -85,11 +85,10 @@ def _scan(root: str) -> FolderScan:
         raise DataError(f"Image folder {root} has no class sub-folders",
                         hint="put images in root/<class name>/, one folder per class")
     samples: list[tuple[str, int]] = []
+    seen_dirs: set[tuple[int, int]] = set()  # shared by the classes: a file belongs to one class only
+    seen_files: set[tuple[int, int]] = set()
     for ci, cls in enumerate(classes):
-        found = []
-        for dirpath, dirnames, files in os.walk(os.path.join(root, cls), followlinks=True):
-            dirnames.sort()
-            found.extend(os.path.join(dirpath, f) for f in sorted(files) if f.lower().endswith(IMG_EXTENSIONS))
+        found = _class_images(os.path.join(root, cls), seen_dirs, seen_files)
         if not found:
             raise DataError(f"Image folder {root}: class folder '{cls}' contains no images",
                             hint=f"supported files: {', '.join(IMG_EXTENSIONS)}; remove empty folders")
@@ -103,6 +102,54 @@ def _scan(root: str) -> FolderScan:
     except Exception as e:  # noqa: BLE001 - PIL raises many kinds
         raise DataError(f"Image folder {root}: cannot read {first}: {e}") from None
     return FolderScan(root, tuple(classes), tuple(samples), width, height, mode)
+
+
+def _class_images(top: str, seen_dirs: set[tuple[int, int]], seen_files: set[tuple[int, int]]) -> list[str]:
+    """The image files under one class folder, in os.walk order (sorted, depth first).
+
+    Symbolic links are followed, but every real directory is entered once and every
+    real file counted once (by device and inode; ``seen_dirs``/``seen_files`` are shared
+    by all classes): a link loop such as ``cls/l1 -> .`` or two links to the same folder
+    cannot make the scan endless or count an image twice.
+    """
+    found: list[str] = []
+    try:
+        st = os.stat(top)
+    except OSError:
+        return found
+    if (st.st_dev, st.st_ino) in seen_dirs:
+        return found
+    seen_dirs.add((st.st_dev, st.st_ino))
+    stack = [(top, st.st_dev)]
+    while stack:
+        path, dev = stack.pop()
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:  # unreadable folder: skipped, like os.walk does
+            continue
+        subdirs: list[tuple[str, int]] = []
+        for e in entries:
+            try:
+                if e.is_dir():
+                    s = e.stat()  # follows a link: the directory it points to
+                    key = (s.st_dev, s.st_ino)
+                    if key not in seen_dirs:
+                        seen_dirs.add(key)
+                        subdirs.append((e.path, s.st_dev))
+                elif e.name.lower().endswith(IMG_EXTENSIONS):
+                    if e.is_symlink():
+                        s = e.stat()  # a dangling link raises and is skipped
+                        key = (s.st_dev, s.st_ino)
+                    else:
+                        key = (dev, e.inode())
+                    if key not in seen_files:
+                        seen_files.add(key)
+                        found.append(e.path)
+            except OSError:
+                continue
+        stack.extend(reversed(subdirs))
+    return found
 
 
 def _folder_geometry(scan: FolderScan, p: dict[str, Any]) -> tuple[str, int, tuple[int, int]]:

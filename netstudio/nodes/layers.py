@@ -377,7 +377,18 @@ class _BatchNorm(LayerType):
     layout = "N×C×H×W"
 
     def resolve(self, ctx: InferContext) -> dict[str, Any]:
-        return _auto_from(ctx, "num_features", 1)
+        params = _auto_from(ctx, "num_features", 1)
+        if not params["eps"] > 0:  # torch refuses eps = 0 only once training runs
+            from netstudio.errors import ParamError
+
+            raise ParamError(f"{ctx.title} '{ctx.name}' needs an eps greater than 0 (got {params['eps']:g}): it keeps "
+                             "the division by the batch's standard deviation finite", node_id=ctx.node_id,
+                             hint="set eps to 1e-5 (the default)", param="eps")
+        return params
+
+    def single_sample_fails(self, x: TensorInfo) -> bool:
+        """True when a training batch of one sample leaves one value per channel (torch refuses it)."""
+        return len(x.shape) >= 2 and math.prod(x.shape[2:]) == 1
 
     def out_info(self, ctx: InferContext, x: TensorInfo) -> TensorInfo:
         if len(x.shape) not in self.ranks:

@@ -30,6 +30,10 @@ class SGD(_Optimizer):
               WEIGHT_DECAY)
     summary_params = ("lr", "momentum")
 
+    def state_tensors(self, params: Mapping[str, Any]) -> int:
+        """Optimizer state tensors per parameter (the memory estimate): the momentum buffer."""
+        return 1 if params.get("momentum", 0.0) > 0 else 0
+
     def make(self, parameters: Iterable[Any], params: Mapping[str, Any]) -> Any:
         import torch
 
@@ -45,6 +49,9 @@ class Adam(_Optimizer):
     title = "Adam"
     description = "Adaptive moment estimation; a robust default (lr 0.001)."
     params = (LR_ADAM, *BETAS, Param("eps", "float", 1e-8, min=0.0, max=1.0, log_scale=True), WEIGHT_DECAY)
+
+    def state_tensors(self, params: Mapping[str, Any]) -> int:
+        return 2  # first and second moments
 
     def make(self, parameters: Iterable[Any], params: Mapping[str, Any]) -> Any:
         import torch
@@ -62,6 +69,9 @@ class AdamW(_Optimizer):
               Param("weight_decay", "float", 0.01, min=0.0, max=1.0))
     summary_params = ("lr", "weight_decay")
 
+    def state_tensors(self, params: Mapping[str, Any]) -> int:
+        return 2
+
     def make(self, parameters: Iterable[Any], params: Mapping[str, Any]) -> Any:
         import torch
 
@@ -78,6 +88,10 @@ class RMSprop(_Optimizer):
               Param("eps", "float", 1e-8, min=0.0, max=1.0, log_scale=True),
               Param("momentum", "float", 0.0, min=0.0, max=1.0), Param("centered", "bool", False), WEIGHT_DECAY)
 
+    def state_tensors(self, params: Mapping[str, Any]) -> int:
+        """square average, + momentum buffer, + gradient average when centered"""
+        return 1 + (params.get("momentum", 0.0) > 0) + bool(params.get("centered", False))
+
     def make(self, parameters: Iterable[Any], params: Mapping[str, Any]) -> Any:
         import torch
 
@@ -93,6 +107,9 @@ class Adagrad(_Optimizer):
     description = "Per-parameter learning rates that shrink with accumulated squared gradients."
     params = (LR, Param("lr_decay", "float", 0.0, min=0.0, max=1.0), WEIGHT_DECAY,
               Param("eps", "float", 1e-10, min=0.0, max=1.0, log_scale=True))
+
+    def state_tensors(self, params: Mapping[str, Any]) -> int:
+        return 1  # the sum of squared gradients
 
     def make(self, parameters: Iterable[Any], params: Mapping[str, Any]) -> Any:
         import torch

@@ -487,22 +487,148 @@ def launch(project: str | os.PathLike[str], rank_args: Sequence[str], *, nproc: 
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    # torchrun's own log lines (thread settings, SIGTERM to the survivors...) would bury ours
+    from torch.distributed.elastic.multiprocessing import SignalException
+
+    # torchrun's own log lines (thread settings, SIGTERM to the survivors...) would bury ours; its
+    # modules give their loggers their own level, so each one is silenced, not just the parent
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(("torch.distributed.elastic", "torch.distributed.run", "torch.distributed.launcher")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     logging.getLogger("torch.distributed.run").setLevel(logging.CRITICAL)
+    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # the ranks die with this process (see guard_rank)
     if nproc > 1:
         os.environ.setdefault("OMP_NUM_THREADS", "1")  # what torchrun does, minus its banner
     cmd = launch_command(project, rank_args, nproc=nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint,
                          node_rank=node_rank)
     args = get_args_parser().parse_args(cmd[3:])  # everything after "python -m torch.distributed.run"
+    hint = "run the same command with --resume to continue from the last checkpoint"
+    if checkpoint_dir:
+        hint += f" in {checkpoint_dir}"
     try:
         run(args)
     except ChildFailedError as e:
-        hint = "run the same command with --resume to continue from the last checkpoint"
-        if checkpoint_dir:
-            hint += f" in {checkpoint_dir}"
         raise TrainingError(failure_message(e.failures), hint=hint) from None
+    except SignalException as e:  # torchrun has already passed the signal on to the ranks and waited for them
+        raise JobInterrupted(signal.Signals(e.sigval), hint=hint) from None
     return 0
+
+
+class JobInterrupted(TrainingError):
+    """The launcher received a signal (Ctrl-C, SIGTERM, SIGHUP...); every rank was stopped.
+
+    ``exit_code`` is the shell's convention for it, 128 + the signal number.
+    """
+
+    def __init__(self, sig: signal.Signals, hint: str | None = None) -> None:
+        super().__init__(f"interrupted by {sig.name}; every rank stopped", hint=hint)
+        self.signal = sig
+        self.exit_code = 128 + int(sig)
+
+
+# ----------------------------------------------------------------------------
+# A rank dies with its launcher, and stops quietly on a signal
+# ----------------------------------------------------------------------------
+
+#: set by the launcher for its ranks: the process they must not outlive
+LAUNCHER_PID_ENV = "NETSTUDIO_LAUNCHER_PID"
+#: the signals that stop a rank (torchrun passes the one it got on to the ranks)
+RANK_STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+_PR_SET_PDEATHSIG = 1
+
+
+class RankSignalled(KeyboardInterrupt):
+    """Raised in a rank by a stop signal; a KeyboardInterrupt so that ``fit`` lets it through."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+_signalled: list[int] = []  # the stop signal this rank received (at most one is acted on)
+
+
+def _on_stop_signal(signum: int, frame: Any) -> None:
+    if _signalled:  # already stopping: a second signal must not interrupt the clean-up
+        return
+    _signalled.append(signum)
+    raise RankSignalled(signum)
+
+
+def _raise_if_signalled(wait_s: float = 0.0) -> None:
+    """Inside an error branch: a rank being stopped by a signal prints nothing.
+
+    A peer stopped by the same signal can make this rank's collective fail a moment
+    before its own signal is handled, so an active job waits ``wait_s`` for it.
+    """
+    if wait_s > 0 and not _signalled:
+        import time
+
+        time.sleep(wait_s)  # interruptible: a pending signal's handler runs here
+    if _signalled:
+        raise RankSignalled(_signalled[0])
+
+
+def _set_parent_death_signal(sig: int) -> bool:
+    """Linux: the kernel sends ``sig`` to this process when its parent dies (prctl PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent: int, poll_s: float = 0.5, grace_s: float = 5.0) -> None:
+    """Fallback for systems without PR_SET_PDEATHSIG: once this process is orphaned, stop it
+    (SIGTERM, so it cleans up), and end it for good ``grace_s`` later (a rank stuck in a collective)."""
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(poll_s)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(grace_s)
+    os._exit(128 + int(signal.SIGTERM))
+
+
+def guard_rank(environ: Mapping[str, str] | None = None) -> None:
+    """Arm a rank (call first, in the main thread): a stop signal raises :class:`RankSignalled`,
+    and the rank dies with its launcher, even one killed with SIGKILL."""
+    import threading
+
+    for sig in RANK_STOP_SIGNALS:
+        signal.signal(sig, _on_stop_signal)
+    env = os.environ if environ is None else environ
+    if not launched_by_torchrun(env):
+        return
+    try:
+        parent = int(env.get(LAUNCHER_PID_ENV, "") or os.getppid())
+    except ValueError:
+        parent = os.getppid()
+    _set_parent_death_signal(signal.SIGTERM)
+    if os.getppid() != parent:  # the launcher died before the line above took effect
+        _on_stop_signal(int(signal.SIGTERM), None)
+    threading.Thread(target=_watch_parent, args=(parent,), name="netstudio-parent-watch", daemon=True).start()
+
+
+def rank_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m netstudio.training.distributed``: :func:`run_rank`, armed by :func:`guard_rank`.
+
+    A rank stopped by a signal prints nothing (the launcher prints the one line) and
+    ends by that signal, so that whoever waits for it sees how it ended.
+    """
+    try:
+        guard_rank()
+        return run_rank(argv)
+    except RankSignalled as e:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(e.signum, signal.SIG_DFL)
+        os.kill(os.getpid(), e.signum)
+        return 128 + e.signum
 
 
 # ----------------------------------------------------------------------------
@@ -600,6 +726,7 @@ def run_rank(argv: Sequence[str] | None = None) -> int:
         result = fit(plan, data, config, progress, dist=ctx, checkpoint_dir=args.checkpoint_dir, resume=args.resume)
         seconds = time.perf_counter() - t0
         if result.status == "error":
+            _raise_if_signalled(0.5 if ctx.active else 0.0)
             hint = "if another rank failed first, its error is the cause" if ctx.active else None
             raise TrainingError(result.message.strip().splitlines()[0], hint=hint)
         diff = weights_max_difference(result.model.to(ctx.device), ctx) if result.model is not None else 0.0
@@ -627,11 +754,13 @@ def run_rank(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(summary), flush=True)
         return 0
     except NetStudioError as e:
+        _raise_if_signalled()
         where = f"[rank {ctx.rank}] " if ctx is not None and ctx.world_size > 1 else ""
         print(cli.format_error(where + e.message, e.node_id, e.hint), file=sys.stderr, flush=True)
         _record_failure(e)
         return 1
     except Exception as e:  # noqa: BLE001 - typically a peer that died: one line, not a traceback
+        _raise_if_signalled(0.5)
         rank = ctx.rank if ctx is not None else int(os.environ.get("RANK", "0"))
         print(cli.format_error(f"[rank {rank}] {_first_line(e)}", hint="another rank probably failed or stalled"),
               file=sys.stderr, flush=True)
@@ -642,7 +771,7 @@ def run_rank(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised through torchrun in the tests
-    _code = run_rank()
+    _code = rank_main()
     sys.stdout.flush()
     sys.stderr.flush()
     # The process group is already destroyed and everything is written; skipping the interpreter's

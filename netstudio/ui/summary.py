@@ -1,8 +1,10 @@
-"""The Model panel: layer table (output shape, parameters, total) and the generated code.
+"""The Model panel: layer table (output shape, parameters, memory, total) and the generated code.
 
-Compiling imports torch and builds real modules, so it runs debounced after
-edits and only while the panel is visible; the table itself needs only the
-analysis and the meta-device parameter counts.
+Compiling imports torch, so it runs debounced after edits and only while the
+panel is visible; it builds on the meta device (the code needs no weights). The
+table itself needs only the analysis and the meta-device parameter counts; its
+Memory column is the training estimate of each layer (weights, gradients,
+optimizer state, activations of one batch), see :mod:`netstudio.compiler.memory`.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ class ModelSummary(QWidget):
         self.tabs.setDocumentMode(True)
 
         layers = QWidget()
-        self.table = QTableWidget(0, 4, layers)
-        self.table.setHorizontalHeaderLabels(["Layer", "Type", "Output shape", "Parameters"])
+        self.table = QTableWidget(0, 5, layers)
+        self.table.setHorizontalHeaderLabels(["Layer", "Type", "Output shape", "Parameters", "Memory"])
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
@@ -42,7 +44,10 @@ class ModelSummary(QWidget):
         h = self.table.horizontalHeader()
         for col in (0, 1, 2):  # names and shapes matter most: never elide them
             h.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
-        h.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        h.setSectionResizeMode(3, QHeaderView.ResizeMode.ResizeToContents)
+        h.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeaderItem(4).setToolTip(
+            "Estimated memory to train the layer: weights, gradients, optimizer state and its output for one batch")
         self.total = QLabel(layers)
         lay = QVBoxLayout(layers)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -64,6 +69,8 @@ class ModelSummary(QWidget):
 
         self.total_params = 0
         self.compile_error: str | None = None
+        self.memory_error: str | None = None  # training would not fit on the project's device
+        self.memory_estimate: object | None = None  # netstudio.compiler.memory.MemoryEstimate
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(250)
@@ -92,6 +99,7 @@ class ModelSummary(QWidget):
         graph = self.doc.graph
         rows = []
         total = 0
+        est = self._estimate(an)
         for nid in an.order:
             node = graph.nodes[nid]
             nt = graph.node_type(node)
@@ -102,23 +110,36 @@ class ModelSummary(QWidget):
             shape = out.fmt() if isinstance(out, TensorInfo) else "—"
             count = self.counter.count(graph, an, nid)
             total += count or 0
-            rows.append((node.name, nt.title, shape, count))
+            mem = est.nodes.get(nid) if est is not None else None
+            rows.append((node.name, nt.title, shape, count, None if mem is None else mem.training_bytes))
+        from netstudio.compiler.memory import fmt_bytes
+
         self.table.setRowCount(len(rows))
-        for r, (name, title, shape, count) in enumerate(rows):
-            cells = [name, title, shape, "?" if count is None else f"{count:,}"]
+        for r, (name, title, shape, count, mem_bytes) in enumerate(rows):
+            cells = [name, title, shape, "?" if count is None else f"{count:,}",
+                     "?" if mem_bytes is None else fmt_bytes(mem_bytes)]
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                if c == 3:
+                if c >= 3:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(r, c, item)
         self.total_params = total
-        self.total.setText(f"  Total: {total:,} parameters in {len(rows)} layers")
+        text = f"  Total: {total:,} parameters in {len(rows)} layers"
+        if est is not None:
+            text += f" · training needs about {fmt_bytes(est.training_bytes)} (batch {est.batch_size})"
+        if self.memory_error:
+            text += f"\n  ✗ {self.memory_error}"
+        self.total.setText(text)
+        self.total.setToolTip(est.summary() if est is not None else "")
 
         self.compile_error = None
         try:
+            import torch
+
             from netstudio.compiler.build import compile_model
 
-            compiled = compile_model(graph, self.doc.project.training.batch_size, an)
+            with torch.device("meta"):  # the code only: no weight is allocated
+                compiled = compile_model(graph, self.doc.project.training.batch_size, an)
             self.code.setPlainText(compiled.code.strip() + "\n")
         except NetStudioError as e:
             self.compile_error = str(e)
@@ -127,6 +148,31 @@ class ModelSummary(QWidget):
             self.compile_error = f"internal error: {e!r}"
             self.code.setPlainText(f"# Compilation failed unexpectedly:\n#   {e!r}\n")
         self.updated.emit()
+
+    def _estimate(self, an: object) -> object | None:
+        """The memory estimate of the model (None while it is invalid); sets :attr:`memory_error`."""
+        self.memory_error = None
+        self.memory_estimate = None
+        if not getattr(an, "model_ok", False) or not self.doc.graph.nodes:
+            return None
+        try:
+            from netstudio.compiler import memory
+            from netstudio.training.preflight import training_device
+
+            est = memory.estimate(self.doc.graph, an)  # type: ignore[arg-type]
+            try:
+                memory.check_training_fits(self.doc.graph, an, training_device(self.doc.project.training.device),
+                                           est)  # type: ignore[arg-type]
+            except NetStudioError as e:
+                self.memory_error = str(e)
+        except Exception:  # noqa: BLE001 - an estimate must never take the editor down
+            return None
+        self.memory_estimate = est
+        return est
+
+    def memory_texts(self) -> list[str]:
+        """The Memory column, row by row."""
+        return [(it.text() if (it := self.table.item(r, 4)) is not None else "") for r in range(self.table.rowCount())]
 
     def row_texts(self) -> list[list[str]]:
         return [[(it.text() if (it := self.table.item(r, c)) is not None else "") for c in range(4)]

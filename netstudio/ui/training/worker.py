@@ -299,6 +299,9 @@ class TrainingWorker(_ThreadedWorker):
 
         # the initial weights are drawn while compiling: seed first, as `netstudio train`
         # does, so the same seed gives the same run in the app and on the command line
+        from netstudio.training.preflight import check_memory
+
+        check_memory(graph, job.config.batch_size, job.config.device)  # refused before allocating, as the CLI does
         torch.manual_seed(job.config.seed)
         plan = build_plan(graph, job.config.batch_size)
         self.plan = plan
