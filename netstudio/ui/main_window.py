@@ -22,8 +22,8 @@ from typing import Any, Callable, TypeVar
 
 from PySide6.QtCore import QPointF, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QGuiApplication, QKeySequence, QPalette
-from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMenu, QMessageBox,
-                               QToolBar, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QFrame, QLabel, QMainWindow, QMenu,
+                               QMessageBox, QScrollArea, QToolBar, QVBoxLayout, QWidget)
 
 import netstudio
 import shiboken6
@@ -49,6 +49,8 @@ CLIPBOARD_MARKER = "netstudio/nodes"
 MAX_RECENT = 8
 AUTOSAVE_MS = 60_000
 DEFAULT_SAMPLE = "mnist_mlp_sgd.nsproj"
+#: default height of the bottom docks (problems, training) as a share of the window height
+BOTTOM_DOCK_SHARE = 0.26
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -205,6 +207,7 @@ class MainWindow(QMainWindow):
             return None
         dock = TrainingDock(self)
         dock.setObjectName(dock.objectName() or "trainingDock")
+        shrinkable_dock(dock)
         self.add_dock(dock, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.problems_dock, dock)
         self.problems_dock.raise_()
@@ -862,19 +865,50 @@ class MainWindow(QMainWindow):
         event.accept()
 
     def _default_dock_sizes(self) -> None:
-        # the canvas gets most of the room; restoreState overrides this later
+        # the canvas gets most of the room (>= 60 % of the height at 1600x1000); a saved
+        # layout (restoreState) replaces this
         self.resizeDocks([self.palette_dock, self.inspector_dock], [185, 300], Qt.Orientation.Horizontal)
         self.resizeDocks([self.inspector_dock, self.summary_dock], [430, 290], Qt.Orientation.Vertical)
-        self.resizeDocks([self.problems_dock], [130], Qt.Orientation.Vertical)
+        bottom = max(150, min(300, round(self.height() * BOTTOM_DOCK_SHARE)))
+        self.resizeDocks([self.problems_dock], [bottom], Qt.Orientation.Vertical)
 
     def _make_dock(self, title: str, name: str, widget: QWidget) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(name)
         dock.setWidget(widget)
+        shrinkable_dock(dock)
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
                          | QDockWidget.DockWidgetFeature.DockWidgetClosable
                          | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
         return dock
+
+
+class _DockScroll(QScrollArea):
+    """What a dock shows: its panel, scrolled when the dock is shorter than the panel wants.
+
+    A dock cannot be made smaller than its widget's minimum size; the training panel alone
+    asked for ~400 px, which kept the bottom docks at ~45 % of the window. Inside this
+    area every dock shrinks down to its title bar and the panel scrolls instead.
+    """
+
+    def __init__(self, panel: QWidget) -> None:
+        super().__init__()
+        self.setObjectName("dockScroll")
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setMinimumSize(60, 1)  # explicit, so the panel's own minimum does not propagate
+        self.setWidget(panel)
+
+    def panel(self) -> QWidget | None:
+        return self.widget()
+
+
+def shrinkable_dock(dock: QDockWidget) -> QDockWidget:
+    """Put the dock's panel in a scroll area so the dock can be shrunk to its title (idempotent)."""
+    panel = dock.widget()
+    if panel is not None and not isinstance(panel, _DockScroll):
+        dock.setWidget(_DockScroll(panel))
+    return dock
 
 
 def _parse_clipboard(text: str) -> dict[str, Any] | None:
