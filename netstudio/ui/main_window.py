@@ -15,13 +15,14 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import re
 import traceback
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from PySide6.QtCore import QPointF, QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QGuiApplication, QKeySequence, QPalette
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QCursor, QGuiApplication, QKeySequence, QPalette
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QFrame, QLabel, QMainWindow, QMenu,
                                QMessageBox, QScrollArea, QToolBar, QVBoxLayout, QWidget)
 
@@ -32,7 +33,7 @@ from netstudio.graph.commands import Disconnect, Macro, Paste, RemoveNodes
 from netstudio.graph.model import Graph
 from netstudio.project.io import SUFFIX, Project, load_project, save_project
 from netstudio.ui import icons
-from netstudio.ui.canvas.items import EdgeItem, NodeItem
+from netstudio.ui.canvas.items import GRID, EdgeItem, NodeItem
 from netstudio.ui.canvas.scene import NodeScene
 from netstudio.ui.canvas.view import NodeView
 from netstudio.ui.document import Document
@@ -429,6 +430,7 @@ class MainWindow(QMainWindow):
         self.palette_panel.add_requested.connect(self._add_from_palette)
         self.view.context_menu_provider = self._context_menu
         self.summary.updated.connect(self._update_status)
+        self.view.zoom_changed.connect(self._update_zoom_label)
         hints = QGuiApplication.styleHints()
         hints.colorSchemeChanged.connect(lambda _s: self.set_theme("system", persist=False)
                                          if theme_mode() == "system" else None)
@@ -478,6 +480,9 @@ class MainWindow(QMainWindow):
             self.status_shapes.setPalette(pal)
         if not self.summary._stale:
             self.status_params.setText(f"{self.summary.total_params:,} parameters")
+        self._update_zoom_label()
+
+    def _update_zoom_label(self, *_args: Any) -> None:
         self.status_zoom.setText(f"{round(self.view.zoom() * 100)}%")
 
     # ======================================================================
@@ -729,6 +734,8 @@ class MainWindow(QMainWindow):
 
     @guarded
     def paste(self, at: QPointF | None = None) -> list[str]:
+        """Paste the copied nodes with their top-left at ``at``, else under the mouse cursor when it
+        is over the canvas, else next to the originals (each further paste one step further)."""
         text = QApplication.clipboard().text()
         data = _parse_clipboard(text)
         if data is None:
@@ -736,6 +743,11 @@ class MainWindow(QMainWindow):
             return []
         if text != self._last_clipboard:
             self._last_clipboard, self._paste_count = text, 0
+        if at is None:
+            vp = self.view.viewport()
+            p = vp.mapFromGlobal(QCursor.pos())
+            if vp.rect().contains(p) and vp.isVisible():
+                at = self.view.mapToScene(p)
         self._paste_count += 1
         return self._paste_data(data, at, self._paste_count)
 
@@ -753,13 +765,26 @@ class MainWindow(QMainWindow):
             p = self.scene.snap_point(at)
             offset = (p.x() - min(xs), p.y() - min(ys))
         else:
-            offset = (40.0 * n, 40.0 * n)
+            offset = (0.0, self._paste_step(data) * n)
         cmd = Paste(data, offset)
         if not self._push(cmd):
             return []
         self.scene.select_nodes(cmd.new_ids)
         self.status(f"Pasted {len(cmd.new_ids)} node(s)")
         return list(cmd.new_ids)
+
+    def _paste_step(self, data: dict[str, Any]) -> float:
+        """How far below the originals a copy goes so that it does not cover them: the height
+        of the copied group plus a gap, on the grid."""
+        top = bottom = None
+        for rec in data["nodes"]:
+            item = self.scene.node_items.get(rec.get("id", ""))
+            h = item.height if item is not None else 120.0
+            y = float(rec["pos"][1])
+            top = y if top is None else min(top, y)
+            bottom = y + h if bottom is None else max(bottom, y + h)
+        span = (bottom or 0.0) - (top or 0.0)
+        return math.ceil((span + 2 * GRID) / GRID) * GRID
 
     def select_all(self) -> None:
         for item in self.scene.node_items.values():

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import (QBrush, QColor, QFont, QFontMetricsF, QLinearGradient, QPainter, QPainterPath,
                            QPainterPathStroker, QPen, QPolygonF)
-from PySide6.QtWidgets import QGraphicsItem, QGraphicsObject, QGraphicsPathItem, QStyleOptionGraphicsItem, QWidget
+from PySide6.QtWidgets import (QGraphicsItem, QGraphicsObject, QGraphicsPathItem, QStyle, QStyleOptionGraphicsItem,
+                               QWidget)
 
 from netstudio.errors import Problem
 from netstudio.graph.model import Edge
@@ -506,6 +507,13 @@ class EdgeItem(QGraphicsPathItem):
         self._hover = False
         self._apply_pen()
         super().hoverLeaveEvent(event)
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        # the selection shows in the pen (colour, width); Qt's dashed box around the
+        # whole bounding rect would frame empty canvas
+        opt = QStyleOptionGraphicsItem(option)
+        opt.state &= ~(QStyle.StateFlag.State_Selected | QStyle.StateFlag.State_HasFocus)
+        super().paint(painter, opt, widget)
 
     def shape(self) -> QPainterPath:
         stroker = QPainterPathStroker()
