@@ -43,13 +43,14 @@ def big_window(qtbot: Any, recovery_dir: Path, **kw: Any) -> Any:
 
 def label_overlaps(scene: Any) -> list[str]:
     cards = {nid: it.sceneBoundingRect().adjusted(3, 3, -3, -8) for nid, it in scene.node_items.items()}
-    labels = scene.label_rects()
+    labels = {e: it.label.sceneBoundingRect().adjusted(1, 1, -1, -1)  # the pill, without its 1 px pen margin
+              for e, it in scene.edge_items.items() if it.label.isVisible() and it.label.text}
     bad = []
     items = list(labels.items())
     for i, (e, r) in enumerate(items):
         for nid, c in cards.items():
             if r.intersects(c):
-                bad.append(f"label {scene.edge_items[e].label.shown!r} of {e} covers node {nid}")
+                bad.append(f"label {scene.edge_items[e].label.text!r} of {e} covers node {nid}")
         for e2, r2 in items[i + 1:]:
             if r.intersects(r2):
                 bad.append(f"labels of {e} and {e2} overlap")
@@ -73,6 +74,7 @@ def test_every_sample_opens_readable(qtbot: Any, recovery_dir: Path, sample: Pat
     assert label_overlaps(scene) == []
     # labels sit on their edge
     for e, r in scene.label_rects().items():
+        assert r == scene.edge_items[e].label.sceneBoundingRect().adjusted(1, 1, -1, -1)
         path = scene.edge_items[e].path()
         assert any(r.contains(path.pointAtPercent(i / 40)) for i in range(41)), e
     # no card overlaps another
