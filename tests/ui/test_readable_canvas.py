@@ -156,3 +156,21 @@ def test_grey_canvas_text_has_enough_contrast(name: str) -> None:
     assert contrast(t.text_muted, t.node_body) >= 7.0
     assert contrast(t.text_muted, t.node_body_alt) >= 6.0
     assert contrast(t.edge_label_text, t.edge_label_bg) >= 7.0
+
+
+def test_wrap_layers_balances_rows_and_keeps_short_graphs_in_one() -> None:
+    from netstudio.ui.layout import wrap_layers
+
+    def layers(n: int) -> tuple[list[float], list[float], list[tuple[float, float] | None]]:
+        return [i * 250.0 for i in range(n)], [172.0] * n, [(0.0, 90.0)] * n
+
+    assert wrap_layers(*layers(3), (1100, 650)) == [[0, 1, 2]]  # fits at 100 %: no wrapping
+    rows = wrap_layers(*layers(15), (1100, 650))
+    assert [li for r in rows for li in r] == list(range(15))  # consecutive, in order
+    sizes = [len(r) for r in rows]
+    assert 2 <= len(rows) <= 5 and max(sizes) - min(sizes) <= 1  # balanced: no lonely last layer
+    width = (max(sizes) - 1) * 250 + 172
+    height = len(rows) * 90 + (len(rows) - 1) * 72
+    assert min(1100 / (width + 72), 650 / (height + 72)) >= 0.75
+    # a tall, narrow view wraps more
+    assert len(wrap_layers(*layers(15), (500, 1400))) > len(rows)
