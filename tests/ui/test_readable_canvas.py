@@ -174,3 +174,37 @@ def test_wrap_layers_balances_rows_and_keeps_short_graphs_in_one() -> None:
     assert min(1100 / (width + 72), 650 / (height + 72)) >= 0.75
     # a tall, narrow view wraps more
     assert len(wrap_layers(*layers(15), (500, 1400))) > len(rows)
+
+
+def test_labels_make_room_shorten_and_keep_the_full_shape_in_the_tooltip(window: Any) -> None:
+    w = window
+    data = add(w, "data.dataset", (0, 0), source="mnist_5k")
+    flat = add(w, "layer.flatten", (230, 0))  # 58 px between the cards: too tight for 64×1×28×28
+    connect(w, data, "features", flat, "input")
+    # parallel edges: one output feeding three cards stacked close together
+    fcs = [add(w, "layer.linear", (520, y), out_features=8) for y in (0, 90, 180)]
+    for fc in fcs:
+        connect(w, flat, "output", fc, "input")
+    scene = w.scene
+    assert label_overlaps(scene) == []
+    long = next(it for e, it in scene.edge_items.items() if e.src == data)
+    assert long.label.text == "64×1×28×28" and long.label.isVisible()
+    assert long.label.shown != long.label.text and long.label.shown.startswith("…")
+    assert long.label.shown.endswith("×28") and len(long.label.shown) < len(long.label.text)
+    assert long.label.toolTip() == "64×1×28×28"
+    fans = [it for e, it in scene.edge_items.items() if e.src == flat]
+    assert all(it.label.text == "64×784" and it.label.shown == "64×784" for it in fans)
+    # moving a card apart gives the full text back; moving one onto a label moves the label
+    from netstudio.graph.commands import MoveNodes
+
+    w.document.push(MoveNodes({flat: (230.0, 0.0)}, {flat: (330.0, 0.0)}))
+    w.scene.flush_routes()
+    assert long.label.shown == "64×1×28×28" and long.label.toolTip() == ""
+    w.document.push(MoveNodes({fcs[0]: (520.0, 0.0)}, {fcs[0]: (1000.0, 0.0)}))
+    w.scene.flush_routes()
+    rect = scene.label_rects()[fans[0].edge]
+    relu = add(w, "activation.relu", (0.0, 600.0))
+    w.document.push(MoveNodes({relu: (0.0, 600.0)}, {relu: (rect.center().x() - 58, rect.center().y() - 20)}))
+    w.scene.flush_routes()
+    assert label_overlaps(scene) == []
+    assert scene.label_rects()[fans[0].edge] != rect and fans[0].label.shown == "64×784"

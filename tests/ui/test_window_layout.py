@@ -115,3 +115,33 @@ def test_dock_layout_and_geometry_are_remembered(qtbot: Any, recovery_dir: Path)
         got = (d.width(), d.height())
         want = sizes[d.objectName()]
         assert abs(got[0] - want[0]) <= 4 and abs(got[1] - want[1]) <= 4, (d.objectName(), got, want)
+
+
+def test_layout_is_remembered_when_the_training_dock_comes_after_show(qtbot: Any, recovery_dir: Path) -> None:
+    """run_app shows the window first and adds the training dock once torch is imported."""
+    from netstudio.ui.main_window import MainWindow
+
+    def launch() -> Any:
+        w = MainWindow(project=Project(), recovery_dir=recovery_dir, check_recovery=False, training=False)
+        qtbot.addWidget(w)
+        w.show()
+        qtbot.waitExposed(w)
+        w.install_training_dock()
+        qtbot.wait(50)
+        return w
+
+    w = launch()
+    w.resize(780, 760)
+    qtbot.wait(20)
+    w.training_dock.raise_()
+    w.resizeDocks([w.training_dock], [300], Qt.Orientation.Vertical)
+    w.resizeDocks([w.palette_dock], [150], Qt.Orientation.Horizontal)
+    qtbot.wait(20)
+    want = {d.objectName(): (d.width(), d.height()) for d in _docks(w) if not d.visibleRegion().isEmpty()}
+    assert "TrainingDock" in want and "problemsDock" not in want
+    assert w.close()
+    w2 = launch()
+    got = {d.objectName(): (d.width(), d.height()) for d in _docks(w2) if not d.visibleRegion().isEmpty()}
+    assert got.keys() == want.keys()  # the training tab is in front again
+    for name, (gw, gh) in got.items():
+        assert abs(gw - want[name][0]) <= 4 and abs(gh - want[name][1]) <= 4, (name, got[name], want[name])
