@@ -98,6 +98,7 @@ class MainWindow(QMainWindow):
         self.recovery = RecoveryStore(recovery_dir)
         self._paste_count = 0
         self._last_clipboard = ""
+        self._paste_at: tuple[QPointF, int] | None = None  # last paste point under the cursor, repeats
         self.last_status = ""
 
         # --- canvas ---------------------------------------------------------------
@@ -747,7 +748,13 @@ class MainWindow(QMainWindow):
             vp = self.view.viewport()
             p = vp.mapFromGlobal(QCursor.pos())
             if vp.rect().contains(p) and vp.isVisible():
-                at = self.view.mapToScene(p)
+                at = self.scene.snap_point(self.view.mapToScene(p))
+                # pasting again without moving the mouse: the next copy goes below the last one
+                if self._paste_at is not None and self._paste_at[0] == at:
+                    self._paste_at = (at, self._paste_at[1] + 1)
+                else:
+                    self._paste_at = (at, 0)
+                at = QPointF(at.x(), at.y() + self._paste_step(data) * self._paste_at[1])
         self._paste_count += 1
         return self._paste_data(data, at, self._paste_count)
 

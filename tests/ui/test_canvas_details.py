@@ -43,6 +43,12 @@ def test_paste_lands_at_the_cursor_or_clear_of_the_originals(window: Any) -> Non
     top_left = min(w.document.graph.nodes[n].pos for n in new)
     assert top_left == (want.x(), want.y())
     assert not _rects_overlap(w, new, [a, b])
+    # again without moving the mouse: below the last copy, not on top of it
+    QTest.keyClick(w.view, Qt.Key.Key_V, Qt.KeyboardModifier.ControlModifier)
+    second = w.scene.selected_node_ids()
+    assert min(w.document.graph.nodes[n].pos for n in second)[0] == want.x()
+    assert not _rects_overlap(w, second, new) and not _rects_overlap(w, second, [a, b])
+    new += second
 
     # the cursor is elsewhere (on the toolbar): the copy goes next to the originals, not on top
     QCursor.setPos(w.mapToGlobal(QPoint(5, 5)))
@@ -170,4 +176,16 @@ def test_box_select_takes_only_edges_between_selected_nodes(window: Any) -> None
     # a thin box across the middle of an edge only: nothing
     mid = w.scene.edge_items[next(e for e in w.scene.edge_items if e.src == a)].path().pointAtPercent(0.5)
     assert box(QRectF(mid.x() - 10, mid.y() - 60, 20, 120)) == ([], [])
+    # Ctrl + box adds to the selection: an edge clicked before stays selected
+    bc = w.scene.edge_items[next(e for e in w.scene.edge_items if e.src == b)]
+    w.scene.clearSelection()
+    bc.setSelected(True)
+    ctrl = Qt.KeyboardModifier.ControlModifier
+    vp = w.view.viewport()
+    start, end = view_point(w, r.topLeft()), view_point(w, r.bottomRight())
+    QTest.mousePress(vp, Qt.MouseButton.LeftButton, ctrl, start)
+    for i in range(1, 7):
+        QTest.mouseMove(vp, QPoint(start.x() + (end.x() - start.x()) * i // 6, start.y() + (end.y() - start.y()) * i // 6))
+    QTest.mouseRelease(vp, Qt.MouseButton.LeftButton, ctrl, end)
+    assert w.scene.selected_node_ids() == [b] and w.scene.selected_edges() == [bc.edge]
     assert all(isinstance(it, (NodeItem, EdgeItem)) for it in w.scene.selectedItems())

@@ -47,6 +47,7 @@ class NodeView(QGraphicsView):
         self.setCacheMode(QGraphicsView.CacheModeFlag.CacheBackground)
         self._pan_from: QPoint | None = None
         self._box_band: QPolygonF | None = None  # the rubber band in scene coordinates
+        self._kept_edges: set[EdgeItem] = set()
         self._space = False
         self.quick_add_popup: Any = None
         #: (scene position, item under the cursor or None) -> context menu; set by the main window
@@ -138,6 +139,8 @@ class NodeView(QGraphicsView):
             event.accept()
             return
         super().mousePressEvent(event)
+        # edges already selected (Ctrl + box adds to the selection) stay selected
+        self._kept_edges = {it for it in self.scene().selectedItems() if isinstance(it, EdgeItem)}
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
         if self._pan_from is not None:
@@ -176,7 +179,7 @@ class NodeView(QGraphicsView):
             if not isinstance(item, EdgeItem):
                 continue
             ends = (item.src.node_item.isSelected(), item.dst.node_item.isSelected())
-            if all(ends) or area.contains(item.sceneBoundingRect()):
+            if all(ends) or item in self._kept_edges or area.contains(item.sceneBoundingRect()):
                 continue
             item.setSelected(False)
 
