@@ -185,7 +185,8 @@ def test_box_select_takes_only_edges_between_selected_nodes(window: Any) -> None
     start, end = view_point(w, r.topLeft()), view_point(w, r.bottomRight())
     QTest.mousePress(vp, Qt.MouseButton.LeftButton, ctrl, start)
     for i in range(1, 7):
-        QTest.mouseMove(vp, QPoint(start.x() + (end.x() - start.x()) * i // 6, start.y() + (end.y() - start.y()) * i // 6))
+        QTest.mouseMove(vp, QPoint(start.x() + (end.x() - start.x()) * i // 6,
+                                   start.y() + (end.y() - start.y()) * i // 6))
     QTest.mouseRelease(vp, Qt.MouseButton.LeftButton, ctrl, end)
     assert w.scene.selected_node_ids() == [b] and w.scene.selected_edges() == [bc.edge]
     assert all(isinstance(it, (NodeItem, EdgeItem)) for it in w.scene.selectedItems())

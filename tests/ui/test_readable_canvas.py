@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6.QtCore import QRectF
 from PySide6.QtGui import QColor, QFontInfo
 
 from netstudio.project.io import Project
-from netstudio.ui.canvas.items import BODY_FONT, NAME_FONT, PORT_FONT, TITLE_FONT, NodeItem
+from netstudio.ui.canvas.items import BODY_FONT, NAME_FONT, PORT_FONT, TITLE_FONT
 
 from .helpers import add, connect
 
@@ -85,7 +84,8 @@ def test_every_sample_opens_readable(qtbot: Any, recovery_dir: Path, sample: Pat
 
 def lenet_chain(w: Any) -> list[str]:
     """A 15-node LeNet built in a column at x=0 (so Auto Layout does all the work)."""
-    spec = [("data.dataset", {"source": "digits", "resize": 28}), ("layer.conv2d", {"out_channels": 6, "kernel_size": 5}),
+    spec = [("data.dataset", {"source": "digits", "resize": 28}),
+            ("layer.conv2d", {"out_channels": 6, "kernel_size": 5}),
             ("activation.relu", {}), ("layer.maxpool2d", {"kernel_size": 2}),
             ("layer.conv2d", {"out_channels": 16, "kernel_size": 5}), ("activation.relu", {}),
             ("layer.maxpool2d", {"kernel_size": 2}), ("layer.flatten", {}), ("layer.linear", {"out_features": 120}),
