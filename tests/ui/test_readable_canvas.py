@@ -79,6 +79,13 @@ def test_every_sample_opens_readable(qtbot: Any, recovery_dir: Path, sample: Pat
     # no card overlaps another
     rects = [it.sceneBoundingRect() for it in scene.node_items.values()]
     assert not any(a.intersects(b) for i, a in enumerate(rects) for b in rects[i + 1:])
+    # Auto Layout keeps it readable too
+    w.act_layout.trigger()
+    qtbot.wait(20)
+    assert node_text_px(w.view) >= MIN_TEXT_PX, f"{sample.stem} after Auto Layout: zoom {w.view.zoom():.2f}"
+    assert label_overlaps(scene) == []
+    rects = [it.sceneBoundingRect() for it in scene.node_items.values()]
+    assert not any(a.intersects(b) for i, a in enumerate(rects) for b in rects[i + 1:])
     w.document.set_modified(False)
 
 
