@@ -24,7 +24,9 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# qt_deps stops with the one apt-get line when Qt's X11 plugin lacks system libraries (fresh Debian/Ubuntu)
 run: $(VENV)/.installed
+	$(PY) -m netstudio.ui.qt_deps
 	$(VENV)/bin/netstudio
 
 test: $(VENV)/.installed

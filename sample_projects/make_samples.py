@@ -16,17 +16,23 @@ from netstudio.project.io import Project, save_project
 from netstudio.training.config import TrainConfig
 
 HERE = Path(__file__).resolve().parent
-DX, DY = 230.0, 150.0  # grid spacing: the editor's node cards are ~180 px wide
+# Grid spacing: the editor's node cards are 116 or 172 px wide. A sample must open readable in a
+# 1600x1000 window (node text >= 9 px, i.e. zoom >= ~75 %, tests/ui/test_readable_canvas.py), so
+# long graphs wrap into rows read top to bottom, each left to right, like Auto Layout does; the
+# columns leave room for the widest shape label between two cards (``64×1×28×28``).
+DX, DY = 230.0, 150.0
+WIDE_DX, ROW_DY = 270.0, 170.0
 
 
 class Builder:
     """Small helper: place nodes on a left→right grid and wire them by name."""
 
-    def __init__(self) -> None:
+    def __init__(self, dx: float = DX, dy: float = DY) -> None:
         self.g = Graph()
+        self.dx, self.dy = dx, dy
 
     def node(self, type_id: str, name: str, col: float, row: float = 0.0, **params: Any) -> Node:
-        return self.g.add_node(type_id, params, (col * DX, row * DY), name=name)
+        return self.g.add_node(type_id, params, (col * self.dx, row * self.dy), name=name)
 
     def chain(self, *nodes: Node) -> None:
         """Connect each node's main output to the next node's main input."""
@@ -96,13 +102,14 @@ def logistic_regression() -> Project:
 
 
 def _mnist_mlp(optimizer: Callable[[Builder], Node], title: str, description: str) -> Project:
-    b = Builder()
+    b = Builder(WIDE_DX, ROW_DY)
+    # two rows: the network, then its output layer, the loss and the optimizer
     data = b.node("data.dataset", "data", 0, source="mnist_5k")
     flat = b.node("layer.flatten", "flatten", 1)
     fc1 = b.node("layer.linear", "fc1", 2, out_features=128)
     relu = b.node("activation.relu", "relu", 3)
-    fc2 = b.node("layer.linear", "fc2", 4, out_features=10)
-    ce = b.node("loss.cross_entropy", "cross_entropy", 5, 1)
+    fc2 = b.node("layer.linear", "fc2", 0, 1, out_features=10)
+    ce = b.node("loss.cross_entropy", "cross_entropy", 1, 1)
     opt = optimizer(b)
     b.chain(data, flat, fc1, relu, fc2)
     b.loss(fc2, data, ce)
@@ -111,7 +118,7 @@ def _mnist_mlp(optimizer: Callable[[Builder], Node], title: str, description: st
 
 
 def mnist_mlp_sgd() -> Project:
-    return _mnist_mlp(lambda b: b.node("optim.sgd", "sgd", 6, 1, lr=0.01, momentum=0.9), "MNIST MLP (SGD)",
+    return _mnist_mlp(lambda b: b.node("optim.sgd", "sgd", 2, 1, lr=0.01, momentum=0.9), "MNIST MLP (SGD)",
                       "A multilayer perceptron on 5,000 real MNIST digits: Flatten the 28×28 image to 784 values, "
                       "a hidden Linear layer of 128 ReLU units, and 10 class scores trained with cross-entropy. "
                       "SGD with momentum 0.9 reaches about 90% validation accuracy within a few epochs. Compare "
@@ -119,29 +126,30 @@ def mnist_mlp_sgd() -> Project:
 
 
 def mnist_mlp_adam() -> Project:
-    return _mnist_mlp(lambda b: b.node("optim.adam", "adam", 6, 1, lr=1e-3), "MNIST MLP (Adam)",
+    return _mnist_mlp(lambda b: b.node("optim.adam", "adam", 2, 1, lr=1e-3), "MNIST MLP (Adam)",
                       "The same 784 → 128 → 10 MLP as the SGD sample, trained with Adam (learning rate 0.001): "
                       "adaptive step sizes usually converge faster without tuning momentum.")
 
 
 def lenet() -> Project:
-    b = Builder()
+    b = Builder(WIDE_DX, ROW_DY)
+    # three rows of five (features, then the classifier), read like text: the framed graph
+    # stays large enough to read the shapes on the edges
     data = b.node("data.dataset", "data", 0, source="digits", resize=28)
     c1 = b.node("layer.conv2d", "conv1", 1, out_channels=6, kernel_size=5)
     r1 = b.node("activation.relu", "relu1", 2)
     p1 = b.node("layer.maxpool2d", "pool1", 3, kernel_size=2)
     c2 = b.node("layer.conv2d", "conv2", 4, out_channels=16, kernel_size=5)
-    r2 = b.node("activation.relu", "relu2", 5)
-    p2 = b.node("layer.maxpool2d", "pool2", 6, kernel_size=2)
-    # two rows (features, then classifier) so the framed graph stays large enough to read the shapes
-    flat = b.node("layer.flatten", "flatten", 1, 1.5)
-    f1 = b.node("layer.linear", "fc1", 2, 1.5, in_features=256, out_features=120)  # 16 channels × 4 × 4
-    r3 = b.node("activation.relu", "relu3", 3, 1.5)
-    f2 = b.node("layer.linear", "fc2", 4, 1.5, out_features=84)
-    r4 = b.node("activation.relu", "relu4", 5, 1.5)
-    f3 = b.node("layer.linear", "fc3", 6, 1.5, out_features=10)
-    ce = b.node("loss.cross_entropy", "cross_entropy", 6, 2.8)
-    opt = b.node("optim.adam", "adam", 7, 2.8, lr=2e-3)
+    r2 = b.node("activation.relu", "relu2", 0, 1)
+    p2 = b.node("layer.maxpool2d", "pool2", 1, 1, kernel_size=2)
+    flat = b.node("layer.flatten", "flatten", 2, 1)
+    f1 = b.node("layer.linear", "fc1", 3, 1, in_features=256, out_features=120)  # 16 channels × 4 × 4
+    r3 = b.node("activation.relu", "relu3", 4, 1)
+    f2 = b.node("layer.linear", "fc2", 0, 2, out_features=84)
+    r4 = b.node("activation.relu", "relu4", 1, 2)
+    f3 = b.node("layer.linear", "fc3", 2, 2, out_features=10)
+    ce = b.node("loss.cross_entropy", "cross_entropy", 3, 2)
+    opt = b.node("optim.adam", "adam", 4, 2, lr=2e-3)
     b.chain(data, c1, r1, p1, c2, r2, p2, flat, f1, r3, f2, r4, f3)
     b.loss(f3, data, ce)
     b.optimize(opt, ce)
@@ -152,19 +160,20 @@ def lenet() -> Project:
 
 
 def resnet_block() -> Project:
-    b = Builder()
+    b = Builder(WIDE_DX, ROW_DY)
+    # three rows: the stem, the residual block (its skip comes down from the stem), the head
     data = b.node("data.dataset", "data", 0, source="digits")
     flat = b.node("layer.flatten", "flatten", 1)
     stem = b.node("layer.linear", "stem", 2, out_features=64)
     stem_act = b.node("activation.relu", "stem_relu", 3)
-    fc1 = b.node("layer.linear", "block_fc1", 4, -1, out_features=64)
-    act1 = b.node("activation.relu", "block_relu", 5, -1)
-    fc2 = b.node("layer.linear", "block_fc2", 6, -1, out_features=64)
-    add = b.node("merge.add", "residual_add", 7)
-    act2 = b.node("activation.relu", "relu", 8)
-    head = b.node("layer.linear", "head", 9, out_features=10)
-    ce = b.node("loss.cross_entropy", "cross_entropy", 10, 1)
-    opt = b.node("optim.adam", "adam", 11, 1, lr=1e-3)
+    fc1 = b.node("layer.linear", "block_fc1", 0, 1, out_features=64)
+    act1 = b.node("activation.relu", "block_relu", 1, 1)
+    fc2 = b.node("layer.linear", "block_fc2", 2, 1, out_features=64)
+    add = b.node("merge.add", "residual_add", 3, 1)
+    act2 = b.node("activation.relu", "relu", 0, 2)
+    head = b.node("layer.linear", "head", 1, 2, out_features=10)
+    ce = b.node("loss.cross_entropy", "cross_entropy", 2, 2)
+    opt = b.node("optim.adam", "adam", 3, 2, lr=1e-3)
     b.chain(data, flat, stem, stem_act, fc1, act1, fc2)
     b.link(fc2, add, dst_port="a")
     b.link(stem_act, add, dst_port="b")  # the skip connection
@@ -178,20 +187,21 @@ def resnet_block() -> Project:
 
 
 def autoencoder() -> Project:
-    b = Builder()
+    b = Builder(WIDE_DX, ROW_DY)
+    # rows: the encoder, the decoder and its loss, the classifier head and the optimizer
     data = b.node("data.dataset", "data", 0, source="mnist_5k")
     flat = b.node("layer.flatten", "flatten", 1)
     e1 = b.node("layer.linear", "encoder", 2, out_features=128)
     e1a = b.node("activation.relu", "encoder_relu", 3)
     z = b.node("layer.linear", "bottleneck", 4, out_features=32)
-    za = b.node("activation.relu", "code_relu", 5)
-    d1 = b.node("layer.linear", "decoder", 6, out_features=128)
-    d1a = b.node("activation.relu", "decoder_relu", 7)
-    d2 = b.node("layer.linear", "reconstruction", 8, out_features=784)
-    mse = b.node("loss.mse", "reconstruction_loss", 9, 1)
-    cls = b.node("layer.linear", "classifier", 6, 1.5, out_features=10)
-    ce = b.node("loss.cross_entropy", "classifier_loss", 9, 2.5, weight=0.5)
-    opt = b.node("optim.adam", "adam", 10, 2, lr=1e-3)
+    za = b.node("activation.relu", "code_relu", 0, 1)
+    d1 = b.node("layer.linear", "decoder", 1, 1, out_features=128)
+    d1a = b.node("activation.relu", "decoder_relu", 2, 1)
+    d2 = b.node("layer.linear", "reconstruction", 3, 1, out_features=784)
+    mse = b.node("loss.mse", "reconstruction_loss", 4, 1)
+    cls = b.node("layer.linear", "classifier", 1, 2, out_features=10)
+    ce = b.node("loss.cross_entropy", "classifier_loss", 2, 2, weight=0.5)
+    opt = b.node("optim.adam", "adam", 3, 2, lr=1e-3)
     b.chain(data, flat, e1, e1a, z, za, d1, d1a, d2)
     b.loss(d2, data, mse, target_port="features")  # reconstruct the input itself
     b.link(za, cls)

@@ -17,6 +17,7 @@ makes chains come out as straight lines.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -74,11 +75,17 @@ def layered_layout(nodes: Sequence[str], edges: Sequence[EdgeRec], sizes: Mappin
                    port_offset: PortOffset, *, order_hint: Mapping[str, float] | None = None,
                    x_gap: float = 52.0, y_gap: float = 34.0, lane_h: float = 20.0,
                    origin: tuple[float, float] = (0.0, 0.0), grid: float = 20.0,
-                   edge_gap: Callable[[EdgeRec], float] | None = None) -> dict[str, tuple[float, float]]:
+                   edge_gap: Callable[[EdgeRec], float] | None = None,
+                   fit: tuple[float, float] | None = None, row_gap: float = 72.0,
+                   margin: float = 36.0) -> dict[str, tuple[float, float]]:
     """Return a top-left position for every node.
 
     ``edge_gap(edge)`` may ask for more room between two adjacent layers (the
     shape label drawn on that edge must fit between the cards).
+
+    ``fit`` is the size of the view (pixels at 100 % zoom): the layers are then
+    wrapped into rows, read top to bottom and each left to right, so that the
+    whole graph framed in that view is as large as possible (see :func:`wrap_layers`).
     """
     if not nodes:
         return {}
@@ -196,9 +203,89 @@ def layered_layout(nodes: Sequence[str], edges: Sequence[EdgeRec], sizes: Mappin
             bottom = y + height(n)
             prev_dummy = is_dummy[n]
 
-    top = min(ys[n] for n in nodes)
+    widths = [max((sizes[n][0] for n in lay if not is_dummy[n]), default=40.0) for lay in members]
+    extents: list[tuple[float, float] | None] = []
+    for lay in members:
+        real = [n for n in lay if not is_dummy[n]]
+        extents.append((min(ys[n] for n in real), max(ys[n] + sizes[n][1] for n in real)) if real else None)
+    rows = [list(range(n_layers))]
+    if fit is not None and n_layers > 1:
+        rows = wrap_layers(xs, widths, extents, fit, row_gap=row_gap, margin=margin)
     out: dict[str, tuple[float, float]] = {}
-    for n in nodes:
-        xx = round(xs[layer[n]] / grid) * grid
-        out[n] = (float(xx), round((ys[n] - top + origin[1]) * 2) / 2)
+    row_y = origin[1]
+    for row in rows:
+        spans = [extents[li] for li in row if extents[li] is not None]
+        if not spans:
+            continue
+        top = min(a for a, _ in spans)
+        bottom = max(b for _, b in spans)
+        x_shift = xs[row[0]] - origin[0]
+        for li in row:
+            for n in members[li]:
+                if is_dummy[n]:
+                    continue
+                xx = round((xs[li] - x_shift) / grid) * grid
+                out[n] = (float(xx), round((ys[n] - top + row_y) * 2) / 2)
+        row_y += math.ceil((bottom - top + row_gap) / grid) * grid
     return out
+
+
+def wrap_layers(xs: Sequence[float], widths: Sequence[float], extents: Sequence[tuple[float, float] | None],
+                fit: tuple[float, float], *, row_gap: float = 72.0, margin: float = 36.0) -> list[list[int]]:
+    """Split consecutive layers into rows so the wrapped graph fits ``fit`` (w, h) at the largest zoom.
+
+    For each row count k the layers are cut into k rows of balanced width (the narrowest
+    widest-row that greedy filling allows); each split is scored by the zoom that frames it
+    in ``fit`` (capped at 100 %). The fewest rows within 8 % of the best zoom win, so a
+    short graph is not broken up for a few percent: one long row of a 15-layer LeNet at
+    31 % becomes three or four rows at ~80 % in a 16:10 window.
+    """
+    n = len(xs)
+    fw, fh = max(fit[0], 1.0), max(fit[1], 1.0)
+
+    def row_width(r: list[int]) -> float:
+        return xs[r[-1]] + widths[r[-1]] - xs[r[0]]
+
+    def fill(limit: float) -> list[list[int]]:
+        rows: list[list[int]] = [[0]]
+        for li in range(1, n):
+            if xs[li] + widths[li] - xs[rows[-1][0]] > limit + 1e-6:
+                rows.append([li])
+            else:
+                rows[-1].append(li)
+        return rows
+
+    def zoom_of(rows: list[list[int]]) -> float:
+        height = 0.0
+        for r in rows:
+            spans = [extents[li] for li in r if extents[li] is not None]
+            if spans:
+                height += max(b for _, b in spans) - min(a for a, _ in spans)
+        height += row_gap * (len(rows) - 1)
+        width = max(row_width(r) for r in rows)
+        return min(1.0, fw / (width + 2 * margin), fh / (height + 2 * margin))
+
+    total = xs[-1] + widths[-1] - xs[0]
+    candidates: list[tuple[float, list[list[int]]]] = []
+    seen: set[int] = set()
+    best = 0.0
+    for k in range(1, n + 1):
+        lo, hi = max(widths), total
+        for _ in range(30):  # the narrowest row width that still needs at most k rows
+            mid = (lo + hi) / 2
+            if len(fill(mid)) <= k:
+                hi = mid
+            else:
+                lo = mid
+        rows = fill(hi)
+        if len(rows) in seen:
+            continue
+        seen.add(len(rows))
+        z = zoom_of(rows)
+        candidates.append((z, rows))
+        if z < best * 0.9:
+            break  # past the best split: more rows only shrink it further
+        best = max(best, z)
+        if len(rows) == n:
+            break
+    return next(rows for z, rows in candidates if z >= best * 0.92)

@@ -15,15 +15,16 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import re
 import traceback
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from PySide6.QtCore import QPointF, QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QGuiApplication, QKeySequence, QPalette
-from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMenu, QMessageBox,
-                               QToolBar, QVBoxLayout, QWidget)
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QCursor, QGuiApplication, QKeySequence, QPalette
+from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QFrame, QLabel, QMainWindow, QMenu,
+                               QMessageBox, QScrollArea, QToolBar, QVBoxLayout, QWidget)
 
 import netstudio
 import shiboken6
@@ -33,7 +34,7 @@ from netstudio.graph.model import Graph
 from netstudio.project.io import SUFFIX, Project, load_project, save_project
 from netstudio.project.samples import bundled_samples, find_sample
 from netstudio.ui import icons
-from netstudio.ui.canvas.items import EdgeItem, NodeItem
+from netstudio.ui.canvas.items import GRID, EdgeItem, NodeItem
 from netstudio.ui.canvas.scene import NodeScene
 from netstudio.ui.canvas.view import NodeView
 from netstudio.ui.document import Document
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 CLIPBOARD_MARKER = "netstudio/nodes"
 MAX_RECENT = 8
 AUTOSAVE_MS = 60_000
+#: default height of the bottom docks (problems, training) as a share of the window height
+BOTTOM_DOCK_SHARE = 0.26
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -82,6 +85,7 @@ class MainWindow(QMainWindow):
         self.recovery = RecoveryStore(recovery_dir)
         self._paste_count = 0
         self._last_clipboard = ""
+        self._paste_at: tuple[QPointF, int] | None = None  # last paste point under the cursor, repeats
         self.last_status = ""
 
         # --- canvas ---------------------------------------------------------------
@@ -192,6 +196,7 @@ class MainWindow(QMainWindow):
             return None
         dock = TrainingDock(self)
         dock.setObjectName(dock.objectName() or "trainingDock")
+        shrinkable_dock(dock)
         self.add_dock(dock, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.problems_dock, dock)
         self.problems_dock.raise_()
@@ -413,6 +418,7 @@ class MainWindow(QMainWindow):
         self.palette_panel.add_requested.connect(self._add_from_palette)
         self.view.context_menu_provider = self._context_menu
         self.summary.updated.connect(self._update_status)
+        self.view.zoom_changed.connect(self._update_zoom_label)
         hints = QGuiApplication.styleHints()
         hints.colorSchemeChanged.connect(lambda _s: self.set_theme("system", persist=False)
                                          if theme_mode() == "system" else None)
@@ -462,6 +468,9 @@ class MainWindow(QMainWindow):
             self.status_shapes.setPalette(pal)
         if not self.summary._stale:
             self.status_params.setText(f"{self.summary.total_params:,} parameters")
+        self._update_zoom_label()
+
+    def _update_zoom_label(self, *_args: Any) -> None:
         self.status_zoom.setText(f"{round(self.view.zoom() * 100)}%")
 
     # ======================================================================
@@ -709,6 +718,8 @@ class MainWindow(QMainWindow):
 
     @guarded
     def paste(self, at: QPointF | None = None) -> list[str]:
+        """Paste the copied nodes with their top-left at ``at``, else under the mouse cursor when it
+        is over the canvas, else next to the originals (each further paste one step further)."""
         text = QApplication.clipboard().text()
         data = _parse_clipboard(text)
         if data is None:
@@ -716,6 +727,17 @@ class MainWindow(QMainWindow):
             return []
         if text != self._last_clipboard:
             self._last_clipboard, self._paste_count = text, 0
+        if at is None:
+            vp = self.view.viewport()
+            p = vp.mapFromGlobal(QCursor.pos())
+            if vp.rect().contains(p) and vp.isVisible():
+                at = self.scene.snap_point(self.view.mapToScene(p))
+                # pasting again without moving the mouse: the next copy goes below the last one
+                if self._paste_at is not None and self._paste_at[0] == at:
+                    self._paste_at = (at, self._paste_at[1] + 1)
+                else:
+                    self._paste_at = (at, 0)
+                at = QPointF(at.x(), at.y() + self._paste_step(data) * self._paste_at[1])
         self._paste_count += 1
         return self._paste_data(data, at, self._paste_count)
 
@@ -733,13 +755,26 @@ class MainWindow(QMainWindow):
             p = self.scene.snap_point(at)
             offset = (p.x() - min(xs), p.y() - min(ys))
         else:
-            offset = (40.0 * n, 40.0 * n)
+            offset = (0.0, self._paste_step(data) * n)
         cmd = Paste(data, offset)
         if not self._push(cmd):
             return []
         self.scene.select_nodes(cmd.new_ids)
         self.status(f"Pasted {len(cmd.new_ids)} node(s)")
         return list(cmd.new_ids)
+
+    def _paste_step(self, data: dict[str, Any]) -> float:
+        """How far below the originals a copy goes so that it does not cover them: the height
+        of the copied group plus a gap, on the grid."""
+        top = bottom = None
+        for rec in data["nodes"]:
+            item = self.scene.node_items.get(rec.get("id", ""))
+            h = item.height if item is not None else 120.0
+            y = float(rec["pos"][1])
+            top = y if top is None else min(top, y)
+            bottom = y + h if bottom is None else max(bottom, y + h)
+        span = (bottom or 0.0) - (top or 0.0)
+        return math.ceil((span + 2 * GRID) / GRID) * GRID
 
     def select_all(self) -> None:
         for item in self.scene.node_items.values():
@@ -845,19 +880,50 @@ class MainWindow(QMainWindow):
         event.accept()
 
     def _default_dock_sizes(self) -> None:
-        # the canvas gets most of the room; restoreState overrides this later
+        # the canvas gets most of the room (>= 60 % of the height at 1600x1000); a saved
+        # layout (restoreState) replaces this
         self.resizeDocks([self.palette_dock, self.inspector_dock], [185, 300], Qt.Orientation.Horizontal)
         self.resizeDocks([self.inspector_dock, self.summary_dock], [430, 290], Qt.Orientation.Vertical)
-        self.resizeDocks([self.problems_dock], [130], Qt.Orientation.Vertical)
+        bottom = max(150, min(300, round(self.height() * BOTTOM_DOCK_SHARE)))
+        self.resizeDocks([self.problems_dock], [bottom], Qt.Orientation.Vertical)
 
     def _make_dock(self, title: str, name: str, widget: QWidget) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(name)
         dock.setWidget(widget)
+        shrinkable_dock(dock)
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
                          | QDockWidget.DockWidgetFeature.DockWidgetClosable
                          | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
         return dock
+
+
+class _DockScroll(QScrollArea):
+    """What a dock shows: its panel, scrolled when the dock is shorter than the panel wants.
+
+    A dock cannot be made smaller than its widget's minimum size; the training panel alone
+    asked for ~400 px, which kept the bottom docks at ~45 % of the window. Inside this
+    area every dock shrinks down to its title bar and the panel scrolls instead.
+    """
+
+    def __init__(self, panel: QWidget) -> None:
+        super().__init__()
+        self.setObjectName("dockScroll")
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setMinimumSize(60, 1)  # explicit, so the panel's own minimum does not propagate
+        self.setWidget(panel)
+
+    def panel(self) -> QWidget | None:
+        return self.widget()
+
+
+def shrinkable_dock(dock: QDockWidget) -> QDockWidget:
+    """Put the dock's panel in a scroll area so the dock can be shrunk to its title (idempotent)."""
+    panel = dock.widget()
+    if panel is not None and not isinstance(panel, _DockScroll):
+        dock.setWidget(_DockScroll(panel))
+    return dock
 
 
 def _parse_clipboard(text: str) -> dict[str, Any] | None:

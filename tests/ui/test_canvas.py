@@ -250,7 +250,7 @@ def test_auto_layout_orders_left_to_right_as_one_undo_step(window: Any) -> None:
     window.document.refresh()
     stack = window.document.undo_stack
     n = stack.count()
-    window.auto_layout()
+    window.scene.auto_layout(fit=(4000.0, 1000.0))  # a view wide enough for one row
     assert stack.count() == n + 1
     order = ["data", "flat", "fc1", "relu", "fc2", "loss", "opt"]
     xs = [g.nodes[ids[k]].pos[0] for k in order]

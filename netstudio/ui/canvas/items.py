@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import (QBrush, QColor, QFont, QFontMetricsF, QLinearGradient, QPainter, QPainterPath,
                            QPainterPathStroker, QPen, QPolygonF)
-from PySide6.QtWidgets import QGraphicsItem, QGraphicsObject, QGraphicsPathItem, QStyleOptionGraphicsItem, QWidget
+from PySide6.QtWidgets import (QGraphicsItem, QGraphicsObject, QGraphicsPathItem, QStyle, QStyleOptionGraphicsItem,
+                               QWidget)
 
 from netstudio.errors import Problem
 from netstudio.graph.model import Edge
@@ -49,7 +50,7 @@ def _font(size: float, bold: bool = False, mono: bool = False) -> QFont:
 TITLE_FONT = _font(10.0, bold=True)
 NAME_FONT = _font(9.0)
 BODY_FONT = _font(9.0)
-PORT_FONT = _font(8.5)
+PORT_FONT = _font(9.0)
 LABEL_FONT = _font(8.0, mono=True)
 
 
@@ -384,7 +385,7 @@ class NodeItem(QGraphicsItem):
         bfm = QFontMetricsF(BODY_FONT)
         if not self.info_rows and not self.show_port_labels and self.nt.description:
             # parameterless cards (activations) show their formula instead of an empty body
-            f = _font(8.5)
+            f = _font(9.0)
             f.setItalic(True)
             painter.setFont(f)
             painter.setPen(t.text_muted)
@@ -419,11 +420,17 @@ class NodeItem(QGraphicsItem):
 
 
 class EdgeLabel(QGraphicsItem):
-    """The tensor shape flowing through an edge, in a rounded pill at the edge's middle."""
+    """The tensor shape flowing through an edge, in a rounded pill on the edge.
+
+    The scene places it where it fits (see ``NodeScene.place_labels``); where the full
+    shape does not fit, the label shows a shorter form (leading dimensions elided) and
+    the tooltip keeps the full text.
+    """
 
     def __init__(self, parent: "EdgeItem") -> None:
         super().__init__(parent)
-        self.text = ""
+        self.text = ""       # the full shape text
+        self.shown = ""      # what the pill shows (the text, or a shortened form of it)
         self._rect = QRectF()
         self.setZValue(3)
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
@@ -431,24 +438,45 @@ class EdgeLabel(QGraphicsItem):
         self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self._bounds = QRectF()
 
+    @staticmethod
+    def size_for(text: str) -> tuple[float, float]:
+        """Width and height of the pill showing ``text`` (scene units)."""
+        fm = QFontMetricsF(LABEL_FONT)
+        return fm.horizontalAdvance(text) + 10, fm.height() + 3
+
+    def variants(self) -> list[str]:
+        """The full text, then shorter forms: leading dimensions elided (``…×28×28``)."""
+        parts = self.text.split("×")
+        return [self.text] + ["…×" + "×".join(parts[i:]) for i in range(1, len(parts))]
+
     def set_text(self, text: str) -> None:
         if text == self.text:
             return
-        self.prepareGeometryChange()
         self.text = text
-        fm = QFontMetricsF(LABEL_FONT)
-        w = fm.horizontalAdvance(text) + 10
-        h = fm.height() + 3
-        self._rect = QRectF(-w / 2, -h / 2, w, h) if text else QRectF()
-        self._bounds = self._rect.adjusted(-1, -1, 1, 1)
+        self.set_shown(text)
         self.setVisible(bool(text))
+
+    def set_shown(self, shown: str) -> None:
+        if shown == self.shown:
+            return
+        self.prepareGeometryChange()
+        self.shown = shown
+        w, h = self.size_for(shown)
+        self._rect = QRectF(-w / 2, -h / 2, w, h) if shown else QRectF()
+        self._bounds = self._rect.adjusted(-1, -1, 1, 1)
+        self.setToolTip(self.text if shown != self.text else "")
         self.update()
+
+    def rect_at(self, center: QPointF, shown: str | None = None) -> QRectF:
+        """The pill's scene rectangle if it were centred at ``center``."""
+        w, h = self.size_for(self.shown if shown is None else shown)
+        return QRectF(center.x() - w / 2, center.y() - h / 2, w, h)
 
     def boundingRect(self) -> QRectF:
         return self._bounds
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
-        if not self.text:
+        if not self.shown:
             return
         if option.levelOfDetailFromTransform(painter.worldTransform()) < LOD_TEXT:
             return
@@ -460,7 +488,7 @@ class EdgeLabel(QGraphicsItem):
         painter.drawRoundedRect(self._rect, self._rect.height() / 2, self._rect.height() / 2)
         painter.setPen(t.edge_label_text)
         painter.setFont(LABEL_FONT)
-        painter.drawText(self._rect, Qt.AlignmentFlag.AlignCenter, self.text)
+        painter.drawText(self._rect, Qt.AlignmentFlag.AlignCenter, self.shown)
 
 
 class EdgeItem(QGraphicsPathItem):
@@ -507,6 +535,13 @@ class EdgeItem(QGraphicsPathItem):
         self._apply_pen()
         super().hoverLeaveEvent(event)
 
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        # the selection shows in the pen (colour, width); Qt's dashed box around the
+        # whole bounding rect would frame empty canvas
+        opt = QStyleOptionGraphicsItem(option)
+        opt.state &= ~(QStyle.StateFlag.State_Selected | QStyle.StateFlag.State_HasFocus)
+        super().paint(painter, opt, widget)
+
     def shape(self) -> QPainterPath:
         stroker = QPainterPathStroker()
         stroker.setWidth(12)
@@ -516,11 +551,14 @@ class EdgeItem(QGraphicsPathItem):
         self.setPath(path)
         self.label.setPos(label_at)
 
-    def set_label(self, text: str) -> None:
+    def set_label(self, text: str) -> bool:
+        """Set the shape text; True if it changed (the scene then finds the label a place)."""
         if text == self.label.text and self.toolTip():
-            return  # runs for every edge after every edit: skip the unchanged ones
+            return False  # runs for every edge after every edit: skip the unchanged ones
+        changed = text != self.label.text
         self.label.set_text(text)
         self.setToolTip(f"{self.edge.src_port} → {self.edge.dst_port}" + (f": {text}" if text else ""))
+        return changed
 
     def refresh_theme(self) -> None:
         self._apply_pen()

@@ -78,6 +78,12 @@ class NodeScene(QGraphicsScene):
         # cheaper than QGraphicsScene.items(), which calls Python boundingRect()s
         self._rects: dict[str, tuple[float, float, float, float]] = {}
         self._pending_routes: set[Edge] = set()
+        # where edge labels may go: node cards and placed labels, bucketed by grid cell
+        self._node_cells: dict[tuple[int, int], set[str]] = {}
+        self._node_cell_keys: dict[str, list[tuple[int, int]]] = {}
+        self._label_rects: dict[Edge, QRectF] = {}
+        self._label_cells: dict[tuple[int, int], set[Edge]] = {}
+        self._moved_nodes: set[str] = set()
 
         # Infinite-feeling canvas: a big fixed rect gives the view room to pan.
         self.setSceneRect(-200000, -200000, 400000, 400000)
@@ -111,6 +117,11 @@ class NodeScene(QGraphicsScene):
         self._node_edges.clear()
         self._rects.clear()
         self._pending_routes.clear()
+        self._node_cells.clear()
+        self._node_cell_keys.clear()
+        self._label_rects.clear()
+        self._label_cells.clear()
+        self._moved_nodes.clear()
         graph = self.doc.graph
         self._bulk += 1
         try:
@@ -134,6 +145,7 @@ class NodeScene(QGraphicsScene):
             item = self.node_items.pop(ev.node_id, None)
             self._node_edges.pop(ev.node_id, None)
             self._rects.pop(ev.node_id, None)
+            self._unindex_node(ev.node_id)
             if item is not None:
                 self.removeItem(item)
         elif k == "edge_added" and ev.edge is not None:
@@ -163,7 +175,19 @@ class NodeScene(QGraphicsScene):
 
     def _store_rect(self, item: NodeItem) -> None:
         p = item.pos()
-        self._rects[item.node_id] = (p.x(), p.y(), p.x() + item.width, p.y() + item.height)
+        r = (p.x(), p.y(), p.x() + item.width, p.y() + item.height)
+        self._rects[item.node_id] = r
+        self._unindex_node(item.node_id)
+        keys = _cells(*r)
+        self._node_cell_keys[item.node_id] = keys
+        for k in keys:
+            self._node_cells.setdefault(k, set()).add(item.node_id)
+
+    def _unindex_node(self, nid: str) -> None:
+        for k in self._node_cell_keys.pop(nid, ()):
+            cell = self._node_cells.get(k)
+            if cell is not None:
+                cell.discard(nid)
 
     def _add_edge_item(self, e: Edge) -> EdgeItem | None:
         src, dst = self.node_items.get(e.src), self.node_items.get(e.dst)
@@ -183,6 +207,7 @@ class NodeScene(QGraphicsScene):
         return item
 
     def _remove_edge_item(self, e: Edge) -> None:
+        self._unindex_label(e)
         item = self.edge_items.pop(e, None)
         for nid in (e.src, e.dst):
             self._node_edges.get(nid, set()).discard(e)
@@ -211,8 +236,10 @@ class NodeScene(QGraphicsScene):
             item.set_problems(by_node.get(nid, []))
             if item.has_detail:
                 item.set_detail(_dataset_detail(analysis, nid))
-        for e, edge_item in self.edge_items.items():
-            edge_item.set_label(edge_label_text(analysis, e))
+        relabel = [edge_item for e, edge_item in self.edge_items.items()
+                   if edge_item.set_label(edge_label_text(analysis, e))]
+        for edge_item in relabel:
+            self._place_label(edge_item)
         self._count_timer.start()
 
     def update_param_counts(self) -> None:
@@ -231,31 +258,129 @@ class NodeScene(QGraphicsScene):
             return
         self._store_rect(item)
         edges = self._node_edges.get(item.node_id, ())
+        self._moved_nodes.add(item.node_id)
         if item._moving_by_model:
             # model moves come in batches (undo, auto layout): route once at the end
             self._pending_routes.update(edges)
             self._reroute_timer.start()
             return
-        for e in edges:  # the user drags: follow the mouse now
-            edge_item = self.edge_items.get(e)
-            if edge_item is not None:
-                self._route(edge_item)
+        routed = [self.edge_items[e] for e in edges if e in self.edge_items]
+        for edge_item in routed:  # the user drags: follow the mouse now
+            self._route(edge_item, place=False)
+        self._place_labels(routed)
 
     def flush_routes(self) -> None:
         pending, self._pending_routes = self._pending_routes, set()
-        for e in pending:
-            item = self.edge_items.get(e)
-            if item is not None:
-                self._route(item)
+        routed = [self.edge_items[e] for e in pending if e in self.edge_items]
+        for item in routed:
+            self._route(item, place=False)
+        self._place_labels(routed)
 
     def reroute_all(self) -> None:
         self._pending_routes.clear()
+        self._moved_nodes.clear()
         for item in self.edge_items.values():
-            self._route(item)
+            self._route(item, place=False)
+        self._label_rects.clear()
+        self._label_cells.clear()
+        self._place_labels(list(self.edge_items.values()))
 
-    def _route(self, item: EdgeItem) -> None:
+    def _route(self, item: EdgeItem, place: bool = True) -> None:
         path, mid = self.route(item.src.scenePos(), item.dst.scenePos(), {item.edge.src, item.edge.dst})
         item.set_route(path, mid)
+        if place:
+            self._place_label(item)
+
+    # ------------------------------------------------------------------
+    # edge labels: where they fit
+    # ------------------------------------------------------------------
+    def _place_labels(self, items: list[EdgeItem]) -> None:
+        """Place the labels of ``items``, then move any other label a moved node now covers."""
+        for item in items:
+            self._place_label(item)
+        moved, self._moved_nodes = self._moved_nodes, set()
+        if not moved:
+            return
+        done = {item.edge for item in items}
+        hit: list[EdgeItem] = []
+        for nid in moved:
+            r = self._rects.get(nid)
+            if r is None:
+                continue
+            rect = QRectF(r[0], r[1], r[2] - r[0], r[3] - r[1]).adjusted(-LABEL_MARGIN, -LABEL_MARGIN,
+                                                                          LABEL_MARGIN, LABEL_MARGIN)
+            for e in self._labels_near(rect):
+                if e not in done and self._label_rects[e].intersects(rect) and e in self.edge_items:
+                    done.add(e)
+                    hit.append(self.edge_items[e])
+        for item in hit:
+            self._place_label(item)
+
+    def _labels_near(self, rect: QRectF) -> set[Edge]:
+        out: set[Edge] = set()
+        for k in _cells(rect.left(), rect.top(), rect.right(), rect.bottom()):
+            out |= self._label_cells.get(k, set())
+        return out
+
+    def _unindex_label(self, e: Edge) -> None:
+        r = self._label_rects.pop(e, None)
+        if r is None:
+            return
+        for k in _cells(r.left(), r.top(), r.right(), r.bottom()):
+            cell = self._label_cells.get(k)
+            if cell is not None:
+                cell.discard(e)
+
+    def _label_fits(self, rect: QRectF, edge: Edge) -> bool:
+        r = rect.adjusted(-LABEL_MARGIN, -LABEL_MARGIN, LABEL_MARGIN, LABEL_MARGIN)
+        x0, y0, x1, y1 = r.left(), r.top(), r.right(), r.bottom()
+        keys = _cells(x0, y0, x1, y1)
+        seen: set[str] = set()
+        for k in keys:
+            for nid in self._node_cells.get(k, ()):
+                if nid in seen:
+                    continue
+                seen.add(nid)
+                a, b, c, d = self._rects[nid]
+                if a < x1 and c > x0 and b < y1 and d > y0:
+                    return False
+        for k in keys:
+            for e in self._label_cells.get(k, ()):
+                if e != edge and self._label_rects[e].intersects(r):
+                    return False
+        return True
+
+    def _place_label(self, item: EdgeItem) -> None:
+        """Put the edge's shape label on the first spot along the edge where it covers no node
+        card and no other label; shorten it (full text in the tooltip) if the full one fits nowhere."""
+        label = item.label
+        self._unindex_label(item.edge)
+        if not label.text:
+            return
+        path = item.path()
+        choice: tuple[str, QPointF] | None = None
+        for shown in label.variants():
+            for t in LABEL_SPOTS:
+                c = path.pointAtPercent(t)
+                if self._label_fits(label.rect_at(c, shown), item.edge):
+                    choice = (shown, c)
+                    break
+            if choice is not None:
+                break
+        if choice is None:  # no room anywhere: the shortest form in the middle
+            choice = (label.variants()[-1], path.pointAtPercent(0.5))
+        shown, c = choice
+        label.set_shown(shown)
+        label.setPos(c)
+        rect = label.rect_at(c)
+        self._label_rects[item.edge] = rect
+        for k in _cells(rect.left(), rect.top(), rect.right(), rect.bottom()):
+            self._label_cells.setdefault(k, set()).add(item.edge)
+
+    def label_rects(self) -> dict[Edge, QRectF]:
+        """Scene rectangles of the visible edge labels (tests, screenshots)."""
+        return {e: QRectF(r) for e, r in self._label_rects.items()
+                if e in self.edge_items and self.edge_items[e].label.isVisible()}
 
     def route(self, p0: QPointF, p1: QPointF, exclude: Iterable[str] = ()) -> tuple[QPainterPath, QPointF]:
         """A smooth path from an output port to an input port, and where its label goes.
@@ -267,10 +392,8 @@ class NodeScene(QGraphicsScene):
         x0, y0, x1, y1 = p0.x(), p0.y(), p1.x(), p1.y()
         dx = x1 - x0
         path = QPainterPath(p0)
-        if dx < 30:  # backwards or stacked: a loop that leaves right and enters left
-            k = max(60.0, abs(dx) * 0.5, abs(y1 - y0) * 0.3)
-            path.cubicTo(QPointF(x0 + k, y0), QPointF(x1 - k, y1), p1)
-            return path, path.pointAtPercent(0.5)
+        if dx < 30:  # backwards (the next row of a wrapped layout) or stacked
+            return self._back_route(p0, p1, set(exclude))
         k = max(24.0, dx * 0.45)
         path.cubicTo(QPointF(x0 + k, y0), QPointF(x1 - k, y1), p1)
         excluded = set(exclude)
@@ -287,6 +410,50 @@ class NodeScene(QGraphicsScene):
         path.cubicTo(QPointF(x0 + w * 0.6, y0), QPointF(x0 + w * 0.4, lane), QPointF(x0 + w, lane))
         path.lineTo(QPointF(x1 - w, lane))
         path.cubicTo(QPointF(x1 - w * 0.4, lane), QPointF(x1 - w * 0.6, y1), p1)
+        if abs(y1 - y0) > 40 and _path_hits(path, obstacles, 48):
+            around = self._around_route(p0, p1, excluded)
+            if around is not None:
+                return around
+        return path, QPointF((x0 + x1) / 2, lane)
+
+    def _around_route(self, p0: QPointF, p1: QPointF, ends: set[str]) -> tuple[QPainterPath, QPointF] | None:
+        """An edge from one row of cards to a row further down (or up), e.g. the dataset's target
+        to the loss in a wrapped layout: into the gap beside its source row, along it to the left
+        of every card in between, and back along the gap beside the target's row."""
+        x0, y0, x1, y1 = p0.x(), p0.y(), p1.x(), p1.y()
+        down = y1 > y0
+        step = 14.0
+        xa, xb = x0 + step, x1 - step
+        all_rects = [QRectF(a - 4, b - 4, c - a + 8, d - b + 8) for a, b, c, d in self._rects.values()]
+        left = min((r.left() for r in all_rects), default=min(x0, x1)) - 26
+        src_span = [r for r in all_rects if r.right() > left and r.left() < xa]
+        dst_span = [r for r in all_rects if r.right() > left and r.left() < xb]
+        g0 = _free_lane(src_span, y0, +1 if down else -1)
+        g1 = _free_lane(dst_span, y1, -1 if down else +1)
+        if (g1 <= g0) if down else (g1 >= g0):
+            return None
+        path = _rounded_polyline([p0, QPointF(xa, y0), QPointF(xa, g0), QPointF(left, g0), QPointF(left, g1),
+                                  QPointF(xb, g1), QPointF(xb, y1), p1], 12.0)
+        others = [QRectF(a - 2, b - 2, c - a + 4, d - b + 4) for nid, (a, b, c, d) in self._rects.items()
+                  if nid not in ends]
+        if _path_hits(path, others, 96):
+            return None
+        return path, QPointF((xb + left) / 2, g1)
+
+    def _back_route(self, p0: QPointF, p1: QPointF, ends: set[str]) -> tuple[QPainterPath, QPointF]:
+        """An edge to a node left of its source: out to the right, along a free horizontal lane
+        between the cards (the gap between two rows), and into the input from the left."""
+        x0, y0, x1, y1 = p0.x(), p0.y(), p1.x(), p1.y()
+        r = 26.0
+        lo, hi = x1 - r - 4, x0 + r + 4
+        obstacles = [QRectF(a - 4, b - 4, c - a + 8, d - b + 8) for nid, (a, b, c, d) in self._rects.items()
+                     if c > lo and a < hi]
+        down = y1 >= y0
+        lane = _free_lane(obstacles, y0, +1 if down else -1)
+        if down and lane > y1 and not any(o.top() < y1 < o.bottom() and o.left() < x1 - r for o in obstacles):
+            lane = (y0 + y1) / 2 if abs(y1 - y0) > 8 else y0 + 60
+        path = _rounded_polyline([p0, QPointF(x0 + r, y0), QPointF(x0 + r, lane), QPointF(x1 - r, lane),
+                                  QPointF(x1 - r, y1), p1], 12.0)
         return path, QPointF((x0 + x1) / 2, lane)
 
     # ------------------------------------------------------------------
@@ -341,8 +508,13 @@ class NodeScene(QGraphicsScene):
     # ------------------------------------------------------------------
     # automatic layout
     # ------------------------------------------------------------------
-    def layout_positions(self) -> dict[str, tuple[float, float]]:
+    def layout_positions(self, fit: tuple[float, float] | None = None) -> dict[str, tuple[float, float]]:
+        """Auto-layout positions; the layers wrap into rows that fit ``fit`` (w, h in pixels; by
+        default the size of the view showing this scene)."""
         graph = self.doc.graph
+        if fit is None and self.views():
+            vp = self.views()[0].viewport().size()
+            fit = (float(vp.width()), float(vp.height()))
         items = self.node_items
         sizes = {nid: (it.width, it.height) for nid, it in items.items()}
 
@@ -356,7 +528,7 @@ class NodeScene(QGraphicsScene):
             r = self.nodes_rect()
             origin = (round(r.left() / GRID) * GRID, round(r.top() / GRID) * GRID)
         hint = {nid: it.pos().y() for nid, it in items.items()}
-        labels = {(e.src, e.src_port, e.dst, e.dst_port): it.label.boundingRect().width()
+        labels = {(e.src, e.src_port, e.dst, e.dst_port): it.label.size_for(it.label.text)[0]
                   for e, it in self.edge_items.items() if it.label.text}
 
         def edge_gap(e: tuple[str, str, str, str]) -> float:
@@ -365,11 +537,12 @@ class NodeScene(QGraphicsScene):
             return 0.0 if w is None else w + 22
 
         return layered_layout(list(graph.nodes), [tuple(e.to_list()) for e in graph.edges],  # type: ignore[misc]
-                              sizes, port_offset, order_hint=hint, origin=origin, grid=GRID, edge_gap=edge_gap)
+                              sizes, port_offset, order_hint=hint, origin=origin, grid=GRID, edge_gap=edge_gap,
+                              fit=fit)
 
-    def auto_layout(self) -> bool:
-        """Lay the graph out left to right as one undoable move."""
-        new = self.layout_positions()
+    def auto_layout(self, fit: tuple[float, float] | None = None) -> bool:
+        """Lay the graph out left to right, wrapped into rows that fit the view, as one undoable move."""
+        new = self.layout_positions(fit)
         graph = self.doc.graph
         old = {nid: graph.nodes[nid].pos for nid in new}
         changed = {nid: pos for nid, pos in new.items() if pos != old[nid]}
@@ -578,6 +751,39 @@ class NodeScene(QGraphicsScene):
     @property
     def drag_note_text(self) -> str:
         return self._drag.note.text if self._drag and self._drag.note.isVisible() else ""
+
+
+#: where along an edge its label may sit, in order of preference
+LABEL_SPOTS = (0.5, 0.42, 0.58, 0.34, 0.66, 0.26, 0.74, 0.18, 0.82, 0.1, 0.9)
+#: free space kept around a label (scene units)
+LABEL_MARGIN = 2.0
+_CELL = 160.0
+
+
+def _cells(x0: float, y0: float, x1: float, y1: float) -> list[tuple[int, int]]:
+    """The grid cells a rectangle touches (a cheap spatial index for cards and labels)."""
+    i0, i1 = int(x0 // _CELL), int(x1 // _CELL)
+    j0, j1 = int(y0 // _CELL), int(y1 // _CELL)
+    return [(i, j) for i in range(i0, i1 + 1) for j in range(j0, j1 + 1)]
+
+
+def _rounded_polyline(points: list[QPointF], radius: float) -> QPainterPath:
+    """A path through ``points`` with its corners rounded."""
+    path = QPainterPath(points[0])
+    for i in range(1, len(points) - 1):
+        a, b, c = points[i - 1], points[i], points[i + 1]
+        d1 = ((b.x() - a.x()) ** 2 + (b.y() - a.y()) ** 2) ** 0.5
+        d2 = ((c.x() - b.x()) ** 2 + (c.y() - b.y()) ** 2) ** 0.5
+        rr = min(radius, d1 / 2, d2 / 2)
+        if rr < 0.5:
+            path.lineTo(b)
+            continue
+        p = QPointF(b.x() + (a.x() - b.x()) * rr / d1, b.y() + (a.y() - b.y()) * rr / d1)
+        q = QPointF(b.x() + (c.x() - b.x()) * rr / d2, b.y() + (c.y() - b.y()) * rr / d2)
+        path.lineTo(p)
+        path.quadTo(b, q)
+    path.lineTo(points[-1])
+    return path
 
 
 def _dist2(a: QPointF, b: QPointF) -> float:

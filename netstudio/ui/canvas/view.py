@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QLineF, QPoint, QPointF, QRect, QRectF, Qt, Signal
 from PySide6.QtGui import (QContextMenuEvent, QCursor, QDragEnterEvent, QDragMoveEvent, QDropEvent, QFont,
-                           QKeyEvent, QMouseEvent, QPainter, QPen, QWheelEvent)
+                           QKeyEvent, QMouseEvent, QPainter, QPainterPath, QPen, QPolygonF, QWheelEvent)
 from PySide6.QtWidgets import QGraphicsView, QMenu, QWidget
 
 from netstudio.errors import NetStudioError
@@ -26,6 +26,8 @@ MAX_ZOOM = 3.0
 class NodeView(QGraphicsView):
     #: a node was created by drop or search (its id)
     node_created = Signal(str)
+    #: the zoom factor changed (1.0 = 100 %)
+    zoom_changed = Signal(float)
 
     def __init__(self, scene: NodeScene, parent: QWidget | None = None) -> None:
         super().__init__(scene, parent)
@@ -44,11 +46,31 @@ class NodeView(QGraphicsView):
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setCacheMode(QGraphicsView.CacheModeFlag.CacheBackground)
         self._pan_from: QPoint | None = None
+        self._box_band: QPolygonF | None = None  # the rubber band in scene coordinates
+        self._kept_edges: set[EdgeItem] = set()
         self._space = False
         self.quick_add_popup: Any = None
         #: (scene position, item under the cursor or None) -> context menu; set by the main window
         self.context_menu_provider: Callable[[QPointF, Any], QMenu | None] | None = None
+        self._had_nodes = bool(scene.node_items)
+        self._shown_zoom = self.zoom()
+        # after the scene (connected first) has mirrored the change: repaint the whole
+        # viewport when the empty-canvas hint appears or goes
+        scene.doc.graph_event.connect(self._check_hint)
+        scene.doc.project_replaced.connect(self._check_hint)
         self.centerOn(0, 0)
+
+    def _check_hint(self, *_args: Any) -> None:
+        has = bool(self.node_scene.node_items)
+        if has != self._had_nodes:
+            self._had_nodes = has
+            self.viewport().update()
+
+    def _zoom_changed(self) -> None:
+        z = self.zoom()
+        if z != self._shown_zoom:
+            self._shown_zoom = z
+            self.zoom_changed.emit(z)
 
     # --- zoom & pan ----------------------------------------------------------
     def zoom(self) -> float:
@@ -61,6 +83,7 @@ class NodeView(QGraphicsView):
             return
         self.scale(factor, factor)
         self.resetCachedContent()
+        self._zoom_changed()
 
     def zoom_by(self, factor: float) -> None:
         self.set_zoom(self.zoom() * factor)
@@ -76,6 +99,7 @@ class NodeView(QGraphicsView):
         if rect.isNull() or not rect.isValid():
             self.resetTransform()
             self.centerOn(0, 0)
+            self._zoom_changed()
             return
         rect = rect.adjusted(-36, -36, 36, 36)
         self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
@@ -85,6 +109,7 @@ class NodeView(QGraphicsView):
             self.set_zoom(MIN_ZOOM)
         self.centerOn(rect.center())
         self.resetCachedContent()
+        self._zoom_changed()
 
     def frame_all(self) -> None:
         self.frame_rect(self.node_scene.nodes_rect())
@@ -114,6 +139,8 @@ class NodeView(QGraphicsView):
             event.accept()
             return
         super().mousePressEvent(event)
+        # edges already selected (Ctrl + box adds to the selection) stay selected
+        self._kept_edges = {it for it in self.scene().selectedItems() if isinstance(it, EdgeItem)}
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
         if self._pan_from is not None:
@@ -124,6 +151,10 @@ class NodeView(QGraphicsView):
             event.accept()
             return
         super().mouseMoveEvent(event)
+        band = self.rubberBandRect()
+        if not band.isNull():
+            self._box_band = self.mapToScene(band)
+            self._trim_box_selected_edges(self._box_band)
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
         if event.button() == Qt.MouseButton.MiddleButton and self._pan_from is not None:
@@ -132,6 +163,25 @@ class NodeView(QGraphicsView):
             event.accept()
             return
         super().mouseReleaseEvent(event)
+        band, self._box_band = self._box_band, None
+        if band is not None:
+            self._trim_box_selected_edges(band)
+
+    def _trim_box_selected_edges(self, band: QPolygonF) -> None:
+        """Box select keeps an edge only if both its nodes are selected or it lies inside the box.
+
+        Qt selects every item whose shape the box touches, so a box around one node would
+        also pick the edges that merely pass through it.
+        """
+        area = QPainterPath()
+        area.addPolygon(band)
+        for item in self.scene().selectedItems():
+            if not isinstance(item, EdgeItem):
+                continue
+            ends = (item.src.node_item.isSelected(), item.dst.node_item.isSelected())
+            if all(ends) or item in self._kept_edges or area.contains(item.sceneBoundingRect()):
+                continue
+            item.setSelected(False)
 
     def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
         pos = self.mapToScene(event.position().toPoint())
