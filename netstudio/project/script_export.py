@@ -224,13 +224,15 @@ def _relevant(p: Mapping[str, Any]) -> tuple[str, ...]:
 def _csv_facts(p: Mapping[str, Any]) -> dict[str, Any]:
     """What the generated CSV reader needs, decided now with NetStudio's own parser."""
     from netstudio.data.core import resolve_path
-    from netstudio.data.csv_source import _column_names, _read_cells, _sniff_delimiter, parsed
+    from netstudio.data.csv_source import _cells, _column_names, _sniff_delimiter, parsed
 
     table = parsed(dict(p))
+    if table.has_missing or len(table.x) != _row_count(p) or any(c is not None for c in table.categories):
+        raise ExportError("The training script cannot read this CSV file yet: it has missing values or text "
+                          "feature columns", hint="export the model (pt, pt2, py, onnx) instead, or clean the file")
     path = resolve_path(p["path"])
-    cells = _read_cells(path).apply(lambda s: s.str.strip())
-    cells = cells[(cells != "").any(axis=1)].reset_index(drop=True)
-    names, has_header = _column_names(list(cells.iloc[0]), cells.iloc[1:])
+    cells, _ = _cells(path)
+    names, has_header = _column_names(cells[0], cells[1:])
     target = names.index(table.target_name)
     features = [names.index(f) for f in table.feature_names]
     numeric_labels = None
@@ -238,12 +240,22 @@ def _csv_facts(p: Mapping[str, Any]) -> dict[str, Any]:
         import numpy as np
 
         try:
-            vals = cells.iloc[1 if has_header else 0:, target].astype(float).to_numpy()
+            vals = cells[1 if has_header else 0:, target].astype(float)
             numeric_labels = [float(v) for v in np.unique(vals)]
         except ValueError:
             numeric_labels = None  # text labels: classes are the sorted label strings
     return dict(path=path, sep=_sniff_delimiter(path), header=has_header, target=target, features=features,
                 names=names, task=table.task, classes=list(table.class_names), numeric_labels=numeric_labels)
+
+
+def _row_count(p: Mapping[str, Any]) -> int:
+    """Data rows of the CSV file (without blank lines and header)."""
+    from netstudio.data.core import resolve_path
+    from netstudio.data.csv_source import _cells, _column_names
+
+    cells, _ = _cells(resolve_path(p["path"]))
+    _, has_header = _column_names(cells[0], cells[1:])
+    return len(cells) - (1 if has_header else 0)
 
 
 def data_section(params: Mapping[str, Any]) -> str:
