@@ -374,27 +374,46 @@ def _numbers(cells: "np.ndarray") -> "np.ndarray":
     return out.reshape(cells.shape)
 
 
+def _first_chars(cells: "np.ndarray") -> "np.ndarray":
+    """The first character of every cell ('' for empty cells), vectorised."""
+    import numpy as np
+
+    return cells.astype("<U1")
+
+
 def _is_na(cells: "np.ndarray") -> "np.ndarray":
     import numpy as np
 
-    short = np.char.str_len(cells) <= 4 if cells.size else np.zeros(cells.shape, dtype=bool)
     out = np.zeros(cells.shape, dtype=bool)
-    if short.any():
-        out[short] = np.isin(np.char.lower(cells[short]), NA_TOKENS)
+    if not cells.size:
+        return out
+    # only cells starting like an NA token are compared (cheap on big numeric tables)
+    cand = np.isin(_first_chars(cells), ["", "n", "N", "?"])
+    if cand.any():
+        out[cand] = np.isin(np.char.lower(cells[cand]), NA_TOKENS)
     return out
 
 
-def _column_names(first: "np.ndarray", rest: "np.ndarray") -> tuple[list[str], bool]:
+def _maybe_number(cells: "np.ndarray") -> "np.ndarray":
+    """False where a cell cannot be a number (its first character rules it out)."""
+    import numpy as np
+
+    return np.isin(_first_chars(cells), list("0123456789+-.iInN"))
+
+
+def _column_names(first: "np.ndarray", rest: "np.ndarray", rest_numbers: "np.ndarray | None" = None
+                  ) -> tuple[list[str], bool]:
     """(names, has_header). Header: every first-row cell is non-numeric text (empty cells
     allowed, e.g. a pandas index column) while some column of the following rows is numeric."""
     import numpy as np
 
     first = np.asarray(first, dtype=str)
     filled = first != ""
-    if filled.any() and np.isnan(_numbers(first[filled])).all():
+    cand = filled & _maybe_number(first)
+    if filled.any() and (not cand.any() or np.isnan(_numbers(first[cand])).all()):
         sample = np.asarray(rest, dtype=str)[:50]
         if len(sample):
-            num = ~np.isnan(_numbers(sample))
+            num = ~np.isnan(_numbers(sample) if rest_numbers is None else rest_numbers[:50])
             empty = sample == ""
             numeric_col = bool(((num | empty).all(axis=0) & (~empty).any(axis=0)).any())
         else:
@@ -448,9 +467,12 @@ def parse_csv(path: str, target_column: str, feature_columns: str, task: str, *,
 
     file = os.path.basename(path)
     cells, lines = _cells(path)
-    names, has_header = _column_names(cells[0], cells[1:])
+    numbers = _numbers(cells[1:])  # every cell is converted once (the first row may be a header)
+    names, has_header = _column_names(cells[0], cells[1:], numbers)
     if has_header:
         cells, lines = cells[1:], lines[1:]
+    else:
+        numbers = np.concatenate([_numbers(cells[:1]), numbers])
     if len(cells) == 0:
         raise DataError(f"CSV file {file} has a header but no data rows")
     if len(names) < 2:
@@ -488,11 +510,11 @@ def parse_csv(path: str, target_column: str, feature_columns: str, task: str, *,
         notes.append(f"{k} row{'s' if k != 1 else ''} without a target value ('{_one_line(t_name, 40)}') "
                      f"left out")
         keep = ~t_missing
-        cells, lines, target = cells[keep], lines[keep], target[keep]
+        cells, lines, target, numbers = cells[keep], lines[keep], target[keep], numbers[keep]
 
     # the features, all cells at once
     block = cells[:, fcols]
-    num = _numbers(block)
+    num = numbers[:, fcols]
     na = _is_na(block)
     ok = np.isfinite(num) & ~na
     text_cell = ~ok & ~na
@@ -544,6 +566,7 @@ def parse_csv(path: str, target_column: str, feature_columns: str, task: str, *,
                          f"dropped (missing: drop)")
             keep = ~missing_rows
             x, cells, lines, target, block = x[keep], cells[keep], lines[keep], target[keep], block[keep]
+            numbers = numbers[keep]
         else:
             how = {"mean": "the column's training mean", "median": "the column's training median",
                    "constant": "fill value"}[missing]
@@ -551,7 +574,7 @@ def parse_csv(path: str, target_column: str, feature_columns: str, task: str, *,
                          f"(text columns: the most frequent category)")
     text_block = block if is_text_col.any() and categorical == "ids" else None
 
-    num_t = _numbers(target.reshape(-1, 1)).reshape(-1)
+    num_t = numbers[:, t_idx]
     num_ok = np.isfinite(num_t)
     numeric_target = bool(num_ok.all())
     if not numeric_target and task == "regression":

@@ -269,8 +269,9 @@ def data_section(params: Mapping[str, Any]) -> str:
     p = normalize_params(params)
     src = p["source"]
     head = ("# ----------------------------------------------------------------------------\n"
-            f"# Data: {src}, split and normalized exactly like NetStudio does\n"
-            "# ----------------------------------------------------------------------------\n\n")
+            "# Data: DATA_SOURCE, split and normalized exactly like NetStudio does\n"
+            "# ----------------------------------------------------------------------------\n\n"
+            f"DATA_SOURCE = {src!r}\n")
     if src in _SKLEARN_TABULAR:
         regression = src == "diabetes"
         y = "bunch.target.reshape(-1, 1)" if regression else "bunch.target"
@@ -328,10 +329,10 @@ def data_section(params: Mapping[str, Any]) -> str:
     # any future source: say clearly what to do instead of failing obscurely
     return head + _settings_block(p, []) + (
         '\n\ndef load_data(data_path=None):\n'
-        f'    raise NotImplementedError(\n'
-        f'        "NetStudio cannot write a standalone loader for the {src!r} dataset source yet: replace "\n'
-        f'        "load_data() in this file with code that returns (train_x, train_y, val_x, val_y) tensors "\n'
-        f'        "(features float32, class labels int64)")\n')
+        '    raise NotImplementedError(\n'
+        '        "NetStudio cannot write a standalone loader for the dataset source " + repr(DATA_SOURCE) + " yet: "\n'
+        '        "replace load_data() in this file with code that returns (train_x, train_y, val_x, val_y) tensors "\n'
+        '        "(features float32, class labels int64)")\n')
 
 
 def _csv_section(p: dict[str, Any]) -> str:
@@ -341,8 +342,11 @@ def _csv_section(p: dict[str, Any]) -> str:
         f"DATA_PATH = {_lit(f['path'])}  # override with --data-path",
         f"CSV_SEPARATOR = {_lit(f['sep'])}",
         f"CSV_HAS_HEADER = {f['header']}",
-        f"TARGET_COLUMN = {f['target']}  # {f['names'][f['target']]}",
+        f"TARGET_COLUMN = {f['target']!r}  # 0-based column position of TARGET_NAME",
+        f"TARGET_NAME = {f['names'][f['target']]!r}",
         f"FEATURE_COLUMNS = {f['features']!r}  # 0-based column positions",
+        "FEATURE_NAMES = " + pprint.pformat([f['names'][j] for j in f['features']], width=100).replace(
+            "\n", "\n" + " " * 16),
     ]
     if not regression:
         extra.append("CLASS_NAMES = " + pprint.pformat(f["classes"], width=100).replace("\n", "\n" + " " * 14)
@@ -531,7 +535,7 @@ def _loss_section(plan: "TrainingPlan") -> str:
         nt = plan.graph.catalog.get(t.type_id)
         ctor = module_constructor(t.module)
         name = f"criterion_{i}"
-        crit_lines.append(f"# {t.name} ({nt.title})\n{name} = {ctor}")
+        crit_lines.append(f"{name} = {ctor}  # the loss term LOSS_NAMES[{i}]")
         kind, idx = t.target
         target = {"target": "y", "features": "x"}.get(kind, f"outs[{idx}]")
         adapt = type(nt).adapt_target
@@ -560,6 +564,7 @@ def _loss_section(plan: "TrainingPlan") -> str:
     return ("# ----------------------------------------------------------------------------\n"
             "# Loss and accuracy\n"
             "# ----------------------------------------------------------------------------\n\n"
+            + "LOSS_NAMES = " + repr([t.name for t in plan.losses]) + "  # node name of each loss term\n"
             + "\n".join(crit_lines) + "\n"
             f"HAS_ACCURACY = {has_acc}  # classification on the dataset's target\n\n\n"
             "def loss_terms(outputs, x, y):\n"
@@ -653,7 +658,7 @@ def _optim_section(plan: "TrainingPlan") -> str:
 # the training program
 # ----------------------------------------------------------------------------
 
-_HEADER = '''"""@TITLE@ — standalone training program exported by NetStudio.
+_HEADER = '''"""Standalone training program exported by NetStudio (PROJECT below names the project).
 
 Plain PyTorch (+ numpy/scikit-learn/pandas/torchvision for the data); NetStudio is
 not needed. The model is in model.py next to this file.
@@ -683,6 +688,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # model.py lives next to this file
 from model import Model  # noqa: E402
+
+PROJECT = @TITLE@
 
 # Training settings of the project (each can be overridden on the command line).
 EPOCHS = @EPOCHS@
@@ -916,7 +923,7 @@ def training_script(plan: "TrainingPlan", config: "TrainConfig", *, title: str =
     data_help = {"csv": "the CSV file (default: DATA_PATH)",
                  "image_folder": "the image folder, one sub-folder per class (default: DATA_PATH)"}.get(
         src, "torchvision root folder (default: DATA_PATH)" if src in _TORCHVISION else "not used by this dataset")
-    header = _fill(_HEADER, TITLE=title.replace('"""', "'''").replace("\\", "/"), EPOCHS=repr(config.epochs),
+    header = _fill(_HEADER, TITLE=repr(title), EPOCHS=repr(config.epochs),
                    BATCH_SIZE=repr(config.batch_size), SEED=repr(config.seed), SHUFFLE=repr(bool(config.shuffle)),
                    INIT_WEIGHTS=repr(init_weights))
     parts = [header, data_section(p), "\n\n", _loss_section(plan), "\n\n", _optim_section(plan), "\n",
