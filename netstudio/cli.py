@@ -145,6 +145,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             print("  " + "  ".join("-" * w for w in widths))
     total = sum(counts.values())
     print(f"total parameters: {total:,}" if counts else "total parameters: unknown (model invalid)")
+    for nid in order:  # how the data was read: rows dropped or filled for missing values, token vocabulary
+        res = an.results.get(nid)
+        info = res.extra.get("dataset") if res is not None else None
+        for note in getattr(info, "notes", ()) or ():
+            print(f"note: [{nid}] {note}")
     errors = [p for p in problems if p.severity == "error"]
     for p in problems:
         _err(format_problem(p))

@@ -101,6 +101,51 @@ def _write_text(path: Path, text: str) -> None:
 # data section
 # ----------------------------------------------------------------------------
 
+_PREPROCESS = '''
+from torch import nn  # noqa: E402 (also imported at the top of train.py)
+
+# What load_data fitted (scaling, mean/std) so the saved model can start from raw inputs.
+FITTED = {}
+
+
+class Preprocess(nn.Module):
+    """Raw input (pixels 0-255 / 0-16, raw table columns) -> the features the model trains on."""
+
+    def __init__(self, fitted):
+        super().__init__()
+        self.pixel_scale = float(fitted.get("pixel_scale", 1.0))
+        self.gray = bool(fitted.get("gray", False))
+        self.size = tuple(fitted["size"]) if fitted.get("size") else None
+        image = "pixel_scale" in fitted
+        shift, scale = (fitted.get("mean"), fitted.get("std")) if image else (fitted.get("shift"), fitted.get("scale"))
+        shape = (1, -1, 1, 1) if image else (1, -1)
+        self.register_buffer("shift", None if shift is None else torch.tensor(shift, dtype=torch.float32).view(shape))
+        self.register_buffer("scale", None if scale is None else torch.tensor(scale, dtype=torch.float32).view(shape))
+        self.register_buffer("gray_weights", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1) if self.gray else None)
+
+    def forward(self, x):
+        x = x.to(torch.float32)
+        if self.pixel_scale != 1.0:
+            x = x / self.pixel_scale
+        if self.gray:
+            x = (x * self.gray_weights).sum(dim=1, keepdim=True)
+        if self.size is not None:
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+        if self.shift is not None:
+            x = (x - self.shift) / self.scale
+        return x
+
+
+class WithPreprocess(nn.Module):
+    def __init__(self, preprocess, model):
+        super().__init__()
+        self.preprocess = preprocess
+        self.model = model
+
+    def forward(self, x):
+        return self.model(self.preprocess(x))
+'''
+
 _SPLIT = '''
 
 def split_indices(n):
@@ -131,6 +176,7 @@ def prepare_tabular(x, y, regression, scale_targets=False):
     stats = feature_stats(x[train_idx])
     if stats is not None:
         x = (x - stats[0]) / stats[1]
+        FITTED.update(shift=stats[0].tolist(), scale=stats[1].tolist())
     y = np.array(y, dtype=np.float64 if regression else np.int64)
     if regression and scale_targets and NORMALIZE != "none":
         # standardized targets let MSE with a plain SGD learning rate converge
@@ -183,6 +229,7 @@ def prepare_images(images, targets, train_idx, val_idx, pixel_scale, grayscale=F
     else:  # standard: per-channel z-score fitted on the training images
         scale = pixel_scale
         mean, std = channel_stats(images, train_idx, pixel_scale, gray)
+    FITTED.update(pixel_scale=scale, gray=gray, size=list(size) if size != (h, w) else None, mean=mean, std=std)
 
     def convert(idx):
         out = torch.empty((len(idx), c, *size), dtype=torch.float32)
@@ -272,6 +319,7 @@ def data_section(params: Mapping[str, Any]) -> str:
             "# Data: DATA_SOURCE, split and normalized exactly like NetStudio does\n"
             "# ----------------------------------------------------------------------------\n\n"
             f"DATA_SOURCE = {src!r}\n")
+    head += _PREPROCESS
     if src in _SKLEARN_TABULAR:
         regression = src == "diabetes"
         y = "bunch.target.reshape(-1, 1)" if regression else "bunch.target"
@@ -455,6 +503,7 @@ def load_data(data_path=None):
         sd = torch.where(sd > 1e-12, sd, torch.ones_like(sd))
         mean, std = [float(v) for v in m], [float(v) for v in sd]
 
+    FITTED.update(pixel_scale=scale, mean=mean, std=std)
     if mean is not None:
         mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
@@ -868,8 +917,10 @@ def train(args, rank, world, device):
 
     if rank == 0:
         model.eval().cpu()
-        # An fx GraphModule of built-in layers unpickles with plain torch, without model.py.
-        torch.save(torch.fx.symbolic_trace(model), args.out)
+        # An fx GraphModule of built-in layers unpickles with plain torch, without model.py. It starts with
+        # the data preprocessing (so it takes raw pixels / raw table columns) unless --no-preprocess.
+        saved = model if args.no_preprocess else WithPreprocess(Preprocess(FITTED), model)
+        torch.save(torch.fx.symbolic_trace(saved), args.out)
         torch.save(model.state_dict(), os.path.splitext(args.out)[0] + "_state_dict.pt")
         log(f"saved {args.out}", flush=True)
 
@@ -885,6 +936,8 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint-dir", default="checkpoints", help="where rank 0 writes last.pt after every epoch")
     p.add_argument("--resume", action="store_true", help="continue from CHECKPOINT_DIR/last.pt if it exists")
     p.add_argument("--out", default="model.pt", help="the trained model (loads with torch.load)")
+    p.add_argument("--no-preprocess", action="store_true",
+                   help="save the bare network (it then takes normalized features, not raw data)")
     p.add_argument("--init-weights", default=INIT_WEIGHTS, help="state_dict to start from")
     p.add_argument("--timeout", type=float, default=300.0,
                    help="seconds a process waits for the others before the job fails")
