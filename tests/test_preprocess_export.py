@@ -340,3 +340,21 @@ def test_embedding_from_csv_token_ids(tmp_path: Path) -> None:
     vocab = inp.metadata["input"]["vocabulary"]
     ids = torch.tensor([[vocab.index(w) + 1 for w in ("good", "great", "fine")]])
     assert int(loaded(ids).argmax(1)) == 1
+
+
+def test_check_says_how_many_rows_missing_values_affect(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from netstudio.cli import main
+    from netstudio.project.io import save_project
+
+    f = _messy_csv(tmp_path / "holes.csv", n=200)
+    info = D.describe({"source": "csv", "path": str(f), "task": "regression"})
+    dropped = 200 - info.n_train - info.n_val
+    for how, expect in (("drop", f"{dropped} of 200 rows have missing feature values"),
+                        ("median", f"in {dropped} of 200 rows filled with the column's training median")):
+        g = _graph({"source": "csv", "path": str(f), "task": "regression", "missing": how},
+                   [("layer.linear", {"out_features": 1})], "loss.mse")
+        path = save_project(Project(g, TrainConfig(), "Holes"), tmp_path / f"{how}.nsproj")
+        capsys.readouterr()
+        assert main(["check", str(path)]) == 0
+        out = capsys.readouterr().out
+        assert f"note: [{g.find('data').id}] " in out and expect in out, out

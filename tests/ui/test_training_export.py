@@ -199,3 +199,16 @@ def test_export_dialog_proposes_a_clean_file_next_to_the_project(qtbot, tmp_path
         assert other.path_edit.text() == str(want / "lenet.pt")
     finally:
         locked.chmod(0o700)
+
+
+def test_results_table_lists_regression_figures_and_each_loss_term(qtbot) -> None:
+    from netstudio.ui.training.results import ResultsView
+
+    view = ResultsView()
+    qtbot.addWidget(view)
+    view.show_metrics({"val_loss": 0.75, "r2": 0.5, "mae": 0.25, "rmse": 0.5, "metrics_split": "val",
+                       "loss_terms": {"reconstruction_loss": 0.5, "classifier_loss": 0.25}})
+    labels = [view.metrics_table.item(r, 0).text() for r in range(view.metrics_table.rowCount())]
+    assert labels == ["Validation loss", "R²", "MAE (mean absolute error)", "RMSE (root mean squared error)",
+                      "Loss term reconstruction_loss", "Loss term classifier_loss"]
+    assert view.metric_text("loss_terms.classifier_loss") == view.metric_text("mae")
