@@ -358,3 +358,28 @@ def test_check_says_how_many_rows_missing_values_affect(tmp_path: Path, capsys: 
         assert main(["check", str(path)]) == 0
         out = capsys.readouterr().out
         assert f"note: [{g.find('data').id}] " in out and expect in out, out
+
+
+def test_token_id_models_export_to_every_format(tmp_path: Path) -> None:
+    f = tmp_path / "ids.csv"
+    rng = np.random.RandomState(1)
+    f.write_text("t0,t1,label\n" + "".join(f"{a},{b},{int(a > b)}\n" for a, b in rng.randint(0, 9, (60, 2))))
+    params = {"source": "csv", "path": str(f), "categorical": "ids"}  # integer id columns are used as they are
+    g = _graph(params, [("layer.embedding", {"num_embeddings": 10, "embedding_dim": 3}), ("layer.flatten", {}),
+                        ("layer.linear", {"out_features": 2})], "loss.cross_entropy")
+    plan, data, model = _train(g, epochs=2, batch_size=16)
+    x = data.val_x
+    with torch.no_grad():
+        ref = model(x)
+    for pre in (True, False):
+        inp = export_input(data, preprocess=pre)
+        assert inp.dtype == "int64" and inp.shape == [2]
+        for fmt in ["pt2", "py"] + (["onnx"] if HAS_ONNX else []):
+            path = ex.export(fmt, model, tmp_path / f"{fmt}{pre}.{fmt}", project=Project(g, TrainConfig(), "ids"),
+                             inp=inp)
+            if fmt == "pt2":
+                assert torch.allclose(torch.export.load(path).module()(x), ref, atol=1e-6)
+            elif fmt == "py":
+                import runpy
+
+                assert torch.allclose(runpy.run_path(str(path))["load_model"]()(x), ref, atol=1e-6)

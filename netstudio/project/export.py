@@ -129,6 +129,8 @@ def example_input_for(compiled: Any, batch: int = 2, seed: int = 0) -> torch.Ten
         raise ExportError("The model has no dataset input, so its input shape is unknown",
                           hint="connect a Dataset node's features to the first layer")
     gen = torch.Generator().manual_seed(seed)
+    if str(getattr(info, "dtype", "float32")).startswith(("int", "uint")):  # token ids for an Embedding
+        return torch.randint(0, 2, (batch, *info.sample_shape), generator=gen)
     return torch.randn((batch, *info.sample_shape), generator=gen, dtype=torch.float32)
 
 
@@ -151,8 +153,8 @@ def _exported(model: Any, inp: "ExportInput | None") -> fx.GraphModule:
 
 def _example_for(model: Any, example_input: Any, inp: "ExportInput | None") -> torch.Tensor:
     """The tracing example: the raw input's shape when the export preprocesses (NetStudio's batch is normalized)."""
-    if inp is not None and inp.spec is not None:
-        return inp.example()
+    if inp is not None and (inp.spec is not None or example_input is None):
+        return inp.example()  # shaped and typed like what the export takes
     return _example(example_input, model)
 
 
@@ -655,7 +657,7 @@ def export_py(model: Any, path: PathLike, *, weights: PathLike | bool | None = T
             raise ExportError("The weights file must differ from the .py file")
         weights_rel = os.path.relpath(wp.resolve(), p.resolve().parent).replace(os.sep, "/")
     text = model_source(model, weights_file=weights_rel, title=title, inp=inp)
-    if inp is not None and inp.spec is not None:
+    if inp is not None and (inp.spec is not None or example_input is None):
         x: torch.Tensor | None = inp.example(batch=3)
     elif example_input is not None:
         x = _example(example_input, model)
