@@ -142,6 +142,9 @@ def test_torchvision_and_builtin_programs_keep_hostile_strings_literal(tmp_path:
     res = export_script(project, tmp_path / "tv")
     ns = _check_files(res.folder, [where, title])
     assert ns["DATA_PATH"] == where and ns["PROJECT"] == title
-    project = Project(_graph({"source": "iris"}, 3), TrainConfig(epochs=1), hostile("iris"))
-    res = export_script(project, tmp_path / "iris")
-    assert _check_files(res.folder, [project.name])["PROJECT"] == project.name
+    # the sklearn-table, synthetic and bundled-image templates
+    for params, n_out in (({"source": "iris"}, 3), ({"source": "moons"}, 2), ({"source": "digits"}, 10)):
+        project = Project(_graph(params, n_out), TrainConfig(epochs=1), hostile(params["source"]))
+        res = export_script(project, tmp_path / params["source"])
+        ns = _check_files(res.folder, [project.name])
+        assert ns["PROJECT"] == project.name and ns["DATA_SOURCE"] == params["source"]
