@@ -1005,6 +1005,7 @@ def readme_text(title: str, source: str, *, script: str = SCRIPT_FILE) -> str:
     data_note = ("" if source in SUPPORTED_SOURCES else
                  f"\n**Note:** the `{source}` dataset source has no standalone loader yet; fill in `load_data()` "
                  f"in `{script}` first.\n")
+    title = " ".join(str(title).split())  # one heading line whatever the project name holds
     return f"""# {title} — standalone training program
 
 Exported by NetStudio. Plain PyTorch: NetStudio is not needed to run it.
@@ -1071,7 +1072,9 @@ latest and torchrun ends the job with an error; rerun with `--resume`.
 
 ## Output
 
-`model.pt` (`--out`) holds the trained network as a `torch.fx.GraphModule`:
+`model.pt` (`--out`) holds the trained network as a `torch.fx.GraphModule`. It starts with the data
+preprocessing `load_data()` fitted (pixel scaling, mean/std, resize), so it takes the data as the source
+delivers it (raw pixels, raw table columns); `--no-preprocess` saves the bare network instead:
 
 ```
 import torch
