@@ -165,6 +165,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"total parameters: {total:,}" if counts else "total parameters: unknown (model invalid)")
     if est is not None:
         print(f"memory (estimated, before allocating): {est.summary()}{device_text}")
+    for nid in order:  # how the data was read: rows dropped or filled for missing values, token vocabulary
+        res = an.results.get(nid)
+        info = res.extra.get("dataset") if res is not None else None
+        for note in getattr(info, "notes", ()) or ():
+            print(f"note: [{nid}] {note}")
     errors = [p for p in problems if p.severity == "error"]
     for p in problems:
         _err(format_problem(p))
@@ -295,6 +300,21 @@ def _summary(result: Any, device: str | None, seconds: float) -> dict[str, Any]:
     return _jsonable(out)
 
 
+def _outcome_lines(summary: dict[str, Any]) -> list[str]:
+    """Regression figures and the loss terms of a multi-loss project, for the end of a run."""
+    out = []
+    split = "validation" if summary.get("metrics_split") == "val" else "training"
+    if summary.get("r2") is not None or summary.get("rmse") is not None:
+        out.append(f"regression ({split} split): r2 {_fmt_metric(summary.get('r2'))}  "
+                   f"mae {_fmt_metric(summary.get('mae'))}  rmse {_fmt_metric(summary.get('rmse'))}")
+    terms = summary.get("loss_terms")
+    if isinstance(terms, dict) and terms:
+        total = sum(v for v in terms.values() if isinstance(v, (int, float)))
+        parts = "  ".join(f"{k} {_fmt_metric(v)}" for k, v in terms.items())
+        out.append(f"loss terms ({split} split): {parts}  (sum {_fmt_metric(total)})")
+    return out
+
+
 def _resolve_device(requested: str) -> str:
     """Fail before loading data when the device cannot be used (fit would report it only later)."""
     from netstudio.training.engine import device_label, resolve_device
@@ -302,12 +322,38 @@ def _resolve_device(requested: str) -> str:
     return device_label(resolve_device(requested))
 
 
+def _error_json(message: str, node_id: str | None = None, hint: str | None = None) -> str:
+    """The one JSON object ``train --json`` prints when the run fails."""
+    return json.dumps({"status": "error", "message": message, "node": node_id, "hint": hint})
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.nproc is not None or args.nnodes > 1 or args.rdzv_endpoint:
+        return _train_distributed(args)
+    if not args.json:
+        return _train(args)
+    # --json: whatever fails, the last line of stdout is still one JSON object
+    try:
+        return _train(args)
+    except CliError as e:
+        text = str(e)
+        print(_error_json(text[len("error: "):] if text.startswith("error: ") else text), flush=True)
+        raise
+    except NetStudioError as e:
+        print(_error_json(e.message, e.node_id, e.hint), flush=True)
+        raise
+    except KeyboardInterrupt:
+        print(_error_json("interrupted"), flush=True)
+        raise
+    except Exception as e:  # noqa: BLE001 - reported by _run as well
+        print(_error_json(f"unexpected {type(e).__name__}: {e}"), flush=True)
+        raise
+
+
+def _train(args: argparse.Namespace) -> int:
     from netstudio.compiler.build import build_plan
     from netstudio.errors import ProjectError
 
-    if args.nproc is not None or args.nnodes > 1 or args.rdzv_endpoint:
-        return _train_distributed(args)
     project = _load(args.project)
     overrides: dict[str, Any] = {}
     for key in ("epochs", "batch_size", "seed", "device"):
@@ -380,19 +426,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not failed and model is not None:
         from netstudio.project import export as ex
 
+        from netstudio.project.preprocess import export_input
+
         if args.out:
-            exported.append(str(ex.export_pt(model, args.out)))
-        if args.save_weights:
-            exported.append(str(ex.export_weights(model, project, args.save_weights)))
+            inp = export_input(data, preprocess=not args.no_preprocess)
+            exported.append(str(ex.export_pt(model, args.out, inp)))
+        if args.save_weights:  # the preprocessing travels along, for a later `netstudio export`
+            exported.append(str(ex.export_weights(model, project, args.save_weights, export_input(data))))
     summary["exported"] = exported
+    if failed:
+        summary["node"] = None
 
     if failed:
         _err(format_error(message or f"training {status}"))
     else:
         tail = f" ({message})" if message else ""
         print(f"{status}{tail} in {seconds:.1f}s", file=lines)
+        for line in _outcome_lines(summary):
+            print(line, file=lines)
         for path in exported:
             print(f"wrote {path}", file=lines)
+        if args.out:
+            from netstudio.project.preprocess import export_input
+
+            for line in export_input(data, preprocess=not args.no_preprocess).text().splitlines():
+                print(f"  {line}", file=lines)
     if args.json:
         print(json.dumps(summary), flush=True)
     if failed:
@@ -420,7 +478,8 @@ def _train_distributed(args: argparse.Namespace) -> int:
                         ("--out", args.out), ("--save-weights", args.save_weights)):
         if value is not None:
             rank_args += [flag, str(value)]
-    rank_args += [f for f, on in (("--resume", args.resume), ("--json", args.json)) if on]
+    rank_args += [f for f, on in (("--resume", args.resume), ("--json", args.json),
+                                  ("--no-preprocess", args.no_preprocess)) if on]
     return D.launch(args.project, rank_args, nproc=args.nproc or 1, nnodes=args.nnodes,
                     rdzv_endpoint=args.rdzv_endpoint, node_rank=args.node_rank, checkpoint_dir=ckpt)
 
@@ -479,15 +538,49 @@ def cmd_export(args: argparse.Namespace) -> int:
     compiled = compile_model(project.graph, project.training.batch_size)
     ex.apply_state_dict(compiled.module, state)
     compiled.module.eval()
+    weights_file = source if source.suffix in (".pt", ".pth") and args.weights is None else args.weights
+    inp = _export_input(project, compiled, weights_file, args.no_preprocess)
 
-    path = ex.export(args.format, compiled, out, project=project, weights=weights_out)
+    path = ex.export(args.format, compiled, out, project=project, weights=weights_out, inp=inp)
     print(f"wrote {path}")
     if weights_out is not None:
         print(f"wrote {weights_out}")
+    if inp is not None:
+        print("the exported model expects:")
+        for line in inp.text().splitlines():
+            print("    " + line)
     print("load it with:")
     for line in ex.load_snippet(args.format, path).splitlines():
         print("    " + line)
     return EXIT_OK
+
+
+def _export_input(project: Any, compiled: Any, weights_file: Any, no_preprocess: bool) -> Any:
+    """The preprocessing + metadata of an export: stored in the weights file, else from the data."""
+    import netstudio.data as data_mod
+    from netstudio.errors import DataError
+    from netstudio.project import export as ex
+    from netstudio.project import preprocess as pp
+
+    if compiled.dataset_node is None:
+        return None
+    params = project.graph.nodes[compiled.dataset_node].params
+    if no_preprocess:
+        try:
+            return pp.input_for(data_mod.describe(params), None)
+        except DataError:
+            return None  # the bare network; nothing to state about data that is not there
+    stored = ex.read_export_input(weights_file) if weights_file else None
+    if stored is not None and stored.spec is not None:
+        return stored
+    try:
+        data = data_mod.load(params)
+    except DataError as e:
+        raise CliError(format_error(f"the export's input preprocessing is fitted on the training data, which "
+                                    f"cannot be loaded: {e.message}", compiled.dataset_node,
+                                    "make the data available, or pass --no-preprocess to export the bare "
+                                    "network")) from None
+    return pp.export_input(data)
 
 
 # ----------------------------------------------------------------------------
@@ -577,7 +670,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="save the trained model (whole module, torch.load) here")
     p.add_argument("--save-weights", default=None, metavar="W",
                    help="save a weights file (state_dict + project, safe to load) for `netstudio export`")
-    p.add_argument("--json", action="store_true", help="print the final metrics as JSON on the last line")
+    p.add_argument("--no-preprocess", action="store_true",
+                   help="--out: leave the dataset's preprocessing out (the model then takes normalized features)")
+    p.add_argument("--json", action="store_true",
+                   help="print the final metrics (or, on failure, status/message/node) as JSON on the last line")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("distributed training (torchrun + DistributedDataParallel)")
     g.add_argument("--nproc", type=_positive, default=None, metavar="N",
@@ -600,6 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=("pt", "pt2", "py", "onnx", "script"),
                    help="script: a folder with a standalone training program (torchrun-ready)")
     p.add_argument("--out", default=None, metavar="F", help="output file (default: next to the project)")
+    p.add_argument("--no-preprocess", action="store_true",
+                   help="leave the dataset's preprocessing out: the exported model then takes the normalized "
+                        "features NetStudio trains on instead of raw pixels/columns")
     p.set_defaults(func=cmd_export)
     return parser
 

@@ -142,7 +142,8 @@ def test_train_then_export_every_format(tmp_path: Path, capsys: pytest.CaptureFi
         ref = trained(x)
     stored_project, state = __import__("netstudio.project.export", fromlist=["x"]).load_weights(weights)
     assert stored_project.name == "Wine"
-    assert all(torch.equal(state[k], v) for k, v in trained.state_dict().items())
+    # the trained model starts with the dataset's preprocessing; the weights file holds the network
+    assert all(torch.equal(state[k], v) for k, v in trained.state_dict().items() if not k.startswith("preprocess."))
 
     for fmt, suffix in (("pt", ".pt"), ("pt2", ".pt2"), ("py", ".py"), ("onnx", ".onnx")):
         dest = tmp_path / f"export_{fmt}{suffix}"
@@ -280,3 +281,79 @@ def test_ctrl_c_stops_and_still_exports(tmp_path: Path) -> None:
     assert result["exported"] == [str(out_pt)]
     model = torch.load(out_pt, weights_only=False)
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+# ----------------------------------------------------------------------------
+# metrics people expect, and a JSON object whatever happens
+# ----------------------------------------------------------------------------
+
+
+def test_train_json_regression_figures_and_loss_terms(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run_cli(capsys, "train", str(SAMPLES / "linear_regression.nsproj"), "--json", "--epochs", "3",
+                           "--device", "cpu")
+    assert rc == 0, err
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["metrics_split"] == "val"
+    assert res["rmse"] > 0 and res["mae"] > 0 and res["mae"] <= res["rmse"] and -1 < res["r2"] < 1
+    # MSE on the validation split is the squared RMSE (one loss, weight 1)
+    assert res["rmse"] ** 2 == pytest.approx(res["val_loss"], rel=1e-4)
+    assert "regression (validation split): r2" in err and "loss terms" not in err
+
+    rc, out, err = run_cli(capsys, "train", str(SAMPLES / "autoencoder.nsproj"), "--json", "--epochs", "1",
+                           "--device", "cpu")
+    assert rc == 0, err
+    res = json.loads(out.strip().splitlines()[-1])
+    terms = res["loss_terms"]
+    assert set(terms) == {"reconstruction_loss", "classifier_loss"}
+    assert sum(terms.values()) == pytest.approx(res["val_loss"], rel=1e-4)  # the terms sum to the loss
+    assert "loss terms (validation split): " in err and "reconstruction_loss" in err and "sum" in err
+    assert "r2" not in res  # a classification sample has no regression figures
+
+
+def test_train_json_on_failure_is_one_object(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = load_project(wine_project(tmp_path))
+    p.graph.set_param(p.graph.find("data").id, "source", "csv")
+    p.graph.set_param(p.graph.find("data").id, "path", str(tmp_path / "nowhere.csv"))
+    broken = save_project(p, tmp_path / "broken.nsproj")
+    rc, out, err = run_cli(capsys, "train", str(broken), "--json")
+    assert rc == 1 and out.count("\n") == 1
+    res = json.loads(out)
+    assert res["status"] == "error" and "nowhere.csv" in res["message"] and res["node"] == "n1"
+    assert err.startswith("error: [n1] ")
+    # a run that cannot use its device also ends with a JSON object
+    if not torch.cuda.is_available():
+        rc, out, err = run_cli(capsys, "train", str(wine_project(tmp_path / "gpu")), "--json", "--device", "cuda")
+        res = json.loads(out.strip().splitlines()[-1])
+        assert rc == 1 and res["status"] == "error" and "CUDA" in res["message"]
+    rc, out, err = run_cli(capsys, "train", str(tmp_path / "absent.nsproj"), "--json")
+    assert rc == 1 and json.loads(out)["status"] == "error"
+
+
+def test_export_states_its_input_and_no_preprocess(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    project = wine_project(tmp_path)
+    weights = tmp_path / "w.pt"
+    rc, _, err = run_cli(capsys, "train", str(project), "--save-weights", str(weights), "--device", "cpu")
+    assert rc == 0, err
+    raw = torch.tensor([[13.0, 2.0, 2.4, 19.0, 100.0, 2.3, 2.0, 0.36, 1.6, 5.0, 0.96, 2.6, 750.0]])
+    outs = {}
+    for flag in ((), ("--no-preprocess",)):
+        dest = tmp_path / f"m{len(flag)}.pt"
+        rc, out, err = run_cli(capsys, "export", str(project), "--weights", str(weights), "--format", "pt",
+                               "--out", str(dest), *flag)
+        assert rc == 0, err
+        assert "the exported model expects:" in out and "class_0" in out
+        model = torch.load(dest, weights_only=False)
+        meta = json.loads(model.netstudio_metadata)
+        assert meta["preprocess"] is (not flag) and meta["class_names"] == ["class_0", "class_1", "class_2"]
+        assert ("preprocess" in dict(model.named_children())) is (not flag)
+        outs[flag] = model
+        if not flag:
+            assert "'alcohol', 'malic_acid'" in out and "raw feature values" in out
+        else:
+            assert "already preprocessed" in out
+    import netstudio.data as D
+
+    data = D.load({"source": "wine"})
+    normalized = (raw - torch.tensor(data.mean)) / torch.tensor(data.std)
+    with torch.no_grad():
+        assert torch.allclose(outs[()](raw), outs[("--no-preprocess",)](normalized.float()), atol=1e-5)

@@ -515,8 +515,10 @@ def test_torchrun_two_cpu_processes_train_and_save_a_plain_torch_model(
     assert res.returncode == 0, res.stderr
     model = mod.Model()
     model.load_state_dict(torch.load(tmp_path / "model_state_dict.pt", weights_only=True))
+    # model.pt starts with the data preprocessing load_data fitted: it takes raw iris measurements
+    assert set(mod.FITTED) == {"shift", "scale"}
     with torch.no_grad():
-        want = model.eval()(torch.linspace(-2, 2, 12).reshape(3, 4))
+        want = model.eval()(mod.Preprocess(mod.FITTED)(torch.linspace(-2, 2, 12).reshape(3, 4)))
     assert torch.allclose(torch.tensor(json.loads(res.stdout)), want, atol=1e-6)
 
 
@@ -544,3 +546,19 @@ def test_cli_export_format_script(tmp_path: Path, capsys: pytest.CaptureFixture[
     # the default folder sits next to the project
     assert main(["export", str(path), "--format", "script"]) == 0
     assert (tmp_path / "iris_training" / "train.py").exists()
+
+
+def test_generated_preprocess_turns_raw_pixels_into_training_features() -> None:
+    """The training program's saved model starts with Preprocess(FITTED): raw digits in, training features out."""
+    from sklearn.datasets import load_digits
+
+    for params in ({"source": "digits", "resize": 12}, {"source": "digits", "normalize": "minmax"}):
+        ns = data_module(params)
+        tx, ty, vx, vy = ns["load_data"]()
+        p = ns_data.normalize_params(params)
+        _, va = ns["split_indices"](1797)
+        raw = torch.tensor(load_digits().images[va], dtype=torch.float32).unsqueeze(1)  # 0-16, 8x8
+        with torch.no_grad():
+            got = ns["Preprocess"](ns["FITTED"])(raw)
+        assert got.shape == vx.shape and p["val_fraction"] > 0
+        assert torch.allclose(got, vx, atol=1e-6)

@@ -11,6 +11,7 @@ editor imports this package at start-up and must stay fast.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -45,6 +46,8 @@ class DatasetInfo:
     n_val: int
     is_image: bool
     feature_names: tuple[str, ...] = ()
+    #: facts the user should know about how the file was read (e.g. rows dropped for missing values)
+    notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -82,6 +85,9 @@ class PreparedData:
     pixel_scale: float = 1.0
     target_mean: list[float] | None = None
     target_std: list[float] | None = None
+    #: JSON-able description of the preprocessing from the source's raw input to ``train_x``
+    #: (see :mod:`netstudio.project.preprocess`); exports rebuild it as their first module
+    preprocess: dict[str, Any] | None = None
 
     def datasets(self) -> tuple["Dataset", "Dataset"]:
         """(train, val) as Datasets whatever ``resident`` is (TensorDataset views)."""
@@ -142,6 +148,9 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "noise": 0.1,
     "n_features": 10,
     "download": False,
+    "missing": "drop",
+    "fill_value": 0.0,
+    "categorical": "onehot",
 }
 
 TORCHVISION_SOURCES = ("mnist", "fashion_mnist", "cifar10")
@@ -163,12 +172,16 @@ SOURCE_PARAMS: dict[str, tuple[str, ...]] = {
     "mnist": ("source", "normalize", "path", "download", "resize"),
     "fashion_mnist": ("source", "normalize", "path", "download", "resize"),
     "cifar10": ("source", "normalize", "path", "download", "resize", "grayscale"),
-    "csv": _COMMON + ("path", "target_column", "feature_columns", "task"),
+    "csv": _COMMON + ("path", "target_column", "feature_columns", "task", "missing", "fill_value", "categorical"),
     "image_folder": _COMMON + ("path", "resize", "grayscale"),
 }
 
 _NORMALIZE = ("standard", "minmax", "none")
 _TASKS = ("auto", "classification", "regression")
+#: CSV: what happens to rows with an empty/NA feature cell
+MISSING_CHOICES = ("drop", "mean", "median", "constant")
+#: CSV: how text feature columns become numbers ("ids": integer token ids for an Embedding)
+CATEGORICAL_CHOICES = ("onehot", "ordinal", "ids")
 
 
 # ----------------------------------------------------------------------------
@@ -193,6 +206,9 @@ def normalize_params(params: Mapping[str, Any]) -> dict[str, Any]:
         out["feature_columns"] = str(out["feature_columns"]).strip()
         out["task"] = str(out["task"]).strip().lower()
         out["normalize"] = str(out["normalize"]).strip().lower()
+        out["missing"] = str(out["missing"]).strip().lower()
+        out["categorical"] = str(out["categorical"]).strip().lower()
+        out["fill_value"] = float(out["fill_value"])
         out["val_fraction"] = float(out["val_fraction"])
         out["noise"] = float(out["noise"])
         for k in ("seed", "resize", "n_samples", "n_features"):
@@ -207,6 +223,12 @@ def normalize_params(params: Mapping[str, Any]) -> dict[str, Any]:
                         hint="choose one of " + ", ".join(SOURCES))
     if out["normalize"] not in _NORMALIZE:
         raise DataError(f"Dataset: normalize must be one of {', '.join(_NORMALIZE)}")
+    if out["missing"] not in MISSING_CHOICES:
+        raise DataError(f"Dataset: missing must be one of {', '.join(MISSING_CHOICES)}")
+    if out["categorical"] not in CATEGORICAL_CHOICES:
+        raise DataError(f"Dataset: categorical must be one of {', '.join(CATEGORICAL_CHOICES)}")
+    if not math.isfinite(out["fill_value"]):
+        raise DataError("Dataset: fill_value must be a finite number")
     if out["task"] not in _TASKS:
         raise DataError(f"Dataset: task must be one of {', '.join(_TASKS)}")
     if not 0.0 <= out["val_fraction"] <= 0.9:

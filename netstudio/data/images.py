@@ -194,6 +194,7 @@ def load_folder(p: dict[str, Any]) -> PreparedData:
     import numpy as np
     import torch
 
+    from netstudio.data import prep
     from netstudio.data.core import split_indices
     from netstudio.data.prep import ImageFileDataset
 
@@ -226,7 +227,7 @@ def load_folder(p: dict[str, Any]) -> PreparedData:
         info=info, resident=False,
         train_set=ImageFileDataset([scan.samples[int(i)] for i in tr], mode, size, scale, mean, std),
         val_set=ImageFileDataset([scan.samples[int(i)] for i in va], mode, size, scale, mean, std),
-        mean=mean, std=std, pixel_scale=scale)
+        mean=mean, std=std, pixel_scale=scale, preprocess=prep.image_spec((c, *size), scale, False, None, mean, std))
 
 
 # ----------------------------------------------------------------------------

@@ -42,40 +42,70 @@ def _feature_stats(x: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray] | N
 
 
 def finish_tabular(info_kw: dict[str, Any], p: dict[str, Any], x: np.ndarray, y: np.ndarray, *,
-                   scale_targets: bool = False) -> PreparedData:
+                   scale_targets: bool = False, ids: bool = False, names: Sequence[str] | None = None
+                   ) -> PreparedData:
     """Split, normalize and wrap a feature matrix ``x`` (N, F) and targets ``y``.
 
     ``y`` is int64 (N,) for classification or float (N, k) for regression.
     ``info_kw`` holds the DatasetInfo fields that do not depend on the split.
+    ``ids``: ``x`` holds integer token ids (int64, never normalized).
+    ``names``: the name of each column of ``x`` (for messages; default: the info's feature names).
     """
     from netstudio.data.core import split_indices
+    from netstudio.errors import DataError
 
     n = x.shape[0]
     tr, va = split_indices(n, p["val_fraction"], p["seed"])
-    x = np.asarray(x, dtype=np.float64)
-    stats = _feature_stats(x[tr], p["normalize"])
-    if stats is not None:
-        x = (x - stats[0]) / stats[1]
+    names = list(names if names is not None else info_kw.get("feature_names") or ())
+    stats = None
+    if ids:
+        x = np.asarray(x, dtype=np.int64)
+    else:
+        x = np.asarray(x, dtype=np.float64)
+        # numpy would only warn on overflow (and the loss would then blame the learning rate)
+        with np.errstate(all="ignore"):
+            stats = _feature_stats(x[tr], p["normalize"])
+            if stats is not None:
+                x = (x - stats[0]) / stats[1]
+            x32 = x.astype(np.float32)
+            finite = np.isfinite(x32).all(axis=0)
+            if stats is not None:
+                finite &= np.isfinite(stats[0]) & np.isfinite(stats[1])
+        if not finite.all():
+            j = int(np.argmin(finite))
+            name = names[j] if j < len(names) else f"column {j}"
+            raise DataError(f"Feature '{name}' has values too large to train with (beyond float32's "
+                            f"±3.4e38, or their spread overflows when normalized)",
+                            hint="rescale that column (e.g. a log or a smaller unit) or leave it out")
     regression = info_kw["task"] == "regression"
     y = np.asarray(y, dtype=np.float64 if regression else np.int64)
     t_mean = t_std = None
+    if regression:
+        with np.errstate(all="ignore"):
+            if not np.isfinite(y.astype(np.float32)).all():
+                raise DataError("The regression target has values too large to train with (beyond float32's "
+                                "±3.4e38)", hint="rescale the target column")
     if regression and scale_targets and p["normalize"] != "none":
         # small-scale targets let MSE + SGD(0.01) converge on diabetes/regression
         ts = _feature_stats(y[tr], "standard")
         assert ts is not None
         y = (y - ts[0]) / ts[1]
         t_mean, t_std = [float(v) for v in ts[0]], [float(v) for v in ts[1]]
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.int64 if ids else np.float32))
     yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32 if regression else np.int64))
     tri, vai = torch.from_numpy(tr), torch.from_numpy(va)
     info = DatasetInfo(**info_kw, feature_shape=tuple(xt.shape[1:]), n_train=len(tr), n_val=len(va))
+    mean = None if stats is None else [float(v) for v in stats[0]]
+    std = None if stats is None else [float(v) for v in stats[1]]
     return PreparedData(
         info=info, resident=True,
         train_x=xt[tri].contiguous(), train_y=yt[tri].contiguous(),
         val_x=xt[vai].contiguous(), val_y=yt[vai].contiguous(),
-        mean=None if stats is None else [float(v) for v in stats[0]],
-        std=None if stats is None else [float(v) for v in stats[1]],
-        target_mean=t_mean, target_std=t_std,
+        mean=mean, std=std, target_mean=t_mean, target_std=t_std,
+        preprocess={"kind": "ids", "columns": list(info_kw.get("feature_names") or ()), "vocabulary": [],
+                    "text_columns": []} if ids else
+        {"kind": "tabular", "columns": list(info_kw.get("feature_names") or ()), "categories": None,
+         "encoding": None, "fill": None, "shift": mean, "scale": std},
     )
 
 
@@ -191,6 +221,7 @@ def finish_images(info_kw: dict[str, Any], p: dict[str, Any], images: torch.Tens
     """
     n, *rest = images.shape
     c, h, w = (rest[2], rest[0], rest[1]) if channels_last else (rest[0], rest[1], rest[2])
+    c_in = c
     if grayscale and c == 3:
         c = 1
     else:
@@ -201,13 +232,14 @@ def finish_images(info_kw: dict[str, Any], p: dict[str, Any], images: torch.Tens
     targets = targets.to(torch.int64)
     info = DatasetInfo(**info_kw, feature_shape=(c, *size), n_train=len(train_idx), n_val=len(val_idx))
     nbytes = n * c * size[0] * size[1] * 4
+    spec = image_spec((c_in, h, w), scale, grayscale, size if size != (h, w) else None, mean, std)
     if force_lazy or nbytes > RESIDENT_LIMIT_BYTES:
         kw: dict[str, Any] = dict(channels_last=channels_last, pixel_scale=scale,
                                   size=size if size != (h, w) else None, grayscale=grayscale, mean=mean, std=std)
         return PreparedData(info=info, resident=False,
                             train_set=ImageTensorDataset(images, targets, train_idx, **kw),
                             val_set=ImageTensorDataset(images, targets, val_idx, **kw),
-                            mean=mean, std=std, pixel_scale=scale)
+                            mean=mean, std=std, pixel_scale=scale, preprocess=spec)
 
     def convert(idx: torch.Tensor) -> torch.Tensor:
         out = torch.empty((len(idx), c, *size), dtype=torch.float32)
@@ -224,7 +256,17 @@ def finish_images(info_kw: dict[str, Any], p: dict[str, Any], images: torch.Tens
     return PreparedData(info=info, resident=True,
                         train_x=convert(train_idx), train_y=targets[train_idx].contiguous(),
                         val_x=convert(val_idx), val_y=targets[val_idx].contiguous(),
-                        mean=mean, std=std, pixel_scale=scale)
+                        mean=mean, std=std, pixel_scale=scale, preprocess=spec)
+
+
+def image_spec(input_shape: Sequence[int], pixel_scale: float, gray: bool, size: Sequence[int] | None,
+               mean: Sequence[float] | None, std: Sequence[float] | None) -> dict[str, Any]:
+    """The preprocessing of an image source as data (see :mod:`netstudio.project.preprocess`):
+    raw pixels (C, H, W) → ``/ pixel_scale`` → luma if ``gray`` → bilinear resize to ``size`` → ``(x - mean) / std``."""
+    return {"kind": "image", "input_shape": [int(v) for v in input_shape], "pixel_scale": float(pixel_scale),
+            "gray": bool(gray), "size": None if size is None else [int(v) for v in size],
+            "mean": None if mean is None else [float(v) for v in mean],
+            "std": None if std is None else [float(v) for v in std]}
 
 
 class ImageFileDataset(Dataset):

@@ -44,6 +44,17 @@ class DatasetNode(NodeType):
         Param("task", "choice", "auto", choices=("auto", "classification", "regression"),
               visible_if=("source", ("csv",)),
               help="auto: classification if the target is text or has ≤ 20 distinct whole numbers"),
+        Param("missing", "choice", "drop", choices=("drop", "mean", "median", "constant"),
+              visible_if=("source", ("csv",)),
+              help="rows with an empty or NA feature cell: drop them, or fill the cell with the column's "
+                   "training mean/median or with fill value (check shows how many rows this affects)"),
+        Param("fill_value", "float", 0.0, visible_if=("source", ("csv",)),
+              help="the value missing cells get when missing is 'constant'"),
+        Param("categorical", "choice", "onehot", choices=("onehot", "ordinal", "ids"),
+              visible_if=("source", ("csv",)),
+              help="text feature columns: onehot (one 0/1 feature per category), ordinal (the category's "
+                   "index), ids (every feature an integer token id for an Embedding; text vocabulary from the "
+                   "training split, 0 = unknown)"),
         Param("val_fraction", "float", 0.2, min=0.0, max=0.9, step=0.05, visible_if=("source", _SPLIT),
               help="share of samples held out for validation"),
         Param("seed", "int", 0, min=0, visible_if=("source", _SPLIT),

@@ -28,6 +28,7 @@ from netstudio.errors import ExportError, NetStudioError
 if TYPE_CHECKING:  # pragma: no cover
     from netstudio.compiler.build import CompiledModel, TrainingPlan
     from netstudio.project.io import Project
+    from netstudio.project.preprocess import ExportInput
 
 FORMATS = ("pt", "weights", "pt2", "py", "onnx")
 WEIGHTS_FORMAT = "netstudio-weights"
@@ -128,6 +129,8 @@ def example_input_for(compiled: Any, batch: int = 2, seed: int = 0) -> torch.Ten
         raise ExportError("The model has no dataset input, so its input shape is unknown",
                           hint="connect a Dataset node's features to the first layer")
     gen = torch.Generator().manual_seed(seed)
+    if str(getattr(info, "dtype", "float32")).startswith(("int", "uint")):  # token ids for an Embedding
+        return torch.randint(0, 2, (batch, *info.sample_shape), generator=gen)
     return torch.randn((batch, *info.sample_shape), generator=gen, dtype=torch.float32)
 
 
@@ -136,14 +139,35 @@ def example_input_for(compiled: Any, batch: int = 2, seed: int = 0) -> torch.Ten
 # ----------------------------------------------------------------------------
 
 
-def export_pt(model: Any, path: PathLike) -> Path:
+def _exported(model: Any, inp: "ExportInput | None") -> fx.GraphModule:
+    """The module an export writes: CPU, eval mode, with the input preprocessing and metadata when ``inp``."""
+    gm = _cpu_eval_copy(_graph_module(model))
+    if inp is None:
+        return gm
+    from netstudio.project.preprocess import with_preprocess
+
+    out = with_preprocess(gm, inp)
+    out.eval()
+    return out
+
+
+def _example_for(model: Any, example_input: Any, inp: "ExportInput | None") -> torch.Tensor:
+    """The tracing example: the raw input's shape when the export preprocesses (NetStudio's batch is normalized)."""
+    if inp is not None and (inp.spec is not None or example_input is None):
+        return inp.example()  # shaped and typed like what the export takes
+    return _example(example_input, model)
+
+
+def export_pt(model: Any, path: PathLike, inp: "ExportInput | None" = None) -> Path:
     """``torch.save`` the whole GraphModule.
 
     fx pickles a GraphModule as its generated Python source plus its built-in
     ``torch.nn`` submodules, so ``torch.load(path, weights_only=False)`` works in
-    an environment without NetStudio.
+    an environment without NetStudio. With ``inp`` the module starts with the
+    dataset's preprocessing (a ``preprocess`` GraphModule) and carries the
+    metadata JSON as the attribute ``netstudio_metadata``.
     """
-    gm = _cpu_eval_copy(_graph_module(model))
+    gm = _exported(model, inp)
     return _atomic_write(path, lambda tmp: torch.save(gm, tmp), "Model")
 
 
@@ -152,16 +176,20 @@ def export_pt(model: Any, path: PathLike) -> Path:
 # ----------------------------------------------------------------------------
 
 
-def export_weights(model: Any, project: "Project | None", path: PathLike) -> Path:
-    """A ``weights_only``-safe file: ``{"format", "version", "state_dict", "project"}``.
+def export_weights(model: Any, project: "Project | None", path: PathLike, inp: "ExportInput | None" = None) -> Path:
+    """A ``weights_only``-safe file: ``{"format", "version", "state_dict", "project", "input"}``.
 
     The project travels as a JSON *string* (not nested containers) so it
-    round-trips byte-for-byte through torch's restricted unpickler.
+    round-trips byte-for-byte through torch's restricted unpickler; so does
+    ``input`` (the preprocessing and metadata of :class:`ExportInput`), which
+    lets ``netstudio export`` add the preprocessing without loading the data again.
     """
     gm = _graph_module(model)
     state = {k: v.detach().cpu().clone() for k, v in gm.state_dict().items()}
     record: dict[str, Any] = {"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION, "state_dict": state,
                               "project": project.dumps() if project is not None else None}
+    if inp is not None:
+        record["input"] = json.dumps({"spec": inp.spec, "metadata": inp.metadata})
     return _atomic_write(path, lambda tmp: torch.save(record, tmp), "Weights")
 
 
@@ -196,6 +224,26 @@ def read_weights(path: PathLike) -> tuple[str | None, dict[str, torch.Tensor]]:
                                                  for k, v in state.items()):
         raise ExportError(f"{p.name} does not contain a state_dict (a mapping of names to tensors)")
     return project_text, dict(state)
+
+
+def read_export_input(path: PathLike) -> "ExportInput | None":
+    """The ExportInput stored in a NetStudio weights file (None for older or bare files)."""
+    from netstudio.project.preprocess import ExportInput
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - read_weights reports unreadable files
+        return None
+    text = obj.get("input") if isinstance(obj, Mapping) and obj.get("format") == WEIGHTS_FORMAT else None
+    if not isinstance(text, str):
+        return None
+    try:
+        rec = json.loads(text)
+        return ExportInput(rec.get("spec"), dict(rec["metadata"]))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def load_weights(path: PathLike) -> "tuple[Project, dict[str, torch.Tensor]]":
@@ -239,12 +287,24 @@ def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Non
 # ----------------------------------------------------------------------------
 
 
-def export_pt2(model: Any, example_input: torch.Tensor, path: PathLike) -> Path:
-    """``torch.export.export`` + ``torch.export.save``; the batch dimension is dynamic when possible."""
-    gm = _cpu_eval_copy(_graph_module(model))
-    x = _example(example_input, model)
+def export_pt2(model: Any, example_input: torch.Tensor | None, path: PathLike,
+               inp: "ExportInput | None" = None) -> Path:
+    """``torch.export.export`` + ``torch.export.save``; the batch dimension is dynamic when possible.
+
+    With ``inp``: the preprocessing is part of the program and the metadata is the
+    extra file ``netstudio_metadata.json`` (``torch.export.load(path, extra_files=...)``).
+    """
+    gm = _exported(model, inp)
+    x = _example_for(model, example_input, inp)
     program = _torch_export(gm, x)
-    return _atomic_write(path, lambda tmp: torch.export.save(program, tmp), "torch.export")
+    extra = {_metadata_file(): inp.json()} if inp is not None else None
+    return _atomic_write(path, lambda tmp: torch.export.save(program, tmp, extra_files=extra), "torch.export")
+
+
+def _metadata_file() -> str:
+    from netstudio.project.preprocess import METADATA_FILE
+
+    return METADATA_FILE
 
 
 def _torch_export(gm: nn.Module, x: torch.Tensor) -> Any:
@@ -279,11 +339,16 @@ def _require_onnx() -> None:
         raise ExportError(ONNX_MISSING) from e
 
 
-def export_onnx(model: Any, example_input: torch.Tensor, path: PathLike) -> Path:
-    """``torch.onnx.export`` (the dynamo exporter) with a dynamic batch dimension."""
+def export_onnx(model: Any, example_input: torch.Tensor | None, path: PathLike,
+                inp: "ExportInput | None" = None) -> Path:
+    """``torch.onnx.export`` (the dynamo exporter) with a dynamic batch dimension.
+
+    With ``inp``: the preprocessing is part of the graph and the metadata JSON is the
+    model's metadata property ``netstudio_metadata``.
+    """
     _require_onnx()
-    gm = _cpu_eval_copy(_graph_module(model))
-    x = _example(example_input, model)
+    gm = _exported(model, inp)
+    x = _example_for(model, example_input, inp)
 
     def write(tmp: str) -> None:
         errors: list[BaseException] = []
@@ -298,12 +363,25 @@ def export_onnx(model: Any, example_input: torch.Tensor, path: PathLike) -> Path
                 if program is None:
                     raise ExportError("torch.onnx.export returned nothing")
                 program.save(tmp)
+                if inp is not None:
+                    _onnx_metadata(tmp, inp.json())
                 return
             except Exception as e:
                 errors.append(e)
         raise ExportError(f"ONNX export failed: {_short(errors[-1])}")
 
     return _atomic_write(path, write, "ONNX")
+
+
+def _onnx_metadata(path: str, text: str) -> None:
+    import onnx
+
+    from netstudio.project.preprocess import METADATA_ATTR
+
+    proto = onnx.load(path)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_ATTR, text
+    onnx.save(proto, path)
 
 
 # ----------------------------------------------------------------------------
@@ -412,36 +490,66 @@ def _import_lines(src: str, globals_: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def model_source(model: Any, *, weights_file: str | None = None, title: str = "NetStudio model") -> str:
-    """The text of a standalone ``.py`` that rebuilds ``model`` with plain PyTorch."""
-    gm = _graph_module(model)
+def model_source(model: Any, *, weights_file: str | None = None, title: str = "NetStudio model",
+                 inp: "ExportInput | None" = None) -> str:
+    """The text of a standalone ``.py`` that rebuilds ``model`` with plain PyTorch.
+
+    With ``inp`` the model starts with ``self.preprocess = Preprocess()`` (the
+    dataset's preprocessing, written as a class in the file) and the file holds the
+    metadata as the literal ``METADATA``. Every string from the project (title,
+    names, columns) is written as a Python literal, never into a comment.
+    """
+    gm = _exported(model, inp) if inp is not None else _graph_module(model)
     code = gm.graph.python_code(root_module="self")
     forward = code.src.strip("\n").rstrip()
     if not forward.startswith("def forward("):
         raise ExportError("Unexpected generated forward code; cannot write it as a plain file")
     # Submodules are created in the order forward uses them; fx attribute paths may be dotted
     # only for nested modules, which the compiler never produces.
+    import keyword
+
     ctor_lines = []
+    pre_lines: list[str] = []
+    imports = _import_lines(forward, code.globals)
     for name, sub in gm.named_children():
-        if not name.isidentifier():
+        if not name.isidentifier() or keyword.iskeyword(name):
             raise ExportError(f"Submodule name {name!r} is not a Python identifier")
+        if isinstance(sub, fx.GraphModule):  # the preprocessing: written as its own class
+            from netstudio.project.preprocess import preprocess_source
+
+            pre_lines = preprocess_source(sub)
+            pre_code = sub.graph.python_code(root_module="self")
+            imports = sorted(set(imports) | set(_import_lines(pre_code.src, pre_code.globals)))
+            ctor_lines.append(f"        self.{name} = Preprocess()")
+            continue
         ctor_lines.append(f"        self.{name} = {module_constructor(sub)}")
     info = _input_info(model)
-    shape_doc = f"Input: a float32 tensor of shape N×{'×'.join(map(str, info.sample_shape))}." if info else ""
-    imports = _import_lines(forward, code.globals)
+    shape = list(inp.shape) if inp is not None else (list(info.sample_shape) if info else None)
+    dtype = inp.dtype if inp is not None else "float32"
+    shape_doc = (f"Input: a {dtype} tensor of shape N×{'×'.join(map(str, shape))}." if shape else "")
+    if shape_doc and inp is not None:
+        shape_doc += " INPUT and METADATA below say what it holds."
     body = "\n".join("    " + line if line.strip() else "" for line in forward.splitlines())
     weights_default = repr(weights_file) if weights_file else "None"
     example = ""
-    if info is not None:
-        dims = ", ".join(str(d) for d in (2, *info.sample_shape))
+    if shape:
+        dims = ", ".join(str(d) for d in (2, *shape))
+        make = (f"torch.zeros({dims}, dtype=torch.long)" if dtype == "int64" else
+                f"torch.rand({dims}) * 255" if inp is not None and (inp.spec or {}).get("kind") == "image" else
+                f"torch.randn({dims})")
         example = (f"\n\nif __name__ == \"__main__\":\n"
                    f"    model = load_model() if WEIGHTS_FILE else Model().eval()\n"
                    f"    with torch.no_grad():\n"
-                   f"        out = model(torch.randn({dims}))\n"
+                   f"        out = model({make})\n"
                    f"    print(out.shape if isinstance(out, torch.Tensor) else [o.shape for o in out])\n")
-    title_doc = title.replace('"""', "'''").replace("\\", "/")
+    meta_lines: list[str] = []
+    if inp is not None:
+        import pprint
+
+        meta_lines = ["METADATA = " + pprint.pformat(inp.metadata, sort_dicts=False, width=110),
+                      "INPUT = " + repr(inp.text())]
     lines = [
-        f'"""{title_doc} — exported by NetStudio as plain PyTorch (no NetStudio needed).',
+        '"""A NetStudio model exported as plain PyTorch (no NetStudio needed); PROJECT names the project.',
         "",
         *([shape_doc] if shape_doc else []),
         "Load trained weights with load_model(path_to_weights).",
@@ -453,9 +561,12 @@ def model_source(model: Any, *, weights_file: str | None = None, title: str = "N
         "import torch.nn as nn",
         *imports,
         "",
+        "PROJECT = " + repr(title),
         f"WEIGHTS_FILE = {weights_default}  # relative to this file",
+        *meta_lines,
         "",
         "",
+        *([*pre_lines, "", ""] if pre_lines else []),
         "class Model(nn.Module):",
         "    def __init__(self) -> None:",
         "        super().__init__()",
@@ -494,6 +605,8 @@ def _check_source(text: str, gm: fx.GraphModule, x: torch.Tensor | None) -> None
         raise ExportError(f"The generated Python file does not run: {_short(e)}") from e
     for name, sub in gm.named_children():
         other = getattr(rebuilt, name, None)
+        if isinstance(sub, fx.GraphModule):
+            continue  # the preprocessing class: compared by its outputs below
         if repr(other) != repr(sub):
             raise ExportError(f"Cannot reproduce layer {name!r} ({type(sub).__name__}) as plain PyTorch: "
                               f"got {other!r}, expected {sub!r}")
@@ -520,7 +633,8 @@ def weights_path_for(py_path: PathLike) -> Path:
 
 
 def export_py(model: Any, path: PathLike, *, weights: PathLike | bool | None = True,
-              example_input: torch.Tensor | None = None, title: str = "NetStudio model") -> Path:
+              example_input: torch.Tensor | None = None, title: str = "NetStudio model",
+              inp: "ExportInput | None" = None) -> Path:
     """Write a plain-PyTorch ``.py`` that rebuilds the model (``class Model`` + ``load_model``).
 
     The model's state_dict is saved to ``weights`` (default: ``<name>_weights.pt``
@@ -530,7 +644,7 @@ def export_py(model: Any, path: PathLike, *, weights: PathLike | bool | None = T
     before it is written: rebuilt from the text, loaded with the weights and
     compared on ``example_input`` (or a random batch of the dataset's shape).
     """
-    gm = _graph_module(model)
+    gm = _exported(model, inp) if inp is not None else _graph_module(model)
     p = _prepare_target(path)
     if weights is True:
         weights = weights_path_for(p)
@@ -542,9 +656,11 @@ def export_py(model: Any, path: PathLike, *, weights: PathLike | bool | None = T
         if wp.resolve() == p.resolve():
             raise ExportError("The weights file must differ from the .py file")
         weights_rel = os.path.relpath(wp.resolve(), p.resolve().parent).replace(os.sep, "/")
-    text = model_source(model, weights_file=weights_rel, title=title)
-    if example_input is not None:
-        x: torch.Tensor | None = _example(example_input, model)
+    text = model_source(model, weights_file=weights_rel, title=title, inp=inp)
+    if inp is not None and (inp.spec is not None or example_input is None):
+        x: torch.Tensor | None = inp.example(batch=3)
+    elif example_input is not None:
+        x = _example(example_input, model)
     else:
         x = example_input_for(model, batch=3) if _input_info(model) is not None else None
     _check_source(text, gm, x)
@@ -565,18 +681,23 @@ def export_py(model: Any, path: PathLike, *, weights: PathLike | bool | None = T
 
 
 def export(fmt: str, model: Any, path: PathLike, *, project: "Project | None" = None,
-           example_input: torch.Tensor | None = None, weights: PathLike | bool | None = True) -> Path:
-    """Export in ``fmt`` (one of :data:`FORMATS`); ``weights`` only concerns ``py`` (see export_py)."""
+           example_input: torch.Tensor | None = None, weights: PathLike | bool | None = True,
+           inp: "ExportInput | None" = None) -> Path:
+    """Export in ``fmt`` (one of :data:`FORMATS`); ``weights`` only concerns ``py`` (see export_py).
+
+    ``inp`` (:func:`netstudio.project.preprocess.export_input`): the preprocessing
+    and metadata every format carries; None exports the bare network.
+    """
     if fmt == "pt":
-        return export_pt(model, path)
+        return export_pt(model, path, inp)
     if fmt == "weights":
-        return export_weights(model, project, path)
+        return export_weights(model, project, path, inp)
     if fmt in ("pt2", "onnx"):
-        x = example_input if example_input is not None else example_input_for(model)
-        return export_pt2(model, x, path) if fmt == "pt2" else export_onnx(model, x, path)
+        x = example_input if example_input is not None or inp is not None else example_input_for(model)
+        return export_pt2(model, x, path, inp) if fmt == "pt2" else export_onnx(model, x, path, inp)
     if fmt == "py":
         title = project.name if project is not None else "NetStudio model"
-        return export_py(model, path, weights=weights, example_input=example_input, title=title)
+        return export_py(model, path, weights=weights, example_input=example_input, title=title, inp=inp)
     raise ExportError(f"Unknown export format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
 
 

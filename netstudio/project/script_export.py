@@ -101,6 +101,51 @@ def _write_text(path: Path, text: str) -> None:
 # data section
 # ----------------------------------------------------------------------------
 
+_PREPROCESS = '''
+from torch import nn  # noqa: E402 (also imported at the top of train.py)
+
+# What load_data fitted (scaling, mean/std) so the saved model can start from raw inputs.
+FITTED = {}
+
+
+class Preprocess(nn.Module):
+    """Raw input (pixels 0-255 / 0-16, raw table columns) -> the features the model trains on."""
+
+    def __init__(self, fitted):
+        super().__init__()
+        self.pixel_scale = float(fitted.get("pixel_scale", 1.0))
+        self.gray = bool(fitted.get("gray", False))
+        self.size = tuple(fitted["size"]) if fitted.get("size") else None
+        image = "pixel_scale" in fitted
+        shift, scale = (fitted.get("mean"), fitted.get("std")) if image else (fitted.get("shift"), fitted.get("scale"))
+        shape = (1, -1, 1, 1) if image else (1, -1)
+        self.register_buffer("shift", None if shift is None else torch.tensor(shift, dtype=torch.float32).view(shape))
+        self.register_buffer("scale", None if scale is None else torch.tensor(scale, dtype=torch.float32).view(shape))
+        self.register_buffer("gray_weights", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1) if self.gray else None)
+
+    def forward(self, x):
+        x = x.to(torch.float32)
+        if self.pixel_scale != 1.0:
+            x = x / self.pixel_scale
+        if self.gray:
+            x = (x * self.gray_weights).sum(dim=1, keepdim=True)
+        if self.size is not None:
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+        if self.shift is not None:
+            x = (x - self.shift) / self.scale
+        return x
+
+
+class WithPreprocess(nn.Module):
+    def __init__(self, preprocess, model):
+        super().__init__()
+        self.preprocess = preprocess
+        self.model = model
+
+    def forward(self, x):
+        return self.model(self.preprocess(x))
+'''
+
 _SPLIT = '''
 
 def split_indices(n):
@@ -131,6 +176,7 @@ def prepare_tabular(x, y, regression, scale_targets=False):
     stats = feature_stats(x[train_idx])
     if stats is not None:
         x = (x - stats[0]) / stats[1]
+        FITTED.update(shift=stats[0].tolist(), scale=stats[1].tolist())
     y = np.array(y, dtype=np.float64 if regression else np.int64)
     if regression and scale_targets and NORMALIZE != "none":
         # standardized targets let MSE with a plain SGD learning rate converge
@@ -183,6 +229,7 @@ def prepare_images(images, targets, train_idx, val_idx, pixel_scale, grayscale=F
     else:  # standard: per-channel z-score fitted on the training images
         scale = pixel_scale
         mean, std = channel_stats(images, train_idx, pixel_scale, gray)
+    FITTED.update(pixel_scale=scale, gray=gray, size=list(size) if size != (h, w) else None, mean=mean, std=std)
 
     def convert(idx):
         out = torch.empty((len(idx), c, *size), dtype=torch.float32)
@@ -224,13 +271,15 @@ def _relevant(p: Mapping[str, Any]) -> tuple[str, ...]:
 def _csv_facts(p: Mapping[str, Any]) -> dict[str, Any]:
     """What the generated CSV reader needs, decided now with NetStudio's own parser."""
     from netstudio.data.core import resolve_path
-    from netstudio.data.csv_source import _column_names, _read_cells, _sniff_delimiter, parsed
+    from netstudio.data.csv_source import _cells, _column_names, _sniff_delimiter, parsed
 
     table = parsed(dict(p))
+    if table.has_missing or len(table.x) != _row_count(p) or any(c is not None for c in table.categories):
+        raise ExportError("The training script cannot read this CSV file yet: it has missing values or text "
+                          "feature columns", hint="export the model (pt, pt2, py, onnx) instead, or clean the file")
     path = resolve_path(p["path"])
-    cells = _read_cells(path).apply(lambda s: s.str.strip())
-    cells = cells[(cells != "").any(axis=1)].reset_index(drop=True)
-    names, has_header = _column_names(list(cells.iloc[0]), cells.iloc[1:])
+    cells, _ = _cells(path)
+    names, has_header = _column_names(cells[0], cells[1:])
     target = names.index(table.target_name)
     features = [names.index(f) for f in table.feature_names]
     numeric_labels = None
@@ -238,12 +287,22 @@ def _csv_facts(p: Mapping[str, Any]) -> dict[str, Any]:
         import numpy as np
 
         try:
-            vals = cells.iloc[1 if has_header else 0:, target].astype(float).to_numpy()
+            vals = cells[1 if has_header else 0:, target].astype(float)
             numeric_labels = [float(v) for v in np.unique(vals)]
         except ValueError:
             numeric_labels = None  # text labels: classes are the sorted label strings
     return dict(path=path, sep=_sniff_delimiter(path), header=has_header, target=target, features=features,
                 names=names, task=table.task, classes=list(table.class_names), numeric_labels=numeric_labels)
+
+
+def _row_count(p: Mapping[str, Any]) -> int:
+    """Data rows of the CSV file (without blank lines and header)."""
+    from netstudio.data.core import resolve_path
+    from netstudio.data.csv_source import _cells, _column_names
+
+    cells, _ = _cells(resolve_path(p["path"]))
+    _, has_header = _column_names(cells[0], cells[1:])
+    return len(cells) - (1 if has_header else 0)
 
 
 def data_section(params: Mapping[str, Any]) -> str:
@@ -257,8 +316,10 @@ def data_section(params: Mapping[str, Any]) -> str:
     p = normalize_params(params)
     src = p["source"]
     head = ("# ----------------------------------------------------------------------------\n"
-            f"# Data: {src}, split and normalized exactly like NetStudio does\n"
-            "# ----------------------------------------------------------------------------\n\n")
+            "# Data: DATA_SOURCE, split and normalized exactly like NetStudio does\n"
+            "# ----------------------------------------------------------------------------\n\n"
+            f"DATA_SOURCE = {src!r}\n")
+    head += _PREPROCESS
     if src in _SKLEARN_TABULAR:
         regression = src == "diabetes"
         y = "bunch.target.reshape(-1, 1)" if regression else "bunch.target"
@@ -316,10 +377,10 @@ def data_section(params: Mapping[str, Any]) -> str:
     # any future source: say clearly what to do instead of failing obscurely
     return head + _settings_block(p, []) + (
         '\n\ndef load_data(data_path=None):\n'
-        f'    raise NotImplementedError(\n'
-        f'        "NetStudio cannot write a standalone loader for the {src!r} dataset source yet: replace "\n'
-        f'        "load_data() in this file with code that returns (train_x, train_y, val_x, val_y) tensors "\n'
-        f'        "(features float32, class labels int64)")\n')
+        '    raise NotImplementedError(\n'
+        '        "NetStudio cannot write a standalone loader for the dataset source " + repr(DATA_SOURCE) + " yet: "\n'
+        '        "replace load_data() in this file with code that returns (train_x, train_y, val_x, val_y) tensors "\n'
+        '        "(features float32, class labels int64)")\n')
 
 
 def _csv_section(p: dict[str, Any]) -> str:
@@ -329,8 +390,11 @@ def _csv_section(p: dict[str, Any]) -> str:
         f"DATA_PATH = {_lit(f['path'])}  # override with --data-path",
         f"CSV_SEPARATOR = {_lit(f['sep'])}",
         f"CSV_HAS_HEADER = {f['header']}",
-        f"TARGET_COLUMN = {f['target']}  # {f['names'][f['target']]}",
+        f"TARGET_COLUMN = {f['target']!r}  # 0-based column position of TARGET_NAME",
+        f"TARGET_NAME = {f['names'][f['target']]!r}",
         f"FEATURE_COLUMNS = {f['features']!r}  # 0-based column positions",
+        "FEATURE_NAMES = " + pprint.pformat([f['names'][j] for j in f['features']], width=100).replace(
+            "\n", "\n" + " " * 16),
     ]
     if not regression:
         extra.append("CLASS_NAMES = " + pprint.pformat(f["classes"], width=100).replace("\n", "\n" + " " * 14)
@@ -439,6 +503,7 @@ def load_data(data_path=None):
         sd = torch.where(sd > 1e-12, sd, torch.ones_like(sd))
         mean, std = [float(v) for v in m], [float(v) for v in sd]
 
+    FITTED.update(pixel_scale=scale, mean=mean, std=std)
     if mean is not None:
         mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
@@ -519,7 +584,7 @@ def _loss_section(plan: "TrainingPlan") -> str:
         nt = plan.graph.catalog.get(t.type_id)
         ctor = module_constructor(t.module)
         name = f"criterion_{i}"
-        crit_lines.append(f"# {t.name} ({nt.title})\n{name} = {ctor}")
+        crit_lines.append(f"{name} = {ctor}  # the loss term LOSS_NAMES[{i}]")
         kind, idx = t.target
         target = {"target": "y", "features": "x"}.get(kind, f"outs[{idx}]")
         adapt = type(nt).adapt_target
@@ -548,6 +613,7 @@ def _loss_section(plan: "TrainingPlan") -> str:
     return ("# ----------------------------------------------------------------------------\n"
             "# Loss and accuracy\n"
             "# ----------------------------------------------------------------------------\n\n"
+            + "LOSS_NAMES = " + repr([t.name for t in plan.losses]) + "  # node name of each loss term\n"
             + "\n".join(crit_lines) + "\n"
             f"HAS_ACCURACY = {has_acc}  # classification on the dataset's target\n\n\n"
             "def loss_terms(outputs, x, y):\n"
@@ -641,7 +707,7 @@ def _optim_section(plan: "TrainingPlan") -> str:
 # the training program
 # ----------------------------------------------------------------------------
 
-_HEADER = '''"""@TITLE@ — standalone training program exported by NetStudio.
+_HEADER = '''"""Standalone training program exported by NetStudio (PROJECT below names the project).
 
 Plain PyTorch (+ numpy/scikit-learn/pandas/torchvision for the data); NetStudio is
 not needed. The model is in model.py next to this file.
@@ -671,6 +737,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # model.py lives next to this file
 from model import Model  # noqa: E402
+
+PROJECT = @TITLE@
 
 # Training settings of the project (each can be overridden on the command line).
 EPOCHS = @EPOCHS@
@@ -849,8 +917,10 @@ def train(args, rank, world, device):
 
     if rank == 0:
         model.eval().cpu()
-        # An fx GraphModule of built-in layers unpickles with plain torch, without model.py.
-        torch.save(torch.fx.symbolic_trace(model), args.out)
+        # An fx GraphModule of built-in layers unpickles with plain torch, without model.py. It starts with
+        # the data preprocessing (so it takes raw pixels / raw table columns) unless --no-preprocess.
+        saved = model if args.no_preprocess else WithPreprocess(Preprocess(FITTED), model)
+        torch.save(torch.fx.symbolic_trace(saved), args.out)
         torch.save(model.state_dict(), os.path.splitext(args.out)[0] + "_state_dict.pt")
         log(f"saved {args.out}", flush=True)
 
@@ -866,6 +936,8 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint-dir", default="checkpoints", help="where rank 0 writes last.pt after every epoch")
     p.add_argument("--resume", action="store_true", help="continue from CHECKPOINT_DIR/last.pt if it exists")
     p.add_argument("--out", default="model.pt", help="the trained model (loads with torch.load)")
+    p.add_argument("--no-preprocess", action="store_true",
+                   help="save the bare network (it then takes normalized features, not raw data)")
     p.add_argument("--init-weights", default=INIT_WEIGHTS, help="state_dict to start from")
     p.add_argument("--timeout", type=float, default=300.0,
                    help="seconds a process waits for the others before the job fails")
@@ -904,7 +976,7 @@ def training_script(plan: "TrainingPlan", config: "TrainConfig", *, title: str =
     data_help = {"csv": "the CSV file (default: DATA_PATH)",
                  "image_folder": "the image folder, one sub-folder per class (default: DATA_PATH)"}.get(
         src, "torchvision root folder (default: DATA_PATH)" if src in _TORCHVISION else "not used by this dataset")
-    header = _fill(_HEADER, TITLE=title.replace('"""', "'''").replace("\\", "/"), EPOCHS=repr(config.epochs),
+    header = _fill(_HEADER, TITLE=repr(title), EPOCHS=repr(config.epochs),
                    BATCH_SIZE=repr(config.batch_size), SEED=repr(config.seed), SHUFFLE=repr(bool(config.shuffle)),
                    INIT_WEIGHTS=repr(init_weights))
     parts = [header, data_section(p), "\n\n", _loss_section(plan), "\n\n", _optim_section(plan), "\n",
@@ -933,6 +1005,7 @@ def readme_text(title: str, source: str, *, script: str = SCRIPT_FILE) -> str:
     data_note = ("" if source in SUPPORTED_SOURCES else
                  f"\n**Note:** the `{source}` dataset source has no standalone loader yet; fill in `load_data()` "
                  f"in `{script}` first.\n")
+    title = " ".join(str(title).split())  # one heading line whatever the project name holds
     return f"""# {title} — standalone training program
 
 Exported by NetStudio. Plain PyTorch: NetStudio is not needed to run it.
@@ -999,7 +1072,9 @@ latest and torchrun ends the job with an error; rerun with `--resume`.
 
 ## Output
 
-`model.pt` (`--out`) holds the trained network as a `torch.fx.GraphModule`:
+`model.pt` (`--out`) holds the trained network as a `torch.fx.GraphModule`. It starts with the data
+preprocessing `load_data()` fitted (pixel scaling, mean/std, resize), so it takes the data as the source
+delivers it (raw pixels, raw table columns); `--no-preprocess` saves the bare network instead:
 
 ```
 import torch

@@ -658,6 +658,7 @@ def rank_parser() -> "Any":
     p.add_argument("--out", default=None)
     p.add_argument("--save-weights", default=None)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--no-preprocess", action="store_true")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S)
     return p
 
@@ -740,10 +741,13 @@ def run_rank(argv: Sequence[str] | None = None) -> int:
         if result.model is not None:
             from netstudio.project import export as ex
 
+            from netstudio.project.preprocess import export_input
+
             if args.out:
-                exported.append(str(ex.export_pt(result.model, args.out)))
+                exported.append(str(ex.export_pt(result.model, args.out,
+                                                 export_input(data, preprocess=not args.no_preprocess))))
             if args.save_weights:
-                exported.append(str(ex.export_weights(result.model, project, args.save_weights)))
+                exported.append(str(ex.export_weights(result.model, project, args.save_weights, export_input(data))))
         summary["exported"] = exported
         tail = f" ({result.message})" if result.message else ""
         print(f"{result.status}{tail} in {seconds:.1f}s on {ctx.world_size} ranks; weights identical on every rank"

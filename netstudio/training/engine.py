@@ -293,6 +293,70 @@ def predict(model: nn.Module, x: torch.Tensor, device: str | torch.device = "cpu
 
 
 @torch.no_grad()
+def outcome_metrics(model: nn.Module, plan: Any, data: Any, device: str | torch.device = "cpu",
+                    batch_size: int = EVAL_BATCH) -> dict[str, Any]:
+    """Figures beyond loss/accuracy, on the validation split (the training split without one).
+
+    * ``loss_terms`` (when the project has several losses): each loss term's mean
+      value (weighted as in training) by its node name; they sum to the loss.
+    * ``r2``, ``mae``, ``rmse`` for a regression (a loss on the dataset's float
+      target without an accuracy rule), over every target value.
+    """
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    n_train, n_val = _data_sizes(data)
+    split = "val" if n_val else "train"
+    if data.resident:
+        x_all, y_all = (data.val_x, data.val_y) if n_val else (data.train_x, data.train_y)
+        batches: Any = _tensor_batches(x_all, y_all, batch_size)
+    else:
+        batches = iter(_loader(data.val_set if n_val else data.train_set, batch_size, False, None, dev))
+    multi = len(plan.losses) > 1
+    reg_term = next((t for t in plan.losses if t.target[0] == "target" and not t.metric), None)
+    if getattr(data.info, "task", None) != "regression":
+        reg_term = None
+    if not multi and reg_term is None:
+        return {}
+    term_sums = [0.0] * len(plan.losses)
+    n = 0
+    sse = sae = 0.0
+    ys: list[torch.Tensor] = []
+    home = _model_device(model)
+    was_training = model.training
+    run_plan = _plan_on(plan, dev)
+    model.to(dev).eval()
+    try:
+        for xb, yb in batches:
+            xb, yb = xb.to(dev), yb.to(dev)
+            out = model(xb)
+            if multi:
+                for i, (_, value) in enumerate(run_plan.loss_terms(out, xb, yb)):
+                    term_sums[i] += float(value) * xb.shape[0]
+            if reg_term is not None:
+                pred = (out if isinstance(out, tuple) else (out,))[reg_term.pred_index].float()
+                tgt = yb.to(pred.dtype).reshape(pred.shape)
+                err = pred - tgt
+                sse += float((err * err).sum(dtype=torch.float64))
+                sae += float(err.abs().sum(dtype=torch.float64))
+                ys.append(tgt.detach().to("cpu", torch.float64).reshape(-1))
+            n += xb.shape[0]
+    finally:
+        model.to(home).train(was_training)
+    out_m: dict[str, Any] = {"metrics_split": split}
+    if n == 0:
+        return {}
+    if multi:
+        out_m["loss_terms"] = {t.name: term_sums[i] / n for i, t in enumerate(plan.losses)}
+    if reg_term is not None and ys:
+        y = torch.cat(ys)
+        m = y.numel()
+        ss_tot = float(((y - y.mean()) ** 2).sum())
+        out_m["r2"] = 1.0 - sse / ss_tot if ss_tot > 0 else float("nan")
+        out_m["mae"] = sae / m
+        out_m["rmse"] = math.sqrt(sse / m)
+    return out_m
+
+
+@torch.no_grad()
 def confusion_matrix(model: nn.Module, plan: Any, data: Any, device: str | torch.device = "cpu",
                      batch_size: int = EVAL_BATCH) -> list[list[int]]:
     """matrix[true class][predicted class] on the validation split (the training split if there is none)."""
@@ -661,6 +725,11 @@ class _Trainer:
             message += f"; kept the weights of epoch {self.best_epoch} (lowest validation loss)"
         metrics = self._metrics(entry)
         model = self._cpu_model()
+        if model is not None and (self.dist is None or self.dist.is_main):
+            try:  # R²/MAE/RMSE of a regression, each loss term of a multi-loss project
+                metrics.update(outcome_metrics(model, self.plan, self.data, "cpu"))
+            except Exception:  # noqa: BLE001 - extra figures must never turn a finished run into an error
+                pass
         self.emit({"kind": "end", "status": status, "message": message})
         return FitResult(status, message, self.history, metrics, self.best_epoch, model)
 

@@ -49,6 +49,17 @@ def run_snippet(snippet: str, x: torch.Tensor, tmp_path: Path) -> tuple[str, tor
     return proc.stdout.strip(), torch.load(tmp_path / "out.pt", weights_only=True)
 
 
+def raw_digits(dock: Any, n: int) -> torch.Tensor:
+    """The first ``n`` validation digits as sklearn delivers them: N×1×8×8, values 0–16."""
+    from netstudio.data.builtin import _raw_sklearn
+    from netstudio.data.core import normalize_params, split_indices
+
+    p = normalize_params(dock.trained.plan.dataset_params)
+    images = _raw_sklearn("digits")[0]
+    _, va = split_indices(len(images), p["val_fraction"], p["seed"])
+    return torch.tensor(images[va[:n]], dtype=torch.float32).unsqueeze(1)
+
+
 @pytest.fixture
 def trained(qtbot: Any) -> Any:
     win, dock = make_dock(qtbot, epochs=3)
@@ -72,10 +83,13 @@ def test_exported_pt_loads_without_netstudio_and_reproduces_predictions(qtbot, t
     assert "torch.load" in dialog.snippet.toPlainText() and dialog.copy_button.isEnabled()
     assert str(path) in dialog.status.text()
 
+    # by default the export carries the dataset's preprocessing: it takes raw digits (pixel values 0-16)
+    assert dialog.preprocess_check.isChecked() and "0–16" in dialog.input_note.text()
+    assert "classes (output index → label): 0='0'" in dialog.input_note.text()
     x = dock.trained.data.val_x[:64].clone()
     in_app = dock.predict(x)
     assert in_app.shape == (64, 10)
-    stdout, outside = run_snippet(dialog.snippet_text, x, tmp_path)
+    stdout, outside = run_snippet(dialog.snippet_text, raw_digits(dock, 64), tmp_path)
     assert stdout == "torch.fx.graph_module True"
     assert torch.equal(outside, in_app)
     # and the predictions are the trained model's, not noise
@@ -105,9 +119,11 @@ def test_python_source_export_reproduces_predictions_without_netstudio(qtbot, tr
     win, dock = trained
     dialog = dock.make_export_dialog()
     qtbot.addWidget(dialog)
+    dialog.preprocess_check.setChecked(False)  # the bare network: it takes NetStudio's normalized features
+    assert "already preprocessed" in dialog.input_note.text()
     path = dialog.export_to("py", tmp_path / "model.py")
     text = path.read_text(encoding="utf-8")
-    assert "class Model(nn.Module)" in text and text.startswith('"""digits_mlp')
+    assert "class Model(nn.Module)" in text and "PROJECT = 'digits_mlp'" in text and "Preprocess" not in text
     assert dialog.snippet.toPlainText() == ex.load_snippet("py", path)
     x = dock.trained.data.val_x[:32].clone()
     stdout, outside = run_snippet(dialog.snippet_text, x, tmp_path)
@@ -183,3 +199,16 @@ def test_export_dialog_proposes_a_clean_file_next_to_the_project(qtbot, tmp_path
         assert other.path_edit.text() == str(want / "lenet.pt")
     finally:
         locked.chmod(0o700)
+
+
+def test_results_table_lists_regression_figures_and_each_loss_term(qtbot) -> None:
+    from netstudio.ui.training.results import ResultsView
+
+    view = ResultsView()
+    qtbot.addWidget(view)
+    view.show_metrics({"val_loss": 0.75, "r2": 0.5, "mae": 0.25, "rmse": 0.5, "metrics_split": "val",
+                       "loss_terms": {"reconstruction_loss": 0.5, "classifier_loss": 0.25}})
+    labels = [view.metrics_table.item(r, 0).text() for r in range(view.metrics_table.rowCount())]
+    assert labels == ["Validation loss", "R²", "MAE (mean absolute error)", "RMSE (root mean squared error)",
+                      "Loss term reconstruction_loss", "Loss term classifier_loss"]
+    assert view.metric_text("loss_terms.classifier_loss") == view.metric_text("mae")

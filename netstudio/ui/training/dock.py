@@ -928,7 +928,7 @@ class TrainingDock(QDockWidget):
         where = getattr(proj, "path", None)
         return ExportDialog(self, t.model, self.export_project(), t.plan, t.example_input(),
                             default_dir=Path(where).parent if where else None,
-                            default_name=Path(where).stem if where else None)
+                            default_name=Path(where).stem if where else None, data=t.data)
 
     @Slot()
     def open_export_dialog(self) -> None:

@@ -11,8 +11,9 @@ from typing import Any, Callable
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFontDatabase, QGuiApplication
-from PySide6.QtWidgets import (QButtonGroup, QDialog, QDialogButtonBox, QFileDialog, QGroupBox, QHBoxLayout,
-                               QLabel, QLineEdit, QPlainTextEdit, QPushButton, QRadioButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QDialog, QDialogButtonBox, QFileDialog, QGroupBox,
+                               QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QPushButton, QRadioButton, QVBoxLayout,
+                               QWidget)
 
 from netstudio.errors import ExportError
 
@@ -68,7 +69,7 @@ class ExportDialog(QDialog):
 
     def __init__(self, parent: QWidget | None, model: Any, project: Any, plan: Any = None,
                  example_input: Any = None, default_dir: str | Path | None = None,
-                 default_name: str | None = None) -> None:
+                 default_name: str | None = None, data: Any = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export trained model")
         self.setModal(False)
@@ -76,6 +77,8 @@ class ExportDialog(QDialog):
         self.project = project
         self.plan = plan
         self.example_input = example_input
+        #: the prepared data the model was trained on: its preprocessing becomes the export's first module
+        self.data = data
         self.last_path: Path | None = None
         self.snippet_text = ""
         # next to the project when that folder is writable (an installed sample's may not be)
@@ -106,6 +109,22 @@ class ExportDialog(QDialog):
         fmt_lay.addWidget(self.format_note)
         self.format_buttons["pt"].setChecked(True)
         self.format_group.idToggled.connect(self._format_changed)
+
+        self.preprocess_check = QCheckBox("Include the dataset's preprocessing (the model takes raw inputs)")
+        self.preprocess_check.setToolTip("Scaling, standardisation, resizing and category encoding become the "
+                                         "exported model's first module, 'preprocess'. Untick to export the bare "
+                                         "network, which expects features normalized exactly like NetStudio's.")
+        has_spec = data is not None and getattr(data, "preprocess", None) is not None
+        self.preprocess_check.setChecked(has_spec)
+        self.preprocess_check.setEnabled(has_spec)
+        self.input_note = QLabel()
+        self.input_note.setWordWrap(True)
+        self.input_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.preprocess_check.toggled.connect(self._update_input_note)
+        in_box = QGroupBox("Input of the exported model")
+        in_lay = QVBoxLayout(in_box)
+        in_lay.addWidget(self.preprocess_check)
+        in_lay.addWidget(self.input_note)
 
         self.path_edit = QLineEdit()
         self.path_edit.setPlaceholderText("file to write")
@@ -142,12 +161,14 @@ class ExportDialog(QDialog):
 
         lay = QVBoxLayout(self)
         lay.addWidget(fmt_box)
+        lay.addWidget(in_box)
         lay.addLayout(path_row)
         lay.addWidget(self.status)
         lay.addWidget(snip_box)
         lay.addWidget(buttons)
         self._format_changed()
-        self.resize(560, 460)
+        self._update_input_note()
+        self.resize(600, 560)
 
     # --- API ------------------------------------------------------------------------
     def unavailable_reason(self, fmt: str) -> str | None:
@@ -196,17 +217,34 @@ class ExportDialog(QDialog):
         self.exported.emit(fmt, str(written))
         return written
 
+    def export_input(self, preprocess: bool | None = None) -> Any:
+        """What the export takes (ExportInput), with or without the preprocessing; None without data."""
+        if self.data is None:
+            return None
+        from netstudio.project.preprocess import export_input
+
+        if preprocess is None:
+            preprocess = self.preprocess_check.isChecked()
+        return export_input(self.data, preprocess=preprocess)
+
+    def _update_input_note(self, *_: Any) -> None:
+        inp = self.export_input()
+        self.input_note.setText(inp.text() if inp is not None else
+                                "The model takes the features NetStudio trained on (normalized).")
+
     def _run_export(self, fmt: str, p: Path) -> Path:
         from netstudio.project import export as ex
 
+        inp = self.export_input()
         calls: dict[str, Callable[[], Any]] = {
-            "pt": lambda: ex.export_pt(self.model, p),
-            "weights": lambda: ex.export_weights(self.model, self.project, p),
-            "pt2": lambda: ex.export_pt2(self.model, self.example_input, p),
+            "pt": lambda: ex.export_pt(self.model, p, inp),
+            # the weights file keeps the full preprocessing, so a later export can still choose
+            "weights": lambda: ex.export_weights(self.model, self.project, p, self.export_input(True)),
+            "pt2": lambda: ex.export_pt2(self.model, self.example_input, p, inp),
             # the trained module: the plan still holds the weights it was compiled with
             "py": lambda: ex.export_py(self.model, p, example_input=self.example_input,
-                                       title=getattr(self.project, "name", None) or "NetStudio model"),
-            "onnx": lambda: ex.export_onnx(self.model, self.example_input, p),
+                                       title=getattr(self.project, "name", None) or "NetStudio model", inp=inp),
+            "onnx": lambda: ex.export_onnx(self.model, self.example_input, p, inp),
         }
         out = calls[fmt]()
         return Path(out) if isinstance(out, (str, Path)) else p

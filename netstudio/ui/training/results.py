@@ -30,11 +30,14 @@ METRIC_LABELS = {
     "device": "Device",
     "device_id": "Device id",
     "fast_path": "CUDA graph fast path",
+    "r2": "R²",
+    "mae": "MAE (mean absolute error)",
+    "rmse": "RMSE (root mean squared error)",
 }
 
 
 #: metrics that repeat another row (device_id says what device says)
-HIDDEN = ("device_id",)
+HIDDEN = ("device_id", "metrics_split")
 
 
 def format_metric(value: Any) -> str:
@@ -266,9 +269,14 @@ class ResultsView(QWidget):
     def show_metrics(self, metrics: dict[str, Any], summary: str = "") -> None:
         self.metrics = dict(metrics)
         rows = [(k, v) for k, v in metrics.items() if not isinstance(v, (dict, list, tuple)) and k not in HIDDEN]
+        terms = metrics.get("loss_terms")
+        if isinstance(terms, dict):  # a multi-loss project: each term by its node name (they sum to the loss)
+            rows.extend((f"loss_terms.{name}", v) for name, v in terms.items())
         self.metrics_table.setRowCount(len(rows))
         for r, (k, v) in enumerate(rows):
-            name = QTableWidgetItem(METRIC_LABELS.get(k, k.replace("_", " ").capitalize()))
+            label = f"Loss term {k.split('.', 1)[1]}" if k.startswith("loss_terms.") else \
+                METRIC_LABELS.get(k, k.replace("_", " ").capitalize())
+            name = QTableWidgetItem(label)
             name.setData(Qt.ItemDataRole.UserRole, k)
             val = QTableWidgetItem(format_metric(v))
             val.setData(Qt.ItemDataRole.UserRole, v)
