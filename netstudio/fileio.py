@@ -109,7 +109,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str | Writer, *, ke
     return target
 
 
-def _make_parents(folder: Path) -> list[Path]:
+def make_parents(folder: Path) -> list[Path]:
     """mkdir -p, returning the folders it created (deepest last)."""
     missing: list[Path] = []
     p = folder
@@ -128,6 +128,9 @@ def _make_parents(folder: Path) -> list[Path]:
         remove_created(made)
         raise
     return made
+
+
+_make_parents = make_parents  # atomic_write's keyword of the same name hides the function
 
 
 def remove_created(folders: Iterable[Path]) -> None:
@@ -150,6 +153,49 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def describe_os_error(e: OSError, path: str | os.PathLike[str] | None = None) -> str:
+    """A short, plain reason for a failed file operation (no raw errno text for the common cases)."""
+    import errno
+
+    where = Path(path) if path is not None else (Path(e.filename) if isinstance(e.filename, str) else None)
+    if e.errno == errno.ENAMETOOLONG and where is not None:
+        longest = max((len(part) for part in where.parts), default=0)
+        return (f"the file name is too long ({longest} characters in one name; the file system allows at most "
+                f"{_name_max(where)})")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "permission denied: that folder is not writable" if e.errno != errno.EROFS else \
+            "the file system is read-only"
+    if e.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "the folder does not exist and cannot be created there (a part of the path is a file or missing)"
+    if e.errno == errno.ENOSPC:
+        return "the disk is full"
+    return e.strerror or type(e).__name__
+
+
+def _name_max(p: Path) -> int:
+    folder = p.parent
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return 255
+
+
+def torch_load_reason(e: BaseException) -> str:
+    """Why ``torch.load(..., weights_only=True)`` refused a file, without torch's advice to retry
+    with ``weights_only=False`` (never good advice for a file someone sent you)."""
+    text = str(e)
+    if "weights_only" in text or "Weights only load failed" in text or "GLOBAL" in text:
+        m = re.search(r"(unsupported GLOBAL \S+|Unsupported global: GLOBAL \S+|Unsupported operand \S+)", text)
+        detail = f" ({m.group(1)})" if m else ""
+        return ("it contains objects other than tensors and plain data, which NetStudio never loads because "
+                "that could run code" + detail)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln]
+    first = lines[0] if lines else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 def _unlink(p: str | Path) -> None:
@@ -211,5 +257,5 @@ def clean_stale_temp_files(folder: str | os.PathLike[str], for_name: str | None 
     return removed
 
 
-__all__ = ["atomic_write", "clean_stale_temp_files", "current_umask", "is_temp_file", "remove_created",
-           "resolve_target"]
+__all__ = ["atomic_write", "clean_stale_temp_files", "current_umask", "describe_os_error", "is_temp_file",
+           "make_parents", "remove_created", "resolve_target", "torch_load_reason"]
