@@ -82,7 +82,7 @@ def _resolve_data_paths(project: Any) -> None:
     for node in project.graph.nodes.values():
         p = node.params.get("path")
         if node.type_id == "data.dataset" and isinstance(p, str) and p and not os.path.isabs(os.path.expanduser(p)):
-            if not os.path.exists(p) and (base / p).exists():
+            if not os.path.exists(p) and os.path.exists(base / p):  # os.path: False, not OSError, for a too-long name
                 node.params["path"] = str(base / p)
 
 

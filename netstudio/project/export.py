@@ -60,12 +60,12 @@ def _input_info(model: Any) -> Any:
 def _prepare_target(path: PathLike) -> Path:
     """Check the export target; folders are created only by the write itself (and removed if it fails)."""
     p = Path(path)
-    if p.is_dir():
-        raise ExportError(f"{p} is a folder; choose a file name to export to")
     longest = max((len(part) for part in p.parts), default=0)
     if longest > 255:
         raise ExportError(f"Cannot export to {p}: the file name is too long ({longest} characters in one name; "
                           "at most 255)", hint="choose a shorter name")
+    if os.path.isdir(p):
+        raise ExportError(f"{p} is a folder; choose a file name to export to")
     return p
 
 

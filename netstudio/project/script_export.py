@@ -1015,7 +1015,11 @@ def export_script(project: "Project", out_dir: str | os.PathLike[str], *args: An
     from netstudio.fileio import make_parents, remove_created
 
     folder = Path(out_dir)
-    if folder.exists() and not folder.is_dir():
+    longest = max((len(part) for part in folder.parts), default=0)
+    if longest > 255:
+        raise ExportError(f"Cannot export to {folder}: the folder name is too long ({longest} characters in one "
+                          "name; at most 255)", hint="choose a shorter name")
+    if os.path.exists(folder) and not os.path.isdir(folder):
         raise ExportError(f"{folder} is a file; the script export needs a folder", hint="choose a folder for --out")
     try:
         made = make_parents(folder)
