@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import keyword
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,9 @@ from netstudio.project.io import Project, load_project
 
 LIMIT = MAX_MESSAGE + MAX_HINT + 10
 CONTROL = {chr(c) for c in range(32)} | {chr(c) for c in range(0x7f, 0xa0)}
-FUZZ = settings(max_examples=120, deadline=None, derandomize=True,
+#: examples per category; NETSTUDIO_FUZZ_EXAMPLES=1000 for a longer run (README "Reliability" reports both)
+EXAMPLES = int(os.environ.get("NETSTUDIO_FUZZ_EXAMPLES", "120"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES == 120,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
@@ -167,7 +170,7 @@ def test_csv_inputs_give_typed_bounded_errors(tmp_path_factory: Any, rows: list[
 
 def test_the_fuzz_budget_is_what_the_readme_says() -> None:
     # README "Reliability" reports 120 generated cases per category; keep them in step
-    assert FUZZ.max_examples == 120
+    assert FUZZ.max_examples == EXAMPLES
     with pytest.raises(AssertionError):
         assert_clean(ValueError("two\nlines"))  # the check itself can fail
     assert_clean(NetStudioError("two\nlines \x1b[2J" + "x" * 10**6))  # ... and NetStudio's errors pass it
