@@ -130,21 +130,29 @@ def test_loaded_names_are_unique_like_interactive_adds() -> None:
 # ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["class", "if", "True", "None", "lambda", "import", "self", "training", "code"])
-def test_keyword_node_names_compile_and_export(name: str, tmp_path: Path) -> None:
-    rec = residual_record()
-    rec["graph"]["nodes"][2]["name"] = name  # a Linear: a submodule, self.<name> in the forward code
-    rec["graph"]["nodes"][3]["name"] = name + "2"  # ReLU
-    rec["graph"]["nodes"][7]["name"] = name + "3"  # Add: a function call, <name> = ... in the forward code
-    project = Project.from_dict(rec)
-    node = project.graph.nodes[rec["graph"]["nodes"][2]["id"]]
-    assert node.name == name  # the user's name is kept for display
-    compiled = compile_model(project.graph, 4)
-    x = torch.randn(4, 64)
-    y = compiled.module(x)
-    assert y.shape == (4, 10)
-    out = ex.export_py(compiled, tmp_path / "m.py", example_input=x)
-    assert out.is_file()
+#: every Python keyword and soft keyword, plus names that collide with generated code or module attributes
+CODE_NAMES = sorted(set(keyword.kwlist + keyword.softkwlist + [
+    "torch", "x", "operator", "getattr", "self", "print", "forward", "device", "inf", "nan", "fx_pytree", "pytree",
+    "_tensor_constant0", "math", "builtins", "nn", "Model", "load_model", "os", "WEIGHTS_FILE", "super", "object",
+    "int", "float", "list", "tuple", "type", "dict", "output", "input", "training", "code", "graph", "meta"]))
+
+
+def test_keyword_node_names_compile_and_export() -> None:
+    cases = 0
+    for name in CODE_NAMES:
+        rec = residual_record()
+        rec["graph"]["nodes"][2]["name"] = name  # a Linear: a submodule, self.<name> in the forward code
+        rec["graph"]["nodes"][3]["name"] = name + "2"  # ReLU
+        rec["graph"]["nodes"][7]["name"] = name + "3"  # Add: a function call, <name> = ... in the forward code
+        project = Project.from_dict(rec)
+        node = project.graph.nodes[rec["graph"]["nodes"][2]["id"]]
+        assert node.name == name  # the user's name is kept for display
+        compiled = compile_model(project.graph, 4)
+        x = torch.randn(3, 64)
+        assert compiled.module(x).shape == (3, 10)
+        ex._check_source(ex.model_source(compiled), compiled.module, x)  # the exported .py rebuilds it exactly
+        cases += 3
+    assert cases == 3 * len(CODE_NAMES) >= 216
 
 
 def test_too_long_names_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
