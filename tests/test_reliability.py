@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import SAMPLES
 from netstudio.cli import main
@@ -92,13 +94,23 @@ def test_loading_walks_the_graph_once_not_once_per_connection(monkeypatch: pytes
     assert time.perf_counter() - t < 5.0
 
 
-def test_loading_still_refuses_cycles_and_doubled_inputs_with_the_same_messages() -> None:
+def test_linear_loading_refuses_the_same_edges_with_the_same_messages() -> None:
     rec = generated(3)
-    rec["graph"]["edges"].append(["b2_4", "output", "b0_0", "input"])  # b0_0's input is already taken
+    rec["graph"]["edges"].append(["b2_4", "output", "b0_0", "input"])  # taken input, and a cycle: cycle first
+    with pytest.raises(ProjectError, match="would create a cycle"):
+        Project.from_dict(rec)
+    rec = generated(3)
+    rec["graph"]["edges"].insert(3, ["s", "output", "b0_2", "input"])  # b0_2's input is taken later
     with pytest.raises(ProjectError, match="is already connected"):
         Project.from_dict(rec)
     rec = generated(3)
-    rec["graph"]["edges"].append(["b2_4", "output", "b0_3", "b"])  # Add's inputs are single too
+    rec["graph"]["nodes"] += [{"id": "m1", "type": "merge.concat"}, {"id": "m2", "type": "merge.concat"}]
+    rec["graph"]["edges"][3:3] = [["m1", "output", "m2", "inputs"], ["m2", "output", "m1", "inputs"]]
+    rec["graph"]["edges"].append(["b1_4", "no_such_port", "h", "input"])  # an early cycle beats a later error
+    with pytest.raises(ProjectError, match="Connecting '[a-z0-9_]+' to '[a-z0-9_]+' would create a cycle"):
+        Project.from_dict(rec)
+    rec = generated(3)
+    rec["graph"]["edges"].append(["s", "output", "b1_3", "b"])  # Add's inputs are single too
     with pytest.raises(ProjectError, match="is already connected"):
         Project.from_dict(rec)
     rec = generated(3)
@@ -111,6 +123,38 @@ def test_loading_still_refuses_cycles_and_doubled_inputs_with_the_same_messages(
     rec["graph"]["edges"].append(rec["graph"]["edges"][1])
     with pytest.raises(ProjectError, match="already connected"):
         Project.from_dict(rec)
+
+
+def _load_edge_by_edge(rec: dict[str, Any]) -> Graph:
+    """The reference: what loading did before, one add_node/connect per record."""
+    g = Graph()
+    for n in rec["nodes"]:
+        g.add_node(n["type"], n.get("params") or {}, (0.0, 0.0), node_id=n["id"], name=n.get("name") or None)
+    for e in rec["edges"]:
+        g.connect(*e)
+    return g
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(types=st.lists(st.sampled_from(["layer.linear", "activation.relu", "merge.add", "merge.concat",
+                                       "loss.mse", "optim.sgd"]), min_size=1, max_size=8),
+       picks=st.lists(st.tuples(st.integers(0, 8), st.sampled_from(["output", "loss", "bogus"]), st.integers(0, 8),
+                                st.sampled_from(["input", "a", "b", "inputs", "prediction", "target", "loss"])),
+                      max_size=14),
+       names=st.lists(st.sampled_from(["fc", "fc1", "x", "", "class"]), max_size=8))
+def test_linear_loading_matches_edge_by_edge_loading(types: list[str], picks: list[Any], names: list[str]) -> None:
+    nodes = [{"id": f"n{i}", "type": t, "name": names[i] if i < len(names) else ""} for i, t in enumerate(types)]
+    edges = [[f"n{a % len(types)}", sp, f"n{b % len(types)}", dp] for a, sp, b, dp in picks]
+    rec = {"nodes": nodes, "edges": edges}
+    try:
+        expected: Any = _load_edge_by_edge(rec).to_dict()
+    except Exception as e:  # noqa: BLE001
+        expected = (type(e).__name__, str(e))
+    try:
+        got: Any = Graph.from_dict(rec).to_dict()
+    except Exception as e:  # noqa: BLE001
+        got = (type(e).__name__, str(e))
+    assert got == expected
 
 
 def test_loaded_names_are_unique_like_interactive_adds() -> None:

@@ -350,24 +350,36 @@ class Graph:
             pos = _pos(rec.get("pos"))
             g.nodes[nid] = Node(nid, g.catalog.canonical_id(type_id), name, values, pos)
             names.add(name)
+        # The first refused edge decides the error, as if each edge were added with connect(): a
+        # later problem is held back until the cycle check has seen the edges before it.
         seen: set[Edge] = set()
         occupied: set[tuple[str, str]] = set()
+        refused: GraphError | None = None
         for rec in data.get("edges", []):
             if not isinstance(rec, (list, tuple)) or len(rec) != 4:
-                raise GraphError(f"Malformed edge record {rec!r}")
+                refused = GraphError(f"Malformed edge record {rec!r}")
+                break
             src, src_port, dst, dst_port = (str(x) for x in rec)
-            edge, dp = g._check_edge_ports(src, src_port, dst, dst_port)
+            try:
+                edge, dp = g._check_edge_ports(src, src_port, dst, dst_port)
+            except GraphError as e:
+                refused = e
+                break
             if edge in seen:
-                raise DuplicateEdgeError("These ports are already connected", node_id=dst)
+                refused = DuplicateEdgeError("These ports are already connected", node_id=dst)
+                break
+            g.edges.append(edge)
             if not dp.multi:
-                if (dst, dst_port) in occupied:
-                    raise _occupied_error(g, g.node_type(dst), dp, dst)
+                if (dst, dst_port) in occupied:  # connect() checks the cycle first, so this edge stays in
+                    refused = _occupied_error(g, g.node_type(dst), dp, dst)
+                    break
                 occupied.add((dst, dst_port))
             seen.add(edge)
-            g.edges.append(edge)
         if len(_kahn(g.nodes, g.edges)) != len(g.nodes):
             src, dst = _first_cycle_edge(g.nodes, g.edges)
             raise _cycle_error(g, src, dst)
+        if refused is not None:
+            raise refused
         g._next_id = 1
         g.revision = 0
         return g
