@@ -2,7 +2,8 @@
 
 Imported models will be this large, so opening a project must grow linearly
 with its size. Each project is a stack of residual blocks
-(Linear → ReLU → Linear → Add(skip) → ReLU) between a Dataset node and a
+(Linear → ReLU → Linear → Add(skip) → ReLU; the ReLUs unnamed, so loading
+numbers them) between a Dataset node and a
 loss + optimizer, written to a temporary .nsproj and read back with
 ``load_project`` (JSON parse, structural checks, every node's parameters
 validated, every connection checked, one cycle check).
@@ -44,10 +45,10 @@ def generated_project(n_nodes: int) -> dict[str, Any]:
     while len(nodes) + 5 + 3 <= n_nodes:
         block += 1
         fc1 = node("layer.linear", f"b{block}_fc1", out_features=16)
-        act = node("activation.relu", f"b{block}_relu1")
+        act = node("activation.relu", "")  # unnamed, like many imported layers: numbered on load
         fc2 = node("layer.linear", f"b{block}_fc2", out_features=16)
         add = node("merge.add", f"b{block}_add")
-        out = node("activation.relu", f"b{block}_relu2")
+        out = node("activation.relu", "")
         edges += [[prev, "output", fc1, "input"], [fc1, "output", act, "input"], [act, "output", fc2, "input"],
                   [fc2, "output", add, "a"], [prev, "output", add, "b"], [add, "output", out, "input"]]
         prev = out

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import secrets
 import tempfile
 import time
@@ -147,6 +148,7 @@ class RecoveryStore:
         if not self.dir.is_dir():
             return []
         clean_stale_temp_files(self.dir)
+        _clean_legacy_temp_files(self.dir)
         out: list[RecoveryInfo] = []
         for f in self.dir.glob(f"*{SUFFIX}"):
             try:
@@ -196,6 +198,22 @@ def _read_meta(path: Path) -> dict[str, Any]:
     except (OSError, ValueError, RecursionError):
         return {}
     return meta if isinstance(meta, dict) else {}
+
+
+_LEGACY_TEMP = re.compile(r"^\..+\.recovery\.(nsproj|json)\.[A-Za-z0-9_]+\.tmp$")
+
+
+def _clean_legacy_temp_files(folder: Path, min_age_s: float = 3600.0) -> None:
+    """Temporary files earlier versions leaked here (``.<slot>.recovery.nsproj.<random>.tmp``, one per failed
+    autosave). This folder is NetStudio's own, so an hour-old one is safely garbage."""
+    now = time.time()
+    for p in folder.iterdir():
+        if _LEGACY_TEMP.match(p.name):
+            try:
+                if now - p.stat().st_mtime > min_age_s:
+                    p.unlink()
+            except OSError:
+                pass
 
 
 def _remove(target: Path) -> None:

@@ -189,8 +189,11 @@ def test_temp_files_left_by_a_crash_are_removed_at_the_next_start(make_window: A
     stale.write_text("{half a proj")
     unrelated = recovery_dir / "notes.tmp"
     unrelated.write_text("not ours")
+    legacy = recovery_dir / ".untitled.recovery.nsproj.k2j_3x9a.tmp"  # leaked by older versions' autosave
+    legacy.write_text("{")
+    os.utime(legacy, (time.time() - 7200, time.time() - 7200))
     make_window(check_recovery=True)
-    assert not stale.exists() and unrelated.exists()
+    assert not stale.exists() and not legacy.exists() and unrelated.exists()
 
 
 def test_a_lone_surrogate_in_the_name_does_not_break_autosave_or_save(window: Any, recovery_dir: Path,
