@@ -387,13 +387,17 @@ def state_checksum(state: Mapping[str, Any]) -> str:
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The checkpoint at ``path`` (tensors on the CPU), None if there is none; TrainingError if unreadable
     or damaged (its stored checksum no longer matches its content)."""
+    import warnings
+
     from netstudio.fileio import torch_load_reason
 
     p = Path(path)
     if not p.exists():
         return None
     try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on odd pickle protocols; our error says enough
+            state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated file, foreign pickle...
         raise TrainingError(f"Cannot read the checkpoint {p}: {torch_load_reason(e)}",
                             hint="delete it to start from scratch") from e
