@@ -219,3 +219,44 @@ def test_recovery_files_follow_the_umask(window: Any, recovery_dir: Path) -> Non
         os.umask(old)
     assert path is not None and stat.S_IMODE(path.stat().st_mode) == 0o644
 
+
+
+def test_run_app_offers_the_backup_before_opening_the_file_argument(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path, qtbot: Any,
+                                                                    dialogs: Any) -> None:
+    import sys
+
+    from PySide6.QtWidgets import QApplication
+
+    from netstudio.ui import app as app_module
+    from netstudio.ui import main_window as mw
+
+    rec_dir = tmp_path / "rec"
+    store = RecoveryStore(rec_dir)
+    store.write(Project(name="lost work"))
+    store.release()
+    path = save_project(Project(name="cli"), tmp_path / "cli.nsproj")
+    opened: list[Any] = []
+    real_init = mw.MainWindow.__init__
+
+    def spy_init(self: Any, *a: Any, **kw: Any) -> None:
+        kw.setdefault("recovery_dir", rec_dir)
+        real_init(self, *a, **kw)
+        opened.append(self)
+
+    monkeypatch.setattr(mw.MainWindow, "__init__", spy_init)
+    monkeypatch.setattr(QApplication, "exec", lambda self=None: 0)
+    try:
+        assert app_module.run_app(str(path)) == 0
+        main = next(w for w in opened if w not in mw._EXTRA_WINDOWS)
+        qtbot.addWidget(main)  # the extra windows delete themselves on close (below)
+        assert [i.name for i in dialogs.restore_offers] == ["lost work"]
+        assert main.document.project.name == "lost work" and main.document.modified
+        extra = [w for w in opened if w in mw._EXTRA_WINDOWS]
+        assert [w.document.project.path for w in extra] == [path]
+        if main.training_dock is not None:
+            assert all(w.training_dock is not None for w in extra)
+    finally:
+        sys.excepthook = sys.__excepthook__
+        for w in list(mw._EXTRA_WINDOWS):
+            w.close()
