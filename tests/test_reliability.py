@@ -260,6 +260,10 @@ def test_exports_and_projects_follow_the_umask(tmp_path: Path, umask_022: Any) -
     paths = [save_project(project, tmp_path / "p.nsproj"), ex.export_pt(compiled, tmp_path / "m.pt"),
              ex.export_weights(compiled, project, tmp_path / "w.pt"), ex.export_pt2(compiled, x, tmp_path / "m.pt2"),
              ex.export_py(compiled, tmp_path / "m.py", example_input=x), tmp_path / "m_weights.pt"]
+    from netstudio.project.script_export import export_script
+
+    res = export_script(project, tmp_path / "script")
+    paths += [res.script, res.model, res.readme]
     for p in paths:
         assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
     os.umask(0o077)
