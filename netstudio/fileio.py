@@ -88,7 +88,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str | Writer, *, ke
                     os.close(fd)
                     fd = -1
                     data(tmp)
-                    fd = os.open(tmp, os.O_RDONLY)
+                    fd = os.open(tmp, os.O_RDWR)  # fsync needs write access on Windows
                 else:
                     view = memoryview(data)
                     while view:
@@ -205,14 +205,26 @@ def _unlink(p: str | Path) -> None:
         pass
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Is there a running process with this id? (Never signals it: on Windows ``os.kill`` would end it.)"""
     if not 0 < pid < 2**31:
         return False
+    if os.name == "nt":  # pragma: no cover - exercised on Windows only
+        import ctypes
+
+        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        code = ctypes.c_ulong()
+        ok = kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        kernel32.CloseHandle(handle)
+        return bool(ok) and code.value == 259  # STILL_ACTIVE
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
+    except OSError:
         return True  # exists, owned by someone else
     return True
 
@@ -247,7 +259,7 @@ def clean_stale_temp_files(folder: str | os.PathLike[str], for_name: str | None 
         except OSError:
             continue
         pid = int(m.group("pid"))
-        if pid == os.getpid() or (_pid_alive(pid) and age < STALE_AFTER_S):
+        if pid == os.getpid() or (pid_alive(pid) and age < STALE_AFTER_S):
             continue  # possibly being written right now
         try:
             os.unlink(entry.path)
@@ -258,4 +270,4 @@ def clean_stale_temp_files(folder: str | os.PathLike[str], for_name: str | None 
 
 
 __all__ = ["atomic_write", "clean_stale_temp_files", "current_umask", "describe_os_error", "is_temp_file",
-           "make_parents", "remove_created", "resolve_target", "torch_load_reason"]
+           "make_parents", "pid_alive", "remove_created", "resolve_target", "torch_load_reason"]

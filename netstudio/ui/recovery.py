@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from netstudio.fileio import atomic_write, clean_stale_temp_files
+from netstudio.fileio import atomic_write, clean_stale_temp_files, pid_alive
 from netstudio.project.io import Project
 
 SUFFIX = ".recovery.nsproj"
@@ -166,7 +166,7 @@ class RecoveryStore:
         pid = meta.get("pid")
         if slot in _LIVE:
             return None  # a window of this process is using it
-        if isinstance(pid, int) and not isinstance(pid, bool) and pid != os.getpid() and _pid_alive(pid):
+        if isinstance(pid, int) and not isinstance(pid, bool) and pid != os.getpid() and pid_alive(pid):
             return None  # another NetStudio that is still running
         mtime = f.stat().st_mtime
         original = meta.get("original")
@@ -222,15 +222,3 @@ def _remove(target: Path) -> None:
             p.unlink()
         except FileNotFoundError:
             pass
-
-
-def _pid_alive(pid: int) -> bool:
-    if not 0 < pid < 2**31:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
