@@ -21,6 +21,7 @@ ROOT = HERE.parent
 # (script, extra arguments) — bench_trainer.py has --quick (1 repeat, 1 epoch: a smoke run)
 BENCHES: list[tuple[str, list[str]]] = [
     ("bench_shapes.py", []),
+    ("bench_load.py", []),
     ("bench_trainer.py", ["--quick"]),
     ("bench_gui.py", []),
     ("bench_gui_latency.py", []),

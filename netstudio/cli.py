@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
 from netstudio import __version__
-from netstudio.errors import NetStudioError, Problem
+from netstudio.errors import MAX_HINT, MAX_MESSAGE, MAX_NODE_ID, NetStudioError, Problem, clip_text
 
 COMMANDS = ("check", "train", "export", "samples")
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
@@ -36,9 +36,9 @@ class CliError(Exception):
 
 
 def format_error(message: str, node_id: str | None = None, hint: str | None = None) -> str:
-    where = f"[{node_id}] " if node_id else ""
-    fix = f" → {hint}" if hint else ""
-    return f"error: {where}{message}{fix}"
+    where = f"[{clip_text(node_id, MAX_NODE_ID)}] " if node_id else ""
+    fix = f" → {clip_text(hint, MAX_HINT)}" if hint else ""
+    return f"error: {where}{clip_text(message, MAX_MESSAGE)}{fix}"
 
 
 def format_problem(p: Problem) -> str:
@@ -82,7 +82,7 @@ def _resolve_data_paths(project: Any) -> None:
     for node in project.graph.nodes.values():
         p = node.params.get("path")
         if node.type_id == "data.dataset" and isinstance(p, str) and p and not os.path.isabs(os.path.expanduser(p)):
-            if not os.path.exists(p) and (base / p).exists():
+            if not os.path.exists(p) and os.path.exists(base / p):  # os.path: False, not OSError, for a too-long name
                 node.params["path"] = str(base / p)
 
 
@@ -153,10 +153,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             out = "✗ " + out if res is not None else "✗"
         n = counts.get(nid)
         mem = est.nodes.get(nid) if est is not None else None
-        rows.append((nid, node.name, cat.get(node.type_id).title, out,
+        rows.append((clip_text(nid, 60), clip_text(node.name, 60), cat.get(node.type_id).title, out,
                      _fmt_bytes(mem.training_bytes) if mem is not None else "—", f"{n:,}" if n is not None else "—"))
     widths = [max(len(r[i]) for r in rows) for i in range(6)]
-    print(f"{project.name} ({args.project})")
+    print(f"{clip_text(project.name, 200)} ({clip_text(args.project, 500)})")
     for i, r in enumerate(rows):
         print("  " + "  ".join(c.ljust(w) if j < 4 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
         if i == 0:
@@ -766,7 +766,7 @@ def _run(fn: Callable[[], int]) -> int:
     try:
         return fn()
     except CliError as e:
-        _err(str(e))
+        _err(clip_text(str(e), MAX_MESSAGE + MAX_HINT))
     except NetStudioError as e:
         code = getattr(e, "exit_code", None)  # a job stopped by a signal: 128 + its number, not an error
         line = format_error(e.message, e.node_id, e.hint)
@@ -785,7 +785,7 @@ def _run(fn: Callable[[], int]) -> int:
     except Exception as e:  # last resort: a bug, still no traceback unless asked for
         if os.environ.get("NETSTUDIO_DEBUG"):
             raise
-        _err(f"error: unexpected {type(e).__name__}: {e} (set NETSTUDIO_DEBUG=1 for details)")
+        _err(f"error: unexpected {type(e).__name__}: {clip_text(e, MAX_MESSAGE)} (set NETSTUDIO_DEBUG=1 for details)")
     return EXIT_ERROR
 
 

@@ -346,12 +346,15 @@ def test_save_without_a_path() -> None:
         save_project(_residual_project())
 
 
-def test_unsavable_text_is_a_project_error(tmp_path: Path) -> None:
+def test_a_lone_surrogate_in_a_name_saves_and_round_trips(tmp_path: Path) -> None:
+    # issue #17 item 9: such a name used to make every save (and autosave) fail and leak a temp file
     proj = _residual_project()
     proj.name = "bad \ud800 surrogate"
-    with pytest.raises(ProjectError, match="Cannot save"):
-        save_project(proj, tmp_path / "s.nsproj")
-    assert list(tmp_path.iterdir()) == []
+    path = save_project(proj, tmp_path / "s.nsproj")
+    assert [p.name for p in tmp_path.iterdir()] == ["s.nsproj"]
+    path.read_bytes().decode("utf-8")  # valid UTF-8 on disk
+    assert load_project(path).name == "bad \ud800 surrogate"
+    assert save_project(load_project(path), path).read_bytes() == path.read_bytes()
 
 
 # ----------------------------------------------------------------------------

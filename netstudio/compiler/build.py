@@ -10,6 +10,7 @@ part of ``forward``; they become a :class:`TrainingPlan`.
 
 from __future__ import annotations
 
+import keyword
 import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -225,7 +226,7 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
             elif isinstance(nt, FunctionType):
                 fn, fargs, fkwargs = nt.function(res.params, in_infos)
                 out = fxg.call_function(fn, _subst(fargs, args), _subst(fkwargs, args))
-                out.name = _unique(fxg, node.name if node.name not in _RESERVED else node.name + "_", out)
+                out.name = _unique(fxg, _code_name(node.name), out)
                 values[(nid, nt.outputs[0].name)] = out
             else:  # pragma: no cover - catalog guarantees one of the two
                 raise CompileError(f"{nt.title} cannot be compiled", node_id=nid)
@@ -252,9 +253,16 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
 _RESERVED = frozenset({"self", "code", "graph", "meta"})
 
 
+def _code_name(name: str) -> str:
+    """The node's name as a name in generated code: a Python keyword ('class', 'if') or a reserved
+    name gets a trailing '_'. The node keeps its own name for display."""
+    return name + "_" if keyword.iskeyword(name) or name in _RESERVED else name
+
+
 def _module_attr(root: nn.Module, name: str) -> str:
-    """``name``, or ``name_`` if it would shadow a Module/GraphModule attribute (a node named 'training')."""
-    attr = name
+    """``name``, or ``name_`` if it would shadow a Module/GraphModule attribute (a node named 'training')
+    or is a Python keyword (``self.class`` cannot be written in the forward code)."""
+    attr = _code_name(name)
     while attr in _RESERVED or hasattr(fx.GraphModule, attr) or hasattr(root, attr):
         attr += "_"
     return attr

@@ -211,6 +211,18 @@ class Graph:
     # --- edges --------------------------------------------------------------
     def check_connect(self, src: str, src_port: str, dst: str, dst_port: str) -> Edge:
         """Validate a prospective edge without adding it (the editor calls this while dragging)."""
+        edge, dp = self._check_edge_ports(src, src_port, dst, dst_port)
+        d_t = self.node_type(dst)
+        if edge in self.edges:
+            raise DuplicateEdgeError("These ports are already connected", node_id=dst)
+        if self._reaches(dst, src):
+            raise _cycle_error(self, src, dst)
+        if not dp.multi and any(e.dst == dst and e.dst_port == dst_port for e in self.edges):
+            raise _occupied_error(self, d_t, dp, dst)
+        return edge
+
+    def _check_edge_ports(self, src: str, src_port: str, dst: str, dst_port: str) -> tuple[Edge, Any]:
+        """The checks of one edge that need no other edge: ends exist, ports exist, kinds match."""
         from netstudio.nodes.base import can_connect
 
         if src not in self.nodes or dst not in self.nodes:
@@ -228,18 +240,7 @@ class Graph:
                 f"Cannot connect a {sp.kind.value} output to the {dp.kind.value} input "
                 f"'{dp.display}' of {d_t.title} '{self.nodes[dst].name}'",
                 node_id=dst, hint=_kind_hint(sp.kind.value, dp.kind.value))
-        edge = Edge(src, src_port, dst, dst_port)
-        if edge in self.edges:
-            raise DuplicateEdgeError("These ports are already connected", node_id=dst)
-        if self._reaches(dst, src):
-            raise CycleError(
-                f"Connecting '{self.nodes[src].name}' to '{self.nodes[dst].name}' would create a cycle",
-                node_id=dst, hint="networks must be acyclic; feed an earlier layer instead")
-        if not dp.multi and any(e.dst == dst and e.dst_port == dst_port for e in self.edges):
-            raise DuplicateEdgeError(
-                f"Input '{dp.display}' of {d_t.title} '{self.nodes[dst].name}' is already connected",
-                node_id=dst, hint="remove the existing connection first, or use an Add/Concat node")
-        return edge
+        return Edge(src, src_port, dst, dst_port), dp
 
     def connect(self, src: str, src_port: str, dst: str, dst_port: str) -> Edge:
         edge = self.check_connect(src, src_port, dst, dst_port)
@@ -299,21 +300,10 @@ class Graph:
 
     def topological_order(self) -> list[str]:
         """Kahn's algorithm, stable in insertion order. Raises CycleError naming a node."""
-        indeg = {nid: 0 for nid in self.nodes}
-        for e in self.edges:
-            indeg[e.dst] += 1
-        succ = self.successors_map()
-        ready = [nid for nid in self.nodes if indeg[nid] == 0]
-        order: list[str] = []
-        while ready:
-            nid = ready.pop(0)
-            order.append(nid)
-            for d in succ.get(nid, ()):
-                indeg[d] -= 1
-                if indeg[d] == 0:
-                    ready.append(d)
+        order = _kahn(self.nodes, self.edges)
         if len(order) != len(self.nodes):
-            stuck = next(nid for nid in self.nodes if nid not in set(order))
+            done = set(order)
+            stuck = next(nid for nid in self.nodes if nid not in done)
             raise CycleError(f"The graph contains a cycle through '{self.nodes[stuck].name}'",
                              node_id=stuck, hint="remove one connection of the loop")
         return order
@@ -337,19 +327,61 @@ class Graph:
     def from_dict(cls, data: Mapping[str, Any], catalog: "Catalog | None" = None) -> "Graph":
         """Build a graph from plain records; every type and param is validated.
 
-        Edges are re-checked with :meth:`connect`, so a hand-edited file cannot
-        smuggle in a cycle or a wrong connection.
+        Every edge gets the checks of :meth:`connect`, so a hand-edited file cannot
+        smuggle in a cycle or a wrong connection, but in time linear in the size of
+        the graph: duplicates and occupied inputs are looked up in sets, and cycles
+        are found once, at the end, instead of one graph walk per edge.
         """
         g = cls(catalog)
+        names: set[str] = set()
+        counters: dict[str, int] = {}  # per stem: numbers below are taken (names are only added while loading)
         for rec in data.get("nodes", []):
             if not isinstance(rec, Mapping):
                 raise GraphError("A node record is not an object")
-            g.add_node(str(rec["type"]), rec.get("params") or {}, _pos(rec.get("pos")),
-                       node_id=str(rec["id"]), name=str(rec.get("name") or "") or None)
+            type_id, nid = str(rec["type"]), str(rec["id"])
+            nt = g.catalog.get(type_id)
+            if nid in g.nodes:
+                raise GraphError(f"Node id {nid!r} already exists", node_id=nid)
+            values = nt.validate_params(rec.get("params") or {}, node_id=nid)
+            raw = str(rec.get("name") or "")
+            name = sanitize_name(raw) if raw else ""
+            if not name or name in names:
+                stem = sanitize_name(name or nt.default_name_prefix()).rstrip("0123456789") or "node"
+                name = _first_free(stem, names, counters)
+            pos = _pos(rec.get("pos"))
+            g.nodes[nid] = Node(nid, g.catalog.canonical_id(type_id), name, values, pos)
+            names.add(name)
+        # The first refused edge decides the error, as if each edge were added with connect(): a
+        # later problem is held back until the cycle check has seen the edges before it.
+        seen: set[Edge] = set()
+        occupied: set[tuple[str, str]] = set()
+        refused: GraphError | None = None
         for rec in data.get("edges", []):
             if not isinstance(rec, (list, tuple)) or len(rec) != 4:
-                raise GraphError(f"Malformed edge record {rec!r}")
-            g.connect(*(str(x) for x in rec))
+                refused = GraphError(f"Malformed edge record {rec!r}")
+                break
+            src, src_port, dst, dst_port = (str(x) for x in rec)
+            try:
+                edge, dp = g._check_edge_ports(src, src_port, dst, dst_port)
+            except GraphError as e:
+                refused = e
+                break
+            if edge in seen:
+                refused = DuplicateEdgeError("These ports are already connected", node_id=dst)
+                break
+            g.edges.append(edge)
+            if not dp.multi:
+                if (dst, dst_port) in occupied:  # connect() checks the cycle first, so this edge stays in
+                    refused = _occupied_error(g, g.node_type(dst), dp, dst)
+                    break
+                occupied.add((dst, dst_port))
+            seen.add(edge)
+        if len(_kahn(g.nodes, g.edges)) != len(g.nodes):
+            src, dst = _first_cycle_edge(g.nodes, g.edges)
+            raise _cycle_error(g, src, dst)
+        if refused is not None:
+            raise refused
+        g._next_id = 1
         g.revision = 0
         return g
 
@@ -361,6 +393,63 @@ class Graph:
                        "params": _deep_copy(n.params)} for n in self.nodes.values() if n.id in ids],
             "edges": [e.to_list() for e in self.edges if e.src in ids and e.dst in ids],
         }
+
+
+def _first_free(stem: str, taken: set[str], counters: dict[str, int]) -> str:
+    """``stem`` plus the first free number (what :meth:`Graph.unique_name` gives), resuming where the
+    previous search for this stem stopped, so naming n unnamed nodes costs O(n), not O(n²)."""
+    i = counters.get(stem, 1)
+    while f"{stem}{i}" in taken:
+        i += 1
+    counters[stem] = i + 1
+    return f"{stem}{i}"
+
+
+def _kahn(nodes: Mapping[str, Any], edges: list[Edge]) -> list[str]:
+    """Kahn's topological order, stable in insertion order; shorter than ``nodes`` when there is a cycle."""
+    from collections import deque
+
+    indeg = dict.fromkeys(nodes, 0)
+    succ: dict[str, list[str]] = {}
+    for e in edges:
+        indeg[e.dst] += 1
+        succ.setdefault(e.src, []).append(e.dst)
+    ready = deque(nid for nid, d in indeg.items() if d == 0)
+    order: list[str] = []
+    while ready:
+        nid = ready.popleft()
+        order.append(nid)
+        for d in succ.get(nid, ()):
+            indeg[d] -= 1
+            if indeg[d] == 0:
+                ready.append(d)
+    return order
+
+
+def _first_cycle_edge(nodes: Mapping[str, Any], edges: list[Edge]) -> tuple[str, str]:
+    """The first edge (in file order) that closes a cycle: the one connect() would have refused.
+
+    Binary search over prefixes, one linear check each: O((V + E) log E).
+    """
+    lo, hi = 0, len(edges)  # the prefix of length hi has a cycle; length lo has none
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if len(_kahn(nodes, edges[:mid])) != len(nodes):
+            hi = mid
+        else:
+            lo = mid
+    e = edges[hi - 1]
+    return e.src, e.dst
+
+
+def _cycle_error(g: "Graph", src: str, dst: str) -> CycleError:
+    return CycleError(f"Connecting '{g.nodes[src].name}' to '{g.nodes[dst].name}' would create a cycle",
+                      node_id=dst, hint="networks must be acyclic; feed an earlier layer instead")
+
+
+def _occupied_error(g: "Graph", d_t: Any, dp: Any, dst: str) -> DuplicateEdgeError:
+    return DuplicateEdgeError(f"Input '{dp.display}' of {d_t.title} '{g.nodes[dst].name}' is already connected",
+                              node_id=dst, hint="remove the existing connection first, or use an Add/Concat node")
 
 
 def _kind_hint(out_kind: str, in_kind: str) -> str:

@@ -57,7 +57,7 @@ class DatasetNode(NodeType):
                    "training split, 0 = unknown)"),
         Param("val_fraction", "float", 0.2, min=0.0, max=0.9, step=0.05, visible_if=("source", _SPLIT),
               help="share of samples held out for validation"),
-        Param("seed", "int", 0, min=0, visible_if=("source", _SPLIT),
+        Param("seed", "int", 0, min=0, max=2**32 - 1, visible_if=("source", _SPLIT),
               help="seeds the train/validation split (and synthetic data)"),
         Param("normalize", "choice", "standard", choices=("standard", "minmax", "none"),
               help="standard: z-score fitted on the train split (images: per channel after scaling to "

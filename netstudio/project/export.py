@@ -14,7 +14,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -24,6 +23,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from netstudio.errors import ExportError, NetStudioError
+from netstudio.fileio import atomic_write, describe_os_error, remove_created, torch_load_reason
 
 if TYPE_CHECKING:  # pragma: no cover
     from netstudio.compiler.build import CompiledModel, TrainingPlan
@@ -59,35 +59,43 @@ def _input_info(model: Any) -> Any:
 
 
 def _prepare_target(path: PathLike) -> Path:
+    """Check the export target; folders are created only by the write itself (and removed if it fails)."""
     p = Path(path)
-    if p.is_dir():
+    longest = max((len(part) for part in p.parts), default=0)
+    if longest > 255:
+        raise ExportError(f"Cannot export to {p}: the file name is too long ({longest} characters in one name; "
+                          "at most 255)", hint="choose a shorter name")
+    if os.path.isdir(p):
         raise ExportError(f"{p} is a folder; choose a file name to export to")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ExportError(f"Cannot create the folder {p.parent}: {e.strerror or e}") from e
     return p
 
 
 def _atomic_write(path: PathLike, write: Callable[[str], None], what: str) -> Path:
-    """Run ``write(tmp_path)`` then rename over ``path``: a failed export never leaves half a file."""
+    """Run ``write(tmp_path)`` then rename over ``path``: a failed export never leaves half a file,
+    nor a folder it created. The file follows the umask (an existing one keeps its mode)."""
     p = _prepare_target(path)
-    # keep the real suffix: torch.export.save insists on ".pt2"
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=f".tmp{p.suffix}", dir=str(p.parent))
-    os.close(fd)
     try:
-        write(tmp)
-        os.replace(tmp, p)
+        # keep the real suffix: torch.export.save insists on ".pt2"
+        atomic_write(p, write, keep_suffix=True, make_parents=True)
     except ExportError:
-        _unlink(tmp)
         raise
     except OSError as e:
-        _unlink(tmp)
-        raise ExportError(f"Cannot write {what} to {p}: {e.strerror or e}") from e
+        if not p.parent.is_dir():
+            raise ExportError(f"Cannot create the folder {p.parent}: {describe_os_error(e, p)}",
+                              hint="choose a folder you can write to") from e
+        raise ExportError(f"Cannot write {what} to {p}: {describe_os_error(e, p)}",
+                          hint="choose a folder you can write to and a shorter name") from e
     except Exception as e:
-        _unlink(tmp)
         raise ExportError(f"{what} export failed: {_short(e)}") from e
     return p
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    out: list[Path] = []
+    while not folder.exists() and folder.parent != folder:
+        out.append(folder)
+        folder = folder.parent
+    return out
 
 
 def _unlink(p: str) -> None:
@@ -206,7 +214,7 @@ def read_weights(path: PathLike) -> tuple[str | None, dict[str, torch.Tensor]]:
             warnings.simplefilter("ignore")  # torch warns about odd pickle protocols; we report our own error
             obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
-        raise ExportError(f"{p.name} is not a weights file NetStudio can read safely: {_short(e, 200)}",
+        raise ExportError(f"{p.name} is not a weights file NetStudio can read safely: {torch_load_reason(e)}",
                           hint="export the weights from NetStudio, or save model.state_dict() with torch.save") from e
     project_text: str | None = None
     if isinstance(obj, Mapping) and obj.get("format") == WEIGHTS_FORMAT:
@@ -646,6 +654,8 @@ def export_py(model: Any, path: PathLike, *, weights: PathLike | bool | None = T
     """
     gm = _exported(model, inp) if inp is not None else _graph_module(model)
     p = _prepare_target(path)
+    if weights is not None and weights is not False and weights is not True:
+        _prepare_target(weights)
     if weights is True:
         weights = weights_path_for(p)
     elif weights is False:
@@ -664,15 +674,24 @@ def export_py(model: Any, path: PathLike, *, weights: PathLike | bool | None = T
     else:
         x = example_input_for(model, batch=3) if _input_info(model) is not None else None
     _check_source(text, gm, x)
-    if weights is not None:
-        state = {k: v.detach().cpu().clone() for k, v in gm.state_dict().items()}
-        _atomic_write(weights, lambda tmp: torch.save(state, tmp), "Weights")
+    # weights and .py land together or not at all: a failed .py removes the weights file it wrote
+    weights_new = weights is not None and not Path(weights).exists()
+    folders = _missing_folders(p.parent) + (_missing_folders(Path(weights).parent) if weights is not None else [])
+    try:
+        if weights is not None:
+            state = {k: v.detach().cpu().clone() for k, v in gm.state_dict().items()}
+            _atomic_write(weights, lambda tmp: torch.save(state, tmp), "Weights")
 
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
+        def write(tmp: str) -> None:
+            with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+                f.write(text)
 
-    return _atomic_write(p, write, "Python")
+        return _atomic_write(p, write, "Python")
+    except BaseException:
+        if weights_new and weights is not None:
+            _unlink(str(weights))
+        remove_created(sorted(set(folders), key=lambda d: len(d.parts)))  # only what this export created
+        raise
 
 
 # ----------------------------------------------------------------------------

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from netstudio import __version__
-from netstudio.errors import NetStudioError, ProjectError
+from netstudio.errors import NetStudioError, ProjectError, clip_text
+from netstudio.fileio import atomic_write, clean_stale_temp_files
 from netstudio.graph.model import Graph
 from netstudio.training.config import TrainConfig
 
 FORMAT_VERSION = 1
 SUFFIX = ".nsproj"
 MAX_FILE_BYTES = 64 * 1024 * 1024  # a project is small; refuse to parse a huge hostile file
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 #: format_version N -> function upgrading a version-N record to N+1
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
@@ -73,7 +76,10 @@ class Project:
         }
 
     def dumps(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        # A lone surrogate (e.g. a name pasted from a broken source) cannot be encoded as UTF-8;
+        # written as a JSON escape it survives the round trip instead of making every save fail.
+        return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
     @classmethod
     def from_dict(cls, data: Any, path: Path | None = None) -> "Project":
@@ -150,6 +156,7 @@ def _clip(v: Any, limit: int = 80) -> str:
 
 def load_project(path: str | os.PathLike[str]) -> Project:
     p = Path(path)
+    clean_stale_temp_files(p.parent, p.name)  # what a crash during an earlier save left behind
     try:
         if p.stat().st_size > MAX_FILE_BYTES:
             raise ProjectError(f"{p.name} is too large to be a project file")
@@ -172,25 +179,19 @@ def load_project(path: str | os.PathLike[str]) -> Project:
 
 
 def save_project(project: Project, path: str | os.PathLike[str] | None = None) -> Path:
-    """Write atomically: a crash mid-save never leaves a half-written project."""
+    """Write atomically: a crash mid-save never leaves a half-written project.
+
+    The file keeps its mode (a new one follows the umask); saving through a
+    symbolic link rewrites the link's target.
+    """
     p = Path(path) if path is not None else project.path
     if p is None:
         raise ProjectError("No file name given for saving")
-    text = project.dumps()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except (OSError, UnicodeError, ValueError) as e:  # UnicodeError: lone surrogates in names
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        text = project.dumps()
+        atomic_write(p, text, make_parents=True)
+    except (OSError, UnicodeError, ValueError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise ProjectError(f"Cannot save {p}: {why}") from e
+        raise ProjectError(f"Cannot save {clip_text(str(p), 300)}: {clip_text(why, 300)}") from e
     project.path = p
     return p

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import pprint
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -84,17 +83,13 @@ def _fill(template: str, **values: str) -> str:
 
 def _write_text(path: Path, text: str) -> None:
     """Atomic write: a failed export never leaves half a file behind."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    from netstudio.fileio import atomic_write, describe_os_error
+
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise ExportError(f"Cannot write {path}: {e.strerror or e}") from e
+        atomic_write(path, text)
+    except (OSError, UnicodeError) as e:
+        why = describe_os_error(e, path) if isinstance(e, OSError) else str(e)
+        raise ExportError(f"Cannot write {path}: {why}") from e
 
 
 # ----------------------------------------------------------------------------
@@ -1085,7 +1080,43 @@ model = torch.load("model.pt", weights_only=False).eval()   # only for files you
 """
 
 
-def export_script(project: "Project", out_dir: str | os.PathLike[str], *,
+def export_script(project: "Project", out_dir: str | os.PathLike[str], *args: Any, **kwargs: Any) -> ScriptExport:
+    """Write ``model.py``, ``train.py`` and ``README.md`` into ``out_dir`` (see :func:`_export_script`).
+
+    All or nothing: when any step fails, the files this export created and the
+    folders it made are removed again (files that existed before are replaced
+    atomically or left as they were).
+    """
+    from netstudio.fileio import make_parents, remove_created
+
+    folder = Path(out_dir)
+    longest = max((len(part) for part in folder.parts), default=0)
+    if longest > 255:
+        raise ExportError(f"Cannot export to {folder}: the folder name is too long ({longest} characters in one "
+                          "name; at most 255)", hint="choose a shorter name")
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ExportError(f"{folder} is a file; the script export needs a folder", hint="choose a folder for --out")
+    try:
+        made = make_parents(folder)
+    except OSError as e:
+        from netstudio.fileio import describe_os_error
+
+        raise ExportError(f"Cannot create {folder}: {describe_os_error(e, folder)}") from e
+    before = {p.name for p in folder.iterdir()}
+    try:
+        return _export_script(project, folder, *args, **kwargs)
+    except BaseException:
+        for p in folder.iterdir():
+            if p.name not in before and p.is_file():
+                try:
+                    p.unlink()
+                except OSError:
+                    pass
+        remove_created(made)
+        raise
+
+
+def _export_script(project: "Project", out_dir: str | os.PathLike[str], *,
                   weights: Mapping[str, "torch.Tensor"] | None = None,
                   config: "TrainConfig | None" = None) -> ScriptExport:
     """Write ``model.py``, ``train.py`` and ``README.md`` into ``out_dir`` (created if needed).

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 from netstudio.errors import ProjectError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -55,3 +56,9 @@ class TrainConfig:
             raise ProjectError(f"threads must be between 0 (automatic) and 1024, got {self.threads}")
         if self.early_stopping_patience < 0 or self.seed < 0:
             raise ProjectError("seed and early_stopping_patience must not be negative")
+        if self.seed > MAX_SEED:
+            raise ProjectError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}",
+                               hint="random generators (PyTorch, NumPy) take 32-bit seeds")
+        if self.early_stopping_patience > 1_000_000:
+            raise ProjectError(f"early_stopping_patience must be at most 1000000, got "
+                               f"{self.early_stopping_patience}")

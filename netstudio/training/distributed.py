@@ -27,7 +27,6 @@ import os
 import signal
 import socket
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
@@ -346,32 +345,76 @@ def save_checkpoint(path: str | os.PathLike[str], *, model: nn.Module, optimizer
     }
     if extra:
         state.update(extra)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, p)  # a crash mid-save leaves the previous checkpoint intact
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return p
+    state["checksum"] = state_checksum(state)  # read_checkpoint refuses a file whose content changed
+    from netstudio.fileio import atomic_write
+
+    # temp file + fsync + rename: a crash mid-save leaves the previous checkpoint intact
+    return atomic_write(p, lambda tmp: torch.save(state, tmp))
+
+
+def state_checksum(state: Mapping[str, Any]) -> str:
+    """SHA-256 over a checkpoint's content (every tensor's bytes, dtype and shape, every plain value)."""
+    import hashlib
+
+    h = hashlib.sha256()
+
+    def feed(v: Any) -> None:
+        if isinstance(v, torch.Tensor):
+            t = v.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            if t.numel():
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(v, Mapping):
+            h.update(b"{")
+            for k, x in v.items():
+                if k == "checksum" and v is state:
+                    continue
+                feed(k)
+                feed(x)
+            h.update(b"}")
+        elif isinstance(v, (list, tuple)):
+            h.update(b"[" if isinstance(v, list) else b"(")
+            for x in v:
+                feed(x)
+            h.update(b"]")
+        else:
+            h.update(f"{type(v).__name__}:{v!r};".encode("utf-8", "backslashreplace"))
+
+    feed(state)
+    return h.hexdigest()
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The checkpoint at ``path`` (tensors on the CPU), None if there is none; TrainingError if unreadable."""
+    """The checkpoint at ``path`` (tensors on the CPU), None if there is none; TrainingError if unreadable
+    or damaged (its stored checksum no longer matches its content)."""
+    import warnings
+
+    from netstudio.fileio import torch_load_reason
+
     p = Path(path)
     if not p.exists():
         return None
     try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on odd pickle protocols; our error says enough
+            state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated file, foreign pickle...
-        raise TrainingError(f"Cannot read the checkpoint {p}: {_first_line(e)}",
+        raise TrainingError(f"Cannot read the checkpoint {p}: {torch_load_reason(e)}",
                             hint="delete it to start from scratch") from e
     if not isinstance(state, dict) or not {"epoch", "model", "optimizer"} <= set(state):
         raise TrainingError(f"{p} is not a training checkpoint", hint="delete it to start from scratch")
+    stored = state.get("checksum")
+    if stored is not None:  # older checkpoints carry none
+        try:
+            actual = state_checksum(state)
+        except Exception as e:  # noqa: BLE001 - a damaged value torch still loaded
+            raise TrainingError(f"The checkpoint {p} is damaged: {_first_line(e)}",
+                                hint="delete it to start from scratch") from e
+        if stored != actual:
+            raise TrainingError(f"The checkpoint {p} is damaged: its content does not match its checksum "
+                                "(the file was changed or corrupted after it was written)",
+                                hint="delete it to start from scratch")
+        del state["checksum"]
     return state
 
 

@@ -74,6 +74,10 @@ def run_app(path: str | None = None) -> int:
 
     reserve_cores_for_workers()  # the GUI thread computes single-threaded (see there)
     window.install_training_dock()
+    from netstudio.ui.main_window import _EXTRA_WINDOWS
+
+    for other in list(_EXTRA_WINDOWS):  # restored backups beyond the first, or the file passed at start-up
+        other.install_training_dock()
     window.scene.update_param_counts()
     window.status("Ready", 3000)
     return int(app.exec())

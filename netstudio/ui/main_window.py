@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QFrame, Q
 
 import netstudio
 import shiboken6
-from netstudio.errors import NetStudioError
+from netstudio.errors import NetStudioError, clip_text
 from netstudio.graph.commands import Disconnect, Macro, Paste, RemoveNodes
 from netstudio.graph.model import Graph
 from netstudio.project.io import SUFFIX, Project, load_project, save_project
@@ -153,18 +153,22 @@ class MainWindow(QMainWindow):
             self.install_training_dock()
 
         # --- initial project -----------------------------------------------------------------
+        # Backups of a crashed session come first: opening a file or the sample must not
+        # replace (or delete) work that only exists in a recovery file.
+        restored = self.check_recovery() if check_recovery else False
         if project is None:
             if path is not None:
-                self.open_file(path)
-            elif open_default:
+                if not restored:
+                    self.open_file(path)
+                elif not self._is_current_file(path):
+                    self.open_in_new_window(path=path)  # the restored work keeps this window
+            elif open_default and not restored:
                 sample = find_sample()
                 if sample is not None:
                     self.open_file(sample, as_copy=True)
         self._update_title()
         self._update_status()
         self.frame_all_later()
-        if check_recovery:
-            self.check_recovery()
 
     # ======================================================================
     # public API
@@ -273,17 +277,19 @@ class MainWindow(QMainWindow):
                                               f"NetStudio projects (*{SUFFIX})")
         return path or None
 
-    def ask_restore_recovery(self, info: RecoveryInfo) -> bool:
-        import datetime as _dt
-
-        when = _dt.datetime.fromtimestamp(info.saved_at).strftime("%Y-%m-%d %H:%M")
-        where = str(info.original) if info.original else "an unsaved project"
-        ans = QMessageBox.question(
-            self, "Restore unsaved work?",
-            f"NetStudio did not close properly last time.\n\nA backup of “{info.name}” ({where}) from {when} "
-            "was found. Restore it?",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes)
-        return ans == QMessageBox.StandardButton.Yes
+    def ask_restore_recovery(self, info: RecoveryInfo) -> bool | None:
+        """True: restore, False: delete the backup, None: keep it and ask again next time."""
+        box = QMessageBox(QMessageBox.Icon.Question, "Restore unsaved work?",
+                          "NetStudio did not close properly last time.\n\n" + recovery_offer_text(info), parent=self)
+        restore = box.addButton("Restore", QMessageBox.ButtonRole.AcceptRole)
+        discard = box.addButton("Discard", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton("Decide Later", QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(restore)
+        box.exec()
+        clicked = box.clickedButton()
+        if clicked is restore:
+            return True
+        return False if clicked is discard else None
 
     # ======================================================================
     # actions
@@ -497,6 +503,7 @@ class MainWindow(QMainWindow):
         if self._doc.locked or not self.maybe_save():
             return
         self._discard_recovery()
+        self.recovery.set_base(None)
         self._doc.replace_project(Project())
         self.view.frame_all()
         self.status("New project")
@@ -525,9 +532,10 @@ class MainWindow(QMainWindow):
             log.exception("open failed")
             self.show_error("Cannot open project", f"{Path(path).name}: {e}")
             return False
-        self._discard_recovery()
+        self._discard_recovery()  # this window's backup of the work the user just let go
         if as_copy:
             project.path = None
+        self.recovery.set_base(project.path, based_on=str(path) if as_copy else None)
         self._doc.replace_project(project)
         if remember and not as_copy:
             self.add_recent(project.path)
@@ -561,8 +569,8 @@ class MainWindow(QMainWindow):
             p.name = old_name
             self.show_error("Cannot save project", str(e))
             return False
-        self.recovery.discard(old_path)
-        self.recovery.discard(target)
+        self._discard_recovery()
+        self.recovery.set_base(target)
         self._doc.set_modified(False)
         self.add_recent(target)
         self._update_title()
@@ -625,44 +633,77 @@ class MainWindow(QMainWindow):
             return None
         try:
             path = self.recovery.write(self._doc.project)
-        except OSError as e:
-            self.status(f"Autosave failed: {e}")
+        except (OSError, ValueError) as e:
+            self.status(f"Autosave failed: {clip_text(e, 300)}")
             return None
         self.status("Autosaved a recovery copy", 3000)
         return path
 
     def _discard_recovery(self) -> None:
         try:
-            self.recovery.discard(self._doc.project.path)
+            self.recovery.discard()
         except OSError:
             pass
 
     def check_recovery(self) -> bool:
-        """Offer the newest recovery file left by a crash; True if it was restored."""
+        """Offer every backup a crashed session left; True if one was restored into this window.
+
+        Each is offered with its time and what it differs from. Restore: the first
+        goes into this window, later ones into new windows; the backup stays until
+        that work is saved or discarded. Discard deletes it; Decide Later keeps it.
+        """
         try:
             pending = self.recovery.pending()
         except OSError:
             return False
-        if not pending:
-            return False
-        info = pending[0]
         restored = False
-        if self.ask_restore_recovery(info):
+        for info in pending:
+            answer = self.ask_restore_recovery(info)
+            if answer is None:
+                continue
+            if not answer:
+                self.recovery.discard_info(info)
+                continue
             try:
                 project = load_project(info.path)
             except NetStudioError as e:
                 self.show_error("Cannot restore the backup", str(e))
-            else:
-                project.path = info.original
-                project.name = info.name
-                self._doc.replace_project(project, modified=True)
-                self.frame_all_later()
-                self.status("Restored unsaved work from the recovery file")
+                continue
+            project.path = info.original
+            project.name = info.name
+            if not restored:
+                self._restore_into(self, project, info)
                 restored = True
-        self.recovery.discard_info(info)
-        if restored:
-            self.autosave()  # keep a copy until the user saves
+            else:
+                other = self.open_in_new_window()
+                self._restore_into(other, project, info)
         return restored
+
+    @staticmethod
+    def _restore_into(window: "MainWindow", project: Project, info: RecoveryInfo) -> None:
+        window.recovery.adopt(info)
+        window._doc.replace_project(project, modified=True)
+        window.frame_all_later()
+        window.status("Restored unsaved work from the recovery file")
+
+    def _is_current_file(self, path: str | Path) -> bool:
+        current = self._doc.project.path
+        try:
+            return current is not None and Path(current).resolve() == Path(path).resolve()
+        except OSError:
+            return False
+
+    def open_in_new_window(self, path: str | Path | None = None) -> "MainWindow":
+        """Another top-level window (restored backups beyond the first, a file given at start-up)."""
+        other = MainWindow(path, project=None if path is not None else Project(), open_default=False,
+                           recovery_dir=self.recovery.dir, check_recovery=False, training=False)
+        if self.training_dock is not None:
+            other.install_training_dock()
+        other.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        _EXTRA_WINDOWS.append(other)
+        other.destroyed.connect(lambda _o=None, w=other: _EXTRA_WINDOWS.remove(w) if w in _EXTRA_WINDOWS else None)
+        other.show()
+        return other
 
     # ======================================================================
     # editing
@@ -877,6 +918,7 @@ class MainWindow(QMainWindow):
         settings.setValue("window/state", self.saveState())
         self.autosave_timer.stop()
         self._discard_recovery()
+        self.recovery.release()
         event.accept()
 
     def _default_dock_sizes(self) -> None:
@@ -924,6 +966,19 @@ def shrinkable_dock(dock: QDockWidget) -> QDockWidget:
     if panel is not None and not isinstance(panel, _DockScroll):
         dock.setWidget(_DockScroll(panel))
     return dock
+
+
+def recovery_offer_text(info: RecoveryInfo) -> str:
+    """The offer for one backup: whose work, from when, and what it differs from."""
+    import datetime as _dt
+
+    when = _dt.datetime.fromtimestamp(info.saved_at).strftime("%Y-%m-%d %H:%M:%S")
+    return (f"A backup of “{clip_text(info.name, 200)}” from {when} was found: "
+            f"{clip_text(info.describe(), 600)}.\n\nRestore it?")
+
+
+#: windows opened besides the first (kept referenced while they are open)
+_EXTRA_WINDOWS: list["MainWindow"] = []
 
 
 def _parse_clipboard(text: str) -> dict[str, Any] | None:

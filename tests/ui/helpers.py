@@ -86,3 +86,14 @@ def build_mlp(window: Any) -> dict[str, str]:
     connect(window, ids["data"], "target", ids["loss"], "target")
     connect(window, ids["loss"], "loss", ids["opt"], "loss")
     return ids
+
+
+def simulate_crash(window: Any) -> None:
+    """What the next start sees after this window's process died: its slot no longer in use.
+
+    The window object lives on in the test, so it is detached from its backup (a dead
+    process never touches its files again) and its close at teardown deletes nothing.
+    """
+    window.autosave_timer.stop()
+    window.recovery.release()
+    window.recovery.slot = "crashed-" + window.recovery.slot

@@ -19,7 +19,7 @@ from netstudio.ui.canvas.view import NODE_MIME
 from netstudio.ui.main_window import MainWindow, find_sample
 from netstudio.ui.recovery import RecoveryStore
 
-from .helpers import assert_scene_matches_model, build_mlp, edge_label
+from .helpers import assert_scene_matches_model, build_mlp, edge_label, simulate_crash
 
 
 def test_title_shows_project_name_and_unsaved_marker(window: Any, tmp_path: Path, dialogs: Any) -> None:
@@ -135,6 +135,7 @@ def test_recovery_file_is_offered_after_a_crash_and_restores_the_graph(make_wind
     assert backup is not None and backup.parent == recovery_dir
     os.utime(saved, (time.time() - 60, time.time() - 60))
     expected = first.document.graph.to_dict()
+    simulate_crash(first)
 
     dialogs.restore_answer = True
     second = make_window(open_default=True, check_recovery=True)
@@ -153,22 +154,28 @@ def test_recovery_file_is_offered_after_a_crash_and_restores_the_graph(make_wind
     assert len(dialogs.restore_offers) == 1
 
 
-def test_declined_or_stale_recovery_files_are_discarded(make_window: Any, recovery_dir: Path, tmp_path: Path,
-                                                        dialogs: Any) -> None:
+def test_declined_recovery_files_are_discarded_and_touched_ones_stay_offered(make_window: Any, recovery_dir: Path,
+                                                                             tmp_path: Path, dialogs: Any) -> None:
     store = RecoveryStore(recovery_dir)
     store.write(Project(name="scratch"))
+    store.release()  # its window is gone
     dialogs.restore_answer = False
     w = make_window(check_recovery=True)
     assert len(dialogs.restore_offers) == 1 and len(w.document.graph.nodes) == 0
     assert store.pending() == []
-    # a backup older than its project file is stale: not offered
+    # a backup older than its project file (git checkout, a sync client touched it after the crash)
+    # is still the only copy of that work: offered, with a note, never deleted silently
     proj = save_project(Project(name="saved"), tmp_path / "saved.nsproj")
-    p = load_project(proj)
-    store.write(p)
-    backup = store.file_for(proj)
+    other = RecoveryStore(recovery_dir)
+    other.set_base(proj)
+    other.write(load_project(proj))
+    other.release()
+    backup = other.file_for()
     os.utime(backup, (time.time() - 120, time.time() - 120))
-    assert store.pending() == []
-    assert not backup.exists()
+    save_project(Project(name="changed by git"), proj)
+    pending = store.pending()
+    assert [i.path for i in pending] == [backup] and backup.exists()
+    assert pending[0].file_changed and "changed on disk" in pending[0].describe()
 
 
 def test_autosave_timer_writes_only_when_modified(window: Any, recovery_dir: Path) -> None:

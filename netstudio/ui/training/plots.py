@@ -436,15 +436,20 @@ class LivePlots(QWidget):
         p = Path(path)
         cols = ["run", "kind", "x", "train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr",
                 "seconds", "batch_loss"]
-        with p.open("w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(cols)
-            for run in self.runs:
-                for ev in run.epochs:
-                    x = run.epoch_offset + int(ev.get("epoch", 0))
-                    w.writerow([run.name, "epoch", x] + [_cell(ev.get(c)) for c in cols[3:9]] + [""])
-                for x, y in zip(run.batch_loss.x.tolist(), run.batch_loss.y.tolist()):
-                    w.writerow([run.name, "batch", int(x)] + [""] * 6 + [_cell(y)])
+        import io
+
+        from netstudio.fileio import atomic_write
+
+        f = io.StringIO(newline="")
+        w = csv.writer(f)
+        w.writerow(cols)
+        for run in self.runs:
+            for ev in run.epochs:
+                x = run.epoch_offset + int(ev.get("epoch", 0))
+                w.writerow([run.name, "epoch", x] + [_cell(ev.get(c)) for c in cols[3:9]] + [""])
+            for x, y in zip(run.batch_loss.x.tolist(), run.batch_loss.y.tolist()):
+                w.writerow([run.name, "batch", int(x)] + [""] * 6 + [_cell(y)])
+        atomic_write(p, f.getvalue())  # whole or not at all; follows the umask like every export
         return p
 
 
