@@ -177,6 +177,10 @@ class _Progress:
             self.device = str(ev.get("device")) if ev.get("device") is not None else None
             self.epochs = int(ev.get("epochs", self.epochs) or self.epochs)
             extra = f" on {self.device}" if self.device else ""
+            if isinstance(ev.get("threads"), int) and not str(ev.get("device_id", "cpu")).startswith(("cuda", "mps")):
+                from netstudio.training.threads import describe
+
+                extra += f", {describe(ev['threads'], str(ev.get('threads_mode', 'default')))}"
             print(f"training {self.epochs} epoch{'s' if self.epochs != 1 else ''}{extra}", file=self.lines,
                   flush=True)
         elif kind == "batch" and self.bar is not None:
@@ -284,7 +288,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train_distributed(args)
     project = _load(args.project)
     overrides: dict[str, Any] = {}
-    for key in ("epochs", "batch_size", "seed", "device"):
+    for key in ("epochs", "batch_size", "seed", "device", "threads"):
         v = getattr(args, key)
         if v is not None:
             overrides[key] = v
@@ -378,7 +382,7 @@ def _train_distributed(args: argparse.Namespace) -> int:
     device = args.device or (project.training.device if project.training.device in ("cpu", "cuda") else "auto")
     rank_args = ["--device", device, "--checkpoint-dir", ckpt, "--timeout", str(args.timeout)]
     for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--seed", args.seed),
-                        ("--out", args.out), ("--save-weights", args.save_weights)):
+                        ("--threads", args.threads), ("--out", args.out), ("--save-weights", args.save_weights)):
         if value is not None:
             rank_args += [flag, str(value)]
     rank_args += [f for f, on in (("--resume", args.resume), ("--json", args.json)) if on]
@@ -519,6 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the project's)")
     p.add_argument("--batch-size", type=_positive, default=None)
     p.add_argument("--seed", type=_non_negative, default=None)
+    p.add_argument("--threads", type=_non_negative, default=None, metavar="N",
+                   help="CPU threads per process; 0 = automatic: the fastest count, re-measured as the machine's "
+                        "load changes (default: the project's setting)")
     p.add_argument("--out", default=None, help="save the trained model (whole module, torch.load) here")
     p.add_argument("--save-weights", default=None, metavar="W",
                    help="save a weights file (state_dict + project, safe to load) for `netstudio export`")

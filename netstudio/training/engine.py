@@ -5,8 +5,9 @@ Pure PyTorch, no Qt: the GUI runs ``fit`` in a worker thread and turns the
 plain dicts of Python numbers and strings (they cross threads; never tensors):
 
 * ``{"kind": "start", "device", "device_id", "epochs", "steps_per_epoch", "n_train", "n_val", "task",
-  "fast_path", "fast_path_reason", "threads", "threads_auto"}`` — ``threads``: the CPU intra-op threads in
-  force (adapted during the run when ``threads_auto``, see :mod:`netstudio.training.threads`)
+  "fast_path", "fast_path_reason", "threads", "threads_mode"}`` — ``threads``: the CPU intra-op threads in
+  force; ``threads_mode`` "auto" (adapted during the run, see :mod:`netstudio.training.threads`), "fixed"
+  (``config.threads``) or "default" (the caller's count: GPU runs, distributed ranks)
 * ``{"kind": "batch", "epoch", "batch", "n_batches", "loss", "samples_per_s", "eta_s", "global_step"}`` —
   at most ~20 per second; ``loss`` is the mean loss of the batches since the previous batch event
 * ``{"kind": "epoch", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",
@@ -473,7 +474,7 @@ class _Trainer:
         self.emit({"kind": "start", "device": self.label, "device_id": str(dev), "epochs": cfg.epochs,
                    "steps_per_epoch": steps, "n_train": n_train, "n_val": n_val, "task": task,
                    "fast_path": self.fast, "fast_path_reason": None if self.fast else reason,
-                   "threads": self.tuner.threads, "threads_auto": self.tuner.adaptive})
+                   "threads": self.tuner.threads, "threads_mode": self.tuner.mode})
 
         status, message = "finished", f"Trained {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
         try:

@@ -95,9 +95,12 @@ def candidates(ceiling: int) -> list[int]:
     return out
 
 
-def describe(threads: int, adaptive: bool) -> str:
-    """'2 threads (automatic)' / '1 thread (set)' for run headers."""
-    return f"{threads} thread{'s' if threads != 1 else ''} ({'automatic' if adaptive else 'set'})"
+MODES = {"auto": "automatic", "fixed": "fixed", "default": "the caller's"}
+
+
+def describe(threads: int, mode: str) -> str:
+    """'2 threads (automatic)' / '1 thread (fixed)' for run headers; ``mode`` as in :attr:`ThreadTuner.mode`."""
+    return f"{threads} thread{'s' if threads != 1 else ''} ({MODES.get(mode, mode)})"
 
 
 class ThreadTuner:
@@ -214,8 +217,13 @@ class ThreadTuner:
             self._set(self.before)
             self._applied = self.before
 
+    @property
+    def mode(self) -> str:
+        """'fixed' (the user's count), 'auto' (adapting) or 'default' (the caller's count, not adapted)."""
+        return "fixed" if self.fixed else "auto" if self.adaptive else "default"
+
     def summary(self) -> dict[str, Any]:
-        return {"threads": self.threads, "threads_auto": self.adaptive, "thread_calibrations": self.calibrations}
+        return {"threads": self.threads, "threads_mode": self.mode, "thread_calibrations": self.calibrations}
 
     # --- internals ----------------------------------------------------------------
     def _apply(self, n: int) -> None:
