@@ -582,7 +582,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return _run(lambda: launch_gui(args_list[0] if args_list else None))
     args = build_parser().parse_args(args_list)
-    return _run(lambda: args.func(args))
+    code = _run(lambda: args.func(args))
+    if argv is None and args.command == "train":
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """End a ``netstudio train`` process without the interpreter's teardown.
+
+    Everything is written and flushed by now (exports are closed by torch.save). With
+    torch, dynamo and sympy loaded, tearing down the modules takes longer than the
+    whole run of a small model (bench B7); a hand-written script pays it too, but
+    nobody waits for it on purpose. Only the program itself exits this way: ``main``
+    called with arguments (tests, other Python code) returns.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # pragma: no cover - a closed pipe
+            pass
+    os._exit(code)
 
 
 def _run(fn: Callable[[], int]) -> int:
