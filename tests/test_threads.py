@@ -106,6 +106,30 @@ def test_load_that_goes_away_is_noticed_at_a_later_epoch() -> None:
     assert fake.train(tuner, 2, 60)[-1] == 2
 
 
+def test_load_arriving_mid_epoch_is_noticed_within_that_epoch() -> None:
+    fake = FakeTorch({1: 1.0e-3, 2: 0.6e-3})
+    tuner = fake.tuner(initial=2)
+    tuner.epoch_start()
+    steps = 0
+
+    def step() -> None:
+        tuner.step_start()
+        fake.now += fake.cost[fake.n]
+        tuner.step_end()
+
+    while tuner.calibrations == 0:
+        step()
+        steps += 1
+    assert tuner.threads == 2
+    for _ in range(200):  # no load: no more calibrations (the next epoch start would check again)
+        step()
+    assert tuner.calibrations == 1
+    fake.cost = {1: 1.0e-3, 2: 20e-3}  # another program takes a core; the epoch goes on
+    for _ in range(30):
+        step()
+    assert tuner.calibrations == 2 and tuner.threads == 1 and fake.n == 1
+
+
 def test_a_fixed_count_is_never_changed() -> None:
     fake = FakeTorch({1: 1.0e-3, 2: 0.1e-3})
     tuner = fake.tuner(requested=1)

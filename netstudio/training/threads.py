@@ -11,8 +11,9 @@ On an idle machine, two threads are as fast or faster (LeNet at batch 512:
 
 :class:`ThreadTuner` therefore times real training steps: a short calibration
 over the first steps tries 1, 2, 4, … up to the caller's thread count, keeps the
-fastest, and repeats at each epoch start (and every ``RECHECK_S`` within long
-epochs) as long as probing stays within ``BUDGET`` of the training time. A
+fastest, and repeats at each epoch start, every ``RECHECK_S`` within long
+epochs and at once when steps become ``SLOWDOWN`` times slower than measured
+(load arrived), as long as probing stays within ``BUDGET`` of the training time. A
 count that is clearly worse (a descheduled team) is dropped after one step, so
 a probe under load costs a step or two, not an epoch. The user overrides it
 with a fixed count (``--threads N``, the project's ``TrainConfig.threads``).
@@ -128,6 +129,10 @@ class ThreadTuner:
     BUDGET = 0.03
     #: within a long epoch, re-check after this many seconds
     RECHECK_S = 5.0
+    #: between calibrations: re-check at once when the median of the last WATCH steps is this much slower
+    #: than the chosen count measured (load arrived, or the calibration was misled by noise)
+    SLOWDOWN = 1.5
+    WATCH = 8
     #: a smaller count within this fraction of the fastest is preferred (leaves cores to the desktop)
     PREFER_FEWER = 0.01
 
@@ -165,6 +170,9 @@ class ThreadTuner:
         self._steps = 0
         self._due = self.adaptive      # calibrate as soon as training runs
         self._last_check = clock()
+        self._chosen_s: float | None = None  # step time of the chosen count at the last calibration
+        self._recent: list[float] = []       # step times since then (the last WATCH)
+        self._watch_t0: float | None = None
 
     # --- the loop's hooks ---------------------------------------------------------
     @property
@@ -182,9 +190,11 @@ class ThreadTuner:
         if not self._plan:
             if self._steps == 1:
                 return  # the very first step initialises optimizer state and caches: never timed
-            if not self._due and self._clock() - self._last_check >= self.RECHECK_S:
+            now = self._clock()
+            if not self._due and now - self._last_check >= self.RECHECK_S:
                 self._due = True
             if not self._due or not self._within_budget():
+                self._watch_t0 = now
                 return
             self._begin()
         self._apply(self._plan[0])
@@ -192,6 +202,9 @@ class ThreadTuner:
 
     def step_end(self) -> None:
         if self._t0 is None:
+            if self._watch_t0 is not None:
+                self._watch(self._clock() - self._watch_t0)
+                self._watch_t0 = None
             return
         dt = self._clock() - self._t0
         self._t0 = None
@@ -247,6 +260,17 @@ class ThreadTuner:
         self._probe_total, self._probe_steps = 0.0, 0
         self._due = False
 
+    def _watch(self, dt: float) -> None:
+        if self._chosen_s is None:
+            return
+        recent = self._recent
+        recent.append(dt)
+        if len(recent) > self.WATCH:
+            del recent[0]
+        if len(recent) == self.WATCH and statistics.median(recent) > self.SLOWDOWN * self._chosen_s:
+            self._due = True  # taken at the next step, if the probing budget allows
+            recent.clear()
+
     def _maybe_abandon(self, n: int, dt: float, factor: float) -> None:
         others = [statistics.median(v) for c, v in self._times.items() if c != n and v]
         if others and dt > factor * min(others):
@@ -264,5 +288,7 @@ class ThreadTuner:
         self.probe_cost += max(0.0, self._probe_total - self._probe_steps * medians[choice])
         self.threads = choice
         self._apply(choice)
+        self._chosen_s = medians[choice]
+        self._recent = []
         self.calibrations += 1
         self.history.append({"medians_s": dict(sorted(medians.items())), "threads": choice})
