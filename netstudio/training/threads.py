@@ -20,47 +20,24 @@ with a fixed count (``--threads N``, the project's ``TrainConfig.threads``).
 
 The OpenMP wait policy is left to the user: ``OMP_WAIT_POLICY=PASSIVE`` (idle
 threads sleep at once) made two-thread training up to ~17 % slower on the idle
-machine (LeNet at batch 512) and one thread under load was still faster, so the
-count, not the wait policy, is what adapts. :func:`policy_environment` reports
-what is in force; :func:`prepare_environment` is where an entry point would set
-variables that must precede ``import torch``.
+machine (LeNet at batch 512) and one thread under load was still faster than two
+passive ones, so the count, not the wait policy, is what adapts (bench/README.md, B6).
 
-Qt-free; torch is imported inside functions only, so entry points can call
-:func:`prepare_environment` before torch loads.
+Every entry point trains through ``fit``, which creates the tuner before the
+run's first torch op: ``netstudio train``, each ``--nproc`` rank (one thread per
+rank from the launcher's ``OMP_NUM_THREADS=1``, or ``--threads N``) and the app's
+training worker (whose ceiling is the count the dock reserves for workers). The
+exported ``train.py`` carries its own small version (script_export.py).
+
+Qt-free; torch is imported inside functions only.
 """
 
 from __future__ import annotations
 
 import os
 import statistics
-import sys
 import time
-from typing import Any, Callable, Mapping, MutableMapping
-
-#: OpenMP variables that must be set before torch is imported to take effect
-OMP_VARS = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")
-
-
-def prepare_environment(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
-    """Call at the top of an entry point, before ``import torch``; returns the OpenMP settings in force.
-
-    The thread count adapts after torch has loaded (:class:`ThreadTuner`); this
-    only records what the user set, so the run can report it. ``environ`` is
-    ``os.environ`` unless given (tests).
-    """
-    env = os.environ if environ is None else environ
-    return policy_environment(env)
-
-
-def policy_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The OpenMP variables the user set (``OMP_WAIT_POLICY`` etc.), for reports."""
-    env = os.environ if environ is None else environ
-    return {k: env[k] for k in OMP_VARS if env.get(k)}
-
-
-def torch_loaded() -> bool:
-    """True once torch is imported: OpenMP variables set after that no longer apply in this process."""
-    return "torch" in sys.modules
+from typing import Any, Callable
 
 
 def cpu_cores() -> int:
