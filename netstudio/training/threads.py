@@ -102,6 +102,9 @@ class ThreadTuner:
     ABANDON = 2.0
     #: the same for the untimed first step at a new count (it may include one-off warm-up)
     ABANDON_FIRST = 4.0
+    #: a step at a count whose team waits for descheduled threads can take this many times longer
+    #: (issue 10: 20-30x); a count above the current one is only probed when the budget covers that
+    WORST = 25.0
     #: probing may cost at most this share of the time since training started
     BUDGET = 0.03
     #: within a long epoch, re-check after this many seconds
@@ -132,6 +135,7 @@ class ThreadTuner:
             self.threads = initial if initial is not None else initial_threads(self.ceiling)
         else:
             self.threads = self.ceiling
+        self.guess = self.threads      # before anything is measured (load average)
         self._applied = -1
         self._apply(self.threads)
         self.calibrations = 0          # finished calibrations
@@ -226,16 +230,27 @@ class ThreadTuner:
         return self.probe_cost <= self.BUDGET * elapsed
 
     def _begin(self) -> None:
-        order = [self.threads] + [c for c in candidates(self.ceiling) if c != self.threads]
+        # fewer threads first: they never stall, and give the reference the others are judged by
+        order = [c for c in candidates(self.ceiling) if c <= self.threads or self._may_try_more(c)]
+        self._due = False
         plan: list[int] = []
-        for r in range(self.ROUNDS):
+        if len(order) == 1:  # only the count in force: time it (free), so later checks know what to beat
+            plan = order * self.PROBE_STEPS
+        for r in range(self.ROUNDS if len(order) > 1 else 0):
             for c in (order if r % 2 == 0 else list(reversed(order))):
                 plan += [c] * (self.PROBE_STEPS + 1)
         self._plan = plan
         self._times = {}
         self._fresh = {plan[0]} if plan[0] != self._applied else set()
         self._probe_total, self._probe_steps = 0.0, 0
-        self._due = False
+
+    def _may_try_more(self, n: int) -> bool:
+        """Probe ``n`` threads, more than in force now? At the first calibration when the load
+        average said the cores were free; later when the budget covers one stalled step."""
+        if self._chosen_s is None:
+            return self.calibrations == 0 and n <= self.guess
+        elapsed = self._clock() - self._t_start
+        return self.probe_cost + self.WORST * self._chosen_s <= self.BUDGET * elapsed
 
     def _watch(self, dt: float) -> None:
         if self._chosen_s is None:
