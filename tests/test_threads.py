@@ -22,6 +22,12 @@ from netstudio.training import threads as T
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _own_last_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake runs below must not leave their choice to later real runs of this process."""
+    monkeypatch.setattr(T, "_last_choice", None)
+
+
 class FakeTorch:
     """set/get_num_threads and a clock whose steps last ``cost[n]`` seconds at n threads."""
 
@@ -146,6 +152,18 @@ def test_load_arriving_mid_epoch_is_noticed_within_that_epoch() -> None:
     for _ in range(30):
         step()
     assert tuner.calibrations == 2 and tuner.threads == 1 and fake.n == 1
+
+
+def test_a_later_run_starts_from_the_last_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    # right after a two-thread run the load average counts this process's own threads as busy
+    monkeypatch.setattr(T, "busy_cores", lambda: 2.0)
+    monkeypatch.setattr(T, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(T, "_last_choice", None)
+    fake = FakeTorch({1: 1.0e-3, 2: 0.6e-3})
+    assert fake.tuner(ceiling=2).threads == 1
+    monkeypatch.setattr(T, "_last_choice", 2)
+    assert fake.tuner(ceiling=2).threads == 2
+    assert fake.tuner(ceiling=1).threads == 1
 
 
 def test_a_fixed_count_is_never_changed() -> None:

@@ -63,6 +63,11 @@ def initial_threads(ceiling: int, busy: float | None = None, cores: int | None =
     return max(1, min(ceiling, int(cores - busy + 0.5)))
 
 
+#: the count the last calibration in this process chose: a second run (the app trains many) starts
+#: from it, since the load average then still counts this process's own training threads as busy
+_last_choice: int | None = None
+
+
 def candidates(ceiling: int) -> list[int]:
     """Thread counts worth trying: 1, 2, 4, … and the ceiling itself."""
     out, n = [], 1
@@ -132,7 +137,11 @@ class ThreadTuner:
         if self.fixed:
             self.threads = int(requested)
         elif self.adaptive:
-            self.threads = initial if initial is not None else initial_threads(self.ceiling)
+            if initial is None:
+                initial = initial_threads(self.ceiling)
+                if _last_choice is not None:
+                    initial = max(initial, min(_last_choice, self.ceiling))
+            self.threads = initial
         else:
             self.threads = self.ceiling
         self.guess = self.threads      # before anything is measured (load average)
@@ -278,7 +287,8 @@ class ThreadTuner:
         best = min(medians.values())
         choice = min(c for c, m in medians.items() if m <= best * (1 + self.PREFER_FEWER))
         self.probe_cost += max(0.0, self._probe_total - self._probe_steps * medians[choice])
-        self.threads = choice
+        global _last_choice
+        self.threads = _last_choice = choice
         self._apply(choice)
         self._chosen_s = medians[choice]
         self._recent = []
