@@ -70,7 +70,8 @@ def test_candidates_and_first_guess() -> None:
     assert T.candidates(6) == [1, 2, 4, 6]
     assert T.candidates(8) == [1, 2, 4, 8]
     assert T.initial_threads(2, busy=0.1, cores=2) == 2
-    assert T.initial_threads(2, busy=1.2, cores=2) == 1   # a browser spinning one core
+    assert T.initial_threads(2, busy=0.6, cores=2) == 2   # an idle desktop's background noise
+    assert T.initial_threads(2, busy=1.0, cores=2) == 1   # a browser spinning one core
     assert T.initial_threads(8, busy=30.0, cores=8) == 1
     assert T.initial_threads(4, busy=0.0, cores=16) == 4  # never above the caller's count
 

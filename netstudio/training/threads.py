@@ -57,10 +57,14 @@ def busy_cores() -> float:
 
 
 def initial_threads(ceiling: int, busy: float | None = None, cores: int | None = None) -> int:
-    """A first guess before anything is measured: the cores not busy with other programs, 1…ceiling."""
+    """A first guess before anything is measured: the cores not busy with other programs, 1…ceiling.
+
+    A core counts as busy from a load of 0.7 on (a program spinning on it brings the
+    1-minute average to 1.0; an idle desktop's background noise stays below).
+    """
     cores = cpu_cores() if cores is None else cores
     busy = busy_cores() if busy is None else busy
-    return max(1, min(ceiling, int(cores - busy + 0.5)))
+    return max(1, min(ceiling, cores - int(busy + 0.3)))
 
 
 #: the count the last calibration in this process chose: a second run (the app trains many) starts
