@@ -79,7 +79,7 @@ def test_candidates_and_first_guess() -> None:
 def test_the_faster_count_wins_and_is_applied() -> None:
     fake = FakeTorch({1: 1.0e-3, 2: 0.6e-3})
     tuner = fake.tuner(initial=2)  # the load average said the cores were free: both are tried at once
-    assert tuner.mode == "auto" and tuner.threads == 2
+    assert tuner.mode == "auto" and tuner.guess == 2 and tuner.threads == 1  # 1 until measured
     assert fake.train(tuner, 3, 40) == [2, 2, 2]
     assert tuner.calibrations >= 1 and fake.n == 2 and tuner.history[0]["medians_s"].keys() == {1, 2}
     fake2 = FakeTorch({1: 1.0e-3, 2: 1.4e-3})  # two threads slower (a busy core): one wins
@@ -113,12 +113,12 @@ def test_a_busy_machine_never_pays_for_a_stalled_team_early() -> None:
     assert tuner.threads == 1 and tuner.probe_cost == pytest.approx(24e-3, rel=0.1)
 
 
-def test_a_stale_load_average_costs_two_slow_steps_not_an_epoch() -> None:
-    # the load average still says idle, but a core is busy now: the count starts at 2
+def test_a_stale_load_average_costs_one_slow_step_not_an_epoch() -> None:
+    # the load average still says idle, but a core is busy now: 2 threads are tried at once
     fake = FakeTorch({1: 1.0e-3, 2: 25e-3})
     tuner = fake.tuner(initial=2)
-    # the untimed first step of training, and the first (untimed) step of 2 in the calibration
-    assert _steps_at(fake, tuner, 1, 80, 2) == 2
+    # the first (untimed) step at 2 in the calibration is enough to drop it
+    assert _steps_at(fake, tuner, 1, 80, 2) == 1
     assert tuner.threads == 1
     before = tuner.calibrations  # the probing budget postpones the next try instead of paying it each epoch
     assert _steps_at(fake, tuner, 3, 80, 2) == 0 and tuner.calibrations >= before
@@ -161,10 +161,10 @@ def test_a_later_run_starts_from_the_last_choice(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(T, "cpu_cores", lambda: 2)
     monkeypatch.setattr(T, "_last_choice", None)
     fake = FakeTorch({1: 1.0e-3, 2: 0.6e-3})
-    assert fake.tuner(ceiling=2).threads == 1
+    assert fake.tuner(ceiling=2).guess == 1
     monkeypatch.setattr(T, "_last_choice", 2)
-    assert fake.tuner(ceiling=2).threads == 2
-    assert fake.tuner(ceiling=1).threads == 1
+    assert fake.tuner(ceiling=2).guess == 2
+    assert fake.tuner(ceiling=1).guess == 1
 
 
 def test_a_fixed_count_is_never_changed() -> None:

@@ -145,10 +145,14 @@ class ThreadTuner:
                 initial = initial_threads(self.ceiling)
                 if _last_choice is not None:
                     initial = max(initial, min(_last_choice, self.ceiling))
-            self.threads = initial
+            # the load average's guess decides what the first calibration may try; until then
+            # one thread, which cannot stall (the first step initialises optimizer state: ~free)
+            self.guess = initial
+            self.threads = 1
         else:
             self.threads = self.ceiling
-        self.guess = self.threads      # before anything is measured (load average)
+        if not self.adaptive:
+            self.guess = self.threads
         self._applied = -1
         self._apply(self.threads)
         self.calibrations = 0          # finished calibrations
