@@ -699,7 +699,8 @@ def set_threads(requested=THREADS):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
         per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        n = min(torch.get_num_threads(), max(1, int(cores - busy + 0.5) // max(1, per_machine)))
+        free = cores - int(busy + 0.3)  # a core counts as busy from a load of 0.7
+        n = min(torch.get_num_threads(), max(1, free // max(1, per_machine)))
     torch.set_num_threads(n)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"CPU threads: {n} per process ({'automatic' if requested <= 0 else 'fixed'})", flush=True)
