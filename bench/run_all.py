@@ -27,6 +27,8 @@ BENCHES: list[tuple[str, list[str]]] = [
     ("bench_gui_latency.py", []),
     ("bench_memory.py", []),
     ("bench_startup.py", []),
+    ("bench_busy.py", []),
+    ("bench_time_to_result.py", []),
 ]
 
 

@@ -208,6 +208,10 @@ class _Progress:
             self.device = str(ev.get("device")) if ev.get("device") is not None else None
             self.epochs = int(ev.get("epochs", self.epochs) or self.epochs)
             extra = f" on {self.device}" if self.device else ""
+            if isinstance(ev.get("threads"), int) and not str(ev.get("device_id", "cpu")).startswith(("cuda", "mps")):
+                from netstudio.training.threads import describe
+
+                extra += f", {describe(ev['threads'], str(ev.get('threads_mode', 'default')))}"
             print(f"training {self.epochs} epoch{'s' if self.epochs != 1 else ''}{extra}", file=self.lines,
                   flush=True)
         elif kind == "batch" and self.bar is not None:
@@ -356,7 +360,7 @@ def _train(args: argparse.Namespace) -> int:
 
     project = _load(args.project)
     overrides: dict[str, Any] = {}
-    for key in ("epochs", "batch_size", "seed", "device"):
+    for key in ("epochs", "batch_size", "seed", "device", "threads"):
         v = getattr(args, key)
         if v is not None:
             overrides[key] = v
@@ -475,7 +479,7 @@ def _train_distributed(args: argparse.Namespace) -> int:
     device = args.device or (project.training.device if project.training.device in ("cpu", "cuda") else "auto")
     rank_args = ["--device", device, "--checkpoint-dir", ckpt, "--timeout", str(args.timeout)]
     for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--seed", args.seed),
-                        ("--out", args.out), ("--save-weights", args.save_weights)):
+                        ("--threads", args.threads), ("--out", args.out), ("--save-weights", args.save_weights)):
         if value is not None:
             rank_args += [flag, str(value)]
     rank_args += [f for f, on in (("--resume", args.resume), ("--json", args.json),
@@ -667,6 +671,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the project's)")
     p.add_argument("--batch-size", type=_positive, default=None)
     p.add_argument("--seed", type=_non_negative, default=None)
+    p.add_argument("--threads", type=_non_negative, default=None, metavar="N",
+                   help="CPU threads per process; 0 = automatic: the fastest count, re-measured as the machine's "
+                        "load changes (default: the project's setting)")
     p.add_argument("--out", default=None, help="save the trained model (whole module, torch.load) here")
     p.add_argument("--save-weights", default=None, metavar="W",
                    help="save a weights file (state_dict + project, safe to load) for `netstudio export`")
@@ -729,7 +736,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return _run(lambda: launch_gui(args_list[0] if args_list else None))
     args = build_parser().parse_args(args_list)
-    return _run(lambda: _with_stop_signals(lambda: args.func(args)))
+    code = _run(lambda: _with_stop_signals(lambda: args.func(args)))
+    if argv is None and args.command == "train":
+        _exit_now(code)
+    return code
 
 
 class _StopSignal(KeyboardInterrupt):
@@ -759,6 +769,23 @@ def _with_stop_signals(fn: Callable[[], int]) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _exit_now(code: int) -> None:
+    """End a ``netstudio train`` process without the interpreter's teardown.
+
+    Everything is written and flushed by now (exports are closed by torch.save). With
+    torch, dynamo and sympy loaded, tearing down the modules takes longer than the
+    whole run of a small model (bench B7); a hand-written script pays it too, but
+    nobody waits for it on purpose. Only the program itself exits this way: ``main``
+    called with arguments (tests, other Python code) returns.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # pragma: no cover - a closed pipe
+            pass
+    os._exit(code)
 
 
 def _run(fn: Callable[[], int]) -> int:

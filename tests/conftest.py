@@ -19,6 +19,19 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def dataset_cache(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Parsed bundled datasets go to a folder of this session, never the user's ~/.cache (subprocesses too)."""
+    before = os.environ.get("NETSTUDIO_CACHE_DIR")
+    path = tmp_path_factory.mktemp("netstudio-cache")
+    os.environ["NETSTUDIO_CACHE_DIR"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("NETSTUDIO_CACHE_DIR", None)
+    else:
+        os.environ["NETSTUDIO_CACHE_DIR"] = before
+
+
 @pytest.fixture(scope="module")
 def one_thread() -> Any:
     """Tiny models: one intra-op thread is fastest and immune to a busy second core."""

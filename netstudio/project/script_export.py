@@ -744,6 +744,32 @@ INIT_WEIGHTS = @INIT_WEIGHTS@  # optional starting weights, relative to this fil
 
 '''
 
+_THREADS = '''
+# CPU threads. When another program keeps a core busy, torch's default of one thread per core makes every
+# op wait for a thread the system has paused (NetStudio measured 20-30x slower training on 2 cores);
+# computing with only the cores other programs leave free avoids that. --threads N (or THREADS) fixes it.
+THREADS = @THREADS@  # CPU threads per process; 0 = automatic
+
+
+def set_threads(requested=THREADS):
+    """Set torch's CPU threads for this process and print the count (rank 0); 0 = automatic.
+
+    Automatic: the cores other programs leave free (1-minute load average), shared by this
+    machine's processes, never more than torch's own default (torchrun sets one per process).
+    """
+    n = requested
+    if n <= 0:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        free = cores - int(busy + 0.3)  # a core counts as busy from a load of 0.7
+        n = min(torch.get_num_threads(), max(1, free // max(1, per_machine)))
+    torch.set_num_threads(n)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"CPU threads: {n} per process ({'automatic' if requested <= 0 else 'fixed'})", flush=True)
+    return n
+'''
+
 _TRAIN = '''
 # ----------------------------------------------------------------------------
 # Distributed setup and checkpoints
@@ -936,11 +962,13 @@ def parse_args(argv=None):
     p.add_argument("--init-weights", default=INIT_WEIGHTS, help="state_dict to start from")
     p.add_argument("--timeout", type=float, default=300.0,
                    help="seconds a process waits for the others before the job fails")
+    p.add_argument("--threads", type=int, default=THREADS, help="CPU threads per process; 0 = automatic")
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    set_threads(args.threads)
     rank, world, device = setup(args)
     try:
         train(args, rank, world, device)
@@ -974,7 +1002,8 @@ def training_script(plan: "TrainingPlan", config: "TrainConfig", *, title: str =
     header = _fill(_HEADER, TITLE=repr(title), EPOCHS=repr(config.epochs),
                    BATCH_SIZE=repr(config.batch_size), SEED=repr(config.seed), SHUFFLE=repr(bool(config.shuffle)),
                    INIT_WEIGHTS=repr(init_weights))
-    parts = [header, data_section(p), "\n\n", _loss_section(plan), "\n\n", _optim_section(plan), "\n",
+    threads = _fill(_THREADS, THREADS=repr(int(config.threads)))  # CPU thread count, before the data section
+    parts = [header, threads, data_section(p), "\n\n", _loss_section(plan), "\n\n", _optim_section(plan), "\n",
              _fill(_TRAIN, DATA_HELP=data_help)]
     text = "".join(parts)
     if src in _TORCHVISION and p["download"]:

@@ -695,6 +695,7 @@ def rank_parser() -> "Any":
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="global batch size (all ranks together)")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per rank (default: 1 per rank)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (each rank uses cuda:LOCAL_RANK)")
     p.add_argument("--checkpoint-dir", default=None)
     p.add_argument("--resume", action="store_true")
@@ -745,7 +746,7 @@ def run_rank(argv: Sequence[str] | None = None) -> int:
         ctx = init_distributed(args.device, args.timeout)
         project = cli._load(args.project)
         overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
-                                       ("seed", args.seed)) if v is not None}
+                                       ("seed", args.seed), ("threads", args.threads)) if v is not None}
         config = replace(project.training, **overrides)
         config.validate()
         torch.manual_seed(config.seed)  # initial weights: the same draw as a single-process run

@@ -5,11 +5,13 @@ Pure PyTorch, no Qt: the GUI runs ``fit`` in a worker thread and turns the
 plain dicts of Python numbers and strings (they cross threads; never tensors):
 
 * ``{"kind": "start", "device", "device_id", "epochs", "steps_per_epoch", "n_train", "n_val", "task",
-  "fast_path", "fast_path_reason"}``
+  "fast_path", "fast_path_reason", "threads", "threads_mode"}`` — ``threads``: the CPU intra-op threads in
+  force; ``threads_mode`` "auto" (adapted during the run, see :mod:`netstudio.training.threads`), "fixed"
+  (``config.threads``) or "default" (the caller's count: GPU runs, distributed ranks)
 * ``{"kind": "batch", "epoch", "batch", "n_batches", "loss", "samples_per_s", "eta_s", "global_step"}`` —
   at most ~20 per second; ``loss`` is the mean loss of the batches since the previous batch event
 * ``{"kind": "epoch", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",
-  "samples_per_s"}`` — accuracies are None for regression, val values None without validation data
+  "samples_per_s", "threads"}`` — accuracies are None for regression, val values None without validation data
 * ``{"kind": "paused", "epoch", "batch", "global_step"}`` (``batch``: the one that waits; ``global_step``:
   steps done so far) / ``{"kind": "resumed", "paused_s"}``
 * ``{"kind": "end", "status": "finished"|"stopped"|"early_stopped"|"error", "message"}``
@@ -40,6 +42,7 @@ from netstudio.errors import NetStudioError, TrainingError
 from netstudio.training.config import TrainConfig
 from netstudio.training.fastpath import (Stepper, fast_path_blocker, make_step, prepare_optimizer,
                                          reset_for_eager, try_capture)
+from netstudio.training.threads import ThreadTuner
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -436,6 +439,7 @@ class _Trainer:
         self.start_state: dict[str, torch.Tensor] = {}
         self.steps = 0
         self.n_train = 0
+        self.tuner: ThreadTuner | None = None  # CPU thread count (adaptive unless config.threads is set)
 
     # --- events ------------------------------------------------------------------
     def emit(self, event: dict[str, Any]) -> None:
@@ -471,6 +475,9 @@ class _Trainer:
         self.device = self.dist.device if self.dist is not None else resolve_device(cfg.device)
         self.label = device_label(self.device)
         dev = self.device
+        # before any torch work of the run; adapts on the CPU of a single process only (ranks have
+        # one thread each, and a GPU step barely depends on them); fit hands the caller's count back
+        self.tuner = ThreadTuner(cfg.threads, adaptive=dev.type == "cpu" and self.dist is None)
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)   # CPU: same shuffling order on every device
 
@@ -530,7 +537,8 @@ class _Trainer:
         task = getattr(data.info, "task", "classification")
         self.emit({"kind": "start", "device": self.label, "device_id": str(dev), "epochs": cfg.epochs,
                    "steps_per_epoch": steps, "n_train": n_train, "n_val": n_val, "task": task,
-                   "fast_path": self.fast, "fast_path_reason": None if self.fast else reason})
+                   "fast_path": self.fast, "fast_path_reason": None if self.fast else reason,
+                   "threads": self.tuner.threads, "threads_mode": self.tuner.mode})
 
         status, message = "finished", f"Trained {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
         try:
@@ -541,6 +549,7 @@ class _Trainer:
                 self.start_state = _snapshot(model)
                 model.train()
                 stepper.reset_epoch()
+                self.tuner.epoch_start()
                 if data.resident:
                     perm = torch.randperm(n_train, generator=gen) if cfg.shuffle else torch.arange(n_train)
                     perm = perm.to(dev)   # one small copy per epoch; batches are views of it
@@ -573,7 +582,7 @@ class _Trainer:
                          "val_loss": val_loss, "val_accuracy": val_acc,
                          "lr": float(optimizer.param_groups[0]["lr"]),
                          "seconds": time.perf_counter() - epoch_start - (self.paused_total - paused_before),
-                         "samples_per_s": n_seen / max(train_seconds, 1e-9)}
+                         "samples_per_s": n_seen / max(train_seconds, 1e-9), "threads": self.tuner.threads}
                 self.history.append(entry)
                 self.emit(dict(entry))
 
@@ -611,7 +620,9 @@ class _Trainer:
     def _train_epoch(self, items: Any, batch_sched: Any) -> bool:
         """Run one epoch's batches; False if the loss became NaN/inf (seen at a report)."""
         stepper, dev, resident = self.stepper, self.device, self.data.resident
-        assert stepper is not None
+        assert stepper is not None and self.tuner is not None
+        tuner = self.tuner
+        adapt = tuner.adaptive
         total_samples = self.config.epochs * self.n_train
         # the report clock runs across epochs: with epochs shorter than the report
         # interval, a per-epoch clock would never emit a batch event at all
@@ -627,10 +638,14 @@ class _Trainer:
                     self._check_stop()
                     last_active = self.train_active
                     last_loss, last_samples = stepper.totals()[0], stepper.samples
+                if adapt:
+                    tuner.step_start()
                 if resident:
                     stepper.run_indices(item)
                 else:
                     stepper.run_tensors(item[0].to(dev, non_blocking=True), item[1].to(dev, non_blocking=True))
+                if adapt:
+                    tuner.step_end()
                 if batch_sched is not None:
                     batch_sched.step()
                 self.global_step += 1
@@ -704,7 +719,7 @@ class _Trainer:
                 "epochs_run": len(self.history),
                 "samples_per_s": self.samples_done / self.train_active if self.train_active > 0 else None,
                 "device": self.label, "device_id": str(self.device), "best_epoch": self.best_epoch,
-                "fast_path": self.fast}
+                "fast_path": self.fast, **(self.tuner.summary() if self.tuner is not None else {})}
 
     def _cpu_model(self) -> nn.Module | None:
         if self.model is None:
@@ -803,6 +818,14 @@ def fit(plan: Any, data: Any, config: TrainConfig, report: Report | None = None,
     ``resume`` continues after the last saved epoch.
     """
     trainer = _Trainer(plan, data, config, report, stop_event, pause_event, model, dist, checkpoint_dir, resume)
+    try:
+        return _fit(trainer, config)
+    finally:
+        if trainer.tuner is not None:
+            trainer.tuner.close()  # the caller's thread count again
+
+
+def _fit(trainer: _Trainer, config: TrainConfig) -> FitResult:
     try:
         return trainer.run()
     except NetStudioError as exc:
