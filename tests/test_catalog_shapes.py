@@ -22,6 +22,7 @@ from netstudio.errors import ShapeError
 from netstudio.graph.model import Graph
 from netstudio.nodes import (CATALOG, Catalog, Category, FunctionType, InferContext, LayerType, NodeType, Param,
                              Port, PortKind, PortRef, TensorInfo)
+from netstudio.nodes.base import apply_output_steps
 
 MODEL_CATEGORIES = (Category.LAYER, Category.ACTIVATION, Category.MERGE)
 
@@ -48,6 +49,14 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "layer.embedding": {"input": T(4, 7, dtype="int64")},
     "layer.lstm": {"input": T(4, 6, 10)},
     "layer.gru": {"input": T(4, 6, 10)},
+    "layer.rnn": {"input": T(4, 6, 10)},
+    "layer.select": {"input": T(4, 6, 10)},
+    "layer.mean": {"input": T(4, 6, 10)},
+    "layer.sum": {"input": T(4, 6, 10, dtype="int64")},
+    "layer.permute": {"input": T(4, 6, 10)},
+    "layer.transpose": {"input": T(4, 6, 10, 3)},
+    "layer.maxpool1d": {"input": T(4, 3, 9)},
+    "layer.avgpool1d": {"input": T(4, 3, 9)},
     "activation.relu": {"input": T(4, 10)},
     "activation.leaky_relu": {"input": T(4, 3, 5, 5)},
     "activation.gelu": {"input": T(4, 10)},
@@ -81,6 +90,20 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("layer.lstm", {"hidden_size": 5, "num_layers": 2, "bidirectional": True, "dropout": 0.2},
      {"input": T(3, 4, 6)}),
     ("layer.gru", {"hidden_size": 5, "bidirectional": True}, {"input": T(3, 4, 6)}),
+    ("layer.gru", {"hidden_size": 5, "num_layers": 3}, {"input": T(3, 4, 6)}),
+    ("layer.rnn", {"hidden_size": 5, "num_layers": 2, "bidirectional": True, "nonlinearity": "relu"},
+     {"input": T(3, 4, 6)}),
+    ("layer.select", {"dim": -1, "index": 2}, {"input": T(4, 6, 10)}),
+    ("layer.select", {"dim": 2, "index": -10}, {"input": T(4, 6, 10, 2)}),
+    ("layer.mean", {"dim": -1, "keepdim": True}, {"input": T(4, 6, 10)}),
+    ("layer.sum", {"dim": 2, "keepdim": False}, {"input": T(4, 6, 10, 3)}),
+    ("layer.permute", {"dims": [0, 3, 1, 2]}, {"input": T(2, 5, 6, 3)}),
+    ("layer.permute", {"dims": [0, -1, 1]}, {"input": T(2, 5, 6)}),
+    ("layer.transpose", {"dim0": -1, "dim1": 1}, {"input": T(2, 5, 6, 3)}),
+    ("layer.maxpool1d", {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True, "dilation": 2},
+     {"input": T(2, 3, 10)}),
+    ("layer.avgpool1d", {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True,
+                         "count_include_pad": False}, {"input": T(2, 3, 8)}),
     ("activation.softmax", {"dim": -1}, {"input": T(4, 3, 5)}),
     ("merge.concat", {"dim": 2}, {"inputs": [T(4, 3, 5), T(4, 3, 2)]}),
     ("merge.multiply", {}, {"a": T(4, 1, 6), "b": T(4, 5, 1)}),
@@ -114,8 +137,9 @@ def _subst(v: Any, values: dict[str, Any]) -> Any:
     return v
 
 
-def run_torch(type_id: str, params: dict[str, Any], inputs: dict[str, Any]) -> tuple[torch.Tensor, Any]:
-    """Build the node from resolved params and run it on random tensors; returns (output, module or fn)."""
+def run_torch_ports(type_id: str, params: dict[str, Any], inputs: dict[str, Any]
+                    ) -> tuple[dict[str, torch.Tensor], Any]:
+    """Build the node from resolved params and run it on random tensors; returns ({port: value}, module or fn)."""
     nt = CATALOG.get(type_id)
     tensors = {k: [random_tensor(i) for i in v] if isinstance(v, list) else random_tensor(v)
                for k, v in inputs.items()}
@@ -123,12 +147,18 @@ def run_torch(type_id: str, params: dict[str, Any], inputs: dict[str, Any]) -> t
         if isinstance(nt, LayerType):
             mod = nt.build(params, inputs)
             mod.train()  # batch statistics and dropout active: the harder case for shapes
-            out = mod(tensors["input"])
-            idx = getattr(nt, "output_index", None)
-            return (out[idx] if idx is not None else out), mod
+            args, kwargs = nt.call_args(params)
+            out = mod(*_subst(args, tensors), **_subst(kwargs, tensors))
+            return {port: apply_output_steps(steps, out) for port, steps in nt.output_steps(params).items()}, mod
         assert isinstance(nt, FunctionType)
         fn, args, kwargs = nt.function(params, inputs)
-        return fn(*_subst(args, tensors), **_subst(kwargs, tensors)), fn
+        return {nt.outputs[0].name: fn(*_subst(args, tensors), **_subst(kwargs, tensors))}, fn
+
+
+def run_torch(type_id: str, params: dict[str, Any], inputs: dict[str, Any]) -> tuple[torch.Tensor, Any]:
+    """Like run_torch_ports, for the ``output`` port."""
+    outs, built = run_torch_ports(type_id, params, inputs)
+    return outs["output"], built
 
 
 def model_type_ids() -> list[str]:
@@ -141,10 +171,13 @@ def test_every_model_type_matches_torch(type_id: str) -> None:
     inputs = EXAMPLES[type_id]
     params, outs = infer(type_id, {}, inputs)
     assert "auto" not in params.values(), "resolve must replace every 'auto' param"
-    out, built = run_torch(type_id, params, inputs)
-    info = outs["output"]
-    assert info.shape == tuple(out.shape)
-    assert info.dtype == str(out.dtype).removeprefix("torch.")
+    values, built = run_torch_ports(type_id, params, inputs)
+    # every declared output port is inferred and produced
+    assert set(outs) == set(values) == {p.name for p in CATALOG.get(type_id).outputs}
+    for port, out in values.items():
+        info = outs[port]
+        assert info.shape == tuple(out.shape), port
+        assert info.dtype == str(out.dtype).removeprefix("torch."), port
     if isinstance(built, torch.nn.Module):
         # built-in modules only, so saved models unpickle without NetStudio installed
         assert type(built).__module__.startswith("torch.nn.modules."), type(built)
@@ -153,8 +186,10 @@ def test_every_model_type_matches_torch(type_id: str) -> None:
 @pytest.mark.parametrize("type_id,params,inputs", VARIANTS, ids=[f"{v[0]}-{i}" for i, v in enumerate(VARIANTS)])
 def test_variants_match_torch(type_id: str, params: dict[str, Any], inputs: dict[str, Any]) -> None:
     resolved, outs = infer(type_id, params, inputs)
-    out, _ = run_torch(type_id, resolved, inputs)
-    assert outs["output"].shape == tuple(out.shape)
+    values, _ = run_torch_ports(type_id, resolved, inputs)
+    assert set(outs) == set(values)
+    for port, out in values.items():
+        assert outs[port].shape == tuple(out.shape), port
 
 
 def test_examples_table_has_no_stale_entries() -> None:
