@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
-from netstudio.errors import CycleError, DuplicateEdgeError, GraphError, PortError
+from netstudio.errors import CycleError, DuplicateEdgeError, GraphError, PortError, UnknownNodeTypeError
 
 if TYPE_CHECKING:  # pragma: no cover
     from netstudio.nodes.base import Catalog, NodeType
@@ -344,6 +344,13 @@ class Graph:
         for rec in data.get("nodes", []):
             if not isinstance(rec, Mapping):
                 raise GraphError("A node record is not an object")
+            if "type" in rec and "id" in rec and str(rec["type"]) not in g.catalog:
+                nid, label = str(rec["id"]), str(rec.get("name") or "")
+                named = f"node {nid!r}" + (f" ({label!r})" if label and label != nid else "")
+                raise UnknownNodeTypeError(
+                    f"Unknown node type {str(rec['type'])!r} for {named}: this version of NetStudio does not "
+                    "know this type", node_id=nid,
+                    hint="check the type id in the file for a typo, or remove that node and its connections")
             g.add_node(str(rec["type"]), rec.get("params") or {}, _pos(rec.get("pos")),
                        node_id=str(rec["id"]), name=str(rec.get("name") or "") or None)
         for rec in data.get("edges", []):

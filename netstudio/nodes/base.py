@@ -463,8 +463,8 @@ class Catalog:
         if inst is None:
             cls = self._types.get(tid)
             if cls is None:
-                raise UnknownNodeTypeError(f"Unknown node type {type_id!r}",
-                                           hint="this project may need a newer NetStudio")
+                raise UnknownNodeTypeError(f"Unknown node type {type_id!r}: this version of NetStudio does not "
+                                           "know this type", hint="check the type id for a typo")
             inst = self._instances[tid] = cls()
         return inst
 
