@@ -68,6 +68,27 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "merge.add": {"a": T(4, 10), "b": T(4, 10)},
     "merge.multiply": {"a": T(4, 8, 5, 5), "b": T(4, 8, 1, 1)},
     "merge.concat": {"inputs": [T(4, 3), T(4, 5), T(4, 2)]},
+    "layer.conv3d": {"input": T(2, 3, 6, 7, 8)},
+    "layer.conv_transpose1d": {"input": T(4, 3, 7)},
+    "layer.upsample": {"input": T(4, 3, 5, 7)},
+    "layer.pixel_shuffle": {"input": T(4, 8, 5, 3)},
+    "layer.zero_pad2d": {"input": T(4, 3, 5, 7)},
+    "layer.adaptive_maxpool2d": {"input": T(4, 3, 7, 5)},
+    "layer.groupnorm": {"input": T(4, 8, 5, 5)},
+    "layer.instancenorm2d": {"input": T(4, 3, 5, 5)},
+    "layer.dropout2d": {"input": T(4, 3, 5, 5)},
+    "layer.identity": {"input": T(4, 3, 5)},
+    "layer.multihead_attention": {"input": T(4, 6, 16)},
+    "layer.transformer_encoder_layer": {"input": T(4, 6, 16)},
+    "activation.prelu": {"input": T(4, 3, 5)},
+    "activation.elu": {"input": T(4, 10)},
+    "activation.selu": {"input": T(4, 10)},
+    "activation.softplus": {"input": T(4, 10)},
+    "activation.mish": {"input": T(4, 10)},
+    "activation.relu6": {"input": T(4, 10)},
+    "activation.hardswish": {"input": T(4, 10)},
+    "merge.subtract": {"a": T(4, 10), "b": T(4, 10)},
+    "merge.matmul": {"a": T(4, 6, 5), "b": T(4, 5, 3)},
 }
 
 # Non-default params that exercise the less common branches of the formulas.
@@ -107,6 +128,24 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("activation.softmax", {"dim": -1}, {"input": T(4, 3, 5)}),
     ("merge.concat", {"dim": 2}, {"inputs": [T(4, 3, 5), T(4, 3, 2)]}),
     ("merge.multiply", {}, {"a": T(4, 1, 6), "b": T(4, 5, 1)}),
+    ("layer.conv3d", {"out_channels": 4, "kernel_size": 3, "stride": 2, "padding": 1, "dilation": 2, "groups": 2},
+     {"input": T(2, 2, 9, 6, 7)}),
+    ("layer.conv_transpose1d", {"out_channels": 4, "kernel_size": 3, "stride": 3, "padding": 1,
+                                "output_padding": 2}, {"input": T(2, 3, 7)}),
+    ("layer.upsample", {"scale_factor": 1.5, "mode": "bilinear", "align_corners": True}, {"input": T(2, 3, 5, 7)}),
+    ("layer.upsample", {"scale_factor": 0.7, "mode": "linear"}, {"input": T(2, 3, 9)}),
+    ("layer.upsample", {"scale_factor": 2.5, "mode": "trilinear"}, {"input": T(2, 3, 3, 4, 5)}),
+    ("layer.upsample", {"scale_factor": 3.0, "mode": "bicubic"}, {"input": T(2, 3, 3, 4)}),
+    ("layer.pixel_shuffle", {"upscale_factor": 3}, {"input": T(2, 18, 4, 5)}),
+    ("layer.zero_pad2d", {"padding": [1, 2, 3, 0]}, {"input": T(2, 3, 5, 7)}),
+    ("layer.adaptive_maxpool2d", {"output_size": [3, 2]}, {"input": T(2, 3, 7, 5)}),
+    ("layer.groupnorm", {"num_groups": 3, "affine": False}, {"input": T(2, 6, 10)}),
+    ("layer.instancenorm2d", {"affine": True, "track_running_stats": True}, {"input": T(2, 3, 4, 4)}),
+    ("layer.multihead_attention", {"num_heads": 3, "dropout": 0.1}, {"input": T(2, 5, 12)}),
+    ("layer.transformer_encoder_layer", {"nhead": 2, "activation": "gelu", "norm_first": True,
+                                         "dim_feedforward": 32}, {"input": T(2, 5, 12)}),
+    ("activation.prelu", {"num_parameters": 3}, {"input": T(4, 3, 5)}),
+    ("merge.matmul", {}, {"a": T(4, 2, 6, 5), "b": T(4, 2, 5, 3)}),
 ]
 
 
@@ -255,6 +294,49 @@ def test_avgpool2d_property(hw: tuple[int, int], k: int, s: int, p: int, ceil: b
 def test_conv_transpose2d_property(hw: tuple[int, int], k: int, s: int, p: int, d: int, op: int) -> None:
     _agree("layer.conv_transpose2d", {"out_channels": 2, "kernel_size": k, "stride": s, "padding": p,
                                       "dilation": d, "output_padding": op}, (1, 1, *hw))
+
+
+@SETTINGS
+@given(n=st.integers(1, 20), k=st.integers(1, 6), s=st.integers(0, 4), p=st.integers(0, 3), d=st.integers(1, 3),
+       ceil=st.booleans())
+def test_maxpool1d_property(n: int, k: int, s: int, p: int, d: int, ceil: bool) -> None:
+    _agree("layer.maxpool1d", {"kernel_size": k, "stride": s, "padding": p, "dilation": d, "ceil_mode": ceil},
+           (1, 2, n))
+
+
+@SETTINGS
+@given(n=st.integers(1, 20), k=st.integers(1, 6), s=st.integers(0, 4), p=st.integers(0, 3), ceil=st.booleans())
+def test_avgpool1d_property(n: int, k: int, s: int, p: int, ceil: bool) -> None:
+    _agree("layer.avgpool1d", {"kernel_size": k, "stride": s, "padding": p, "ceil_mode": ceil}, (1, 2, n))
+
+
+@SETTINGS
+@given(n=st.integers(1, 10), k=st.integers(1, 5), s=st.integers(1, 4), p=st.integers(0, 4), d=st.integers(1, 3),
+       op=st.integers(0, 3))
+def test_conv_transpose1d_property(n: int, k: int, s: int, p: int, d: int, op: int) -> None:
+    _agree("layer.conv_transpose1d", {"out_channels": 2, "kernel_size": k, "stride": s, "padding": p,
+                                      "dilation": d, "output_padding": op}, (1, 1, n))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dhw=st.tuples(st.integers(1, 7), st.integers(1, 7), st.integers(1, 7)), k=st.integers(1, 4),
+       s=st.integers(1, 3), p=st.integers(0, 2), d=st.integers(1, 2))
+def test_conv3d_property(dhw: tuple[int, int, int], k: int, s: int, p: int, d: int) -> None:
+    _agree("layer.conv3d", {"out_channels": 2, "kernel_size": k, "stride": s, "padding": p, "dilation": d},
+           (1, 1, *dhw))
+
+
+@SETTINGS
+@given(hw=sizes, scale=st.floats(0.05, 4.0, allow_nan=False), mode=st.sampled_from(["nearest", "bilinear"]))
+def test_upsample_property(hw: tuple[int, int], scale: float, mode: str) -> None:
+    _agree("layer.upsample", {"scale_factor": scale, "mode": mode}, (1, 1, *hw))
+
+
+@SETTINGS
+@given(c=st.integers(1, 24), r=st.integers(1, 4), g=st.integers(1, 8))
+def test_pixel_shuffle_and_groupnorm_channel_rules(c: int, r: int, g: int) -> None:
+    _agree("layer.pixel_shuffle", {"upscale_factor": r}, (1, c, 2, 3))
+    _agree("layer.groupnorm", {"num_groups": g}, (2, c, 3))
 
 
 # ----------------------------------------------------------------------------

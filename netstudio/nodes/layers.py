@@ -18,7 +18,7 @@ from netstudio.nodes.base import (AUTO, RESULT, Category, FunctionType, InferCon
 # Shared helpers
 # ----------------------------------------------------------------------------
 
-_LAYOUT = {1: "N×C×L", 2: "N×C×H×W"}
+_LAYOUT = {1: "N×C×L", 2: "N×C×H×W", 3: "N×C×D×H×W"}
 
 
 def _square_hint(n: int) -> str:
@@ -251,7 +251,7 @@ class ConvTranspose2d(_ConvNd):
     summary_params = ("out_channels", "kernel_size", "stride")
 
     def out_info(self, ctx: InferContext, x: TensorInfo) -> TensorInfo:
-        _require_spatial(ctx, x, 2)
+        _require_spatial(ctx, x, self.nd)
         _check_channels(ctx, x)
         p = ctx.params
         _check_groups(ctx, p["in_channels"], p["out_channels"])
