@@ -111,3 +111,36 @@ def test_cli_script_export_with_linear_warmup(tmp_path: Path) -> None:
     opt = mod.make_optimizer(mod.Model())
     ref = build_plan(CASES[1][1], 16)
     assert type(opt) is type(ref.make_optimizer(ref.model))
+
+
+def test_new_layers_loss_optimizer_and_warmup_train_through_the_cli(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """digits → conv → GroupNorm → Mish → Dropout2d → AdaptiveMaxPool → tokens → transformer encoder →
+    self-attention → Mean over tokens → Linear → LogSoftmax, KLDiv on class targets, RAdam with warm-up."""
+    import json
+
+    from netstudio.graph.model import Graph
+
+    g = Graph()
+    specs = [("data.dataset", {"source": "digits"}), ("layer.conv2d", {"out_channels": 8, "padding": 1}),
+             ("layer.groupnorm", {"num_groups": 2}), ("activation.mish", {}), ("layer.dropout2d", {"p": 0.1}),
+             ("layer.adaptive_maxpool2d", {"output_size": [8, 8]}), ("layer.reshape", {"shape": [8, 64]}),
+             ("layer.transformer_encoder_layer", {"nhead": 4, "dim_feedforward": 64, "dropout": 0.0}),
+             ("layer.multihead_attention", {"num_heads": 4}), ("layer.mean", {"dim": 1}),
+             ("layer.linear", {"out_features": 10}), ("activation.log_softmax", {})]
+    nodes = [g.add_node(t, p) for t, p in specs]
+    for a, b in zip(nodes, nodes[1:]):
+        g.connect(a.id, "features" if a is nodes[0] else "output", b.id, "input")
+    kl, opt = g.add_node("loss.kl_div"), g.add_node("optim.radam", {"lr": 0.003})
+    warm = g.add_node("sched.linear_warmup", {"start_factor": 0.1, "warmup_epochs": 2})
+    g.connect(nodes[-1].id, "output", kl.id, "prediction")
+    g.connect(nodes[0].id, "target", kl.id, "target")
+    g.connect(kl.id, "loss", opt.id, "loss")
+    g.connect(opt.id, "optimizer", warm.id, "optimizer")
+    path = save_project(Project(g, TrainConfig(epochs=3, batch_size=32), name="new layers"), tmp_path / "n.nsproj")
+    capsys.readouterr()
+    assert main(["train", str(path), "--json", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    lrs = [h["lr"] for h in result["history"] if h["kind"] == "epoch"]
+    assert lrs == pytest.approx([0.0003, 0.00165, 0.003])  # linear warm-up, then the optimizer's lr
+    assert result["val_accuracy"] >= 0.6, result  # chance is 0.1
