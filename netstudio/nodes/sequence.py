@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from netstudio.nodes.base import (Category, FunctionType, InferContext, LayerType, Param, Port, PortKind, PortRef,
-                                  TensorInfo, fmt_shape, register)
+                                  TensorInfo, register)
 from netstudio.nodes.layers import _POOL_COMMON, _pool_out, _require_spatial
 
 
@@ -123,10 +123,10 @@ class Permute(_Function):
         dims = list(ctx.params["dims"])
         norm = [d % n if -n <= d < n else None for d in dims]
         if len(dims) != n or None in norm or sorted(norm) != list(range(n)):  # type: ignore[type-var]
-            raise ctx.error(f"dims {fmt_shape(dims) or 'empty'} is not an order of the {n} dimensions of {x.fmt()}",
+            raise ctx.error(f"dims {', '.join(map(str, dims)) or '(none)'} is not an order of the {n} dimensions of {x.fmt()}",
                             hint=f"list each of 0..{n - 1} once, e.g. {', '.join(map(str, [0, *range(n - 1, 0, -1)]))}")
         if norm[0] != 0:
-            raise ctx.error(f"dims {fmt_shape(dims)} moves the batch dimension of {x.fmt()}",
+            raise ctx.error(f"dims {', '.join(map(str, dims))} moves the batch dimension of {x.fmt()}",
                             hint="keep 0 first")
         return {"output": x.with_shape(*(x.shape[d] for d in norm))}  # type: ignore[index]
 
