@@ -214,6 +214,26 @@ def autoencoder() -> Project:
                    "losses feed one optimizer, so the code learns to both reconstruct and separate digits.")
 
 
+def sequence_classifier() -> Project:
+    b = Builder()
+    data = b.node("data.dataset", "data", 0, source="digits")
+    seq = b.node("layer.reshape", "rows", 1, shape=[8, 8])
+    lstm = b.node("layer.lstm", "lstm", 2, hidden_size=64)
+    last = b.node("layer.select", "last_step", 3, dim=1, index=-1)
+    fc = b.node("layer.linear", "classifier", 4, out_features=10)
+    ce = b.node("loss.cross_entropy", "cross_entropy", 5, 1)
+    opt = b.node("optim.adam", "adam", 6, 1, lr=0.005)
+    b.chain(data, seq, lstm, last, fc)
+    b.loss(fc, data, ce)
+    b.optimize(opt, ce)
+    return Project(b.g, TrainConfig(epochs=15, batch_size=32), "Sequence classifier (LSTM)",
+                   "Reads each 8×8 digit as a sequence: a Reshape turns the image into 8 time steps of 8 pixels "
+                   "(one row per step), an LSTM with 64 hidden units runs over the rows, Select keeps the hidden "
+                   "state after the last row (dim 1, index -1) and a Linear layer turns it into 10 class scores. "
+                   "The LSTM's h_n port carries the same final state; try a GRU, bidirectional=true or Mean over "
+                   "the steps instead of the last step.")
+
+
 SAMPLES: dict[str, Callable[[], Project]] = {
     "net_10_20_1": net_10_20_1,
     "linear_regression": linear_regression,
@@ -223,6 +243,7 @@ SAMPLES: dict[str, Callable[[], Project]] = {
     "lenet": lenet,
     "resnet_block": resnet_block,
     "autoencoder": autoencoder,
+    "sequence_classifier": sequence_classifier,
 }
 
 

@@ -22,6 +22,7 @@ from netstudio.errors import ShapeError
 from netstudio.graph.model import Graph
 from netstudio.nodes import (CATALOG, Catalog, Category, FunctionType, InferContext, LayerType, NodeType, Param,
                              Port, PortKind, PortRef, TensorInfo)
+from netstudio.nodes.base import apply_output_steps
 
 MODEL_CATEGORIES = (Category.LAYER, Category.ACTIVATION, Category.MERGE)
 
@@ -48,6 +49,14 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "layer.embedding": {"input": T(4, 7, dtype="int64")},
     "layer.lstm": {"input": T(4, 6, 10)},
     "layer.gru": {"input": T(4, 6, 10)},
+    "layer.rnn": {"input": T(4, 6, 10)},
+    "layer.select": {"input": T(4, 6, 10)},
+    "layer.mean": {"input": T(4, 6, 10)},
+    "layer.sum": {"input": T(4, 6, 10, dtype="int64")},
+    "layer.permute": {"input": T(4, 6, 10)},
+    "layer.transpose": {"input": T(4, 6, 10, 3)},
+    "layer.maxpool1d": {"input": T(4, 3, 9)},
+    "layer.avgpool1d": {"input": T(4, 3, 9)},
     "activation.relu": {"input": T(4, 10)},
     "activation.leaky_relu": {"input": T(4, 3, 5, 5)},
     "activation.gelu": {"input": T(4, 10)},
@@ -59,6 +68,27 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "merge.add": {"a": T(4, 10), "b": T(4, 10)},
     "merge.multiply": {"a": T(4, 8, 5, 5), "b": T(4, 8, 1, 1)},
     "merge.concat": {"inputs": [T(4, 3), T(4, 5), T(4, 2)]},
+    "layer.conv3d": {"input": T(2, 3, 6, 7, 8)},
+    "layer.conv_transpose1d": {"input": T(4, 3, 7)},
+    "layer.upsample": {"input": T(4, 3, 5, 7)},
+    "layer.pixel_shuffle": {"input": T(4, 8, 5, 3)},
+    "layer.zero_pad2d": {"input": T(4, 3, 5, 7)},
+    "layer.adaptive_maxpool2d": {"input": T(4, 3, 7, 5)},
+    "layer.groupnorm": {"input": T(4, 8, 5, 5)},
+    "layer.instancenorm2d": {"input": T(4, 3, 5, 5)},
+    "layer.dropout2d": {"input": T(4, 3, 5, 5)},
+    "layer.identity": {"input": T(4, 3, 5)},
+    "layer.multihead_attention": {"input": T(4, 6, 16)},
+    "layer.transformer_encoder_layer": {"input": T(4, 6, 16)},
+    "activation.prelu": {"input": T(4, 3, 5)},
+    "activation.elu": {"input": T(4, 10)},
+    "activation.selu": {"input": T(4, 10)},
+    "activation.softplus": {"input": T(4, 10)},
+    "activation.mish": {"input": T(4, 10)},
+    "activation.relu6": {"input": T(4, 10)},
+    "activation.hardswish": {"input": T(4, 10)},
+    "merge.subtract": {"a": T(4, 10), "b": T(4, 10)},
+    "merge.matmul": {"a": T(4, 6, 5), "b": T(4, 5, 3)},
 }
 
 # Non-default params that exercise the less common branches of the formulas.
@@ -81,9 +111,41 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("layer.lstm", {"hidden_size": 5, "num_layers": 2, "bidirectional": True, "dropout": 0.2},
      {"input": T(3, 4, 6)}),
     ("layer.gru", {"hidden_size": 5, "bidirectional": True}, {"input": T(3, 4, 6)}),
+    ("layer.gru", {"hidden_size": 5, "num_layers": 3}, {"input": T(3, 4, 6)}),
+    ("layer.rnn", {"hidden_size": 5, "num_layers": 2, "bidirectional": True, "nonlinearity": "relu"},
+     {"input": T(3, 4, 6)}),
+    ("layer.select", {"dim": -1, "index": 2}, {"input": T(4, 6, 10)}),
+    ("layer.select", {"dim": 2, "index": -10}, {"input": T(4, 6, 10, 2)}),
+    ("layer.mean", {"dim": -1, "keepdim": True}, {"input": T(4, 6, 10)}),
+    ("layer.sum", {"dim": 2, "keepdim": False}, {"input": T(4, 6, 10, 3)}),
+    ("layer.permute", {"dims": [0, 3, 1, 2]}, {"input": T(2, 5, 6, 3)}),
+    ("layer.permute", {"dims": [0, -1, 1]}, {"input": T(2, 5, 6)}),
+    ("layer.transpose", {"dim0": -1, "dim1": 1}, {"input": T(2, 5, 6, 3)}),
+    ("layer.maxpool1d", {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True, "dilation": 2},
+     {"input": T(2, 3, 10)}),
+    ("layer.avgpool1d", {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True,
+                         "count_include_pad": False}, {"input": T(2, 3, 8)}),
     ("activation.softmax", {"dim": -1}, {"input": T(4, 3, 5)}),
     ("merge.concat", {"dim": 2}, {"inputs": [T(4, 3, 5), T(4, 3, 2)]}),
     ("merge.multiply", {}, {"a": T(4, 1, 6), "b": T(4, 5, 1)}),
+    ("layer.conv3d", {"out_channels": 4, "kernel_size": 3, "stride": 2, "padding": 1, "dilation": 2, "groups": 2},
+     {"input": T(2, 2, 9, 6, 7)}),
+    ("layer.conv_transpose1d", {"out_channels": 4, "kernel_size": 3, "stride": 3, "padding": 1,
+                                "output_padding": 2}, {"input": T(2, 3, 7)}),
+    ("layer.upsample", {"scale_factor": 1.5, "mode": "bilinear", "align_corners": True}, {"input": T(2, 3, 5, 7)}),
+    ("layer.upsample", {"scale_factor": 0.7, "mode": "linear"}, {"input": T(2, 3, 9)}),
+    ("layer.upsample", {"scale_factor": 2.5, "mode": "trilinear"}, {"input": T(2, 3, 3, 4, 5)}),
+    ("layer.upsample", {"scale_factor": 3.0, "mode": "bicubic"}, {"input": T(2, 3, 3, 4)}),
+    ("layer.pixel_shuffle", {"upscale_factor": 3}, {"input": T(2, 18, 4, 5)}),
+    ("layer.zero_pad2d", {"padding": [1, 2, 3, 0]}, {"input": T(2, 3, 5, 7)}),
+    ("layer.adaptive_maxpool2d", {"output_size": [3, 2]}, {"input": T(2, 3, 7, 5)}),
+    ("layer.groupnorm", {"num_groups": 3, "affine": False}, {"input": T(2, 6, 10)}),
+    ("layer.instancenorm2d", {"affine": True, "track_running_stats": True}, {"input": T(2, 3, 4, 4)}),
+    ("layer.multihead_attention", {"num_heads": 3, "dropout": 0.1}, {"input": T(2, 5, 12)}),
+    ("layer.transformer_encoder_layer", {"nhead": 2, "activation": "gelu", "norm_first": True,
+                                         "dim_feedforward": 32}, {"input": T(2, 5, 12)}),
+    ("activation.prelu", {"num_parameters": 3}, {"input": T(4, 3, 5)}),
+    ("merge.matmul", {}, {"a": T(4, 2, 6, 5), "b": T(4, 2, 5, 3)}),
 ]
 
 
@@ -114,8 +176,9 @@ def _subst(v: Any, values: dict[str, Any]) -> Any:
     return v
 
 
-def run_torch(type_id: str, params: dict[str, Any], inputs: dict[str, Any]) -> tuple[torch.Tensor, Any]:
-    """Build the node from resolved params and run it on random tensors; returns (output, module or fn)."""
+def run_torch_ports(type_id: str, params: dict[str, Any], inputs: dict[str, Any]
+                    ) -> tuple[dict[str, torch.Tensor], Any]:
+    """Build the node from resolved params and run it on random tensors; returns ({port: value}, module or fn)."""
     nt = CATALOG.get(type_id)
     tensors = {k: [random_tensor(i) for i in v] if isinstance(v, list) else random_tensor(v)
                for k, v in inputs.items()}
@@ -123,12 +186,18 @@ def run_torch(type_id: str, params: dict[str, Any], inputs: dict[str, Any]) -> t
         if isinstance(nt, LayerType):
             mod = nt.build(params, inputs)
             mod.train()  # batch statistics and dropout active: the harder case for shapes
-            out = mod(tensors["input"])
-            idx = getattr(nt, "output_index", None)
-            return (out[idx] if idx is not None else out), mod
+            args, kwargs = nt.call_args(params)
+            out = mod(*_subst(args, tensors), **_subst(kwargs, tensors))
+            return {port: apply_output_steps(steps, out) for port, steps in nt.output_steps(params).items()}, mod
         assert isinstance(nt, FunctionType)
         fn, args, kwargs = nt.function(params, inputs)
-        return fn(*_subst(args, tensors), **_subst(kwargs, tensors)), fn
+        return {nt.outputs[0].name: fn(*_subst(args, tensors), **_subst(kwargs, tensors))}, fn
+
+
+def run_torch(type_id: str, params: dict[str, Any], inputs: dict[str, Any]) -> tuple[torch.Tensor, Any]:
+    """Like run_torch_ports, for the ``output`` port."""
+    outs, built = run_torch_ports(type_id, params, inputs)
+    return outs["output"], built
 
 
 def model_type_ids() -> list[str]:
@@ -141,10 +210,13 @@ def test_every_model_type_matches_torch(type_id: str) -> None:
     inputs = EXAMPLES[type_id]
     params, outs = infer(type_id, {}, inputs)
     assert "auto" not in params.values(), "resolve must replace every 'auto' param"
-    out, built = run_torch(type_id, params, inputs)
-    info = outs["output"]
-    assert info.shape == tuple(out.shape)
-    assert info.dtype == str(out.dtype).removeprefix("torch.")
+    values, built = run_torch_ports(type_id, params, inputs)
+    # every declared output port is inferred and produced
+    assert set(outs) == set(values) == {p.name for p in CATALOG.get(type_id).outputs}
+    for port, out in values.items():
+        info = outs[port]
+        assert info.shape == tuple(out.shape), port
+        assert info.dtype == str(out.dtype).removeprefix("torch."), port
     if isinstance(built, torch.nn.Module):
         # built-in modules only, so saved models unpickle without NetStudio installed
         assert type(built).__module__.startswith("torch.nn.modules."), type(built)
@@ -153,8 +225,10 @@ def test_every_model_type_matches_torch(type_id: str) -> None:
 @pytest.mark.parametrize("type_id,params,inputs", VARIANTS, ids=[f"{v[0]}-{i}" for i, v in enumerate(VARIANTS)])
 def test_variants_match_torch(type_id: str, params: dict[str, Any], inputs: dict[str, Any]) -> None:
     resolved, outs = infer(type_id, params, inputs)
-    out, _ = run_torch(type_id, resolved, inputs)
-    assert outs["output"].shape == tuple(out.shape)
+    values, _ = run_torch_ports(type_id, resolved, inputs)
+    assert set(outs) == set(values)
+    for port, out in values.items():
+        assert outs[port].shape == tuple(out.shape), port
 
 
 def test_examples_table_has_no_stale_entries() -> None:
@@ -220,6 +294,49 @@ def test_avgpool2d_property(hw: tuple[int, int], k: int, s: int, p: int, ceil: b
 def test_conv_transpose2d_property(hw: tuple[int, int], k: int, s: int, p: int, d: int, op: int) -> None:
     _agree("layer.conv_transpose2d", {"out_channels": 2, "kernel_size": k, "stride": s, "padding": p,
                                       "dilation": d, "output_padding": op}, (1, 1, *hw))
+
+
+@SETTINGS
+@given(n=st.integers(1, 20), k=st.integers(1, 6), s=st.integers(0, 4), p=st.integers(0, 3), d=st.integers(1, 3),
+       ceil=st.booleans())
+def test_maxpool1d_property(n: int, k: int, s: int, p: int, d: int, ceil: bool) -> None:
+    _agree("layer.maxpool1d", {"kernel_size": k, "stride": s, "padding": p, "dilation": d, "ceil_mode": ceil},
+           (1, 2, n))
+
+
+@SETTINGS
+@given(n=st.integers(1, 20), k=st.integers(1, 6), s=st.integers(0, 4), p=st.integers(0, 3), ceil=st.booleans())
+def test_avgpool1d_property(n: int, k: int, s: int, p: int, ceil: bool) -> None:
+    _agree("layer.avgpool1d", {"kernel_size": k, "stride": s, "padding": p, "ceil_mode": ceil}, (1, 2, n))
+
+
+@SETTINGS
+@given(n=st.integers(1, 10), k=st.integers(1, 5), s=st.integers(1, 4), p=st.integers(0, 4), d=st.integers(1, 3),
+       op=st.integers(0, 3))
+def test_conv_transpose1d_property(n: int, k: int, s: int, p: int, d: int, op: int) -> None:
+    _agree("layer.conv_transpose1d", {"out_channels": 2, "kernel_size": k, "stride": s, "padding": p,
+                                      "dilation": d, "output_padding": op}, (1, 1, n))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dhw=st.tuples(st.integers(1, 7), st.integers(1, 7), st.integers(1, 7)), k=st.integers(1, 4),
+       s=st.integers(1, 3), p=st.integers(0, 2), d=st.integers(1, 2))
+def test_conv3d_property(dhw: tuple[int, int, int], k: int, s: int, p: int, d: int) -> None:
+    _agree("layer.conv3d", {"out_channels": 2, "kernel_size": k, "stride": s, "padding": p, "dilation": d},
+           (1, 1, *dhw))
+
+
+@SETTINGS
+@given(hw=sizes, scale=st.floats(0.05, 4.0, allow_nan=False), mode=st.sampled_from(["nearest", "bilinear"]))
+def test_upsample_property(hw: tuple[int, int], scale: float, mode: str) -> None:
+    _agree("layer.upsample", {"scale_factor": scale, "mode": mode}, (1, 1, *hw))
+
+
+@SETTINGS
+@given(c=st.integers(1, 24), r=st.integers(1, 4), g=st.integers(1, 8))
+def test_pixel_shuffle_and_groupnorm_channel_rules(c: int, r: int, g: int) -> None:
+    _agree("layer.pixel_shuffle", {"upscale_factor": r}, (1, c, 2, 3))
+    _agree("layer.groupnorm", {"num_groups": g}, (2, c, 3))
 
 
 # ----------------------------------------------------------------------------

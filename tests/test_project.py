@@ -190,8 +190,13 @@ def test_unknown_format_versions(tmp_path: Path) -> None:
 def test_unknown_node_type(tmp_path: Path) -> None:
     data = copy.deepcopy(VALID)
     data["graph"]["nodes"][1]["type"] = "layer.quantum_entangler"
-    err = _expect(tmp_path, json.dumps(data), "Unknown node type 'layer.quantum_entangler'")
-    assert err.hint and "newer NetStudio" in err.hint
+    node = data["graph"]["nodes"][1]
+    err = _expect(tmp_path, json.dumps(data), "Unknown node type 'layer.quantum_entangler'",
+                  f"for node {node['id']!r} ({node['name']!r})", "this version of NetStudio does not know this type")
+    assert err.node_id == node["id"]
+    # the type is unknown here; nothing says that some other (newer) version has it
+    assert "newer" not in str(err) and "update" not in str(err).lower()
+    assert err.hint == "check the type id in the file for a typo, or remove that node and its connections"
 
 
 def test_bad_param_value(tmp_path: Path) -> None:

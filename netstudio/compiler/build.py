@@ -11,7 +11,6 @@ part of ``forward``; they become a :class:`TrainingPlan`.
 from __future__ import annotations
 
 import keyword
-import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -22,7 +21,8 @@ import torch.nn as nn
 from netstudio.compiler.shapes import Analysis, analyze
 from netstudio.errors import CompileError, Problem
 from netstudio.graph.model import Graph
-from netstudio.nodes.base import Category, FunctionType, LayerType, LossType, PortRef, TensorInfo
+from netstudio.nodes.base import (Category, FunctionType, LayerType, LossType, PortRef, TensorInfo,
+                                  apply_output_steps)
 
 _MODEL_CATEGORIES = (Category.LAYER, Category.ACTIVATION, Category.MERGE)
 
@@ -150,7 +150,7 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
         incoming.setdefault(e.dst, []).append(e)
 
     # Which (node, port) values the forward must return: loss predictions and
-    # loss targets that come from the model; with no loss, every dangling output.
+    # loss targets that come from the model; with no loss, the main output of every node that feeds nothing.
     wanted: list[tuple[str, str]] = []
     for nid in an.order:
         if kinds[nid] == Category.LOSS:
@@ -158,11 +158,12 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
                 if kinds[e.src] in _MODEL_CATEGORIES and (e.src, e.src_port) not in wanted:
                     wanted.append((e.src, e.src_port))
     if not wanted:
-        used = {(e.src, e.src_port) for e in graph.edges}
+        # a node that feeds nothing gives its main output (an LSTM's sequence, not also its h_n)
+        feeding = {e.src for e in graph.edges}
         for nid in an.order:
-            if kinds[nid] in _MODEL_CATEGORIES:
+            if kinds[nid] in _MODEL_CATEGORIES and nid not in feeding:
                 nt = cat.get(graph.nodes[nid].type_id)
-                wanted.extend((nid, p.name) for p in nt.outputs if (nid, p.name) not in used)
+                wanted.extend((nid, p.name) for p in nt.outputs[:1])
     if not wanted:
         raise CompileError("The graph has no layers to compile", hint="add layers after the Dataset node")
 
@@ -181,6 +182,7 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
 
         check_weights_fit(graph, an, needed)
 
+    used_ports = {(e.src, e.src_port) for e in graph.edges} | set(wanted)
     fxg = fx.Graph()
     root = nn.Module()
     values: dict[tuple[str, str], fx.Node] = {}
@@ -218,11 +220,13 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
                 attr = _module_attr(root, node.name)
                 root.add_module(attr, mod)
                 module_names[nid] = attr
-                out = fxg.call_module(attr, (args["input"],))  # fx names it after the attribute
-                idx = getattr(nt, "output_index", None)
-                if idx is not None:  # LSTM/GRU return (output, state)
-                    out = fxg.call_function(operator.getitem, (out, idx))
-                values[(nid, "output")] = out
+                cargs, ckwargs = nt.call_args(res.params)
+                # fx names the call after the attribute
+                out = fxg.call_module(attr, _subst(cargs, args), _subst(ckwargs, args))
+                # each used output port's value from the result (LSTM/GRU: (output, state) -> output, h_n)
+                for port, steps in nt.output_steps(res.params).items():
+                    if (nid, port) in used_ports:
+                        values[(nid, port)] = apply_output_steps(steps, out, fxg.call_function)
             elif isinstance(nt, FunctionType):
                 fn, fargs, fkwargs = nt.function(res.params, in_infos)
                 out = fxg.call_function(fn, _subst(fargs, args), _subst(fkwargs, args))

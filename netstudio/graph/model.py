@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
-from netstudio.errors import CycleError, DuplicateEdgeError, GraphError, PortError
+from netstudio.errors import CycleError, DuplicateEdgeError, GraphError, PortError, UnknownNodeTypeError
 
 if TYPE_CHECKING:  # pragma: no cover
     from netstudio.nodes.base import Catalog, NodeType
@@ -339,6 +339,13 @@ class Graph:
             if not isinstance(rec, Mapping):
                 raise GraphError("A node record is not an object")
             type_id, nid = str(rec["type"]), str(rec["id"])
+            if type_id not in g.catalog:
+                label = str(rec.get("name") or "")
+                named = f"node {nid!r}" + (f" ({label!r})" if label and label != nid else "")
+                raise UnknownNodeTypeError(
+                    f"Unknown node type {type_id!r} for {named}: this version of NetStudio does not "
+                    "know this type", node_id=nid,
+                    hint="check the type id in the file for a typo, or remove that node and its connections")
             nt = g.catalog.get(type_id)
             if nid in g.nodes:
                 raise GraphError(f"Node id {nid!r} already exists", node_id=nid)

@@ -126,3 +126,91 @@ class LogSoftmax(_Normalizing):
         import torch.nn as nn
 
         return nn.LogSoftmax(dim=params["dim"])
+
+
+@register
+class PReLU(_Activation):
+    type_id = "activation.prelu"
+    title = "PReLU"
+    description = "x for x > 0, a·x otherwise, with the slope a learned (one for all, or one per channel)."
+    params = (
+        Param("num_parameters", "int", 1, min=1, max=100_000,
+              help="1 = one slope shared by all values, or the number of channels (dimension 1)"),
+        Param("init", "float", 0.25, min=0.0, max=1.0, step=0.05, help="initial slope"),
+    )
+    summary_params = ("num_parameters",)
+
+    def out_info(self, ctx: InferContext, x: TensorInfo) -> TensorInfo:
+        super().out_info(ctx, x)
+        n = ctx.params["num_parameters"]
+        if n != 1 and (len(x.shape) < 2 or x.shape[1] != n):
+            got = x.shape[1] if len(x.shape) >= 2 else 1
+            raise ctx.error(f"has {n} slopes but its input {x.fmt()} has {got} channels (dimension 1)",
+                            hint=f"set num_parameters to {got} or 1")
+        return x
+
+    def build(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
+        import torch.nn as nn
+
+        return nn.PReLU(num_parameters=params["num_parameters"], init=params["init"])
+
+
+@register
+class ELU(_Activation):
+    type_id = "activation.elu"
+    title = "ELU"
+    description = "x for x > 0, alpha·(exp(x) − 1) otherwise: smooth, with negative outputs."
+    params = (Param("alpha", "float", 1.0, min=0.0, max=100.0, step=0.1),)
+    summary_params = ("alpha",)
+
+    def build(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
+        import torch.nn as nn
+
+        return nn.ELU(alpha=params["alpha"])
+
+
+@register
+class SELU(_Activation):
+    type_id = "activation.selu"
+    title = "SELU"
+    description = "Scaled ELU with fixed constants; keeps activations normalized in deep MLPs."
+    module = "SELU"
+
+
+@register
+class Softplus(_Activation):
+    type_id = "activation.softplus"
+    title = "Softplus"
+    description = "log(1 + exp(beta·x)) / beta, a smooth ReLU; linear above threshold."
+    params = (Param("beta", "float", 1.0, min=1e-6, max=1000.0, step=0.5),
+              Param("threshold", "float", 20.0, min=0.0, max=1000.0, help="above beta·x > threshold: x itself"))
+    summary_params = ("beta",)
+
+    def build(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
+        import torch.nn as nn
+
+        return nn.Softplus(beta=params["beta"], threshold=params["threshold"])
+
+
+@register
+class Mish(_Activation):
+    type_id = "activation.mish"
+    title = "Mish"
+    description = "x·tanh(softplus(x)), a smooth self-gated ReLU."
+    module = "Mish"
+
+
+@register
+class ReLU6(_Activation):
+    type_id = "activation.relu6"
+    title = "ReLU6"
+    description = "min(max(0, x), 6), ReLU capped at 6 (mobile networks)."
+    module = "ReLU6"
+
+
+@register
+class Hardswish(_Activation):
+    type_id = "activation.hardswish"
+    title = "Hardswish"
+    description = "x·ReLU6(x + 3) / 6, a cheap approximation of SiLU (MobileNetV3)."
+    module = "Hardswish"

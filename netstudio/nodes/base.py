@@ -12,9 +12,10 @@ every keystroke and should start fast, so builders import torch lazily.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 from netstudio.errors import ParamError, ShapeError, UnknownNodeTypeError
 
@@ -102,6 +103,7 @@ class Port:
     label: str | None = None
     multi: bool = False      # accepts several edges (merge inputs, optimizer losses)
     optional: bool = False
+    help: str = ""           # what the port carries, for tooltips (e.g. an LSTM's final hidden state)
 
     @property
     def display(self) -> str:
@@ -303,11 +305,30 @@ class NodeType:
         return {}
 
 
+#: one step of taking an output port's value from a module's result: (callable, args, kwargs),
+#: where ``RESULT`` in args/kwargs stands for the value so far (the module's result at first)
+OutputStep = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
 class LayerType(NodeType):
-    """A single-input, single-output node compiled to a ``torch.nn`` module."""
+    """A node compiled to one ``torch.nn`` module call (usually one input, one output)."""
 
     inputs = (Port("input", PortKind.TENSOR),)
     outputs = (Port("output", PortKind.TENSOR),)
+    #: for modules that return a tuple (torch's RNNs return (output, state)): the index of the
+    #: ``output`` port's value in it; types with more output ports override ``output_steps``
+    output_index: ClassVar[int | None] = None
+
+    def call_args(self, params: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """(args, kwargs) of the module call; ``PortRef(name)`` marks an input port's value."""
+        return (PortRef("input"),), {}
+
+    def output_steps(self, params: Mapping[str, Any]) -> dict[str, list[OutputStep]]:
+        """Output port -> the calls that take its value from the module's result (empty: the result
+        itself). Only torch/operator callables, so exported models need nothing else."""
+        if self.output_index is None:
+            return {"output": []}
+        return {"output": [(operator.getitem, (RESULT, self.output_index), {})]}
 
     def infer(self, ctx: InferContext) -> dict[str, Any]:
         return {"output": self.out_info(ctx, ctx.input("input"))}
@@ -336,6 +357,34 @@ class PortRef:
 
     port: str
     index: int | None = None  # for multi ports: which edge; None = the whole list
+
+
+#: in :meth:`LayerType.output_steps`: the module's result, or the previous step's value
+RESULT = PortRef("__result__")
+
+
+def apply_output_steps(steps: Sequence[OutputStep], result: Any,
+                       call: Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any] | None = None
+                       ) -> Any:
+    """Run ``steps`` on ``result``; ``call(fn, args, kwargs)`` defaults to calling ``fn`` (eager
+    tensors), the compiler passes one that records fx nodes instead."""
+    call = call or (lambda fn, args, kwargs: fn(*args, **kwargs))
+
+    def put(v: Any, value: Any) -> Any:
+        if isinstance(v, PortRef) and v == RESULT:
+            return value
+        if isinstance(v, tuple):
+            return tuple(put(x, value) for x in v)
+        if isinstance(v, list):
+            return [put(x, value) for x in v]
+        if isinstance(v, dict):
+            return {k: put(x, value) for k, x in v.items()}
+        return v
+
+    value = result
+    for fn, args, kwargs in steps:
+        value = call(fn, put(args, value), put(kwargs, value))
+    return value
 
 
 class LossType(NodeType):
@@ -414,8 +463,8 @@ class Catalog:
         if inst is None:
             cls = self._types.get(tid)
             if cls is None:
-                raise UnknownNodeTypeError(f"Unknown node type {type_id!r}",
-                                           hint="this project may need a newer NetStudio")
+                raise UnknownNodeTypeError(f"Unknown node type {type_id!r}: this version of NetStudio does not "
+                                           "know this type", hint="check the type id for a typo")
             inst = self._instances[tid] = cls()
         return inst
 

@@ -8,16 +8,17 @@ editor can show shapes and precise fix hints without importing torch.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any, Mapping, Sequence
 
-from netstudio.nodes.base import (AUTO, Category, FunctionType, InferContext, LayerType, Param, Port, PortKind,
-                                  PortRef, TensorInfo, conv_out, fmt_shape, register)
+from netstudio.nodes.base import (AUTO, RESULT, Category, FunctionType, InferContext, LayerType, OutputStep, Param,
+                                  Port, PortKind, PortRef, TensorInfo, conv_out, fmt_shape, register)
 
 # ----------------------------------------------------------------------------
 # Shared helpers
 # ----------------------------------------------------------------------------
 
-_LAYOUT = {1: "N×C×L", 2: "N×C×H×W"}
+_LAYOUT = {1: "N×C×L", 2: "N×C×H×W", 3: "N×C×D×H×W"}
 
 
 def _square_hint(n: int) -> str:
@@ -250,7 +251,7 @@ class ConvTranspose2d(_ConvNd):
     summary_params = ("out_channels", "kernel_size", "stride")
 
     def out_info(self, ctx: InferContext, x: TensorInfo) -> TensorInfo:
-        _require_spatial(ctx, x, 2)
+        _require_spatial(ctx, x, self.nd)
         _check_channels(ctx, x)
         p = ctx.params
         _check_groups(ctx, p["in_channels"], p["out_channels"])
@@ -596,19 +597,34 @@ class _Recurrent(LayerType):
     category = Category.LAYER
     name_prefix = "rnn"
     summary_params = ("hidden_size", "num_layers")
-    #: torch's LSTM/GRU return (output, state); the compiler takes element 0
+    outputs = (
+        Port("output", PortKind.TENSOR,
+             help="every time step's hidden state of the last layer, N×L×H (N×L×2H when bidirectional)"),
+        Port("h_n", PortKind.TENSOR, label="h_n",
+             help="the last layer's final hidden state, N×H; when bidirectional N×2H: the forward "
+                  "direction's state after the last step followed by the backward direction's state "
+                  "after the first step"),
+    )
+    #: torch's RNN/LSTM/GRU return (output, state); the ``output`` port is element 0
     output_index = 0
+    #: LSTM's state is (h_n, c_n); RNN/GRU's state is h_n itself
+    state_is_pair = False
     params = (
         _auto_param("input_size", "features per time step (last dimension); 'auto' infers it"),
         Param("hidden_size", "int", 64, min=1, max=100_000),
         Param("num_layers", "int", 1, min=1, max=64),
-        Param("bidirectional", "bool", False),
+        Param("bidirectional", "bool", False,
+              help="also read the sequence backwards; outputs hold both directions (2 × hidden_size)"),
         Param("dropout", "float", 0.0, min=0.0, max=0.99, help="between stacked layers (needs num_layers > 1)"),
         Param("bias", "bool", True),
     )
 
     def resolve(self, ctx: InferContext) -> dict[str, Any]:
         return _auto_from(ctx, "input_size", -1)
+
+    def infer(self, ctx: InferContext) -> dict[str, Any]:
+        out = self.out_info(ctx, ctx.input("input"))
+        return {"output": out, "h_n": out.with_shape(out.shape[0], out.shape[2])}
 
     def out_info(self, ctx: InferContext, x: TensorInfo) -> TensorInfo:
         p = ctx.params
@@ -621,6 +637,21 @@ class _Recurrent(LayerType):
                             hint=f"set input_size to {got} or 'auto'")
         hidden = p["hidden_size"] * (2 if p["bidirectional"] else 1)
         return x.with_shape(x.shape[0], x.shape[1], hidden)
+
+    def output_steps(self, params: Mapping[str, Any]) -> dict[str, list[OutputStep]]:
+        import torch
+
+        state: list[OutputStep] = [(operator.getitem, (RESULT, 1), {})]
+        if self.state_is_pair:
+            state.append((operator.getitem, (RESULT, 0), {}))  # h_n of (h_n, c_n)
+        # h_n is (num_layers · directions)×N×H, the last layer's directions last
+        if params["bidirectional"]:
+            last = [(operator.getitem, (RESULT, slice(-2, None)), {}),  # 2×N×H: forward, backward
+                    (torch.transpose, (RESULT, 0, 1), {}),               # N×2×H
+                    (torch.flatten, (RESULT, 1), {})]                    # N×2H
+        else:
+            last = [(operator.getitem, (RESULT, -1), {})]
+        return {"output": [(operator.getitem, (RESULT, 0), {})], "h_n": state + last}
 
     def _args(self, params: Mapping[str, Any]) -> dict[str, Any]:
         # dropout only acts between stacked layers; passing it with one layer just makes torch warn
@@ -635,7 +666,9 @@ class LSTM(_Recurrent):
     type_id = "layer.lstm"
     title = "LSTM"
     name_prefix = "lstm"
-    description = "Long short-term memory over N×L×F sequences; outputs every step's hidden state N×L×H."
+    description = ("Long short-term memory over N×L×F sequences; 'output' is every step's hidden state "
+                   "N×L×H, 'h_n' the last layer's final hidden state N×H.")
+    state_is_pair = True
 
     def build(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
         import torch.nn as nn
@@ -648,9 +681,27 @@ class GRU(_Recurrent):
     type_id = "layer.gru"
     title = "GRU"
     name_prefix = "gru"
-    description = "Gated recurrent unit over N×L×F sequences; outputs every step's hidden state N×L×H."
+    description = ("Gated recurrent unit over N×L×F sequences; 'output' is every step's hidden state N×L×H, "
+                   "'h_n' the last layer's final hidden state N×H.")
 
     def build(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
         import torch.nn as nn
 
         return nn.GRU(**self._args(params))
+
+
+@register
+class RNN(_Recurrent):
+    type_id = "layer.rnn"
+    title = "RNN"
+    name_prefix = "rnn"
+    description = ("Plain (Elman) recurrent layer h' = act(W·x + U·h + b) over N×L×F sequences; 'output' is "
+                   "every step's hidden state N×L×H, 'h_n' the last layer's final hidden state N×H.")
+    params = _Recurrent.params + (
+        Param("nonlinearity", "choice", "tanh", choices=("tanh", "relu")),
+    )
+
+    def build(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
+        import torch.nn as nn
+
+        return nn.RNN(**self._args(params), nonlinearity=params["nonlinearity"])

@@ -204,3 +204,40 @@ class BCEWithLogits(_BinaryLoss):
         import torch.nn as nn
 
         return nn.BCEWithLogitsLoss(reduction=params["reduction"])
+
+
+# ----------------------------------------------------------------------------
+# Distributions
+# ----------------------------------------------------------------------------
+
+
+@register
+class KLDiv(_ClassIndexLoss):
+    type_id = "loss.kl_div"
+    title = "KLDiv"
+    description = ("Kullback-Leibler divergence of the target distribution from the prediction. The prediction "
+                   "must be log-probabilities N×C (put a LogSoftmax before it); the target is probabilities of "
+                   "the same shape (e.g. a teacher's Softmax, for distillation) or class indices, taken as "
+                   "one-hot distributions.")
+    name_prefix = "kl_loss"
+    allows_soft_targets = True
+    params = (WEIGHT, Param("reduction", "choice", "batchmean", choices=("batchmean", "sum", "mean"),
+                            help="batchmean: sum over classes, mean over samples (the true KL divergence)"))
+    summary_params = ("weight",)
+
+    def make(self, params: Mapping[str, Any]) -> Any:
+        import torch.nn as nn
+
+        return nn.KLDivLoss(reduction=params["reduction"])
+
+    def adapt_target(self, pred: Any, target: Any) -> Any:
+        if not target.dtype.is_floating_point:  # class indices -> one-hot distributions
+            import torch.nn.functional as F
+
+            return F.one_hot(target.long(), pred.shape[1]).movedim(-1, 1).to(pred.dtype)
+        return target.to(pred.dtype) if target.dtype != pred.dtype else target
+
+    def adapt_target_code(self, target: str, pred: str) -> str:
+        """``adapt_target`` as Python source over the names ``target`` and ``pred`` (script export)."""
+        return (f"(torch.nn.functional.one_hot({target}.long(), {pred}.shape[1]).movedim(-1, 1).to({pred}.dtype) "
+                f"if not {target}.dtype.is_floating_point else {target}.to({pred}.dtype))")

@@ -118,6 +118,43 @@ class Adagrad(_Optimizer):
                                    weight_decay=params["weight_decay"], eps=params["eps"])
 
 
+@register
+class NAdam(_Optimizer):
+    type_id = "optim.nadam"
+    title = "NAdam"
+    description = "Adam with Nesterov momentum (looks ahead along the momentum); lr 0.002 by default."
+    params = (Param("lr", "float", 2e-3, min=1e-8, max=1e6, log_scale=True, label="learning rate"), *BETAS,
+              Param("eps", "float", 1e-8, min=0.0, max=1.0, log_scale=True), WEIGHT_DECAY,
+              Param("momentum_decay", "float", 4e-3, min=0.0, max=1.0, log_scale=True))
+
+    def state_tensors(self, params: Mapping[str, Any]) -> int:
+        return 2  # first and second moments (plus scalars)
+
+    def make(self, parameters: Iterable[Any], params: Mapping[str, Any]) -> Any:
+        import torch
+
+        return torch.optim.NAdam(parameters, lr=params["lr"], betas=(params["beta1"], params["beta2"]),
+                                 eps=params["eps"], weight_decay=params["weight_decay"],
+                                 momentum_decay=params["momentum_decay"])
+
+
+@register
+class RAdam(_Optimizer):
+    type_id = "optim.radam"
+    title = "RAdam"
+    description = "Rectified Adam: damps Adam's adaptive step while its variance estimate is unreliable (no warm-up needed)."
+    params = (LR_ADAM, *BETAS, Param("eps", "float", 1e-8, min=0.0, max=1.0, log_scale=True), WEIGHT_DECAY)
+
+    def state_tensors(self, params: Mapping[str, Any]) -> int:
+        return 2
+
+    def make(self, parameters: Iterable[Any], params: Mapping[str, Any]) -> Any:
+        import torch
+
+        return torch.optim.RAdam(parameters, lr=params["lr"], betas=(params["beta1"], params["beta2"]),
+                                 eps=params["eps"], weight_decay=params["weight_decay"])
+
+
 # ----------------------------------------------------------------------------
 # Schedulers
 # ----------------------------------------------------------------------------
@@ -227,3 +264,49 @@ class OneCycleLR(_Scheduler):
             pct_start=params["pct_start"], anneal_strategy=params["anneal_strategy"],
             div_factor=params["div_factor"], final_div_factor=params["final_div_factor"],
             three_phase=params["three_phase"], cycle_momentum=params["cycle_momentum"] and can_cycle)
+
+
+@register
+class MultiStepLR(_Scheduler):
+    type_id = "sched.multistep"
+    title = "MultiStepLR"
+    name_prefix = "multistep"
+    description = "Multiplies the learning rate by gamma at each milestone epoch (e.g. 30, 80)."
+    params = (Param("milestones", "ints", [30, 80], help="epochs at which the learning rate drops, increasing"),
+              Param("gamma", "float", 0.1, min=0.0, max=1.0))
+    summary_params = ("milestones", "gamma")
+
+    def infer(self, ctx: InferContext) -> dict[str, Any]:
+        from netstudio.errors import ParamError
+
+        m = list(ctx.params["milestones"])
+        if not m or min(m) < 1 or any(b <= a for a, b in zip(m, m[1:])):
+            raise ParamError(f"{ctx.title} '{ctx.name}': milestones {', '.join(map(str, m)) or '(none)'} must be "
+                             "increasing epoch numbers of at least 1", node_id=ctx.node_id,
+                             hint="use e.g. 30, 80", param="milestones")
+        return {}
+
+    def make(self, optimizer: Any, params: Mapping[str, Any], *, epochs: int, steps_per_epoch: int) -> Any:
+        import torch
+
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[int(v) for v in params["milestones"]],
+                                                    gamma=params["gamma"])
+
+
+@register
+class LinearWarmup(_Scheduler):
+    type_id = "sched.linear_warmup"
+    title = "LinearWarmup"
+    name_prefix = "warmup"
+    description = ("Raises the learning rate linearly from start_factor × lr to lr over the first warmup_epochs "
+                   "epochs, then keeps it (torch's LinearLR).")
+    params = (Param("start_factor", "float", 0.1, min=1e-6, max=1.0, log_scale=True,
+                    help="fraction of the learning rate in the first epoch"),
+              Param("warmup_epochs", "int", 5, min=1, max=1_000_000))
+    summary_params = ("warmup_epochs",)
+
+    def make(self, optimizer: Any, params: Mapping[str, Any], *, epochs: int, steps_per_epoch: int) -> Any:
+        import torch
+
+        return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=params["start_factor"], end_factor=1.0,
+                                                 total_iters=params["warmup_epochs"])

@@ -446,12 +446,23 @@ def _signature_args(m: nn.Module) -> dict[str, Any]:
     return out
 
 
+def _encoder_layer_args(m: nn.TransformerEncoderLayer) -> dict[str, Any]:
+    """Its arguments live in its submodules (the activation as a function: relu or gelu only)."""
+    activation = {1: "relu", 2: "gelu"}.get(getattr(m, "activation_relu_or_gelu", 0))
+    if activation is None:
+        raise ExportError("Only a relu or gelu TransformerEncoderLayer can be written as Python source")
+    return dict(d_model=m.linear1.in_features, nhead=m.self_attn.num_heads, dim_feedforward=m.linear1.out_features,
+                dropout=m.dropout.p, activation=activation, layer_norm_eps=m.norm1.eps,
+                batch_first=m.self_attn.batch_first, norm_first=m.norm_first, bias=m.linear1.bias is not None)
+
+
 #: module type -> constructor-kwargs extractor; everything else uses the signature reader
 ARG_EXTRACTORS: dict[type[nn.Module], Callable[[Any], dict[str, Any]]] = {
     nn.LSTM: _rnn_args,
     nn.GRU: _rnn_args,
     nn.RNN: _rnn_args,
     nn.Identity: lambda m: {},
+    nn.TransformerEncoderLayer: _encoder_layer_args,
 }
 
 

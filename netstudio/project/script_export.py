@@ -583,7 +583,10 @@ def _loss_section(plan: "TrainingPlan") -> str:
         kind, idx = t.target
         target = {"target": "y", "features": "x"}.get(kind, f"outs[{idx}]")
         adapt = type(nt).adapt_target
-        if adapt is LossType.adapt_target:
+        written = getattr(nt, "adapt_target_code", None)  # a loss that says how to write its adaptation
+        if written is not None:
+            tgt = written(target, f"outs[{t.pred_index}]")
+        elif adapt is LossType.adapt_target:
             tgt = target
         elif adapt.__qualname__ == "_ElementwiseLoss.adapt_target":
             # element-wise losses compare same-shaped float tensors
@@ -592,7 +595,8 @@ def _loss_section(plan: "TrainingPlan") -> str:
             raise ExportError(f"Loss '{t.name}' ({nt.title}) adapts its target in a way NetStudio cannot write "
                               "as plain code", node_id=t.node_id)
         weight = "" if t.weight == 1.0 else f"{_lit(t.weight)} * "
-        reduction = getattr(t.module, "reduction", "mean")
+        # how the script averages a term over ranks: per-sample means ("batchmean" too) or sums
+        reduction = "sum" if getattr(t.module, "reduction", "mean") == "sum" else "mean"
         term_lines.append(f"        ({weight}{name}(outs[{t.pred_index}], {tgt}), {reduction!r}),")
     term = plan.metric_term
     has_acc = term is not None and term.target[0] == "target"
@@ -659,6 +663,12 @@ def _scheduler_ctor(plan: "TrainingPlan") -> tuple[str, str]:
     L = "torch.optim.lr_scheduler"
     if name == "StepLR":
         ctor = f"{L}.StepLR(optimizer, step_size={sched.step_size!r}, gamma={_lit(sched.gamma)})"
+    elif name == "MultiStepLR":
+        milestones = sorted(int(m) for m in sched.milestones.elements())
+        ctor = f"{L}.MultiStepLR(optimizer, milestones={milestones!r}, gamma={_lit(sched.gamma)})"
+    elif name == "LinearLR":
+        ctor = (f"{L}.LinearLR(optimizer, start_factor={_lit(sched.start_factor)}, "
+                f"end_factor={_lit(sched.end_factor)}, total_iters={sched.total_iters!r})")
     elif name == "ExponentialLR":
         ctor = f"{L}.ExponentialLR(optimizer, gamma={_lit(sched.gamma)})"
     elif name == "CosineAnnealingLR":

@@ -71,7 +71,7 @@ def test_tab_opens_search_and_enter_adds_the_match(window: Any, qtbot: Any) -> N
     QTest.keyClick(window.view, Qt.Key.Key_Tab)
     popup = window.view.quick_add_popup
     assert popup is not None and popup.isVisible()
-    QTest.keyClicks(popup.search, "maxpo")
+    QTest.keyClicks(popup.search, "maxpool2")  # "maxpo" also matches MaxPool1d, listed first
     assert popup.current_type() == "layer.maxpool2d"
     QTest.keyClick(popup.search, Qt.Key.Key_Return)
     g = window.document.graph

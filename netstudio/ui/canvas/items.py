@@ -98,7 +98,8 @@ class PortItem(QGraphicsPathItem):
         self.setAcceptHoverEvents(True)
         self.setZValue(2)
         kind = port.kind.value + (", accepts several" if port.multi else "") + (", optional" if port.optional else "")
-        self.setToolTip(f"{'output' if is_output else 'input'} '{port.display}' ({kind})")
+        self.setToolTip(f"{'output' if is_output else 'input'} '{port.display}' ({kind})"
+                        + (f": {port.help}" if port.help else ""))
         self.refresh_theme()
 
     @property
