@@ -165,7 +165,8 @@ def layer_tensors(nt: LayerType, params: dict[str, Any], inputs: dict[str, Any]
     return out
 
 
-def _layer_inputs(graph: "Graph", analysis: "Analysis", nid: str, nt: Any) -> dict[str, Any] | None:
+def layer_inputs(graph: "Graph", analysis: "Analysis", nid: str, nt: Any) -> dict[str, Any] | None:
+    """What node ``nid`` of type ``nt`` receives, by input port (a list on multi ports); None if unknown."""
     inputs: dict[str, Any] = {}
     for e in graph.in_edges(nid):
         info = analysis.edge_info(e)
@@ -216,7 +217,7 @@ def estimate(graph: "Graph", analysis: "Analysis", node_ids: Iterable[str] | Non
         acts = sum(_info_bytes(v) for v in res.outputs.values())
         count = p_bytes = trainable = buffers = 0
         if isinstance(nt, LayerType):
-            inputs = _layer_inputs(graph, analysis, nid, nt)
+            inputs = layer_inputs(graph, analysis, nid, nt)
             tensors = layer_tensors(nt, res.params, inputs) if inputs is not None else None
             if tensors is None:
                 est.unknown.append(nid)

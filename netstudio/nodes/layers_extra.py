@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from netstudio.nodes.base import (Category, FunctionType, InferContext, LayerType, Param, Port, PortKind, PortRef,
                                   TensorInfo, fmt_shape, register)
+from netstudio.nodes.merge import SameShapeMerge
 from netstudio.nodes.layers import (_NORM_COMMON, AdaptiveAvgPool2d, ConvTranspose2d, _auto_from, _auto_param,
                                     _conv_params, _ConvNd, _require_spatial)
 
@@ -384,21 +385,11 @@ class TransformerEncoderLayer(LayerType):
 
 
 @register
-class Subtract(FunctionType):
+class Subtract(SameShapeMerge):
     type_id = "merge.subtract"
     title = "Subtract"
-    category = Category.MERGE
     name_prefix = "sub"
     description = "Element-wise difference a − b of two tensors of equal shape."
-    inputs = (Port("a", PortKind.TENSOR), Port("b", PortKind.TENSOR))
-    outputs = (Port("output", PortKind.TENSOR),)
-
-    def infer(self, ctx: InferContext) -> dict[str, Any]:
-        a, b = ctx.input("a"), ctx.input("b")
-        if a.shape != b.shape:
-            raise ctx.error(f"needs equal shapes but gets {a.fmt()} and {b.fmt()}",
-                            hint="make both branches produce the same shape")
-        return {"output": a}
 
     def function(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
         return operator.sub, (PortRef("a"), PortRef("b")), {}

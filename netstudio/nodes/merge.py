@@ -9,12 +9,10 @@ from netstudio.nodes.base import (Category, FunctionType, InferContext, Param, P
                                   TensorInfo, register)
 
 
-@register
-class Add(FunctionType):
-    type_id = "merge.add"
-    title = "Add"
+class SameShapeMerge(FunctionType):
+    """Two inputs a and b of equal shape combined element by element into one of that shape."""
+
     category = Category.MERGE
-    description = "Element-wise sum of two tensors of equal shape (residual connections)."
     inputs = (Port("a", PortKind.TENSOR), Port("b", PortKind.TENSOR))
     outputs = (Port("output", PortKind.TENSOR),)
 
@@ -24,6 +22,13 @@ class Add(FunctionType):
             raise ctx.error(f"needs equal shapes but gets {a.fmt()} and {b.fmt()}",
                             hint="make both branches produce the same shape")
         return {"output": a}
+
+
+@register
+class Add(SameShapeMerge):
+    type_id = "merge.add"
+    title = "Add"
+    description = "Element-wise sum of two tensors of equal shape (residual connections)."
 
     def function(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
         return operator.add, (PortRef("a"), PortRef("b")), {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from netstudio.compiler.memory import layer_inputs
 from netstudio.compiler.shapes import Analysis
 from netstudio.graph.model import Graph
 from netstudio.nodes.base import LayerType
@@ -42,16 +43,9 @@ class ParamCounter:
         res = analysis.results.get(node_id)
         if res is None:
             return None
-        inputs: dict[str, Any] = {}
-        for e in graph.in_edges(node_id):
-            info = analysis.edge_info(e)
-            if info is None:
-                return None
-            port = nt.input_port(e.dst_port)
-            if port is not None and port.multi:
-                inputs.setdefault(e.dst_port, []).append(info)
-            else:
-                inputs[e.dst_port] = info
+        inputs = layer_inputs(graph, analysis, node_id, nt)
+        if inputs is None:
+            return None
         key = (node.type_id, _freeze(res.params), _freeze(inputs))
         if key in self._cache:
             return self._cache[key]
