@@ -535,14 +535,19 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise CliError("error: --weights is required → pass the trained weights (.pt) to export")
         project = _load(args.project)
         _, state = ex.read_weights(args.weights)
+    ex.check_quantize(args.format, args.quantize)  # before any work: pt2/onnx/py cannot hold quantized layers
     compiled = compile_model(project.graph, project.training.batch_size)
     ex.apply_state_dict(compiled.module, state)
     compiled.module.eval()
     weights_file = source if source.suffix in (".pt", ".pth") and args.weights is None else args.weights
     inp = _export_input(project, compiled, weights_file, args.no_preprocess)
 
-    path = ex.export(args.format, compiled, out, project=project, weights=weights_out, inp=inp)
+    path = ex.export(args.format, compiled, out, project=project, weights=weights_out, inp=inp,
+                     quantize=args.quantize)
     print(f"wrote {path}")
+    if args.quantize is not None:
+        for line in _quantize_comparison(project, compiled, inp, args.quantize).splitlines():
+            print(line)
     if weights_out is not None:
         print(f"wrote {weights_out}")
     if inp is not None:
@@ -553,6 +558,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     for line in ex.load_snippet(args.format, path).splitlines():
         print("    " + line)
     return EXIT_OK
+
+
+def _quantize_comparison(project: Any, compiled: Any, inp: Any, mode: str) -> str:
+    """Sizes and validation figures of the quantized export beside the float model's."""
+    import netstudio.data as data_mod
+    from netstudio.compiler.build import build_plan
+    from netstudio.errors import NetStudioError
+    from netstudio.project import export as ex
+
+    plan = data = None
+    try:
+        plan = build_plan(project.graph, project.training.batch_size)
+        plan.compiled = compiled  # the trained weights
+        data = data_mod.load(plan.dataset_params)
+    except NetStudioError as e:
+        print(f"note: no validation figures ({e.message})")
+    return ex.quantize_summary(ex.compare_quantized(compiled, plan if data is not None else None, data,
+                                                    inp=inp, mode=mode))
 
 
 def _export_input(project: Any, compiled: Any, weights_file: Any, no_preprocess: bool) -> Any:
@@ -699,6 +722,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-preprocess", action="store_true",
                    help="leave the dataset's preprocessing out: the exported model then takes the normalized "
                         "features NetStudio trains on instead of raw pixels/columns")
+    p.add_argument("--quantize", default=None, choices=("dynamic-int8",),
+                   help="pt only: Linear/LSTM/GRU weights as int8 (torch dynamic quantization); prints the file "
+                        "sizes and validation accuracy beside the float model's")
     p.set_defaults(func=cmd_export)
     return parser
 
