@@ -306,7 +306,7 @@ def _outcome_lines(summary: dict[str, Any]) -> list[str]:
     split = "validation" if summary.get("metrics_split") == "val" else "training"
     if summary.get("r2") is not None or summary.get("rmse") is not None:
         out.append(f"regression ({split} split): r2 {_fmt_metric(summary.get('r2'))}  "
-                   f"mae {_fmt_metric(summary.get('mae'))}  rmse {_fmt_metric(summary.get('rmse'))}")
+                   f"mae {_fmt_metric(summary.get('mae'))}  rmse {_fmt_metric(summary.get('rmse'))} (in the target's units)")
     terms = summary.get("loss_terms")
     if isinstance(terms, dict) and terms:
         total = sum(v for v in terms.values() if isinstance(v, (int, float)))
@@ -429,10 +429,10 @@ def _train(args: argparse.Namespace) -> int:
         from netstudio.project.preprocess import export_input
 
         if args.out:
-            inp = export_input(data, preprocess=not args.no_preprocess)
+            inp = export_input(data, preprocess=not args.no_preprocess, plan=plan)
             exported.append(str(ex.export_pt(model, args.out, inp)))
         if args.save_weights:  # the preprocessing travels along, for a later `netstudio export`
-            exported.append(str(ex.export_weights(model, project, args.save_weights, export_input(data))))
+            exported.append(str(ex.export_weights(model, project, args.save_weights, export_input(data, plan=plan))))
     summary["exported"] = exported
     if failed:
         summary["node"] = None
@@ -449,7 +449,7 @@ def _train(args: argparse.Namespace) -> int:
         if args.out:
             from netstudio.project.preprocess import export_input
 
-            for line in export_input(data, preprocess=not args.no_preprocess).text().splitlines():
+            for line in export_input(data, preprocess=not args.no_preprocess, plan=plan).text().splitlines():
                 print(f"  {line}", file=lines)
     if args.json:
         print(json.dumps(summary), flush=True)
@@ -581,6 +581,7 @@ def _quantize_comparison(project: Any, compiled: Any, inp: Any, mode: str) -> st
 def _export_input(project: Any, compiled: Any, weights_file: Any, no_preprocess: bool) -> Any:
     """The preprocessing + metadata of an export: stored in the weights file, else from the data."""
     import netstudio.data as data_mod
+    from netstudio.compiler.build import build_plan
     from netstudio.errors import DataError
     from netstudio.project import export as ex
     from netstudio.project import preprocess as pp
@@ -590,12 +591,19 @@ def _export_input(project: Any, compiled: Any, weights_file: Any, no_preprocess:
     params = project.graph.nodes[compiled.dataset_node].params
     if no_preprocess:
         try:
-            return pp.input_for(data_mod.describe(params), None)
+            info = data_mod.describe(params)
+            if info.task == "regression":  # the metadata states whether the bare network's output is standardized
+                return pp.export_input(data_mod.load(params), preprocess=False)
+            return pp.input_for(info, None)
         except DataError:
             return None  # the bare network; nothing to state about data that is not there
     stored = ex.read_export_input(weights_file) if weights_file else None
     if stored is not None and stored.spec is not None:
         return stored
+    try:
+        plan = build_plan(project.graph, project.training.batch_size)  # which output is the regression's
+    except NetStudioError:
+        plan = None
     try:
         data = data_mod.load(params)
     except DataError as e:
@@ -603,7 +611,7 @@ def _export_input(project: Any, compiled: Any, weights_file: Any, no_preprocess:
                                     f"cannot be loaded: {e.message}", compiled.dataset_node,
                                     "make the data available, or pass --no-preprocess to export the bare "
                                     "network")) from None
-    return pp.export_input(data)
+    return pp.export_input(data, plan=plan)
 
 
 # ----------------------------------------------------------------------------

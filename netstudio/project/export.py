@@ -620,13 +620,14 @@ def model_source(model: Any, *, weights_file: str | None = None, title: str = "N
     for name, sub in gm.named_children():
         if not name.isidentifier() or keyword.iskeyword(name):
             raise ExportError(f"Submodule name {name!r} is not a Python identifier")
-        if isinstance(sub, fx.GraphModule):  # the preprocessing: written as its own class
-            from netstudio.project.preprocess import preprocess_source
+        if isinstance(sub, fx.GraphModule):  # the pre-/postprocessing: each written as its own class
+            from netstudio.project.preprocess import POSTPROCESS_NAME, preprocess_source
 
-            pre_lines = preprocess_source(sub)
+            cls_name = "Postprocess" if name.startswith(POSTPROCESS_NAME) else "Preprocess"
+            pre_lines += ([""] * 2 if pre_lines else []) + preprocess_source(sub, cls_name)
             pre_code = sub.graph.python_code(root_module="self")
             imports = sorted(set(imports) | set(_import_lines(pre_code.src, pre_code.globals)))
-            ctor_lines.append(f"        self.{name} = Preprocess()")
+            ctor_lines.append(f"        self.{name} = {cls_name}()")
             continue
         ctor_lines.append(f"        self.{name} = {module_constructor(sub)}")
     info = _input_info(model)

@@ -239,7 +239,7 @@ class ExportDialog(QDialog):
 
         if preprocess is None:
             preprocess = self.preprocess_check.isChecked()
-        return export_input(self.data, preprocess=preprocess)
+        return export_input(self.data, preprocess=preprocess, plan=self.plan)
 
     def _update_input_note(self, *_: Any) -> None:
         inp = self.export_input()
