@@ -364,3 +364,30 @@ def test_export_states_its_input_and_no_preprocess(tmp_path: Path, capsys: pytes
     normalized = (raw - torch.tensor(data.mean)) / torch.tensor(data.std)
     with torch.no_grad():
         assert torch.allclose(outs[()](raw), outs[("--no-preprocess",)](normalized.float()), atol=1e-5)
+
+
+def test_export_regression_in_target_units_or_bare_standardized(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    sample = str(SAMPLES / "linear_regression.nsproj")
+    w = tmp_path / "w.pt"
+    rc, _, err = run_cli(capsys, "train", sample, "--epochs", "2", "--device", "cpu", "--quiet",
+                         "--save-weights", str(w))
+    assert rc == 0, err
+    rc, out, err = run_cli(capsys, "export", sample, "--weights", str(w), "--format", "pt",
+                           "--out", str(tmp_path / "full.pt"))
+    assert rc == 0, err
+    assert "output: the target in its own units" in out
+    rc, out, err = run_cli(capsys, "export", sample, "--weights", str(w), "--format", "pt", "--no-preprocess",
+                           "--out", str(tmp_path / "bare.pt"))
+    assert rc == 0, err
+    assert "output: standardized target (this export has no postprocess)" in out
+    full = torch.load(tmp_path / "full.pt", weights_only=False)
+    bare = torch.load(tmp_path / "bare.pt", weights_only=False)
+    assert [n for n, _ in full.named_children()] == ["preprocess", "linear", "postprocess"]
+    assert [n for n, _ in bare.named_children()] == ["linear"]
+    meta = json.loads(bare.netstudio_metadata)
+    assert meta["preprocess"] is False and "postprocess" not in meta and meta["target_std"][0] > 10
+    x = torch.randn(5, 10) * 0.05  # diabetes' raw features are small, centred numbers
+    with torch.no_grad():
+        want = bare(full.preprocess(x)) * meta["target_std"][0] + meta["target_mean"][0]
+        assert torch.allclose(full(x), want, atol=1e-4)
