@@ -310,7 +310,7 @@ def _outcome_lines(summary: dict[str, Any]) -> list[str]:
     split = "validation" if summary.get("metrics_split") == "val" else "training"
     if summary.get("r2") is not None or summary.get("rmse") is not None:
         out.append(f"regression ({split} split): r2 {_fmt_metric(summary.get('r2'))}  "
-                   f"mae {_fmt_metric(summary.get('mae'))}  rmse {_fmt_metric(summary.get('rmse'))}")
+                   f"mae {_fmt_metric(summary.get('mae'))}  rmse {_fmt_metric(summary.get('rmse'))} (in the target's units)")
     terms = summary.get("loss_terms")
     if isinstance(terms, dict) and terms:
         total = sum(v for v in terms.values() if isinstance(v, (int, float)))
@@ -433,10 +433,10 @@ def _train(args: argparse.Namespace) -> int:
         from netstudio.project.preprocess import export_input
 
         if args.out:
-            inp = export_input(data, preprocess=not args.no_preprocess)
+            inp = export_input(data, preprocess=not args.no_preprocess, plan=plan)
             exported.append(str(ex.export_pt(model, args.out, inp)))
         if args.save_weights:  # the preprocessing travels along, for a later `netstudio export`
-            exported.append(str(ex.export_weights(model, project, args.save_weights, export_input(data))))
+            exported.append(str(ex.export_weights(model, project, args.save_weights, export_input(data, plan=plan))))
     summary["exported"] = exported
     if failed:
         summary["node"] = None
@@ -453,7 +453,7 @@ def _train(args: argparse.Namespace) -> int:
         if args.out:
             from netstudio.project.preprocess import export_input
 
-            for line in export_input(data, preprocess=not args.no_preprocess).text().splitlines():
+            for line in export_input(data, preprocess=not args.no_preprocess, plan=plan).text().splitlines():
                 print(f"  {line}", file=lines)
     if args.json:
         print(json.dumps(summary), flush=True)
@@ -539,14 +539,19 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise CliError("error: --weights is required → pass the trained weights (.pt) to export")
         project = _load(args.project)
         _, state = ex.read_weights(args.weights)
+    ex.check_quantize(args.format, args.quantize)  # before any work: pt2/onnx/py cannot hold quantized layers
     compiled = compile_model(project.graph, project.training.batch_size)
     ex.apply_state_dict(compiled.module, state)
     compiled.module.eval()
     weights_file = source if source.suffix in (".pt", ".pth") and args.weights is None else args.weights
     inp = _export_input(project, compiled, weights_file, args.no_preprocess)
 
-    path = ex.export(args.format, compiled, out, project=project, weights=weights_out, inp=inp)
+    path = ex.export(args.format, compiled, out, project=project, weights=weights_out, inp=inp,
+                     quantize=args.quantize)
     print(f"wrote {path}")
+    if args.quantize is not None:
+        for line in _quantize_comparison(project, compiled, inp, args.quantize).splitlines():
+            print(line)
     if weights_out is not None:
         print(f"wrote {weights_out}")
     if inp is not None:
@@ -559,9 +564,28 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _quantize_comparison(project: Any, compiled: Any, inp: Any, mode: str) -> str:
+    """Sizes and validation figures of the quantized export beside the float model's."""
+    import netstudio.data as data_mod
+    from netstudio.compiler.build import build_plan
+    from netstudio.errors import NetStudioError
+    from netstudio.project import export as ex
+
+    plan = data = None
+    try:
+        plan = build_plan(project.graph, project.training.batch_size)
+        plan.compiled = compiled  # the trained weights
+        data = data_mod.load(plan.dataset_params)
+    except NetStudioError as e:
+        print(f"note: no validation figures ({e.message})")
+    return ex.quantize_summary(ex.compare_quantized(compiled, plan if data is not None else None, data,
+                                                    inp=inp, mode=mode))
+
+
 def _export_input(project: Any, compiled: Any, weights_file: Any, no_preprocess: bool) -> Any:
     """The preprocessing + metadata of an export: stored in the weights file, else from the data."""
     import netstudio.data as data_mod
+    from netstudio.compiler.build import build_plan
     from netstudio.errors import DataError
     from netstudio.project import export as ex
     from netstudio.project import preprocess as pp
@@ -571,12 +595,19 @@ def _export_input(project: Any, compiled: Any, weights_file: Any, no_preprocess:
     params = project.graph.nodes[compiled.dataset_node].params
     if no_preprocess:
         try:
-            return pp.input_for(data_mod.describe(params), None)
+            info = data_mod.describe(params)
+            if info.task == "regression":  # the metadata states whether the bare network's output is standardized
+                return pp.export_input(data_mod.load(params), preprocess=False)
+            return pp.input_for(info, None)
         except DataError:
             return None  # the bare network; nothing to state about data that is not there
     stored = ex.read_export_input(weights_file) if weights_file else None
     if stored is not None and stored.spec is not None:
         return stored
+    try:
+        plan = build_plan(project.graph, project.training.batch_size)  # which output is the regression's
+    except NetStudioError:
+        plan = None
     try:
         data = data_mod.load(params)
     except DataError as e:
@@ -584,7 +615,7 @@ def _export_input(project: Any, compiled: Any, weights_file: Any, no_preprocess:
                                     f"cannot be loaded: {e.message}", compiled.dataset_node,
                                     "make the data available, or pass --no-preprocess to export the bare "
                                     "network")) from None
-    return pp.export_input(data)
+    return pp.export_input(data, plan=plan)
 
 
 # ----------------------------------------------------------------------------
@@ -706,6 +737,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-preprocess", action="store_true",
                    help="leave the dataset's preprocessing out: the exported model then takes the normalized "
                         "features NetStudio trains on instead of raw pixels/columns")
+    p.add_argument("--quantize", default=None, choices=("dynamic-int8",),
+                   help="pt only: Linear/LSTM/GRU weights as int8 (torch dynamic quantization); prints the file "
+                        "sizes and validation accuracy beside the float model's")
     p.set_defaults(func=cmd_export)
     return parser
 

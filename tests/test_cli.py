@@ -295,9 +295,16 @@ def test_train_json_regression_figures_and_loss_terms(tmp_path: Path, capsys: py
     res = json.loads(out.strip().splitlines()[-1])
     assert res["metrics_split"] == "val"
     assert res["rmse"] > 0 and res["mae"] > 0 and res["mae"] <= res["rmse"] and -1 < res["r2"] < 1
-    # MSE on the validation split is the squared RMSE (one loss, weight 1)
-    assert res["rmse"] ** 2 == pytest.approx(res["val_loss"], rel=1e-4)
-    assert "regression (validation split): r2" in err and "loss terms" not in err
+    # MSE on the validation split (standardized targets, one loss, weight 1) is the squared RMSE, which is
+    # reported in the target's own units (diabetes progression: mean ~150, std ~78)
+    from netstudio.compiler.build import build_plan
+    from netstudio.data import load
+
+    data = load(build_plan(load_project(SAMPLES / "linear_regression.nsproj").graph).dataset_params)
+    assert data.target_std is not None and data.target_std[0] > 10
+    assert res["rmse"] ** 2 == pytest.approx(res["val_loss"] * data.target_std[0] ** 2, rel=1e-4)
+    assert res["mae"] > 10  # not standardized units
+    assert "regression (validation split): r2" in err and "(in the target's units)" in err and "loss terms" not in err
 
     rc, out, err = run_cli(capsys, "train", str(SAMPLES / "autoencoder.nsproj"), "--json", "--epochs", "1",
                            "--device", "cpu")
@@ -357,3 +364,30 @@ def test_export_states_its_input_and_no_preprocess(tmp_path: Path, capsys: pytes
     normalized = (raw - torch.tensor(data.mean)) / torch.tensor(data.std)
     with torch.no_grad():
         assert torch.allclose(outs[()](raw), outs[("--no-preprocess",)](normalized.float()), atol=1e-5)
+
+
+def test_export_regression_in_target_units_or_bare_standardized(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    sample = str(SAMPLES / "linear_regression.nsproj")
+    w = tmp_path / "w.pt"
+    rc, _, err = run_cli(capsys, "train", sample, "--epochs", "2", "--device", "cpu", "--quiet",
+                         "--save-weights", str(w))
+    assert rc == 0, err
+    rc, out, err = run_cli(capsys, "export", sample, "--weights", str(w), "--format", "pt",
+                           "--out", str(tmp_path / "full.pt"))
+    assert rc == 0, err
+    assert "output: the target in its own units" in out
+    rc, out, err = run_cli(capsys, "export", sample, "--weights", str(w), "--format", "pt", "--no-preprocess",
+                           "--out", str(tmp_path / "bare.pt"))
+    assert rc == 0, err
+    assert "output: standardized target (this export has no postprocess)" in out
+    full = torch.load(tmp_path / "full.pt", weights_only=False)
+    bare = torch.load(tmp_path / "bare.pt", weights_only=False)
+    assert [n for n, _ in full.named_children()] == ["preprocess", "linear", "postprocess"]
+    assert [n for n, _ in bare.named_children()] == ["linear"]
+    meta = json.loads(bare.netstudio_metadata)
+    assert meta["preprocess"] is False and "postprocess" not in meta and meta["target_std"][0] > 10
+    x = torch.randn(5, 10) * 0.05  # diabetes' raw features are small, centred numbers
+    with torch.no_grad():
+        want = bare(full.preprocess(x)) * meta["target_std"][0] + meta["target_mean"][0]
+        assert torch.allclose(full(x), want, atol=1e-4)

@@ -383,3 +383,49 @@ def test_token_id_models_export_to_every_format(tmp_path: Path) -> None:
                 import runpy
 
                 assert torch.allclose(runpy.run_path(str(path))["load_model"]()(x), ref, atol=1e-6)
+
+
+def test_regression_exports_answer_in_the_targets_units(tmp_path: Path) -> None:
+    """linear_regression (diabetes, standardized targets): every export ends with 'postprocess' and takes raw
+    features to disease progression in its own units; the reported MAE is that of the exported model."""
+    from netstudio.data.builtin import _raw_sklearn
+    from netstudio.project.io import load_project
+    from netstudio.training.engine import outcome_metrics
+    from conftest import SAMPLES
+
+    project = load_project(SAMPLES / "linear_regression.nsproj")
+    plan, data, model = _train(project.graph, epochs=3, batch_size=32)
+    mean, std = data.target_mean[0], data.target_std[0]
+    assert std > 10  # the source standardized the target
+    inp = export_input(data, plan=plan)
+    assert inp.metadata["postprocess"] == {"output": 0, "scale": [std], "shift": [mean]}
+    assert "target in its own units" in inp.text()
+    fmts = _export_all(model, data, tmp_path, project)
+    raw_x, raw_y, _, _ = _raw_sklearn("diabetes")
+    p = normalize_params(plan.dataset_params)
+    _, va = split_indices(len(raw_x), p["val_fraction"], p["seed"])
+    raw = torch.tensor(raw_x[va], dtype=torch.float32)
+    with torch.no_grad():
+        ref = model(data.val_x) * std + mean  # the app's predictions, de-standardized
+    results, meta = _check_without_netstudio(tmp_path, raw, ref, "close", fmts)
+    assert set(results) == set(fmts) and all(v < 1e-4 for v in results.values()), results
+    assert meta["postprocess"]["shift"] == [mean]
+
+    m = torch.load(tmp_path / "m.pt", weights_only=False)
+    assert [n for n, _ in m.named_children()] == ["preprocess", "linear", "postprocess"]
+    assert "class Postprocess(nn.Module)" in (tmp_path / "m.py").read_text(encoding="utf-8")
+    with torch.no_grad():
+        out = m(raw).reshape(-1).double()
+    truth = torch.tensor(raw_y[va], dtype=torch.float64)
+    reported = outcome_metrics(model, plan, data)  # what `netstudio train` prints and --json holds
+    assert reported["mae"] == pytest.approx(float((out - truth).abs().mean()), rel=1e-5)
+    assert reported["rmse"] == pytest.approx(float(((out - truth) ** 2).mean().sqrt()), rel=1e-5)
+
+    # without the preprocessing the postprocess goes too, and the metadata says the output is standardized
+    bare = export_input(data, preprocess=False, plan=plan)
+    assert "postprocess" not in bare.metadata and "standardized target" in bare.metadata["outputs"]
+    ex.export("pt", model, tmp_path / "bare.pt", inp=bare)
+    b = torch.load(tmp_path / "bare.pt", weights_only=False)
+    assert [n for n, _ in b.named_children()] == ["linear"]
+    with torch.no_grad():
+        assert torch.equal(b(data.val_x), model(data.val_x))

@@ -570,3 +570,33 @@ def test_generated_preprocess_turns_raw_pixels_into_training_features() -> None:
             got = ns["Preprocess"](ns["FITTED"])(raw)
         assert got.shape == vx.shape and p["val_fraction"] > 0
         assert torch.allclose(got, vx, atol=1e-6)
+
+
+def test_training_program_regression_model_ends_with_postprocess_in_target_units(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """linear_regression (diabetes): the program's model.pt maps raw features to progression in its own units."""
+    from conftest import SAMPLES
+    from netstudio.project.io import load_project
+    from sklearn.datasets import load_diabetes
+
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    project = load_project(SAMPLES / "linear_regression.nsproj")
+    se.export_script(project, tmp_path / "job")
+    mod = import_script(tmp_path / "job")
+    _run_in_process(mod, ["--device", "cpu", "--epochs", "3", "--checkpoint-dir", str(tmp_path / "ck"),
+                          "--out", str(tmp_path / "model.pt")], capsys)
+    assert mod.FITTED["target_scale"][0] > 10 and 100 < mod.FITTED["target_shift"][0] < 200
+    saved = torch.load(tmp_path / "model.pt", weights_only=False).eval()
+    assert "postprocess" in dict(saved.named_children())
+    bare = mod.Model()
+    bare.load_state_dict(torch.load(tmp_path / "model_state_dict.pt", weights_only=True))
+    bunch = load_diabetes()
+    x = torch.tensor(bunch.data[:50], dtype=torch.float32)
+    with torch.no_grad():
+        out = saved(x)
+        want = bare.eval()(mod.Preprocess(mod.FITTED)(x)) * mod.FITTED["target_scale"][0] + mod.FITTED["target_shift"][0]
+    assert torch.allclose(out, want, atol=1e-4)
+    # in the target's units: the error is that of a (weak) linear fit, not of the standardized scale
+    mae = float((out.reshape(-1) - torch.tensor(bunch.target[:50], dtype=torch.float32)).abs().mean())
+    assert 10 < mae < 120

@@ -166,7 +166,7 @@ def _example_for(model: Any, example_input: Any, inp: "ExportInput | None") -> t
     return _example(example_input, model)
 
 
-def export_pt(model: Any, path: PathLike, inp: "ExportInput | None" = None) -> Path:
+def export_pt(model: Any, path: PathLike, inp: "ExportInput | None" = None, quantize: str | None = None) -> Path:
     """``torch.save`` the whole GraphModule.
 
     fx pickles a GraphModule as its generated Python source plus its built-in
@@ -174,9 +174,115 @@ def export_pt(model: Any, path: PathLike, inp: "ExportInput | None" = None) -> P
     an environment without NetStudio. With ``inp`` the module starts with the
     dataset's preprocessing (a ``preprocess`` GraphModule) and carries the
     metadata JSON as the attribute ``netstudio_metadata``.
+
+    ``quantize="dynamic-int8"`` writes the :func:`quantize_dynamic` model instead
+    (its layers are ``torch.ao.nn.quantized.dynamic`` modules, part of PyTorch).
     """
     gm = _exported(model, inp)
+    if quantize is not None:
+        gm = quantize_dynamic(gm, quantize)
     return _atomic_write(path, lambda tmp: torch.save(gm, tmp), "Model")
+
+
+# ----------------------------------------------------------------------------
+# dynamic quantization (.pt only)
+# ----------------------------------------------------------------------------
+
+#: ``--quantize`` values; dynamic int8: Linear/LSTM/GRU weights stored as int8, activations quantized per batch
+QUANTIZE_MODES = ("dynamic-int8",)
+QUANTIZABLE = (nn.Linear, nn.LSTM, nn.GRU)
+QUANTIZE_FORMATS = ("pt",)
+QUANTIZE_UNSUPPORTED = ("dynamic quantization is exported only as a full model (.pt): torch.export (.pt2), ONNX "
+                        "and the .py source do not support dynamically quantized layers")
+
+
+def check_quantize(fmt: str, quantize: str | None) -> None:
+    """Refuse a quantization mode or format combination that cannot be exported."""
+    if quantize is None:
+        return
+    if quantize not in QUANTIZE_MODES:
+        raise ExportError(f"Unknown quantization {quantize!r}", hint=f"use one of {', '.join(QUANTIZE_MODES)}")
+    if fmt not in QUANTIZE_FORMATS:
+        raise ExportError(f"Cannot quantize the {fmt} export: {QUANTIZE_UNSUPPORTED}",
+                          hint="export with --format pt, or leave out --quantize")
+
+
+def quantize_dynamic(model: Any, mode: str = "dynamic-int8") -> nn.Module:
+    """A CPU eval copy of ``model`` (a module, CompiledModel or TrainingPlan) with Linear/LSTM/GRU in int8.
+
+    Uses ``torch.ao.quantization.quantize_dynamic``. torch marks ``torch.ao.quantization``
+    as deprecated in favour of the separate ``torchao`` package, but it is what an
+    installed PyTorch provides; its DeprecationWarning is left to Python's default
+    filters (not suppressed here). Other layers (the ``preprocess`` module,
+    convolutions, activations) stay float, and attributes such as the metadata are kept.
+    """
+    check_quantize("pt", mode)
+    model = model if isinstance(model, nn.Module) else _graph_module(model)
+    m = _cpu_eval_copy(model)  # type: ignore[arg-type]
+    if not any(isinstance(sub, QUANTIZABLE) for sub in m.modules()):
+        raise ExportError("The model has no Linear, LSTM or GRU layer, so dynamic quantization changes nothing",
+                          hint="export without quantization")
+    try:
+        from torch.ao.quantization import quantize_dynamic as _qd
+
+        q = _qd(m, set(QUANTIZABLE), dtype=torch.qint8)
+    except Exception as e:  # noqa: BLE001 - e.g. no quantized engine on this platform
+        raise ExportError(f"Dynamic quantization failed: {_short(e)}") from e
+    q.eval()
+    from netstudio.project.preprocess import METADATA_ATTR
+
+    if isinstance(getattr(model, METADATA_ATTR, None), str):  # a GraphModule's deepcopy drops extra attributes
+        setattr(q, METADATA_ATTR, getattr(model, METADATA_ATTR))
+    return q
+
+
+def _file_bytes(module: nn.Module) -> int:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(module, buf)
+    return len(buf.getvalue())
+
+
+def compare_quantized(model: Any, plan: Any, data: Any, *, inp: "ExportInput | None" = None,
+                      mode: str = "dynamic-int8") -> dict[str, Any]:
+    """File sizes and validation figures of the float and the quantized export of ``model``.
+
+    Sizes are those of the ``.pt`` files (with ``inp``'s preprocessing, as written).
+    Accuracy (classification) and loss are measured on ``data``'s validation split
+    with ``plan``'s loss and accuracy rule; None where there is no plan, data or split.
+    """
+    float_gm = _exported(model, inp)
+    out: dict[str, Any] = {"mode": mode, "float_bytes": _file_bytes(float_gm),
+                           "quantized_bytes": _file_bytes(quantize_dynamic(float_gm, mode)),
+                           "float_accuracy": None, "quantized_accuracy": None,
+                           "float_loss": None, "quantized_loss": None}
+    if plan is not None and data is not None:
+        from netstudio.training.engine import evaluate
+
+        bare = _cpu_eval_copy(_graph_module(model))  # data's val split is already preprocessed
+        for key, m in (("float", bare), ("quantized", quantize_dynamic(bare, mode))):
+            r = evaluate(m, plan, data, "cpu")
+            out[f"{key}_accuracy"], out[f"{key}_loss"] = r["val_accuracy"], r["val_loss"]
+    return out
+
+
+def _size_text(n: int) -> str:
+    return f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.2f} MiB"
+
+
+def quantize_summary(cmp: Mapping[str, Any]) -> str:
+    """Two lines for the user: size and validation figures, quantized beside float."""
+    fb, qb = cmp["float_bytes"], cmp["quantized_bytes"]
+    lines = [f"quantized ({cmp['mode']}): {_size_text(qb)} vs float {_size_text(fb)} ({qb / fb:.2f}×)"]
+    if cmp.get("float_accuracy") is not None and cmp.get("quantized_accuracy") is not None:
+        lines.append(f"validation accuracy: quantized {cmp['quantized_accuracy']:.4f} vs float "
+                     f"{cmp['float_accuracy']:.4f}")
+    elif cmp.get("float_loss") is not None and cmp.get("quantized_loss") is not None:
+        lines.append(f"validation loss: quantized {cmp['quantized_loss']:.6g} vs float {cmp['float_loss']:.6g}")
+    else:
+        lines.append("validation figures: unavailable (no validation data)")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------
@@ -533,13 +639,14 @@ def model_source(model: Any, *, weights_file: str | None = None, title: str = "N
     for name, sub in gm.named_children():
         if not name.isidentifier() or keyword.iskeyword(name):
             raise ExportError(f"Submodule name {name!r} is not a Python identifier")
-        if isinstance(sub, fx.GraphModule):  # the preprocessing: written as its own class
-            from netstudio.project.preprocess import preprocess_source
+        if isinstance(sub, fx.GraphModule):  # the pre-/postprocessing: each written as its own class
+            from netstudio.project.preprocess import POSTPROCESS_NAME, preprocess_source
 
-            pre_lines = preprocess_source(sub)
+            cls_name = "Postprocess" if name.startswith(POSTPROCESS_NAME) else "Preprocess"
+            pre_lines += ([""] * 2 if pre_lines else []) + preprocess_source(sub, cls_name)
             pre_code = sub.graph.python_code(root_module="self")
             imports = sorted(set(imports) | set(_import_lines(pre_code.src, pre_code.globals)))
-            ctor_lines.append(f"        self.{name} = Preprocess()")
+            ctor_lines.append(f"        self.{name} = {cls_name}()")
             continue
         ctor_lines.append(f"        self.{name} = {module_constructor(sub)}")
     info = _input_info(model)
@@ -712,14 +819,17 @@ def export_py(model: Any, path: PathLike, *, weights: PathLike | bool | None = T
 
 def export(fmt: str, model: Any, path: PathLike, *, project: "Project | None" = None,
            example_input: torch.Tensor | None = None, weights: PathLike | bool | None = True,
-           inp: "ExportInput | None" = None) -> Path:
+           inp: "ExportInput | None" = None, quantize: str | None = None) -> Path:
     """Export in ``fmt`` (one of :data:`FORMATS`); ``weights`` only concerns ``py`` (see export_py).
+
+    ``quantize`` (one of :data:`QUANTIZE_MODES`) is accepted for ``pt`` only; see :func:`check_quantize`.
 
     ``inp`` (:func:`netstudio.project.preprocess.export_input`): the preprocessing
     and metadata every format carries; None exports the bare network.
     """
+    check_quantize(fmt, quantize)
     if fmt == "pt":
-        return export_pt(model, path, inp)
+        return export_pt(model, path, inp, quantize)
     if fmt == "weights":
         return export_weights(model, project, path, inp)
     if fmt in ("pt2", "onnx"):

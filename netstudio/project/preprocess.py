@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from netstudio.errors import ExportError
 
 PREPROCESS_NAME = "preprocess"
+POSTPROCESS_NAME = "postprocess"
 METADATA_ATTR = "netstudio_metadata"
 METADATA_FILE = "netstudio_metadata.json"
 _GRAY = (0.299, 0.587, 0.114)
@@ -81,18 +82,31 @@ def _pixel_max(spec: Mapping[str, Any]) -> float:
     return scale if scale != 1.0 else 255.0
 
 
-def export_input(data: Any, *, preprocess: bool = True) -> ExportInput:
+def export_input(data: Any, *, preprocess: bool = True, plan: Any = None) -> ExportInput:
     """The ExportInput of a model trained on ``data`` (a :class:`netstudio.data.PreparedData`).
 
     ``preprocess=False`` leaves the preprocessing out: the export then takes the
-    normalized features NetStudio trained on (the metadata says so).
+    normalized features NetStudio trained on (the metadata says so). When the data
+    source standardized a regression target, the export also ends with a
+    ``postprocess`` module that maps the network's output back to the target's
+    units; ``preprocess=False`` leaves that out too. ``plan`` (the TrainingPlan)
+    tells which model output is the regression prediction (default: the first).
     """
     return input_for(data.info, getattr(data, "preprocess", None) if preprocess else None,
-                     target_mean=data.target_mean, target_std=data.target_std)
+                     target_mean=data.target_mean, target_std=data.target_std,
+                     target_output=regression_output(plan))
+
+
+def regression_output(plan: Any) -> int:
+    """Index of the model output that a loss compares with the dataset's target (0 without a plan)."""
+    for t in getattr(plan, "losses", None) or ():
+        if t.target[0] == "target" and not t.metric:
+            return int(t.pred_index)
+    return 0
 
 
 def input_for(info: Any, spec: Mapping[str, Any] | None, *, target_mean: Any = None,
-              target_std: Any = None) -> ExportInput:
+              target_std: Any = None, target_output: int = 0) -> ExportInput:
     """ExportInput from a DatasetInfo and a preprocessing spec (None: the export takes normalized features)."""
     meta: dict[str, Any] = {"format": "netstudio-export", "version": 1, "source": info.source,
                             "task": info.task, "class_names": list(info.class_names)}
@@ -100,7 +114,14 @@ def input_for(info: Any, spec: Mapping[str, Any] | None, *, target_mean: Any = N
         meta["outputs"] = "one score per class (index i = class_names[i])"
     if target_mean is not None:
         meta["target_mean"], meta["target_std"] = list(target_mean), list(target_std or [])
-        meta["outputs"] = "standardized target: multiply by target_std and add target_mean"
+        if spec is None:
+            meta["outputs"] = ("standardized target (this export has no postprocess): multiply by target_std "
+                               "and add target_mean for the target's units")
+        else:
+            meta["outputs"] = ("the target in its own units: the last module, 'postprocess', undoes the "
+                               "training standardization (× target_std + target_mean)")
+            meta["postprocess"] = {"output": int(target_output), "scale": list(target_std or []),
+                                   "shift": list(target_mean)}
     if spec is None:
         meta["preprocess"] = False
         meta["input"] = {"shape": [int(v) for v in info.feature_shape], "dtype": info.feature_dtype,
@@ -234,8 +255,24 @@ def build_module(spec: Mapping[str, Any]) -> fx.GraphModule:
     return fx.GraphModule(root, g, class_name="Preprocess")
 
 
+def build_postprocess(post: Mapping[str, Any]) -> fx.GraphModule:
+    """The inverse of the target standardization: ``y * scale + shift`` per target column."""
+    root = nn.Module()
+    root.register_buffer("scale", torch.tensor(post["scale"], dtype=torch.float32))
+    root.register_buffer("shift", torch.tensor(post["shift"], dtype=torch.float32))
+    g = fx.Graph()
+    y = g.placeholder("y")
+    v = g.call_function(operator.add, (g.call_function(operator.mul, (y, g.get_attr("scale"))), g.get_attr("shift")))
+    g.output(v)
+    return fx.GraphModule(root, g, class_name="Postprocess")
+
+
 def with_preprocess(gm: fx.GraphModule, inp: ExportInput) -> fx.GraphModule:
-    """A copy of ``gm`` whose forward first runs ``preprocess`` (when ``inp.spec``), carrying the metadata."""
+    """A copy of ``gm`` whose forward first runs ``preprocess`` (when ``inp.spec``), carrying the metadata.
+
+    With ``metadata["postprocess"]`` (a standardized regression target) the forward
+    ends with the ``postprocess`` module on that output: the export answers in the target's units.
+    """
     import copy
 
     if inp.spec is None:
@@ -251,12 +288,31 @@ def with_preprocess(gm: fx.GraphModule, inp: ExportInput) -> fx.GraphModule:
     root.add_module(name, pre)
     for child, sub in gm.named_children():
         root.add_module(child, copy.deepcopy(sub))
+    post = inp.metadata.get("postprocess")
+    post_name = POSTPROCESS_NAME
+    while post_name in taken or post_name == name:
+        post_name += "_"
     g = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     for node in gm.graph.nodes:
         if node.op == "placeholder":
             placeholder = g.placeholder(node.name)
             env[node] = g.call_module(name, (placeholder,))
+            continue
+        if node.op == "output" and isinstance(post, Mapping):
+            result = node.args[0]
+            if isinstance(result, (tuple, list)):
+                k = int(post.get("output", 0))
+                if not 0 <= k < len(result):
+                    raise ExportError(f"The regression output index {k} is not among the model's "
+                                      f"{len(result)} outputs")
+                mapped = [env[r] if isinstance(r, fx.Node) else r for r in result]
+                root.add_module(post_name, build_postprocess(post))
+                mapped[k] = g.call_module(post_name, (mapped[k],))
+                g.output(type(result)(mapped))
+            else:
+                root.add_module(post_name, build_postprocess(post))
+                g.output(g.call_module(post_name, (env[result],)))
             continue
         if node.op == "get_attr":
             target = node.target
@@ -273,11 +329,13 @@ def with_preprocess(gm: fx.GraphModule, inp: ExportInput) -> fx.GraphModule:
 
 
 def preprocess_source(pre: fx.GraphModule, class_name: str = "Preprocess") -> list[str]:
-    """Plain-PyTorch source lines of a preprocess GraphModule (for the ``.py`` export)."""
+    """Plain-PyTorch source lines of a preprocess (or postprocess) GraphModule (for the ``.py`` export)."""
     code = pre.graph.python_code(root_module="self")
     forward = code.src.strip("\n").rstrip()
+    doc = ("The inverse of the target standardization NetStudio trained with (see METADATA)"
+           if class_name == "Postprocess" else "The dataset preprocessing NetStudio applied before training (see INPUT)")
     lines = [f"class {class_name}(nn.Module):",
-             '    """The dataset preprocessing NetStudio applied before training (see INPUT)."""',
+             f'    """{doc}."""',
              "",
              "    def __init__(self) -> None:",
              "        super().__init__()"]

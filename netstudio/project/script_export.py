@@ -131,14 +131,32 @@ class Preprocess(nn.Module):
         return x
 
 
+class Postprocess(nn.Module):
+    """Standardized regression output -> the target's own units (y * target_scale + target_shift)."""
+
+    def __init__(self, fitted):
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(fitted["target_scale"], dtype=torch.float32))
+        self.register_buffer("shift", torch.tensor(fitted["target_shift"], dtype=torch.float32))
+
+    def forward(self, y):
+        if isinstance(y, tuple):  # several outputs: the first is the regression's
+            return (y[0] * self.scale + self.shift, *y[1:])
+        return y * self.scale + self.shift
+
+
 class WithPreprocess(nn.Module):
-    def __init__(self, preprocess, model):
+    """The saved model: preprocess, the network, and postprocess when load_data standardized the target."""
+
+    def __init__(self, preprocess, model, postprocess=None):
         super().__init__()
         self.preprocess = preprocess
         self.model = model
+        self.postprocess = postprocess
 
     def forward(self, x):
-        return self.model(self.preprocess(x))
+        y = self.model(self.preprocess(x))
+        return y if self.postprocess is None else self.postprocess(y)
 '''
 
 _SPLIT = '''
@@ -176,7 +194,9 @@ def prepare_tabular(x, y, regression, scale_targets=False):
     if regression and scale_targets and NORMALIZE != "none":
         # standardized targets let MSE with a plain SGD learning rate converge
         y_mean, y_std = y[train_idx].mean(axis=0), y[train_idx].std(axis=0)
-        y = (y - y_mean) / np.where(y_std > 1e-12, y_std, 1.0)
+        y_std = np.where(y_std > 1e-12, y_std, 1.0)
+        y = (y - y_mean) / y_std
+        FITTED.update(target_shift=y_mean.tolist(), target_scale=y_std.tolist())
     x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     y = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32 if regression else np.int64))
     train_idx, val_idx = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
@@ -950,7 +970,9 @@ def train(args, rank, world, device):
         model.eval().cpu()
         # An fx GraphModule of built-in layers unpickles with plain torch, without model.py. It starts with
         # the data preprocessing (so it takes raw pixels / raw table columns) unless --no-preprocess.
-        saved = model if args.no_preprocess else WithPreprocess(Preprocess(FITTED), model)
+        # A standardized regression target is mapped back to its own units by a last module, postprocess.
+        post = Postprocess(FITTED) if "target_shift" in FITTED else None
+        saved = model if args.no_preprocess else WithPreprocess(Preprocess(FITTED), model, post)
         torch.save(torch.fx.symbolic_trace(saved), args.out)
         torch.save(model.state_dict(), os.path.splitext(args.out)[0] + "_state_dict.pt")
         log(f"saved {args.out}", flush=True)
@@ -1108,7 +1130,9 @@ latest and torchrun ends the job with an error; rerun with `--resume`.
 
 `model.pt` (`--out`) holds the trained network as a `torch.fx.GraphModule`. It starts with the data
 preprocessing `load_data()` fitted (pixel scaling, mean/std, resize), so it takes the data as the source
-delivers it (raw pixels, raw table columns); `--no-preprocess` saves the bare network instead:
+delivers it (raw pixels, raw table columns). When `load_data()` standardized a regression target, it
+ends with `postprocess`, which maps the output back to the target's units. `--no-preprocess` saves the
+bare network instead (taking normalized features; a regression then outputs the standardized target):
 
 ```
 import torch

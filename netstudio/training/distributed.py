@@ -789,9 +789,9 @@ def run_rank(argv: Sequence[str] | None = None) -> int:
 
             if args.out:
                 exported.append(str(ex.export_pt(result.model, args.out,
-                                                 export_input(data, preprocess=not args.no_preprocess))))
+                                                 export_input(data, preprocess=not args.no_preprocess, plan=plan))))
             if args.save_weights:
-                exported.append(str(ex.export_weights(result.model, project, args.save_weights, export_input(data))))
+                exported.append(str(ex.export_weights(result.model, project, args.save_weights, export_input(data, plan=plan))))
         summary["exported"] = exported
         tail = f" ({result.message})" if result.message else ""
         print(f"{result.status}{tail} in {seconds:.1f}s on {ctx.world_size} ranks; weights identical on every rank"

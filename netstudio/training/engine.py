@@ -295,6 +295,23 @@ def predict(model: nn.Module, x: torch.Tensor, device: str | torch.device = "cpu
     return torch.cat([c.cpu() for c in chunks])
 
 
+def to_target_units(t: torch.Tensor, data: Any) -> torch.Tensor:
+    """Undo the data source's target standardization (``diabetes``/``regression``): ``t * std + mean``.
+
+    ``t`` holds predictions or targets as the model sees them, targets in the last
+    dimension (or a single target); unchanged when the targets were not standardized.
+    """
+    mean, std = getattr(data, "target_mean", None), getattr(data, "target_std", None)
+    if mean is None or std is None:
+        return t
+    m = torch.tensor(mean, dtype=t.dtype, device=t.device)
+    s = torch.tensor(std, dtype=t.dtype, device=t.device)
+    if m.numel() == 1 or (t.dim() >= 2 and t.shape[-1] == m.numel()):
+        return t * s + m
+    raise TrainingError(f"Cannot map outputs of shape {tuple(t.shape)} to the {m.numel()} targets' units",
+                        hint="give the regression layer one output per target")
+
+
 @torch.no_grad()
 def outcome_metrics(model: nn.Module, plan: Any, data: Any, device: str | torch.device = "cpu",
                     batch_size: int = EVAL_BATCH) -> dict[str, Any]:
@@ -303,7 +320,9 @@ def outcome_metrics(model: nn.Module, plan: Any, data: Any, device: str | torch.
     * ``loss_terms`` (when the project has several losses): each loss term's mean
       value (weighted as in training) by its node name; they sum to the loss.
     * ``r2``, ``mae``, ``rmse`` for a regression (a loss on the dataset's float
-      target without an accuracy rule), over every target value.
+      target without an accuracy rule), over every target value, in the target's
+      own units (standardized targets are mapped back with :func:`to_target_units`,
+      like the exports' ``postprocess``).
     """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     n_train, n_val = _data_sizes(data)
@@ -336,7 +355,8 @@ def outcome_metrics(model: nn.Module, plan: Any, data: Any, device: str | torch.
                     term_sums[i] += float(value) * xb.shape[0]
             if reg_term is not None:
                 pred = (out if isinstance(out, tuple) else (out,))[reg_term.pred_index].float()
-                tgt = yb.to(pred.dtype).reshape(pred.shape)
+                tgt = to_target_units(yb.to(pred.dtype).reshape(pred.shape), data)
+                pred = to_target_units(pred, data)
                 err = pred - tgt
                 sse += float((err * err).sum(dtype=torch.float64))
                 sae += float(err.abs().sum(dtype=torch.float64))

@@ -573,10 +573,13 @@ def test_regression_results_plot_predicted_against_true(qtbot, stop_all) -> None
     reg = blocker.args[0]["regression"]
     assert dock.evaluation["confusion"] is None and dock.results.regression_box.isVisibleTo(dock.results)
     assert not dock.results.confusion_box.isVisibleTo(dock.results)
-    # the points are the trained model's predictions on the validation split, R² recomputed here
+    # the points are the trained model's predictions on the validation split, R² recomputed here; both in the
+    # target's own units (diabetes progression), like the exported model's output
     data = dock.trained.data
-    pred = training.predict(dock.trained.model, data.val_x).reshape(-1).double()
-    true = data.val_y.reshape(-1).double()
+    mean, std = data.target_mean[0], data.target_std[0]
+    pred = training.predict(dock.trained.model, data.val_x).reshape(-1).double() * std + mean
+    true = data.val_y.reshape(-1).double() * std + mean
+    assert true.mean() > 50  # not standardized
     assert len(reg["true"]) == len(reg["pred"]) == data.info.n_val
     assert np.allclose(reg["pred"], pred.numpy(), atol=1e-6) and np.allclose(reg["true"], true.numpy())
     r2 = 1 - float(((true - pred) ** 2).sum()) / float(((true - true.mean()) ** 2).sum())

@@ -212,3 +212,46 @@ def test_results_table_lists_regression_figures_and_each_loss_term(qtbot) -> Non
     assert labels == ["Validation loss", "R²", "MAE (mean absolute error)", "RMSE (root mean squared error)",
                       "Loss term reconstruction_loss", "Loss term classifier_loss"]
     assert view.metric_text("loss_terms.classifier_loss") == view.metric_text("mae")
+
+
+def test_quantize_option_writes_an_int8_model_and_shows_both_accuracies(qtbot, trained, tmp_path) -> None:
+    win, dock = trained
+    dialog = dock.make_export_dialog()
+    qtbot.addWidget(dialog)
+    dialog.show()
+    # .pt only: the other formats cannot hold dynamically quantized layers
+    dialog.select_format("pt2")
+    assert not dialog.quantize_check.isEnabled()
+    dialog.select_format("pt")
+    assert dialog.quantize_check.isEnabled() and not dialog.quantize_check.isChecked()
+    dialog.quantize_check.setChecked(True)
+    dialog.path_edit.setText(str(tmp_path / "digits_int8.pt"))
+    dialog.export_button.click()
+    path = tmp_path / "digits_int8.pt"
+    assert path.is_file() and dialog.last_path == path
+
+    res = dialog.quantize_result
+    float_acc = ex.compare_quantized(dock.trained.model, dock.trained.plan, dock.trained.data)["float_accuracy"]
+    assert res["float_accuracy"] == float_acc > 0.8
+    assert abs(res["quantized_accuracy"] - res["float_accuracy"]) <= 0.05
+    assert res["quantized_bytes"] < res["float_bytes"]
+    status = dialog.status.text()
+    assert f"validation accuracy: quantized {res['quantized_accuracy']:.4f} vs float {float_acc:.4f}" in status
+    assert "quantized (dynamic-int8):" in status and "KiB vs float" in status
+
+    # the written file holds int8 layers, starts with the preprocessing and loads with plain PyTorch
+    stdout, outside = run_snippet(dialog.snippet_text, raw_digits(dock, 64), tmp_path)
+    assert stdout == "torch.fx.graph_module True"
+    loaded = torch.load(path, weights_only=False)
+    assert next(iter(loaded.named_children()))[0] == "preprocess"
+    assert any(type(m).__module__.startswith("torch.ao.nn.quantized.dynamic") for m in loaded.modules())
+    labels = dock.trained.data.val_y[:64]
+    q_acc = (outside.argmax(1) == labels).float().mean().item()
+    f_acc = (dock.predict(dock.trained.data.val_x[:64].clone()).argmax(1) == labels).float().mean().item()
+    assert abs(q_acc - f_acc) <= 0.05
+    assert not torch.equal(outside, dock.predict(dock.trained.data.val_x[:64].clone()))  # really quantized
+
+    # unticked, the same dialog writes the float model again and the result text goes away
+    dialog.quantize_check.setChecked(False)
+    dialog.export_to("pt", tmp_path / "digits_float.pt")
+    assert dialog.quantize_result is None and "validation accuracy" not in dialog.status.text()

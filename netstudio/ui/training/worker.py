@@ -378,11 +378,15 @@ class EvalWorker(_ThreadedWorker):
         import numpy as np
 
         from netstudio import training
+        from netstudio.training.engine import to_target_units
 
         x, y = first_samples(self.data, "val", REGRESSION_POINTS)
         outs = training.predict(self.model, x)
         pred = (outs if isinstance(outs, tuple) else (outs,))[term.pred_index]
         n = int(y.shape[0])
+        # in the target's own units, like the exported model's output (its postprocess)
+        pred = to_target_units((pred.reshape(y.shape) if pred.numel() == y.numel() else pred).double(), self.data)
+        y = to_target_units(y.double(), self.data)
         p2 = pred.detach().reshape(n, -1).double().numpy()
         t2 = y.detach().reshape(n, -1).double().numpy()
         p, t = p2[:, 0], t2[:, 0]  # several targets: the first one is plotted
