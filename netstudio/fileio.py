@@ -34,6 +34,23 @@ _NAME_ROOM = 120  # characters of the target's name kept in the temp name (NAME_
 Writer = Callable[[str], None]
 
 
+def torch_writer(obj: object) -> Writer:
+    """A writer for :func:`atomic_write` that ``torch.save``s ``obj`` through an open file.
+
+    Given a path, torch names the archive's top folder after the file, which would be
+    the temporary name; through a file object it is always ``archive``, so a file's
+    bytes do not depend on where it was written first.
+    """
+
+    def write(tmp: str) -> None:
+        import torch
+
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+
+    return write
+
+
 def current_umask() -> int:
     """The process umask, read without changing it where the OS allows."""
     try:

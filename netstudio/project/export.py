@@ -23,7 +23,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from netstudio.errors import ExportError, NetStudioError
-from netstudio.fileio import atomic_write, describe_os_error, remove_created, torch_load_reason
+from netstudio.fileio import atomic_write, describe_os_error, remove_created, torch_load_reason, torch_writer
 
 if TYPE_CHECKING:  # pragma: no cover
     from netstudio.compiler.build import CompiledModel, TrainingPlan
@@ -181,7 +181,7 @@ def export_pt(model: Any, path: PathLike, inp: "ExportInput | None" = None, quan
     gm = _exported(model, inp)
     if quantize is not None:
         gm = quantize_dynamic(gm, quantize)
-    return _atomic_write(path, lambda tmp: torch.save(gm, tmp), "Model")
+    return _atomic_write(path, torch_writer(gm), "Model")
 
 
 # ----------------------------------------------------------------------------
@@ -304,7 +304,7 @@ def export_weights(model: Any, project: "Project | None", path: PathLike, inp: "
                               "project": project.dumps() if project is not None else None}
     if inp is not None:
         record["input"] = json.dumps({"spec": inp.spec, "metadata": inp.metadata})
-    return _atomic_write(path, lambda tmp: torch.save(record, tmp), "Weights")
+    return _atomic_write(path, torch_writer(record), "Weights")
 
 
 def read_weights(path: PathLike) -> tuple[str | None, dict[str, torch.Tensor]]:
@@ -798,7 +798,7 @@ def export_py(model: Any, path: PathLike, *, weights: PathLike | bool | None = T
     try:
         if weights is not None:
             state = {k: v.detach().cpu().clone() for k, v in gm.state_dict().items()}
-            _atomic_write(weights, lambda tmp: torch.save(state, tmp), "Weights")
+            _atomic_write(weights, torch_writer(state), "Weights")
 
         def write(tmp: str) -> None:
             with open(tmp, "w", encoding="utf-8", newline="\n") as f:

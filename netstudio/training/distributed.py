@@ -346,10 +346,10 @@ def save_checkpoint(path: str | os.PathLike[str], *, model: nn.Module, optimizer
     if extra:
         state.update(extra)
     state["checksum"] = state_checksum(state)  # read_checkpoint refuses a file whose content changed
-    from netstudio.fileio import atomic_write
+    from netstudio.fileio import atomic_write, torch_writer
 
     # temp file + fsync + rename: a crash mid-save leaves the previous checkpoint intact
-    return atomic_write(p, lambda tmp: torch.save(state, tmp))
+    return atomic_write(p, torch_writer(state))
 
 
 def state_checksum(state: Mapping[str, Any]) -> str:
