@@ -5,13 +5,17 @@ Each test drives the real widgets offscreen and failed before its fix.
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 import shiboken6
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
 
+from netstudio.graph.model import Graph
+from netstudio.project.io import Project, save_project
+from netstudio.training.config import TrainConfig
 from tests.ui.helpers import add, connect
 
 
@@ -46,3 +50,172 @@ def test_search_to_add_works_again_and_again(window: Any, qtbot: Any, dialogs: A
     types = sorted(n.type_id for n in window.document.graph.nodes.values())
     assert types == ["activation.relu", "activation.tanh", "layer.dropout", "layer.linear"]
     assert dialogs.errors == []
+
+
+# --- shared: small real projects and a window with the Training dock -----------------------------
+TRAIN_TIMEOUT_MS = 60_000
+
+
+def digits_graph(optimizer: str = "optim.adam", **opt_params: Any) -> Graph:
+    """Dataset(digits) → Flatten → Linear(32) → ReLU → Linear(10) → CrossEntropy → optimizer."""
+    g = Graph()
+    d = g.add_node("data.dataset", {"source": "digits"}, name="data")
+    f = g.add_node("layer.flatten", name="flatten")
+    l1 = g.add_node("layer.linear", {"out_features": 32}, name="fc1")
+    r = g.add_node("activation.relu", name="relu")
+    l2 = g.add_node("layer.linear", {"out_features": 10}, name="fc2")
+    ce = g.add_node("loss.cross_entropy", name="loss")
+    opt = g.add_node(optimizer, {"lr": 0.01, **opt_params}, name="opt")
+    for edge in [(d.id, "features", f.id, "input"), (f.id, "output", l1.id, "input"),
+                 (l1.id, "output", r.id, "input"), (r.id, "output", l2.id, "input"),
+                 (l2.id, "output", ce.id, "prediction"), (d.id, "target", ce.id, "target"),
+                 (ce.id, "loss", opt.id, "loss")]:
+        g.connect(*edge)
+    return g
+
+
+def no_layer_graph() -> Graph:
+    """Dataset → MSE(features, features) → SGD: nothing to train."""
+    g = Graph()
+    d = g.add_node("data.dataset", {"source": "digits"}, name="data")
+    mse = g.add_node("loss.mse", name="mse")
+    sgd = g.add_node("optim.sgd", name="sgd")
+    g.connect(d.id, "features", mse.id, "prediction")
+    g.connect(d.id, "features", mse.id, "target")
+    g.connect(mse.id, "loss", sgd.id, "loss")
+    return g
+
+
+def save(tmp_path: Path, name: str, graph: Graph, **training: Any) -> Path:
+    path = tmp_path / f"{name}.nsproj"
+    save_project(Project(graph, TrainConfig(**{"epochs": 2, "device": "cpu", **training}), name=name), path)
+    return path
+
+
+@pytest.fixture
+def train_window(make_window: Any) -> Iterator[Any]:
+    made: list[Any] = []
+
+    def make(project: Project | None = None) -> Any:
+        w = make_window(project or Project(digits_graph(), TrainConfig(epochs=2, device="cpu")), training=True)
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        assert w.training_dock.shutdown(5000)
+
+
+def train(qtbot: Any, dock: Any) -> dict[str, Any]:
+    with qtbot.waitSignal(dock.training_finished, timeout=TRAIN_TIMEOUT_MS) as blocker:
+        dock.train_button.click()
+    return blocker.args[0]
+
+
+# --- 2. runs, plots, results and counters belong to the open project -------------------------------
+def test_training_state_belongs_to_the_open_project(train_window: Any, qtbot: Any, tmp_path: Path) -> None:
+    window = train_window()
+    dock = window.training_dock
+    with qtbot.waitSignal(dock.evaluation_finished, timeout=TRAIN_TIMEOUT_MS):
+        assert train(qtbot, dock)["status"] == "finished"
+    assert dock.status_label.text().startswith("Run 1 finished")
+    assert [r.name for r in dock.plots.runs] == ["run 1"]
+    assert dock.results.metrics and dock.results.confusion_box.isVisibleTo(dock.results)
+
+    # another project: nothing of the old one's runs is shown
+    assert window.open_file(save(tmp_path, "other", digits_graph(optimizer="optim.sgd", momentum=0.9)))
+    assert dock.plots.runs == []
+    assert dock.results.metrics == {} and not dock.results.confusion_box.isVisibleTo(dock.results)
+    assert dock.status_label.text() == "Ready" and dock.progress_bar.value() == 0
+    assert "Epoch" not in dock.progress_bar.format()
+    assert dock.trained is None and not dock.export_button.isEnabled()
+
+    # a Train click that is refused does not count as a run ...
+    assert window.open_file(save(tmp_path, "broken", no_layer_graph()))
+    assert dock.plots.runs == []
+    outcome = train(qtbot, dock)
+    assert outcome["status"] == "error" and dock.run_count == 0
+    assert dock.status_label.text().startswith("Not started")
+    assert dock.plots.runs == [] and dock.results.metrics == {}
+
+    # ... so the first real run of this project is run 1, alone in the plots
+    assert window.open_file(save(tmp_path, "third", digits_graph()))
+    with qtbot.waitSignal(dock.evaluation_finished, timeout=TRAIN_TIMEOUT_MS):
+        assert train(qtbot, dock)["status"] == "finished"
+    assert dock.status_label.text().startswith("Run 1 finished")
+    assert [r.name for r in dock.plots.runs] == ["run 1"]
+
+    # New project: the same
+    window.new_project()
+    assert dock.plots.runs == [] and dock.run_count == 0 and dock.results.metrics == {}
+
+
+def test_results_never_mix_runs(train_window: Any, qtbot: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from netstudio.training import engine
+
+    window = train_window()
+    dock = window.training_dock
+    with qtbot.waitSignal(dock.evaluation_finished, timeout=TRAIN_TIMEOUT_MS):
+        assert train(qtbot, dock)["status"] == "finished"
+    assert dock.results.summary.text().startswith("Run 1")
+    assert dock.results.confusion_box.isVisibleTo(dock.results)
+
+    # run 2 fails inside the loop: Results speaks of run 2 only, not of run 1's figures and matrix
+    def broken_fit(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(engine, "fit", broken_fit)
+    assert train(qtbot, dock)["status"] == "error"
+    assert dock.status_label.text() == "Run 2 failed"
+    assert dock.results.summary.text().startswith("Run 2"), dock.results.summary.text()
+    assert dock.results.metrics == {} and not dock.results.confusion_box.isVisibleTo(dock.results)
+    monkeypatch.undo()
+
+    # run 3 is stopped at its first batch: its own figures, then its own evaluation
+    with qtbot.waitSignal(dock.training_finished, timeout=TRAIN_TIMEOUT_MS):
+        dock.train_button.click()
+        qtbot.waitUntil(lambda: dock.batch_events >= 1, timeout=TRAIN_TIMEOUT_MS)
+        dock.stop()
+    assert dock.results.summary.text().startswith("Run 3")
+    if dock._eval is not None:
+        with qtbot.waitSignal(dock.evaluation_finished, timeout=TRAIN_TIMEOUT_MS):
+            pass
+    assert dock.results.summary.text().startswith("Run 3")
+    assert dock.results.metrics["epochs_run"] == dock.outcome["metrics"]["epochs_run"]
+
+
+# --- 6. Problems lists whatever Train refuses, with its fix; the CLI agrees ------------------------
+def test_problems_lists_what_train_refuses(train_window: Any, qtbot: Any, tmp_path: Path, capsys: Any) -> None:
+    window = train_window(Project(no_layer_graph(), TrainConfig(epochs=1, device="cpu")))
+    texts = window.problems.texts()
+    assert any(t.startswith("The graph has no layers to compile — add at least one layer") for t in texts), texts
+    assert any("'mse' is wired straight to the dataset: there is no layer between them" in t for t in texts), texts
+    assert not any("does not match" in t or "differ" in t for t in texts), texts  # no shape talk
+    assert window.problems.summary.text() != "No problems: the model is ready to train."
+    no_layers = next(p for p in window.problems.problems if p.message.startswith("The graph has no layers"))
+    assert no_layers.node_id == window.document.graph.find("data").id and no_layers.hint
+
+    dock = window.training_dock
+    outcome = train(qtbot, dock)
+    assert outcome["status"] == "error"
+    listed = [p.message for p in window.problems.problems]
+    assert outcome["message"] in listed, (outcome["message"], listed)
+
+    # a loss straight on the dataset beside a real model: the same finding, on the loss node
+    g = digits_graph()
+    mse = g.add_node("loss.mse", name="recon")
+    data = g.find("data")
+    g.connect(data.id, "features", mse.id, "prediction")
+    g.connect(data.id, "features", mse.id, "target")
+    g.connect(mse.id, "loss", g.find("opt").id, "loss")
+    window.document.replace_project(Project(g, TrainConfig(epochs=1, device="cpu")))
+    found = [p for p in window.problems.problems if p.node_id == mse.id]
+    assert len(found) == 1 and "no layer between them" in found[0].message and found[0].hint
+
+    # the command line says the same
+    from netstudio.cli import main
+
+    path = save(tmp_path, "nolayers", no_layer_graph())
+    assert main(["check", str(path)]) != 0
+    err = capsys.readouterr().err
+    assert "The graph has no layers to compile" in err and "no layer between them" in err

@@ -452,12 +452,32 @@ class TrainingDock(QDockWidget):
     @Slot()
     def _on_project_replaced(self) -> None:
         if self.state == "idle":
-            # weights trained for another project must not be continued or exported with this one
-            if self.trained is not None:
-                self.reset_weights()
-                self.status_label.setText("Ready")
+            # runs, plots, results, counters and weights belong to the project they were trained for
+            self.forget_runs()
             self._watch_key = None
             self._watch_project()
+
+    def forget_runs(self) -> None:
+        """Back to a fresh dock: no weights, no curves, no results, the next run is run 1."""
+        if self.state != "idle":
+            return
+        self._cancel_evaluation()
+        self.trained = None
+        self.outcome = None
+        self.evaluation = None
+        self.last_error = None
+        self.run_count = 0
+        self.batch_events = 0
+        self.last_batch = None
+        self._pending_progress = None
+        self.plots.clear()
+        self.results.clear()
+        self.preview_grid.set_items([])
+        self.clear_error()
+        self.status_label.setText("Ready")
+        self._set_progress(0, "—")
+        self.speed_label.setText("")
+        self._set_state("idle")
 
     def _watch_project(self) -> None:
         """Follow project/graph edits while idle: settings of a newly opened project, dataset summary."""
@@ -682,7 +702,8 @@ class TrainingDock(QDockWidget):
                                          for it in summary["images"]])
         classification = summary.get("task") == "classification" and self._metric is not None
         last = self.plots.current if self._continuing else None
-        self.plots.new_run(classification, continue_from=last, epochs=self._epochs_total())
+        self.plots.new_run(classification, continue_from=last, epochs=self._epochs_total(),
+                           index=summary.get("run"))
         self._run_started_plot = True
 
     @Slot(object)
@@ -787,6 +808,23 @@ class TrainingDock(QDockWidget):
         status = str(outcome.get("status", ""))
         result = worker.result
         failed = status in FAILED_STATUSES
+        run_index = worker.job.run_index
+        # Refused: the model could not be built or the data not loaded, so nothing trained.
+        # That is no run: the number is given back and the last run's figures stay.
+        refused = failed and (worker.plan is None or worker.data is None)
+        if refused:
+            self._progress_timer.stop()
+            self._pending_progress = None
+            if self.run_count == run_index:
+                self.run_count -= 1
+            self.show_error(outcome)
+            self.status_label.setText("Not started: " + str(outcome.get("message") or "the model cannot be built"))
+            self._set_progress(0, "—")
+            self.speed_label.setText("")
+            self._lock_editor(False)
+            self._set_state("idle")
+            self.training_finished.emit(outcome)
+            return
         model = getattr(result, "model", None)
         if model is not None and _weights_finite(model):
             # fit keeps the last good (or best) weights even when a run fails: keep them.
@@ -810,10 +848,11 @@ class TrainingDock(QDockWidget):
             self.status_label.setText(f"Run {worker.job.run_index} {word}" + (f": {msg}" if msg else ""))
         # the last batch's loss/speed/ETA would read as the result: show the run's own figures
         self.speed_label.setText(_run_summary(metrics))
-        if metrics:
-            where = "weights kept from the last good epoch" if failed and self.trained is not None else ""
-            self.results.show_metrics(metrics, f"Run {worker.job.run_index}: {status}"
-                                      + (f" — {where}" if where else ""))
+        # Results show this run only: never its figures beside an older run's matrix
+        self.results.clear()
+        self.evaluation = None
+        where = "weights kept from the last good epoch" if failed and self.trained is not None else ""
+        self.results.show_metrics(metrics, f"Run {run_index}: {status}" + (f" — {where}" if where else ""))
         self._lock_editor(False)
         self._set_state("idle")
         if self.trained is not None and not self._closing_main and self.trained.data is not None \
