@@ -219,3 +219,46 @@ def test_problems_lists_what_train_refuses(train_window: Any, qtbot: Any, tmp_pa
     assert main(["check", str(path)]) != 0
     err = capsys.readouterr().err
     assert "The graph has no layers to compile" in err and "no layer between them" in err
+
+
+# --- 7. out-of-range edits are refused with the reason, the last valid value stays -------------------
+def _type_into(spin: Any, text: str) -> None:
+    spin.setFocus()
+    spin.selectAll()
+    QTest.keyClicks(spin, text)
+    QTest.keyClick(spin, Qt.Key.Key_Return)
+
+
+def test_out_of_range_edits_say_why_and_keep_the_last_value(window: Any, qtbot: Any) -> None:
+    lin = add(window, "layer.linear", (0, 0), out_features=120)
+    drop = add(window, "layer.dropout", (300, 0), p=0.5)
+    g = window.document.graph
+    window.select_node(lin)
+    steps = window.document.undo_stack.count()
+    spin = window.inspector.editor("out_features").widget
+    _type_into(spin, "0")
+    err = window.inspector.error_text("out_features")
+    assert "0 is below the minimum 1" in err and "kept 120" in err, err
+    assert window.inspector.errors["out_features"].isVisibleTo(window.inspector)
+    assert g.nodes[lin].params["out_features"] == 120 and spin.value() == 120 and spin.text() == "120"
+    assert window.document.undo_stack.count() == steps
+    # a valid value clears the message
+    _type_into(spin, "84")
+    assert g.nodes[lin].params["out_features"] == 84 and window.inspector.error_text("out_features") == ""
+    # the arrows stay within the valid range: no error from stepping
+    _type_into(spin, "1")
+    spin.stepBy(-1)
+    assert spin.value() == 1 and window.inspector.error_text("out_features") == ""
+
+    window.select_node(drop)
+    p = window.inspector.editor("p").widget
+    _type_into(p, "-0.5")
+    err = window.inspector.error_text("p")
+    assert "below the minimum 0" in err and "kept 0.5" in err, err
+    assert g.nodes[drop].params["p"] == 0.5 and p.value() == 0.5
+    _type_into(p, "1.5")
+    err = window.inspector.error_text("p")
+    assert "above the maximum 1" in err and "kept 0.5" in err, err
+    assert g.nodes[drop].params["p"] == 0.5 and p.text() == "0.5"
+    _type_into(p, "0.25")
+    assert g.nodes[drop].params["p"] == 0.25 and window.inspector.error_text("p") == ""
