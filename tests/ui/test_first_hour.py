@@ -262,3 +262,30 @@ def test_out_of_range_edits_say_why_and_keep_the_last_value(window: Any, qtbot: 
     assert g.nodes[drop].params["p"] == 0.5 and p.text() == "0.5"
     _type_into(p, "0.25")
     assert g.nodes[drop].params["p"] == 0.25 and window.inspector.error_text("p") == ""
+
+
+# --- 8. SGD defaults that train; Problems warns when the loss has not moved -------------------------
+def test_fresh_sgd_has_momentum_and_a_flat_loss_is_a_problem(train_window: Any, qtbot: Any) -> None:
+    window = train_window(Project(digits_graph(optimizer="optim.sgd", lr=1e-6),
+                                  TrainConfig(epochs=1, device="cpu")))
+    fresh = add(window, "optim.sgd", (0, 600))
+    assert window.document.graph.nodes[fresh].params["momentum"] == 0.9
+    window.select_node(fresh)
+    assert window.inspector.editor("momentum").widget.value() == 0.9
+    window.document.undo()
+
+    dock = window.training_dock
+    assert train(qtbot, dock)["status"] == "finished"
+    flat = [p for p in window.problems.problems if p.message.startswith("The loss is flat")]
+    assert len(flat) == 1, window.problems.texts()
+    assert flat[0].severity == "warning" and flat[0].hint == "raise the learning rate or use Adam"
+    assert flat[0].node_id == window.document.graph.find("opt").id
+    assert "after epoch 1" in flat[0].message
+    listed = [window.problems.tree.topLevelItem(i).text(0) for i in range(window.problems.tree.topLevelItemCount())]
+    assert flat[0].message in listed
+
+    # a run that learns: no warning
+    window.document.replace_project(Project(digits_graph(), TrainConfig(epochs=1, device="cpu")))
+    assert not any(t.startswith("The loss is flat") for t in window.problems.texts())
+    assert train(qtbot, dock)["status"] == "finished"
+    assert not any(t.startswith("The loss is flat") for t in window.problems.texts())

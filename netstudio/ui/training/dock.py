@@ -39,6 +39,10 @@ WATCH_INTERVAL_MS = 400
 #: event: QProgressBar.setValue repaints synchronously, and GUI-thread time is taken from
 #: the training loop (GIL). 4 Hz is plenty to read a number.
 PROGRESS_REFRESH_MS = 250
+#: a run whose mean training loss after an epoch is within this fraction of its first batch's
+#: loss has not learned anything yet: Problems says so (plain SGD on a conv net, a tiny rate)
+FLAT_LOSS_FRACTION = 0.02
+FLAT_LOSS_HINT = "raise the learning rate or use Adam"
 
 
 @dataclass
@@ -124,6 +128,7 @@ class TrainingDock(QDockWidget):
         self.outcome: dict[str, Any] | None = None
         self.evaluation: dict[str, Any] | None = None
         self.last_error: dict[str, Any] | None = None
+        self.run_problems: list[Any] = []  # e.g. a flat loss, shown in Problems
         self.run_count = 0
         self.batch_events = 0        # batch events shown (after throttling)
         self.last_batch: dict[str, Any] | None = None
@@ -470,6 +475,7 @@ class TrainingDock(QDockWidget):
         self.batch_events = 0
         self.last_batch = None
         self._pending_progress = None
+        self.set_run_problems([])
         self.plots.clear()
         self.results.clear()
         self.preview_grid.set_items([])
@@ -616,6 +622,7 @@ class TrainingDock(QDockWidget):
         self._job_graph, self._job_config = graph_dict, config
         self._continuing = continue_from is not None
         self._run_started_plot = False
+        self.set_run_problems([])
         self.outcome = None
         self.batch_events = 0
         self.last_batch = None
@@ -728,6 +735,7 @@ class TrainingDock(QDockWidget):
             if self._run_started_plot:
                 self.plots.add_epoch(ev)
             self._pending_progress = ev
+            self._check_flat_loss(ev)
         elif kind == "paused":
             self._refresh_progress()  # show where it stopped, and nothing moves while paused
             if self.state == "pausing":
@@ -746,6 +754,32 @@ class TrainingDock(QDockWidget):
                 self._running_text += " (CUDA graph)"
             if self.state == "running":
                 self.status_label.setText(self._running_text)
+
+    def _check_flat_loss(self, ev: dict[str, Any]) -> None:
+        """Warn in Problems while the loss has not moved from where the run started."""
+        first, now = ev.get("first_loss"), ev.get("train_loss")
+        if not (isinstance(first, (int, float)) and isinstance(now, (int, float))
+                and math.isfinite(first) and math.isfinite(now) and first != 0):
+            return
+        if abs(first - now) > FLAT_LOSS_FRACTION * abs(first):
+            self.set_run_problems([])
+            return
+        from netstudio.errors import Problem
+
+        plan = getattr(self.worker, "plan", None)
+        epoch = ev.get("epoch")
+        self.set_run_problems([Problem(
+            f"The loss is flat: {format_metric(float(first))} at the start of run {self.run_count}, "
+            f"{format_metric(float(now))} after epoch {epoch}", getattr(plan, "optimizer_node", None),
+            FLAT_LOSS_HINT, "warning", "training")])
+
+    def set_run_problems(self, problems: list[Any]) -> None:
+        """What the last run found, listed in the editor's Problems panel (if there is one)."""
+        self.run_problems = list(problems)
+        panel = getattr(self.main_window, "problems", None)
+        show = getattr(panel, "set_run_problems", None)
+        if callable(show):
+            show(self.run_problems)
 
     def _epochs_total(self) -> int:
         return self._job_config.epochs if self._job_config is not None else max(1, self.epochs_spin.value())
