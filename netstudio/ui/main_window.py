@@ -423,6 +423,7 @@ class MainWindow(QMainWindow):
         self.inspector.message.connect(self.status)
         self.problems.message.connect(self.status)
         self.problems.node_activated.connect(self.select_node)
+        self.summary.node_activated.connect(self.select_node)
         self.palette_panel.add_requested.connect(self._add_from_palette)
         self.view.context_menu_provider = self._context_menu
         self.summary.updated.connect(self._update_status)

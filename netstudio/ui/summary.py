@@ -18,10 +18,14 @@ from netstudio.ui.document import Document
 from netstudio.ui.paramcount import ParamCounter
 
 _MODEL_CATEGORIES = (Category.LAYER, Category.ACTIVATION, Category.MERGE)
+#: the node id behind a row of the layer table
+NODE_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
 class ModelSummary(QWidget):
     updated = Signal()
+    #: the user clicked a layer's row: select and frame this node
+    node_activated = Signal(str)
 
     def __init__(self, document: Document, counter: ParamCounter | None = None,
                  parent: QWidget | None = None) -> None:
@@ -43,6 +47,9 @@ class ModelSummary(QWidget):
         for col in (0, 1, 2):  # names and shapes matter most: never elide them
             h.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
         h.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        self.table.setToolTip("Click a layer to select it on the canvas")
+        self.table.cellClicked.connect(self._row_clicked)
+        self.table.cellActivated.connect(self._row_clicked)
         self.total = QLabel(layers)
         lay = QVBoxLayout(layers)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -102,12 +109,13 @@ class ModelSummary(QWidget):
             shape = out.fmt() if isinstance(out, TensorInfo) else "—"
             count = self.counter.count(graph, an, nid)
             total += count or 0
-            rows.append((node.name, nt.title, shape, count))
+            rows.append((nid, node.name, nt.title, shape, count))
         self.table.setRowCount(len(rows))
-        for r, (name, title, shape, count) in enumerate(rows):
+        for r, (nid, name, title, shape, count) in enumerate(rows):
             cells = [name, title, shape, "?" if count is None else f"{count:,}"]
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
+                item.setData(NODE_ROLE, nid)
                 if c == 3:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(r, c, item)
@@ -127,6 +135,12 @@ class ModelSummary(QWidget):
             self.compile_error = f"internal error: {e!r}"
             self.code.setPlainText(f"# Compilation failed unexpectedly:\n#   {e!r}\n")
         self.updated.emit()
+
+    def _row_clicked(self, row: int, _column: int = 0) -> None:
+        item = self.table.item(row, 0)
+        nid = item.data(NODE_ROLE) if item is not None else None
+        if isinstance(nid, str) and nid in self.doc.graph.nodes:
+            self.node_activated.emit(nid)
 
     def row_texts(self) -> list[list[str]]:
         return [[(it.text() if (it := self.table.item(r, c)) is not None else "") for c in range(4)]

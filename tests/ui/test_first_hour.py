@@ -289,3 +289,21 @@ def test_fresh_sgd_has_momentum_and_a_flat_loss_is_a_problem(train_window: Any, 
     assert not any(t.startswith("The loss is flat") for t in window.problems.texts())
     assert train(qtbot, dock)["status"] == "finished"
     assert not any(t.startswith("The loss is flat") for t in window.problems.texts())
+
+
+# --- 9. smaller defects ------------------------------------------------------------------------------
+def test_clicking_a_layer_row_selects_its_node(window: Any, qtbot: Any) -> None:
+    from tests.ui.helpers import build_mlp
+
+    ids = build_mlp(window)
+    window.summary_dock.show()
+    window.summary.tabs.setCurrentIndex(0)
+    window.summary.refresh()
+    table = window.summary.table
+    names = [table.item(r, 0).text() for r in range(table.rowCount())]
+    fc1 = window.document.graph.nodes[ids["fc1"]].name
+    row = names.index(fc1)
+    rect = table.visualItemRect(table.item(row, 1))
+    QTest.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, rect.center())
+    assert window.scene.selected_node_ids() == [ids["fc1"]]
+    assert window.inspector.node_id == ids["fc1"]
