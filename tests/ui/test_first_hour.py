@@ -307,3 +307,51 @@ def test_clicking_a_layer_row_selects_its_node(window: Any, qtbot: Any) -> None:
     QTest.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, rect.center())
     assert window.scene.selected_node_ids() == [ids["fc1"]]
     assert window.inspector.node_id == ids["fc1"]
+
+
+def test_quitting_warns_about_weights_never_exported(train_window: Any, qtbot: Any, dialogs: Any,
+                                                      tmp_path: Path) -> None:
+    window = train_window()
+    window.close()  # nothing trained: nothing to warn about
+    assert dialogs.weight_warnings == []
+    window.show()
+    dock = window.training_dock
+    assert train(qtbot, dock)["status"] == "finished"
+    window.document.set_modified(False)
+    dialogs.discard_weights_answer = False
+    assert not window.close() and window.isVisible()
+    assert len(dialogs.weight_warnings) == 1
+    assert "run 1 after epoch 2 were never exported and will be lost" in dialogs.weight_warnings[0]
+    # once exported, quitting is quiet
+    dlg = dock.make_export_dialog()
+    dlg.export_to("pt", tmp_path / "model.pt")
+    assert window.close()
+    assert len(dialogs.weight_warnings) == 1
+
+
+def test_export_after_a_diverged_run_says_it_exports_the_last_good_weights(train_window: Any, qtbot: Any) -> None:
+    from netstudio.graph.commands import SetParam
+
+    window = train_window(Project(digits_graph(optimizer="optim.sgd", lr=0.1, momentum=0.0),
+                                  TrainConfig(epochs=2, device="cpu")))
+    dock = window.training_dock
+    assert train(qtbot, dock)["status"] == "finished"
+    assert dock.export_button.text() == "Export…"
+    opt = window.document.graph.find("opt").id
+    window.document.push(SetParam(opt, "lr", 1e6))
+    with qtbot.waitSignal(dock.training_finished, timeout=TRAIN_TIMEOUT_MS) as blocker:
+        dock.continue_button.click()
+    assert blocker.args[0]["message"].startswith("Training diverged")
+    assert dock.export_button.isEnabled() and dock.export_button.text() == "Export last good…"
+    note = dock.weights_note()
+    assert note == "Weights of run 1 after epoch 2: the last good ones, from before run 2 failed"
+    assert note in dock.export_button.toolTip()
+    dlg = dock.make_export_dialog()
+    assert dlg.weights_label.text() == note and not dlg.weights_label.isHidden()
+    dlg.deleteLater()
+
+    # a fresh run that diverges in its first epoch has nothing of its own to export
+    window.document.replace_project(Project(digits_graph(optimizer="optim.sgd", lr=1e6, momentum=0.0),
+                                            TrainConfig(epochs=1, device="cpu")))
+    assert train(qtbot, dock)["status"] == "error"
+    assert dock.trained is None and not dock.export_button.isEnabled()

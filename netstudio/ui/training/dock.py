@@ -56,6 +56,16 @@ class TrainedModel:
     config: TrainConfig
     run_index: int
     result: Any = None
+    #: complete epochs of its run behind these weights
+    epochs_done: int = 0
+    #: saved to a file through the export dialog at least once
+    exported: bool = False
+
+    def describe(self) -> str:
+        """Which weights these are, in words: "run 2 after epoch 3"."""
+        if self.epochs_done <= 0:
+            return f"run {self.run_index} (stopped within its first epoch)"
+        return f"run {self.run_index} after epoch {self.epochs_done}"
 
     def example_input(self, n: int = 2) -> Any:
         """A real batch of validation (else training) features, CPU."""
@@ -128,6 +138,8 @@ class TrainingDock(QDockWidget):
         self.outcome: dict[str, Any] | None = None
         self.evaluation: dict[str, Any] | None = None
         self.last_error: dict[str, Any] | None = None
+        #: the last run's number if it failed (diverged…): Export then says it exports older weights
+        self.failed_run: int | None = None
         self.run_problems: list[Any] = []  # e.g. a flat loss, shown in Problems
         self.run_count = 0
         self.batch_events = 0        # batch events shown (after throttling)
@@ -472,6 +484,7 @@ class TrainingDock(QDockWidget):
         self.evaluation = None
         self.last_error = None
         self.run_count = 0
+        self.failed_run = None
         self.batch_events = 0
         self.last_batch = None
         self._pending_progress = None
@@ -554,6 +567,7 @@ class TrainingDock(QDockWidget):
         self.stop_button.setEnabled(state in ("starting", "running", "pausing", "paused"))
         self.reset_button.setEnabled(not running and has_model)
         self.export_button.setEnabled(not running and has_model)
+        self._label_export()
         self.train_action.setEnabled(not running)
         self.stop_action.setEnabled(self.stop_button.isEnabled())
         self.export_action.setEnabled(self.export_button.isEnabled())
@@ -564,6 +578,24 @@ class TrainingDock(QDockWidget):
         elif not self._watch.isActive():
             self._watch.start()
         self.state_changed.emit(state)
+
+    def weights_note(self) -> str:
+        """Which weights Export writes; after a failed run, that they are the last good ones."""
+        t = self.trained
+        if t is None:
+            return ""
+        note = f"Weights of {t.describe()}"
+        if self.failed_run is not None:
+            note += f": the last good ones, from before run {self.failed_run} failed"
+        return note
+
+    def _label_export(self) -> None:
+        last_good = self.trained is not None and self.failed_run is not None
+        self.export_button.setText("Export last good…" if last_good else "Export…")
+        tip = "Save the trained model (.pt, weights, .pt2, .py, ONNX)"
+        note = self.weights_note()
+        self.export_button.setToolTip(f"{tip}\n{note}" if note else tip)
+        self.export_action.setText("Export last good weights…" if last_good else "Export trained model…")
 
     def _lock_editor(self, locked: bool) -> None:
         fn = getattr(self.main_window, "set_editing_locked", None)
@@ -860,10 +892,18 @@ class TrainingDock(QDockWidget):
             self.training_finished.emit(outcome)
             return
         model = getattr(result, "model", None)
+        epochs_done = len(getattr(result, "history", None) or [])
+        if failed and epochs_done == 0:
+            # a run that failed in its first epoch leaves the weights it started from: for a
+            # fresh run that is a random initialisation, nothing worth exporting; keep what
+            # was trained before (if anything), it is still the last good model
+            model = None
         if model is not None and _weights_finite(model):
             # fit keeps the last good (or best) weights even when a run fails: keep them.
             self.trained = TrainedModel(model, worker.plan, worker.data, self._job_graph or {},
-                                        self._job_config or TrainConfig(), worker.job.run_index, result)
+                                        self._job_config or TrainConfig(), worker.job.run_index, result,
+                                        epochs_done=epochs_done)
+        self.failed_run = run_index if failed else None
         self._progress_timer.stop()
         self._refresh_progress()
         if self._run_started_plot:
@@ -999,9 +1039,11 @@ class TrainingDock(QDockWidget):
             return None
         proj = self.project
         where = getattr(proj, "path", None)
-        return ExportDialog(self, t.model, self.export_project(), t.plan, t.example_input(),
-                            default_dir=Path(where).parent if where else None,
-                            default_name=Path(where).stem if where else None)
+        dlg = ExportDialog(self, t.model, self.export_project(), t.plan, t.example_input(),
+                           default_dir=Path(where).parent if where else None,
+                           default_name=Path(where).stem if where else None, note=self.weights_note())
+        dlg.exported.connect(lambda _fmt, _path, t=t: setattr(t, "exported", True))
+        return dlg
 
     @Slot()
     def open_export_dialog(self) -> None:
@@ -1040,6 +1082,14 @@ class TrainingDock(QDockWidget):
                 return False
         return self.shutdown()
 
+    def unexported_weights(self) -> str | None:
+        """A warning if trained weights that were never exported would be lost (None: nothing to lose)."""
+        t = self.trained
+        if t is None or t.exported or self._closing_main:
+            return None
+        return (f"The weights trained in {t.describe()} were never exported and will be lost.\n\n"
+                "Use Export… in the Training panel to keep them.")
+
     def shutdown(self, timeout_ms: int = 2000) -> bool:
         """Stop every worker thread and wait for it; True if all ended within ``timeout_ms``."""
         self._closing_main = True
@@ -1072,9 +1122,15 @@ class TrainingDock(QDockWidget):
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
         # Qt may call this before __init__ has set our attributes (filters it installs itself)
         mw = getattr(self, "main_window", None)
-        if mw is not None and obj is mw and event.type() == QEvent.Type.Close \
-                and (self.is_running() or self._eval is not None):
-            if not self.confirm_close():
+        if mw is not None and obj is mw and event.type() == QEvent.Type.Close:
+            if not self.is_running():
+                # trained weights nobody exported: the window asks (if it knows how) before anything stops
+                lost = self.unexported_weights()
+                ask = getattr(mw, "ask_discard_weights", None)
+                if lost and callable(ask) and not ask(lost):
+                    event.ignore()
+                    return True
+            if (self.is_running() or self._eval is not None) and not self.confirm_close():
                 event.ignore()
                 return True
         return super().eventFilter(obj, event)
