@@ -355,3 +355,38 @@ def test_export_after_a_diverged_run_says_it_exports_the_last_good_weights(train
                                             TrainConfig(epochs=1, device="cpu")))
     assert train(qtbot, dock)["status"] == "error"
     assert dock.trained is None and not dock.export_button.isEnabled()
+
+
+def _fully_shown(label: Any) -> bool:
+    """Every character of the label is on screen: wrapped into its height, or fitting its width."""
+    if not label.isVisible() or not label.text():
+        return False
+    if label.wordWrap():
+        return label.heightForWidth(label.contentsRect().width()) <= label.contentsRect().height()
+    return label.fontMetrics().horizontalAdvance(label.text()) <= label.contentsRect().width()
+
+
+def test_pause_message_agrees_with_the_bar_and_long_messages_are_not_clipped(train_window: Any,
+                                                                                qtbot: Any) -> None:
+    import re
+
+    window = train_window(Project(digits_graph(), TrainConfig(epochs=500, batch_size=4, device="cpu")))
+    window.resize(1300, 850)
+    dock = window.training_dock
+    dock.raise_()
+    dock.start_training()
+    qtbot.waitUntil(lambda: dock.batch_events >= 3, timeout=TRAIN_TIMEOUT_MS)
+    dock.pause()
+    qtbot.waitUntil(dock.is_paused, timeout=5000)
+    said = re.search(r"after batch (\d+)/(\d+)", dock.status_label.text())
+    shown = re.search(r"batch (\d+)/(\d+)", dock.progress_bar.format())
+    assert said and shown, (dock.status_label.text(), dock.progress_bar.format())
+    assert said.groups() == shown.groups(), (dock.status_label.text(), dock.progress_bar.format())
+    paused_at = dock.worker.batches_reported
+    assert int(said.group(1)) % int(said.group(2)) == paused_at % int(said.group(2))
+
+    with qtbot.waitSignal(dock.training_finished, timeout=TRAIN_TIMEOUT_MS):
+        dock.stop()
+    text = dock.status_label.text()
+    assert text.startswith("Run 1 stopped: Stopped by the user after"), text
+    qtbot.waitUntil(lambda: _fully_shown(dock.status_label), timeout=2000)

@@ -111,6 +111,34 @@ def _fmt_duration(seconds: Any) -> str:
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
+class WrapLabel(QLabel):
+    """A word-wrapped label that always gets the height its text needs at its width.
+
+    A wrapped QLabel's size hint assumes a guess at its width; in a column that is
+    short of room the layout then squeezes it and the last line is cut off.
+    """
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(text, parent)
+        self.setWordWrap(True)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt API
+        super().setText(text)
+        self._fit()
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        if self.width() <= 0:
+            return
+        h = self.heightForWidth(self.width()) if self.text() else 0
+        if h >= 0 and h != self.minimumHeight():
+            self.setMinimumHeight(h)
+
+
 class TrainingDock(QDockWidget):
     """Train the current project and watch it learn."""
 
@@ -157,6 +185,7 @@ class TrainingDock(QDockWidget):
         self._closing_main = False
         self._running_text = "Training"
         self._pending_progress: dict[str, Any] | None = None  # newest batch/epoch event not yet shown
+        self._steps_per_epoch: Any = None  # from the run's start event
 
         self._build_ui()
         self._install_main_window_hooks()
@@ -286,7 +315,8 @@ class TrainingDock(QDockWidget):
 
         prog_box = QGroupBox("Progress")
         pl = QVBoxLayout(prog_box)
-        self.status_label = QLabel("Ready")
+        # long messages ("Run 2 stopped: Stopped by the user after 1 complete epoch") wrap, never clip
+        self.status_label = WrapLabel("Ready")
         # fonts, not style sheets: a style sheet would freeze the text colour across theme switches
         bold = self.status_label.font()
         bold.setBold(True)
@@ -296,9 +326,8 @@ class TrainingDock(QDockWidget):
         self.progress_bar.setValue(0)
         self.progress_bar.setTextVisible(True)
         self.progress_bar.setFormat("—")
-        self.speed_label = QLabel("")
+        self.speed_label = WrapLabel("")  # the end-of-run summary can be longer than the column
         self.speed_label.setTextFormat(Qt.TextFormat.RichText)
-        self.speed_label.setWordWrap(True)  # the end-of-run summary can be longer than the column
         pl.addWidget(self.status_label)
         pl.addWidget(self.progress_bar)
         pl.addWidget(self.speed_label)
@@ -659,6 +688,7 @@ class TrainingDock(QDockWidget):
         self.batch_events = 0
         self.last_batch = None
         self._stop_requested_at = None
+        self._steps_per_epoch = None
         self._running_text = f"Run {self.run_count}: training"
         self._train = WorkerThread(worker, f"netstudio-train-{self.run_count}", self._on_thread_finished)
         self._lock_editor(True)
@@ -769,15 +799,20 @@ class TrainingDock(QDockWidget):
             self._pending_progress = ev
             self._check_flat_loss(ev)
         elif kind == "paused":
-            self._refresh_progress()  # show where it stopped, and nothing moves while paused
+            self._refresh_progress()
+            # the event names the batch that waits; the bar and the message both count batches done
+            epoch = int(ev.get("epoch", 1) or 1)
+            done = max(0, int(ev.get("batch", 1) or 1) - 1)
+            nb = self._batches_per_epoch()
+            self._show_batch_position(epoch, done, nb)
             if self.state == "pausing":
                 self._set_state("paused")
-                self.status_label.setText(f"Run {self.run_count}: paused at epoch {ev.get('epoch')}, "
-                                          f"batch {ev.get('batch')}")
+                self.status_label.setText(f"Run {self.run_count}: paused in epoch {epoch} after batch {done}/{nb}")
         elif kind == "resumed":
             if self.state == "running":
                 self.status_label.setText(self._running_text)
         elif kind == "start":
+            self._steps_per_epoch = ev.get("steps_per_epoch")
             if self.state == "starting":
                 self._set_state("running")
             dev = ev.get("device")
@@ -813,6 +848,12 @@ class TrainingDock(QDockWidget):
         if callable(show):
             show(self.run_problems)
 
+    def _batches_per_epoch(self) -> int:
+        for n in ((self.last_batch or {}).get("n_batches"), self._steps_per_epoch):
+            if isinstance(n, int) and n > 0:
+                return n
+        return 1
+
     def _epochs_total(self) -> int:
         return self._job_config.epochs if self._job_config is not None else max(1, self.epochs_spin.value())
 
@@ -827,17 +868,20 @@ class TrainingDock(QDockWidget):
             self._show_batch(ev)
 
     def _show_batch(self, ev: dict[str, Any]) -> None:
-        epochs = self._epochs_total()
-        epoch = int(ev.get("epoch", 1) or 1)
-        nb = max(1, int(ev.get("n_batches", 1) or 1))
-        b = int(ev.get("batch", 0) or 0)
-        frac = ((epoch - 1) + min(b, nb) / nb) / max(1, epochs)
-        self._set_progress(int(round(1000 * min(1.0, max(0.0, frac)))), f"Epoch {epoch}/{epochs} · batch {b}/{nb}")
+        self._show_batch_position(int(ev.get("epoch", 1) or 1), int(ev.get("batch", 0) or 0),
+                                  int(ev.get("n_batches", 1) or 1))
         sps_text = _rate_text(ev.get("samples_per_s"))
         loss = ev.get("loss")
         loss_text = f"loss {format_metric(float(loss))}" if isinstance(loss, (int, float)) else ""
         eta = f"ETA {_fmt_duration(ev.get('eta_s'))}" if ev.get("eta_s") is not None else ""
         self.speed_label.setText(_figures((loss_text, sps_text, eta)))
+
+    def _show_batch_position(self, epoch: int, b: int, nb: int) -> None:
+        """The bar at batch ``b`` (done) of ``nb`` in ``epoch``."""
+        epochs = self._epochs_total()
+        nb = max(1, nb)
+        frac = ((epoch - 1) + min(b, nb) / nb) / max(1, epochs)
+        self._set_progress(int(round(1000 * min(1.0, max(0.0, frac)))), f"Epoch {epoch}/{epochs} · batch {b}/{nb}")
 
     def _set_progress(self, value: int, text: str) -> None:
         bar = self.progress_bar
