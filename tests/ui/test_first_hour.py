@@ -390,3 +390,68 @@ def test_pause_message_agrees_with_the_bar_and_long_messages_are_not_clipped(tra
     text = dock.status_label.text()
     assert text.startswith("Run 1 stopped: Stopped by the user after"), text
     qtbot.waitUntil(lambda: _fully_shown(dock.status_label), timeout=2000)
+
+
+# --- 10. every training setting in the UI -------------------------------------------------------------
+def test_every_training_setting_is_in_the_dock(train_window: Any, qtbot: Any, monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    import netstudio.training as training
+
+    path = save(tmp_path, "settings", digits_graph(), early_stopping_patience=3, keep_best=False, shuffle=False,
+                fast_path="off", threads=2)
+    window = train_window()
+    assert window.open_file(path)
+    dock = window.training_dock
+    dock.raise_()
+    assert not dock.more_settings.isVisible()
+    dock.more_button.click()  # the less common settings fold out
+    assert dock.more_settings.isVisible() and dock.threads_spin.isVisible()
+    qtbot.waitUntil(lambda: dock.patience_spin.value() == 3, timeout=3000)
+    # the widgets show the project's values ...
+    assert dock.patience_spin.value() == 3 and not dock.keep_best_check.isChecked()
+    assert not dock.shuffle_check.isChecked() and not dock.fast_path_check.isChecked()
+    assert dock.threads_spin.value() == 2 and dock.val_spin.value() == pytest.approx(0.2)
+    assert dock.val_spin.isEnabled()
+    # ... and edit them
+    cfg = window.project.training
+    dock.patience_spin.setValue(0)
+    assert dock.patience_spin.text() == "off" and cfg.early_stopping_patience == 0
+    dock.keep_best_check.click()
+    dock.shuffle_check.click()
+    dock.fast_path_check.click()
+    dock.threads_spin.setValue(0)
+    assert dock.threads_spin.text() == "auto"
+    assert (cfg.keep_best, cfg.shuffle, cfg.fast_path, cfg.threads) == (True, True, "auto", 0)
+    assert window.document.modified
+
+    # the validation share is the Dataset node's param: one undoable edit, shown in the inspector too
+    data = window.document.graph.find("data")
+    _type_into(dock.val_spin, "0.3")
+    assert data.params["val_fraction"] == pytest.approx(0.3)
+    window.document.undo()
+    assert data.params["val_fraction"] == pytest.approx(0.2)
+    qtbot.waitUntil(lambda: dock.val_spin.value() == pytest.approx(0.2), timeout=3000)
+    # a dataset with its own split: nothing to set
+    from netstudio.graph.commands import SetParam
+
+    window.document.push(SetParam(data.id, "source", "mnist"))
+    qtbot.waitUntil(lambda: not dock.val_spin.isEnabled(), timeout=3000)
+    window.document.undo()
+    qtbot.waitUntil(dock.val_spin.isEnabled, timeout=3000)
+
+    # the thread count in force, as the training start event reports it
+    real_fit = training.fit
+
+    def fit_reporting_threads(plan: Any, data: Any, config: Any, report: Any, *a: Any, **k: Any) -> Any:
+        def rep(ev: dict[str, Any]) -> None:
+            report({**ev, "threads": 4} if ev.get("kind") == "start" else ev)
+        return real_fit(plan, data, config, rep, *a, **k)
+
+    monkeypatch.setattr(training, "fit", fit_reporting_threads)
+    dock.epochs_spin.setValue(300)
+    dock.start_training()
+    assert not dock.patience_spin.isEnabled() and not dock.val_spin.isEnabled()
+    qtbot.waitUntil(lambda: "4 threads (auto)" in dock.status_label.text(), timeout=TRAIN_TIMEOUT_MS)
+    with qtbot.waitSignal(dock.training_finished, timeout=TRAIN_TIMEOUT_MS):
+        dock.stop()
+    assert dock.patience_spin.isEnabled() and dock.val_spin.isEnabled()

@@ -20,7 +20,7 @@ from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QFrame, QGridLayout, QGroupBox, QHBoxLayout,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QFileDialog, QFrame, QGridLayout, QGroupBox, QHBoxLayout,
                                QLabel, QMessageBox, QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSpinBox,
                                QSplitter, QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
@@ -188,6 +188,9 @@ class TrainingDock(QDockWidget):
         self._steps_per_epoch: Any = None  # from the run's start event
 
         self._build_ui()
+        from PySide6.QtCore import QSettings
+
+        self.more_button.setChecked(str(QSettings().value("training/more_settings", False)).lower() == "true")
         self._install_main_window_hooks()
         self.load_settings()
         self.refresh_dataset()
@@ -279,7 +282,20 @@ class TrainingDock(QDockWidget):
         for spin in (self.epochs_spin, self.batch_spin, self.seed_spin):
             spin.valueChanged.connect(self._settings_edited)
         self.device_combo.currentIndexChanged.connect(self._settings_edited)
+        # the less common settings fold out under the four everyday ones (the dock stays short)
+        self.more_button = QToolButton()
+        self.more_button.setCheckable(True)
+        self.more_button.setAutoRaise(True)
+        self.more_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.more_button.setArrowType(Qt.ArrowType.RightArrow)
+        self.more_button.setText("More: early stopping, validation, threads…")
+        self.more_button.setToolTip("Show every training setting of the project")
+        form.addWidget(self.more_button, 2, 0, 1, 4)
         pinl.addWidget(set_box)
+        self.more_settings = self._build_more_settings()
+        self.more_settings.hide()
+        pinl.addWidget(self.more_settings)
+        self.more_button.toggled.connect(self._show_more_settings)
 
         self.train_button = QPushButton("▶  Train")
         self.train_button.setToolTip("Train from freshly initialised weights")
@@ -388,6 +404,71 @@ class TrainingDock(QDockWidget):
         self.export_action = QAction("Export trained model…", self)
         self.export_action.triggered.connect(self.open_export_dialog)
 
+    def _build_more_settings(self) -> QGroupBox:
+        """The rest of the project's training settings (below the dataset; it scrolls in a short dock)."""
+        box = QGroupBox("More settings")
+        box.setFlat(True)
+        grid = QGridLayout(box)
+        grid.setHorizontalSpacing(8)
+        self.patience_spin = QSpinBox()
+        self.patience_spin.setRange(0, 1_000_000)
+        self.patience_spin.setSpecialValueText("off")
+        self.patience_spin.setSuffix(" epochs")
+        self.patience_spin.setToolTip("Early stopping: stop when the validation loss has not improved for this "
+                                      "many epochs (off: train every epoch)")
+        self.val_spin = QDoubleSpinBox()
+        self.val_spin.setRange(0.0, 0.9)
+        self.val_spin.setSingleStep(0.05)
+        self.val_spin.setDecimals(2)
+        self.val_spin.setToolTip("Share of the dataset held out for validation (the Dataset node's "
+                                 "val_fraction)")
+        self.threads_spin = QSpinBox()
+        self.threads_spin.setRange(0, 1024)
+        self.threads_spin.setSpecialValueText("auto")
+        self.threads_spin.setToolTip("CPU threads for training; auto adapts to the machine and its load")
+        self.shuffle_check = QCheckBox("Shuffle")
+        self.shuffle_check.setToolTip("Shuffle the training samples every epoch")
+        self.keep_best_check = QCheckBox("Keep best")
+        self.keep_best_check.setToolTip("At the end, restore the weights of the epoch with the lowest "
+                                        "validation loss")
+        self.fast_path_check = QCheckBox("CUDA graph")
+        self.fast_path_check.setToolTip("Fast path: replay the whole training step as a captured CUDA graph "
+                                        "when the model allows it (GPU only)")
+        for row, col, text, w in ((0, 0, "Early stop", self.patience_spin), (0, 2, "Validation", self.val_spin),
+                                  (1, 0, "Threads", self.threads_spin)):
+            label = QLabel(text)
+            label.setBuddy(w)
+            grid.addWidget(label, row, col)
+            grid.addWidget(w, row, col + 1)
+        grid.addWidget(self.fast_path_check, 1, 2, 1, 2)
+        checks = QHBoxLayout()
+        checks.addWidget(self.shuffle_check)
+        checks.addWidget(self.keep_best_check)
+        checks.addStretch(1)
+        grid.addLayout(checks, 2, 0, 1, 4)
+        grid.setColumnStretch(1, 3)
+        grid.setColumnStretch(3, 2)
+        for spin in (self.patience_spin, self.threads_spin):
+            spin.valueChanged.connect(self._settings_edited)
+        for check in (self.shuffle_check, self.keep_best_check, self.fast_path_check):
+            check.toggled.connect(self._settings_edited)
+        self.val_spin.setKeyboardTracking(False)
+        self.val_spin.valueChanged.connect(self._val_fraction_edited)
+        return box
+
+    @Slot(bool)
+    def _show_more_settings(self, shown: bool) -> None:
+        self.more_settings.setVisible(shown)
+        self.more_button.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
+        self.more_button.setText("Fewer settings" if shown else "More: early stopping, validation, threads…")
+        from PySide6.QtCore import QSettings
+
+        QSettings().setValue("training/more_settings", shown)
+
+    def _settings_widgets(self) -> tuple[QWidget, ...]:
+        return (self.epochs_spin, self.batch_spin, self.seed_spin, self.device_combo, self.patience_spin,
+                self.val_spin, self.threads_spin, self.shuffle_check, self.keep_best_check, self.fast_path_check)
+
     def _style_banner(self) -> None:
         dark = self.palette().color(self.backgroundRole()).lightness() < 128
         bg, border, fg = ("#4a1f1c", "#8c3b33", "#ffd7d2") if dark else ("#fdecea", "#e0a09b", "#8a1f17")
@@ -456,8 +537,64 @@ class TrainingDock(QDockWidget):
             self.batch_spin.setValue(cfg.batch_size)
             self.seed_spin.setValue(cfg.seed)
             self._fill_devices(cfg.device)
+            self.patience_spin.setValue(cfg.early_stopping_patience)
+            self.threads_spin.setValue(cfg.threads)
+            self.shuffle_check.setChecked(cfg.shuffle)
+            self.keep_best_check.setChecked(cfg.keep_best)
+            self.fast_path_check.setChecked(cfg.fast_path != "off")
         finally:
             self._loading_settings = False
+        self._load_val_fraction()
+
+    def _load_val_fraction(self) -> None:
+        """The Dataset node's validation share; disabled where the source has a fixed split."""
+        node = self._dataset_node()
+        spec = None
+        if node is not None:
+            try:
+                nt = self.graph.catalog.get(node.type_id)
+                spec = next((p for p in nt.params if p.name == "val_fraction"), None)
+            except Exception:  # noqa: BLE001 - an unknown type is the editor's problem to show
+                spec = None
+        applies = spec is not None and (spec.visible_if is None
+                                        or node.params.get(spec.visible_if[0]) in spec.visible_if[1])
+        self._val_applies = applies
+        self._loading_settings = True
+        try:
+            if spec is not None:
+                self.val_spin.setValue(float(node.params.get("val_fraction", spec.default)))
+        finally:
+            self._loading_settings = False
+        self.val_spin.setEnabled(applies and self.state == "idle")
+        if node is None:
+            self.val_spin.setToolTip("Add a Dataset node to set its validation share")
+        elif not applies:
+            self.val_spin.setToolTip("This dataset comes with its own validation split")
+        else:
+            self.val_spin.setToolTip(f"Share of '{node.name}' held out for validation (its val_fraction)")
+
+    @Slot()
+    def _val_fraction_edited(self) -> None:
+        if self._loading_settings:
+            return
+        node = self._dataset_node()
+        if node is None:
+            return
+        value = round(float(self.val_spin.value()), 6)
+        if node.params.get("val_fraction") == value:
+            return
+        doc = getattr(self.main_window, "document", None)
+        push = getattr(doc, "push", None)
+        try:
+            if callable(push):  # one undoable edit of the Dataset node, as the inspector makes
+                from netstudio.graph.commands import SetParam
+
+                push(SetParam(node.id, "val_fraction", value))
+            else:
+                self.graph.set_param(node.id, "val_fraction", value)
+        except NetStudioError as e:
+            self.show_error({"message": e.message, "hint": e.hint, "node_id": node.id})
+            self._load_val_fraction()
 
     def _fill_devices(self, current: str) -> None:
         devices: list[tuple[str, str]] = [("auto", "Auto")]
@@ -489,6 +626,11 @@ class TrainingDock(QDockWidget):
         dev = self.device_combo.currentData()
         if isinstance(dev, str) and dev:
             cfg.device = dev
+        cfg.early_stopping_patience = int(self.patience_spin.value())
+        cfg.threads = int(self.threads_spin.value())
+        cfg.shuffle = bool(self.shuffle_check.isChecked())
+        cfg.keep_best = bool(self.keep_best_check.isChecked())
+        cfg.fast_path = "auto" if self.fast_path_check.isChecked() else "off"
         if cfg.to_dict() != before:
             doc = getattr(self.main_window, "document", None)
             mark = getattr(doc, "set_modified", None)
@@ -556,6 +698,7 @@ class TrainingDock(QDockWidget):
 
     def refresh_dataset(self) -> None:
         """Dataset summary from ``describe`` (static facts, no loading)."""
+        self._load_val_fraction()
         node = self._dataset_node()
         if node is None:
             self.dataset_label.setText("<i>No Dataset node in the graph.</i>")
@@ -600,8 +743,10 @@ class TrainingDock(QDockWidget):
         self.train_action.setEnabled(not running)
         self.stop_action.setEnabled(self.stop_button.isEnabled())
         self.export_action.setEnabled(self.export_button.isEnabled())
-        for w in (self.epochs_spin, self.batch_spin, self.seed_spin, self.device_combo):
+        for w in self._settings_widgets():
             w.setEnabled(not running)
+        if not running:
+            self.val_spin.setEnabled(getattr(self, "_val_applies", True))
         if running:  # the watch only acts while idle; no needless wake-ups while training
             self._watch.stop()
         elif not self._watch.isActive():
@@ -817,6 +962,10 @@ class TrainingDock(QDockWidget):
                 self._set_state("running")
             dev = ev.get("device")
             self._running_text = f"Run {self.run_count}: training" + (f" on {dev}" if dev else "")
+            threads = ev.get("threads")
+            if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0:
+                auto = self._job_config is None or self._job_config.threads == 0
+                self._running_text += f" · {threads} thread{'s' if threads != 1 else ''}" + (" (auto)" if auto else "")
             if ev.get("fast_path"):
                 self._running_text += " (CUDA graph)"
             if self.state == "running":
