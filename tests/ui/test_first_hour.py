@@ -164,12 +164,12 @@ def test_results_never_mix_runs(train_window: Any, qtbot: Any, monkeypatch: pyte
     def broken_fit(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(engine, "fit", broken_fit)
-    assert train(qtbot, dock)["status"] == "error"
+    with monkeypatch.context() as patched:  # (undo() would also drop the fixtures' dialog stand-ins)
+        patched.setattr(engine, "fit", broken_fit)
+        assert train(qtbot, dock)["status"] == "error"
     assert dock.status_label.text() == "Run 2 failed"
     assert dock.results.summary.text().startswith("Run 2"), dock.results.summary.text()
     assert dock.results.metrics == {} and not dock.results.confusion_box.isVisibleTo(dock.results)
-    monkeypatch.undo()
 
     # run 3 is stopped at its first batch: its own figures, then its own evaluation
     with qtbot.waitSignal(dock.training_finished, timeout=TRAIN_TIMEOUT_MS):
