@@ -324,7 +324,8 @@ def _optimizer(type_id: str, params: dict[str, Any]) -> torch.optim.Optimizer:
 @pytest.mark.parametrize("type_id,params,cls,expected", [
     ("optim.sgd", {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4}, torch.optim.SGD,
      {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4}),
-    ("optim.sgd", {"nesterov": True}, torch.optim.SGD, {"lr": 0.01, "momentum": 0.0, "nesterov": False}),
+    ("optim.sgd", {}, torch.optim.SGD, {"lr": 0.01, "momentum": 0.9, "nesterov": False}),  # defaults that train
+    ("optim.sgd", {"momentum": 0.0, "nesterov": True}, torch.optim.SGD, {"lr": 0.01, "momentum": 0.0, "nesterov": False}),
     ("optim.adam", {"lr": 0.002, "beta1": 0.8, "beta2": 0.99, "eps": 1e-6}, torch.optim.Adam,
      {"lr": 0.002, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.0}),
     ("optim.adamw", {}, torch.optim.AdamW, {"lr": 1e-3, "betas": (0.9, 0.999), "weight_decay": 0.01}),
@@ -389,7 +390,7 @@ def test_onecycle_works_with_an_optimizer_without_momentum() -> None:
 
 def test_onecycle_keeps_momentum_free_sgd_momentum_free() -> None:
     # torch's default would turn SGD(momentum=0) into SGD with momentum 0.95..0.85
-    opt = _optimizer("optim.sgd", {"lr": 0.1})
+    opt = _optimizer("optim.sgd", {"lr": 0.1, "momentum": 0.0})
     s = _scheduler("sched.onecycle", {"max_lr": 0.1}, opt, epochs=1, steps=4)
     for _ in range(3):
         assert opt.param_groups[0]["momentum"] == 0.0

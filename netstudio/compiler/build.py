@@ -18,7 +18,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from netstudio.compiler.shapes import Analysis, analyze
+from netstudio.compiler.shapes import NO_LAYERS, NO_LAYERS_HINT, Analysis, analyze
 from netstudio.errors import CompileError, Problem
 from netstudio.graph.model import Graph
 from netstudio.nodes.base import (Category, FunctionType, LayerType, LossType, PortRef, TensorInfo,
@@ -165,7 +165,7 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
                 nt = cat.get(graph.nodes[nid].type_id)
                 wanted.extend((nid, p.name) for p in nt.outputs[:1])
     if not wanted:
-        raise CompileError("The graph has no layers to compile", hint="add layers after the Dataset node")
+        raise CompileError(NO_LAYERS, node_id=dataset, hint=NO_LAYERS_HINT)
 
     # Only ancestors of the wanted outputs become part of the model.
     needed: set[str] = set()

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from netstudio.errors import CycleError, NetStudioError, Problem
+from netstudio.errors import CompileError, CycleError, NetStudioError, Problem
 from netstudio.graph.model import Edge, Graph
 from netstudio.nodes.base import Category, InferContext, TensorInfo
 
@@ -128,6 +128,11 @@ class ShapeChecker:
                 inputs[port.name] = infos if port.multi else infos[0]
             if blocked:
                 continue
+            if nt.category == Category.LOSS:
+                straight = _loss_fed_by_dataset(graph, nid, incoming.get(nid, ()))
+                if straight is not None:  # its shapes say nothing useful: say what is missing
+                    problems.append(Problem.from_error(straight, scope="training"))
+                    continue
             extra = {"num_classes": num_classes} if nt.category == Category.LOSS else {}
             res = self._run(graph, nid, inputs, batch_size, problems, extra)
             if res is not None:
@@ -188,6 +193,29 @@ def _missing_hint(kind: str) -> str:
     }.get(kind, "connect this input")
 
 
+#: node categories that become part of the forward model (mirrors netstudio.compiler.build)
+_MODEL_CATEGORIES = (Category.LAYER, Category.ACTIVATION, Category.MERGE)
+#: the compiler's own words when there is nothing to compile; Problems shows the same text
+NO_LAYERS = "The graph has no layers to compile"
+NO_LAYERS_HINT = "add at least one layer (e.g. Flatten → Linear) between the Dataset and the loss"
+
+
+def _loss_fed_by_dataset(graph: Graph, nid: str, edges: Any) -> CompileError | None:
+    """A loss whose prediction comes straight from the dataset: no layer is there to train."""
+    for e in edges:
+        if e.dst_port != "prediction":
+            continue
+        src = graph.nodes[e.src]
+        if graph.catalog.get(src.type_id).category == Category.DATA:
+            node = graph.nodes[nid]
+            return CompileError(
+                f"Loss '{node.name}' is wired straight to the dataset: there is no layer between them",
+                node_id=nid,
+                hint=f"connect the last layer's output to '{node.name}' prediction instead of "
+                     f"'{src.name}' {e.src_port}")
+    return None
+
+
 def _training_problems(graph: Graph, order: list[str]) -> list[Problem]:
     """What training needs beyond valid shapes: one dataset, a loss, one optimizer."""
     cats: dict[Category, list[str]] = {}
@@ -203,6 +231,8 @@ def _training_problems(graph: Graph, order: list[str]) -> list[Problem]:
         for nid in datasets[1:]:
             out.append(Problem(f"Only one Dataset node is supported; '{graph.nodes[nid].name}' is extra", nid,
                                "delete the extra Dataset node", "error", "model"))
+    if datasets and not any(cats.get(c) for c in _MODEL_CATEGORIES):
+        out.append(Problem.from_error(CompileError(NO_LAYERS, node_id=datasets[0], hint=NO_LAYERS_HINT)))
     losses = cats.get(Category.LOSS, [])
     optims = cats.get(Category.OPTIMIZER, [])
     if not losses:

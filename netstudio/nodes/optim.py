@@ -25,8 +25,10 @@ class _Optimizer(OptimizerType):
 class SGD(_Optimizer):
     type_id = "optim.sgd"
     title = "SGD"
-    description = "Stochastic gradient descent with optional (Nesterov) momentum."
-    params = (LR, Param("momentum", "float", 0.0, min=0.0, max=1.0), Param("nesterov", "bool", False),
+    description = "Stochastic gradient descent with (Nesterov) momentum; momentum 0 is plain SGD."
+    # momentum 0.9 by default: plain SGD barely moves a fresh conv net (LeNet sat at loss 2.28)
+    params = (LR, Param("momentum", "float", 0.9, min=0.0, max=1.0,
+                        help="0.9 trains most models; 0 is plain SGD"), Param("nesterov", "bool", False),
               WEIGHT_DECAY)
     summary_params = ("lr", "momentum")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QValidator
-from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QFrame, QHBoxLayout,
+from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QFrame, QHBoxLayout,
                                QLabel, QLineEdit, QMenu, QScrollArea, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from netstudio.compiler.shapes import Analysis
@@ -26,13 +26,59 @@ from netstudio.ui.document import Document
 from netstudio.ui.theme import CATEGORY_COLORS, theme
 
 INT_LIMIT = 2_147_483_647
+#: the float boxes' own range: wide, so that a typed value reaches validation unclamped
+FLOAT_LIMIT = 1e15
 
 
 def _fmt_float(v: float) -> str:
     return f"{v:.6g}"
 
 
-class FloatSpinBox(QDoubleSpinBox):
+class _SoftRange:
+    """Spin boxes that accept any typed number but step only within the param's range.
+
+    Qt clamps a typed value to the box's range without a word (0 became 120, -0.5
+    became 0). The box's own range is wide instead; a value outside the param's
+    range is committed, refused by the model with a reason shown under the field,
+    and the last valid value stays. The arrows never leave the valid range.
+    """
+
+    soft_min: float | None = None
+    soft_max: float | None = None
+
+    def _soft_clamp(self, v: float) -> float:
+        if self.soft_min is not None:
+            v = max(self.soft_min, v)
+        if self.soft_max is not None:
+            v = min(self.soft_max, v)
+        return v
+
+    def _soft_step_enabled(self, value: float) -> Any:
+        flags = QAbstractSpinBox.StepEnabledFlag.StepNone
+        if self.soft_max is None or value < self.soft_max:
+            flags |= QAbstractSpinBox.StepEnabledFlag.StepUpEnabled
+        if self.soft_min is None or value > self.soft_min:
+            flags |= QAbstractSpinBox.StepEnabledFlag.StepDownEnabled
+        return flags
+
+
+class IntSpinBox(_SoftRange, QSpinBox):
+    """Whole numbers: any value can be typed, the arrows stay within the param's range."""
+
+    def __init__(self, spec: Param, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setRange(-INT_LIMIT, INT_LIMIT)
+        self.soft_min = max(spec.min, -INT_LIMIT) if spec.min is not None else None
+        self.soft_max = min(spec.max, INT_LIMIT) if spec.max is not None else None
+
+    def stepBy(self, steps: int) -> None:
+        self.setValue(int(self._soft_clamp(self.value() + steps * self.singleStep())))
+
+    def stepEnabled(self) -> Any:
+        return self._soft_step_enabled(self.value())
+
+
+class FloatSpinBox(_SoftRange, QDoubleSpinBox):
     """Shows compact numbers (1e-05, 0.9) and, for log-scale params, steps ×/÷ on a 1-2-5 ladder."""
 
     def __init__(self, log_scale: bool, parent: QWidget | None = None) -> None:
@@ -61,13 +107,26 @@ class FloatSpinBox(QDoubleSpinBox):
         return QValidator.State.Acceptable, text, pos
 
     def stepBy(self, steps: int) -> None:
-        if not self.log_scale:
-            return super().stepBy(steps)
         v = self.value()
+        if not self.log_scale:
+            self.setValue(self._soft_clamp(v + steps * self.singleStep()))
+            return
         for _ in range(abs(steps)):
             v = _ladder_step(v, steps > 0)
-        self.setValue(max(self.minimum(), min(self.maximum(), v)))
+        self.setValue(self._soft_clamp(max(self.minimum(), min(self.maximum(), v))))
         self.editingFinished.emit()
+
+    def stepEnabled(self) -> Any:
+        return self._soft_step_enabled(self.value())
+
+
+def _fmt_kept(value: Any) -> str:
+    """The value a refused edit left in place, as the field shows it."""
+    if isinstance(value, float):
+        return _fmt_float(value)
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
 
 
 def _ladder_step(v: float, up: bool) -> float:
@@ -122,16 +181,15 @@ class ParamEditor(QWidget):
     def _make_widget(self) -> QWidget:
         s = self.spec
         if s.kind == "int":
-            spin = QSpinBox(self)
-            spin.setRange(int(max(s.min, -INT_LIMIT)) if s.min is not None else -INT_LIMIT,
-                       int(min(s.max, INT_LIMIT)) if s.max is not None else INT_LIMIT)
+            spin = IntSpinBox(s, self)
             spin.setSingleStep(int(s.step or 1))
             spin.setKeyboardTracking(False)  # commit on Enter/focus-out/arrows, not per keystroke
             spin.valueChanged.connect(lambda v: self._commit(int(v)))
             return spin
         if s.kind == "float":
             fspin = FloatSpinBox(s.log_scale, self)
-            fspin.setRange(s.min if s.min is not None else -1e12, s.max if s.max is not None else 1e12)
+            fspin.setRange(-FLOAT_LIMIT, FLOAT_LIMIT)  # typed values outside the param's range are refused
+            fspin.soft_min, fspin.soft_max = s.min, s.max  # with a reason, not clamped
             fspin.setSingleStep(float(s.step or 0.1))
             fspin.setKeyboardTracking(False)
             fspin.valueChanged.connect(lambda v: self._commit(float(v)))
@@ -405,9 +463,10 @@ class Inspector(QWidget):
         try:
             self.doc.push(SetParam(self.node_id, key, value))
         except ParamError as e:
-            self._show_error(key, f"{e.message}" + (f" — {e.hint}" if e.hint else ""))
-            self.editors[key].set_value(self.doc.graph.nodes[self.node_id].params.get(key))
-            self.message.emit(str(e))
+            kept = self.doc.graph.nodes[self.node_id].params.get(key)
+            self._show_error(key, f"{e.message}" + (f" — {e.hint}" if e.hint else "") + f"; kept {_fmt_kept(kept)}")
+            self.editors[key].set_value(kept)
+            self.message.emit(f"{e}; kept {_fmt_kept(kept)}")
             return
         except NetStudioError as e:
             self._show_error(key, str(e))

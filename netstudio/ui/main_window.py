@@ -263,6 +263,15 @@ class MainWindow(QMainWindow):
             QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
             QMessageBox.StandardButton.Save)
 
+    def ask_discard_weights(self, text: str) -> bool:
+        """Quit although trained weights were never exported? True: quit (the training dock asks)."""
+        box = QMessageBox(QMessageBox.Icon.Warning, "Trained weights not exported", text,
+                          QMessageBox.StandardButton.Cancel, self)
+        quit_button = box.addButton("Quit without exporting", QMessageBox.ButtonRole.DestructiveRole)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        return box.clickedButton() is quit_button
+
     def ask_open_path(self) -> str | None:
         path, _ = QFileDialog.getOpenFileName(self, "Open project", self._dialog_dir(),
                                               f"NetStudio projects (*{SUFFIX});;All files (*)")
@@ -421,6 +430,7 @@ class MainWindow(QMainWindow):
         self.inspector.message.connect(self.status)
         self.problems.message.connect(self.status)
         self.problems.node_activated.connect(self.select_node)
+        self.summary.node_activated.connect(self.select_node)
         self.palette_panel.add_requested.connect(self._add_from_palette)
         self.view.context_menu_provider = self._context_menu
         self.summary.updated.connect(self._update_status)

@@ -46,6 +46,9 @@ class ProblemsPanel(QWidget):
         super().__init__(parent)
         self.doc = document
         self.problems: list[Problem] = []
+        #: findings of the last training run (e.g. a flat loss), listed after the graph's own
+        self.run_problems: list[Problem] = []
+        self._analysis: Analysis | None = None
         self.tree = QTreeWidget(self)
         self.tree.setColumnCount(3)
         self.tree.setHeaderLabels(["Problem", "Node", "How to fix"])
@@ -77,9 +80,17 @@ class ProblemsPanel(QWidget):
         document.analysis_changed.connect(self.set_analysis)
         self.set_analysis(document.analysis())
 
+    def set_run_problems(self, problems: list[Problem]) -> None:
+        """Show what the training run found (the Training dock calls this); [] clears them."""
+        if list(problems) == self.run_problems:
+            return
+        self.run_problems = list(problems)
+        self.set_analysis(self._analysis if self._analysis is not None else self.doc.analysis())
+
     def set_analysis(self, analysis: Analysis) -> None:
         current = self._current_problem()
-        self.problems = list(analysis.problems)
+        self._analysis = analysis
+        self.problems = list(analysis.problems) + self.run_problems
         self.tree.clear()
         graph = self.doc.graph
         select: QTreeWidgetItem | None = None

@@ -20,10 +20,14 @@ from netstudio.ui.document import Document
 from netstudio.ui.paramcount import ParamCounter
 
 _MODEL_CATEGORIES = (Category.LAYER, Category.ACTIVATION, Category.MERGE)
+#: the node id behind a row of the layer table
+NODE_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
 class ModelSummary(QWidget):
     updated = Signal()
+    #: the user clicked a layer's row: select and frame this node
+    node_activated = Signal(str)
 
     def __init__(self, document: Document, counter: ParamCounter | None = None,
                  parent: QWidget | None = None) -> None:
@@ -48,6 +52,9 @@ class ModelSummary(QWidget):
         h.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
         self.table.horizontalHeaderItem(4).setToolTip(
             "Estimated memory to train the layer: weights, gradients, optimizer state and its output for one batch")
+        self.table.setToolTip("Click a layer to select it on the canvas")
+        self.table.cellClicked.connect(self._row_clicked)
+        self.table.cellActivated.connect(self._row_clicked)
         self.total = QLabel(layers)
         lay = QVBoxLayout(layers)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -111,15 +118,16 @@ class ModelSummary(QWidget):
             count = self.counter.count(graph, an, nid)
             total += count or 0
             mem = est.nodes.get(nid) if est is not None else None
-            rows.append((node.name, nt.title, shape, count, None if mem is None else mem.training_bytes))
+            rows.append((nid, node.name, nt.title, shape, count, None if mem is None else mem.training_bytes))
         from netstudio.compiler.memory import fmt_bytes
 
         self.table.setRowCount(len(rows))
-        for r, (name, title, shape, count, mem_bytes) in enumerate(rows):
+        for r, (nid, name, title, shape, count, mem_bytes) in enumerate(rows):
             cells = [name, title, shape, "?" if count is None else f"{count:,}",
                      "?" if mem_bytes is None else fmt_bytes(mem_bytes)]
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
+                item.setData(NODE_ROLE, nid)
                 if c >= 3:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(r, c, item)
@@ -173,6 +181,12 @@ class ModelSummary(QWidget):
     def memory_texts(self) -> list[str]:
         """The Memory column, row by row."""
         return [(it.text() if (it := self.table.item(r, 4)) is not None else "") for r in range(self.table.rowCount())]
+
+    def _row_clicked(self, row: int, _column: int = 0) -> None:
+        item = self.table.item(row, 0)
+        nid = item.data(NODE_ROLE) if item is not None else None
+        if isinstance(nid, str) and nid in self.doc.graph.nodes:
+            self.node_activated.emit(nid)
 
     def row_texts(self) -> list[list[str]]:
         return [[(it.text() if (it := self.table.item(r, c)) is not None else "") for c in range(4)]

@@ -36,6 +36,8 @@ class DialogLog:
         self.save_path: str | None = None
         self.restore_offers: list[Any] = []
         self.restore_answer = True
+        self.weight_warnings: list[str] = []
+        self.discard_weights_answer = True
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +57,12 @@ def dialogs(monkeypatch: pytest.MonkeyPatch) -> DialogLog:
         log.restore_offers.append(info)
         return log.restore_answer
 
+    def ask_discard_weights(self: Any, text: str) -> bool:
+        log.weight_warnings.append(text)
+        return log.discard_weights_answer
+
     monkeypatch.setattr(MainWindow, "show_error", show_error)
+    monkeypatch.setattr(MainWindow, "ask_discard_weights", ask_discard_weights)
     monkeypatch.setattr(MainWindow, "ask_save_changes", ask_save_changes)
     monkeypatch.setattr(MainWindow, "ask_open_path", lambda self: log.open_path)
     monkeypatch.setattr(MainWindow, "ask_save_path", lambda self: log.save_path)

@@ -241,6 +241,8 @@ def test_nan_loss_keeps_last_good_weights(qtbot, stop_all) -> None:
 
     win, dock = make_dock(qtbot, graph=digits_graph(optimizer="optim.sgd", lr=0.1), epochs=2)
     stop_all(dock)
+    graph = win.document.project.graph
+    graph.set_param(graph.find("opt").id, "momentum", 0.0)  # plain SGD (no longer the default)
     assert train(qtbot, dock)["status"] == "finished"
     good = {k: v.clone() for k, v in dock.trained.model.state_dict().items()}
     # an absurd learning rate makes the loss explode during the continued run
@@ -561,7 +563,7 @@ def test_regression_results_plot_predicted_against_true(qtbot, stop_all) -> None
     d = g.add_node("data.dataset", {"source": "diabetes"}, name="data")
     lin = g.add_node("layer.linear", {"out_features": 1}, name="linear")
     mse = g.add_node("loss.mse", name="loss")
-    opt = g.add_node("optim.sgd", {"lr": 0.05}, name="opt")
+    opt = g.add_node("optim.sgd", {"lr": 0.05, "momentum": 0.0}, name="opt")
     for edge in [(d.id, "features", lin.id, "input"), (lin.id, "output", mse.id, "prediction"),
                  (d.id, "target", mse.id, "target"), (mse.id, "loss", opt.id, "loss")]:
         g.connect(*edge)

@@ -248,18 +248,28 @@ class NodeView(QGraphicsView):
 
     def open_quick_add(self, scene_pos: QPointF) -> Any:
         """Show the search-to-add popup; the chosen type is created at ``scene_pos``."""
+        import shiboken6
+
         from netstudio.ui.quick_add import QuickAddPopup
 
         if self.node_scene.locked:
             return None
-        if self.quick_add_popup is not None:
-            self.quick_add_popup.close()
+        # the popup deletes itself when it closes (WA_DeleteOnClose): only close one still alive
+        old = self.quick_add_popup
+        self.quick_add_popup = None
+        if old is not None and shiboken6.isValid(old):
+            old.close()
         popup = QuickAddPopup(self)
         popup.chosen.connect(lambda type_id: self.add_node(type_id, scene_pos))
         global_pos = self.viewport().mapToGlobal(self.mapFromScene(scene_pos))
         popup.popup_at(global_pos)
         self.quick_add_popup = popup
+        popup.destroyed.connect(lambda _obj=None, p=popup: self._forget_quick_add(p))
         return popup
+
+    def _forget_quick_add(self, popup: Any) -> None:
+        if self.quick_add_popup is popup:
+            self.quick_add_popup = None
 
     # --- drag and drop from the palette ---------------------------------------------
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:

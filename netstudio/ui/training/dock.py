@@ -20,7 +20,7 @@ from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QFrame, QGridLayout, QGroupBox, QHBoxLayout,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QFileDialog, QFrame, QGridLayout, QGroupBox, QHBoxLayout,
                                QLabel, QMessageBox, QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSpinBox,
                                QSplitter, QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
@@ -39,6 +39,10 @@ WATCH_INTERVAL_MS = 400
 #: event: QProgressBar.setValue repaints synchronously, and GUI-thread time is taken from
 #: the training loop (GIL). 4 Hz is plenty to read a number.
 PROGRESS_REFRESH_MS = 250
+#: a run whose mean training loss after an epoch is within this fraction of its first batch's
+#: loss has not learned anything yet: Problems says so (plain SGD on a conv net, a tiny rate)
+FLAT_LOSS_FRACTION = 0.02
+FLAT_LOSS_HINT = "raise the learning rate or use Adam"
 
 
 @dataclass
@@ -52,6 +56,16 @@ class TrainedModel:
     config: TrainConfig
     run_index: int
     result: Any = None
+    #: complete epochs of its run behind these weights
+    epochs_done: int = 0
+    #: saved to a file through the export dialog at least once
+    exported: bool = False
+
+    def describe(self) -> str:
+        """Which weights these are, in words: "run 2 after epoch 3"."""
+        if self.epochs_done <= 0:
+            return f"run {self.run_index} (stopped within its first epoch)"
+        return f"run {self.run_index} after epoch {self.epochs_done}"
 
     def example_input(self, n: int = 2) -> Any:
         """A real batch of validation (else training) features, CPU."""
@@ -97,6 +111,34 @@ def _fmt_duration(seconds: Any) -> str:
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
+class WrapLabel(QLabel):
+    """A word-wrapped label that always gets the height its text needs at its width.
+
+    A wrapped QLabel's size hint assumes a guess at its width; in a column that is
+    short of room the layout then squeezes it and the last line is cut off.
+    """
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(text, parent)
+        self.setWordWrap(True)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt API
+        super().setText(text)
+        self._fit()
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        if self.width() <= 0:
+            return
+        h = self.heightForWidth(self.width()) if self.text() else 0
+        if h >= 0 and h != self.minimumHeight():
+            self.setMinimumHeight(h)
+
+
 class TrainingDock(QDockWidget):
     """Train the current project and watch it learn."""
 
@@ -124,6 +166,9 @@ class TrainingDock(QDockWidget):
         self.outcome: dict[str, Any] | None = None
         self.evaluation: dict[str, Any] | None = None
         self.last_error: dict[str, Any] | None = None
+        #: the last run's number if it failed (diverged…): Export then says it exports older weights
+        self.failed_run: int | None = None
+        self.run_problems: list[Any] = []  # e.g. a flat loss, shown in Problems
         self.run_count = 0
         self.batch_events = 0        # batch events shown (after throttling)
         self.last_batch: dict[str, Any] | None = None
@@ -140,8 +185,12 @@ class TrainingDock(QDockWidget):
         self._closing_main = False
         self._running_text = "Training"
         self._pending_progress: dict[str, Any] | None = None  # newest batch/epoch event not yet shown
+        self._steps_per_epoch: Any = None  # from the run's start event
 
         self._build_ui()
+        from PySide6.QtCore import QSettings
+
+        self.more_button.setChecked(str(QSettings().value("training/more_settings", False)).lower() == "true")
         self._install_main_window_hooks()
         self.load_settings()
         self.refresh_dataset()
@@ -233,7 +282,20 @@ class TrainingDock(QDockWidget):
         for spin in (self.epochs_spin, self.batch_spin, self.seed_spin):
             spin.valueChanged.connect(self._settings_edited)
         self.device_combo.currentIndexChanged.connect(self._settings_edited)
+        # the less common settings fold out under the four everyday ones (the dock stays short)
+        self.more_button = QToolButton()
+        self.more_button.setCheckable(True)
+        self.more_button.setAutoRaise(True)
+        self.more_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.more_button.setArrowType(Qt.ArrowType.RightArrow)
+        self.more_button.setText("More: early stopping, validation, threads…")
+        self.more_button.setToolTip("Show every training setting of the project")
+        form.addWidget(self.more_button, 2, 0, 1, 4)
         pinl.addWidget(set_box)
+        self.more_settings = self._build_more_settings()
+        self.more_settings.hide()
+        pinl.addWidget(self.more_settings)
+        self.more_button.toggled.connect(self._show_more_settings)
 
         self.train_button = QPushButton("▶  Train")
         self.train_button.setToolTip("Train from freshly initialised weights")
@@ -269,7 +331,8 @@ class TrainingDock(QDockWidget):
 
         prog_box = QGroupBox("Progress")
         pl = QVBoxLayout(prog_box)
-        self.status_label = QLabel("Ready")
+        # long messages ("Run 2 stopped: Stopped by the user after 1 complete epoch") wrap, never clip
+        self.status_label = WrapLabel("Ready")
         # fonts, not style sheets: a style sheet would freeze the text colour across theme switches
         bold = self.status_label.font()
         bold.setBold(True)
@@ -279,9 +342,8 @@ class TrainingDock(QDockWidget):
         self.progress_bar.setValue(0)
         self.progress_bar.setTextVisible(True)
         self.progress_bar.setFormat("—")
-        self.speed_label = QLabel("")
+        self.speed_label = WrapLabel("")  # the end-of-run summary can be longer than the column
         self.speed_label.setTextFormat(Qt.TextFormat.RichText)
-        self.speed_label.setWordWrap(True)  # the end-of-run summary can be longer than the column
         pl.addWidget(self.status_label)
         pl.addWidget(self.progress_bar)
         pl.addWidget(self.speed_label)
@@ -341,6 +403,71 @@ class TrainingDock(QDockWidget):
         self.stop_action.triggered.connect(self.stop)
         self.export_action = QAction("Export trained model…", self)
         self.export_action.triggered.connect(self.open_export_dialog)
+
+    def _build_more_settings(self) -> QGroupBox:
+        """The rest of the project's training settings (below the dataset; it scrolls in a short dock)."""
+        box = QGroupBox("More settings")
+        box.setFlat(True)
+        grid = QGridLayout(box)
+        grid.setHorizontalSpacing(8)
+        self.patience_spin = QSpinBox()
+        self.patience_spin.setRange(0, 1_000_000)
+        self.patience_spin.setSpecialValueText("off")
+        self.patience_spin.setSuffix(" epochs")
+        self.patience_spin.setToolTip("Early stopping: stop when the validation loss has not improved for this "
+                                      "many epochs (off: train every epoch)")
+        self.val_spin = QDoubleSpinBox()
+        self.val_spin.setRange(0.0, 0.9)
+        self.val_spin.setSingleStep(0.05)
+        self.val_spin.setDecimals(2)
+        self.val_spin.setToolTip("Share of the dataset held out for validation (the Dataset node's "
+                                 "val_fraction)")
+        self.threads_spin = QSpinBox()
+        self.threads_spin.setRange(0, 1024)
+        self.threads_spin.setSpecialValueText("auto")
+        self.threads_spin.setToolTip("CPU threads for training; auto adapts to the machine and its load")
+        self.shuffle_check = QCheckBox("Shuffle")
+        self.shuffle_check.setToolTip("Shuffle the training samples every epoch")
+        self.keep_best_check = QCheckBox("Keep best")
+        self.keep_best_check.setToolTip("At the end, restore the weights of the epoch with the lowest "
+                                        "validation loss")
+        self.fast_path_check = QCheckBox("CUDA graph")
+        self.fast_path_check.setToolTip("Fast path: replay the whole training step as a captured CUDA graph "
+                                        "when the model allows it (GPU only)")
+        for row, col, text, w in ((0, 0, "Early stop", self.patience_spin), (0, 2, "Validation", self.val_spin),
+                                  (1, 0, "Threads", self.threads_spin)):
+            label = QLabel(text)
+            label.setBuddy(w)
+            grid.addWidget(label, row, col)
+            grid.addWidget(w, row, col + 1)
+        grid.addWidget(self.fast_path_check, 1, 2, 1, 2)
+        checks = QHBoxLayout()
+        checks.addWidget(self.shuffle_check)
+        checks.addWidget(self.keep_best_check)
+        checks.addStretch(1)
+        grid.addLayout(checks, 2, 0, 1, 4)
+        grid.setColumnStretch(1, 3)
+        grid.setColumnStretch(3, 2)
+        for spin in (self.patience_spin, self.threads_spin):
+            spin.valueChanged.connect(self._settings_edited)
+        for check in (self.shuffle_check, self.keep_best_check, self.fast_path_check):
+            check.toggled.connect(self._settings_edited)
+        self.val_spin.setKeyboardTracking(False)
+        self.val_spin.valueChanged.connect(self._val_fraction_edited)
+        return box
+
+    @Slot(bool)
+    def _show_more_settings(self, shown: bool) -> None:
+        self.more_settings.setVisible(shown)
+        self.more_button.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
+        self.more_button.setText("Fewer settings" if shown else "More: early stopping, validation, threads…")
+        from PySide6.QtCore import QSettings
+
+        QSettings().setValue("training/more_settings", shown)
+
+    def _settings_widgets(self) -> tuple[QWidget, ...]:
+        return (self.epochs_spin, self.batch_spin, self.seed_spin, self.device_combo, self.patience_spin,
+                self.val_spin, self.threads_spin, self.shuffle_check, self.keep_best_check, self.fast_path_check)
 
     def _style_banner(self) -> None:
         dark = self.palette().color(self.backgroundRole()).lightness() < 128
@@ -410,8 +537,64 @@ class TrainingDock(QDockWidget):
             self.batch_spin.setValue(cfg.batch_size)
             self.seed_spin.setValue(cfg.seed)
             self._fill_devices(cfg.device)
+            self.patience_spin.setValue(cfg.early_stopping_patience)
+            self.threads_spin.setValue(cfg.threads)
+            self.shuffle_check.setChecked(cfg.shuffle)
+            self.keep_best_check.setChecked(cfg.keep_best)
+            self.fast_path_check.setChecked(cfg.fast_path != "off")
         finally:
             self._loading_settings = False
+        self._load_val_fraction()
+
+    def _load_val_fraction(self) -> None:
+        """The Dataset node's validation share; disabled where the source has a fixed split."""
+        node = self._dataset_node()
+        spec = None
+        if node is not None:
+            try:
+                nt = self.graph.catalog.get(node.type_id)
+                spec = next((p for p in nt.params if p.name == "val_fraction"), None)
+            except Exception:  # noqa: BLE001 - an unknown type is the editor's problem to show
+                spec = None
+        applies = spec is not None and (spec.visible_if is None
+                                        or node.params.get(spec.visible_if[0]) in spec.visible_if[1])
+        self._val_applies = applies
+        self._loading_settings = True
+        try:
+            if spec is not None:
+                self.val_spin.setValue(float(node.params.get("val_fraction", spec.default)))
+        finally:
+            self._loading_settings = False
+        self.val_spin.setEnabled(applies and self.state == "idle")
+        if node is None:
+            self.val_spin.setToolTip("Add a Dataset node to set its validation share")
+        elif not applies:
+            self.val_spin.setToolTip("This dataset comes with its own validation split")
+        else:
+            self.val_spin.setToolTip(f"Share of '{node.name}' held out for validation (its val_fraction)")
+
+    @Slot()
+    def _val_fraction_edited(self) -> None:
+        if self._loading_settings:
+            return
+        node = self._dataset_node()
+        if node is None:
+            return
+        value = round(float(self.val_spin.value()), 6)
+        if node.params.get("val_fraction") == value:
+            return
+        doc = getattr(self.main_window, "document", None)
+        push = getattr(doc, "push", None)
+        try:
+            if callable(push):  # one undoable edit of the Dataset node, as the inspector makes
+                from netstudio.graph.commands import SetParam
+
+                push(SetParam(node.id, "val_fraction", value))
+            else:
+                self.graph.set_param(node.id, "val_fraction", value)
+        except NetStudioError as e:
+            self.show_error({"message": e.message, "hint": e.hint, "node_id": node.id})
+            self._load_val_fraction()
 
     def _fill_devices(self, current: str) -> None:
         devices: list[tuple[str, str]] = [("auto", "Auto")]
@@ -443,6 +626,11 @@ class TrainingDock(QDockWidget):
         dev = self.device_combo.currentData()
         if isinstance(dev, str) and dev:
             cfg.device = dev
+        cfg.early_stopping_patience = int(self.patience_spin.value())
+        cfg.threads = int(self.threads_spin.value())
+        cfg.shuffle = bool(self.shuffle_check.isChecked())
+        cfg.keep_best = bool(self.keep_best_check.isChecked())
+        cfg.fast_path = "auto" if self.fast_path_check.isChecked() else "off"
         if cfg.to_dict() != before:
             doc = getattr(self.main_window, "document", None)
             mark = getattr(doc, "set_modified", None)
@@ -452,12 +640,34 @@ class TrainingDock(QDockWidget):
     @Slot()
     def _on_project_replaced(self) -> None:
         if self.state == "idle":
-            # weights trained for another project must not be continued or exported with this one
-            if self.trained is not None:
-                self.reset_weights()
-                self.status_label.setText("Ready")
+            # runs, plots, results, counters and weights belong to the project they were trained for
+            self.forget_runs()
             self._watch_key = None
             self._watch_project()
+
+    def forget_runs(self) -> None:
+        """Back to a fresh dock: no weights, no curves, no results, the next run is run 1."""
+        if self.state != "idle":
+            return
+        self._cancel_evaluation()
+        self.trained = None
+        self.outcome = None
+        self.evaluation = None
+        self.last_error = None
+        self.run_count = 0
+        self.failed_run = None
+        self.batch_events = 0
+        self.last_batch = None
+        self._pending_progress = None
+        self.set_run_problems([])
+        self.plots.clear()
+        self.results.clear()
+        self.preview_grid.set_items([])
+        self.clear_error()
+        self.status_label.setText("Ready")
+        self._set_progress(0, "—")
+        self.speed_label.setText("")
+        self._set_state("idle")
 
     def _watch_project(self) -> None:
         """Follow project/graph edits while idle: settings of a newly opened project, dataset summary."""
@@ -488,6 +698,7 @@ class TrainingDock(QDockWidget):
 
     def refresh_dataset(self) -> None:
         """Dataset summary from ``describe`` (static facts, no loading)."""
+        self._load_val_fraction()
         node = self._dataset_node()
         if node is None:
             self.dataset_label.setText("<i>No Dataset node in the graph.</i>")
@@ -528,16 +739,37 @@ class TrainingDock(QDockWidget):
         self.stop_button.setEnabled(state in ("starting", "running", "pausing", "paused"))
         self.reset_button.setEnabled(not running and has_model)
         self.export_button.setEnabled(not running and has_model)
+        self._label_export()
         self.train_action.setEnabled(not running)
         self.stop_action.setEnabled(self.stop_button.isEnabled())
         self.export_action.setEnabled(self.export_button.isEnabled())
-        for w in (self.epochs_spin, self.batch_spin, self.seed_spin, self.device_combo):
+        for w in self._settings_widgets():
             w.setEnabled(not running)
+        if not running:
+            self.val_spin.setEnabled(getattr(self, "_val_applies", True))
         if running:  # the watch only acts while idle; no needless wake-ups while training
             self._watch.stop()
         elif not self._watch.isActive():
             self._watch.start()
         self.state_changed.emit(state)
+
+    def weights_note(self) -> str:
+        """Which weights Export writes; after a failed run, that they are the last good ones."""
+        t = self.trained
+        if t is None:
+            return ""
+        note = f"Weights of {t.describe()}"
+        if self.failed_run is not None:
+            note += f": the last good ones, from before run {self.failed_run} failed"
+        return note
+
+    def _label_export(self) -> None:
+        last_good = self.trained is not None and self.failed_run is not None
+        self.export_button.setText("Export last good…" if last_good else "Export…")
+        tip = "Save the trained model (.pt, weights, .pt2, .py, ONNX)"
+        note = self.weights_note()
+        self.export_button.setToolTip(f"{tip}\n{note}" if note else tip)
+        self.export_action.setText("Export last good weights…" if last_good else "Export trained model…")
 
     def _lock_editor(self, locked: bool) -> None:
         fn = getattr(self.main_window, "set_editing_locked", None)
@@ -596,10 +828,12 @@ class TrainingDock(QDockWidget):
         self._job_graph, self._job_config = graph_dict, config
         self._continuing = continue_from is not None
         self._run_started_plot = False
+        self.set_run_problems([])
         self.outcome = None
         self.batch_events = 0
         self.last_batch = None
         self._stop_requested_at = None
+        self._steps_per_epoch = None
         self._running_text = f"Run {self.run_count}: training"
         self._train = WorkerThread(worker, f"netstudio-train-{self.run_count}", self._on_thread_finished)
         self._lock_editor(True)
@@ -682,7 +916,8 @@ class TrainingDock(QDockWidget):
                                          for it in summary["images"]])
         classification = summary.get("task") == "classification" and self._metric is not None
         last = self.plots.current if self._continuing else None
-        self.plots.new_run(classification, continue_from=last, epochs=self._epochs_total())
+        self.plots.new_run(classification, continue_from=last, epochs=self._epochs_total(),
+                           index=summary.get("run"))
         self._run_started_plot = True
 
     @Slot(object)
@@ -707,24 +942,66 @@ class TrainingDock(QDockWidget):
             if self._run_started_plot:
                 self.plots.add_epoch(ev)
             self._pending_progress = ev
+            self._check_flat_loss(ev)
         elif kind == "paused":
-            self._refresh_progress()  # show where it stopped, and nothing moves while paused
+            self._refresh_progress()
+            # the event names the batch that waits; the bar and the message both count batches done
+            epoch = int(ev.get("epoch", 1) or 1)
+            done = max(0, int(ev.get("batch", 1) or 1) - 1)
+            nb = self._batches_per_epoch()
+            self._show_batch_position(epoch, done, nb)
             if self.state == "pausing":
                 self._set_state("paused")
-                self.status_label.setText(f"Run {self.run_count}: paused at epoch {ev.get('epoch')}, "
-                                          f"batch {ev.get('batch')}")
+                self.status_label.setText(f"Run {self.run_count}: paused in epoch {epoch} after batch {done}/{nb}")
         elif kind == "resumed":
             if self.state == "running":
                 self.status_label.setText(self._running_text)
         elif kind == "start":
+            self._steps_per_epoch = ev.get("steps_per_epoch")
             if self.state == "starting":
                 self._set_state("running")
             dev = ev.get("device")
             self._running_text = f"Run {self.run_count}: training" + (f" on {dev}" if dev else "")
+            threads = ev.get("threads")
+            if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0:
+                auto = self._job_config is None or self._job_config.threads == 0
+                self._running_text += f" · {threads} thread{'s' if threads != 1 else ''}" + (" (auto)" if auto else "")
             if ev.get("fast_path"):
                 self._running_text += " (CUDA graph)"
             if self.state == "running":
                 self.status_label.setText(self._running_text)
+
+    def _check_flat_loss(self, ev: dict[str, Any]) -> None:
+        """Warn in Problems while the loss has not moved from where the run started."""
+        first, now = ev.get("first_loss"), ev.get("train_loss")
+        if not (isinstance(first, (int, float)) and isinstance(now, (int, float))
+                and math.isfinite(first) and math.isfinite(now) and first != 0):
+            return
+        if abs(first - now) > FLAT_LOSS_FRACTION * abs(first):
+            self.set_run_problems([])
+            return
+        from netstudio.errors import Problem
+
+        plan = getattr(self.worker, "plan", None)
+        epoch = ev.get("epoch")
+        self.set_run_problems([Problem(
+            f"The loss is flat: {format_metric(float(first))} at the start of run {self.run_count}, "
+            f"{format_metric(float(now))} after epoch {epoch}", getattr(plan, "optimizer_node", None),
+            FLAT_LOSS_HINT, "warning", "training")])
+
+    def set_run_problems(self, problems: list[Any]) -> None:
+        """What the last run found, listed in the editor's Problems panel (if there is one)."""
+        self.run_problems = list(problems)
+        panel = getattr(self.main_window, "problems", None)
+        show = getattr(panel, "set_run_problems", None)
+        if callable(show):
+            show(self.run_problems)
+
+    def _batches_per_epoch(self) -> int:
+        for n in ((self.last_batch or {}).get("n_batches"), self._steps_per_epoch):
+            if isinstance(n, int) and n > 0:
+                return n
+        return 1
 
     def _epochs_total(self) -> int:
         return self._job_config.epochs if self._job_config is not None else max(1, self.epochs_spin.value())
@@ -740,17 +1017,20 @@ class TrainingDock(QDockWidget):
             self._show_batch(ev)
 
     def _show_batch(self, ev: dict[str, Any]) -> None:
-        epochs = self._epochs_total()
-        epoch = int(ev.get("epoch", 1) or 1)
-        nb = max(1, int(ev.get("n_batches", 1) or 1))
-        b = int(ev.get("batch", 0) or 0)
-        frac = ((epoch - 1) + min(b, nb) / nb) / max(1, epochs)
-        self._set_progress(int(round(1000 * min(1.0, max(0.0, frac)))), f"Epoch {epoch}/{epochs} · batch {b}/{nb}")
+        self._show_batch_position(int(ev.get("epoch", 1) or 1), int(ev.get("batch", 0) or 0),
+                                  int(ev.get("n_batches", 1) or 1))
         sps_text = _rate_text(ev.get("samples_per_s"))
         loss = ev.get("loss")
         loss_text = f"loss {format_metric(float(loss))}" if isinstance(loss, (int, float)) else ""
         eta = f"ETA {_fmt_duration(ev.get('eta_s'))}" if ev.get("eta_s") is not None else ""
         self.speed_label.setText(_figures((loss_text, sps_text, eta)))
+
+    def _show_batch_position(self, epoch: int, b: int, nb: int) -> None:
+        """The bar at batch ``b`` (done) of ``nb`` in ``epoch``."""
+        epochs = self._epochs_total()
+        nb = max(1, nb)
+        frac = ((epoch - 1) + min(b, nb) / nb) / max(1, epochs)
+        self._set_progress(int(round(1000 * min(1.0, max(0.0, frac)))), f"Epoch {epoch}/{epochs} · batch {b}/{nb}")
 
     def _set_progress(self, value: int, text: str) -> None:
         bar = self.progress_bar
@@ -787,11 +1067,36 @@ class TrainingDock(QDockWidget):
         status = str(outcome.get("status", ""))
         result = worker.result
         failed = status in FAILED_STATUSES
+        run_index = worker.job.run_index
+        # Refused: the model could not be built or the data not loaded, so nothing trained.
+        # That is no run: the number is given back and the last run's figures stay.
+        refused = failed and (worker.plan is None or worker.data is None)
+        if refused:
+            self._progress_timer.stop()
+            self._pending_progress = None
+            if self.run_count == run_index:
+                self.run_count -= 1
+            self.show_error(outcome)
+            self.status_label.setText("Not started: " + str(outcome.get("message") or "the model cannot be built"))
+            self._set_progress(0, "—")
+            self.speed_label.setText("")
+            self._lock_editor(False)
+            self._set_state("idle")
+            self.training_finished.emit(outcome)
+            return
         model = getattr(result, "model", None)
+        epochs_done = len(getattr(result, "history", None) or [])
+        if failed and epochs_done == 0:
+            # a run that failed in its first epoch leaves the weights it started from: for a
+            # fresh run that is a random initialisation, nothing worth exporting; keep what
+            # was trained before (if anything), it is still the last good model
+            model = None
         if model is not None and _weights_finite(model):
             # fit keeps the last good (or best) weights even when a run fails: keep them.
             self.trained = TrainedModel(model, worker.plan, worker.data, self._job_graph or {},
-                                        self._job_config or TrainConfig(), worker.job.run_index, result)
+                                        self._job_config or TrainConfig(), worker.job.run_index, result,
+                                        epochs_done=epochs_done)
+        self.failed_run = run_index if failed else None
         self._progress_timer.stop()
         self._refresh_progress()
         if self._run_started_plot:
@@ -810,10 +1115,11 @@ class TrainingDock(QDockWidget):
             self.status_label.setText(f"Run {worker.job.run_index} {word}" + (f": {msg}" if msg else ""))
         # the last batch's loss/speed/ETA would read as the result: show the run's own figures
         self.speed_label.setText(_run_summary(metrics))
-        if metrics:
-            where = "weights kept from the last good epoch" if failed and self.trained is not None else ""
-            self.results.show_metrics(metrics, f"Run {worker.job.run_index}: {status}"
-                                      + (f" — {where}" if where else ""))
+        # Results show this run only: never its figures beside an older run's matrix
+        self.results.clear()
+        self.evaluation = None
+        where = "weights kept from the last good epoch" if failed and self.trained is not None else ""
+        self.results.show_metrics(metrics, f"Run {run_index}: {status}" + (f" — {where}" if where else ""))
         self._lock_editor(False)
         self._set_state("idle")
         if self.trained is not None and not self._closing_main and self.trained.data is not None \
@@ -926,9 +1232,12 @@ class TrainingDock(QDockWidget):
             return None
         proj = self.project
         where = getattr(proj, "path", None)
-        return ExportDialog(self, t.model, self.export_project(), t.plan, t.example_input(),
-                            default_dir=Path(where).parent if where else None,
-                            default_name=Path(where).stem if where else None, data=t.data)
+        dlg = ExportDialog(self, t.model, self.export_project(), t.plan, t.example_input(),
+                           default_dir=Path(where).parent if where else None,
+                           default_name=Path(where).stem if where else None, data=t.data,
+                           note=self.weights_note())
+        dlg.exported.connect(lambda _fmt, _path, t=t: setattr(t, "exported", True))
+        return dlg
 
     @Slot()
     def open_export_dialog(self) -> None:
@@ -967,6 +1276,14 @@ class TrainingDock(QDockWidget):
                 return False
         return self.shutdown()
 
+    def unexported_weights(self) -> str | None:
+        """A warning if trained weights that were never exported would be lost (None: nothing to lose)."""
+        t = self.trained
+        if t is None or t.exported or self._closing_main:
+            return None
+        return (f"The weights trained in {t.describe()} were never exported and will be lost.\n\n"
+                "Use Export… in the Training panel to keep them.")
+
     def shutdown(self, timeout_ms: int = 2000) -> bool:
         """Stop every worker thread and wait for it; True if all ended within ``timeout_ms``."""
         self._closing_main = True
@@ -999,9 +1316,15 @@ class TrainingDock(QDockWidget):
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
         # Qt may call this before __init__ has set our attributes (filters it installs itself)
         mw = getattr(self, "main_window", None)
-        if mw is not None and obj is mw and event.type() == QEvent.Type.Close \
-                and (self.is_running() or self._eval is not None):
-            if not self.confirm_close():
+        if mw is not None and obj is mw and event.type() == QEvent.Type.Close:
+            if not self.is_running():
+                # trained weights nobody exported: the window asks (if it knows how) before anything stops
+                lost = self.unexported_weights()
+                ask = getattr(mw, "ask_discard_weights", None)
+                if lost and callable(ask) and not ask(lost):
+                    event.ignore()
+                    return True
+            if (self.is_running() or self._eval is not None) and not self.confirm_close():
                 event.ignore()
                 return True
         return super().eventFilter(obj, event)

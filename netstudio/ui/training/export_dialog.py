@@ -69,7 +69,7 @@ class ExportDialog(QDialog):
 
     def __init__(self, parent: QWidget | None, model: Any, project: Any, plan: Any = None,
                  example_input: Any = None, default_dir: str | Path | None = None,
-                 default_name: str | None = None, data: Any = None) -> None:
+                 default_name: str | None = None, data: Any = None, note: str = "") -> None:
         super().__init__(parent)
         self.setWindowTitle("Export trained model")
         self.setModal(False)
@@ -85,6 +85,11 @@ class ExportDialog(QDialog):
         self._default_dir = Path(default_dir) if default_dir and os.access(default_dir, os.W_OK) else Path.home()
         self._default_name = file_stem(default_name or getattr(project, "name", "") or "")
         self._onnx_reason = onnx_available()
+
+        #: which weights this exports (e.g. the last good ones after a run diverged)
+        self.weights_label = QLabel(note)
+        self.weights_label.setWordWrap(True)
+        self.weights_label.setVisible(bool(note))
 
         fmt_box = QGroupBox("Format")
         fmt_lay = QVBoxLayout(fmt_box)
@@ -170,6 +175,7 @@ class ExportDialog(QDialog):
         buttons.addButton(self.export_button, QDialogButtonBox.ButtonRole.ActionRole)
 
         lay = QVBoxLayout(self)
+        lay.addWidget(self.weights_label)
         lay.addWidget(fmt_box)
         lay.addWidget(in_box)
         lay.addLayout(path_row)

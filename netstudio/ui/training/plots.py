@@ -261,13 +261,14 @@ class LivePlots(QWidget):
 
     # --- runs -----------------------------------------------------------------
     def new_run(self, classification: bool, continue_from: RunCurves | None = None,
-                epochs: int = 0) -> RunCurves:
+                epochs: int = 0, index: int | None = None) -> RunCurves:
         """Start a run: its curves get the next colour and a legend entry ``run N``.
 
         ``epochs``: how many epochs the run will train, so the epoch axis is laid out once.
+        ``index``: the run's number as the dock counts it (default: the next one here).
         """
-        idx = len(self.runs) + 1
-        color = RUN_COLORS[(idx - 1) % len(RUN_COLORS)]
+        idx = int(index) if index is not None else len(self.runs) + 1
+        color = RUN_COLORS[len(self.runs) % len(RUN_COLORS)]
         run = RunCurves(idx, f"run {idx}", color, classification, planned_epochs=max(0, int(epochs)))
         self._user_range.clear()  # a new run: show all of it again
         for w in self._plots.values():

@@ -243,11 +243,15 @@ class TrainingWorker(_ThreadedWorker):
         self._last_emit = 0.0
         self._pending: dict[str, Any] | None = None  # newest batch event not yet queued
         self._queue: list[dict[str, Any]] = []        # tagged events not yet sent
+        #: loss of the run's first batch (fit reports the first batch at once): where the run started
+        self.first_loss: float | None = None
 
     # --- report callback (runs on the worker thread) ------------------------------
     def report(self, event: dict[str, Any]) -> None:
         kind = event.get("kind")
         if kind == "batch":
+            if self.first_loss is None and isinstance(event.get("loss"), (int, float)):
+                self.first_loss = float(event["loss"])
             self.batches_reported += 1
             self._pending = event  # only the newest batch is worth showing
         else:
@@ -255,6 +259,7 @@ class TrainingWorker(_ThreadedWorker):
             ev = self._tag(event)
             self.events.append(ev)
             if kind == "epoch":
+                ev["first_loss"] = self.first_loss  # lets the GUI tell a loss that has not moved
                 self.history.append(ev)
             self._queue.append(ev)
             if kind != "epoch":  # start / paused / resumed / end: the GUI must react now
