@@ -14,13 +14,14 @@ from .helpers import build_mlp
 
 
 def test_memory_column_and_total(window: Any) -> None:
-    build_mlp(window)  # batch 64, SGD without momentum: no optimizer state
+    build_mlp(window)  # batch 64, SGD with the default momentum: one state tensor per parameter
     window.summary.refresh()
     assert [r[0] for r in window.summary.row_texts()] == ["flatten1", "fc1", "relu1", "fc2"]
     header = window.summary.table.horizontalHeaderItem(4).text()
     assert header == "Memory"
-    fc1 = 2 * (784 * 128 + 128) * 4 + 64 * 128 * 4  # weights + gradients + its output for one batch
-    fc2 = 2 * (128 * 10 + 10) * 4 + 64 * 10 * 4
+    # weights + gradients + momentum buffers + its output for one batch
+    fc1 = 3 * (784 * 128 + 128) * 4 + 64 * 128 * 4
+    fc2 = 3 * (128 * 10 + 10) * 4 + 64 * 10 * 4
     assert window.summary.memory_texts() == [fmt_bytes(64 * 784 * 4), fmt_bytes(fc1), fmt_bytes(64 * 128 * 4),
                                              fmt_bytes(fc2)]
     total = 64 * 784 * 4 + fc1 + 64 * 128 * 4 + fc2 + 64 * 784 * 4  # + the input batch
