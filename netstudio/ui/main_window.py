@@ -51,7 +51,7 @@ CLIPBOARD_MARKER = "netstudio/nodes"
 MAX_RECENT = 8
 AUTOSAVE_MS = 60_000
 #: default height of the bottom docks (problems, training) as a share of the window height
-BOTTOM_DOCK_SHARE = 0.26
+BOTTOM_DOCK_SHARE = 0.30
 
 F = TypeVar("F", bound=Callable[..., Any])
 
