@@ -243,3 +243,39 @@ def test_a_fresh_netstudio_train_reports_the_policy_in_force(tmp_path: Path) -> 
     assert all(isinstance(e["threads"], int) and 1 <= e["threads"] <= cores for e in summary["history"])
     header = proc.stderr.splitlines()[0]
     assert re.fullmatch(rf"training 6 epochs on cpu, [1-{cores}] threads? \((automatic|the caller's)\)", header), header
+
+
+def test_busy_cores_sees_a_spinning_program_and_not_this_process() -> None:
+    """The first guess reads what other programs use now (/proc/stat), not the lagging load average."""
+    import subprocess
+    import sys
+
+    if T._cpu_times() is None:
+        pytest.skip("no /proc/stat")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time as _t
+
+        _t.sleep(0.5)
+        busy = T.busy_cores(0.3)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy >= 0.6, busy  # one core kept busy by another program
+    # this process busy itself: its own CPU time is not counted as another program's
+    import threading
+
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    th = threading.Thread(target=spin)
+    th.start()
+    try:
+        mine = T.busy_cores(0.3)
+    finally:
+        stop.set()
+        th.join()
+    assert mine < busy, (mine, busy)

@@ -48,8 +48,41 @@ def cpu_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def busy_cores() -> float:
-    """Cores other programs keep busy, from the 1-minute load average (0 where there is none)."""
+#: how long :func:`busy_cores` watches the machine before training starts
+SAMPLE_S = 0.1
+
+
+def _cpu_times() -> tuple[float, float] | None:
+    """(busy, total) jiffies of all cores from /proc/stat; None where there is no such file."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = [float(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 5:
+        return None
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user/nice
+    return total - idle, total
+
+
+def busy_cores(sample_s: float | None = None) -> float:
+    """Cores other programs keep busy right now (0 where that cannot be told).
+
+    Linux: the machine's CPU time over a short window (:data:`SAMPLE_S`) less this
+    process's own, in cores. The 1-minute load average is only the fallback: it lags
+    by a minute, so right after one training run (or with this process's own threads
+    running) it calls an idle machine busy and the next run would keep to one thread.
+    """
+    window = SAMPLE_S if sample_s is None else sample_s
+    first, own0, t0 = _cpu_times(), time.process_time(), time.perf_counter()
+    if first is not None and window > 0:
+        time.sleep(window)
+        second, own1, t1 = _cpu_times(), time.process_time(), time.perf_counter()
+        if second is not None and second[1] > first[1]:
+            share = (second[0] - first[0]) / (second[1] - first[1])  # of all cores
+            own = (own1 - own0) / max(t1 - t0, 1e-6)  # cores this process used meanwhile
+            return max(0.0, share * cpu_cores() - own)
     try:
         return max(0.0, float(os.getloadavg()[0]))
     except (AttributeError, OSError):  # pragma: no cover - Windows
@@ -59,8 +92,8 @@ def busy_cores() -> float:
 def initial_threads(ceiling: int, busy: float | None = None, cores: int | None = None) -> int:
     """A first guess before anything is measured: the cores not busy with other programs, 1…ceiling.
 
-    A core counts as busy from a load of 0.7 on (a program spinning on it brings the
-    1-minute average to 1.0; an idle desktop's background noise stays below).
+    A core counts as busy from 0.7 on (a program spinning on it measures 1.0; an idle
+    desktop's background noise stays below).
     """
     cores = cpu_cores() if cores is None else cores
     busy = busy_cores() if busy is None else busy
