@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
+from netstudio.compiler.shapes import freeze
 from netstudio.errors import MemoryLimitError
 from netstudio.nodes.base import Category, LayerType, TensorInfo
 
@@ -131,19 +132,11 @@ def _info_bytes(info: Any) -> int:
 _layer_cache: dict[Any, tuple[int, int, int, int] | None] = {}
 
 
-def _freeze(v: Any) -> Any:
-    if isinstance(v, dict):
-        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
-    if isinstance(v, (list, tuple)):
-        return tuple(_freeze(x) for x in v)
-    return v
-
-
 def layer_tensors(nt: LayerType, params: dict[str, Any], inputs: dict[str, Any]
                   ) -> tuple[int, int, int, int] | None:
     """(parameter count, parameter bytes, trainable parameter bytes, buffer bytes) of a layer,
     built on the meta device (nothing is allocated); None if it cannot be built there."""
-    key = (nt.type_id, _freeze(params), _freeze(inputs))
+    key = (nt.type_id, freeze(params), freeze(inputs))
     if key in _layer_cache:
         return _layer_cache[key]
     import torch

@@ -59,11 +59,12 @@ class Analysis:
         return None if r is None else r.outputs.get(port)
 
 
-def _freeze(v: Any) -> Any:
+def freeze(v: Any) -> Any:
+    """A hashable copy of params/inputs (dicts and lists as sorted tuples), for cache keys."""
     if isinstance(v, dict):
-        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
-    if isinstance(v, list):
-        return tuple(_freeze(x) for x in v)
+        return tuple(sorted((k, freeze(x)) for k, x in v.items()))
+    if isinstance(v, (list, tuple)):
+        return tuple(freeze(x) for x in v)
     return v
 
 
@@ -149,8 +150,8 @@ class ShapeChecker:
         node = graph.nodes[nid]
         nt = graph.catalog.get(node.type_id)
         scope = "training" if nt.category in _TRAINING_CATEGORIES else "model"
-        key = (nid, node.name, node.type_id, _freeze(node.params), _freeze_inputs(inputs), batch_size,
-               _freeze(extra))
+        key = (nid, node.name, node.type_id, freeze(node.params), _freeze_inputs(inputs), batch_size,
+               freeze(extra))
         # Dataset nodes are not memoised here: their shapes depend on files on disk
         # (CSV, image folders); netstudio.data.describe caches by file stamp itself.
         hit = None if nt.category == Category.DATA else self._cache.get(key)

@@ -13,19 +13,11 @@ import logging
 from typing import Any
 
 from netstudio.compiler.memory import layer_inputs
-from netstudio.compiler.shapes import Analysis
+from netstudio.compiler.shapes import Analysis, freeze
 from netstudio.graph.model import Graph
 from netstudio.nodes.base import LayerType
 
 log = logging.getLogger(__name__)
-
-
-def _freeze(v: Any) -> Any:
-    if isinstance(v, dict):
-        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
-    if isinstance(v, (list, tuple)):
-        return tuple(_freeze(x) for x in v)
-    return v
 
 
 class ParamCounter:
@@ -46,7 +38,7 @@ class ParamCounter:
         inputs = layer_inputs(graph, analysis, node_id, nt)
         if inputs is None:
             return None
-        key = (node.type_id, _freeze(res.params), _freeze(inputs))
+        key = (node.type_id, freeze(res.params), freeze(inputs))
         if key in self._cache:
             return self._cache[key]
         n = self._build_and_count(nt, res.params, inputs)
