@@ -17,6 +17,7 @@ from netstudio.graph.model import Graph
 from netstudio.project.io import Project, save_project
 from netstudio.training.config import TrainConfig
 from tests.ui.helpers import add, connect
+from tests.ui.test_training_dock import digits_graph
 
 
 def _quick_add(window: Any, qtbot: Any, text: str, *, tab: bool) -> None:
@@ -54,24 +55,6 @@ def test_search_to_add_works_again_and_again(window: Any, qtbot: Any, dialogs: A
 
 # --- shared: small real projects and a window with the Training dock -----------------------------
 TRAIN_TIMEOUT_MS = 60_000
-
-
-def digits_graph(optimizer: str = "optim.adam", **opt_params: Any) -> Graph:
-    """Dataset(digits) → Flatten → Linear(32) → ReLU → Linear(10) → CrossEntropy → optimizer."""
-    g = Graph()
-    d = g.add_node("data.dataset", {"source": "digits"}, name="data")
-    f = g.add_node("layer.flatten", name="flatten")
-    l1 = g.add_node("layer.linear", {"out_features": 32}, name="fc1")
-    r = g.add_node("activation.relu", name="relu")
-    l2 = g.add_node("layer.linear", {"out_features": 10}, name="fc2")
-    ce = g.add_node("loss.cross_entropy", name="loss")
-    opt = g.add_node(optimizer, {"lr": 0.01, **opt_params}, name="opt")
-    for edge in [(d.id, "features", f.id, "input"), (f.id, "output", l1.id, "input"),
-                 (l1.id, "output", r.id, "input"), (r.id, "output", l2.id, "input"),
-                 (l2.id, "output", ce.id, "prediction"), (d.id, "target", ce.id, "target"),
-                 (ce.id, "loss", opt.id, "loss")]:
-        g.connect(*edge)
-    return g
 
 
 def no_layer_graph() -> Graph:

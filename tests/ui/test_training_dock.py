@@ -37,8 +37,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def digits_graph(hidden: int = 32, optimizer: str = "optim.adam", lr: float = 0.01,
-                 in_features: Any = "auto") -> Graph:
-    """Dataset(digits) → Flatten → Linear → ReLU → Linear → CrossEntropy → optimizer."""
+                 in_features: Any = "auto", **opt_params: Any) -> Graph:
+    """Dataset(digits) → Flatten → Linear → ReLU → Linear → CrossEntropy → optimizer (``opt_params``
+    are the optimizer's other settings, e.g. momentum)."""
     g = Graph()
     d = g.add_node("data.dataset", {"source": "digits"}, name="data")
     f = g.add_node("layer.flatten", name="flatten")
@@ -46,7 +47,7 @@ def digits_graph(hidden: int = 32, optimizer: str = "optim.adam", lr: float = 0.
     r = g.add_node("activation.relu", name="relu")
     l2 = g.add_node("layer.linear", {"out_features": 10}, name="fc2")
     ce = g.add_node("loss.cross_entropy", name="loss")
-    opt = g.add_node(optimizer, {"lr": lr}, name="opt")
+    opt = g.add_node(optimizer, {"lr": lr, **opt_params}, name="opt")
     for edge in [(d.id, "features", f.id, "input"), (f.id, "output", l1.id, "input"),
                  (l1.id, "output", r.id, "input"), (r.id, "output", l2.id, "input"),
                  (l2.id, "output", ce.id, "prediction"), (d.id, "target", ce.id, "target"),
