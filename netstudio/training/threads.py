@@ -179,7 +179,8 @@ class ThreadTuner:
                 if _last_choice is not None:
                     initial = max(initial, min(_last_choice, self.ceiling))
             # the first guess (cores other programs leave free) decides what the first calibration
-            # may try; until then            # one thread, which cannot stall (the first step initialises optimizer state: ~free)
+            # may try; until then one thread, which cannot stall (the first step initialises
+            # optimizer state: ~free)
             self.guess = initial
             self.threads = 1
         else:
