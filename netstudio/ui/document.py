@@ -72,6 +72,8 @@ class Document(QObject):
     error_occurred = Signal(str)
     #: every GraphEvent of the current graph, re-emitted (views need not re-subscribe on Open)
     graph_event = Signal(object)
+    #: the project's training settings (``project.training``) were edited
+    training_changed = Signal()
 
     def __init__(self, project: Project | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -120,6 +122,11 @@ class Document(QObject):
             self.modified_changed.emit(self.modified)
         # settings such as the batch size change the shapes shown on edges
         self._refresh_timer.start()
+
+    def training_edited(self) -> None:
+        """The project's training settings were changed in place: mark unsaved, tell the views."""
+        self.set_modified(True)
+        self.training_changed.emit()
 
     @property
     def locked(self) -> bool:

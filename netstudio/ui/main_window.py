@@ -1,9 +1,9 @@
 """The main window: canvas in the middle, palette left, inspector right,
 problems / model summary / training at the bottom.
 
-Public hooks for the training dock (``netstudio.ui.training``):
-``document`` (project, graph, undo_stack, analysis()), ``set_editing_locked``,
-``add_dock``, ``toolbar``, ``file_menu``, ``select_node``.
+The Training dock (``netstudio.ui.training``) gets the document and a
+:class:`TrainingSession` explicitly; the window wires its actions, signals and
+close guard here and follows ``document.locked_changed`` (graph read-only while training).
 
 Dialogs go through small methods (``ask_save_changes``, ``ask_open_path``,
 ``ask_save_path``, ``ask_restore_recovery``, ``show_error``) so tests can
@@ -148,7 +148,8 @@ class MainWindow(QMainWindow):
         self._state_restored = state is not None and bool(self.restoreState(state))
         self._shown_once = False
 
-        self.training_dock: QDockWidget | None = None
+        self.training_dock: Any = None  # TrainingDock, once installed (it imports torch)
+        self.training_session: Any = None
         if training:
             self.install_training_dock()
 
@@ -195,11 +196,19 @@ class MainWindow(QMainWindow):
             return self.training_dock
         # The training dock is developed separately and optional until it lands.
         try:
-            from netstudio.ui.training import TrainingDock
+            from netstudio.ui.training import TrainingDock, TrainingSession
         except ImportError:
             return None
-        dock = TrainingDock(self)
+        self.training_session = TrainingSession(self)
+        dock = TrainingDock(self._doc, self.training_session, self)
         dock.setObjectName(dock.objectName() or "trainingDock")
+        self.toolbar.addSeparator()
+        self.toolbar.addAction(dock.train_action)
+        self.toolbar.addAction(dock.stop_action)
+        self.file_menu.addAction(dock.export_action)
+        dock.node_activated.connect(self.select_node)
+        dock.message.connect(lambda text: self.status(text, 10000))
+        self.training_session.run_problems_changed.connect(self.problems.set_run_problems)
         shrinkable_dock(dock)
         self.add_dock(dock, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.problems_dock, dock)
@@ -220,6 +229,8 @@ class MainWindow(QMainWindow):
     def set_editing_locked(self, locked: bool) -> None:
         """Make the graph read-only while training, with a banner saying so."""
         self._doc.set_locked(locked)
+
+    def _on_locked_changed(self, locked: bool) -> None:
         self.banner.setVisible(locked)
         self.palette_panel.setEnabled(not locked)
         for act in self._edit_actions:
@@ -422,6 +433,7 @@ class MainWindow(QMainWindow):
         doc.project_replaced.connect(self._update_title)
         doc.analysis_changed.connect(lambda _a: self._update_status())
         doc.error_occurred.connect(self.status)
+        doc.locked_changed.connect(self._on_locked_changed)
         doc.undo_stack.canUndoChanged.connect(lambda _b: self._update_undo_actions())
         doc.undo_stack.canRedoChanged.connect(lambda _b: self._update_undo_actions())
         doc.undo_stack.indexChanged.connect(lambda _i: self._update_undo_actions())
@@ -920,6 +932,11 @@ class MainWindow(QMainWindow):
             self.frame_all_later()
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        # trained weights nobody exported are offered first, then a running run is confirmed and stopped
+        dock = self.training_dock
+        if dock is not None and not dock.may_close(self.ask_discard_weights):
+            event.ignore()
+            return
         if not self.maybe_save():
             event.ignore()
             return

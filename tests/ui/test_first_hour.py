@@ -165,7 +165,7 @@ def test_results_never_mix_runs(train_window: Any, qtbot: Any, monkeypatch: pyte
         qtbot.waitUntil(lambda: dock.batch_events >= 1, timeout=TRAIN_TIMEOUT_MS)
         dock.stop()
     assert dock.results.summary.text().startswith("Run 3")
-    if dock._eval is not None:
+    if dock.session.evaluating:
         with qtbot.waitSignal(dock.evaluation_finished, timeout=TRAIN_TIMEOUT_MS):
             pass
     assert dock.results.summary.text().startswith("Run 3")

@@ -1,7 +1,8 @@
-"""The Training dock driven through a minimal stand-in main window.
+"""The Training dock on a real document and training session, without the editor window.
 
-The stand-in offers only what the dock relies on (``document.project`` and
-``set_editing_locked``), so these tests do not depend on the editor window.
+The dock gets its two dependencies explicitly (a :class:`Document` and a
+:class:`TrainingSession`) and is shown in a plain QMainWindow, so these tests do
+not depend on the editor window (those that close a window use the real one).
 Training is real: the digits dataset (1437 train / 360 val 8×8 images) and a
 small MLP train in about a second per few epochs on two cores.
 """
@@ -28,7 +29,8 @@ from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox  # noqa: E4
 from netstudio.graph.model import Graph  # noqa: E402
 from netstudio.project.io import Project  # noqa: E402
 from netstudio.training.config import TrainConfig  # noqa: E402
-from netstudio.ui.training import TrainingDock  # noqa: E402
+from netstudio.ui.document import Document  # noqa: E402
+from netstudio.ui.training import TrainingDock, TrainingSession  # noqa: E402
 from netstudio.ui.training.plots import LivePlots  # noqa: E402
 from netstudio.ui.training.results import format_metric  # noqa: E402
 
@@ -56,27 +58,25 @@ def digits_graph(hidden: int = 32, optimizer: str = "optim.adam", lr: float = 0.
     return g
 
 
-class FakeDocument:
-    def __init__(self, project: Project) -> None:
-        self.project = project
+class DockHost(QMainWindow):
+    """A plain window showing the dock; ``document`` and ``session`` are the real ones it was given,
+    ``locks`` records every change of the document's lock (what the editor window follows)."""
 
-
-class FakeMainWindow(QMainWindow):
-    """Just what TrainingDock needs from the editor window."""
-
-    def __init__(self, project: Project) -> None:
+    def __init__(self, document: Document, session: TrainingSession) -> None:
         super().__init__()
-        self.document = FakeDocument(project)
+        self.document = document
+        self.session = session
         self.locks: list[bool] = []
-
-    def set_editing_locked(self, locked: bool) -> None:
-        self.locks.append(locked)
+        document.locked_changed.connect(self.locks.append)
 
 
-def make_dock(qtbot: Any, graph: Graph | None = None, **training: Any) -> tuple[FakeMainWindow, TrainingDock]:
+def make_dock(qtbot: Any, graph: Graph | None = None, **training: Any) -> tuple[DockHost, TrainingDock]:
     cfg = TrainConfig(**{"epochs": 3, "batch_size": 64, "device": "cpu", **training})
-    win = FakeMainWindow(Project(graph or digits_graph(), cfg, name="digits_mlp"))
-    dock = TrainingDock(win)
+    document = Document(Project(graph or digits_graph(), cfg, name="digits_mlp"))
+    session = TrainingSession()
+    win = DockHost(document, session)
+    document.setParent(win)  # the session stays Python-owned: stop_all shuts it down after the window is gone
+    dock = TrainingDock(document, session)
     win.setCentralWidget(dock)
     win.resize(1200, 700)
     qtbot.addWidget(win)
@@ -165,7 +165,7 @@ def test_settings_edits_write_into_project_training(qtbot, stop_all) -> None:
     dock.device_combo.setCurrentIndex(devices.index("auto"))
     assert (cfg.epochs, cfg.batch_size, cfg.seed, cfg.device) == (7, 16, 42, "auto")
     # a project opened later shows its own settings
-    win.document.project = Project(digits_graph(), TrainConfig(epochs=2, batch_size=8, seed=3, device="cpu"))
+    win.document.replace_project(Project(digits_graph(), TrainConfig(epochs=2, batch_size=8, seed=3, device="cpu")))
     qtbot.waitUntil(lambda: dock.epochs_spin.value() == 2, timeout=3000)
     assert (dock.batch_spin.value(), dock.seed_spin.value(), dock.device_combo.currentData()) == (8, 3, "cpu")
     assert "Digits" in dock.dataset_label.text() and "10 classes" in dock.dataset_label.text()
@@ -317,14 +317,22 @@ def _capture_qt_messages() -> tuple[list[str], Any]:
     return messages, handler
 
 
-def test_closing_the_window_mid_training_stops_cleanly(qtbot, capfd, monkeypatch) -> None:
+def test_closing_the_window_mid_training_stops_cleanly(qtbot, capfd, monkeypatch, recovery_dir) -> None:
+    from netstudio.ui.main_window import MainWindow
+
     messages, handler = _capture_qt_messages()
     previous = qInstallMessageHandler(handler)
     try:
-        win, dock = make_dock(qtbot, epochs=500, batch_size=4)
+        # the real editor window (it owns the close guard), deleted by the test itself
+        win = MainWindow(project=Project(digits_graph(), TrainConfig(epochs=500, batch_size=4, device="cpu")),
+                         recovery_dir=recovery_dir)
+        win.show()
+        dock = win.training_dock
+        locks: list[bool] = []
+        win.document.locked_changed.connect(locks.append)
         dock.start_training()
         qtbot.waitUntil(lambda: dock.batch_events >= 2, timeout=TRAIN_TIMEOUT_MS)
-        thread = dock._train.thread
+        thread = dock.session.train_thread.thread
 
         # "No": the window stays open and training goes on
         monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.No)
@@ -337,7 +345,7 @@ def test_closing_the_window_mid_training_stops_cleanly(qtbot, capfd, monkeypatch
         assert win.close() is True
         assert time.perf_counter() - t0 < 2.0
         assert not thread.isRunning() and not dock.is_running()
-        assert win.locks == [True, False]
+        assert locks == [True, False]
         win.deleteLater()
         QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
         del thread
@@ -512,12 +520,13 @@ def test_gui_thread_computes_single_threaded_and_workers_get_every_core() -> Non
         from PySide6.QtWidgets import QApplication, QMainWindow
         from netstudio.project.io import Project
         from netstudio.training.config import TrainConfig
-        from tests.ui.test_training_dock import FakeMainWindow, digits_graph
-        from netstudio.ui.training import TrainingDock
+        from tests.ui.test_training_dock import digits_graph
+        from netstudio.ui.document import Document
+        from netstudio.ui.training import TrainingDock, TrainingSession
         default = torch.get_num_threads()
         app = QApplication([])
-        win = FakeMainWindow(Project(digits_graph(), TrainConfig(device="cpu"), name="t"))
-        dock = TrainingDock(win)
+        doc = Document(Project(digits_graph(), TrainConfig(device="cpu"), name="t"))
+        dock = TrainingDock(doc, TrainingSession())
         labels = [dock.device_combo.itemText(i) for i in range(dock.device_combo.count())]
         print(json.dumps({"default": default, "gui": torch.get_num_threads(), "workers": dock.torch_threads,
                           "labels": labels}))

@@ -7,5 +7,6 @@ shows what it reports.
 
 from netstudio.ui.training.dock import TrainingDock
 from netstudio.ui.training.export_dialog import ExportDialog
+from netstudio.ui.training.session import RunState, TrainingSession
 
-__all__ = ["ExportDialog", "TrainingDock"]
+__all__ = ["ExportDialog", "RunState", "TrainingDock", "TrainingSession"]

@@ -1,80 +1,37 @@
 """The Training dock: dataset summary, settings, run controls, live plots, results.
 
-Training runs on a frozen snapshot of the graph (its dict, taken when Train
-is pressed) in a :class:`TrainingWorker` on a QThread, while the editor is
-locked. The dock only ever holds plain data from the worker until the
-thread has ended; then it takes over the trained model.
-
-The dock talks to its main window through a few optional attributes
-(``document.project``, ``set_editing_locked``, ``toolbar``, ``file_menu``),
-so it also runs inside a minimal stand-in window (tests, screenshots).
+The dock is widgets over two explicit dependencies: the :class:`Document` it
+trains (project, graph, training settings; their changes arrive as the
+document's signals) and the :class:`TrainingSession` that owns the runs
+(state, threads, trained model, results; its signals drive the controls,
+progress and plots). It never reaches into the window it is docked in: what
+the editor should do (select a node, show a message) it emits as signals.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal, Slot
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QFileDialog, QFrame, QGridLayout, QGroupBox, QHBoxLayout,
-                               QLabel, QMessageBox, QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSpinBox,
-                               QSplitter, QTabWidget, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QFrame, QGridLayout, QGroupBox,
+                               QHBoxLayout, QLabel, QMessageBox, QProgressBar, QPushButton, QScrollArea, QSizePolicy,
+                               QSpinBox, QSplitter, QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
 from netstudio.errors import NetStudioError
 from netstudio.training.config import TrainConfig
+from netstudio.ui.document import Document
+from netstudio.ui.training import exporting
 from netstudio.ui.training.plots import LivePlots
 from netstudio.ui.training.results import ImageGrid, ResultsView, format_metric
-from netstudio.ui.training.worker import (EvalWorker, TrainingWorker, TrainJob, WorkerThread, first_samples,
-                                          reserve_cores_for_workers)
+from netstudio.ui.training.session import (FAILED_STATUSES, FLAT_LOSS_FRACTION, FLAT_LOSS_HINT,  # noqa: F401
+                                           RunEnd, RunState, TrainedModel, TrainingSession)
 
-#: statuses of FitResult (and the CLI) that mean the run failed
-FAILED_STATUSES = ("error", "failed", "diverged", "nan")
-#: how often the dock looks for graph/project edits while idle (describe() is cached and cheap)
-WATCH_INTERVAL_MS = 400
 #: The progress bar and speed label are redrawn by a timer from the newest event, not per
 #: event: QProgressBar.setValue repaints synchronously, and GUI-thread time is taken from
 #: the training loop (GIL). 4 Hz is plenty to read a number.
 PROGRESS_REFRESH_MS = 250
-#: a run whose mean training loss after an epoch is within this fraction of its first batch's
-#: loss has not learned anything yet: Problems says so (plain SGD on a conv net, a tiny rate)
-FLAT_LOSS_FRACTION = 0.02
-FLAT_LOSS_HINT = "raise the learning rate or use Adam"
-
-
-@dataclass
-class TrainedModel:
-    """The weights the dock currently holds and what they were trained from."""
-
-    model: Any
-    plan: Any
-    data: Any
-    graph_dict: dict[str, Any]
-    config: TrainConfig
-    run_index: int
-    result: Any = None
-    #: complete epochs of its run behind these weights
-    epochs_done: int = 0
-    #: saved to a file through the export dialog at least once
-    exported: bool = False
-
-    def describe(self) -> str:
-        """Which weights these are, in words: "run 2 after epoch 3"."""
-        if self.epochs_done <= 0:
-            return f"run {self.run_index} (stopped within its first epoch)"
-        return f"run {self.run_index} after epoch {self.epochs_done}"
-
-    def example_input(self, n: int = 2) -> Any:
-        """A real batch of validation (else training) features, CPU."""
-        if self.data is None:
-            return None
-        x, _ = first_samples(self.data, "val", n)
-        if x is None:
-            x, _ = first_samples(self.data, "train", n)
-        return None if x is None else x.clone()
 
 
 def _run_summary(metrics: dict[str, Any]) -> str:
@@ -145,45 +102,32 @@ class TrainingDock(QDockWidget):
     training_started = Signal(int)        # run index
     training_finished = Signal(object)    # outcome dict, after the thread has ended and the UI is updated
     evaluation_finished = Signal(object)  # evaluation dict (confusion matrix, samples)
-    state_changed = Signal(str)           # idle | starting | running | pausing | paused | stopping
+    state_changed = Signal(object)        # RunState (a StrEnum: idle | starting | running | ...)
+    #: a failure names a node: the editor may select it
+    node_activated = Signal(str)
+    #: a line for the editor's status bar
+    message = Signal(str)
 
-    def __init__(self, main_window: Any, parent: QWidget | None = None) -> None:
-        # Dynamo registers process-wide state on import; doing it here, on the GUI
-        # thread, keeps the first import from happening inside a worker thread.
-        import torch._dynamo  # noqa: F401
-
-
-        if parent is None and isinstance(main_window, QWidget):
-            parent = main_window
+    def __init__(self, document: Document, session: TrainingSession | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__("Training", parent)
         self.setObjectName("TrainingDock")
-        self.main_window = main_window
-        self.state = "idle"
-        #: torch intra-op threads of the training/evaluation workers: all of torch's default
-        #: (what ``netstudio train`` uses); the GUI thread itself computes with one
-        self.torch_threads: int | None = reserve_cores_for_workers()  # before this thread runs any torch op
-        self.trained: TrainedModel | None = None
-        self.outcome: dict[str, Any] | None = None
-        self.evaluation: dict[str, Any] | None = None
-        self.last_error: dict[str, Any] | None = None
-        #: the last run's number if it failed (diverged…): Export then says it exports older weights
-        self.failed_run: int | None = None
-        self.run_problems: list[Any] = []  # e.g. a flat loss, shown in Problems
-        self.run_count = 0
+        self.document = document
+        self.session = session if session is not None else TrainingSession(self)
         self.batch_events = 0        # batch events shown (after throttling)
         self.last_batch: dict[str, Any] | None = None
-        self._train: WorkerThread | None = None
-        self._eval: WorkerThread | None = None
-        self._job_graph: dict[str, Any] | None = None
-        self._job_config: TrainConfig | None = None
-        self._continuing = False
+        self.last_error: dict[str, Any] | None = None
         self._metric: str | None = None
-        self._stop_requested_at: float | None = None
-        self.last_stop_seconds: float | None = None
-        self._watch_key: Any = None
         self._loading_settings = False
-        self._closing_main = False
+        self._editing_settings = False
+        self._val_applies = True
+        #: the project/graph changed while a run was busy: catch up once it is idle
+        self._stale_project = False
+        self._stale_graph = False
         self._running_text = "Training"
+        self._paused_text = ""
+        self._run_started_plot = False
+        self._export_dialog: Any = None
         self._pending_progress: dict[str, Any] | None = None  # newest batch/epoch event not yet shown
         self._steps_per_epoch: Any = None  # from the run's start event
 
@@ -191,17 +135,13 @@ class TrainingDock(QDockWidget):
         from PySide6.QtCore import QSettings
 
         self.more_button.setChecked(str(QSettings().value("training/more_settings", False)).lower() == "true")
-        self._install_main_window_hooks()
         self.load_settings()
         self.refresh_dataset()
-        self._watch = QTimer(self)
-        self._watch.setInterval(WATCH_INTERVAL_MS)
-        self._watch.timeout.connect(self._watch_project)
-        self._watch.start()
         self._progress_timer = QTimer(self)  # runs only while training
         self._progress_timer.setInterval(PROGRESS_REFRESH_MS)
         self._progress_timer.timeout.connect(self._refresh_progress)
-        self._set_state("idle")
+        self._connect()
+        self._show_state(self.session.state)
 
     # ======================================================================
     # UI
@@ -483,50 +423,32 @@ class TrainingDock(QDockWidget):
                 self.results.show_evaluation(self.evaluation)
         super().changeEvent(event)
 
-    def _install_main_window_hooks(self) -> None:
-        mw = self.main_window
-        toolbar = getattr(mw, "toolbar", None)
-        if toolbar is not None and hasattr(toolbar, "addAction"):
-            toolbar.addSeparator()
-            toolbar.addAction(self.train_action)
-            toolbar.addAction(self.stop_action)
-        file_menu = getattr(mw, "file_menu", None)
-        if file_menu is not None and hasattr(file_menu, "addAction"):
-            file_menu.addAction(self.export_action)
-        doc = getattr(mw, "document", None)
-        replaced = getattr(doc, "project_replaced", None)
-        if replaced is not None and hasattr(replaced, "connect"):
-            replaced.connect(self._on_project_replaced)
-        if isinstance(mw, QObject):
-            # Closing the window while training must stop and join the thread first.
-            mw.installEventFilter(self)
-        from PySide6.QtCore import QCoreApplication
-
-        app = QCoreApplication.instance()
-        if app is not None:
-            app.aboutToQuit.connect(self._about_to_quit)
+    def _connect(self) -> None:
+        doc, ses = self.document, self.session
+        doc.project_replaced.connect(self._on_project_replaced)
+        doc.analysis_changed.connect(self._on_graph_changed)
+        doc.training_changed.connect(self._on_training_changed)
+        ses.state_changed.connect(self._show_state)
+        ses.run_started.connect(self._on_run_started)
+        ses.phase.connect(self._on_phase)
+        ses.data_ready.connect(self._on_data_ready)
+        ses.report.connect(self._on_report)
+        ses.run_finished.connect(self._on_run_finished)
+        ses.evaluation_done.connect(self._on_evaluation_done)
 
     # ======================================================================
     # project access
     # ======================================================================
     @property
     def project(self) -> Any:
-        doc = getattr(self.main_window, "document", None)
-        return getattr(doc, "project", None) if doc is not None else getattr(self.main_window, "project", None)
+        return self.document.project
 
     @property
     def graph(self) -> Any:
-        p = self.project
-        return getattr(p, "graph", None)
+        return self.document.graph
 
     def _config(self) -> TrainConfig:
-        p = self.project
-        cfg = getattr(p, "training", None)
-        if cfg is None:
-            cfg = TrainConfig()
-            if p is not None:
-                p.training = cfg
-        return cfg
+        return self.project.training
 
     def load_settings(self) -> None:
         """Show the project's TrainConfig in the settings widgets."""
@@ -565,7 +487,7 @@ class TrainingDock(QDockWidget):
                 self.val_spin.setValue(float(node.params.get("val_fraction", spec.default)))
         finally:
             self._loading_settings = False
-        self.val_spin.setEnabled(applies and self.state == "idle")
+        self.val_spin.setEnabled(applies and self.session.state == RunState.IDLE)
         if node is None:
             self.val_spin.setToolTip("Add a Dataset node to set its validation share")
         elif not applies:
@@ -583,15 +505,10 @@ class TrainingDock(QDockWidget):
         value = round(float(self.val_spin.value()), 6)
         if node.params.get("val_fraction") == value:
             return
-        doc = getattr(self.main_window, "document", None)
-        push = getattr(doc, "push", None)
-        try:
-            if callable(push):  # one undoable edit of the Dataset node, as the inspector makes
-                from netstudio.graph.commands import SetParam
+        from netstudio.graph.commands import SetParam
 
-                push(SetParam(node.id, "val_fraction", value))
-            else:
-                self.graph.set_param(node.id, "val_fraction", value)
+        try:  # one undoable edit of the Dataset node, as the inspector makes
+            self.document.push(SetParam(node.id, "val_fraction", value))
         except NetStudioError as e:
             self.show_error({"message": e.message, "hint": e.hint, "node_id": node.id})
             self._load_val_fraction()
@@ -632,34 +549,50 @@ class TrainingDock(QDockWidget):
         cfg.keep_best = bool(self.keep_best_check.isChecked())
         cfg.fast_path = "auto" if self.fast_path_check.isChecked() else "off"
         if cfg.to_dict() != before:
-            doc = getattr(self.main_window, "document", None)
-            mark = getattr(doc, "set_modified", None)
-            if callable(mark):
-                mark(True)
+            self._editing_settings = True
+            try:
+                self.document.training_edited()
+            finally:
+                self._editing_settings = False
+
+    @Slot()
+    def _on_training_changed(self) -> None:
+        """Someone else changed the project's training settings: show them."""
+        if not self._editing_settings:
+            self.load_settings()
 
     @Slot()
     def _on_project_replaced(self) -> None:
-        if self.state == "idle":
-            # runs, plots, results, counters and weights belong to the project they were trained for
-            self.forget_runs()
-            self._watch_key = None
-            self._watch_project()
+        if self.session.state != RunState.IDLE:
+            self._stale_project = True  # caught up once the run has ended
+            return
+        # runs, plots, results, counters and weights belong to the project they were trained for
+        self.forget_runs()
+        self._catch_up(project=True)
+
+    @Slot(object)
+    def _on_graph_changed(self, _analysis: Any = None) -> None:
+        """A graph edit (or undo): the dataset summary follows while idle, after the run otherwise."""
+        if self.session.state != RunState.IDLE:
+            self._stale_graph = True
+            return
+        self.refresh_dataset()
+
+    def _catch_up(self, project: bool = False) -> None:
+        """Show the project/graph as they are now (after a run, edits and Open wait for it)."""
+        if project or self._stale_project:
+            self.load_settings()
+        self._stale_project = self._stale_graph = False
+        self.refresh_dataset()
 
     def forget_runs(self) -> None:
         """Back to a fresh dock: no weights, no curves, no results, the next run is run 1."""
-        if self.state != "idle":
+        if not self.session.forget_runs():
             return
-        self._cancel_evaluation()
-        self.trained = None
-        self.outcome = None
-        self.evaluation = None
         self.last_error = None
-        self.run_count = 0
-        self.failed_run = None
         self.batch_events = 0
         self.last_batch = None
         self._pending_progress = None
-        self.set_run_problems([])
         self.plots.clear()
         self.results.clear()
         self.preview_grid.set_items([])
@@ -667,20 +600,6 @@ class TrainingDock(QDockWidget):
         self.status_label.setText("Ready")
         self._set_progress(0, "—")
         self.speed_label.setText("")
-        self._set_state("idle")
-
-    def _watch_project(self) -> None:
-        """Follow project/graph edits while idle: settings of a newly opened project, dataset summary."""
-        if self.state != "idle":
-            return
-        p, g = self.project, self.graph
-        key = (id(p), id(g), getattr(g, "revision", None))
-        if key == self._watch_key:
-            return
-        if self._watch_key is None or self._watch_key[0] != id(p):
-            self.load_settings()
-        self._watch_key = key
-        self.refresh_dataset()
 
     def _dataset_node(self) -> Any:
         g = self.graph
@@ -718,25 +637,58 @@ class TrainingDock(QDockWidget):
             self.preview_grid.set_items([])
 
     # ======================================================================
-    # state
+    # state (the session's, shown)
     # ======================================================================
+    @property
+    def state(self) -> RunState:
+        return self.session.state
+
     def is_running(self) -> bool:
         """True while the training thread exists and runs."""
-        return self._train is not None and self._train.is_running()
+        return self.session.is_running()
+
+    def is_paused(self) -> bool:
+        """True once the training loop has confirmed that it is waiting."""
+        return self.session.state == RunState.PAUSED
 
     @property
-    def worker(self) -> TrainingWorker | None:
-        return self._train.worker if self._train is not None else None  # type: ignore[return-value]
+    def worker(self) -> Any:
+        return self.session.worker
 
-    def _set_state(self, state: str) -> None:
-        self.state = state
-        running = state in ("starting", "running", "pausing", "paused", "stopping")
-        has_model = self.trained is not None
+    @property
+    def trained(self) -> TrainedModel | None:
+        return self.session.trained
+
+    @property
+    def outcome(self) -> dict[str, Any] | None:
+        return self.session.outcome
+
+    @property
+    def evaluation(self) -> dict[str, Any] | None:
+        return self.session.evaluation
+
+    @property
+    def run_count(self) -> int:
+        return self.session.run_count
+
+    @property
+    def failed_run(self) -> int | None:
+        return self.session.failed_run
+
+    @property
+    def torch_threads(self) -> int | None:
+        return self.session.torch_threads
+
+    @Slot(object)
+    def _show_state(self, state: RunState) -> None:
+        running = state.busy
+        has_model = self.session.trained is not None
         self.train_button.setEnabled(not running)
         self.continue_button.setEnabled(not running and has_model)
-        self.pause_button.setEnabled(state in ("running", "starting"))
-        self.resume_button.setEnabled(state in ("pausing", "paused"))
-        self.stop_button.setEnabled(state in ("starting", "running", "pausing", "paused"))
+        self.pause_button.setEnabled(state in (RunState.RUNNING, RunState.STARTING))
+        self.resume_button.setEnabled(state in (RunState.PAUSING, RunState.PAUSED))
+        self.stop_button.setEnabled(state in (RunState.STARTING, RunState.RUNNING, RunState.PAUSING,
+                                              RunState.PAUSED))
         self.reset_button.setEnabled(not running and has_model)
         self.export_button.setEnabled(not running and has_model)
         self._label_export()
@@ -746,38 +698,30 @@ class TrainingDock(QDockWidget):
         for w in self._settings_widgets():
             w.setEnabled(not running)
         if not running:
-            self.val_spin.setEnabled(getattr(self, "_val_applies", True))
-        if running:  # the watch only acts while idle; no needless wake-ups while training
-            self._watch.stop()
-        elif not self._watch.isActive():
-            self._watch.start()
+            self.val_spin.setEnabled(self._val_applies)
+        # the graph is read-only while a run exists (the editor follows document.locked_changed)
+        self.document.set_locked(running)
+        if state == RunState.RUNNING:
+            self.status_label.setText(self._running_text)
+        elif state == RunState.PAUSING:
+            self.status_label.setText("Pausing after the current batch…")
+        elif state == RunState.PAUSED:
+            self.status_label.setText(self._paused_text)
+        elif state == RunState.STOPPING:
+            self.status_label.setText("Stopping…")
         self.state_changed.emit(state)
 
     def weights_note(self) -> str:
         """Which weights Export writes; after a failed run, that they are the last good ones."""
-        t = self.trained
-        if t is None:
-            return ""
-        note = f"Weights of {t.describe()}"
-        if self.failed_run is not None:
-            note += f": the last good ones, from before run {self.failed_run} failed"
-        return note
+        return self.session.weights_note()
 
     def _label_export(self) -> None:
-        last_good = self.trained is not None and self.failed_run is not None
+        last_good = self.session.trained is not None and self.session.failed_run is not None
         self.export_button.setText("Export last good…" if last_good else "Export…")
         tip = "Save the trained model (.pt, weights, .pt2, .py, ONNX)"
         note = self.weights_note()
         self.export_button.setToolTip(f"{tip}\n{note}" if note else tip)
         self.export_action.setText("Export last good weights…" if last_good else "Export trained model…")
-
-    def _lock_editor(self, locked: bool) -> None:
-        fn = getattr(self.main_window, "set_editing_locked", None)
-        if callable(fn):
-            try:
-                fn(locked)
-            except Exception:  # noqa: BLE001 - a broken lock must not break training control
-                pass
 
     # ======================================================================
     # commands
@@ -785,25 +729,21 @@ class TrainingDock(QDockWidget):
     @Slot()
     def start_training(self) -> bool:
         """Train from fresh weights. Returns False if training could not start."""
-        return self._start(continue_from=None)
+        return self._start(continuing=False)
 
     @Slot()
     def continue_training(self) -> bool:
         """Train again starting from the current weights."""
-        if self.trained is None:
+        if self.session.trained is None:
             self.show_error({"message": "There are no trained weights to continue from",
                              "hint": "press Train first"})
             return False
-        return self._start(continue_from=self.trained)
+        return self._start(continuing=True)
 
-    def _start(self, continue_from: TrainedModel | None) -> bool:
-        if self.state != "idle" or self.is_running():
+    def _start(self, continuing: bool) -> bool:
+        if self.session.state != RunState.IDLE or self.session.is_running():
             return False
-        project = self.project
-        if project is None or getattr(project, "graph", None) is None:
-            self.show_error({"message": "There is no project to train"})
-            return False
-        self._cancel_evaluation()
+        self.session.cancel_evaluation()
         self._settings_edited()
         self.clear_error()
         cfg = self._config()
@@ -813,121 +753,70 @@ class TrainingDock(QDockWidget):
             self.show_error({"message": e.message, "hint": e.hint})
             return False
         # Frozen snapshot: the editor may change the graph while we train.
-        graph_dict = project.graph.to_dict()
+        graph_dict = self.project.graph.to_dict()
         config = TrainConfig.from_dict(cfg.to_dict())
-        self.run_count += 1
-        job = TrainJob(graph_dict, config, self.run_count,
-                       init_model=continue_from.model if continue_from is not None else None,
-                       num_threads=self.torch_threads)
-        worker = TrainingWorker(job)
-        # Explicitly queued: these slots touch widgets and must run on the GUI thread.
-        queued = Qt.ConnectionType.QueuedConnection
-        worker.progress.connect(self._on_progress, queued)
-        worker.data_ready.connect(self._on_data_ready, queued)
-        worker.phase.connect(self._on_phase, queued)
-        self._job_graph, self._job_config = graph_dict, config
-        self._continuing = continue_from is not None
+        n = self.session.run_count + 1
         self._run_started_plot = False
-        self.set_run_problems([])
-        self.outcome = None
         self.batch_events = 0
         self.last_batch = None
-        self._stop_requested_at = None
         self._steps_per_epoch = None
-        self._running_text = f"Run {self.run_count}: training"
-        self._train = WorkerThread(worker, f"netstudio-train-{self.run_count}", self._on_thread_finished)
-        self._lock_editor(True)
-        self._set_state("starting")
-        self.status_label.setText(f"Run {self.run_count}: starting…")
+        self._pending_progress = None
+        self._running_text = f"Run {n}: training"
+        return bool(self.session.start(graph_dict, config, continue_training=continuing))
+
+    @Slot(int)
+    def _on_run_started(self, run: int) -> None:
+        self.status_label.setText(f"Run {run}: starting…")
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat("preparing")
         self.speed_label.setText("")
-        self._pending_progress = None
         self._progress_timer.start()
         self.tabs.setCurrentIndex(0)
-        self._train.start()
-        self.training_started.emit(self.run_count)
-        return True
+        self.training_started.emit(run)
 
     @Slot()
     def pause(self) -> None:
         """Ask the loop to pause after the current batch; it confirms with a "paused" report."""
-        if self._train is None or self.state not in ("running", "starting"):
-            return
-        self._train.worker.pause_event.set()  # type: ignore[attr-defined]
-        self._set_state("pausing")
-        self.status_label.setText("Pausing after the current batch…")
-
-    def is_paused(self) -> bool:
-        """True once the training loop has confirmed that it is waiting."""
-        return self.state == "paused"
+        self.session.pause()
 
     @Slot()
     def resume(self) -> None:
-        if self._train is None or self.state not in ("pausing", "paused"):
-            return
-        self._train.worker.pause_event.clear()  # type: ignore[attr-defined]
-        self._set_state("running")
-        self.status_label.setText(self._running_text)
+        self.session.resume()
 
     @Slot()
     def stop(self) -> None:
         """Ask the loop to stop after the current batch (set directly: the worker never waits on Qt)."""
-        if self._train is None or not self.is_running():
-            return
-        self._stop_requested_at = time.perf_counter()
-        self._train.stop()
-        if self._eval is not None:
-            self._eval.stop()
-        self._set_state("stopping")
-        self.status_label.setText("Stopping…")
+        self.session.stop()
 
     @Slot()
     def reset_weights(self) -> None:
-        if self.state != "idle":
+        if not self.session.reset_weights():
             return
-        self._cancel_evaluation()
-        self.trained = None
-        self.evaluation = None
         self.results.clear()
         self.status_label.setText("Weights reset: the next run starts from scratch")
-        self._set_state("idle")
 
     # ======================================================================
-    # worker signals (queued onto the GUI thread)
+    # session signals
     # ======================================================================
-    def _from_current(self, payload: dict[str, Any]) -> bool:
-        """Is this payload from the run in progress (not a straggler of an ended one)?"""
-        return self._train is not None and payload.get("run") == self._train.worker.job.run_index  # type: ignore
-
     @Slot(object)
     def _on_phase(self, payload: dict[str, Any]) -> None:
-        if not self._from_current(payload) or self.state == "stopping":
-            return
-        self.status_label.setText(f"Run {self.run_count}: {payload.get('phase')}…")
+        self.status_label.setText(f"Run {self.session.run_count}: {payload.get('phase')}…")
 
     @Slot(object)
     def _on_data_ready(self, summary: dict[str, Any]) -> None:
-        if not self._from_current(summary):
-            return
         self._metric = summary.get("metric")
         if summary.get("images"):
             self.preview_grid.set_items([{"image": it["image"], "caption": it["label"]}
                                          for it in summary["images"]])
         classification = summary.get("task") == "classification" and self._metric is not None
-        last = self.plots.current if self._continuing else None
+        last = self.plots.current if self.session.continuing else None
         self.plots.new_run(classification, continue_from=last, epochs=self._epochs_total(),
                            index=summary.get("run"))
         self._run_started_plot = True
 
     @Slot(object)
-    def _on_progress(self, events: list[dict[str, Any]]) -> None:
-        for ev in events:
-            self._on_report(ev)
-
     def _on_report(self, ev: dict[str, Any]) -> None:
-        if not self._from_current(ev):
-            return
+        """One event of the current run (the session changes its state after it, if the event does)."""
         kind = ev.get("kind")
         if kind == "batch":
             self.batch_events += 1
@@ -935,14 +824,10 @@ class TrainingDock(QDockWidget):
             if self._run_started_plot:
                 self.plots.add_batch(ev)
             self._pending_progress = ev
-            if self.state == "starting":
-                self._set_state("running")
-                self.status_label.setText(self._running_text)
         elif kind == "epoch":
             if self._run_started_plot:
                 self.plots.add_epoch(ev)
             self._pending_progress = ev
-            self._check_flat_loss(ev)
         elif kind == "paused":
             self._refresh_progress()
             # the event names the batch that waits; the bar and the message both count batches done
@@ -950,52 +835,30 @@ class TrainingDock(QDockWidget):
             done = max(0, int(ev.get("batch", 1) or 1) - 1)
             nb = self._batches_per_epoch()
             self._show_batch_position(epoch, done, nb)
-            if self.state == "pausing":
-                self._set_state("paused")
-                self.status_label.setText(f"Run {self.run_count}: paused in epoch {epoch} after batch {done}/{nb}")
+            self._paused_text = f"Run {self.session.run_count}: paused in epoch {epoch} after batch {done}/{nb}"
+            if self.session.state == RunState.PAUSED:
+                self.status_label.setText(self._paused_text)
         elif kind == "resumed":
-            if self.state == "running":
+            if self.session.state == RunState.RUNNING:
                 self.status_label.setText(self._running_text)
         elif kind == "start":
             self._steps_per_epoch = ev.get("steps_per_epoch")
-            if self.state == "starting":
-                self._set_state("running")
             dev = ev.get("device")
-            self._running_text = f"Run {self.run_count}: training" + (f" on {dev}" if dev else "")
+            self._running_text = f"Run {self.session.run_count}: training" + (f" on {dev}" if dev else "")
             threads = ev.get("threads")
             if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0:
-                auto = self._job_config is None or self._job_config.threads == 0
+                job_config = self.session.job_config
+                auto = job_config is None or job_config.threads == 0
                 self._running_text += f" · {threads} thread{'s' if threads != 1 else ''}" + (" (auto)" if auto else "")
             if ev.get("fast_path"):
                 self._running_text += " (CUDA graph)"
-            if self.state == "running":
+            if self.session.state == RunState.RUNNING:
                 self.status_label.setText(self._running_text)
 
-    def _check_flat_loss(self, ev: dict[str, Any]) -> None:
-        """Warn in Problems while the loss has not moved from where the run started."""
-        first, now = ev.get("first_loss"), ev.get("train_loss")
-        if not (isinstance(first, (int, float)) and isinstance(now, (int, float))
-                and math.isfinite(first) and math.isfinite(now) and first != 0):
-            return
-        if abs(first - now) > FLAT_LOSS_FRACTION * abs(first):
-            self.set_run_problems([])
-            return
-        from netstudio.errors import Problem
-
-        plan = getattr(self.worker, "plan", None)
-        epoch = ev.get("epoch")
-        self.set_run_problems([Problem(
-            f"The loss is flat: {format_metric(float(first))} at the start of run {self.run_count}, "
-            f"{format_metric(float(now))} after epoch {epoch}", getattr(plan, "optimizer_node", None),
-            FLAT_LOSS_HINT, "warning", "training")])
-
-    def set_run_problems(self, problems: list[Any]) -> None:
-        """What the last run found, listed in the editor's Problems panel (if there is one)."""
-        self.run_problems = list(problems)
-        panel = getattr(self.main_window, "problems", None)
-        show = getattr(panel, "set_run_problems", None)
-        if callable(show):
-            show(self.run_problems)
+    @property
+    def run_problems(self) -> list[Any]:
+        """What the last run found (e.g. a flat loss); the editor lists it in Problems."""
+        return self.session.run_problems
 
     def _batches_per_epoch(self) -> int:
         for n in ((self.last_batch or {}).get("n_batches"), self._steps_per_epoch):
@@ -1004,7 +867,8 @@ class TrainingDock(QDockWidget):
         return 1
 
     def _epochs_total(self) -> int:
-        return self._job_config.epochs if self._job_config is not None else max(1, self.epochs_spin.value())
+        cfg = self.session.job_config
+        return cfg.epochs if cfg is not None else max(1, self.epochs_spin.value())
 
     @Slot()
     def _refresh_progress(self) -> None:
@@ -1046,117 +910,59 @@ class TrainingDock(QDockWidget):
         epoch = int(ev.get("epoch", 0) or 0)
         self._set_progress(int(round(1000 * min(1.0, epoch / max(1, epochs)))), f"Epoch {epoch}/{epochs} done")
 
-    @Slot()
-    def _on_thread_finished(self) -> None:
-        """Queued from the training/eval thread's ``finished``: reap whichever has ended."""
-        if self._train is not None and not self._train.is_running():
-            self._finish_training()
-        if self._eval is not None and not self._eval.is_running():
-            self._finish_evaluation()
-
-    def _finish_training(self) -> None:
-        wt, self._train = self._train, None
-        if wt is None:
-            return
-        wt.join(0)
-        if self._stop_requested_at is not None:
-            self.last_stop_seconds = time.perf_counter() - self._stop_requested_at
-        worker: TrainingWorker = wt.worker  # type: ignore[assignment]
-        outcome = dict(worker.outcome or {"status": "error", "message": "The training thread ended unexpectedly"})
-        self.outcome = outcome
-        status = str(outcome.get("status", ""))
-        result = worker.result
-        failed = status in FAILED_STATUSES
-        run_index = worker.job.run_index
-        # Refused: the model could not be built or the data not loaded, so nothing trained.
-        # That is no run: the number is given back and the last run's figures stay.
-        refused = failed and (worker.plan is None or worker.data is None)
-        if refused:
-            self._progress_timer.stop()
+    @Slot(object)
+    def _on_run_finished(self, end: RunEnd) -> None:
+        """The run's thread has ended and the session took over its weights: show how it ended."""
+        outcome, status, run_index = end.outcome, end.status, end.run_index
+        self._progress_timer.stop()
+        if end.refused:
             self._pending_progress = None
-            if self.run_count == run_index:
-                self.run_count -= 1
             self.show_error(outcome)
             self.status_label.setText("Not started: " + str(outcome.get("message") or "the model cannot be built"))
             self._set_progress(0, "—")
             self.speed_label.setText("")
-            self._lock_editor(False)
-            self._set_state("idle")
+            self._after_run()
             self.training_finished.emit(outcome)
             return
-        model = getattr(result, "model", None)
-        epochs_done = len(getattr(result, "history", None) or [])
-        if failed and epochs_done == 0:
-            # a run that failed in its first epoch leaves the weights it started from: for a
-            # fresh run that is a random initialisation, nothing worth exporting; keep what
-            # was trained before (if anything), it is still the last good model
-            model = None
-        if model is not None and _weights_finite(model):
-            # fit keeps the last good (or best) weights even when a run fails: keep them.
-            self.trained = TrainedModel(model, worker.plan, worker.data, self._job_graph or {},
-                                        self._job_config or TrainConfig(), worker.job.run_index, result,
-                                        epochs_done=epochs_done)
-        self.failed_run = run_index if failed else None
-        self._progress_timer.stop()
         self._refresh_progress()
         if self._run_started_plot:
             self.plots.redraw()
         metrics = dict(outcome.get("metrics") or {})
-        if result is not None and getattr(result, "best_epoch", None) is not None:
-            metrics.setdefault("best_epoch", result.best_epoch)
-        if failed:
+        best_epoch = getattr(end.result, "best_epoch", None)
+        if best_epoch is not None:
+            metrics.setdefault("best_epoch", best_epoch)
+        if end.failed:
             self.show_error(outcome)
-            self.status_label.setText(f"Run {worker.job.run_index} failed")
+            self.status_label.setText(f"Run {run_index} failed")
         else:
             self.clear_error()
             word = {"finished": "finished", "stopped": "stopped", "early_stopped": "stopped early"}.get(status,
                                                                                                        status)
             msg = outcome.get("message") or ""
-            self.status_label.setText(f"Run {worker.job.run_index} {word}" + (f": {msg}" if msg else ""))
+            self.status_label.setText(f"Run {run_index} {word}" + (f": {msg}" if msg else ""))
         # the last batch's loss/speed/ETA would read as the result: show the run's own figures
         self.speed_label.setText(_run_summary(metrics))
         # Results show this run only: never its figures beside an older run's matrix
         self.results.clear()
-        self.evaluation = None
-        where = "weights kept from the last good epoch" if failed and self.trained is not None else ""
+        where = "weights kept from the last good epoch" if end.failed and self.session.trained is not None else ""
         self.results.show_metrics(metrics, f"Run {run_index}: {status}" + (f" — {where}" if where else ""))
-        self._lock_editor(False)
-        self._set_state("idle")
-        if self.trained is not None and not self._closing_main and self.trained.data is not None \
-                and self.trained.result is result:
-            self._start_evaluation()
+        self._after_run()
         self.training_finished.emit(outcome)
 
-    # ======================================================================
-    # evaluation
-    # ======================================================================
-    def _start_evaluation(self) -> None:
-        t = self.trained
-        if t is None or t.plan is None:
-            return
-        worker = EvalWorker(t.model, t.plan, t.data, self.torch_threads)
-        self._eval = WorkerThread(worker, "netstudio-eval", self._on_thread_finished)
-        self._eval.start()
+    def _after_run(self) -> None:
+        """Edits and an Open that waited for the run show now."""
+        if self._stale_project or self._stale_graph:
+            # a project opened mid-run shows its settings and dataset now (the finished run's
+            # figures stay until the next Open)
+            self._catch_up()
 
-    def _cancel_evaluation(self, timeout_ms: int = 2000) -> None:
-        if self._eval is None:
-            return
-        self._eval.stop()
-        self._eval.join(timeout_ms)
-        self._finish_evaluation(emit=False)
-
-    def _finish_evaluation(self, emit: bool = True) -> None:
-        wt, self._eval = self._eval, None
-        if wt is None:
-            return
-        wt.join(0)
-        ev = wt.worker.outcome or {}
+    @Slot(object, bool)
+    def _on_evaluation_done(self, ev: dict[str, Any], announce: bool) -> None:
         if ev.get("status") == "ok":
-            self.evaluation = ev
             self.results.show_evaluation(ev)
         elif ev.get("status") == "error":
             self.show_error({**ev, "message": f"Evaluation failed: {ev.get('message')}"})
-        if emit:
+        if announce:
             self.evaluation_finished.emit(ev)
 
     # ======================================================================
@@ -1171,23 +977,13 @@ class TrainingDock(QDockWidget):
         text = f"<b>{_esc(msg)}</b>"
         if hint:
             text += f"<br>{_esc(str(hint))}"
-        if node_id and self.graph is not None and node_id in getattr(self.graph, "nodes", {}):
+        if node_id and node_id in self.graph.nodes:
             text += f"<br><small>Node: {_esc(self.graph.nodes[node_id].name)}</small>"
-            select = getattr(self.main_window, "select_node", None)
-            if callable(select):
-                try:
-                    select(node_id)
-                except Exception:  # noqa: BLE001
-                    pass
+            self.node_activated.emit(node_id)
         self.error_label.setText(text)
         self.error_banner.show()
         self.status_label.setText("Error")
-        sb = getattr(self.main_window, "statusBar", None)
-        if callable(sb):
-            try:
-                sb().showMessage(f"Training failed: {msg}", 10000)
-            except Exception:  # noqa: BLE001
-                pass
+        self.message.emit(f"Training failed: {msg}")
 
     def error_text(self) -> str:
         return self.error_label.text() if self.error_banner.isVisibleTo(self) else ""
@@ -1198,50 +994,22 @@ class TrainingDock(QDockWidget):
         self.error_label.clear()
 
     # ======================================================================
-    # results helpers
+    # results and export
     # ======================================================================
     def predict(self, x: Any) -> Any:
         """Outputs of the current trained model for features ``x`` (CPU, eval mode, no grad)."""
-        import copy
-
-        import torch
-
-        if self.trained is None:
-            raise RuntimeError("no trained model")
-        m = copy.deepcopy(self.trained.model).cpu().eval()
-        with torch.no_grad():
-            return m(x.cpu())
+        return self.session.predict(x)
 
     def export_project(self) -> Any:
         """The project the current weights were trained from (the graph snapshot, not later edits)."""
-        from netstudio.graph.model import Graph
-        from netstudio.project.io import Project
-
-        t = self.trained
-        cur = self.project
-        if t is None:
-            return cur
-        return Project(Graph.from_dict(t.graph_dict), TrainConfig.from_dict(t.config.to_dict()),
-                       getattr(cur, "name", "Untitled"), getattr(cur, "description", ""))
+        return exporting.trained_project(self.session.trained, self.project)
 
     def make_export_dialog(self) -> Any:
-        from netstudio.ui.training.export_dialog import ExportDialog
-
-        t = self.trained
-        if t is None:
-            return None
-        proj = self.project
-        where = getattr(proj, "path", None)
-        dlg = ExportDialog(self, t.model, self.export_project(), t.plan, t.example_input(),
-                           default_dir=Path(where).parent if where else None,
-                           default_name=Path(where).stem if where else None, data=t.data,
-                           note=self.weights_note())
-        dlg.exported.connect(lambda _fmt, _path, t=t: setattr(t, "exported", True))
-        return dlg
+        return exporting.make_export_dialog(self, self.session.trained, self.project, self.weights_note())
 
     @Slot()
     def open_export_dialog(self) -> None:
-        if self.trained is None or self.state != "idle":
+        if self.session.trained is None or self.session.state != RunState.IDLE:
             return
         dlg = self.make_export_dialog()
         dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
@@ -1249,24 +1017,24 @@ class TrainingDock(QDockWidget):
         self._export_dialog = dlg
 
     def _export_png_clicked(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save plots as PNG", "training.png", "PNG image (*.png)")
-        if path:
-            files = self.plots.export_png(path)
-            self.status_label.setText("Saved " + ", ".join(p.name for p in files))
+        text = exporting.save_plots_png(self, self.plots)
+        if text:
+            self.status_label.setText(text)
 
     def _export_csv_clicked(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save history as CSV", "training.csv", "CSV (*.csv)")
-        if path:
-            self.status_label.setText(f"Saved {self.plots.export_csv(path).name}")
+        text = exporting.save_history_csv(self, self.plots)
+        if text:
+            self.status_label.setText(text)
 
     # ======================================================================
     # closing
     # ======================================================================
     def confirm_close(self) -> bool:
         """May the window close? Asks while training runs; on yes, stops and joins the thread."""
-        if not self.is_running() and self._eval is None:
+        ses = self.session
+        if not ses.is_running() and not ses.evaluating:
             return True
-        if self.is_running():
+        if ses.is_running():
             answer = QMessageBox.question(
                 self, "Training is running",
                 "Training is still running. Stop it and close?\n\nThe weights trained so far are discarded "
@@ -1276,71 +1044,28 @@ class TrainingDock(QDockWidget):
                 return False
         return self.shutdown()
 
+    def may_close(self, ask_discard_weights: Callable[[str], bool] | None = None) -> bool:
+        """The editor window is closing: may it? Unexported weights are offered to ``ask_discard_weights``
+        (True: discard) before a running run is confirmed and stopped."""
+        if not self.session.is_running():
+            lost = self.unexported_weights()
+            if lost and ask_discard_weights is not None and not ask_discard_weights(lost):
+                return False
+        if self.session.is_running() or self.session.evaluating:
+            return self.confirm_close()
+        return True
+
     def unexported_weights(self) -> str | None:
         """A warning if trained weights that were never exported would be lost (None: nothing to lose)."""
-        t = self.trained
-        if t is None or t.exported or self._closing_main:
-            return None
-        return (f"The weights trained in {t.describe()} were never exported and will be lost.\n\n"
-                "Use Export… in the Training panel to keep them.")
+        return self.session.unexported_weights()
 
     def shutdown(self, timeout_ms: int = 2000) -> bool:
         """Stop every worker thread and wait for it; True if all ended within ``timeout_ms``."""
-        self._closing_main = True
-        deadline = time.perf_counter() + timeout_ms / 1000.0
-        ok = True
-        for wt in (self._train, self._eval):
-            if wt is not None:
-                wt.stop()
-        for attr in ("_train", "_eval"):
-            wt = getattr(self, attr)
-            if wt is None:
-                continue
-            left = max(0, int((deadline - time.perf_counter()) * 1000))
-            if not wt.join(left):
-                ok = False
-        if self._train is not None and not self._train.is_running():
-            self._finish_training()
-        if self._eval is not None and not self._eval.is_running():
-            self._finish_evaluation(emit=False)
-        self._watch.stop()
-        return ok
-
-    @Slot()
-    def _about_to_quit(self) -> None:
-        try:
-            self.shutdown()
-        except RuntimeError:  # the C++ side is already gone
-            pass
-
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
-        # Qt may call this before __init__ has set our attributes (filters it installs itself)
-        mw = getattr(self, "main_window", None)
-        if mw is not None and obj is mw and event.type() == QEvent.Type.Close:
-            if not self.is_running():
-                # trained weights nobody exported: the window asks (if it knows how) before anything stops
-                lost = self.unexported_weights()
-                ask = getattr(mw, "ask_discard_weights", None)
-                if lost and callable(ask) and not ask(lost):
-                    event.ignore()
-                    return True
-            if (self.is_running() or self._eval is not None) and not self.confirm_close():
-                event.ignore()
-                return True
-        return super().eventFilter(obj, event)
+        return self.session.shutdown(timeout_ms)
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         # Closing the dock only hides it; training goes on in the background.
         super().closeEvent(event)
-
-
-def _weights_finite(model: Any) -> bool:
-    import torch
-
-    try:
-        return all(bool(torch.isfinite(p).all()) for p in model.parameters())
-    except Exception:  # noqa: BLE001
-        return False
 
 
 def _esc(text: str) -> str:

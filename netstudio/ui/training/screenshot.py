@@ -131,21 +131,13 @@ def _dock_window(project_path: str | None) -> tuple[QMainWindow, Any]:
     sample = Path(__file__).resolve().parents[3] / "sample_projects" / "mnist_mlp_adam.nsproj"
     project = load_project(project_path or sample) if (project_path or sample.exists()) else Project()
 
-    class _Doc:
-        pass
+    from netstudio.ui.document import Document
+    from netstudio.ui.training import TrainingSession
 
-    class _Window(QMainWindow):
-        def __init__(self) -> None:
-            super().__init__()
-            self.document = _Doc()
-            self.document.project = project  # type: ignore[attr-defined]
-            self.setWindowTitle("NetStudio — Training")
-
-        def set_editing_locked(self, locked: bool) -> None:
-            pass
-
-    window = _Window()
-    dock = TrainingDock(window)
+    window = QMainWindow()
+    window.setWindowTitle("NetStudio — Training")
+    document = Document(project, window)
+    dock = TrainingDock(document, TrainingSession(window))
     window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
     return window, dock
 
