@@ -603,3 +603,75 @@ def test_regression_results_plot_predicted_against_true(qtbot, stop_all) -> None
     # classification afterwards hides the scatter again
     dock.results.show_evaluation({"confusion": [[1, 0], [0, 1]], "class_names": ["a", "b"]})
     assert not dock.results.regression_box.isVisibleTo(dock.results)
+
+
+def test_dock_follows_document_signals_at_once_without_polling(qtbot, stop_all) -> None:
+    """Graph edits, settings changed elsewhere and Open reach the dock as the document's signals,
+    in the same turn: no timer runs while the dock is idle."""
+    from netstudio.graph.commands import SetParam
+
+    win, dock = make_dock(qtbot)
+    stop_all(dock)
+    doc = win.document
+    assert [t for t in dock.findChildren(QTimer) if t.isActive()] == []
+    assert "Digits" in dock.dataset_label.text()
+    # an undoable edit of the Dataset node: the summary changes before any event is processed
+    assert doc.push(SetParam(doc.graph.find("data").id, "source", "iris"))
+    assert "Iris" in dock.dataset_label.text() and "3 classes" in dock.dataset_label.text()
+    doc.undo()
+    assert "Digits" in dock.dataset_label.text()
+    # training settings edited elsewhere (another view) are shown at once
+    doc.project.training.epochs = 9
+    doc.training_edited()
+    assert dock.epochs_spin.value() == 9 and doc.modified
+    # the dock's own edits go into the project and tell the document once
+    told: list[bool] = []
+    doc.training_changed.connect(lambda: told.append(True))
+    dock.batch_spin.setValue(32)
+    assert doc.project.training.batch_size == 32 and told == [True]
+    # Open: the new project's settings and dataset, at once
+    doc.replace_project(Project(digits_graph(), TrainConfig(epochs=4, batch_size=8, device="cpu")))
+    assert dock.epochs_spin.value() == 4 and dock.batch_spin.value() == 8
+    assert [t for t in dock.findChildren(QTimer) if t.isActive()] == []
+
+
+def test_graph_edits_during_a_run_show_once_it_has_ended(qtbot, stop_all) -> None:
+    win, dock = make_dock(qtbot, epochs=500, batch_size=4)
+    stop_all(dock)
+    dock.start_training()
+    qtbot.waitUntil(lambda: dock.batch_events >= 1, timeout=TRAIN_TIMEOUT_MS)
+    graph = win.document.graph
+    graph.set_param(graph.find("data").id, "source", "wine")  # not through the (locked) undo stack
+    qtbot.wait(50)  # the document's coalesced refresh runs
+    assert "Digits" in dock.dataset_label.text()  # the summary describes the data being trained on
+    with qtbot.waitSignal(dock.training_finished, timeout=TRAIN_TIMEOUT_MS):
+        dock.stop()
+    assert "Wine" in dock.dataset_label.text()
+
+
+def test_training_session_runs_without_any_dock(qtbot) -> None:
+    """The session alone: typed states in order, the run's end, the weights and their evaluation."""
+    from netstudio.ui.training.session import RunEnd, RunState
+
+    session = TrainingSession()
+    states: list[RunState] = []
+    session.state_changed.connect(states.append)
+    with qtbot.waitSignal(session.evaluation_done, timeout=TRAIN_TIMEOUT_MS) as evaluated:
+        with qtbot.waitSignal(session.run_finished, timeout=TRAIN_TIMEOUT_MS) as finished:
+            assert session.start(digits_graph().to_dict(), TrainConfig(epochs=2, batch_size=64, device="cpu")) == 1
+    end = finished.args[0]
+    assert isinstance(end, RunEnd) and end.run_index == 1 and end.status == "finished"
+    assert not end.failed and not end.refused
+    assert states == [RunState.STARTING, RunState.RUNNING, RunState.IDLE]
+    assert states == ["starting", "running", "idle"]  # StrEnum: equal to the strings of before
+    assert session.state is RunState.IDLE and not session.is_running()
+    assert session.trained is not None and session.trained.epochs_done == 2
+    assert session.trained.result.metrics["val_accuracy"] > 0.8
+    ev, announced = evaluated.args
+    assert announced and ev["status"] == "ok" and session.evaluation is ev
+    assert session.weights_note() == "Weights of run 1 after epoch 2"
+    # continuing needs weights; forgetting drops them and numbers runs from 1 again
+    assert session.forget_runs()
+    assert session.trained is None and session.run_count == 0
+    assert session.start(digits_graph().to_dict(), TrainConfig(device="cpu"), continue_training=True) == 0
+    assert session.shutdown(5000)
