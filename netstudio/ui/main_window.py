@@ -12,32 +12,31 @@ replace them instead of clicking modal boxes.
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
-import math
 import re
 import traceback
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 from PySide6.QtCore import QPointF, QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QCursor, QGuiApplication, QKeySequence, QPalette
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QGuiApplication, QKeySequence, QPalette
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QFrame, QLabel, QMainWindow, QMenu,
                                QMessageBox, QScrollArea, QToolBar, QVBoxLayout, QWidget)
 
 import netstudio
 import shiboken6
-from netstudio.errors import NetStudioError, clip_text
-from netstudio.graph.commands import Disconnect, Macro, Paste, RemoveNodes
-from netstudio.graph.model import Graph
-from netstudio.project.io import SUFFIX, Project, load_project, save_project
-from netstudio.project.samples import bundled_samples, find_sample
+from netstudio.errors import NetStudioError
+from netstudio.graph.commands import Disconnect, Macro, RemoveNodes
+from netstudio.project.io import SUFFIX, Project
+from netstudio.project.samples import find_sample
 from netstudio.ui import icons
-from netstudio.ui.canvas.items import GRID, EdgeItem, NodeItem
+from netstudio.ui.canvas.items import EdgeItem, NodeItem
 from netstudio.ui.canvas.scene import NodeScene
 from netstudio.ui.canvas.view import NodeView
+from netstudio.ui.clipboard import NodeClipboard, parse_clipboard
 from netstudio.ui.document import Document
+from netstudio.ui.files import AUTOSAVE_MS, ProjectFiles, recovery_offer_text
+from netstudio.ui.guard import guarded
 from netstudio.ui.inspector import Inspector
 from netstudio.ui.palette import PaletteWidget
 from netstudio.ui.problems import ProblemsPanel
@@ -47,33 +46,11 @@ from netstudio.ui.theme import apply_theme, theme, theme_mode
 
 log = logging.getLogger(__name__)
 
-CLIPBOARD_MARKER = "netstudio/nodes"
-MAX_RECENT = 8
-AUTOSAVE_MS = 60_000
 #: default height of the bottom docks (problems, training) as a share of the window height
 BOTTOM_DOCK_SHARE = 0.30
 
-F = TypeVar("F", bound=Callable[..., Any])
 
-
-def guarded(fn: F) -> F:
-    """Keep the app alive: a slot that fails reports the error instead of crashing."""
-
-    @functools.wraps(fn)
-    def wrapper(self: "MainWindow", *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(self, *args, **kwargs)
-        except NetStudioError as e:
-            self.status(str(e))
-        except Exception as e:  # noqa: BLE001 - last line of defence for the UI
-            log.exception("unexpected error in %s", fn.__name__)
-            self.report_unexpected(e)
-        return None
-
-    return wrapper  # type: ignore[return-value]
-
-
-class MainWindow(QMainWindow):
+class MainWindow(ProjectFiles, QMainWindow):
     def __init__(self, path: str | Path | None = None, *, project: Project | None = None,
                  open_default: bool = True, recovery_dir: str | Path | None = None,
                  check_recovery: bool = True, training: bool = True) -> None:
@@ -83,14 +60,12 @@ class MainWindow(QMainWindow):
         self.setDockNestingEnabled(True)
         self._doc = Document(project or Project(), self)
         self.recovery = RecoveryStore(recovery_dir)
-        self._paste_count = 0
-        self._last_clipboard = ""
-        self._paste_at: tuple[QPointF, int] | None = None  # last paste point under the cursor, repeats
         self.last_status = ""
 
         # --- canvas ---------------------------------------------------------------
         self.scene = NodeScene(self._doc, self)
         self.view = NodeView(self.scene)
+        self.clipboard = NodeClipboard(self._doc, self.scene, self.view, self)
         self.banner = QLabel("Training in progress — the graph is locked", self)
         self.banner.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.banner.setObjectName("lockBanner")
@@ -438,6 +413,7 @@ class MainWindow(QMainWindow):
         doc.undo_stack.canRedoChanged.connect(lambda _b: self._update_undo_actions())
         doc.undo_stack.indexChanged.connect(lambda _i: self._update_undo_actions())
         self.scene.message.connect(self.status)
+        self.clipboard.message.connect(self.status)
         self.scene.node_selection_changed.connect(self.inspector.set_selection)
         self.inspector.message.connect(self.status)
         self.problems.message.connect(self.status)
@@ -501,220 +477,6 @@ class MainWindow(QMainWindow):
     def _update_zoom_label(self, *_args: Any) -> None:
         self.status_zoom.setText(f"{round(self.view.zoom() * 100)}%")
 
-    # ======================================================================
-    # files
-    # ======================================================================
-    def _dialog_dir(self) -> str:
-        p = self._doc.project.path
-        if p is not None:
-            return str(p.parent)
-        recent = self.recent_files()
-        return str(Path(recent[0]).parent) if recent else str(Path.home())
-
-    def maybe_save(self) -> bool:
-        """Ask about unsaved changes; False means the user cancelled."""
-        if not self._doc.modified:
-            return True
-        ans = self.ask_save_changes()
-        if ans == QMessageBox.StandardButton.Save:
-            return self.save()
-        return ans == QMessageBox.StandardButton.Discard
-
-    @guarded
-    def new_project(self) -> None:
-        if self._doc.locked or not self.maybe_save():
-            return
-        self._discard_recovery()
-        self.recovery.set_base(None)
-        self._doc.replace_project(Project())
-        self.view.frame_all()
-        self.status("New project")
-
-    @guarded
-    def open_dialog(self) -> None:
-        if self._doc.locked or not self.maybe_save():
-            return
-        path = self.ask_open_path()
-        if path:
-            self.open_file(path)
-
-    def open_file(self, path: str | Path, *, remember: bool = True, as_copy: bool = False) -> bool:
-        """Load a project; on error show it and keep the current project.
-
-        ``as_copy`` opens it untitled (samples): Save then asks where to write
-        instead of overwriting the bundled file.
-        """
-        try:
-            project = load_project(path)
-        except NetStudioError as e:
-            self.show_error("Cannot open project", str(e))
-            self.status(f"Could not open {Path(path).name}")
-            return False
-        except Exception as e:  # noqa: BLE001 - e.g. a node type that fails to validate oddly
-            log.exception("open failed")
-            self.show_error("Cannot open project", f"{Path(path).name}: {e}")
-            return False
-        self._discard_recovery()  # this window's backup of the work the user just let go
-        if as_copy:
-            project.path = None
-        self.recovery.set_base(project.path, based_on=str(path) if as_copy else None)
-        self._doc.replace_project(project)
-        if remember and not as_copy:
-            self.add_recent(project.path)
-        self.frame_all_later()
-        self.status(f"Opened {Path(path).name}")
-        return True
-
-    def save(self) -> bool:
-        p = self._doc.project
-        if p.path is None:
-            return self.save_as()
-        return self._save_to(p.path)
-
-    def save_as(self) -> bool:
-        path = self.ask_save_path()
-        if not path:
-            return False
-        target = Path(path)
-        if target.suffix != SUFFIX:
-            target = target.with_name(target.name + SUFFIX)
-        return self._save_to(target)
-
-    def _save_to(self, target: Path) -> bool:
-        p = self._doc.project
-        old_path, old_name = p.path, p.name
-        if p.name in ("", "Untitled") or (old_path is not None and p.name == old_path.stem):
-            p.name = target.stem
-        try:
-            save_project(p, target)
-        except NetStudioError as e:
-            p.name = old_name
-            self.show_error("Cannot save project", str(e))
-            return False
-        self._discard_recovery()
-        self.recovery.set_base(target)
-        self._doc.set_modified(False)
-        self.add_recent(target)
-        self._update_title()
-        self.status(f"Saved {target.name}")
-        return True
-
-    # --- recent files ----------------------------------------------------------------
-    def recent_files(self) -> list[str]:
-        value = QSettings().value("recent_files", [])
-        if isinstance(value, str):  # QSettings returns a lone string for one-item lists
-            value = [value]
-        return [str(v) for v in value] if isinstance(value, (list, tuple)) else []
-
-    def add_recent(self, path: Path | str | None) -> None:
-        if path is None:
-            return
-        p = str(Path(path).resolve())
-        files = [f for f in self.recent_files() if f != p]
-        files.insert(0, p)
-        QSettings().setValue("recent_files", files[:MAX_RECENT])
-
-    def _fill_recent_menu(self) -> None:
-        self.recent_menu.clear()
-        files = self.recent_files()
-        for f in files:
-            act = self.recent_menu.addAction(Path(f).name)
-            act.setToolTip(f)
-            act.triggered.connect(lambda checked=False, f=f: self._open_recent(f))
-        if not files:
-            self.recent_menu.addAction("(none)").setEnabled(False)
-        else:
-            self.recent_menu.addSeparator()
-            self.recent_menu.addAction("Clear list", lambda: QSettings().setValue("recent_files", []))
-
-    @guarded
-    def _open_recent(self, path: str) -> None:
-        if self._doc.locked or not self.maybe_save():
-            return
-        self.open_file(path)
-
-    @guarded
-    def _open_sample(self, path: Path) -> None:
-        if self._doc.locked or not self.maybe_save():
-            return
-        self.open_file(path, as_copy=True)
-
-    def _fill_samples_menu(self) -> None:
-        self.samples_menu.clear()
-        samples = bundled_samples()
-        for f in samples:
-            act = self.samples_menu.addAction(f.stem.replace("_", " "))
-            act.triggered.connect(lambda checked=False, f=f: self._open_sample(f))
-        if not samples:
-            self.samples_menu.addAction("(no samples found)").setEnabled(False)
-
-    # --- autosave & recovery --------------------------------------------------------------
-    def autosave(self) -> Path | None:
-        """Write a recovery copy if there are unsaved changes."""
-        if not self._doc.modified:
-            return None
-        try:
-            path = self.recovery.write(self._doc.project)
-        except (OSError, ValueError) as e:
-            self.status(f"Autosave failed: {clip_text(e, 300)}")
-            return None
-        self.status("Autosaved a recovery copy", 3000)
-        return path
-
-    def _discard_recovery(self) -> None:
-        try:
-            self.recovery.discard()
-        except OSError:
-            pass
-
-    def check_recovery(self) -> bool:
-        """Offer every backup a crashed session left; True if one was restored into this window.
-
-        Each is offered with its time and what it differs from. Restore: the first
-        goes into this window, later ones into new windows; the backup stays until
-        that work is saved or discarded. Discard deletes it; Decide Later keeps it.
-        """
-        try:
-            pending = self.recovery.pending()
-        except OSError:
-            return False
-        restored = False
-        for info in pending:
-            answer = self.ask_restore_recovery(info)
-            if answer is None:
-                continue
-            if not answer:
-                self.recovery.discard_info(info)
-                continue
-            try:
-                project = load_project(info.path)
-            except NetStudioError as e:
-                self.show_error("Cannot restore the backup", str(e))
-                continue
-            project.path = info.original
-            project.name = info.name
-            if not restored:
-                self._restore_into(self, project, info)
-                restored = True
-            else:
-                other = self.open_in_new_window()
-                self._restore_into(other, project, info)
-        return restored
-
-    @staticmethod
-    def _restore_into(window: "MainWindow", project: Project, info: RecoveryInfo) -> None:
-        window.recovery.adopt(info)
-        window._doc.replace_project(project, modified=True)
-        window.frame_all_later()
-        window.status("Restored unsaved work from the recovery file")
-
-    def _is_current_file(self, path: str | Path) -> bool:
-        current = self._doc.project.path
-        try:
-            return current is not None and Path(current).resolve() == Path(path).resolve()
-        except OSError:
-            return False
-
     def open_in_new_window(self, path: str | Path | None = None) -> "MainWindow":
         """Another top-level window (restored backups beyond the first, a file given at start-up)."""
         other = MainWindow(path, project=None if path is not None else Project(), open_default=False,
@@ -738,6 +500,23 @@ class MainWindow(QMainWindow):
             return False
 
     @guarded
+    def copy(self) -> bool:
+        return self.clipboard.copy()
+
+    @guarded
+    def cut(self) -> None:
+        self.clipboard.cut()
+
+    @guarded
+    def paste(self, at: QPointF | None = None) -> list[str]:
+        """Paste the copied nodes at ``at``, else under the mouse cursor, else next to the originals."""
+        return self.clipboard.paste(at)
+
+    @guarded
+    def duplicate(self) -> list[str]:
+        return self.clipboard.duplicate()
+
+    @guarded
     def delete_selection(self) -> None:
         ids = self.scene.selected_node_ids()
         edges = [e for e in self.scene.selected_edges() if e.src not in ids and e.dst not in ids]
@@ -751,93 +530,6 @@ class MainWindow(QMainWindow):
             cmd = Disconnect(edges)
         if self._push(cmd):
             self.status(f"Deleted {len(ids)} node(s)" if ids else f"Removed {len(edges)} connection(s)")
-
-    def _selection_dict(self) -> dict[str, Any] | None:
-        ids = self.scene.selected_node_ids()
-        if not ids:
-            return None
-        data = self._doc.graph.subgraph_dict(ids)
-        return {"format": CLIPBOARD_MARKER, "version": 1, **data}
-
-    @guarded
-    def copy(self) -> bool:
-        data = self._selection_dict()
-        if data is None:
-            return False
-        text = json.dumps(data, indent=1)
-        QApplication.clipboard().setText(text)
-        self._paste_count = 0
-        self._last_clipboard = text
-        self.status(f"Copied {len(data['nodes'])} node(s)")
-        return True
-
-    @guarded
-    def cut(self) -> None:
-        if self.copy():
-            ids = self.scene.selected_node_ids()
-            cmd = RemoveNodes(ids)
-            cmd.text = "Cut"
-            self._push(cmd)
-
-    @guarded
-    def paste(self, at: QPointF | None = None) -> list[str]:
-        """Paste the copied nodes with their top-left at ``at``, else under the mouse cursor when it
-        is over the canvas, else next to the originals (each further paste one step further)."""
-        text = QApplication.clipboard().text()
-        data = _parse_clipboard(text)
-        if data is None:
-            self.status("The clipboard holds no NetStudio nodes")
-            return []
-        if text != self._last_clipboard:
-            self._last_clipboard, self._paste_count = text, 0
-        if at is None:
-            vp = self.view.viewport()
-            p = vp.mapFromGlobal(QCursor.pos())
-            if vp.rect().contains(p) and vp.isVisible():
-                at = self.scene.snap_point(self.view.mapToScene(p))
-                # pasting again without moving the mouse: the next copy goes below the last one
-                if self._paste_at is not None and self._paste_at[0] == at:
-                    self._paste_at = (at, self._paste_at[1] + 1)
-                else:
-                    self._paste_at = (at, 0)
-                at = QPointF(at.x(), at.y() + self._paste_step(data) * self._paste_at[1])
-        self._paste_count += 1
-        return self._paste_data(data, at, self._paste_count)
-
-    @guarded
-    def duplicate(self) -> list[str]:
-        data = self._selection_dict()
-        if data is None:
-            return []
-        return self._paste_data(data, None, 1)
-
-    def _paste_data(self, data: dict[str, Any], at: QPointF | None, n: int) -> list[str]:
-        if at is not None:
-            xs = [rec["pos"][0] for rec in data["nodes"]]
-            ys = [rec["pos"][1] for rec in data["nodes"]]
-            p = self.scene.snap_point(at)
-            offset = (p.x() - min(xs), p.y() - min(ys))
-        else:
-            offset = (0.0, self._paste_step(data) * n)
-        cmd = Paste(data, offset)
-        if not self._push(cmd):
-            return []
-        self.scene.select_nodes(cmd.new_ids)
-        self.status(f"Pasted {len(cmd.new_ids)} node(s)")
-        return list(cmd.new_ids)
-
-    def _paste_step(self, data: dict[str, Any]) -> float:
-        """How far below the originals a copy goes so that it does not cover them: the height
-        of the copied group plus a gap, on the grid."""
-        top = bottom = None
-        for rec in data["nodes"]:
-            item = self.scene.node_items.get(rec.get("id", ""))
-            h = item.height if item is not None else 120.0
-            y = float(rec["pos"][1])
-            top = y if top is None else min(top, y)
-            bottom = y + h if bottom is None else max(bottom, y + h)
-        span = (bottom or 0.0) - (top or 0.0)
-        return math.ceil((span + 2 * GRID) / GRID) * GRID
 
     def select_all(self) -> None:
         for item in self.scene.node_items.values():
@@ -873,7 +565,7 @@ class MainWindow(QMainWindow):
         else:
             menu.addAction("Add Node…", lambda: self.view.open_quick_add(pos))
             paste = menu.addAction(icons.icon("paste"), "Paste here", lambda: self.paste(pos))
-            paste.setEnabled(_parse_clipboard(QApplication.clipboard().text()) is not None)
+            paste.setEnabled(parse_clipboard(QApplication.clipboard().text()) is not None)
             menu.addSeparator()
             menu.addActions([self.act_layout, self.act_frame, self.act_select_all])
         if self._doc.locked:
@@ -995,36 +687,8 @@ def shrinkable_dock(dock: QDockWidget) -> QDockWidget:
     return dock
 
 
-def recovery_offer_text(info: RecoveryInfo) -> str:
-    """The offer for one backup: whose work, from when, and what it differs from."""
-    import datetime as _dt
-
-    when = _dt.datetime.fromtimestamp(info.saved_at).strftime("%Y-%m-%d %H:%M:%S")
-    return (f"A backup of “{clip_text(info.name, 200)}” from {when} was found: "
-            f"{clip_text(info.describe(), 600)}.\n\nRestore it?")
-
-
 #: windows opened besides the first (kept referenced while they are open)
 _EXTRA_WINDOWS: list["MainWindow"] = []
-
-
-def _parse_clipboard(text: str) -> dict[str, Any] | None:
-    """The copied subgraph if ``text`` is valid NetStudio clipboard JSON, else None."""
-    if not text or CLIPBOARD_MARKER not in text:
-        return None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or data.get("format") != CLIPBOARD_MARKER:
-        return None
-    if not isinstance(data.get("nodes"), list) or not isinstance(data.get("edges", []), list) or not data["nodes"]:
-        return None
-    try:  # validate types, params and inner edges before anything touches the document
-        Graph.from_dict({"nodes": data["nodes"], "edges": data.get("edges", [])})
-    except (NetStudioError, KeyError, TypeError, ValueError):
-        return None
-    return data
 
 
 __all__ = ["MainWindow", "find_sample", "guarded"]

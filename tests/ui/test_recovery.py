@@ -13,7 +13,8 @@ import pytest
 
 from netstudio.graph.commands import SetParam
 from netstudio.project.io import Project, load_project, save_project
-from netstudio.ui.main_window import find_sample, recovery_offer_text
+from netstudio.ui.files import recovery_offer_text
+from netstudio.ui.main_window import find_sample
 from netstudio.ui.recovery import SUFFIX, RecoveryStore
 
 from .helpers import build_mlp, simulate_crash

@@ -25,8 +25,7 @@ from netstudio.ui.document import Document
 from netstudio.ui.training import exporting
 from netstudio.ui.training.plots import LivePlots
 from netstudio.ui.training.results import ImageGrid, ResultsView, format_metric
-from netstudio.ui.training.session import (FAILED_STATUSES, FLAT_LOSS_FRACTION, FLAT_LOSS_HINT,  # noqa: F401
-                                           RunEnd, RunState, TrainedModel, TrainingSession)
+from netstudio.ui.training.session import RunEnd, RunState, TrainedModel, TrainingSession
 
 #: The progress bar and speed label are redrawn by a timer from the newest event, not per
 #: event: QProgressBar.setValue repaints synchronously, and GUI-thread time is taken from
