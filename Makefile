@@ -35,5 +35,10 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/run_all.py
 
+# the README's pictures, from the real window under a virtual display (needs xvfb-run)
+screenshots: $(VENV)/.installed
+	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) .ci/screenshots/editor.py resources/screenshots/editor.png
+	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) .ci/screenshots/training.py resources/screenshots/training.png
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

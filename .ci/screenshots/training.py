@@ -1,6 +1,6 @@
 """Save a PNG of the real window while a model trains (for the README).
 
-    xvfb-run -s "-screen 0 1600x1000x24" python -m netstudio.ui.training.screenshot \\
+    xvfb-run -s "-screen 0 1600x1000x24" python .ci/screenshots/training.py \\
         resources/screenshots/training.png [--theme dark|light] [--size 1600x1000]
 
 Opens the MNIST MLP sample in the editor window, trains it once to the end
@@ -21,7 +21,7 @@ from typing import Any
 from PySide6.QtCore import QCoreApplication, QSettings, Qt
 from PySide6.QtWidgets import QApplication, QMainWindow
 
-from netstudio.ui.screenshot import pump_events
+from editor import pump_events  # the sibling script (this folder is on sys.path when run)
 
 
 def _wait_until(cond: Any, timeout_ms: int) -> bool:
@@ -128,7 +128,7 @@ def _dock_window(project_path: str | None) -> tuple[QMainWindow, Any]:
     from netstudio.project.io import Project, load_project
     from netstudio.ui.training import TrainingDock
 
-    sample = Path(__file__).resolve().parents[3] / "sample_projects" / "mnist_mlp_adam.nsproj"
+    sample = Path(__file__).resolve().parents[2] / "sample_projects" / "mnist_mlp_adam.nsproj"
     project = load_project(project_path or sample) if (project_path or sample.exists()) else Project()
 
     from netstudio.ui.document import Document

@@ -1,10 +1,11 @@
 """Save a PNG of the real editor window (for the README).
 
-    python -m netstudio.ui.screenshot OUT.png [PROJECT] [--theme dark|light] [--size 1600x1000]
-                                      [--select NODE_NAME] [--no-layout]
+    python .ci/screenshots/editor.py OUT.png [PROJECT] [--theme dark|light] [--size 1600x1000]
+                                     [--select NODE_NAME] [--no-layout]
 
-Run it under a display, e.g. ``xvfb-run -s "-screen 0 1600x1000x24" python -m
-netstudio.ui.screenshot resources/screenshots/editor.png``. It opens the
+Run it under a display, e.g. ``xvfb-run -s "-screen 0 1600x1000x24" python
+.ci/screenshots/editor.py resources/screenshots/editor.png`` (``make screenshots``
+writes both README pictures). A developer tool: it is not part of the package. It opens the
 project (default: the MNIST MLP sample), lays it out, frames it, waits until
 parameter counts and the model panel are computed, and grabs the window.
 """
