@@ -72,27 +72,17 @@ def in_app(project: Any, epochs: int, threads: int | None, tab: str = "plots", p
     from PySide6.QtCore import QEventLoop, Qt, QTimer
     from PySide6.QtWidgets import QApplication, QMainWindow
 
-    from netstudio.ui.training import TrainingDock
+    from netstudio.ui.document import Document
+    from netstudio.ui.training import TrainingDock, TrainingSession
 
     app = QApplication.instance() or QApplication([])
 
-    class Doc:
-        pass
-
-    class Window(QMainWindow):
-        def __init__(self) -> None:
-            super().__init__()
-            self.document = Doc()
-            self.document.project = project  # type: ignore[attr-defined]
-
-        def set_editing_locked(self, locked: bool) -> None:
-            pass
-
     project.training.epochs, project.training.device = epochs, "cpu"
-    win = Window()
-    dock = TrainingDock(win)
+    win = QMainWindow()
+    session = TrainingSession(win)
     if threads:
-        dock.torch_threads = threads
+        session.torch_threads = threads
+    dock = TrainingDock(Document(project, win), session)
     win.setCentralWidget(dock)
     win.resize(1280, 760)
     win.show()

@@ -66,21 +66,10 @@ def in_app(repeats: int) -> dict[str, Any]:
     from PySide6.QtWidgets import QApplication, QMainWindow
 
     from netstudio.project.io import load_project
-    from netstudio.ui.training import TrainingDock
+    from netstudio.ui.document import Document
+    from netstudio.ui.training import TrainingDock, TrainingSession
 
     app = QApplication.instance() or QApplication([])
-
-    class Doc:
-        pass
-
-    class Window(QMainWindow):
-        def __init__(self, project: Any) -> None:
-            super().__init__()
-            self.document = Doc()
-            self.document.project = project  # type: ignore[attr-defined]
-
-        def set_editing_locked(self, locked: bool) -> None:
-            pass
 
     import netstudio.data as data_mod
 
@@ -89,8 +78,8 @@ def in_app(repeats: int) -> dict[str, Any]:
     for i in range(repeats + 1):  # press 0 is the first of the session (the data are not in memory yet)
         project = load_project(SAMPLE)
         project.training.epochs, project.training.device = 1, "cpu"
-        win = Window(project)
-        dock = TrainingDock(win)
+        win = QMainWindow()
+        dock = TrainingDock(Document(project, win), TrainingSession(win))
         win.setCentralWidget(dock)
         win.resize(1280, 760)
         win.show()
@@ -98,14 +87,12 @@ def in_app(repeats: int) -> dict[str, Any]:
         data_mod.clear_cache()  # each press loads the data again (from the disk cache)
         loop = QEventLoop()
         seen: dict[str, float] = {}
-        original = dock._on_progress
 
-        def on_progress(events: list[dict[str, Any]], original: Any = original, seen: dict = seen) -> None:
-            if "first" not in seen and any(e.get("kind") == "batch" for e in events):
+        def on_report(ev: dict[str, Any], seen: dict = seen) -> None:
+            if "first" not in seen and ev.get("kind") == "batch":
                 seen["first"] = time.perf_counter()
-            original(events)
 
-        dock._on_progress = on_progress  # type: ignore[method-assign]
+        dock.session.report.connect(on_report)
         dock.training_finished.connect(loop.quit)
         QTimer.singleShot(120_000, loop.quit)
         t0 = time.perf_counter()

@@ -189,9 +189,8 @@ class MainWindow(ProjectFiles, QMainWindow):
         self.tabifyDockWidget(self.problems_dock, dock)
         self.problems_dock.raise_()
         self.training_dock = dock
-        for name, icon_name in (("train_action", "train"), ("stop_action", "stop")):
-            act = getattr(dock, name, None)
-            if isinstance(act, QAction) and act.icon().isNull():  # match the toolbar's look
+        for act, icon_name in ((dock.train_action, "train"), (dock.stop_action, "stop")):
+            if act.icon().isNull():  # match the toolbar's look
                 act.setIcon(icons.icon(icon_name))
                 act.setData(icon_name)
                 self._themed_actions.append(act)
