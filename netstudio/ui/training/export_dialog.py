@@ -104,7 +104,7 @@ class ExportDialog(QDialog):
         reason = self.unavailable_reason("onnx")
         if reason:
             self.format_buttons["onnx"].setEnabled(False)
-            self.format_buttons["onnx"].setText(f"ONNX (.onnx) — unavailable")
+            self.format_buttons["onnx"].setText("ONNX (.onnx) — unavailable")
             self.format_buttons["onnx"].setToolTip(reason)
         self.format_note = QLabel()
         self.format_note.setWordWrap(True)
