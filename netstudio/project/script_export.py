@@ -602,18 +602,10 @@ def _loss_section(plan: "TrainingPlan") -> str:
         crit_lines.append(f"{name} = {ctor}  # the loss term LOSS_NAMES[{i}]")
         kind, idx = t.target
         target = {"target": "y", "features": "x"}.get(kind, f"outs[{idx}]")
-        adapt = type(nt).adapt_target
-        written = getattr(nt, "adapt_target_code", None)  # a loss that says how to write its adaptation
-        if written is not None:
-            tgt = written(target, f"outs[{t.pred_index}]")
-        elif adapt is LossType.adapt_target:
-            tgt = target
-        elif adapt.__qualname__ == "_ElementwiseLoss.adapt_target":
-            # element-wise losses compare same-shaped float tensors
-            tgt = f"{target}.to(outs[{t.pred_index}].dtype).reshape(outs[{t.pred_index}].shape)"
-        else:
+        if _overridden(nt, "adapt_target", LossType) and not _overridden(nt, "emit_target", LossType):
             raise ExportError(f"Loss '{t.name}' ({nt.title}) adapts its target in a way NetStudio cannot write "
-                              "as plain code", node_id=t.node_id)
+                              "as plain code", node_id=t.node_id, hint="give the loss type an emit_target method")
+        tgt = nt.emit_target(target, f"outs[{t.pred_index}]")  # type: ignore[attr-defined]
         weight = "" if t.weight == 1.0 else f"{_lit(t.weight)} * "
         # how the script averages a term over ranks: per-sample means ("batchmean" too) or sums
         reduction = "sum" if getattr(t.module, "reduction", "mean") == "sum" else "mean"
@@ -644,74 +636,40 @@ def _loss_section(plan: "TrainingPlan") -> str:
             "    outs = outputs if isinstance(outputs, tuple) else (outputs,)\n" + correct)
 
 
+def _overridden(node_type: Any, method: str, base: type) -> bool:
+    """Whether ``node_type``'s class defines ``method`` itself rather than inheriting ``base``'s."""
+    return getattr(type(node_type), method) is not getattr(base, method)
+
+
 def _optimizer_ctor(plan: "TrainingPlan") -> str:
-    import inspect
-
-    import torch
-
-    opt = plan.make_optimizer(plan.model)
-    cls = type(opt)
-    if getattr(torch.optim, cls.__name__, None) is not cls:
-        raise ExportError(f"The optimizer {cls.__name__} is not a built-in torch.optim class",
-                          node_id=plan.optimizer_node)
-    args = []
-    for name, prm in inspect.signature(cls.__init__).parameters.items():
-        if name in ("self", "params") or name not in opt.defaults:
-            continue
-        v = opt.defaults[name]
-        if name != "lr" and prm.default is not inspect.Parameter.empty and v == prm.default \
-                and isinstance(v, bool) == isinstance(prm.default, bool):
-            continue  # torch's default: leave it out so the call stays short
-        if isinstance(v, torch.Tensor):
-            v = v.item()
-        args.append(f"{name}={_lit(v)}")
-    return f"torch.optim.{cls.__name__}(model.parameters(), {', '.join(args)})"
+    """The optimizer node's own code for ``make_optimizer(model)``."""
+    nt = plan.graph.catalog.get(plan.optimizer_type)
+    try:
+        return str(nt.emit_ctor(plan.optimizer_params))  # type: ignore[attr-defined]
+    except NotImplementedError as e:
+        raise ExportError(str(e) or f"The optimizer {nt.title} cannot be written into a standalone script",
+                          node_id=plan.optimizer_node, hint="export the model (pt, pt2, py, onnx) instead") from e
 
 
 def _scheduler_ctor(plan: "TrainingPlan") -> tuple[str, str]:
-    """(constructor expression using optimizer/epochs/steps_per_epoch, step kind: epoch|batch|metric)."""
+    """(constructor expression using optimizer/epochs/steps_per_epoch, step kind: epoch|batch|metric).
+
+    The scheduler node writes its own constructor; it may depend on the optimizer (OneCycleLR cycles
+    momentum only where there is one), so it gets one made by the project's optimizer node.
+    """
     if plan.scheduler_type is None:
         return "None", "epoch"
     import torch
 
+    nt = plan.graph.catalog.get(plan.scheduler_type)
     probe_opt = plan.make_optimizer(torch.nn.Linear(1, 1))
-    made = plan.make_scheduler(probe_opt, 10, 10)
-    assert made is not None
-    sched, every, needs_metric = made
-    name = type(sched).__name__
-    p = dict(plan.scheduler_params or {})
-    L = "torch.optim.lr_scheduler"
-    if name == "StepLR":
-        ctor = f"{L}.StepLR(optimizer, step_size={sched.step_size!r}, gamma={_lit(sched.gamma)})"
-    elif name == "MultiStepLR":
-        milestones = sorted(int(m) for m in sched.milestones.elements())
-        ctor = f"{L}.MultiStepLR(optimizer, milestones={milestones!r}, gamma={_lit(sched.gamma)})"
-    elif name == "LinearLR":
-        ctor = (f"{L}.LinearLR(optimizer, start_factor={_lit(sched.start_factor)}, "
-                f"end_factor={_lit(sched.end_factor)}, total_iters={sched.total_iters!r})")
-    elif name == "ExponentialLR":
-        ctor = f"{L}.ExponentialLR(optimizer, gamma={_lit(sched.gamma)})"
-    elif name == "CosineAnnealingLR":
-        t_max = "max(1, epochs)" if not p.get("T_max") else repr(int(p["T_max"]))
-        ctor = f"{L}.CosineAnnealingLR(optimizer, T_max={t_max}, eta_min={_lit(sched.eta_min)})"
-    elif name == "ReduceLROnPlateau":
-        ctor = (f"{L}.ReduceLROnPlateau(\n"
-                f"        optimizer, mode={sched.mode!r}, factor={_lit(sched.factor)}, patience={sched.patience!r},\n"
-                f"        threshold={_lit(sched.threshold)}, threshold_mode={sched.threshold_mode!r}, "
-                f"cooldown={sched.cooldown!r}, min_lr={_lit(sched.min_lrs[0])}, eps={_lit(sched.eps)})")
-    elif name == "OneCycleLR":
-        cycle = bool(getattr(sched, "cycle_momentum", False))
-        ctor = (f"{L}.OneCycleLR(\n"
-                f"        optimizer, max_lr={_lit(float(p['max_lr']))}, epochs=max(1, epochs), "
-                f"steps_per_epoch=max(1, steps_per_epoch),\n"
-                f"        pct_start={_lit(float(p['pct_start']))}, anneal_strategy={p['anneal_strategy']!r}, "
-                f"div_factor={_lit(float(p['div_factor']))},\n"
-                f"        final_div_factor={_lit(float(p['final_div_factor']))}, "
-                f"three_phase={bool(p['three_phase'])}, cycle_momentum={cycle})")
-    else:
-        raise ExportError(f"The learning-rate scheduler {name} cannot be written into a standalone script yet",
-                          node_id=plan.scheduler_node, hint="remove the scheduler or export as py")
-    return ctor, "metric" if needs_metric else every
+    try:
+        ctor = str(nt.emit_ctor(dict(plan.scheduler_params or {}), probe_opt))  # type: ignore[attr-defined]
+    except NotImplementedError as e:
+        raise ExportError(str(e) or f"The learning-rate scheduler {nt.title} cannot be written into a standalone "
+                          "script yet", node_id=plan.scheduler_node, hint="remove the scheduler or export as py") from e
+    step = "metric" if nt.needs_metric else nt.step_every  # type: ignore[attr-defined]
+    return ctor, step
 
 
 def _optim_section(plan: "TrainingPlan") -> str:
