@@ -94,7 +94,7 @@ def import_script(folder: Path) -> ModuleType:
 
 def data_module(params: dict[str, Any]) -> dict[str, Any]:
     """Execute only the generated data section (with the imports train.py gives it)."""
-    ns: dict[str, Any] = {"np": np, "torch": torch, "F": F, "__name__": "exported_data"}
+    ns: dict[str, Any] = {"np": np, "torch": torch, "F": F, "nn": torch.nn, "__name__": "exported_data"}
     exec(compile(se.data_section(params), "<data section>", "exec"), ns)
     return ns
 
