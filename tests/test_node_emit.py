@@ -17,13 +17,12 @@ import torch
 
 from netstudio.compiler.build import build_plan
 from netstudio.errors import ExportError
-from netstudio.graph.model import Graph
 from netstudio.nodes.base import (CATALOG, Catalog, Category, LossType, OptimizerType, Param, SchedulerType,
                                   TensorInfo)
 from netstudio.project import script_export as se
 from netstudio.project.io import Project
 from netstudio.training.config import TrainConfig
-from test_script_export import EPOCH_LINE, _hyper, import_script
+from test_script_export import EPOCH_LINE, _hyper, import_script, mlp
 
 
 class Adamax(OptimizerType):
@@ -105,32 +104,12 @@ def _catalog() -> Catalog:
     return cat
 
 
-def _graph(dataset: dict[str, Any], out: int, *, loss: str = "loss.cross_entropy", optimizer: str = "test.adamax",
-           scheduler: str | None = "test.poly", sched_params: dict[str, Any] | None = None) -> Graph:
-    g = Graph(_catalog())
-    d = g.add_node("data.dataset", dataset)
-    f1 = g.add_node("layer.linear", {"out_features": 16}, name="fc1")
-    r = g.add_node("activation.relu")
-    f2 = g.add_node("layer.linear", {"out_features": out}, name="fc2")
-    lo = g.add_node(loss, {})
-    op = g.add_node(optimizer, {})
-    g.connect(d.id, "features", f1.id, "input")
-    g.connect(f1.id, "output", r.id, "input")
-    g.connect(r.id, "output", f2.id, "input")
-    g.connect(f2.id, "output", lo.id, "prediction")
-    g.connect(d.id, "target", lo.id, "target")
-    g.connect(lo.id, "loss", op.id, "loss")
-    if scheduler:
-        s = g.add_node(scheduler, sched_params or {})
-        g.connect(op.id, "optimizer", s.id, "optimizer")
-    return g
-
-
 def test_new_optimizer_and_scheduler_classes_export_into_a_program_that_trains(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(k, raising=False)
-    g = _graph({"source": "iris"}, 3, sched_params={"power": 1.5})
+    g = mlp({"source": "iris"}, out=3, optimizer="test.adamax", scheduler="test.poly", sched_params={"power": 1.5},
+            catalog=_catalog())
     cfg = TrainConfig(epochs=6, batch_size=16, seed=2)
     out = se.export_script(Project(g, cfg, name="custom nodes"), tmp_path / "job")
     text = out.script.read_text()
@@ -165,8 +144,7 @@ def test_new_optimizer_and_scheduler_classes_export_into_a_program_that_trains(
 
 
 def test_a_loss_writes_its_own_target_adaptation(tmp_path: Path) -> None:
-    g = _graph({"source": "regression", "n_features": 3}, 1, loss="test.half_mse", optimizer="optim.sgd",
-               scheduler=None)
+    g = mlp({"source": "regression", "n_features": 3}, out=1, loss="test.half_mse", catalog=_catalog())
     se.export_script(Project(g, TrainConfig(epochs=1, batch_size=8), name="half"), tmp_path / "job")
     mod = import_script(tmp_path / "job")
     plan = build_plan(g, 8)
@@ -182,13 +160,12 @@ def test_a_loss_writes_its_own_target_adaptation(tmp_path: Path) -> None:
 
 
 def test_node_types_that_cannot_write_their_code_are_refused_by_node(tmp_path: Path) -> None:
-    g = _graph({"source": "iris"}, 3, scheduler="test.unwritable")
+    g = mlp({"source": "iris"}, out=3, scheduler="test.unwritable", catalog=_catalog())
     sched_id = next(n.id for n in g.nodes.values() if n.type_id == "test.unwritable")
     with pytest.raises(ExportError, match="Unwritable cannot be written into a standalone script") as e:
         se.export_script(Project(g, TrainConfig(), name="x"), tmp_path / "a")
     assert e.value.node_id == sched_id
-    g = _graph({"source": "regression", "n_features": 3}, 1, loss="test.silent_half_mse", optimizer="optim.sgd",
-               scheduler=None)
+    g = mlp({"source": "regression", "n_features": 3}, out=1, loss="test.silent_half_mse", catalog=_catalog())
     loss_id = next(n.id for n in g.nodes.values() if n.type_id == "test.silent_half_mse")
     with pytest.raises(ExportError, match="adapts its target in a way NetStudio cannot write") as e:
         se.export_script(Project(g, TrainConfig(), name="x"), tmp_path / "b")
