@@ -582,7 +582,7 @@ def _loss_section(plan: "TrainingPlan") -> str:
         term_lines.append(f"        ({weight}{name}(outs[{t.pred_index}], {tgt}), {reduction!r}),")
     term = plan.metric_term
     has_acc = term is not None and term.target[0] == "target"
-    if not has_acc:
+    if term is None or not has_acc:
         # regression (or a loss not fed by the dataset's target): no accuracy, the function returns None
         correct = "    # regression (or a loss not fed by the dataset's target): no accuracy, so this returns None\n"
     elif term.metric == "argmax":

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 # What load_data fitted (scaling, mean/std) so the saved model can start from raw inputs.
-FITTED = {}
+FITTED: dict = {}
 
 
 class Preprocess(nn.Module):

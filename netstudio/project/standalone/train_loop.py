@@ -34,12 +34,11 @@ from .project_parts import (
 )
 from .threads import THREADS, set_threads
 
-DATA_HELP = "not used by this dataset"  # --data-path's help: what the project's data source reads from it
-
-
 # ----------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------
+
+DATA_HELP = "not used by this dataset"  # --data-path's help: what the project's data source reads from it
 
 
 @torch.no_grad()
