@@ -72,13 +72,14 @@ def test_train_py_carries_the_runtime_modules_verbatim() -> None:
     assert not [line for line in imports if "netstudio" in line or line.startswith("from .")]
 
 
-@pytest.mark.parametrize("case", ["iris", "regression", "kl_div"])
+@pytest.mark.parametrize("case", ["iris", "regression", "kl_div", "mnist"])
 def test_generated_program_compiles_and_passes_ruff(tmp_path: Path, case: str) -> None:
     graph = {"iris": None,
              "regression": mlp({"source": "regression", "n_features": 3}, out=1, loss="loss.mse",
                                scheduler="sched.plateau"),
              "kl_div": mlp({"source": "iris"}, out=3, loss="loss.kl_div", optimizer="optim.adamw",
-                           scheduler="sched.onecycle")}[case]
+                           scheduler="sched.onecycle"),
+             "mnist": mlp({"source": "mnist", "path": str(tmp_path / "tv"), "download": True}, out=10)}[case]
     path = tmp_path / "train.py"
     path.write_text(_script(graph), encoding="utf-8")
     subprocess.run([sys.executable, "-m", "py_compile", str(path)], check=True)

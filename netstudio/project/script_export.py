@@ -722,6 +722,8 @@ def training_script(plan: "TrainingPlan", config: "TrainConfig", *, title: str =
     parts = [header, "\n", threads, "\n\n", data_section(p), "\n\n", _loss_section(plan), "\n\n",
              _optim_section(plan), "\n\n", "\n\n\n".join(program)]
     text = "".join(parts)
+    if not re.search(r"\bnp\.", text):  # e.g. a torchvision set: no numpy in the data code
+        text = text.replace("import numpy as np\n", "", 1)
     if src in _TORCHVISION and p["download"]:
         # one download per machine: local rank 0 fetches, the others then read the files
         text = text.replace(
