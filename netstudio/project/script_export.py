@@ -10,9 +10,12 @@
   DistributedDataParallel, checkpoints with resume, and a final ``torch.save``;
 * ``DIR/README.md`` — how to run it on one machine, on several nodes and under SLURM.
 
-The generated text is assembled from small templates with the project's values
-written in as literals, so a reader sees plain code with no indirection. Anything
-NetStudio cannot write as plain code raises :class:`ExportError` (never a broken file).
+The runtime code (thread setting, preprocessing modules, process group, checkpoints,
+training loop) is real Python in :mod:`netstudio.project.standalone`, copied in as text
+(:func:`standalone_source`); the optimizer, scheduler and loss nodes write their own
+code (``emit_ctor``/``emit_target``); the project's values are written in as literals,
+so a reader sees plain code with no indirection. Anything NetStudio cannot write as
+plain code raises :class:`ExportError` (never a broken file).
 """
 
 from __future__ import annotations
@@ -92,10 +95,6 @@ def _write_text(path: Path, text: str) -> None:
         raise ExportError(f"Cannot write {path}: {why}") from e
 
 
-# ----------------------------------------------------------------------------
-# data section
-# ----------------------------------------------------------------------------
-
 def standalone_source(module: str, **constants: str) -> str:
     """The code of ``netstudio/project/standalone/<module>.py`` as it is written into train.py.
 
@@ -125,6 +124,10 @@ def standalone_source(module: str, **constants: str) -> str:
         code = pattern.sub(lambda m: m.group(1) + value + m.group(3), code)
     return code
 
+
+# ----------------------------------------------------------------------------
+# data section
+# ----------------------------------------------------------------------------
 
 # the data section's modules: the text of standalone/preprocess.py
 _PREPROCESS = "\n" + standalone_source("preprocess") + "\n\n"
