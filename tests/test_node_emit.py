@@ -8,7 +8,6 @@ exported program trains with them.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Mapping
 
