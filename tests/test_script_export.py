@@ -32,6 +32,7 @@ from netstudio import data as ns_data
 from netstudio.compiler.build import TrainingPlan, build_plan
 from netstudio.errors import ExportError
 from netstudio.graph.model import Graph
+from netstudio.nodes.base import Catalog
 from netstudio.project import export as ex
 from netstudio.project import script_export as se
 from netstudio.project.io import Project
@@ -48,9 +49,9 @@ PY = sys.executable
 
 def mlp(dataset: dict[str, Any], *, out: int, loss: str = "loss.cross_entropy", loss_params: dict | None = None,
         optimizer: str = "optim.sgd", opt_params: dict | None = None, scheduler: str | None = None,
-        sched_params: dict | None = None, hidden: int = 16) -> Graph:
+        sched_params: dict | None = None, hidden: int = 16, catalog: Catalog | None = None) -> Graph:
     """dataset → Flatten → Linear(hidden) → ReLU → Linear(out) → loss → optimizer [→ scheduler]."""
-    g = Graph()
+    g = Graph(catalog)
     d = g.add_node("data.dataset", dataset)
     fl = g.add_node("layer.flatten")
     f1 = g.add_node("layer.linear", {"out_features": hidden}, name="fc1")
@@ -94,7 +95,7 @@ def import_script(folder: Path) -> ModuleType:
 
 def data_module(params: dict[str, Any]) -> dict[str, Any]:
     """Execute only the generated data section (with the imports train.py gives it)."""
-    ns: dict[str, Any] = {"np": np, "torch": torch, "F": F, "__name__": "exported_data"}
+    ns: dict[str, Any] = {"np": np, "torch": torch, "F": F, "nn": torch.nn, "__name__": "exported_data"}
     exec(compile(se.data_section(params), "<data section>", "exec"), ns)
     return ns
 

@@ -403,6 +403,16 @@ class LossType(NodeType):
         """Bring the dataset target to the dtype/shape this loss expects."""
         return target
 
+    # -- code for exports (the standalone training script); see also emit_ctor below --
+
+    def emit_target(self, target: str, pred: str) -> str:
+        """``adapt_target`` as Python source over the expressions ``target`` and ``pred``.
+
+        A loss that overrides ``adapt_target`` overrides this too; the script export
+        refuses a loss that adapts its target without saying how to write it.
+        """
+        return target
+
 
 class OptimizerType(NodeType):
     category = Category.OPTIMIZER
@@ -411,6 +421,34 @@ class OptimizerType(NodeType):
 
     def make(self, parameters: Iterable["torch.nn.Parameter"], params: Mapping[str, Any]) -> "torch.optim.Optimizer":
         raise NotImplementedError
+
+    def emit_ctor(self, params: Mapping[str, Any]) -> str:
+        """Python source that builds this optimizer over ``model.parameters()`` (the script export).
+
+        The default writes the ``torch.optim`` class that ``make`` returns with the
+        settings that differ from torch's defaults, all as literals (repr); an
+        optimizer that is not a ``torch.optim`` class overrides this.
+        """
+        import inspect
+
+        import torch
+
+        opt = self.make([torch.nn.Parameter(torch.zeros(1))], params)
+        cls = type(opt)
+        if getattr(torch.optim, cls.__name__, None) is not cls:
+            raise NotImplementedError(f"The optimizer {cls.__name__} is not a built-in torch.optim class")
+        args = []
+        for name, prm in inspect.signature(cls.__init__).parameters.items():
+            if name in ("self", "params") or name not in opt.defaults:
+                continue
+            v = opt.defaults[name]
+            if name != "lr" and prm.default is not inspect.Parameter.empty and v == prm.default \
+                    and isinstance(v, bool) == isinstance(prm.default, bool):
+                continue  # torch's default: leave it out so the call stays short
+            if isinstance(v, torch.Tensor):
+                v = v.item()
+            args.append(f"{name}={v!r}")
+        return f"torch.optim.{cls.__name__}(model.parameters(), {', '.join(args)})"
 
 
 class SchedulerType(NodeType):
@@ -425,6 +463,16 @@ class SchedulerType(NodeType):
     def make(self, optimizer: "torch.optim.Optimizer", params: Mapping[str, Any], *,
              epochs: int, steps_per_epoch: int) -> Any:
         raise NotImplementedError
+
+    def emit_ctor(self, params: Mapping[str, Any], optimizer: "torch.optim.Optimizer") -> str:
+        """Python source equal to ``make`` (the script export), values as literals (repr).
+
+        The expression may use the names ``optimizer``, ``epochs`` and ``steps_per_epoch``;
+        ``optimizer`` here is one made by the project's optimizer node, for settings
+        that depend on it. Raises NotImplementedError where the scheduler cannot be written.
+        """
+        raise NotImplementedError(f"The learning-rate scheduler {self.title} cannot be written into a "
+                                  "standalone script yet")
 
 
 # ----------------------------------------------------------------------------

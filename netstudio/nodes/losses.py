@@ -105,6 +105,9 @@ class _ElementwiseLoss(LossType):
             target = target.to(pred.dtype)
         return target.reshape(pred.shape) if target.shape != pred.shape else target
 
+    def emit_target(self, target: str, pred: str) -> str:
+        return f"{target}.to({pred}.dtype).reshape({pred}.shape)"  # same-shaped float tensors
+
 
 @register
 class MSE(_ElementwiseLoss):
@@ -237,7 +240,6 @@ class KLDiv(_ClassIndexLoss):
             return F.one_hot(target.long(), pred.shape[1]).movedim(-1, 1).to(pred.dtype)
         return target.to(pred.dtype) if target.dtype != pred.dtype else target
 
-    def adapt_target_code(self, target: str, pred: str) -> str:
-        """``adapt_target`` as Python source over the names ``target`` and ``pred`` (script export)."""
+    def emit_target(self, target: str, pred: str) -> str:
         return (f"(torch.nn.functional.one_hot({target}.long(), {pred}.shape[1]).movedim(-1, 1).to({pred}.dtype) "
                 f"if not {target}.dtype.is_floating_point else {target}.to({pred}.dtype))")

@@ -162,6 +162,10 @@ class RAdam(_Optimizer):
 # ----------------------------------------------------------------------------
 
 
+#: how an exported script names torch's scheduler module (``emit_ctor``)
+SCHED = "torch.optim.lr_scheduler"
+
+
 class _Scheduler(SchedulerType):
     category = Category.SCHEDULER
 
@@ -179,6 +183,9 @@ class StepLR(_Scheduler):
 
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=params["step_size"], gamma=params["gamma"])
 
+    def emit_ctor(self, params: Mapping[str, Any], optimizer: Any) -> str:
+        return f"{SCHED}.StepLR(optimizer, step_size={params['step_size']!r}, gamma={params['gamma']!r})"
+
 
 @register
 class ExponentialLR(_Scheduler):
@@ -192,6 +199,9 @@ class ExponentialLR(_Scheduler):
         import torch
 
         return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=params["gamma"])
+
+    def emit_ctor(self, params: Mapping[str, Any], optimizer: Any) -> str:
+        return f"{SCHED}.ExponentialLR(optimizer, gamma={params['gamma']!r})"
 
 
 @register
@@ -209,6 +219,10 @@ class CosineAnnealingLR(_Scheduler):
 
         t_max = params["T_max"] or max(1, epochs)
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=params["eta_min"])
+
+    def emit_ctor(self, params: Mapping[str, Any], optimizer: Any) -> str:
+        t_max = repr(int(params["T_max"])) if params["T_max"] else "max(1, epochs)"
+        return f"{SCHED}.CosineAnnealingLR(optimizer, T_max={t_max}, eta_min={params['eta_min']!r})"
 
 
 @register
@@ -235,6 +249,14 @@ class ReduceLROnPlateau(_Scheduler):
             optimizer, mode=params["mode"], factor=params["factor"], patience=params["patience"],
             threshold=params["threshold"], cooldown=params["cooldown"], min_lr=params["min_lr"])
 
+    def emit_ctor(self, params: Mapping[str, Any], optimizer: Any) -> str:
+        # threshold_mode and eps are torch's defaults, written out so the reader sees every setting
+        return (f"{SCHED}.ReduceLROnPlateau(\n"
+                f"        optimizer, mode={params['mode']!r}, factor={params['factor']!r}, "
+                f"patience={params['patience']!r},\n"
+                f"        threshold={params['threshold']!r}, threshold_mode='rel', cooldown={params['cooldown']!r}, "
+                f"min_lr={params['min_lr']!r}, eps=1e-08)")
+
 
 @register
 class OneCycleLR(_Scheduler):
@@ -258,14 +280,31 @@ class OneCycleLR(_Scheduler):
     def make(self, optimizer: Any, params: Mapping[str, Any], *, epochs: int, steps_per_epoch: int) -> Any:
         import torch
 
-        # Adagrad has neither momentum nor betas, and torch refuses to cycle what does not exist.
-        # SGD/RMSprop with momentum 0 would silently get momentum 0.85-0.95, overriding the optimizer node.
-        can_cycle = "betas" in optimizer.defaults or optimizer.defaults.get("momentum", 0) > 0
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=params["max_lr"], epochs=max(1, epochs), steps_per_epoch=max(1, steps_per_epoch),
             pct_start=params["pct_start"], anneal_strategy=params["anneal_strategy"],
             div_factor=params["div_factor"], final_div_factor=params["final_div_factor"],
-            three_phase=params["three_phase"], cycle_momentum=params["cycle_momentum"] and can_cycle)
+            three_phase=params["three_phase"], cycle_momentum=self.cycle_momentum(params, optimizer))
+
+    @staticmethod
+    def cycle_momentum(params: Mapping[str, Any], optimizer: Any) -> bool:
+        """Whether momentum/beta1 cycles: the user's choice, where the optimizer has momentum at all.
+
+        Adagrad has neither momentum nor betas, and torch refuses to cycle what does not exist.
+        SGD/RMSprop with momentum 0 would silently get momentum 0.85-0.95, overriding the optimizer node.
+        """
+        can_cycle = "betas" in optimizer.defaults or optimizer.defaults.get("momentum", 0) > 0
+        return bool(params["cycle_momentum"] and can_cycle)
+
+    def emit_ctor(self, params: Mapping[str, Any], optimizer: Any) -> str:
+        return (f"{SCHED}.OneCycleLR(\n"
+                f"        optimizer, max_lr={float(params['max_lr'])!r}, epochs=max(1, epochs), "
+                f"steps_per_epoch=max(1, steps_per_epoch),\n"
+                f"        pct_start={float(params['pct_start'])!r}, anneal_strategy={params['anneal_strategy']!r}, "
+                f"div_factor={float(params['div_factor'])!r},\n"
+                f"        final_div_factor={float(params['final_div_factor'])!r}, "
+                f"three_phase={bool(params['three_phase'])}, "
+                f"cycle_momentum={self.cycle_momentum(params, optimizer)})")
 
 
 @register
@@ -294,6 +333,10 @@ class MultiStepLR(_Scheduler):
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[int(v) for v in params["milestones"]],
                                                     gamma=params["gamma"])
 
+    def emit_ctor(self, params: Mapping[str, Any], optimizer: Any) -> str:
+        milestones = [int(v) for v in params["milestones"]]
+        return f"{SCHED}.MultiStepLR(optimizer, milestones={milestones!r}, gamma={params['gamma']!r})"
+
 
 @register
 class LinearWarmup(_Scheduler):
@@ -312,3 +355,7 @@ class LinearWarmup(_Scheduler):
 
         return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=params["start_factor"], end_factor=1.0,
                                                  total_iters=params["warmup_epochs"])
+
+    def emit_ctor(self, params: Mapping[str, Any], optimizer: Any) -> str:
+        return (f"{SCHED}.LinearLR(optimizer, start_factor={params['start_factor']!r}, end_factor=1.0, "
+                f"total_iters={params['warmup_epochs']!r})")

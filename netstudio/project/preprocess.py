@@ -33,15 +33,14 @@ from typing import Any, Mapping
 import torch
 import torch.fx as fx
 import torch.nn as nn
-import torch.nn.functional as F
 
 from netstudio.errors import ExportError
+from netstudio.project.standalone.preprocess import Postprocess, Preprocess
 
 PREPROCESS_NAME = "preprocess"
 POSTPROCESS_NAME = "postprocess"
 METADATA_ATTR = "netstudio_metadata"
 METADATA_FILE = "netstudio_metadata.json"
-_GRAY = (0.299, 0.587, 0.114)
 
 
 @dataclass
@@ -208,21 +207,13 @@ def build_module(spec: Mapping[str, Any]) -> fx.GraphModule:
     if kind == "ids":
         v = g.call_method("long", (x,))
     elif kind == "image":
-        v = g.call_method("to", (x, torch.float32))
-        scale = float(spec["pixel_scale"])
-        if scale != 1.0:
-            v = g.call_function(operator.truediv, (v, scale))
-        if spec.get("gray"):
-            w = buffer("gray_weights", torch.tensor(_GRAY, dtype=torch.float32).view(1, 3, 1, 1))
-            v = g.call_method("sum", (g.call_function(operator.mul, (v, w)),), {"dim": 1, "keepdim": True})
-        if spec.get("size"):
-            v = g.call_function(F.interpolate, (v,), {"size": tuple(int(s) for s in spec["size"]),
-                                                      "mode": "bilinear", "align_corners": False,
-                                                      "antialias": True})
-        if spec.get("mean") is not None and spec.get("std") is not None:
-            m = buffer("mean", torch.tensor(spec["mean"], dtype=torch.float32).view(1, -1, 1, 1))
-            s = buffer("std", torch.tensor(spec["std"], dtype=torch.float32).view(1, -1, 1, 1))
-            v = g.call_function(operator.truediv, (g.call_function(operator.sub, (v, m)), s))
+        # the exported training program's own Preprocess module, traced: one piece of code for both
+        standardize = spec.get("mean") is not None and spec.get("std") is not None
+        fitted = {"pixel_scale": float(spec["pixel_scale"]), "gray": bool(spec.get("gray")),
+                  "size": [int(s) for s in spec["size"]] if spec.get("size") else None,
+                  "mean": list(spec["mean"]) if standardize else None,
+                  "std": list(spec["std"]) if standardize else None}
+        return fx.symbolic_trace(Preprocess(fitted))
     elif kind == "tabular":
         v = g.call_method("to", (x, torch.float32))
         if spec.get("fill") is not None:
@@ -257,14 +248,8 @@ def build_module(spec: Mapping[str, Any]) -> fx.GraphModule:
 
 def build_postprocess(post: Mapping[str, Any]) -> fx.GraphModule:
     """The inverse of the target standardization: ``y * scale + shift`` per target column."""
-    root = nn.Module()
-    root.register_buffer("scale", torch.tensor(post["scale"], dtype=torch.float32))
-    root.register_buffer("shift", torch.tensor(post["shift"], dtype=torch.float32))
-    g = fx.Graph()
-    y = g.placeholder("y")
-    v = g.call_function(operator.add, (g.call_function(operator.mul, (y, g.get_attr("scale"))), g.get_attr("shift")))
-    g.output(v)
-    return fx.GraphModule(root, g, class_name="Postprocess")
+    # the exported training program's own Postprocess module, traced
+    return fx.symbolic_trace(Postprocess({"target_scale": list(post["scale"]), "target_shift": list(post["shift"])}))
 
 
 def with_preprocess(gm: fx.GraphModule, inp: ExportInput) -> fx.GraphModule:

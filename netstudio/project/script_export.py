@@ -10,9 +10,12 @@
   DistributedDataParallel, checkpoints with resume, and a final ``torch.save``;
 * ``DIR/README.md`` — how to run it on one machine, on several nodes and under SLURM.
 
-The generated text is assembled from small templates with the project's values
-written in as literals, so a reader sees plain code with no indirection. Anything
-NetStudio cannot write as plain code raises :class:`ExportError` (never a broken file).
+The runtime code (thread setting, preprocessing modules, process group, checkpoints,
+training loop) is real Python in :mod:`netstudio.project.standalone`, copied in as text
+(:func:`standalone_source`); the optimizer, scheduler and loss nodes write their own
+code (``emit_ctor``/``emit_target``); the project's values are written in as literals,
+so a reader sees plain code with no indirection. Anything NetStudio cannot write as
+plain code raises :class:`ExportError` (never a broken file).
 """
 
 from __future__ import annotations
@@ -92,72 +95,42 @@ def _write_text(path: Path, text: str) -> None:
         raise ExportError(f"Cannot write {path}: {why}") from e
 
 
+def standalone_source(module: str, **constants: str) -> str:
+    """The code of ``netstudio/project/standalone/<module>.py`` as it is written into train.py.
+
+    The module is read as a package resource; its docstring and its imports are left
+    out (train.py imports everything once at the top, and the names a module imports
+    from its sibling modules are defined in train.py itself). ``constants`` replace the
+    values of the module's top-level assignments ``NAME = value`` with the given
+    source (always a literal written with repr), keeping the line's comment.
+    """
+    import ast
+    from importlib import resources
+
+    text = resources.files("netstudio.project.standalone").joinpath(f"{module}.py").read_text(encoding="utf-8")
+    tree = ast.parse(text)
+    drop: set[int] = set()
+    for k, node in enumerate(tree.body):
+        docstring = k == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) \
+            and isinstance(node.value.value, str)
+        if docstring or isinstance(node, (ast.Import, ast.ImportFrom)):
+            drop.update(range(node.lineno - 1, node.end_lineno or node.lineno))
+    lines = text.splitlines(keepends=True)
+    code = "".join(line for k, line in enumerate(lines) if k not in drop).strip("\n") + "\n"
+    for name, value in constants.items():
+        pattern = re.compile(rf"^({re.escape(name)} = )(.*?)((?:  #.*)?)$", re.M)
+        if len(pattern.findall(code)) != 1:  # pragma: no cover - a bug in a standalone module
+            raise ExportError(f"internal: standalone/{module}.py has no single assignment {name} = ...")
+        code = pattern.sub(lambda m: m.group(1) + value + m.group(3), code)
+    return code
+
+
 # ----------------------------------------------------------------------------
 # data section
 # ----------------------------------------------------------------------------
 
-_PREPROCESS = '''
-from torch import nn  # noqa: E402 (also imported at the top of train.py)
-
-# What load_data fitted (scaling, mean/std) so the saved model can start from raw inputs.
-FITTED = {}
-
-
-class Preprocess(nn.Module):
-    """Raw input (pixels 0-255 / 0-16, raw table columns) -> the features the model trains on."""
-
-    def __init__(self, fitted):
-        super().__init__()
-        self.pixel_scale = float(fitted.get("pixel_scale", 1.0))
-        self.gray = bool(fitted.get("gray", False))
-        self.size = tuple(fitted["size"]) if fitted.get("size") else None
-        image = "pixel_scale" in fitted
-        shift, scale = (fitted.get("mean"), fitted.get("std")) if image else (fitted.get("shift"), fitted.get("scale"))
-        shape = (1, -1, 1, 1) if image else (1, -1)
-        self.register_buffer("shift", None if shift is None else torch.tensor(shift, dtype=torch.float32).view(shape))
-        self.register_buffer("scale", None if scale is None else torch.tensor(scale, dtype=torch.float32).view(shape))
-        self.register_buffer("gray_weights", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1) if self.gray else None)
-
-    def forward(self, x):
-        x = x.to(torch.float32)
-        if self.pixel_scale != 1.0:
-            x = x / self.pixel_scale
-        if self.gray:
-            x = (x * self.gray_weights).sum(dim=1, keepdim=True)
-        if self.size is not None:
-            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
-        if self.shift is not None:
-            x = (x - self.shift) / self.scale
-        return x
-
-
-class Postprocess(nn.Module):
-    """Standardized regression output -> the target's own units (y * target_scale + target_shift)."""
-
-    def __init__(self, fitted):
-        super().__init__()
-        self.register_buffer("scale", torch.tensor(fitted["target_scale"], dtype=torch.float32))
-        self.register_buffer("shift", torch.tensor(fitted["target_shift"], dtype=torch.float32))
-
-    def forward(self, y):
-        if isinstance(y, tuple):  # several outputs: the first is the regression's
-            return (y[0] * self.scale + self.shift, *y[1:])
-        return y * self.scale + self.shift
-
-
-class WithPreprocess(nn.Module):
-    """The saved model: preprocess, the network, and postprocess when load_data standardized the target."""
-
-    def __init__(self, preprocess, model, postprocess=None):
-        super().__init__()
-        self.preprocess = preprocess
-        self.model = model
-        self.postprocess = postprocess
-
-    def forward(self, x):
-        y = self.model(self.preprocess(x))
-        return y if self.postprocess is None else self.postprocess(y)
-'''
+# the data section's modules: the text of standalone/preprocess.py
+_PREPROCESS = "\n" + standalone_source("preprocess") + "\n\n"
 
 _SPLIT = '''
 
@@ -602,26 +575,19 @@ def _loss_section(plan: "TrainingPlan") -> str:
         crit_lines.append(f"{name} = {ctor}  # the loss term LOSS_NAMES[{i}]")
         kind, idx = t.target
         target = {"target": "y", "features": "x"}.get(kind, f"outs[{idx}]")
-        adapt = type(nt).adapt_target
-        written = getattr(nt, "adapt_target_code", None)  # a loss that says how to write its adaptation
-        if written is not None:
-            tgt = written(target, f"outs[{t.pred_index}]")
-        elif adapt is LossType.adapt_target:
-            tgt = target
-        elif adapt.__qualname__ == "_ElementwiseLoss.adapt_target":
-            # element-wise losses compare same-shaped float tensors
-            tgt = f"{target}.to(outs[{t.pred_index}].dtype).reshape(outs[{t.pred_index}].shape)"
-        else:
+        if _overridden(nt, "adapt_target", LossType) and not _overridden(nt, "emit_target", LossType):
             raise ExportError(f"Loss '{t.name}' ({nt.title}) adapts its target in a way NetStudio cannot write "
-                              "as plain code", node_id=t.node_id)
+                              "as plain code", node_id=t.node_id, hint="give the loss type an emit_target method")
+        tgt = nt.emit_target(target, f"outs[{t.pred_index}]")  # type: ignore[attr-defined]
         weight = "" if t.weight == 1.0 else f"{_lit(t.weight)} * "
         # how the script averages a term over ranks: per-sample means ("batchmean" too) or sums
         reduction = "sum" if getattr(t.module, "reduction", "mean") == "sum" else "mean"
         term_lines.append(f"        ({weight}{name}(outs[{t.pred_index}], {tgt}), {reduction!r}),")
     term = plan.metric_term
     has_acc = term is not None and term.target[0] == "target"
-    if not has_acc:
-        correct = "    return None  # regression (or a loss not fed by the dataset's target): no accuracy\n"
+    if term is None or not has_acc:
+        # regression (or a loss not fed by the dataset's target): no accuracy, the function returns None
+        correct = "    # regression (or a loss not fed by the dataset's target): no accuracy, so this returns None\n"
     elif term.metric == "argmax":
         correct = f"    return (outs[{term.pred_index}].argmax(dim=1) == y).sum()\n"
     else:
@@ -641,77 +607,43 @@ def _loss_section(plan: "TrainingPlan") -> str:
             "    return [\n" + "\n".join(term_lines) + "\n    ]\n\n\n"
             "def count_correct(outputs, y):\n"
             "    \"\"\"Correct predictions in a batch (a tensor), or None when accuracy does not apply.\"\"\"\n"
-            "    outs = outputs if isinstance(outputs, tuple) else (outputs,)\n" + correct)
+            + ("    outs = outputs if isinstance(outputs, tuple) else (outputs,)\n" if has_acc else "") + correct)
+
+
+def _overridden(node_type: Any, method: str, base: type) -> bool:
+    """Whether ``node_type``'s class defines ``method`` itself rather than inheriting ``base``'s."""
+    return getattr(type(node_type), method) is not getattr(base, method)
 
 
 def _optimizer_ctor(plan: "TrainingPlan") -> str:
-    import inspect
-
-    import torch
-
-    opt = plan.make_optimizer(plan.model)
-    cls = type(opt)
-    if getattr(torch.optim, cls.__name__, None) is not cls:
-        raise ExportError(f"The optimizer {cls.__name__} is not a built-in torch.optim class",
-                          node_id=plan.optimizer_node)
-    args = []
-    for name, prm in inspect.signature(cls.__init__).parameters.items():
-        if name in ("self", "params") or name not in opt.defaults:
-            continue
-        v = opt.defaults[name]
-        if name != "lr" and prm.default is not inspect.Parameter.empty and v == prm.default \
-                and isinstance(v, bool) == isinstance(prm.default, bool):
-            continue  # torch's default: leave it out so the call stays short
-        if isinstance(v, torch.Tensor):
-            v = v.item()
-        args.append(f"{name}={_lit(v)}")
-    return f"torch.optim.{cls.__name__}(model.parameters(), {', '.join(args)})"
+    """The optimizer node's own code for ``make_optimizer(model)``."""
+    nt = plan.graph.catalog.get(plan.optimizer_type)
+    try:
+        return str(nt.emit_ctor(plan.optimizer_params))  # type: ignore[attr-defined]
+    except NotImplementedError as e:
+        raise ExportError(str(e) or f"The optimizer {nt.title} cannot be written into a standalone script",
+                          node_id=plan.optimizer_node, hint="export the model (pt, pt2, py, onnx) instead") from e
 
 
 def _scheduler_ctor(plan: "TrainingPlan") -> tuple[str, str]:
-    """(constructor expression using optimizer/epochs/steps_per_epoch, step kind: epoch|batch|metric)."""
+    """(constructor expression using optimizer/epochs/steps_per_epoch, step kind: epoch|batch|metric).
+
+    The scheduler node writes its own constructor; it may depend on the optimizer (OneCycleLR cycles
+    momentum only where there is one), so it gets one made by the project's optimizer node.
+    """
     if plan.scheduler_type is None:
         return "None", "epoch"
     import torch
 
+    nt = plan.graph.catalog.get(plan.scheduler_type)
     probe_opt = plan.make_optimizer(torch.nn.Linear(1, 1))
-    made = plan.make_scheduler(probe_opt, 10, 10)
-    assert made is not None
-    sched, every, needs_metric = made
-    name = type(sched).__name__
-    p = dict(plan.scheduler_params or {})
-    L = "torch.optim.lr_scheduler"
-    if name == "StepLR":
-        ctor = f"{L}.StepLR(optimizer, step_size={sched.step_size!r}, gamma={_lit(sched.gamma)})"
-    elif name == "MultiStepLR":
-        milestones = sorted(int(m) for m in sched.milestones.elements())
-        ctor = f"{L}.MultiStepLR(optimizer, milestones={milestones!r}, gamma={_lit(sched.gamma)})"
-    elif name == "LinearLR":
-        ctor = (f"{L}.LinearLR(optimizer, start_factor={_lit(sched.start_factor)}, "
-                f"end_factor={_lit(sched.end_factor)}, total_iters={sched.total_iters!r})")
-    elif name == "ExponentialLR":
-        ctor = f"{L}.ExponentialLR(optimizer, gamma={_lit(sched.gamma)})"
-    elif name == "CosineAnnealingLR":
-        t_max = "max(1, epochs)" if not p.get("T_max") else repr(int(p["T_max"]))
-        ctor = f"{L}.CosineAnnealingLR(optimizer, T_max={t_max}, eta_min={_lit(sched.eta_min)})"
-    elif name == "ReduceLROnPlateau":
-        ctor = (f"{L}.ReduceLROnPlateau(\n"
-                f"        optimizer, mode={sched.mode!r}, factor={_lit(sched.factor)}, patience={sched.patience!r},\n"
-                f"        threshold={_lit(sched.threshold)}, threshold_mode={sched.threshold_mode!r}, "
-                f"cooldown={sched.cooldown!r}, min_lr={_lit(sched.min_lrs[0])}, eps={_lit(sched.eps)})")
-    elif name == "OneCycleLR":
-        cycle = bool(getattr(sched, "cycle_momentum", False))
-        ctor = (f"{L}.OneCycleLR(\n"
-                f"        optimizer, max_lr={_lit(float(p['max_lr']))}, epochs=max(1, epochs), "
-                f"steps_per_epoch=max(1, steps_per_epoch),\n"
-                f"        pct_start={_lit(float(p['pct_start']))}, anneal_strategy={p['anneal_strategy']!r}, "
-                f"div_factor={_lit(float(p['div_factor']))},\n"
-                f"        final_div_factor={_lit(float(p['final_div_factor']))}, "
-                f"three_phase={bool(p['three_phase'])}, cycle_momentum={cycle})")
-    else:
-        raise ExportError(f"The learning-rate scheduler {name} cannot be written into a standalone script yet",
-                          node_id=plan.scheduler_node, hint="remove the scheduler or export as py")
-    return ctor, "metric" if needs_metric else every
+    try:
+        ctor = str(nt.emit_ctor(dict(plan.scheduler_params or {}), probe_opt))  # type: ignore[attr-defined]
+    except NotImplementedError as e:
+        raise ExportError(str(e) or f"The learning-rate scheduler {nt.title} cannot be written into a standalone "
+                          "script yet", node_id=plan.scheduler_node, hint="remove the scheduler or export as py") from e
+    step = "metric" if nt.needs_metric else nt.step_every  # type: ignore[attr-defined]
+    return ctor, step
 
 
 def _optim_section(plan: "TrainingPlan") -> str:
@@ -756,12 +688,12 @@ import time
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # model.py lives next to this file
-from model import Model  # noqa: E402
+from model import Model
 
 PROJECT = @TITLE@
 
@@ -773,253 +705,6 @@ SHUFFLE = @SHUFFLE@
 INIT_WEIGHTS = @INIT_WEIGHTS@  # optional starting weights, relative to this file
 
 '''
-
-_THREADS = '''
-# CPU threads. When another program keeps a core busy, torch's default of one thread per core makes every
-# op wait for a thread the system has paused (NetStudio measured 20-30x slower training on 2 cores);
-# computing with only the cores other programs leave free avoids that. --threads N (or THREADS) fixes it.
-THREADS = @THREADS@  # CPU threads per process; 0 = automatic
-
-
-def set_threads(requested=THREADS):
-    """Set torch's CPU threads for this process and print the count (rank 0); 0 = automatic.
-
-    Automatic: the cores other programs leave free (1-minute load average), shared by this
-    machine's processes, never more than torch's own default (torchrun sets one per process).
-    """
-    n = requested
-    if n <= 0:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-        per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        free = cores - int(busy + 0.3)  # a core counts as busy from a load of 0.7
-        n = min(torch.get_num_threads(), max(1, free // max(1, per_machine)))
-    torch.set_num_threads(n)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"CPU threads: {n} per process ({'automatic' if requested <= 0 else 'fixed'})", flush=True)
-    return n
-'''
-
-_TRAIN = '''
-# ----------------------------------------------------------------------------
-# Distributed setup and checkpoints
-# ----------------------------------------------------------------------------
-
-
-def setup(args):
-    """(rank, world_size, device). torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; without them: one process."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        if args.device:
-            return 0, 1, torch.device(args.device)
-        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and args.device != "cpu"
-    if use_cuda:  # one GPU per process, NCCL between them
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-        backend = "nccl"
-    else:
-        device, backend = torch.device("cpu"), "gloo"
-    # The timeout bounds every collective: a process that died or hangs ends the job with an error
-    # after --timeout seconds instead of blocking the others forever.
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=args.timeout),
-                            device_id=device if use_cuda else None)
-    return rank, world, device
-
-
-def all_sum(values, device, world):
-    """Element-wise sum of a list of numbers over all processes."""
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if world > 1:
-        dist.all_reduce(t)
-    return t.tolist()
-
-
-def save_checkpoint(path, model, optimizer, scheduler, epoch):
-    """Model, optimizer, scheduler and epoch; written to a temporary file then renamed (never half a file)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict() if scheduler is not None else None}
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path, model, optimizer, scheduler, rank, world):
-    """Restore a checkpoint written by save_checkpoint; returns its epoch (0 when there is none).
-
-    Rank 0 reads the file and sends it to the others, so the checkpoint folder
-    only has to exist on the first node.
-    """
-    state = None
-    if rank == 0 and os.path.exists(path):
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    if world > 1:
-        box = [state]
-        dist.broadcast_object_list(box, src=0)
-        state = box[0]
-    if state is None:
-        return 0
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and state.get("scheduler") is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    return int(state["epoch"])
-
-
-# ----------------------------------------------------------------------------
-# Training
-# ----------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate(model, x_all, y_all, rank, world, device, batch_size=1024):
-    """(mean loss, accuracy or None) over x_all/y_all; each process evaluates its own share."""
-    model.eval()
-    mine = torch.tensor_split(torch.arange(len(x_all)), world)[rank]
-    loss_sum, correct_sum = 0.0, 0.0
-    for start in range(0, len(mine), batch_size):
-        idx = mine[start:start + batch_size]
-        x, y = x_all[idx].to(device), y_all[idx].to(device)
-        out = model(x)
-        loss_sum += float(sum(v for v, _ in loss_terms(out, x, y))) * len(idx)
-        if HAS_ACCURACY:
-            correct_sum += float(count_correct(out, y))
-    model.train()
-    loss_sum, correct_sum, n = all_sum([loss_sum, correct_sum, len(mine)], device, world)
-    if n == 0:
-        return None, None
-    return loss_sum / n, (correct_sum / n if HAS_ACCURACY else None)
-
-
-def train(args, rank, world, device):
-    log = print if rank == 0 else (lambda *a, **k: None)  # only rank 0 reports
-    torch.manual_seed(args.seed)
-    train_x, train_y, val_x, val_y = load_data(args.data_path)
-    n_train = len(train_x)
-    steps_per_epoch = math.ceil(n_train / args.batch_size)
-
-    model = Model().to(device)
-    if args.init_weights:
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), args.init_weights)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    optimizer = make_optimizer(model)
-    scheduler = make_scheduler(optimizer, args.epochs, steps_per_epoch)
-    checkpoint = os.path.join(args.checkpoint_dir, "last.pt")
-    done = load_checkpoint(checkpoint, model, optimizer, scheduler, rank, world) if args.resume else 0
-    if done:
-        log(f"resumed from {checkpoint} after epoch {done}", flush=True)
-    # DDP copies rank 0's weights to every process and averages gradients during backward
-    net = model if world == 1 else DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    train_x, train_y = train_x.to(device), train_y.to(device)
-    log(f"training {n_train} samples in {steps_per_epoch} batches of {args.batch_size} "
-        f"on {world} process{'es' if world > 1 else ''} ({device.type})", flush=True)
-    for epoch in range(done + 1, args.epochs + 1):
-        t0 = time.time()
-        net.train()
-        # the same permutation on every process (seeded per epoch, so a resumed run repeats it)
-        gen = torch.Generator().manual_seed(args.seed * 100003 + epoch)
-        order = torch.randperm(n_train, generator=gen) if SHUFFLE else torch.arange(n_train)
-        order = order.to(device)
-        loss_sum, correct_sum, seen = 0.0, 0.0, 0
-        for start in range(0, n_train, args.batch_size):
-            batch = order[start:start + args.batch_size]
-            if len(batch) < world:
-                continue  # a last batch too small to give every process a sample
-            mine = torch.tensor_split(batch, world)[rank]
-            x, y = train_x[mine], train_y[mine]
-            out = net(x)
-            terms = loss_terms(out, x, y)
-            # DDP averages gradients over processes; these scales make that average equal to the
-            # gradient of one process seeing the whole global batch, even when shares differ in size.
-            mean_scale, sum_scale = world * len(mine) / len(batch), world
-            optimizer.zero_grad(set_to_none=True)
-            sum(v * (mean_scale if r == "mean" else sum_scale) for v, r in terms).backward()
-            optimizer.step()
-            if scheduler is not None and SCHEDULER_STEP == "batch":
-                scheduler.step()
-            with torch.no_grad():
-                loss_sum += float(sum(v for v, _ in terms)) * len(mine)
-                if HAS_ACCURACY:
-                    correct_sum += float(count_correct(out, y))
-                seen += len(mine)
-        loss_sum, correct_sum, seen = all_sum([loss_sum, correct_sum, seen], device, world)
-        train_loss = loss_sum / seen
-        train_acc = correct_sum / seen if HAS_ACCURACY else None
-        val_loss, val_acc = evaluate(model, val_x, val_y, rank, world, device) if len(val_x) else (None, None)
-        if scheduler is not None and SCHEDULER_STEP == "epoch":
-            scheduler.step()
-        elif scheduler is not None and SCHEDULER_STEP == "metric":
-            scheduler.step(val_loss if val_loss is not None else train_loss)
-        parts = [f"epoch {epoch}/{args.epochs}", f"train_loss {train_loss:.4f}"]
-        if train_acc is not None:
-            parts.append(f"train_acc {train_acc:.4f}")
-        if val_loss is not None:
-            parts.append(f"val_loss {val_loss:.4f}")
-        if val_acc is not None:
-            parts.append(f"val_acc {val_acc:.4f}")
-        parts.append(f"{time.time() - t0:.1f}s")
-        log("  ".join(parts), flush=True)
-        if rank == 0:
-            save_checkpoint(checkpoint, model, optimizer, scheduler, epoch)
-
-    if rank == 0:
-        model.eval().cpu()
-        # An fx GraphModule of built-in layers unpickles with plain torch, without model.py. It starts with
-        # the data preprocessing (so it takes raw pixels / raw table columns) unless --no-preprocess.
-        # A standardized regression target is mapped back to its own units by a last module, postprocess.
-        post = Postprocess(FITTED) if "target_shift" in FITTED else None
-        saved = model if args.no_preprocess else WithPreprocess(Preprocess(FITTED), model, post)
-        torch.save(torch.fx.symbolic_trace(saved), args.out)
-        torch.save(model.state_dict(), os.path.splitext(args.out)[0] + "_state_dict.pt")
-        log(f"saved {args.out}", flush=True)
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--epochs", type=int, default=EPOCHS)
-    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="global batch size (all processes together)")
-    p.add_argument("--seed", type=int, default=SEED)
-    p.add_argument("--device", default=None, help="cpu or cuda; default: cuda if available")
-    p.add_argument("--data-path", default=None, help="@DATA_HELP@")
-    p.add_argument("--checkpoint-dir", default="checkpoints", help="where rank 0 writes last.pt after every epoch")
-    p.add_argument("--resume", action="store_true", help="continue from CHECKPOINT_DIR/last.pt if it exists")
-    p.add_argument("--out", default="model.pt", help="the trained model (loads with torch.load)")
-    p.add_argument("--no-preprocess", action="store_true",
-                   help="save the bare network (it then takes normalized features, not raw data)")
-    p.add_argument("--init-weights", default=INIT_WEIGHTS, help="state_dict to start from")
-    p.add_argument("--timeout", type=float, default=300.0,
-                   help="seconds a process waits for the others before the job fails")
-    p.add_argument("--threads", type=int, default=THREADS, help="CPU threads per process; 0 = automatic")
-    return p.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    set_threads(args.threads)
-    rank, world, device = setup(args)
-    try:
-        train(args, rank, world, device)
-    except Exception as e:
-        if world > 1:
-            # usually another process died or stalled; say so before torchrun prints its report
-            print(f"[rank {rank}] error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}\\n"
-                  f"[rank {rank}] training stopped; run again with --resume to continue from the last checkpoint",
-                  file=sys.stderr, flush=True)
-        raise
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()
-'''
-
 
 def training_script(plan: "TrainingPlan", config: "TrainConfig", *, title: str = "NetStudio project",
                     init_weights: str | None = None) -> str:
@@ -1034,10 +719,14 @@ def training_script(plan: "TrainingPlan", config: "TrainConfig", *, title: str =
     header = _fill(_HEADER, TITLE=repr(title), EPOCHS=repr(config.epochs),
                    BATCH_SIZE=repr(config.batch_size), SEED=repr(config.seed), SHUFFLE=repr(bool(config.shuffle)),
                    INIT_WEIGHTS=repr(init_weights))
-    threads = _fill(_THREADS, THREADS=repr(int(config.threads)))  # CPU thread count, before the data section
-    parts = [header, threads, data_section(p), "\n\n", _loss_section(plan), "\n\n", _optim_section(plan), "\n",
-             _fill(_TRAIN, DATA_HELP=data_help)]
+    threads = standalone_source("threads", THREADS=repr(int(config.threads)))  # before the data section
+    program = [standalone_source("distributed"), standalone_source("checkpoints"),
+               standalone_source("train_loop", DATA_HELP=repr(data_help))]
+    parts = [header, "\n", threads, "\n\n", data_section(p), "\n\n", _loss_section(plan), "\n\n",
+             _optim_section(plan), "\n\n", "\n\n\n".join(program)]
     text = "".join(parts)
+    if not re.search(r"\bnp\.", text):  # e.g. a torchvision set: no numpy in the data code
+        text = text.replace("import numpy as np\n", "", 1)
     if src in _TORCHVISION and p["download"]:
         # one download per machine: local rank 0 fetches, the others then read the files
         text = text.replace(
