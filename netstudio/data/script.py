@@ -40,8 +40,9 @@ def loader_code(p: dict[str, Any]) -> str:
         return settings_block(p, []) + (
             '\n\ndef load_data(data_path=None):\n'
             '    raise NotImplementedError(\n'
-            '        "NetStudio cannot write a standalone loader for the dataset source " + repr(DATA_SOURCE) + " yet: "\n'
-            '        "replace load_data() in this file with code that returns (train_x, train_y, val_x, val_y) tensors "\n'
+            '        "NetStudio cannot write a standalone loader for the dataset source " + repr(DATA_SOURCE)\n'
+            '        + " yet: replace load_data() in this file with code that returns "\n'
+            '        "(train_x, train_y, val_x, val_y) tensors "\n'
             '        "(features float32, class labels int64)")\n')
     unknown = [m for m in loader.modules if m not in MODULES]
     if unknown:

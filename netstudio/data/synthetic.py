@@ -78,10 +78,9 @@ class SyntheticSource(DataSource):
                   '                           scale_targets=regression)\n'))
 
 
-registry.register(SyntheticSource("moons", SourceSpec(
-    "Moons", "synthetic", "two interleaving half circles, 2 features, 2 classes", True), _PARAMS))
-registry.register(SyntheticSource("circles", SourceSpec(
-    "Circles", "synthetic", "a circle inside another, 2 features, 2 classes", True), _PARAMS))
-registry.register(SyntheticSource("regression", SourceSpec(
-    "Linear regression", "synthetic", "random linear regression problem, n features → 1 target", True),
-    _PARAMS + ("n_features",)))
+for _name, _label, _text, _params in (
+        ("moons", "Moons", "two interleaving half circles, 2 features, 2 classes", _PARAMS),
+        ("circles", "Circles", "a circle inside another, 2 features, 2 classes", _PARAMS),
+        ("regression", "Linear regression", "random linear regression problem, n features → 1 target",
+         _PARAMS + ("n_features",))):
+    registry.register(SyntheticSource(_name, SourceSpec(_label, "synthetic", _text, True), _params))

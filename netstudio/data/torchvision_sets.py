@@ -125,14 +125,13 @@ class TorchvisionSource(DataSource):
                   + images +
                   '    train_idx = torch.arange(len(train.data))\n'
                   '    val_idx = torch.arange(len(train.data), len(images))\n'
-                  '    return prepare_images(images, targets, train_idx, val_idx, pixel_scale=255.0, normalize=NORMALIZE,\n'
-                  f'                          resize=RESIZE, fitted=FITTED{gray})\n'))
+                  '    return prepare_images(images, targets, train_idx, val_idx, pixel_scale=255.0,\n'
+                  f'                          normalize=NORMALIZE, resize=RESIZE, fitted=FITTED{gray})\n'))
 
 
 _PARAMS = ("source", "normalize", "path", "download", "resize")
-registry.register(TorchvisionSource("mnist", SourceSpec(
-    "MNIST", "image", "torchvision MNIST: 60000/10000 handwritten digits 28×28", False), _PARAMS))
-registry.register(TorchvisionSource("fashion_mnist", SourceSpec(
-    "Fashion-MNIST", "image", "torchvision Fashion-MNIST: 60000/10000 clothing images 28×28", False), _PARAMS))
-registry.register(TorchvisionSource("cifar10", SourceSpec(
-    "CIFAR-10", "image", "torchvision CIFAR-10: 50000/10000 colour images 32×32", False), _PARAMS + ("grayscale",)))
+for _name, _label, _text, _extra in (
+        ("mnist", "MNIST", "torchvision MNIST: 60000/10000 handwritten digits 28×28", ()),
+        ("fashion_mnist", "Fashion-MNIST", "torchvision Fashion-MNIST: 60000/10000 clothing images 28×28", ()),
+        ("cifar10", "CIFAR-10", "torchvision CIFAR-10: 50000/10000 colour images 32×32", ("grayscale",))):
+    registry.register(TorchvisionSource(_name, SourceSpec(_label, "image", _text, False), _PARAMS + _extra))
