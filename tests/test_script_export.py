@@ -565,7 +565,7 @@ def test_generated_preprocess_turns_raw_pixels_into_training_features() -> None:
         ns = data_module(params)
         tx, ty, vx, vy = ns["load_data"]()
         p = ns_data.normalize_params(params)
-        _, va = ns["split_indices"](1797)
+        _, va = ns["split_indices"](1797, ns["VAL_FRACTION"], ns["DATA_SEED"])
         raw = torch.tensor(load_digits().images[va], dtype=torch.float32).unsqueeze(1)  # 0-16, 8x8
         with torch.no_grad():
             got = ns["Preprocess"](ns["FITTED"])(raw)

@@ -22,10 +22,25 @@ Conventions worth knowing:
 * Targets are raw, except the regression targets of ``diabetes`` and
   ``regression``, standardized with train mean/std (``target_mean``/``target_std``)
   unless normalize is ``none`` — so MSE + SGD(0.01) converges on them.
+
+
+Sources: each dataset source is a :class:`DataSource` in a module of its own that registers
+itself in :mod:`netstudio.data.registry` when imported; this package imports the bundled ones
+below. ``core`` dispatches by name through the registry and imports no source module.
 """
 
+from netstudio.data.base import DataSource, ExportLoader
 from netstudio.data.core import (DEFAULT_PARAMS, LOAD_CACHE_SIZE, SOURCE_PARAMS, SOURCES, DatasetInfo,
                                  PreparedData, SourceSpec, clear_cache, describe, load, normalize_params)
+from netstudio.data.registry import register, unregister
 
-__all__ = ["DatasetInfo", "PreparedData", "SourceSpec", "SOURCES", "SOURCE_PARAMS", "DEFAULT_PARAMS",
-           "LOAD_CACHE_SIZE", "describe", "load", "clear_cache", "normalize_params"]
+# the bundled sources, in the order the Dataset node lists them (each registers itself)
+from netstudio.data import builtin as _builtin  # noqa: E402,F401  digits, iris, wine, breast_cancer, diabetes, mnist_5k
+from netstudio.data import synthetic as _synthetic  # noqa: E402,F401  moons, circles, regression
+from netstudio.data import torchvision_sets as _torchvision_sets  # noqa: E402,F401  mnist, fashion_mnist, cifar10
+from netstudio.data import csv_source as _csv_source  # noqa: E402,F401  csv
+from netstudio.data import images as _images  # noqa: E402,F401  image_folder
+
+__all__ = ["DatasetInfo", "PreparedData", "SourceSpec", "DataSource", "ExportLoader", "SOURCES", "SOURCE_PARAMS",
+           "DEFAULT_PARAMS", "LOAD_CACHE_SIZE", "describe", "load", "clear_cache", "normalize_params", "register",
+           "unregister"]

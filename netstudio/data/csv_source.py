@@ -34,7 +34,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from netstudio.data.core import DatasetInfo, PreparedData, file_stamp, resolve_path, split_indices, split_sizes
+from netstudio.data import registry
+from netstudio.data.base import (DataSource, DatasetInfo, ExportLoader, PreparedData, SourceSpec, export_literal,
+                                 file_stamp, resolve_path, split_indices, split_sizes)
 from netstudio.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -602,3 +604,103 @@ def parse_csv(path: str, target_column: str, feature_columns: str, task: str, *,
                         f"values, too many for classification (max {MAX_CLASSES})", hint="set task to regression")
     return ParsedTable(x, codes.astype(np.int64).reshape(-1), "classification", class_names, tuple(fnames), t_name,
                        cats_t, tuple(notes), text_block)
+
+
+# ----------------------------------------------------------------------------
+# The source, and what the standalone program needs to read the same file
+# ----------------------------------------------------------------------------
+
+
+def export_facts(p: dict[str, Any]) -> dict[str, Any]:
+    """What the generated CSV reader needs, decided now with NetStudio's own parser."""
+    from netstudio.errors import ExportError
+
+    table = parsed(p)
+    path = resolve_path(p["path"])
+    cells, _ = _cells(path)
+    names, has_header = _column_names(cells[0], cells[1:])
+    rows = len(cells) - (1 if has_header else 0)  # data rows, without blank lines and header
+    if table.has_missing or len(table.x) != rows or any(c is not None for c in table.categories):
+        raise ExportError("The training script cannot read this CSV file yet: it has missing values or text "
+                          "feature columns", hint="export the model (pt, pt2, py, onnx) instead, or clean the file")
+    target = names.index(table.target_name)
+    features = [names.index(f) for f in table.feature_names]
+    numeric_labels = None
+    if table.task == "classification":
+        import numpy as np
+
+        try:
+            vals = cells[1 if has_header else 0:, target].astype(float)
+            numeric_labels = [float(v) for v in np.unique(vals)]
+        except ValueError:
+            numeric_labels = None  # text labels: classes are the sorted label strings
+    return dict(path=path, sep=_sniff_delimiter(path), header=has_header, target=target, features=features,
+                names=names, task=table.task, classes=list(table.class_names), numeric_labels=numeric_labels)
+
+
+class CsvSource(DataSource):
+    def describe(self, p: dict[str, Any]) -> DatasetInfo:
+        return describe_csv(p)
+
+    def load(self, p: dict[str, Any]) -> PreparedData:
+        return load_csv(p)
+
+    def stamp(self, p: dict[str, Any]) -> Any:
+        return csv_stamp(p["path"])
+
+    def clear_cache(self) -> None:
+        clear_parse_cache()
+
+    def export_loader(self, p: dict[str, Any]) -> ExportLoader:
+        import pprint
+
+        f = export_facts(p)
+        regression = f["task"] == "regression"
+        settings = [
+            f"DATA_PATH = {export_literal(f['path'])}  # override with --data-path",
+            f"CSV_SEPARATOR = {export_literal(f['sep'])}",
+            f"CSV_HAS_HEADER = {f['header']}",
+            f"TARGET_COLUMN = {f['target']!r}  # 0-based column position of TARGET_NAME",
+            f"TARGET_NAME = {f['names'][f['target']]!r}",
+            f"FEATURE_COLUMNS = {f['features']!r}  # 0-based column positions",
+            "FEATURE_NAMES = " + pprint.pformat([f['names'][j] for j in f['features']], width=100).replace(
+                "\n", "\n" + " " * 16),
+        ]
+        if not regression:
+            settings.append("CLASS_NAMES = " + pprint.pformat(f["classes"], width=100).replace("\n", "\n" + " " * 14)
+                            + "  # class index -> label")
+            if f["numeric_labels"] is not None:
+                settings.append("CLASS_VALUES = " + pprint.pformat(f["numeric_labels"], width=100).replace(
+                    "\n", "\n" + " " * 15) + "  # numeric label of each class index")
+        if regression:
+            target = ("    y = table[TARGET_COLUMN].astype(float).to_numpy().reshape(-1, 1)\n"
+                      "    regression = True  # CSV targets keep their own scale\n")
+        elif f["numeric_labels"] is not None:
+            target = ("    labels = table[TARGET_COLUMN].astype(float).to_numpy()\n"
+                      "    y = np.searchsorted(np.asarray(CLASS_VALUES), labels)\n"
+                      "    known = (y < len(CLASS_VALUES)) & (np.asarray(CLASS_VALUES + [np.nan])[y] == labels)\n"
+                      "    if not known.all():\n"
+                      "        raise ValueError(f\"unknown class label {labels[~known][0]!r} in {path}\")\n"
+                      "    regression = False\n")
+        else:
+            target = ("    index = {name: i for i, name in enumerate(CLASS_NAMES)}\n"
+                      "    unknown = sorted(set(table[TARGET_COLUMN]) - set(index))\n"
+                      "    if unknown:\n"
+                      "        raise ValueError(f\"unknown class label {unknown[0]!r} in {path}\")\n"
+                      "    y = table[TARGET_COLUMN].map(index).to_numpy()\n"
+                      "    regression = False\n")
+        return ExportLoader(
+            settings=tuple(settings), modules=("split", "data_tabular", "data_csv"),
+            body=('\n\ndef load_data(data_path=None):\n'
+                  '    """(train_x, train_y, val_x, val_y) as CPU tensors."""\n'
+                  '    path = data_path or DATA_PATH\n'
+                  '    table = read_table(path, CSV_SEPARATOR, CSV_HAS_HEADER)\n'
+                  '    x = table[FEATURE_COLUMNS].astype(float).to_numpy()\n' + target +
+                  '    train_idx, val_idx = split_indices(len(x), VAL_FRACTION, DATA_SEED)\n'
+                  '    return prepare_tabular(x, y, train_idx, val_idx, NORMALIZE, FITTED, regression=regression)\n'))
+
+
+registry.register(CsvSource("csv", SourceSpec(
+    "CSV file", "tabular", "your own table: one row per sample, one column is the target", True),
+    ("source", "val_fraction", "seed", "normalize", "path", "target_column", "feature_columns", "task", "missing",
+     "fill_value", "categorical")))

@@ -1,4 +1,4 @@
-"""Image folders (root/<class>/<image>) and the torchvision sets (MNIST, Fashion-MNIST, CIFAR-10).
+"""Image folders (root/<class>/<image>): your own images, one sub-folder per class.
 
 Folder scans are cached by the mtimes of the root and its class folders, so
 ``describe`` only walks the tree after something changed. Images are decoded
@@ -13,7 +13,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from netstudio.data.core import DatasetInfo, PreparedData, resolve_path, split_sizes
+from netstudio.data import registry
+from netstudio.data.base import (DataSource, DatasetInfo, ExportLoader, PreparedData, SourceSpec, export_literal,
+                                 resolve_path, split_indices, split_sizes)
 from netstudio.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -173,29 +175,17 @@ def describe_folder(p: dict[str, Any]) -> DatasetInfo:
 
 
 def decode_image(path: str, mode: str, size: tuple[int, int]) -> "torch.Tensor":
-    """One image → float32 (C, H, W) with raw 0–255 values."""
-    import numpy as np
-    import torch
-    from PIL import Image
+    """One image → float32 (C, H, W) with raw 0–255 values (the exported program's decoder; DataError if unreadable)."""
+    from netstudio.data.standalone.data_folder import decode_image as decode
 
     try:
-        with Image.open(path) as im:
-            im = im.convert(mode)
-            if (im.height, im.width) != size:
-                im = im.resize((size[1], size[0]), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.float32)
+        return decode(path, mode, size)
     except Exception as e:  # noqa: BLE001
         raise DataError(f"Cannot read image {path}: {e}") from None
-    t = torch.from_numpy(arr.copy())
-    return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
 
 
 def load_folder(p: dict[str, Any]) -> PreparedData:
-    import numpy as np
-    import torch
-
     from netstudio.data import prep
-    from netstudio.data.core import split_indices
     from netstudio.data.prep import ImageFileDataset
 
     scan = scan_folder(p["path"])
@@ -208,20 +198,11 @@ def load_folder(p: dict[str, Any]) -> PreparedData:
     if how == "minmax":
         scale, mean, std = 255.0, [0.0] * c, [1.0] * c
     elif how == "standard":
+        from netstudio.data.standalone.data_folder import folder_stats
+
         scale = 255.0
-        # decoding every image would make "Train" wait on big folders; a seeded sample is plenty
-        pick = tr[np.random.RandomState(p["seed"]).permutation(len(tr))[:STATS_SAMPLE]]
-        s = torch.zeros(c, dtype=torch.float64)
-        s2 = torch.zeros(c, dtype=torch.float64)
-        for j in pick:
-            x = decode_image(scan.samples[int(j)][0], mode, size).to(torch.float64) / scale
-            s += x.sum(dim=(1, 2))
-            s2 += (x * x).sum(dim=(1, 2))
-        count = len(pick) * size[0] * size[1]
-        m = s / count
-        sd = (s2 / count - m * m).clamp_min(0).sqrt()
-        sd = torch.where(sd > 1e-12, sd, torch.ones_like(sd))
-        mean, std = [float(v) for v in m], [float(v) for v in sd]
+        mean, std = folder_stats([f for f, _ in scan.samples], tr, p["seed"], mode, size, c, STATS_SAMPLE,
+                                 decode=decode_image)
     info = DatasetInfo(**_folder_info_kw(scan), feature_shape=(c, *size), n_train=len(tr), n_val=len(va))
     return PreparedData(
         info=info, resident=False,
@@ -231,63 +212,43 @@ def load_folder(p: dict[str, Any]) -> PreparedData:
 
 
 # ----------------------------------------------------------------------------
-# torchvision sets
+# The source
 # ----------------------------------------------------------------------------
 
-_TV_CLASS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
-_TV_FOLDER = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "cifar-10-batches-py"}
-_TV_LABEL = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+
+class ImageFolderSource(DataSource):
+    def describe(self, p: dict[str, Any]) -> DatasetInfo:
+        return describe_folder(p)
+
+    def load(self, p: dict[str, Any]) -> PreparedData:
+        return load_folder(p)
+
+    def stamp(self, p: dict[str, Any]) -> Any:
+        return folder_stamp(p["path"])
+
+    def clear_cache(self) -> None:
+        with _scan_lock:
+            _scan_cache.clear()
+
+    def export_loader(self, p: dict[str, Any]) -> ExportLoader:
+        lit = export_literal
+        scan = scan_folder(p["path"])
+        return ExportLoader(
+            settings=(f"DATA_PATH = {lit(scan.root)}  # one sub-folder per class; override with --data-path",
+                      f"CLASS_NAMES = {lit(list(scan.classes))}",
+                      f"RESIZE = {lit(p['resize'])}  # 0: every image takes the first image's size",
+                      f"GRAYSCALE = {bool(p['grayscale'])}",
+                      f"IMG_EXTENSIONS = {lit(tuple(IMG_EXTENSIONS))}",
+                      f"GRAY_MODES = {lit(tuple(_GRAY_MODES))}  # PIL modes read as one channel",
+                      f"STATS_SAMPLE = {STATS_SAMPLE}  # training images the normalisation statistics come from"),
+            modules=("split", "data_folder"),
+            body=('\n\ndef load_data(data_path=None):\n'
+                  '    """(train_x, train_y, val_x, val_y): every image decoded into memory (N x C x H x W)."""\n'
+                  '    return load_folder(data_path or DATA_PATH, CLASS_NAMES,\n'
+                  '                       lambda n: split_indices(n, VAL_FRACTION, DATA_SEED), NORMALIZE, RESIZE,\n'
+                  '                       GRAYSCALE, GRAY_MODES, DATA_SEED, STATS_SAMPLE, IMG_EXTENSIONS, FITTED)\n'))
 
 
-def default_data_root() -> str:
-    """Where torchvision sets live when path is empty: $NETSTUDIO_DATA_DIR or ~/.cache/netstudio/datasets."""
-    return os.environ.get("NETSTUDIO_DATA_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "netstudio",
-                                                                 "datasets")
-
-
-def torchvision_root(p: dict[str, Any]) -> str:
-    """The root torchvision expects; accepts the set's own folder (…/MNIST) as well."""
-    root = resolve_path(p["path"]) or default_data_root()
-    if os.path.basename(os.path.normpath(root)) == _TV_FOLDER[p["source"]]:
-        return os.path.dirname(os.path.normpath(root))
-    return root
-
-
-def load_torchvision(p: dict[str, Any]) -> PreparedData:
-    import numpy as np
-    import torch
-    from torchvision import datasets
-
-    from netstudio.data import prep
-    from netstudio.data.builtin import _classification, describe_builtin
-
-    src = p["source"]
-    label = _TV_LABEL[src]
-    root = torchvision_root(p)
-    cls = getattr(datasets, _TV_CLASS[src])
-    try:
-        if p["download"]:
-            os.makedirs(root, exist_ok=True)
-        train = cls(root, train=True, download=p["download"])
-        test = cls(root, train=False, download=p["download"])
-    except (RuntimeError, OSError, ValueError) as e:
-        if not p["download"]:
-            raise DataError(f"{label} not found in {root}; set path to a folder containing it or enable download",
-                            hint=f"expected {os.path.join(root, _TV_FOLDER[src])}") from None
-        raise DataError(f"Could not download {label} into {root}: {e}", hint="check the network connection") from None
-
-    names = describe_builtin(p).class_names
-    if src == "cifar10":
-        images = torch.from_numpy(np.concatenate([train.data, test.data]))  # (N, 32, 32, 3) uint8
-        channels_last = True
-        targets = torch.tensor(list(train.targets) + list(test.targets), dtype=torch.int64)
-    else:
-        images = torch.cat([train.data, test.data]).unsqueeze(1)  # (N, 1, 28, 28) uint8
-        channels_last = False
-        targets = torch.cat([train.targets, test.targets]).to(torch.int64)
-    n_train = len(train.data)
-    tr = torch.arange(n_train)
-    va = torch.arange(n_train, len(images))  # the official test split is the validation set
-    return prep.finish_images(_classification(src, names, True), p, images, targets, tr, va, pixel_scale=255.0,
-                              channels_last=channels_last, grayscale=src == "cifar10" and p["grayscale"],
-                              force_lazy=src == "cifar10")
+registry.register(ImageFolderSource("image_folder", SourceSpec(
+    "Image folder", "image", "your own images in root/<class name>/<image>, one folder per class", True),
+    ("source", "val_fraction", "seed", "normalize", "path", "resize", "grayscale")))

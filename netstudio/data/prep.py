@@ -14,31 +14,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from netstudio.data.core import DatasetInfo, PreparedData
+from netstudio.data.base import DatasetInfo, PreparedData, split_indices
+from netstudio.data.standalone.data_images import channel_stats as _channel_stats
+from netstudio.data.standalone.data_images import to_gray as _to_gray
+from netstudio.data.standalone.data_tabular import feature_stats as _feature_stats
 
 #: Largest resident image tensor; bigger (resized) sets are served per sample instead.
 RESIDENT_LIMIT_BYTES = 1536 * 1024 * 1024
-_GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, what PIL's convert("L") uses
 
 
 # ----------------------------------------------------------------------------
 # Tabular
 # ----------------------------------------------------------------------------
-
-
-def _feature_stats(x: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(shift, scale) per column fitted on ``x`` (the train split), or None for 'none'."""
-    if how == "none" or x.shape[0] == 0:
-        return None
-    x64 = x.astype(np.float64, copy=False)
-    if how == "standard":
-        shift, scale = x64.mean(axis=0), x64.std(axis=0)
-    else:  # minmax
-        shift = x64.min(axis=0)
-        scale = x64.max(axis=0) - shift
-    # constant columns would divide by zero; leave them centred instead
-    scale = np.where(scale > 1e-12, scale, 1.0)
-    return shift, scale
 
 
 def finish_tabular(info_kw: dict[str, Any], p: dict[str, Any], x: np.ndarray, y: np.ndarray, *,
@@ -51,7 +38,6 @@ def finish_tabular(info_kw: dict[str, Any], p: dict[str, Any], x: np.ndarray, y:
     ``ids``: ``x`` holds integer token ids (int64, never normalized).
     ``names``: the name of each column of ``x`` (for messages; default: the info's feature names).
     """
-    from netstudio.data.core import split_indices
     from netstudio.errors import DataError
 
     n = x.shape[0]
@@ -114,42 +100,15 @@ def finish_tabular(info_kw: dict[str, Any], p: dict[str, Any], x: np.ndarray, y:
 # ----------------------------------------------------------------------------
 
 
-def _to_gray(x: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) → (N, 1, H, W) luma; other channel counts are returned as is."""
-    if x.shape[1] != 3:
-        return x
-    w = torch.tensor(_GRAY, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x * w).sum(dim=1, keepdim=True)
-
-
 def _nchw(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return images.permute(0, 3, 1, 2) if channels_last else images
 
 
 def channel_stats(images: torch.Tensor, indices: torch.Tensor, *, channels_last: bool, pixel_scale: float,
                   grayscale: bool, chunk: int = 4096) -> tuple[list[float], list[float]]:
-    """Per-channel mean/std over ``images[indices]`` in [0,1] units, chunked to bound memory.
-
-    Computed on the stored (un-resized) pixels: bilinear resizing is an
-    average, so the statistics barely move and stay identical whether the set
-    ends up resident or per-sample.
-    """
-    total = 0
-    s = s2 = None
-    for start in range(0, len(indices), chunk):
-        x = _nchw(images[indices[start:start + chunk]], channels_last).to(torch.float64) / pixel_scale
-        if grayscale:
-            x = _to_gray(x)
-        cs = x.sum(dim=(0, 2, 3))
-        cs2 = (x * x).sum(dim=(0, 2, 3))
-        s = cs if s is None else s + cs
-        s2 = cs2 if s2 is None else s2 + cs2
-        total += x.shape[0] * x.shape[2] * x.shape[3]
-    assert s is not None and s2 is not None and total > 0
-    mean = s / total
-    var = (s2 / total - mean * mean).clamp_min(0.0)
-    std = torch.where(var.sqrt() > 1e-12, var.sqrt(), torch.ones_like(var))
-    return [float(v) for v in mean], [float(v) for v in std]
+    """Per-channel mean/std over ``images[indices]`` in [0,1] units, chunked to bound memory
+    (the exported program's function, :func:`netstudio.data.standalone.data_images.channel_stats`)."""
+    return _channel_stats(images, indices, pixel_scale, grayscale, chunk=chunk, channels_last=channels_last)
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -295,8 +254,6 @@ class ImageFileDataset(Dataset):
 
 
 def seeded_split(n: int, p: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    from netstudio.data.core import split_indices
-
     tr, va = split_indices(n, p["val_fraction"], p["seed"])
     return torch.from_numpy(tr), torch.from_numpy(va)
 

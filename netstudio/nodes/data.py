@@ -8,17 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from netstudio.data import describe
+from netstudio.data import describe, registry
 from netstudio.nodes.base import Category, InferContext, NodeType, Param, Port, PortKind, TensorInfo, register
 
-SOURCE_CHOICES: tuple[str, ...] = ("digits", "iris", "wine", "breast_cancer", "diabetes", "mnist_5k", "moons",
-                                   "circles", "regression", "mnist", "fashion_mnist", "cifar10", "csv",
-                                   "image_folder")
-_TORCHVISION = ("mnist", "fashion_mnist", "cifar10")
-_IMAGES = ("digits", "mnist_5k", "mnist", "fashion_mnist", "cifar10", "image_folder")
-_SYNTHETIC = ("moons", "circles", "regression")
+# the registered data sources (netstudio.data.registry) and which of them each param concerns
+SOURCE_CHOICES: tuple[str, ...] = registry.names()
+_TORCHVISION = registry.sources_with_param("download")
+_IMAGES = registry.sources_with_param("resize")
+_SYNTHETIC = registry.sources_with_param("n_samples")
 # the torchvision sets use their official test split, so the split params do not apply to them
-_SPLIT = tuple(s for s in SOURCE_CHOICES if s not in _TORCHVISION)
+_SPLIT = registry.split_sources()
 
 
 @register
