@@ -368,7 +368,7 @@ def test_generated_training_parts_equal_the_plan(tmp_path: Path, name: str, grap
     sched = mod.make_scheduler(opt, cfg.epochs, steps)
     assert mod.SCHEDULER_STEP == ("metric" if needs_metric else every)
     lrs, ref_lrs = [], []
-    for epoch in range(3):
+    for _epoch in range(3):
         for _ in range(steps if every == "batch" else 1):
             for o in (opt, ref_opt):
                 o.step()

@@ -330,8 +330,8 @@ OutputStep = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 class LayerType(NodeType):
     """A node compiled to one ``torch.nn`` module call (usually one input, one output)."""
 
-    inputs = (Port("input", PortKind.TENSOR),)
-    outputs = (Port("output", PortKind.TENSOR),)
+    inputs: ClassVar[tuple[Port, ...]] = (Port("input", PortKind.TENSOR),)
+    outputs: ClassVar[tuple[Port, ...]] = (Port("output", PortKind.TENSOR),)
     #: for modules that return a tuple (torch's RNNs return (output, state)): the index of the
     #: ``output`` port's value in it; types with more output ports override ``output_steps``
     output_index: ClassVar[int | None] = None

@@ -16,7 +16,7 @@ from PySide6.QtTest import QTest
 from netstudio.graph.model import Graph
 from netstudio.project.io import Project, save_project
 from netstudio.training.config import TrainConfig
-from tests.ui.helpers import add, connect
+from tests.ui.helpers import add
 from tests.ui.test_training_dock import digits_graph
 
 
