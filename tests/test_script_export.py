@@ -479,6 +479,7 @@ def _torchrun_env() -> dict[str, str]:
     return {k: v for k, v in env.items() if v != ""}
 
 
+@pytest.mark.slow  # subprocess, end to end
 def test_torchrun_two_cpu_processes_train_and_save_a_plain_torch_model(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     job = tmp_path / "job"
