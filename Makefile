@@ -1,4 +1,5 @@
-# NetStudio developer commands. `make run` launches the app, `make test` runs every test.
+# NetStudio developer commands. `make run` launches the app, `make test` runs the linters and every test,
+# `make test-fast` the tests without the slow end-to-end ones, `make lint` ruff, mypy and the import-layer test.
 # Both create the virtualenv (.venv) and install NetStudio into it on first use.
 
 PYTHON ?= python3
@@ -13,7 +14,7 @@ else
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: run test bench install clean screenshots
+.PHONY: run test test-fast lint bench install clean screenshots
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +30,17 @@ run: $(VENV)/.installed
 	$(PY) -m netstudio.ui.qt_deps
 	$(VENV)/bin/netstudio
 
-test: $(VENV)/.installed
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_layers.py
+
+test: lint
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider
+
+# the quick inner loop: everything except the end-to-end tests that start subprocesses
+test-fast: $(VENV)/.installed
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider -m "not slow"
 
 bench: $(VENV)/.installed
 	$(PY) bench/run_all.py

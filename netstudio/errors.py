@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from netstudio.enums import StrEnum
+
 #: longest message / hint an error carries; input echoed into a message is cut to fit
 MAX_MESSAGE = 1000
 MAX_HINT = 400
@@ -123,6 +125,18 @@ class ExportError(NetStudioError):
     pass
 
 
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+class Scope(StrEnum):
+    """What a problem blocks: MODEL blocks compiling, TRAINING blocks only training."""
+
+    MODEL = "model"
+    TRAINING = "training"
+
+
 @dataclass(frozen=True)
 class Problem:
     """One validation finding, shown in the Problems panel and on the node."""
@@ -130,10 +144,12 @@ class Problem:
     message: str
     node_id: str | None = None
     hint: str | None = None
-    severity: str = "error"  # "error" | "warning"
-    scope: str = "model"  # "model": blocks compiling; "training": blocks only training
+    severity: Severity = Severity.ERROR
+    scope: Scope = Scope.MODEL
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "severity", Severity(self.severity))  # plain strings are still accepted
+        object.__setattr__(self, "scope", Scope(self.scope))
         object.__setattr__(self, "message", clip_text(self.message, MAX_MESSAGE))
         if self.hint is not None:
             object.__setattr__(self, "hint", clip_text(self.hint, MAX_HINT))
@@ -142,6 +158,6 @@ class Problem:
         return f"{self.message} — {self.hint}" if self.hint else self.message
 
     @classmethod
-    def from_error(cls, err: NetStudioError, severity: str = "error", scope: str = "model",
+    def from_error(cls, err: NetStudioError, severity: Severity = Severity.ERROR, scope: Scope = Scope.MODEL,
                    node_id: str | None = None) -> "Problem":
         return cls(err.message, err.node_id or node_id, err.hint, severity, scope)

@@ -8,7 +8,6 @@ fails ``test_every_model_type_matches_torch`` until one is added below.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pytest

@@ -253,6 +253,7 @@ def test_progress_bar_and_epoch_lines() -> None:
         {"a": None, "b": [None, 1.5], "c": 2.0}
 
 
+@pytest.mark.slow  # subprocess, end to end
 def test_ctrl_c_stops_and_still_exports(tmp_path: Path) -> None:
     out_pt = tmp_path / "partial.pt"
     env = dict(os.environ, PYTHONUNBUFFERED="1")

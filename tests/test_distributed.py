@@ -279,6 +279,7 @@ def assert_same_curve(dist_hist: list[dict], single_hist: list[dict]) -> None:
             assert d[key] == pytest.approx(s[key], rel=1e-4, abs=1e-5), (d["epoch"], key)
 
 
+@pytest.mark.slow  # subprocess, end to end
 def test_two_cpu_ranks_train_like_one_process(tmp_path: Path) -> None:
     # 120 iris training samples in global batches of 15: every batch splits 8 + 7 over the two ranks
     proj = mlp_project(tmp_path / "iris.nsproj", "iris", 3, epochs=4, batch_size=15)
@@ -329,6 +330,7 @@ def _worker_pid(parent: int, rank: int) -> int | None:
     return found
 
 
+@pytest.mark.slow  # subprocess, end to end
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the worker process through /proc")
 def test_killed_rank_ends_the_job_and_a_restart_resumes(tmp_path: Path) -> None:
     proj = mlp_project(tmp_path / "digits.nsproj", "digits", 10, epochs=40, batch_size=32)

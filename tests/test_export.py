@@ -134,6 +134,7 @@ def run_without_netstudio(code: str, cwd: Path) -> subprocess.CompletedProcess[s
 # ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # subprocess, end to end
 def test_pt_and_py_exports_run_without_netstudio(compiled_models: dict[str, CompiledModel],
                                                   tmp_path: Path) -> None:
     work = tmp_path / "work"

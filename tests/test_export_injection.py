@@ -74,6 +74,7 @@ def _check_files(folder: Path, strings: list[str]) -> dict:
     return namespace
 
 
+@pytest.mark.slow  # subprocess, end to end
 def test_csv_training_program_keeps_hostile_strings_literal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     col, target = hostile("col"), hostile("target")
@@ -98,6 +99,7 @@ def test_csv_training_program_keeps_hostile_strings_literal(tmp_path: Path, monk
     assert len(tx) + len(vx) == 20
 
 
+@pytest.mark.slow  # subprocess, end to end
 def test_image_folder_program_and_py_export_keep_hostile_strings_literal(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from PIL import Image
@@ -133,6 +135,7 @@ def test_image_folder_program_and_py_export_keep_hostile_strings_literal(tmp_pat
     assert out.shape == (2, 2)
 
 
+@pytest.mark.slow  # subprocess, end to end
 def test_torchvision_and_builtin_programs_keep_hostile_strings_literal(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

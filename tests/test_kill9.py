@@ -21,6 +21,7 @@ from conftest import ROOT
 TRIALS = 100
 
 
+@pytest.mark.slow  # subprocess, end to end
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_saves_survive_kill_9_at_random_moments(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -149,6 +149,7 @@ def _check_peak_rss_mb(proj: Path) -> tuple[int, str]:
     return int(rss_kb) // 1024, proc.stdout
 
 
+@pytest.mark.slow  # subprocess, end to end
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak RSS in kilobytes (Linux)")
 def test_check_of_a_1gb_model_allocates_no_weights(tmp_path: Path) -> None:
     """Linear(16384 → 16384): 1 GB of float32 weights; `check` builds on the meta device, so it peaks

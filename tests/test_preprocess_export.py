@@ -117,6 +117,7 @@ def _check_without_netstudio(folder: Path, raw: torch.Tensor, ref: torch.Tensor,
     return json.loads(line[8:]), json.loads(meta[5:])
 
 
+@pytest.mark.slow  # subprocess, end to end
 def test_mnist_exports_take_raw_pixels(tmp_path: Path) -> None:
     from netstudio.data.builtin import _raw_mnist_5k
 
@@ -151,6 +152,7 @@ def _png_folder(root: Path, per_class: int = 8) -> Path:
     return root
 
 
+@pytest.mark.slow  # subprocess, end to end
 def test_image_folder_exports_take_decoded_images(tmp_path: Path) -> None:
     from PIL import Image
 
@@ -210,6 +212,7 @@ def _raw_csv_rows(path: Path, categories: dict[str, list[str]]) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float32)
 
 
+@pytest.mark.slow  # subprocess, end to end
 def test_csv_exports_take_raw_columns(tmp_path: Path) -> None:
     f = _messy_csv(tmp_path / "messy.csv")
     params = {"source": "csv", "path": str(f), "missing": "mean", "task": "regression", "val_fraction": 0.2}
@@ -385,6 +388,7 @@ def test_token_id_models_export_to_every_format(tmp_path: Path) -> None:
                 assert torch.allclose(runpy.run_path(str(path))["load_model"]()(x), ref, atol=1e-6)
 
 
+@pytest.mark.slow  # subprocess, end to end
 def test_regression_exports_answer_in_the_targets_units(tmp_path: Path) -> None:
     """linear_regression (diabetes, standardized targets): every export ends with 'postprocess' and takes raw
     features to disease progression in its own units; the reported MAE is that of the exported model."""

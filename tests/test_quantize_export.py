@@ -46,6 +46,7 @@ def _raw_val_pixels(plan) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(images[va]).unsqueeze(1).float(), torch.as_tensor(labels[va]).long()
 
 
+@pytest.mark.slow  # subprocess, end to end
 def test_quantized_mnist_mlp_is_small_accurate_and_loads_without_netstudio(mnist_mlp, tmp_path: Path) -> None:
     project, plan, data, model = mnist_mlp
     inp = export_input(data)

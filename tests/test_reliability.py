@@ -308,11 +308,12 @@ def test_a_failed_export_leaves_no_folder_and_no_file(tmp_path: Path) -> None:
 
 
 def test_a_failed_script_export_leaves_nothing(tmp_path: Path) -> None:
+    from netstudio.errors import CompileError
     from netstudio.project.script_export import export_script
 
     rec = residual_record()
     rec["graph"]["edges"] = [e for e in rec["graph"]["edges"] if e[3] != "loss"]  # no optimizer input: invalid
-    with pytest.raises(Exception):
+    with pytest.raises(CompileError):
         export_script(Project.from_dict(rec), tmp_path / "out" / "train")
     assert list(tmp_path.iterdir()) == []
 

@@ -85,6 +85,7 @@ def test_lenet_check_shows_shapes_and_counts(capsys: pytest.CaptureFixture[str])
 # ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # subprocess, end to end
 def test_mnist_mlp_sgd_reaches_90_percent_via_console(tmp_path: Path) -> None:
     out_pt = tmp_path / "mlp.pt"
     proc = subprocess_cli("train", str(SAMPLES / "mnist_mlp_sgd.nsproj"), "--epochs", "3", "--json",
@@ -247,6 +248,7 @@ def test_check_reports_a_missing_loss_target(tmp_path: Path, capsys: pytest.Capt
     assert "total parameters: 44,426" in out
 
 
+@pytest.mark.slow  # subprocess, end to end
 def test_huge_learning_rate_stops_with_a_nan_message(tmp_path: Path) -> None:
     project = load_project(SAMPLES / "linear_regression.nsproj")
     project.graph.set_param(project.graph.find("sgd").id, "lr", 1e6)

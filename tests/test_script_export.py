@@ -369,7 +369,7 @@ def test_generated_training_parts_equal_the_plan(tmp_path: Path, name: str, grap
     sched = mod.make_scheduler(opt, cfg.epochs, steps)
     assert mod.SCHEDULER_STEP == ("metric" if needs_metric else every)
     lrs, ref_lrs = [], []
-    for epoch in range(3):
+    for _epoch in range(3):
         for _ in range(steps if every == "batch" else 1):
             for o in (opt, ref_opt):
                 o.step()
@@ -480,6 +480,7 @@ def _torchrun_env() -> dict[str, str]:
     return {k: v for k, v in env.items() if v != ""}
 
 
+@pytest.mark.slow  # subprocess, end to end
 def test_torchrun_two_cpu_processes_train_and_save_a_plain_torch_model(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     job = tmp_path / "job"

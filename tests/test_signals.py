@@ -55,6 +55,7 @@ def _stop(job: subprocess.Popen, ranks: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow  # subprocess, end to end
 def test_ranks_die_with_a_killed_launcher(tmp_path: Path) -> None:
     job, ranks = _start_job(tmp_path)
     try:
@@ -71,6 +72,7 @@ def test_ranks_die_with_a_killed_launcher(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
                          ids=["SIGINT", "SIGTERM", "SIGHUP"])
+@pytest.mark.slow  # subprocess, end to end
 def test_a_signal_ends_the_job_with_one_line_and_its_exit_code(tmp_path: Path, sig: signal.Signals,
                                                                code: int) -> None:
     job, ranks = _start_job(tmp_path)
@@ -92,6 +94,7 @@ def test_a_signal_ends_the_job_with_one_line_and_its_exit_code(tmp_path: Path, s
     assert survivors == []
 
 
+@pytest.mark.slow  # subprocess, end to end
 def test_one_process_stops_on_sigterm_like_ctrl_c(tmp_path: Path) -> None:
     """Without --nproc: the current batch ends, the model is still exported, one line on stderr (SIGHUP
     takes the same path)."""

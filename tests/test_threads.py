@@ -212,6 +212,7 @@ def test_fit_applies_a_fixed_count_and_restores_the_callers(one_thread: None) ->
     assert torch.get_num_threads() == 1  # the fixture's count again
 
 
+@pytest.mark.slow  # subprocess, end to end
 def test_a_fresh_netstudio_train_reports_the_policy_in_force(tmp_path: Path) -> None:
     """A new process, as a user starts it: the JSON line and the header name the thread count."""
     from netstudio.graph.model import Graph

@@ -19,7 +19,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from netstudio.compiler.shapes import NO_LAYERS, NO_LAYERS_HINT, Analysis, analyze
-from netstudio.errors import CompileError, Problem
+from netstudio.errors import CompileError, Problem, Scope, Severity
 from netstudio.graph.model import Graph
 from netstudio.nodes.base import (Category, FunctionType, LayerType, LossType, PortRef, TensorInfo,
                                   apply_output_steps)
@@ -132,8 +132,8 @@ class TrainingPlan:
         return ((pred.reshape(-1) > thresh).to(y.dtype) == y.reshape(-1)).sum()
 
 
-def _first_error(problems: list[Problem], scope: str | None = None) -> CompileError:
-    p = next(p for p in problems if p.severity == "error" and (scope is None or p.scope == scope))
+def _first_error(problems: list[Problem], scope: Scope | None = None) -> CompileError:
+    p = next(p for p in problems if p.severity == Severity.ERROR and (scope is None or p.scope == scope))
     return CompileError(p.message, node_id=p.node_id, hint=p.hint)
 
 
@@ -141,7 +141,7 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
     """Build the forward module. Raises CompileError (with node id) if the model part is invalid."""
     an = analysis or analyze(graph, batch_size)
     if not an.model_ok:
-        raise _first_error(an.problems, "model")
+        raise _first_error(an.problems, Scope.MODEL)
     cat = graph.catalog
     kinds = {nid: cat.get(graph.nodes[nid].type_id).category for nid in an.order}
     dataset = next((nid for nid in an.order if kinds[nid] == Category.DATA), None)
@@ -209,9 +209,9 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
                                        "of the model", node_id=nid,
                                        hint="layers must be fed by the dataset's features or other layers")
                 vals.append(values[key])
-            port = nt.input_port(pname)
+            in_port = nt.input_port(pname)
             if vals:
-                args[pname] = vals if port is not None and port.multi else vals[0]
+                args[pname] = vals if in_port is not None and in_port.multi else vals[0]
         in_infos = {p: (an.results[e[0].src].outputs[e[0].src_port] if len(e) == 1 else
                         [an.results[x.src].outputs[x.src_port] for x in e]) for p, e in ins.items() if e}
         try:

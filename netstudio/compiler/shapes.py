@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from netstudio.errors import CompileError, CycleError, NetStudioError, Problem
+from netstudio.errors import CompileError, CycleError, NetStudioError, Problem, Scope, Severity
 from netstudio.graph.model import Edge, Graph
 from netstudio.nodes.base import Category, InferContext, TensorInfo
 
@@ -38,14 +38,14 @@ class Analysis:
     @property
     def ok(self) -> bool:
         """No error at all (model and training)."""
-        return not any(p.severity == "error" for p in self.problems)
+        return not any(p.severity == Severity.ERROR for p in self.problems)
 
     @property
     def model_ok(self) -> bool:
-        return not any(p.severity == "error" and p.scope == "model" for p in self.problems)
+        return not any(p.severity == Severity.ERROR and p.scope == Scope.MODEL for p in self.problems)
 
-    def errors(self, scope: str | None = None) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error" and (scope is None or p.scope == scope)]
+    def errors(self, scope: Scope | None = None) -> list[Problem]:
+        return [p for p in self.problems if p.severity == Severity.ERROR and (scope is None or p.scope == scope)]
 
     def problems_for(self, node_id: str) -> list[Problem]:
         return [p for p in self.problems if p.node_id == node_id]
@@ -85,8 +85,8 @@ class ShapeChecker:
             return Analysis([], {}, [Problem.from_error(e)], batch_size)
 
         incoming: dict[str, list[Edge]] = {}
-        for e in graph.edges:
-            incoming.setdefault(e.dst, []).append(e)
+        for edge in graph.edges:
+            incoming.setdefault(edge.dst, []).append(edge)
 
         results: dict[str, NodeResult] = {}
         dataset_info = None
@@ -118,8 +118,8 @@ class ShapeChecker:
                     if not port.optional:
                         problems.append(Problem(
                             f"{nt.title} '{node.name}' has no input connected to '{port.display}'",
-                            nid, _missing_hint(port.kind.value), "error",
-                            "training" if nt.category in _TRAINING_CATEGORIES else "model"))
+                            nid, _missing_hint(port.kind.value), Severity.ERROR,
+                            Scope.TRAINING if nt.category in _TRAINING_CATEGORIES else Scope.MODEL))
                         blocked = True
                     continue
                 infos = [results[e.src].outputs.get(e.src_port) if e.src in results else None for e in edges]
@@ -132,7 +132,7 @@ class ShapeChecker:
             if nt.category == Category.LOSS:
                 straight = _loss_fed_by_dataset(graph, nid, incoming.get(nid, ()))
                 if straight is not None:  # its shapes say nothing useful: say what is missing
-                    problems.append(Problem.from_error(straight, scope="training"))
+                    problems.append(Problem.from_error(straight, scope=Scope.TRAINING))
                     continue
             extra = {"num_classes": num_classes} if nt.category == Category.LOSS else {}
             res = self._run(graph, nid, inputs, batch_size, problems, extra)
@@ -149,7 +149,7 @@ class ShapeChecker:
              problems: list[Problem], extra: dict[str, Any]) -> NodeResult | None:
         node = graph.nodes[nid]
         nt = graph.catalog.get(node.type_id)
-        scope = "training" if nt.category in _TRAINING_CATEGORIES else "model"
+        scope = Scope.TRAINING if nt.category in _TRAINING_CATEGORIES else Scope.MODEL
         key = (nid, node.name, node.type_id, freeze(node.params), _freeze_inputs(inputs), batch_size,
                freeze(extra))
         # Dataset nodes are not memoised here: their shapes depend on files on disk
@@ -227,11 +227,11 @@ def _training_problems(graph: Graph, order: list[str]) -> list[Problem]:
     if not datasets:
         out.append(Problem("The graph has no Dataset node", None,
                            "drag a Dataset from the palette and connect its features to the first layer",
-                           "error", "model"))
+                           Severity.ERROR, Scope.MODEL))
     elif len(datasets) > 1:
         for nid in datasets[1:]:
             out.append(Problem(f"Only one Dataset node is supported; '{graph.nodes[nid].name}' is extra", nid,
-                               "delete the extra Dataset node", "error", "model"))
+                               "delete the extra Dataset node", Severity.ERROR, Scope.MODEL))
     if datasets and not any(cats.get(c) for c in _MODEL_CATEGORIES):
         out.append(Problem.from_error(CompileError(NO_LAYERS, node_id=datasets[0], hint=NO_LAYERS_HINT)))
     losses = cats.get(Category.LOSS, [])
@@ -239,19 +239,19 @@ def _training_problems(graph: Graph, order: list[str]) -> list[Problem]:
     if not losses:
         out.append(Problem("The graph has no loss node", None,
                            "add a loss (e.g. CrossEntropy) fed by the model output and the dataset target",
-                           "error", "training"))
+                           Severity.ERROR, Scope.TRAINING))
     if not optims:
         out.append(Problem("The graph has no optimizer", None,
-                           "add an optimizer (e.g. Adam) and connect the loss to it", "error", "training"))
+                           "add an optimizer (e.g. Adam) and connect the loss to it", Severity.ERROR, Scope.TRAINING))
     elif len(optims) > 1:
         for nid in optims[1:]:
             out.append(Problem(f"Only one optimizer is supported; '{graph.nodes[nid].name}' is extra", nid,
-                               "connect all losses to a single optimizer", "error", "training"))
+                               "connect all losses to a single optimizer", Severity.ERROR, Scope.TRAINING))
     fed = {e.src for e in graph.edges if e.src in losses}
     for nid in losses:
         if nid not in fed and optims:
             out.append(Problem(f"Loss '{graph.nodes[nid].name}' is not connected to an optimizer", nid,
-                               "connect its loss output to the optimizer", "error", "training"))
+                               "connect its loss output to the optimizer", Severity.ERROR, Scope.TRAINING))
     return out
 
 
@@ -277,7 +277,7 @@ def _last_batch_problems(graph: Graph, order: list[str], results: dict[str, Node
                 f"{nt.title} '{node.name}' would receive a last training batch of 1 sample ({n_train} training "
                 f"samples in batches of {batch_size}) and needs more than one value per channel", nid,
                 f"use a batch size of {' or '.join(map(str, fits))}, or change the validation fraction",
-                "error", "training"))
+                Severity.ERROR, Scope.TRAINING))
     return out
 
 

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
+from netstudio.enums import StrEnum
 from netstudio.errors import CycleError, DuplicateEdgeError, GraphError, PortError, UnknownNodeTypeError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,9 +50,22 @@ class Edge:
         return [self.src, self.src_port, self.dst, self.dst_port]
 
 
+class EventKind(StrEnum):
+    """What a :class:`GraphEvent` reports; members equal the old strings ("node_added", ...)."""
+
+    NODE_ADDED = "node_added"
+    NODE_REMOVED = "node_removed"
+    EDGE_ADDED = "edge_added"
+    EDGE_REMOVED = "edge_removed"
+    PARAM_CHANGED = "param_changed"
+    NODE_MOVED = "node_moved"
+    NODE_RENAMED = "node_renamed"
+    RESET = "reset"
+
+
 @dataclass(frozen=True)
 class GraphEvent:
-    kind: str  # node_added | node_removed | edge_added | edge_removed | param_changed | node_moved | node_renamed | reset
+    kind: EventKind
     node_id: str | None = None
     edge: Edge | None = None
     key: str | None = None
@@ -149,7 +163,7 @@ class Graph:
                 name = self.unique_name(name)
         node = Node(nid, self.catalog.canonical_id(type_id), name, values, (float(pos[0]), float(pos[1])))
         self.nodes[nid] = node
-        self._emit(GraphEvent("node_added", nid))
+        self._emit(GraphEvent(EventKind.NODE_ADDED, nid))
         return node
 
     def insert_node(self, node: Node) -> Node:
@@ -158,7 +172,7 @@ class Graph:
             raise GraphError(f"Node id {node.id!r} already exists", node_id=node.id)
         self.catalog.get(node.type_id)
         self.nodes[node.id] = node
-        self._emit(GraphEvent("node_added", node.id))
+        self._emit(GraphEvent(EventKind.NODE_ADDED, node.id))
         return node
 
     def remove_node(self, node_id: str) -> tuple[Node, list[Edge]]:
@@ -168,7 +182,7 @@ class Graph:
         for e in removed:
             self.disconnect(e)
         del self.nodes[node_id]
-        self._emit(GraphEvent("node_removed", node_id, old=node))
+        self._emit(GraphEvent(EventKind.NODE_REMOVED, node_id, old=node))
         return node, removed
 
     def set_param(self, node_id: str, key: str, value: Any) -> Any:
@@ -184,7 +198,7 @@ class Graph:
         if old == new:
             return old
         node.params[key] = new
-        self._emit(GraphEvent("param_changed", node_id, key=key, old=old, new=new))
+        self._emit(GraphEvent(EventKind.PARAM_CHANGED, node_id, key=key, old=old, new=new))
         return old
 
     def move_node(self, node_id: str, pos: tuple[float, float]) -> tuple[float, float]:
@@ -193,7 +207,7 @@ class Graph:
         new = (float(pos[0]), float(pos[1]))
         if old != new:
             node.pos = new
-            self._emit(GraphEvent("node_moved", node_id, old=old, new=new))
+            self._emit(GraphEvent(EventKind.NODE_MOVED, node_id, old=old, new=new))
         return old
 
     def rename_node(self, node_id: str, name: str) -> str:
@@ -205,7 +219,7 @@ class Graph:
         old = node.name
         if old != name:
             node.name = name
-            self._emit(GraphEvent("node_renamed", node_id, old=old, new=name))
+            self._emit(GraphEvent(EventKind.NODE_RENAMED, node_id, old=old, new=name))
         return old
 
     # --- edges --------------------------------------------------------------
@@ -245,7 +259,7 @@ class Graph:
     def connect(self, src: str, src_port: str, dst: str, dst_port: str) -> Edge:
         edge = self.check_connect(src, src_port, dst, dst_port)
         self.edges.append(edge)
-        self._emit(GraphEvent("edge_added", edge=edge))
+        self._emit(GraphEvent(EventKind.EDGE_ADDED, edge=edge))
         return edge
 
     def restore_order(self, node_order: list[str], edge_order: list[Edge]) -> None:
@@ -263,13 +277,13 @@ class Graph:
         """Restore an edge exactly (undo); ports are trusted, still no duplicates."""
         if edge not in self.edges:
             self.edges.append(edge)
-            self._emit(GraphEvent("edge_added", edge=edge))
+            self._emit(GraphEvent(EventKind.EDGE_ADDED, edge=edge))
 
     def disconnect(self, edge: Edge) -> None:
         if edge not in self.edges:
             raise GraphError("No such connection")
         self.edges.remove(edge)
-        self._emit(GraphEvent("edge_removed", edge=edge))
+        self._emit(GraphEvent(EventKind.EDGE_REMOVED, edge=edge))
 
     def _reaches(self, start: str, goal: str) -> bool:
         """Is ``goal`` reachable from ``start`` along edges?"""
@@ -313,7 +327,7 @@ class Graph:
         self.nodes.clear()
         self.edges.clear()
         self._next_id = 1
-        self._emit(GraphEvent("reset"))
+        self._emit(GraphEvent(EventKind.RESET))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -15,8 +15,9 @@ import math
 import operator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Literal, Mapping, Sequence
 
+from netstudio.enums import StrEnum
 from netstudio.errors import ParamError, ShapeError, UnknownNodeTypeError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -110,7 +111,20 @@ class Port:
         return self.label or self.name
 
 
-_PARAM_KINDS = ("int", "float", "bool", "choice", "str", "ints", "path")
+class ParamKind(StrEnum):
+    """The type of a :class:`Param`, which picks its inspector widget and its coercion."""
+
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    CHOICE = "choice"
+    STR = "str"
+    INTS = "ints"
+    PATH = "path"
+
+
+#: the spelling node declarations use (``Param("units", "int", 64)``): checked by mypy, made a ParamKind
+ParamKindName = Literal["int", "float", "bool", "choice", "str", "ints", "path"]
 
 
 @dataclass(frozen=True)
@@ -118,7 +132,7 @@ class Param:
     """A typed parameter with its default and limits; drives the inspector widget."""
 
     name: str
-    kind: str  # one of _PARAM_KINDS
+    kind: ParamKind | ParamKindName  # a ParamKind once constructed
     default: Any
     min: float | None = None
     max: float | None = None
@@ -131,8 +145,11 @@ class Param:
     visible_if: tuple[str, tuple[Any, ...]] | None = None  # (param, values) controlling visibility
 
     def __post_init__(self) -> None:
-        if self.kind not in _PARAM_KINDS:
-            raise ValueError(f"unknown param kind {self.kind!r}")
+        try:
+            kind = ParamKind(self.kind)
+        except ValueError:
+            raise ValueError(f"unknown param kind {self.kind!r}") from None
+        object.__setattr__(self, "kind", kind)
 
     @property
     def display(self) -> str:
@@ -313,8 +330,8 @@ OutputStep = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 class LayerType(NodeType):
     """A node compiled to one ``torch.nn`` module call (usually one input, one output)."""
 
-    inputs = (Port("input", PortKind.TENSOR),)
-    outputs = (Port("output", PortKind.TENSOR),)
+    inputs: ClassVar[tuple[Port, ...]] = (Port("input", PortKind.TENSOR),)
+    outputs: ClassVar[tuple[Port, ...]] = (Port("output", PortKind.TENSOR),)
     #: for modules that return a tuple (torch's RNNs return (output, state)): the index of the
     #: ``output`` port's value in it; types with more output ports override ``output_steps``
     output_index: ClassVar[int | None] = None

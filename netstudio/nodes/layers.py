@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 from netstudio.nodes.base import (AUTO, RESULT, Category, FunctionType, InferContext, LayerType, OutputStep, Param,
                                   Port, PortKind, PortRef, TensorInfo, conv_out, fmt_shape, register)
@@ -192,7 +192,7 @@ class _ConvNd(LayerType):
     nd = 2
     category = Category.LAYER
     name_prefix = "conv"
-    summary_params = ("out_channels", "kernel_size")
+    summary_params: ClassVar[tuple[str, ...]] = ("out_channels", "kernel_size")
 
     def resolve(self, ctx: InferContext) -> dict[str, Any]:
         return _auto_from(ctx, "in_channels", 1)
@@ -609,7 +609,7 @@ class _Recurrent(LayerType):
     output_index = 0
     #: LSTM's state is (h_n, c_n); RNN/GRU's state is h_n itself
     state_is_pair = False
-    params = (
+    params: ClassVar[tuple[Param, ...]] = (
         _auto_param("input_size", "features per time step (last dimension); 'auto' infers it"),
         Param("hidden_size", "int", 64, min=1, max=100_000),
         Param("num_layers", "int", 1, min=1, max=64),
@@ -645,6 +645,7 @@ class _Recurrent(LayerType):
         if self.state_is_pair:
             state.append((operator.getitem, (RESULT, 0), {}))  # h_n of (h_n, c_n)
         # h_n is (num_layers · directions)×N×H, the last layer's directions last
+        last: list[OutputStep]
         if params["bidirectional"]:
             last = [(operator.getitem, (RESULT, slice(-2, None)), {}),  # 2×N×H: forward, backward
                     (torch.transpose, (RESULT, 0, 1), {}),               # N×2×H

@@ -21,8 +21,8 @@ from netstudio.nodes.layers import (_NORM_COMMON, AdaptiveAvgPool2d, ConvTranspo
 
 
 def _divisors(n: int) -> str:
-    ds = [d for d in range(1, n + 1) if n % d == 0]
-    return ", ".join(map(str, ds if len(ds) <= 8 else ds[:4] + ["…"] + ds[-2:]))
+    ds = [str(d) for d in range(1, n + 1) if n % d == 0]
+    return ", ".join(ds if len(ds) <= 8 else ds[:4] + ["…"] + ds[-2:])
 
 
 # ----------------------------------------------------------------------------
@@ -159,7 +159,8 @@ class ZeroPad2d(LayerType):
         import torch.nn as nn
 
         pad = [int(v) for v in params["padding"]]
-        return nn.ZeroPad2d(tuple(pad * 4 if len(pad) == 1 else pad))
+        left, right, top, bottom = pad * 4 if len(pad) == 1 else pad  # four sides, checked by _sides
+        return nn.ZeroPad2d((left, right, top, bottom))
 
 
 @register

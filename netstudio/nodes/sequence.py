@@ -223,5 +223,7 @@ class AvgPool1d(LayerType):
     def build(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
         import torch.nn as nn
 
-        return nn.AvgPool1d(params["kernel_size"], stride=params["stride"] or None, padding=params["padding"],
+        # stride 0 means "the kernel size", which is also what torch makes of stride=None
+        return nn.AvgPool1d(params["kernel_size"], stride=params["stride"] or params["kernel_size"],
+                            padding=params["padding"],
                             ceil_mode=params["ceil_mode"], count_include_pad=params["count_include_pad"])

@@ -509,6 +509,7 @@ def test_plot_ranges_grow_in_steps_and_respect_user_zoom(qtbot) -> None:
     assert vb.viewRange()[0] == [2, 3]
 
 
+@pytest.mark.slow  # subprocess, end to end
 def test_gui_thread_computes_single_threaded_and_workers_get_every_core() -> None:
     """A fresh app: the GUI thread owns no multi-thread OpenMP team, the trainer gets torch's default."""
     import subprocess

@@ -70,6 +70,7 @@ def trained(qtbot: Any) -> Any:
     assert dock.shutdown(5000)
 
 
+@pytest.mark.slow  # subprocess, end to end
 def test_exported_pt_loads_without_netstudio_and_reproduces_predictions(qtbot, trained, tmp_path) -> None:
     win, dock = trained
     dialog = dock.make_export_dialog()
@@ -115,6 +116,7 @@ def test_weights_export_carries_the_trained_snapshot(qtbot, trained, tmp_path) -
     assert dialog.snippet.toPlainText() == ex.load_snippet("weights", path)
 
 
+@pytest.mark.slow  # subprocess, end to end
 def test_python_source_export_reproduces_predictions_without_netstudio(qtbot, trained, tmp_path) -> None:
     win, dock = trained
     dialog = dock.make_export_dialog()
@@ -214,6 +216,7 @@ def test_results_table_lists_regression_figures_and_each_loss_term(qtbot) -> Non
     assert view.metric_text("loss_terms.classifier_loss") == view.metric_text("mae")
 
 
+@pytest.mark.slow  # subprocess, end to end
 def test_quantize_option_writes_an_int8_model_and_shows_both_accuracies(qtbot, trained, tmp_path) -> None:
     win, dock = trained
     dialog = dock.make_export_dialog()
