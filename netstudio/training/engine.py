@@ -310,6 +310,11 @@ def confusion_matrix(model: nn.Module, plan: Any, data: Any, device: str | torch
 # ----------------------------------------------------------------------------
 
 
+def _plain_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copies whose enum values are plain text: a checkpoint holds only what ``weights_only`` loads."""
+    return [{k: str(v) if isinstance(v, str) else v for k, v in e.items()} for e in events]
+
+
 class _Stop(Exception):
     """Internal: leave the batch loop (stop requested)."""
 
@@ -584,7 +589,8 @@ class _Trainer:
         done = restore_checkpoint(state, model, optimizer, sched)
         if state.get("generator") is not None:
             gen.set_state(state["generator"])  # the shuffling continues where it stopped
-        self.history = list(state.get("history") or [])
+        self.history = [{**e, "kind": EventKind.EPOCH} if isinstance(e, dict) else e
+                        for e in state.get("history") or []]
         self.best_epoch = state.get("best_epoch")
         best = state.get("best_state")
         self.best_state = None if best is None else {k: v.to(self.device) for k, v in best.items()}
@@ -598,7 +604,8 @@ class _Trainer:
         best = None if self.best_state is None else {k: v.detach().cpu() for k, v in self.best_state.items()}
         save_checkpoint(checkpoint_path(self.ckpt_dir), model=model, optimizer=optimizer,
                           scheduler=sched, epoch=epoch,
-                          extra={"generator": gen.get_state(), "history": self.history, "best_epoch": self.best_epoch,
+                          extra={"generator": gen.get_state(), "history": _plain_events(self.history),
+                                 "best_epoch": self.best_epoch,
                                  "best_state": best, "monitor_best": monitor_best, "bad_epochs": bad_epochs})
 
     # --- endings ------------------------------------------------------------------
