@@ -151,3 +151,39 @@ def test_loading_resolves_data_paths_relative_to_the_project_file(tmp_path: Path
     os.makedirs(elsewhere / "data")
     (elsewhere / "data" / "table.csv").write_text("x,label\n1,0\n2,1\n")
     assert load_project(proj).graph.nodes[node.id].params["path"] == "data/table.csv"
+
+
+def test_training_modules_import_no_cycle_and_nothing_above_them() -> None:
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import netstudio.training.engine, netstudio.training.job
+assert "netstudio.training.distributed" not in sys.modules, "engine imports distributed"
+for m in list(sys.modules):
+    assert not m.startswith(("netstudio.cli", "netstudio.ui", "netstudio.project")), m
+for m in [m for m in sys.modules if m.startswith("netstudio.training")]:
+    del sys.modules[m]
+import netstudio.training.distributed
+assert "netstudio.training.engine" not in sys.modules, "distributed imports engine"
+assert not any(m.startswith(("netstudio.cli", "netstudio.ui", "netstudio.project")) for m in sys.modules)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_strategy_follows_the_world_size() -> None:
+    from netstudio.training.distributed import DistContext
+    from netstudio.training.strategy import DataParallel, SingleProcess, strategy_for
+
+    one = DistContext(0, 1, 0, torch.device("cpu"), "gloo")
+    two = DistContext(1, 2, 1, torch.device("cpu"), "gloo")
+    assert type(strategy_for(None)) is SingleProcess and type(strategy_for(one)) is SingleProcess
+    ddp = strategy_for(two)
+    assert isinstance(ddp, DataParallel) and not ddp.is_main and not ddp.checks_batch_loss
+    assert ddp.fast_path_blocker() == "distributed training runs eagerly"
+    assert not ddp.adapts_threads(torch.device("cpu")) and SingleProcess().adapts_threads(torch.device("cpu"))
+    # this rank's share of each global batch: rank 1 of 2 gets the second half
+    items = list(ddp.batches(iter([torch.arange(10)]), type("S", (), {"global_n": 0})(), resident=True))
+    assert [t.tolist() for t in items] == [[5, 6, 7, 8, 9]]

@@ -128,16 +128,37 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     return state
 
 
+def state_dict_mismatch(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str | None:
+    """What keeps ``state`` from loading into ``model`` (missing, unexpected, wrong-shaped tensors), or None."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+             if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if not (missing or unexpected or wrong):
+        return None
+    parts = []
+    if missing:
+        parts.append("missing " + ", ".join(missing[:5]) + (" …" if len(missing) > 5 else ""))
+    if unexpected:
+        parts.append("unexpected " + ", ".join(unexpected[:5]) + (" …" if len(unexpected) > 5 else ""))
+    if wrong:
+        parts.append("wrong shape " + ", ".join(wrong[:3]) + (" …" if len(wrong) > 3 else ""))
+    return "; ".join(parts)
+
+
 def restore_checkpoint(state: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
                        scheduler: Any) -> int:
     """Load a checkpoint into the live objects; returns the epoch it finished."""
-    from netstudio.project.export import apply_state_dict
-
     inner = getattr(model, "module", model)
+    mismatch = state_dict_mismatch(inner, state["model"])
+    if mismatch is not None:
+        raise TrainingError(f"The checkpoint does not fit this model: The weights do not match this model: {mismatch}",
+                            hint="it belongs to another project; delete it or use another --checkpoint-dir")
     try:
-        apply_state_dict(inner, state["model"])
-    except Exception as e:  # ExportError's text names the mismatching tensors
-        raise TrainingError(f"The checkpoint does not fit this model: {getattr(e, 'message', e)}",
+        inner.load_state_dict(state["model"])
+    except Exception as e:  # noqa: BLE001 - a value torch refuses (dtype...)
+        raise TrainingError(f"The checkpoint does not fit this model: {first_line(e)}",
                             hint="it belongs to another project; delete it or use another --checkpoint-dir") from e
     try:
         optimizer.load_state_dict(state["optimizer"])
