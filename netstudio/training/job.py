@@ -129,9 +129,9 @@ def run(job: TrainingJob, report: "Report | None" = None, stop_event: threading.
     ``model``: continue from these weights (a copy is trained); ``checkpoint_dir``/``resume``:
     save after every epoch / continue after the last saved one.
     """
-    from netstudio.training import engine
+    import netstudio.training as training  # looked up per call: netstudio.training.fit is engine.fit
 
     if model is not None:
         check_continuable(model, job.plan)
-    return engine.fit(job.plan, job.data, job.config, report, stop_event, pause_event, model=model,
+    return training.fit(job.plan, job.data, job.config, report, stop_event, pause_event, model=model,
                       dist=job.dist, checkpoint_dir=checkpoint_dir, resume=resume)
