@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
-from typing import Optional, Union
 
 if sys.version_info >= (3, 11):  # pragma: no cover - version dependent
     from enum import StrEnum as _StrEnum
@@ -66,7 +65,7 @@ class StartEvent(TypedDict):
     n_val: int
     task: str
     fast_path: bool
-    fast_path_reason: Optional[str]
+    fast_path_reason: str | None
     threads: int
     threads_mode: str
 
@@ -78,7 +77,7 @@ class BatchEvent(TypedDict):
     n_batches: int
     loss: float
     samples_per_s: float
-    eta_s: Optional[float]
+    eta_s: float | None
     global_step: int
 
 
@@ -86,9 +85,9 @@ class EpochEvent(TypedDict):
     kind: EventKind
     epoch: int
     train_loss: float
-    train_accuracy: Optional[float]
-    val_loss: Optional[float]
-    val_accuracy: Optional[float]
+    train_accuracy: float | None
+    val_loss: float | None
+    val_accuracy: float | None
     lr: float
     seconds: float
     samples_per_s: float
@@ -119,7 +118,7 @@ class EndEvent(TypedDict):
     message: str
 
 
-TrainingEvent = Union[StartEvent, BatchEvent, EpochEvent, PausedEvent, ResumedEvent, ResumedFromEvent, EndEvent]
+TrainingEvent = StartEvent | BatchEvent | EpochEvent | PausedEvent | ResumedEvent | ResumedFromEvent | EndEvent
 
-__all__ = ["FitStatus", "EventKind", "StartEvent", "BatchEvent", "EpochEvent", "PausedEvent", "ResumedEvent",
-           "ResumedFromEvent", "EndEvent", "TrainingEvent"]
+__all__ = ["BatchEvent", "EndEvent", "EpochEvent", "EventKind", "FitStatus", "PausedEvent", "ResumedEvent",
+           "ResumedFromEvent", "StartEvent", "TrainingEvent"]
