@@ -1,4 +1,4 @@
-"""Distributed training helpers (netstudio/training/distributed.py).
+"""Distributed training helpers (netstudio/training/distributed.py) and the rank program (netstudio/cli/rank.py).
 
 Single-process tests check the arithmetic that makes N ranks equal one process
 (sharding, loss scaling under DDP's gradient average, checkpoints); the
@@ -184,7 +184,7 @@ def test_launch_command_is_loopback_only_on_one_machine() -> None:
     cmd = D.launch_command("p.nsproj", ["--epochs", "2"], nproc=2, master_port=29999)
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert "--master-addr=127.0.0.1" in cmd and "--master-port=29999" in cmd and "--local-addr=127.0.0.1" in cmd
-    assert cmd[-5:] == ["-m", "netstudio.training.distributed", "p.nsproj", "--epochs", "2"]
+    assert cmd[-5:] == ["-m", "netstudio.cli.rank", "p.nsproj", "--epochs", "2"]
     multi = D.torchrun_args(nproc=4, nnodes=2, rdzv_endpoint="node01:29500")
     assert "--rdzv-backend=c10d" in multi and "--rdzv-endpoint=node01:29500" in multi and "--nnodes=2" in multi
     with pytest.raises(TrainingError, match="needs --rdzv-endpoint HOST:PORT"):

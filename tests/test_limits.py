@@ -133,8 +133,12 @@ def test_training_that_does_not_fit_is_refused_by_the_shared_preflight(tmp_path:
     with pytest.raises(MemoryLimitError) as info:
         preflight.check_memory(graph, 32, "cpu")
     assert info.value.node_id == next(nid for nid, n in graph.nodes.items() if n.name == "huge")
+    # both prepare their run with the one job (netstudio/training/job.py), which runs this check
+    job_src = (ROOT / "netstudio" / "training" / "job.py").read_text(encoding="utf-8")
+    assert "check_memory(graph, config.batch_size, config.device, processes=processes)" in job_src
     worker_src = (ROOT / "netstudio" / "ui" / "training" / "worker.py").read_text(encoding="utf-8")
-    assert "check_memory(graph, job.config.batch_size, job.config.device)" in worker_src
+    cli_src = (ROOT / "netstudio" / "cli" / "__init__.py").read_text(encoding="utf-8")
+    assert "training_job.prepare(graph, job.config" in worker_src and "training_job.prepare(project.graph" in cli_src
 
 
 def _check_peak_rss_mb(proj: Path) -> tuple[int, str]:

@@ -196,8 +196,12 @@ def test_mlp_learns_blobs_and_reports_plain_events() -> None:
                      "n_train": 600, "n_val": 150, "task": "classification", "fast_path": False,
                      "fast_path_reason": "needs a CUDA GPU"}
     assert rec.kinds("end")[0] == {"kind": "end", "status": "finished", "message": res.message}
-    for _, e in rec.events:  # only plain Python values cross the thread boundary
-        assert all(v is None or type(v) in (int, float, str, bool) for v in e.values()), e
+    from netstudio.training.events import EventKind, FitStatus
+
+    for _, e in rec.events:  # only plain Python values cross the thread boundary (the typed kinds are str)
+        assert all(v is None or type(v) in (int, float, str, bool, EventKind, FitStatus) for v in e.values()), e
+        assert type(e["kind"]) is EventKind and isinstance(e["kind"], str)
+    assert type(res.status) is FitStatus and res.status == "finished" and f"{res.status}" == "finished"
 
 
 def test_batch_events_are_throttled_and_consistent() -> None:
@@ -603,11 +607,13 @@ def test_cpu_conv_models_train_channels_last_and_come_back_contiguous(monkeypatc
     g.connect(loss.id, "loss", opt.id, "loss")
     data = ns_data.load({"source": "digits"})
     plan = build_plan(g, 32)
+    from netstudio.training import strategy
+
     assert engine.use_channels_last(plan.model, torch.device("cpu"))
     assert not engine.use_channels_last(classifier_plan().model, torch.device("cpu"))  # no convolution
 
     seen: list[bool] = []
-    real_step = engine.make_step
+    real_step = strategy.make_step  # the single-process strategy builds the step and chooses the layout
 
     def spy(model: Any, *a: Any) -> Any:
         # the second convolution: with one input channel both layouts have the same strides
@@ -619,9 +625,9 @@ def test_cpu_conv_models_train_channels_last_and_come_back_contiguous(monkeypatc
         torch.manual_seed(0)  # the initial weights are drawn while compiling
         return build_plan(g, 32)
 
-    monkeypatch.setattr(engine, "make_step", spy)
+    monkeypatch.setattr(strategy, "make_step", spy)
     fast = fit(seeded_plan(), data, cfg(epochs=2, batch_size=32))
-    monkeypatch.setattr(engine, "use_channels_last", lambda model, device: False)
+    monkeypatch.setattr(strategy, "use_channels_last", lambda model, device: False)
     plain = fit(seeded_plan(), data, cfg(epochs=2, batch_size=32))
     assert seen == [True, False]  # the first run trained in channels-last layout, the second did not
     assert fast.status == plain.status == "finished"

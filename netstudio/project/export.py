@@ -378,20 +378,11 @@ def load_weights(path: PathLike) -> "tuple[Project, dict[str, torch.Tensor]]":
 
 def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     """``load_state_dict`` with a readable error when the weights belong to another architecture."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-             if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append("missing " + ", ".join(missing[:5]) + (" …" if len(missing) > 5 else ""))
-        if unexpected:
-            parts.append("unexpected " + ", ".join(unexpected[:5]) + (" …" if len(unexpected) > 5 else ""))
-        if wrong:
-            parts.append("wrong shape " + ", ".join(wrong[:3]) + (" …" if len(wrong) > 3 else ""))
-        raise ExportError("The weights do not match this model: " + "; ".join(parts),
+    from netstudio.training.checkpoints import state_dict_mismatch
+
+    mismatch = state_dict_mismatch(model, state)
+    if mismatch is not None:
+        raise ExportError("The weights do not match this model: " + mismatch,
                           hint="use weights trained with this project (layer names and sizes must match)")
     model.load_state_dict(state)
 

@@ -64,19 +64,37 @@ class Project:
     name: str = "Untitled"
     description: str = ""
     path: Path | None = None
+    #: data paths that loading resolved against the project's folder: node id -> (as written, as resolved).
+    #: Saving to the same folder writes them as they were written, so the file stays portable.
+    resolved_paths: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False, compare=False)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, target: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        """The file's content; ``target``: where it will be written (default: where it was read)."""
         return {
             "format_version": FORMAT_VERSION,
             "app": f"netstudio {__version__}",
             "name": self.name,
             "description": self.description,
             "training": self.training.to_dict(),
-            "graph": self.graph.to_dict(),
+            "graph": self._graph_record(target),
         }
 
-    def dumps(self) -> str:
-        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    def _graph_record(self, target: str | os.PathLike[str] | None) -> dict[str, Any]:
+        rec = self.graph.to_dict()
+        if not self.resolved_paths or self.path is None:
+            return rec
+        here = Path(self.path).resolve().parent
+        if target is not None and Path(target).resolve().parent != here:
+            return rec  # another folder: the resolved (absolute) path is the one that still finds the data
+        for node in rec.get("nodes", []):
+            entry = self.resolved_paths.get(node.get("id"))
+            params = node.get("params")
+            if entry is not None and isinstance(params, dict) and params.get("path") == entry[1]:
+                params["path"] = entry[0]
+        return rec
+
+    def dumps(self, target: str | os.PathLike[str] | None = None) -> str:
+        text = json.dumps(self.to_dict(target), indent=2, ensure_ascii=False) + "\n"
         # A lone surrogate (e.g. a name pasted from a broken source) cannot be encoded as UTF-8;
         # written as a JSON escape it survives the round trip instead of making every save fail.
         return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
@@ -175,7 +193,26 @@ def load_project(path: str | os.PathLike[str]) -> Project:
         proj = Project.loads(text, p)
     except ProjectError as e:
         raise ProjectError(f"Cannot open {p.name}: {e.message}", node_id=e.node_id, hint=e.hint) from e
+    resolve_data_paths(proj)
     return proj
+
+
+def resolve_data_paths(project: Project) -> None:
+    """A CSV/image folder given relative to the project file is found whatever the working directory.
+
+    A dataset's relative ``path`` that does not exist from the working directory but does from the
+    project's folder becomes that absolute path (what was written is kept in
+    ``project.resolved_paths``, and saving to the same folder writes it back unchanged).
+    """
+    if project.path is None:
+        return
+    base = Path(project.path).resolve().parent
+    for node in project.graph.nodes.values():
+        p = node.params.get("path")
+        if node.type_id == "data.dataset" and isinstance(p, str) and p and not os.path.isabs(os.path.expanduser(p)):
+            if not os.path.exists(p) and os.path.exists(base / p):  # os.path: False, not OSError, for a too-long name
+                node.params["path"] = str(base / p)
+                project.resolved_paths[node.id] = (p, node.params["path"])
 
 
 def save_project(project: Project, path: str | os.PathLike[str] | None = None) -> Path:
@@ -188,7 +225,7 @@ def save_project(project: Project, path: str | os.PathLike[str] | None = None) -
     if p is None:
         raise ProjectError("No file name given for saving")
     try:
-        text = project.dumps()
+        text = project.dumps(p)
         atomic_write(p, text, make_parents=True)
     except (OSError, UnicodeError, ValueError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)

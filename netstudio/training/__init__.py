@@ -7,9 +7,10 @@ The engine imports torch, so it is loaded on first use: importing this package
 from typing import Any
 
 from netstudio.training.config import TrainConfig
+from netstudio.training.events import EventKind, FitStatus
 
-__all__ = ["TrainConfig", "FitResult", "fit", "evaluate", "predict", "confusion_matrix", "resolve_device",
-           "available_devices", "device_label"]
+__all__ = ["TrainConfig", "FitStatus", "EventKind", "FitResult", "fit", "evaluate", "predict", "confusion_matrix",
+           "resolve_device", "available_devices", "device_label"]
 
 _ENGINE = ("FitResult", "fit", "evaluate", "predict", "confusion_matrix", "resolve_device", "available_devices",
            "device_label")

@@ -1,10 +1,12 @@
 """Distributed data-parallel training with ``torch.distributed`` (launched by torchrun).
 
 ``netstudio train P --nproc N`` runs ``python -m torch.distributed.run ... -m
-netstudio.training.distributed P ...``; every process (rank) then runs
-:func:`main`: it joins the process group (gloo on CPU, NCCL with one GPU per
-process, a timeout on every collective), loads the project and the data, and
-calls ``fit(..., dist=ctx)``. How ``fit`` uses the :class:`DistContext`:
+netstudio.cli.rank P ...``; every process (rank) then runs the rank program
+(:mod:`netstudio.cli.rank`): it joins the process group (gloo on CPU, NCCL with
+one GPU per process, a timeout on every collective) with :func:`init_distributed`,
+prepares the run like every other caller (:mod:`netstudio.training.job`) and
+trains with the data-parallel strategy (:mod:`netstudio.training.strategy`),
+which uses the :class:`DistContext` like this:
 
 * the model is wrapped in ``DistributedDataParallel`` (weights start equal: DDP
   copies rank 0's, and averages gradients during backward);
@@ -28,7 +30,6 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import torch
@@ -36,14 +37,16 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from netstudio.errors import TrainingError
+# checkpoints have their own module; these names stay importable from here
+from netstudio.training.checkpoints import (CHECKPOINT_FILE, CHECKPOINT_FORMAT, default_checkpoint_dir,  # noqa: F401
+                                            read_checkpoint, restore_checkpoint, save_checkpoint, state_checksum)
+from netstudio.training.checkpoints import first_line as _first_line
 
 if TYPE_CHECKING:  # pragma: no cover
     from netstudio.compiler.build import TrainingPlan
 
 #: seconds a rank waits in a collective (or for the others to join) before the job fails
 DEFAULT_TIMEOUT_S = 300.0
-CHECKPOINT_FILE = "last.pt"
-CHECKPOINT_FORMAT = "netstudio-checkpoint"
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
@@ -240,11 +243,6 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
-
-
 # ----------------------------------------------------------------------------
 # Loss terms with DDP scaling
 # ----------------------------------------------------------------------------
@@ -326,122 +324,14 @@ class ShardedBatchSampler(torch.utils.data.Sampler[list[int]]):
 # ----------------------------------------------------------------------------
 
 
-def save_checkpoint(path: str | os.PathLike[str], *, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, epoch: int, extra: Mapping[str, Any] | None = None) -> Path:
-    """Write model/optimizer/scheduler state and the finished ``epoch`` atomically.
-
-    The keys ``epoch``/``model``/``optimizer``/``scheduler`` are the ones an exported
-    training script (``--format script``) uses for its own checkpoints.
-    """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    inner = getattr(model, "module", model)  # DDP keeps the real model in .module
-    state: dict[str, Any] = {
-        "format": CHECKPOINT_FORMAT,
-        "epoch": int(epoch),
-        "model": {k: v.detach().cpu() for k, v in inner.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-    }
-    if extra:
-        state.update(extra)
-    state["checksum"] = state_checksum(state)  # read_checkpoint refuses a file whose content changed
-    from netstudio.fileio import atomic_write, torch_writer
-
-    # temp file + fsync + rename: a crash mid-save leaves the previous checkpoint intact
-    return atomic_write(p, torch_writer(state))
-
-
-def state_checksum(state: Mapping[str, Any]) -> str:
-    """SHA-256 over a checkpoint's content (every tensor's bytes, dtype and shape, every plain value)."""
-    import hashlib
-
-    h = hashlib.sha256()
-
-    def feed(v: Any) -> None:
-        if isinstance(v, torch.Tensor):
-            t = v.detach().cpu().contiguous()
-            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-            if t.numel():
-                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        elif isinstance(v, Mapping):
-            h.update(b"{")
-            for k, x in v.items():
-                if k == "checksum" and v is state:
-                    continue
-                feed(k)
-                feed(x)
-            h.update(b"}")
-        elif isinstance(v, (list, tuple)):
-            h.update(b"[" if isinstance(v, list) else b"(")
-            for x in v:
-                feed(x)
-            h.update(b"]")
-        else:
-            h.update(f"{type(v).__name__}:{v!r};".encode("utf-8", "backslashreplace"))
-
-    feed(state)
-    return h.hexdigest()
-
-
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The checkpoint at ``path`` (tensors on the CPU), None if there is none; TrainingError if unreadable
-    or damaged (its stored checksum no longer matches its content)."""
-    import warnings
-
-    from netstudio.fileio import torch_load_reason
-
-    p = Path(path)
-    if not p.exists():
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch's notes on odd pickle protocols; our error says enough
-            state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - truncated file, foreign pickle...
-        raise TrainingError(f"Cannot read the checkpoint {p}: {torch_load_reason(e)}",
-                            hint="delete it to start from scratch") from e
-    if not isinstance(state, dict) or not {"epoch", "model", "optimizer"} <= set(state):
-        raise TrainingError(f"{p} is not a training checkpoint", hint="delete it to start from scratch")
-    stored = state.get("checksum")
-    if stored is not None:  # older checkpoints carry none
-        try:
-            actual = state_checksum(state)
-        except Exception as e:  # noqa: BLE001 - a damaged value torch still loaded
-            raise TrainingError(f"The checkpoint {p} is damaged: {_first_line(e)}",
-                                hint="delete it to start from scratch") from e
-        if stored != actual:
-            raise TrainingError(f"The checkpoint {p} is damaged: its content does not match its checksum "
-                                "(the file was changed or corrupted after it was written)",
-                                hint="delete it to start from scratch")
-        del state["checksum"]
-    return state
-
-
-def restore_checkpoint(state: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-                       scheduler: Any) -> int:
-    """Load a checkpoint into the live objects; returns the epoch it finished."""
-    from netstudio.project.export import apply_state_dict
-
-    inner = getattr(model, "module", model)
-    try:
-        apply_state_dict(inner, state["model"])
-    except Exception as e:  # ExportError's text names the mismatching tensors
-        raise TrainingError(f"The checkpoint does not fit this model: {getattr(e, 'message', e)}",
-                            hint="it belongs to another project; delete it or use another --checkpoint-dir") from e
-    try:
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state.get("scheduler") is not None:
-            scheduler.load_state_dict(state["scheduler"])
-    except (ValueError, KeyError, RuntimeError) as e:
-        raise TrainingError(f"The checkpoint's optimizer/scheduler state does not fit: {_first_line(e)}",
-                            hint="the optimizer or scheduler changed; delete the checkpoint to start over") from e
-    return int(state["epoch"])
-
-
 # ----------------------------------------------------------------------------
 # Launching (used by the CLI)
 # ----------------------------------------------------------------------------
+
+#: the module torchrun runs in every rank (named, not imported: it belongs to the command line)
+RANK_PROGRAM = "netstudio.cli.rank"
+#: set by the launcher for its ranks: the process they must not outlive (see netstudio.cli.rank)
+LAUNCHER_PID_ENV = "NETSTUDIO_LAUNCHER_PID"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -480,9 +370,9 @@ def torchrun_args(*, nproc: int, nnodes: int = 1, rdzv_endpoint: str | None = No
 
 
 def launch_command(project: str | os.PathLike[str], rank_args: Sequence[str], **torchrun_kw: Any) -> list[str]:
-    """The full command: ``python -m torch.distributed.run ... -m netstudio.training.distributed P ...``."""
+    """The full command: ``python -m torch.distributed.run ... -m RANK_PROGRAM P ...``."""
     return [sys.executable, "-m", "torch.distributed.run", *torchrun_args(**torchrun_kw), "-m",
-            "netstudio.training.distributed", str(project), *rank_args]
+            RANK_PROGRAM, str(project), *rank_args]
 
 
 def failure_message(failures: Mapping[int, Any]) -> str:
@@ -539,7 +429,7 @@ def launch(project: str | os.PathLike[str], rank_args: Sequence[str], *, nproc: 
             logging.getLogger(name).setLevel(logging.CRITICAL)
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     logging.getLogger("torch.distributed.run").setLevel(logging.CRITICAL)
-    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # the ranks die with this process (see guard_rank)
+    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # the ranks die with this process (see netstudio.cli.rank.guard_rank)
     if nproc > 1:
         os.environ.setdefault("OMP_NUM_THREADS", "1")  # what torchrun does, minus its banner
     cmd = launch_command(project, rank_args, nproc=nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint,
@@ -569,144 +459,6 @@ class JobInterrupted(TrainingError):
         self.exit_code = 128 + int(sig)
 
 
-# ----------------------------------------------------------------------------
-# A rank dies with its launcher, and stops quietly on a signal
-# ----------------------------------------------------------------------------
-
-#: set by the launcher for its ranks: the process they must not outlive
-LAUNCHER_PID_ENV = "NETSTUDIO_LAUNCHER_PID"
-#: the signals that stop a rank (torchrun passes the one it got on to the ranks)
-RANK_STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
-_PR_SET_PDEATHSIG = 1
-
-
-class RankSignalled(KeyboardInterrupt):
-    """Raised in a rank by a stop signal; a KeyboardInterrupt so that ``fit`` lets it through."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = int(signum)
-
-
-_signalled: list[int] = []  # the stop signal this rank received (at most one is acted on)
-
-
-def _on_stop_signal(signum: int, frame: Any) -> None:
-    if _signalled:  # already stopping: a second signal must not interrupt the clean-up
-        return
-    _signalled.append(signum)
-    raise RankSignalled(signum)
-
-
-def _raise_if_signalled(wait_s: float = 0.0) -> None:
-    """Inside an error branch: a rank being stopped by a signal prints nothing.
-
-    A peer stopped by the same signal can make this rank's collective fail a moment
-    before its own signal is handled, so an active job waits ``wait_s`` for it.
-    """
-    if wait_s > 0 and not _signalled:
-        import time
-
-        time.sleep(wait_s)  # interruptible: a pending signal's handler runs here
-    if _signalled:
-        raise RankSignalled(_signalled[0])
-
-
-def _set_parent_death_signal(sig: int) -> bool:
-    """Linux: the kernel sends ``sig`` to this process when its parent dies (prctl PR_SET_PDEATHSIG)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def _watch_parent(parent: int, poll_s: float = 0.5, grace_s: float = 5.0) -> None:
-    """Fallback for systems without PR_SET_PDEATHSIG: once this process is orphaned, stop it
-    (SIGTERM, so it cleans up), and end it for good ``grace_s`` later (a rank stuck in a collective)."""
-    import time
-
-    while os.getppid() == parent:
-        time.sleep(poll_s)
-    os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(grace_s)
-    os._exit(128 + int(signal.SIGTERM))
-
-
-def guard_rank(environ: Mapping[str, str] | None = None) -> None:
-    """Arm a rank (call first, in the main thread): a stop signal raises :class:`RankSignalled`,
-    and the rank dies with its launcher, even one killed with SIGKILL."""
-    import threading
-
-    for sig in RANK_STOP_SIGNALS:
-        signal.signal(sig, _on_stop_signal)
-    env = os.environ if environ is None else environ
-    if not launched_by_torchrun(env):
-        return
-    try:
-        parent = int(env.get(LAUNCHER_PID_ENV, "") or os.getppid())
-    except ValueError:
-        parent = os.getppid()
-    _set_parent_death_signal(signal.SIGTERM)
-    if os.getppid() != parent:  # the launcher died before the line above took effect
-        _on_stop_signal(int(signal.SIGTERM), None)
-    threading.Thread(target=_watch_parent, args=(parent,), name="netstudio-parent-watch", daemon=True).start()
-
-
-def rank_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m netstudio.training.distributed``: :func:`run_rank`, armed by :func:`guard_rank`.
-
-    A rank stopped by a signal prints nothing (the launcher prints the one line) and
-    ends by that signal, so that whoever waits for it sees how it ended.
-    """
-    try:
-        guard_rank()
-        return run_rank(argv)
-    except RankSignalled as e:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        signal.signal(e.signum, signal.SIG_DFL)
-        os.kill(os.getpid(), e.signum)
-        return 128 + e.signum
-
-
-# ----------------------------------------------------------------------------
-# The per-rank program: python -m netstudio.training.distributed PROJECT ...
-# ----------------------------------------------------------------------------
-
-
-def default_checkpoint_dir(project: str | os.PathLike[str]) -> str:
-    """``<project>.checkpoints`` next to the project file, so ``--resume`` needs no other flag."""
-    p = Path(project)
-    return str(p.with_name(p.stem + ".checkpoints"))
-
-
-def rank_parser() -> "Any":
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m netstudio.training.distributed",
-                                description="One rank of a distributed NetStudio training job (started by "
-                                            "torchrun; use `netstudio train P --nproc N`).")
-    p.add_argument("project")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="global batch size (all ranks together)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads per rank (default: 1 per rank)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (each rank uses cuda:LOCAL_RANK)")
-    p.add_argument("--checkpoint-dir", default=None)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--out", default=None)
-    p.add_argument("--save-weights", default=None)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--no-preprocess", action="store_true")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S)
-    return p
-
-
 def weights_max_difference(model: nn.Module, ctx: DistContext) -> float:
     """Largest |w_rank - w_rank0| over every parameter and rank: 0.0 when DDP kept them in sync."""
     if not ctx.active:
@@ -718,110 +470,3 @@ def weights_max_difference(model: nn.Module, ctx: DistContext) -> float:
         worst = torch.maximum(worst, (p.detach() - ref).abs().max().to(torch.float64))
     dist.all_reduce(worst, op=dist.ReduceOp.MAX)
     return float(worst.item())
-
-
-def _record_failure(exc: BaseException) -> None:
-    """Leave the reason where torchrun looks for it, so the launcher can name it."""
-    if os.environ.get("TORCHELASTIC_ERROR_FILE"):
-        try:
-            from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
-
-            ErrorHandler().record_exception(exc)
-        except Exception:  # noqa: BLE001 - reporting must never hide the real error
-            pass
-
-
-def run_rank(argv: Sequence[str] | None = None) -> int:
-    """Train as one rank; rank 0 prints progress, checkpoints and exports. Returns the exit code."""
-    import json
-    import time
-    from dataclasses import replace
-
-    from netstudio import cli
-    from netstudio.errors import NetStudioError
-
-    args = rank_parser().parse_args(argv)
-    ctx: DistContext | None = None
-    try:
-        ctx = init_distributed(args.device, args.timeout)
-        project = cli._load(args.project)
-        overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
-                                       ("seed", args.seed), ("threads", args.threads)) if v is not None}
-        config = replace(project.training, **overrides)
-        config.validate()
-        torch.manual_seed(config.seed)  # initial weights: the same draw as a single-process run
-        from netstudio.compiler.build import build_plan
-
-        plan = build_plan(project.graph, config.batch_size)
-        import netstudio.data as data_mod
-
-        if str(plan.dataset_params.get("download", "")).lower() in ("true", "1") and ctx.active:
-            if ctx.local_rank == 0:  # one download per machine, the other ranks then read the files
-                data_mod.load(plan.dataset_params)
-            ctx.barrier()
-        data = data_mod.load(plan.dataset_params)
-        from netstudio.training.engine import fit
-
-        lines = sys.stderr if args.json else sys.stdout
-        progress = cli._Progress(lines, None, config.epochs) if ctx.is_main else None
-        if progress is not None:
-            print(f"distributed: {ctx.world_size} rank{'s' if ctx.world_size != 1 else ''} "
-                  f"({ctx.backend}, {ctx.device.type})", file=lines, flush=True)
-        t0 = time.perf_counter()
-        result = fit(plan, data, config, progress, dist=ctx, checkpoint_dir=args.checkpoint_dir, resume=args.resume)
-        seconds = time.perf_counter() - t0
-        if result.status == "error":
-            _raise_if_signalled(0.5 if ctx.active else 0.0)
-            hint = "if another rank failed first, its error is the cause" if ctx.active else None
-            raise TrainingError(result.message.strip().splitlines()[0], hint=hint)
-        diff = weights_max_difference(result.model.to(ctx.device), ctx) if result.model is not None else 0.0
-        if result.model is not None:
-            result.model.to("cpu")
-        if not ctx.is_main:
-            return 0
-        summary = cli._summary(result, None, seconds)
-        summary.update(world_size=ctx.world_size, backend=ctx.backend, weights_max_difference=diff)
-        exported: list[str] = []
-        if result.model is not None:
-            from netstudio.project import export as ex
-
-            from netstudio.project.preprocess import export_input
-
-            if args.out:
-                exported.append(str(ex.export_pt(result.model, args.out,
-                                                 export_input(data, preprocess=not args.no_preprocess, plan=plan))))
-            if args.save_weights:
-                exported.append(str(ex.export_weights(result.model, project, args.save_weights, export_input(data, plan=plan))))
-        summary["exported"] = exported
-        tail = f" ({result.message})" if result.message else ""
-        print(f"{result.status}{tail} in {seconds:.1f}s on {ctx.world_size} ranks; weights identical on every rank"
-              if diff == 0.0 else f"{result.status}{tail}; WARNING: ranks differ by up to {diff:g}", file=lines)
-        for path in exported:
-            print(f"wrote {path}", file=lines)
-        if args.json:
-            print(json.dumps(summary), flush=True)
-        return 0
-    except NetStudioError as e:
-        _raise_if_signalled()
-        where = f"[rank {ctx.rank}] " if ctx is not None and ctx.world_size > 1 else ""
-        print(cli.format_error(where + e.message, e.node_id, e.hint), file=sys.stderr, flush=True)
-        _record_failure(e)
-        return 1
-    except Exception as e:  # noqa: BLE001 - typically a peer that died: one line, not a traceback
-        _raise_if_signalled(0.5)
-        rank = ctx.rank if ctx is not None else int(os.environ.get("RANK", "0"))
-        print(cli.format_error(f"[rank {rank}] {_first_line(e)}", hint="another rank probably failed or stalled"),
-              file=sys.stderr, flush=True)
-        _record_failure(e)
-        return 1
-    finally:
-        shutdown()
-
-
-if __name__ == "__main__":  # pragma: no cover - exercised through torchrun in the tests
-    _code = rank_main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # The process group is already destroyed and everything is written; skipping the interpreter's
-    # teardown (seconds with torch loaded) lets torchrun see every rank finish sooner.
-    os._exit(_code)

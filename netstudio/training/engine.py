@@ -2,7 +2,9 @@
 
 Pure PyTorch, no Qt: the GUI runs ``fit`` in a worker thread and turns the
 ``report`` callback into signals; the CLI prints the same events. Events are
-plain dicts of Python numbers and strings (they cross threads; never tensors):
+plain dicts of Python numbers and strings (they cross threads; never tensors),
+declared in :mod:`netstudio.training.events` (``kind``: an :class:`EventKind`,
+``status``: a :class:`FitStatus`; both compare equal to their text):
 
 * ``{"kind": "start", "device", "device_id", "epochs", "steps_per_epoch", "n_train", "n_val", "task",
   "fast_path", "fast_path_reason", "threads", "threads_mode"}`` — ``threads``: the CPU intra-op threads in
@@ -28,21 +30,32 @@ import copy
 import dataclasses
 import gc
 import math
-import os
 import threading
 import time
 import traceback as tb
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn as nn
 
 from netstudio.errors import NetStudioError, TrainingError
+from netstudio.training.batches import eval_batches as _eval_batches
+from netstudio.training.batches import loader as _loader
+from netstudio.training.batches import tensor_batches as _tensor_batches
+from netstudio.training.batches import val_batches as _val_batches
 from netstudio.training.config import TrainConfig
-from netstudio.training.fastpath import (Stepper, fast_path_blocker, make_step, prepare_optimizer,
-                                         reset_for_eager, try_capture)
+from netstudio.training.devices import _mps_available, available_devices, device_label, resolve_device  # noqa: F401
+from netstudio.training.checkpoints import checkpoint_path, save_checkpoint
+from netstudio.training.events import EventKind, FitStatus
+from netstudio.training.fastpath import Stepper, prepare_optimizer, reset_for_eager, try_capture
+from netstudio.training.strategy import SingleProcess, strategy_for, use_channels_last  # noqa: F401
 from netstudio.training.threads import ThreadTuner
+
+if TYPE_CHECKING:  # pragma: no cover
+    from netstudio.compiler.build import TrainingPlan
+    from netstudio.data import PreparedData
+    from netstudio.training.distributed import DistContext
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -53,7 +66,7 @@ EVAL_BATCH = 1024
 
 @dataclass
 class FitResult:
-    status: str                    # finished | stopped | early_stopped | error
+    status: FitStatus              # finished | stopped | early_stopped | error (compares equal to the text)
     message: str
     history: list[dict[str, Any]] = field(default_factory=list)   # the epoch events, in order
     #: train_loss, train_accuracy, val_loss, val_accuracy (of the returned weights), epochs_run,
@@ -62,72 +75,6 @@ class FitResult:
     best_epoch: int | None = None  # epoch (1-based) with the lowest validation loss
     model: nn.Module | None = None  # trained model on the CPU in eval mode (None if training never started)
     traceback: str | None = None    # for unexpected errors
-
-
-# ----------------------------------------------------------------------------
-# Devices
-# ----------------------------------------------------------------------------
-
-
-def _mps_available() -> bool:
-    mps = getattr(torch.backends, "mps", None)
-    return bool(mps is not None and mps.is_available())
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` | ``mps`` → torch.device; TrainingError if unusable."""
-    key = (name or "auto").strip().lower()
-    if key == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
-        if _mps_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if key == "cpu":
-        return torch.device("cpu")
-    if key == "cuda" or key.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise TrainingError(f"Device '{name}' was requested but no CUDA GPU is available on this machine",
-                                hint="choose 'auto' or 'cpu'")
-        if key == "cuda":
-            return torch.device("cuda", torch.cuda.current_device())
-        index = key[5:]
-        if not index.isdigit():
-            raise TrainingError(f"Unknown device '{name}'", hint="write cuda:0, cuda:1, …")
-        count = torch.cuda.device_count()
-        if int(index) >= count:
-            raise TrainingError(f"Device '{name}' does not exist: this machine has {count} CUDA "
-                                f"GPU{'s' if count != 1 else ''}", hint=f"use cuda:0 … cuda:{count - 1}")
-        return torch.device("cuda", int(index))
-    if key == "mps":
-        if not _mps_available():
-            raise TrainingError("Device 'mps' was requested but Apple's Metal backend is not available",
-                                hint="choose 'auto' or 'cpu'")
-        return torch.device("mps")
-    raise TrainingError(f"Unknown device '{name}'", hint="use auto, cpu, cuda, cuda:N or mps")
-
-
-def device_label(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "mps":
-        return "Apple GPU (mps)"
-    return "cpu"
-
-
-def available_devices(cpu_threads: int | None = None) -> list[tuple[str, str]]:
-    """(device id, human label) of every usable device, CPU first; 'auto' is not listed.
-
-    ``cpu_threads``: the threads training will use, when not this thread's torch setting.
-    """
-    n = cpu_threads or torch.get_num_threads()
-    out = [("cpu", f"CPU ({n} thread{'s' if n != 1 else ''})")]
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            out.append((f"cuda:{i}", torch.cuda.get_device_name(i)))
-    if _mps_available():
-        out.append(("mps", "Apple GPU (mps)"))
-    return out
 
 
 # ----------------------------------------------------------------------------
@@ -156,18 +103,6 @@ def _plan_on(plan: Any, device: torch.device) -> Any:
         return plan
     moved = [dataclasses.replace(t, module=copy.deepcopy(t.module).to(device)) for t in losses]
     return dataclasses.replace(plan, losses=moved)
-
-
-def use_channels_last(model: nn.Module, device: torch.device) -> bool:
-    """Train 2-d convolutions in channels-last layout on the CPU?
-
-    oneDNN's channels-last convolutions are faster than the default layout's for
-    the small CNNs of the tutorials (the LeNet sample: +8–10 % samples/s in ``fit``
-    on 2 cores, bench/README.md). The layout may change the rounding of sums, not
-    the maths; every layer NetStudio builds accepts it, and the weights are handed
-    back in the usual layout. CUDA keeps the layout the fast path was measured with.
-    """
-    return device.type == "cpu" and any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in model.modules())
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -206,55 +141,6 @@ def _is_oom(exc: BaseException) -> bool:
     if oom is not None and isinstance(exc, oom):
         return True
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
-def _loader(dataset: Any, batch_size: int, shuffle: bool, generator: torch.Generator | None,
-            device: torch.device) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                                       num_workers=0, pin_memory=device.type == "cuda", drop_last=False)
-
-
-@torch.no_grad()
-def _eval_batches(model: nn.Module, plan: Any, batches: Any, device: torch.device
-                  ) -> tuple[float | None, float | None, int]:
-    """(mean loss, accuracy or None, n) over (x, y) batches; one synchronisation at the end."""
-    loss_sum = torch.zeros((), dtype=torch.float32, device=device)
-    correct_sum = torch.zeros((), dtype=torch.int64, device=device)
-    n, has_correct = 0, False
-    was_training = model.training
-    model.eval()
-    try:
-        for x, y in batches:
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
-            out = model(x)
-            loss_sum.add_(plan.loss(out, x, y), alpha=x.shape[0])
-            c = plan.correct(out, y)
-            if c is not None:
-                correct_sum.add_(c)
-                has_correct = True
-            n += x.shape[0]
-    finally:
-        model.train(was_training)
-    if n == 0:
-        return None, None, 0
-    return float(loss_sum.item()) / n, (int(correct_sum.item()) / n if has_correct else None), n
-
-
-def _tensor_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> Any:
-    return ((x[a:a + batch_size], y[a:a + batch_size]) for a in range(0, x.shape[0], batch_size))
-
-
-def _val_batches(data: Any, batch_size: int, device: torch.device, on_device: tuple | None = None) -> Any:
-    if on_device is not None:
-        return _tensor_batches(on_device[0], on_device[1], batch_size)
-    if data.resident:
-        if data.val_x is None or data.val_y is None:
-            return iter(())
-        return _tensor_batches(data.val_x, data.val_y, batch_size)
-    if data.val_set is None or len(data.val_set) == 0:
-        return iter(())
-    return iter(_loader(data.val_set, batch_size, False, None, device))
 
 
 # ----------------------------------------------------------------------------
@@ -424,18 +310,23 @@ def confusion_matrix(model: nn.Module, plan: Any, data: Any, device: str | torch
 # ----------------------------------------------------------------------------
 
 
+def _plain_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copies whose enum values are plain text: a checkpoint holds only what ``weights_only`` loads."""
+    return [{k: str(v) if isinstance(v, str) else v for k, v in e.items()} for e in events]
+
+
 class _Stop(Exception):
     """Internal: leave the batch loop (stop requested)."""
 
 
 class _Trainer:
-    def __init__(self, plan: Any, data: Any, config: TrainConfig, report: Report | None,
+    def __init__(self, plan: "TrainingPlan", data: "PreparedData", config: TrainConfig, report: Report | None,
                  stop_event: threading.Event | None, pause_event: threading.Event | None,
-                 model: nn.Module | None, dist: Any = None, checkpoint_dir: str | None = None,
+                 model: nn.Module | None, strategy: SingleProcess | None = None, checkpoint_dir: str | None = None,
                  resume: bool = False) -> None:
         self.plan, self.data, self.config = plan, data, config
-        # distributed (netstudio.training.distributed.DistContext) and checkpoints: see _resume/_save_checkpoint
-        self.dist = dist if dist is not None and dist.world_size > 1 else None
+        # one process or one rank of a DDP job (netstudio.training.strategy); checkpoints: see _resume/_save_checkpoint
+        self.strategy = strategy if strategy is not None else SingleProcess()
         self.ckpt_dir, self.resume = checkpoint_dir, resume
         self.report = report
         self.stop_event, self.pause_event = stop_event, pause_event
@@ -476,7 +367,7 @@ class _Trainer:
         if pe is None or not pe.is_set():
             return 0.0
         t0 = time.perf_counter()
-        self.emit({"kind": "paused", "epoch": self.epoch, "batch": batch, "global_step": self.global_step})
+        self.emit({"kind": EventKind.PAUSED, "epoch": self.epoch, "batch": batch, "global_step": self.global_step})
         while pe.is_set():
             if self.stop_event is not None:
                 if self.stop_event.wait(PAUSE_POLL_S):
@@ -485,26 +376,27 @@ class _Trainer:
                 time.sleep(PAUSE_POLL_S)
         paused = time.perf_counter() - t0
         self.paused_total += paused
-        self.emit({"kind": "resumed", "paused_s": paused})
+        self.emit({"kind": EventKind.RESUMED, "paused_s": paused})
         return paused
 
     # --- the run --------------------------------------------------------------
     def run(self) -> FitResult:
         cfg = self.config
         cfg.validate()
-        self.device = self.dist.device if self.dist is not None else resolve_device(cfg.device)
+        strategy = self.strategy
+        self.device = strategy.device(cfg.device)
         self.label = device_label(self.device)
         dev = self.device
         # before any torch work of the run; adapts on the CPU of a single process only (ranks have
         # one thread each, and a GPU step barely depends on them); fit hands the caller's count back
-        self.tuner = ThreadTuner(cfg.threads, adaptive=dev.type == "cpu" and self.dist is None)
+        self.tuner = ThreadTuner(cfg.threads, adaptive=strategy.adapts_threads(dev))
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)   # CPU: same shuffling order on every device
 
         source = self.initial_model if self.initial_model is not None else self.plan.model
         self.model = model = copy.deepcopy(source).to(dev)
         # before the optimizer exists: its state is created in the weights' layout
-        self.channels_last = self.dist is None and use_channels_last(model, dev)
+        self.channels_last = strategy.channels_last(model, dev)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         model.train()
@@ -523,16 +415,11 @@ class _Trainer:
 
         start_epoch, monitor_best, bad_epochs = self._resume_from_checkpoint(model, optimizer, sched, gen)
 
-        reason = fast_path_blocker(setting=cfg.fast_path, device=dev, resident=bool(data.resident),
-                                   optimizer=optimizer, has_scheduler=sched is not None, n_train=n_train,
-                                   batch_size=bs) if self.dist is None else "distributed training runs eagerly"
+        reason = strategy.fast_path_blocker(setting=cfg.fast_path, device=dev, resident=bool(data.resident),
+                                            optimizer=optimizer, has_scheduler=sched is not None, n_train=n_train,
+                                            batch_size=bs)
         prepare_optimizer(optimizer, dev, capture=reason is None)
-        step: Any = make_step(model, plan, optimizer)
-        if self.dist is not None:
-            from netstudio.training.distributed import DistStep
-
-            # DDP around the model; the step scales each rank's loss so the averaged gradient is the global one
-            step = DistStep(self.dist.wrap(model), plan, optimizer, self.dist)
+        step = strategy.step(model, plan, optimizer)
 
         val_dev: tuple[torch.Tensor, torch.Tensor] | None = None
         if data.resident:
@@ -544,8 +431,7 @@ class _Trainer:
             loader = None
         else:
             stepper = Stepper(step, optimizer, dev, bs, steps)
-            loader = _loader(data.train_set, bs, cfg.shuffle, gen, dev) if self.dist is None else \
-                self.dist.loader(data.train_set, bs, cfg.shuffle, gen, pin_memory=dev.type == "cuda")
+            loader = strategy.loader(data.train_set, bs, cfg.shuffle, gen, dev)
         self.stepper = stepper
 
         if reason is None:
@@ -555,12 +441,12 @@ class _Trainer:
                 reset_for_eager(optimizer, dev)
 
         task = getattr(data.info, "task", "classification")
-        self.emit({"kind": "start", "device": self.label, "device_id": str(dev), "epochs": cfg.epochs,
+        self.emit({"kind": EventKind.START, "device": self.label, "device_id": str(dev), "epochs": cfg.epochs,
                    "steps_per_epoch": steps, "n_train": n_train, "n_val": n_val, "task": task,
                    "fast_path": self.fast, "fast_path_reason": None if self.fast else reason,
                    "threads": self.tuner.threads, "threads_mode": self.tuner.mode})
 
-        status, message = "finished", f"Trained {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
+        status, message = FitStatus.FINISHED, f"Trained {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
         try:
             for epoch in range(start_epoch, cfg.epochs + 1):
                 self.epoch = epoch
@@ -576,14 +462,12 @@ class _Trainer:
                     items: Any = (perm[a:a + bs] for a in range(0, n_train, bs))
                 else:
                     items = iter(loader)  # type: ignore[arg-type]
-                if self.dist is not None:  # this rank's share of every global batch
-                    items = self.dist.rank_batches(items, step, resident=bool(data.resident), loader=loader)
+                items = strategy.batches(items, step, resident=bool(data.resident), loader=loader)
                 if not self._train_epoch(items, sched if sched_every == "batch" else None):
                     return self._diverged()
                 loss_total, correct = stepper.totals()
                 n_seen = stepper.samples
-                if self.dist is not None:  # every rank sees the same sums from here on
-                    loss_total, correct, n_seen = self.dist.epoch_totals(loss_total, correct, n_seen)
+                loss_total, correct, n_seen = strategy.epoch_totals(loss_total, correct, n_seen)
                 if not math.isfinite(loss_total):
                     return self._diverged()
                 self.samples_done += n_seen
@@ -591,14 +475,10 @@ class _Trainer:
                 term = plan.metric_term
                 train_acc = correct / n_seen if term is not None and term.target[0] == "target" else None
                 val_loss, val_acc = None, None
-                if n_val and self.dist is not None:  # each rank evaluates its share; sums all-reduced
-                    val_loss, val_acc = self.dist.validate(model, plan, data, val_dev, max(bs, EVAL_BATCH),
-                                                           _eval_batches, _val_batches)
-                elif n_val:
-                    val_loss, val_acc, _ = _eval_batches(
-                        model, plan, _val_batches(data, max(bs, EVAL_BATCH), dev, val_dev), dev)
+                if n_val:
+                    val_loss, val_acc = strategy.validate(model, plan, data, val_dev, max(bs, EVAL_BATCH), dev)
                 train_loss = loss_total / n_seen
-                entry = {"kind": "epoch", "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+                entry = {"kind": EventKind.EPOCH, "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
                          "val_loss": val_loss, "val_accuracy": val_acc,
                          "lr": float(optimizer.param_groups[0]["lr"]),
                          "seconds": time.perf_counter() - epoch_start - (self.paused_total - paused_before),
@@ -626,7 +506,7 @@ class _Trainer:
                 patience = cfg.early_stopping_patience
                 if patience and bad_epochs >= patience and epoch < cfg.epochs:
                     what = "validation loss" if val_loss is not None else "training loss"
-                    status = "early_stopped"
+                    status = FitStatus.EARLY_STOPPED
                     message = (f"Stopped early after epoch {epoch}: the {what} did not improve for "
                                f"{bad_epochs} epoch{'s' if bad_epochs != 1 else ''}")
                     break
@@ -634,7 +514,7 @@ class _Trainer:
         except _Stop:
             done = len(self.history)
             message = f"Stopped by the user after {done} complete epoch{'s' if done != 1 else ''}"
-            return self._finish("stopped", message, keep_best=False)
+            return self._finish(FitStatus.STOPPED, message, keep_best=False)
         return self._finish(status, message, keep_best=True)
 
     def _train_epoch(self, items: Any, batch_sched: Any) -> bool:
@@ -675,13 +555,13 @@ class _Trainer:
                 now = time.perf_counter()
                 self.train_active += now - seg_start
                 seg_start = self.last_report = now
-                if not math.isfinite(loss_total) and self.dist is None:  # distributed: judged on the all-reduced sums
+                if not math.isfinite(loss_total) and self.strategy.checks_batch_loss:
                     return False
                 stepper.mark_finite()
                 done = self.samples_done + stepper.samples
                 seg_n = stepper.samples - last_samples
                 rate = done / max(self.train_active, 1e-9)
-                self.emit({"kind": "batch", "epoch": self.epoch, "batch": stepper.batches, "n_batches": self.steps,
+                self.emit({"kind": EventKind.BATCH, "epoch": self.epoch, "batch": stepper.batches, "n_batches": self.steps,
                            "loss": (loss_total - last_loss) / max(seg_n, 1),
                            "samples_per_s": seg_n / max(self.train_active - last_active, 1e-9),
                            "eta_s": (total_samples - done) / rate if rate > 0 else None,
@@ -700,35 +580,32 @@ class _Trainer:
         """(first epoch to run, best monitored loss, epochs without improvement) after a resume."""
         if not (self.resume and self.ckpt_dir):
             return 1, math.inf, 0
-        from netstudio.training import distributed as D
+        from netstudio.training.checkpoints import restore_checkpoint
 
-        path = os.path.join(self.ckpt_dir, D.CHECKPOINT_FILE)
-        # rank 0 reads, the others receive it: the folder only has to exist where rank 0 runs
-        state = D.read_checkpoint(path) if self.dist is None or self.dist.is_main else None
-        if self.dist is not None:
-            state = self.dist.broadcast_object(state)
+        path = checkpoint_path(self.ckpt_dir)
+        state = self.strategy.read_checkpoint(path)
         if state is None:
             return 1, math.inf, 0
-        done = D.restore_checkpoint(state, model, optimizer, sched)
+        done = restore_checkpoint(state, model, optimizer, sched)
         if state.get("generator") is not None:
             gen.set_state(state["generator"])  # the shuffling continues where it stopped
-        self.history = list(state.get("history") or [])
+        self.history = [{**e, "kind": EventKind.EPOCH} if isinstance(e, dict) else e
+                        for e in state.get("history") or []]
         self.best_epoch = state.get("best_epoch")
         best = state.get("best_state")
         self.best_state = None if best is None else {k: v.to(self.device) for k, v in best.items()}
-        self.emit({"kind": "resumed_from", "epoch": done, "path": path})
+        self.emit({"kind": EventKind.RESUMED_FROM, "epoch": done, "path": path})
         return done + 1, float(state.get("monitor_best", math.inf)), int(state.get("bad_epochs", 0))
 
     def _save_checkpoint(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer, sched: Any,
                          gen: torch.Generator, monitor_best: float, bad_epochs: int) -> None:
-        if not self.ckpt_dir or (self.dist is not None and not self.dist.is_main):
+        if not self.ckpt_dir or not self.strategy.is_main:
             return
-        from netstudio.training import distributed as D
-
         best = None if self.best_state is None else {k: v.detach().cpu() for k, v in self.best_state.items()}
-        D.save_checkpoint(os.path.join(self.ckpt_dir, D.CHECKPOINT_FILE), model=model, optimizer=optimizer,
+        save_checkpoint(checkpoint_path(self.ckpt_dir), model=model, optimizer=optimizer,
                           scheduler=sched, epoch=epoch,
-                          extra={"generator": gen.get_state(), "history": self.history, "best_epoch": self.best_epoch,
+                          extra={"generator": gen.get_state(), "history": _plain_events(self.history),
+                                 "best_epoch": self.best_epoch,
                                  "best_state": best, "monitor_best": monitor_best, "bad_epochs": bad_epochs})
 
     # --- endings ------------------------------------------------------------------
@@ -750,7 +627,7 @@ class _Trainer:
             self.model.to(memory_format=torch.contiguous_format)
         return self.model
 
-    def _finish(self, status: str, message: str, keep_best: bool) -> FitResult:
+    def _finish(self, status: FitStatus, message: str, keep_best: bool) -> FitResult:
         entry = self.history[-1] if self.history else None
         if keep_best and self.config.keep_best and self.best_state is not None and self.best_epoch is not None \
                 and self.history and self.best_epoch != self.history[-1]["epoch"]:
@@ -760,12 +637,12 @@ class _Trainer:
             message += f"; kept the weights of epoch {self.best_epoch} (lowest validation loss)"
         metrics = self._metrics(entry)
         model = self._cpu_model()
-        if model is not None and (self.dist is None or self.dist.is_main):
+        if model is not None and self.strategy.is_main:
             try:  # R²/MAE/RMSE of a regression, each loss term of a multi-loss project
                 metrics.update(outcome_metrics(model, self.plan, self.data, "cpu"))
             except Exception:  # noqa: BLE001 - extra figures must never turn a finished run into an error
                 pass
-        self.emit({"kind": "end", "status": status, "message": message})
+        self.emit({"kind": EventKind.END, "status": status, "message": message})
         return FitResult(status, message, self.history, metrics, self.best_epoch, model)
 
     def _diverged(self) -> FitResult:
@@ -788,10 +665,10 @@ class _Trainer:
         except Exception:  # noqa: BLE001 - a broken device must not hide the original error
             model = None
         try:
-            self.emit({"kind": "end", "status": "error", "message": message})
+            self.emit({"kind": EventKind.END, "status": FitStatus.ERROR, "message": message})
         except Exception:  # noqa: BLE001 - the listener itself may be what failed
             pass
-        return FitResult("error", message, self.history, metrics, self.best_epoch, model, trace)
+        return FitResult(FitStatus.ERROR, message, self.history, metrics, self.best_epoch, model, trace)
 
     def release(self) -> None:
         """Drop every device tensor except the model's (after running out of memory)."""
@@ -820,9 +697,9 @@ class _Trainer:
         return f"The dataset's features (shape {_shape(got)}) do not fit the model input (expected {_shape(want)})"
 
 
-def fit(plan: Any, data: Any, config: TrainConfig, report: Report | None = None,
+def fit(plan: "TrainingPlan", data: "PreparedData", config: TrainConfig, report: Report | None = None,
         stop_event: threading.Event | None = None, pause_event: threading.Event | None = None,
-        model: nn.Module | None = None, *, dist: Any = None, checkpoint_dir: str | None = None,
+        model: nn.Module | None = None, *, dist: "DistContext | None" = None, checkpoint_dir: str | None = None,
         resume: bool = False) -> FitResult:
     """Train a copy of ``model`` (or of ``plan.model``) on ``data``; never raises.
 
@@ -837,7 +714,8 @@ def fit(plan: Any, data: Any, config: TrainConfig, report: Report | None = None,
     (and the shuffling state) are saved there after every epoch (rank 0 only);
     ``resume`` continues after the last saved epoch.
     """
-    trainer = _Trainer(plan, data, config, report, stop_event, pause_event, model, dist, checkpoint_dir, resume)
+    trainer = _Trainer(plan, data, config, report, stop_event, pause_event, model, strategy_for(dist),
+                       checkpoint_dir, resume)
     try:
         return _fit(trainer, config)
     finally:

@@ -292,42 +292,36 @@ class TrainingWorker(_ThreadedWorker):
 
     # --- the run ------------------------------------------------------------------
     def _work(self) -> dict[str, Any]:
-        from netstudio import data as data_mod
-        from netstudio import training
-        from netstudio.compiler.build import build_plan
         from netstudio.graph.model import Graph
+        from netstudio.training import job as training_job
 
         job = self.job
         self._phase("building model")
         graph = Graph.from_dict(job.graph_dict)
-        import torch
 
-        # the initial weights are drawn while compiling: seed first, as `netstudio train`
-        # does, so the same seed gives the same run in the app and on the command line
-        from netstudio.training.preflight import check_memory
+        def on_data(plan: Any, data: Any) -> None:
+            self.plan, self.data = plan, data
+            self.data_ready.emit({**data_summary(data), "run": job.run_index,
+                                  "metric": getattr(plan, "metric", None)})
 
-        check_memory(graph, job.config.batch_size, job.config.device)  # refused before allocating, as the CLI does
-        torch.manual_seed(job.config.seed)
-        plan = build_plan(graph, job.config.batch_size)
-        self.plan = plan
-        if self.stop_event.is_set():
+        def on_phase(text: str) -> None:
+            if text != "building model":  # announced above, before the graph is read
+                self._phase(text)
+
+        try:
+            # settings, device, memory preflight, seed, plan, data: the order `netstudio train` uses,
+            # so the same seed gives the same run in the app and on the command line
+            prepared = training_job.prepare(graph, job.config, stop_event=self.stop_event, on_phase=on_phase,
+                                            on_data=on_data)
+        except training_job.JobStopped:
             return {"status": "stopped", "message": "Stopped before training started"}
-
-        self._phase("loading data")
-        data = data_mod.load(plan.dataset_params)
-        self.data = data
-        self.data_ready.emit({**data_summary(data), "run": job.run_index,
-                              "metric": getattr(plan, "metric", None)})
-        if self.stop_event.is_set():
-            return {"status": "stopped", "message": "Stopped before training started"}
-
-        model = job.init_model  # fit trains a copy: the weights the GUI holds stay intact
-        if model is not None:
-            _check_compatible(model, plan.model)
+        self.plan = prepared.plan
+        if job.init_model is not None:  # continuing needs the architecture the weights were trained with
+            training_job.check_continuable(job.init_model, prepared.plan)
         self._phase("training")
         try:
-            result = training.fit(plan, data, job.config, self.report, self.stop_event, self.pause_event,
-                                  model=model)
+            # fit trains a copy of init_model: the weights the GUI holds stay intact
+            result = training_job.run(prepared, self.report, self.stop_event, self.pause_event, model=job.init_model)
         finally:
             self._flush()  # the last epochs reach the plots even when fit raised
         self.result = result
@@ -447,17 +441,6 @@ class EvalWorker(_ThreadedWorker):
             item.update(pred=names[pi] if 0 <= pi < len(names) else str(pi),
                         true=names[ti] if 0 <= ti < len(names) else str(ti), ok=pi == ti)
         return grid
-
-
-def _check_compatible(model: Any, fresh: Any) -> None:
-    """Continue-training needs the same architecture as the weights it starts from."""
-    from netstudio.errors import TrainingError
-
-    old = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    new = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
-    if old != new:
-        raise TrainingError("The model changed since these weights were trained, so training cannot continue "
-                            "from them", hint="press Train to start from fresh weights")
 
 
 def _plain(v: Any) -> Any:

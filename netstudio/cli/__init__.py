@@ -9,81 +9,35 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import sys
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Sequence, TextIO
+from typing import Any, Callable, Sequence
 
 from netstudio import __version__
-from netstudio.errors import MAX_HINT, MAX_MESSAGE, MAX_NODE_ID, NetStudioError, Problem, clip_text
+from netstudio.cli.console import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CliError, Progress, epoch_line, err,
+                                   error_json, export_results, fmt_metric, format_error, format_problem, jsonable,
+                                   load, outcome_lines, resolve_device_label, safe_streams, summary)
+from netstudio.errors import MAX_HINT, MAX_MESSAGE, NetStudioError, Problem, clip_text
+from netstudio.training.events import FitStatus
 
 COMMANDS = ("check", "train", "export", "samples")
-EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
 
+# The names these helpers had before they moved to netstudio.cli.console (tests and scripts use them).
+_load, _Progress, _summary, _jsonable, _err, _safe_streams = load, Progress, summary, jsonable, err, safe_streams
+_fmt_metric, _epoch_line, _outcome_lines, _error_json = fmt_metric, epoch_line, outcome_lines, error_json
+_resolve_device = resolve_device_label
 
-class CliError(Exception):
-    """A failure already phrased for the user (the message is printed as is)."""
-
-
-# ----------------------------------------------------------------------------
-# output helpers
-# ----------------------------------------------------------------------------
-
-
-def format_error(message: str, node_id: str | None = None, hint: str | None = None) -> str:
-    where = f"[{clip_text(node_id, MAX_NODE_ID)}] " if node_id else ""
-    fix = f" → {clip_text(hint, MAX_HINT)}" if hint else ""
-    return f"error: {where}{clip_text(message, MAX_MESSAGE)}{fix}"
-
-
-def format_problem(p: Problem) -> str:
-    line = format_error(p.message, p.node_id, p.hint)
-    return line if p.severity == "error" else "warning" + line[len("error"):]
-
-
-def _err(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def _safe_streams() -> None:
-    # Shapes print as 28×28 and hints with →; never crash on a terminal that cannot show them.
-    for stream in (sys.stdout, sys.stderr):
-        reconfigure = getattr(stream, "reconfigure", None)
-        if reconfigure is not None:
-            try:
-                reconfigure(errors="replace")
-            except (ValueError, OSError):  # pragma: no cover - detached/odd streams
-                pass
+__all__ = ["main", "build_parser", "CliError", "format_error", "format_problem", "EXIT_OK", "EXIT_ERROR",
+           "EXIT_INTERRUPTED", "COMMANDS"]
 
 
 # ----------------------------------------------------------------------------
 # shared steps
 # ----------------------------------------------------------------------------
-
-
-def _load(path: str) -> Any:
-    from netstudio.project.io import load_project
-
-    project = load_project(path)
-    _resolve_data_paths(project)
-    return project
-
-
-def _resolve_data_paths(project: Any) -> None:
-    """A CSV/image folder given relative to the project file is found whatever the working directory."""
-    if project.path is None:
-        return
-    base = Path(project.path).resolve().parent
-    for node in project.graph.nodes.values():
-        p = node.params.get("path")
-        if node.type_id == "data.dataset" and isinstance(p, str) and p and not os.path.isabs(os.path.expanduser(p)):
-            if not os.path.exists(p) and os.path.exists(base / p):  # os.path: False, not OSError, for a too-long name
-                node.params["path"] = str(base / p)
 
 
 def _count_params(module: Any) -> int:
@@ -109,7 +63,7 @@ def _outputs_text(outputs: dict[str, Any]) -> str:
 def cmd_check(args: argparse.Namespace) -> int:
     from netstudio.compiler.shapes import analyze
 
-    project = _load(args.project)
+    project = load(args.project)
     graph = project.graph
     batch = args.batch_size or project.training.batch_size
     an = analyze(graph, batch)
@@ -172,9 +126,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"note: [{nid}] {note}")
     errors = [p for p in problems if p.severity == "error"]
     for p in problems:
-        _err(format_problem(p))
+        err(format_problem(p))
     if errors:
-        _err(f"{len(errors)} error{'s' if len(errors) != 1 else ''}; the project cannot be trained yet")
+        err(f"{len(errors)} error{'s' if len(errors) != 1 else ''}; the project cannot be trained yet")
         return EXIT_ERROR
     print("ok: the project is valid and ready to train")
     return EXIT_OK
@@ -191,145 +145,6 @@ def _fmt_bytes(n: int) -> str:
 # ----------------------------------------------------------------------------
 
 
-class _Progress:
-    """Per-epoch lines, plus a one-line bar on stderr when it is a terminal."""
-
-    def __init__(self, lines: TextIO, bar: TextIO | None, epochs: int) -> None:
-        self.lines = lines
-        self.bar = bar
-        self.epochs = epochs
-        self.device: str | None = None
-        self._bar_shown = False
-        self._last_draw = 0.0
-
-    def __call__(self, ev: dict[str, Any]) -> None:
-        kind = ev.get("kind")
-        if kind == "start":
-            self.device = str(ev.get("device")) if ev.get("device") is not None else None
-            self.epochs = int(ev.get("epochs", self.epochs) or self.epochs)
-            extra = f" on {self.device}" if self.device else ""
-            if isinstance(ev.get("threads"), int) and not str(ev.get("device_id", "cpu")).startswith(("cuda", "mps")):
-                from netstudio.training.threads import describe
-
-                extra += f", {describe(ev['threads'], str(ev.get('threads_mode', 'default')))}"
-            print(f"training {self.epochs} epoch{'s' if self.epochs != 1 else ''}{extra}", file=self.lines,
-                  flush=True)
-        elif kind == "batch" and self.bar is not None:
-            now = time.monotonic()
-            if now - self._last_draw < 0.1:
-                return  # redrawing every batch would cost more than the batch
-            self._last_draw = now
-            self._draw(ev)
-        elif kind == "epoch":
-            self._clear()
-            print(_epoch_line(ev, self.epochs), file=self.lines, flush=True)
-        elif kind == "resumed_from":
-            print(f"resumed from {ev.get('path')} after epoch {ev.get('epoch')}", file=self.lines, flush=True)
-
-    def _draw(self, ev: dict[str, Any]) -> None:
-        assert self.bar is not None
-        step = ev.get("batch") or 0
-        total = ev.get("n_batches") or 0
-        epoch = ev.get("epoch", 0)
-        frac = min(1.0, step / total) if total else 0.0
-        width = 24
-        filled = int(frac * width)
-        loss = ev.get("loss")
-        loss_txt = f" loss {loss:.4f}" if isinstance(loss, (int, float)) else ""
-        self.bar.write(f"\repoch {epoch}/{self.epochs} [{'#' * filled}{'.' * (width - filled)}] "
-                       f"{frac * 100:3.0f}%{loss_txt}   ")
-        self.bar.flush()
-        self._bar_shown = True
-
-    def _clear(self) -> None:
-        if self.bar is not None and self._bar_shown:
-            self.bar.write("\r" + " " * 70 + "\r")
-            self.bar.flush()
-            self._bar_shown = False
-
-
-def _fmt_metric(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4f}" if math.isfinite(v) else str(v)
-    return str(v)
-
-
-def _epoch_line(ev: dict[str, Any], epochs: int) -> str:
-    parts = [f"epoch {ev.get('epoch', '?')}/{epochs}"]
-    for key, label in (("train_loss", "train_loss"), ("val_loss", "val_loss"),
-                       ("train_accuracy", "train_acc"), ("val_accuracy", "val_acc")):
-        v = ev.get(key)
-        if v is not None:
-            parts.append(f"{label} {_fmt_metric(v)}")
-    if ev.get("lr") is not None:
-        parts.append(f"lr {ev['lr']:.3g}")
-    if ev.get("seconds") is not None:
-        parts.append(f"{ev['seconds']:.1f}s")
-    return "  ".join(parts)
-
-
-def _jsonable(v: Any) -> Any:
-    """JSON-safe copy: NaN/inf become null (json.dumps would write invalid NaN tokens)."""
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (str, int, bool)) or v is None:
-        return v
-    item = getattr(v, "item", None)  # 0-d tensors / numpy scalars
-    if callable(item):
-        try:
-            return _jsonable(item())
-        except (TypeError, ValueError, RuntimeError):
-            pass
-    return str(v)
-
-
-def _summary(result: Any, device: str | None, seconds: float) -> dict[str, Any]:
-    history = list(getattr(result, "history", None) or [])
-    metrics = dict(getattr(result, "metrics", None) or {})
-    last = history[-1] if history else {}
-    out: dict[str, Any] = {"status": getattr(result, "status", None), "message": getattr(result, "message", "")}
-    for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):  # always present; null = n/a
-        out[key] = metrics.get(key, last.get(key) if isinstance(last, dict) else None)
-    out["epochs"] = metrics.get("epochs_run", len(history))
-    out["best_epoch"] = getattr(result, "best_epoch", None)
-    out["device"] = metrics.get("device", device)
-    out["seconds"] = round(seconds, 3)
-    out["history"] = history
-    for k, v in metrics.items():
-        out.setdefault(k, v)
-    return _jsonable(out)
-
-
-def _outcome_lines(summary: dict[str, Any]) -> list[str]:
-    """Regression figures and the loss terms of a multi-loss project, for the end of a run."""
-    out = []
-    split = "validation" if summary.get("metrics_split") == "val" else "training"
-    if summary.get("r2") is not None or summary.get("rmse") is not None:
-        out.append(f"regression ({split} split): r2 {_fmt_metric(summary.get('r2'))}  "
-                   f"mae {_fmt_metric(summary.get('mae'))}  rmse {_fmt_metric(summary.get('rmse'))} (in the target's units)")
-    terms = summary.get("loss_terms")
-    if isinstance(terms, dict) and terms:
-        total = sum(v for v in terms.values() if isinstance(v, (int, float)))
-        parts = "  ".join(f"{k} {_fmt_metric(v)}" for k, v in terms.items())
-        out.append(f"loss terms ({split} split): {parts}  (sum {_fmt_metric(total)})")
-    return out
-
-
-def _resolve_device(requested: str) -> str:
-    """Fail before loading data when the device cannot be used (fit would report it only later)."""
-    from netstudio.training.engine import device_label, resolve_device
-
-    return device_label(resolve_device(requested))
-
-
-def _error_json(message: str, node_id: str | None = None, hint: str | None = None) -> str:
-    """The one JSON object ``train --json`` prints when the run fails."""
-    return json.dumps({"status": "error", "message": message, "node": node_id, "hint": hint})
-
 
 def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc is not None or args.nnodes > 1 or args.rdzv_endpoint:
@@ -341,54 +156,35 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train(args)
     except CliError as e:
         text = str(e)
-        print(_error_json(text[len("error: "):] if text.startswith("error: ") else text), flush=True)
+        print(error_json(text[len("error: "):] if text.startswith("error: ") else text), flush=True)
         raise
     except NetStudioError as e:
-        print(_error_json(e.message, e.node_id, e.hint), flush=True)
+        print(error_json(e.message, e.node_id, e.hint), flush=True)
         raise
     except KeyboardInterrupt:
-        print(_error_json("interrupted"), flush=True)
+        print(error_json("interrupted"), flush=True)
         raise
     except Exception as e:  # noqa: BLE001 - reported by _run as well
-        print(_error_json(f"unexpected {type(e).__name__}: {e}"), flush=True)
+        print(error_json(f"unexpected {type(e).__name__}: {e}"), flush=True)
         raise
 
 
 def _train(args: argparse.Namespace) -> int:
-    from netstudio.compiler.build import build_plan
     from netstudio.errors import ProjectError
+    from netstudio.training import job as training_job
 
-    project = _load(args.project)
-    overrides: dict[str, Any] = {}
-    for key in ("epochs", "batch_size", "seed", "device", "threads"):
-        v = getattr(args, key)
-        if v is not None:
-            overrides[key] = v
-    config = replace(project.training, **overrides)
+    project = load(args.project)
     try:
-        config.validate()
+        config = training_job.configure(project.training, {k: getattr(args, k) for k in training_job.OVERRIDABLE})
     except ProjectError as e:
         raise CliError(format_error(e.message, hint=e.hint)) from None
-    device = _resolve_device(config.device)
-    from netstudio.training.preflight import check_memory
-
-    check_memory(project.graph, config.batch_size, config.device)  # refused before any weight is allocated
-
-    import torch
-
-    torch.manual_seed(config.seed)  # the initial weights are drawn while compiling: same seed, same run
-    plan = build_plan(project.graph, config.batch_size)
-    import netstudio.data as data_mod
-
-    data = data_mod.load(plan.dataset_params)
-    try:
-        from netstudio.training.engine import fit
-    except ImportError as e:  # pragma: no cover - the trainer ships with NetStudio
-        raise CliError(f"error: the training engine is not available ({e})") from None
+    # device, memory preflight, seed, plan, data: in the one order every caller uses
+    job = training_job.prepare(project.graph, config)
+    device, plan, data = job.device, job.plan, job.data
 
     lines = sys.stderr if args.json else sys.stdout  # --json: stdout carries only the JSON object
     bar = sys.stderr if sys.stderr.isatty() and not args.quiet else None
-    progress = _Progress(lines, bar, config.epochs)
+    progress = Progress(lines, bar, config.epochs)
     stop, pause = threading.Event(), threading.Event()
     interrupted = {"count": 0, "signum": int(signal.SIGINT)}
 
@@ -399,9 +195,9 @@ def _train(args: argparse.Namespace) -> int:
         interrupted["signum"] = signum
         stop.set()
         if signum == signal.SIGINT:
-            _err("\nstopping after the current batch… (Ctrl-C again to abort)")
+            err("\nstopping after the current batch… (Ctrl-C again to abort)")
         else:  # SIGTERM / SIGHUP: stop like Ctrl-C, end with 128 + the signal's number
-            _err(f"stopping after the current batch ({signal.Signals(signum).name})…")
+            err(f"stopping after the current batch ({signal.Signals(signum).name})…")
 
     in_main = threading.current_thread() is threading.main_thread()
     stop_signals = [sig for sig in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
@@ -411,42 +207,33 @@ def _train(args: argparse.Namespace) -> int:
     try:
         ckpt = args.checkpoint_dir
         if args.resume and not ckpt:
-            from netstudio.training.distributed import default_checkpoint_dir
+            from netstudio.training.checkpoints import default_checkpoint_dir
 
             ckpt = default_checkpoint_dir(args.project)
-        result = fit(plan, data, config, progress, stop, pause, checkpoint_dir=ckpt, resume=args.resume)
+        result = training_job.run(job, progress, stop, pause, checkpoint_dir=ckpt, resume=args.resume)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        progress._clear()
+        progress.clear()
     seconds = time.perf_counter() - t0
-    summary = _summary(result, progress.device or device, seconds)
+    result_summary = summary(result, progress.device or device, seconds)
     status = str(getattr(result, "status", ""))
     message = str(getattr(result, "message", "") or "")
-    failed = status == "error"  # fit's statuses: finished | stopped | early_stopped | error
+    failed = status == FitStatus.ERROR
     model = getattr(result, "model", None)
 
-    exported: list[str] = []
-    if not failed and model is not None:
-        from netstudio.project import export as ex
-
-        from netstudio.project.preprocess import export_input
-
-        if args.out:
-            inp = export_input(data, preprocess=not args.no_preprocess, plan=plan)
-            exported.append(str(ex.export_pt(model, args.out, inp)))
-        if args.save_weights:  # the preprocessing travels along, for a later `netstudio export`
-            exported.append(str(ex.export_weights(model, project, args.save_weights, export_input(data, plan=plan))))
-    summary["exported"] = exported
+    exported = export_results(model, project, job, out=args.out, save_weights=args.save_weights,
+                              no_preprocess=args.no_preprocess) if not failed else []
+    result_summary["exported"] = exported
     if failed:
-        summary["node"] = None
+        result_summary["node"] = None
 
     if failed:
-        _err(format_error(message or f"training {status}"))
+        err(format_error(message or f"training {status}"))
     else:
         tail = f" ({message})" if message else ""
         print(f"{status}{tail} in {seconds:.1f}s", file=lines)
-        for line in _outcome_lines(summary):
+        for line in outcome_lines(result_summary):
             print(line, file=lines)
         for path in exported:
             print(f"wrote {path}", file=lines)
@@ -456,7 +243,7 @@ def _train(args: argparse.Namespace) -> int:
             for line in export_input(data, preprocess=not args.no_preprocess, plan=plan).text().splitlines():
                 print(f"  {line}", file=lines)
     if args.json:
-        print(json.dumps(summary), flush=True)
+        print(json.dumps(result_summary), flush=True)
     if failed:
         return EXIT_ERROR
     if stop.is_set() and interrupted["count"]:
@@ -465,17 +252,18 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _train_distributed(args: argparse.Namespace) -> int:
-    """``--nproc N`` (and/or several nodes): torchrun starts N ranks of netstudio.training.distributed."""
+    """``--nproc N`` (and/or several nodes): torchrun starts N ranks of the rank program (netstudio.cli.rank)."""
     from netstudio.compiler.build import build_plan
     from netstudio.training import distributed as D
+    from netstudio.training.checkpoints import default_checkpoint_dir
 
-    project = _load(args.project)  # a broken project fails here once, not in every rank
+    project = load(args.project)  # a broken project fails here once, not in every rank
     from netstudio.training.preflight import check_memory
 
     check_memory(project.graph, args.batch_size or project.training.batch_size,
                  args.device or project.training.device, processes=args.nproc or 1)
     build_plan(project.graph, args.batch_size or project.training.batch_size)
-    ckpt = args.checkpoint_dir or D.default_checkpoint_dir(args.project)
+    ckpt = args.checkpoint_dir or default_checkpoint_dir(args.project)
     device = args.device or (project.training.device if project.training.device in ("cpu", "cuda") else "auto")
     rank_args = ["--device", device, "--checkpoint-dir", ckpt, "--timeout", str(args.timeout)]
     for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--seed", args.seed),
@@ -503,7 +291,7 @@ def _export_script(args: argparse.Namespace) -> int:
     if source.suffix in (".pt", ".pth") and args.weights is None:
         project, state = ex.load_weights(source)
     else:
-        project = _load(args.project)
+        project = load(args.project)
         if args.weights is not None:
             _, state = ex.read_weights(args.weights)
     out = Path(args.out) if args.out else source.with_name(source.stem + "_training")
@@ -537,7 +325,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         if args.weights is None:
             raise CliError("error: --weights is required → pass the trained weights (.pt) to export")
-        project = _load(args.project)
+        project = load(args.project)
         _, state = ex.read_weights(args.weights)
     ex.check_quantize(args.format, args.quantize)  # before any work: pt2/onnx/py cannot hold quantized layers
     compiled = compile_model(project.graph, project.training.batch_size)
@@ -625,18 +413,18 @@ def _export_input(project: Any, compiled: Any, weights_file: Any, no_preprocess:
 
 def launch_gui(path: str | None) -> int:
     if path is not None and not Path(path).exists():
-        _err(format_error(f"No such project file: {path}"))
+        err(format_error(f"No such project file: {path}"))
         return EXIT_ERROR
     try:
         import PySide6  # noqa: F401
     except ImportError as e:
-        _err(f"error: the NetStudio window needs PySide6, which cannot be imported ({e}) "
+        err(f"error: the NetStudio window needs PySide6, which cannot be imported ({e}) "
              "→ pip install PySide6-Essentials, or use the headless commands: netstudio check|train|export")
         return EXIT_ERROR
     try:
         from netstudio.ui.app import run_app
     except ImportError as e:
-        _err(f"error: the NetStudio user interface cannot be loaded ({e})")
+        err(f"error: the NetStudio user interface cannot be loaded ({e})")
         return EXIT_ERROR
     return int(run_app(path) or 0)
 
@@ -752,7 +540,7 @@ def _gui_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``netstudio`` console script and ``python -m netstudio``."""
-    _safe_streams()
+    safe_streams()
     args_list = list(sys.argv[1:] if argv is None else argv)
     first_positional = next((a for a in args_list if not a.startswith("-")), None)
     if first_positional not in COMMANDS:
@@ -762,10 +550,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             build_parser().parse_args(args_list)  # prints and exits
         extra = [a for a in args_list if a.startswith("-")]
         if extra:
-            _err(f"error: unknown option {extra[0]} → see netstudio --help")
+            err(f"error: unknown option {extra[0]} → see netstudio --help")
             return 2
         if len(args_list) > 1:
-            _err(f"error: expected at most one project file, got {len(args_list)} arguments → "
+            err(f"error: expected at most one project file, got {len(args_list)} arguments → "
                  "see netstudio --help")
             return 2
         return _run(lambda: launch_gui(args_list[0] if args_list else None))
@@ -827,26 +615,26 @@ def _run(fn: Callable[[], int]) -> int:
     try:
         return fn()
     except CliError as e:
-        _err(clip_text(str(e), MAX_MESSAGE + MAX_HINT))
+        err(clip_text(str(e), MAX_MESSAGE + MAX_HINT))
     except NetStudioError as e:
         code = getattr(e, "exit_code", None)  # a job stopped by a signal: 128 + its number, not an error
         line = format_error(e.message, e.node_id, e.hint)
-        _err(line[len("error: "):] if code else line)
+        err(line[len("error: "):] if code else line)
         if code:
             return int(code)
     except KeyboardInterrupt as e:
         signum = getattr(e, "signum", None)
         if signum is None:
-            _err("interrupted")
+            err("interrupted")
             return EXIT_INTERRUPTED
-        _err(f"interrupted by {signal.Signals(signum).name}")
+        err(f"interrupted by {signal.Signals(signum).name}")
         return 128 + int(signum)
     except MemoryError:
-        _err("error: out of memory → use a smaller batch size or model")
+        err("error: out of memory → use a smaller batch size or model")
     except Exception as e:  # last resort: a bug, still no traceback unless asked for
         if os.environ.get("NETSTUDIO_DEBUG"):
             raise
-        _err(f"error: unexpected {type(e).__name__}: {clip_text(e, MAX_MESSAGE)} (set NETSTUDIO_DEBUG=1 for details)")
+        err(f"error: unexpected {type(e).__name__}: {clip_text(e, MAX_MESSAGE)} (set NETSTUDIO_DEBUG=1 for details)")
     return EXIT_ERROR
 
 

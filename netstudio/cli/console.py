@@ -1,0 +1,221 @@
+"""Console helpers shared by the ``netstudio`` command and the rank program of a distributed job:
+one-line errors, per-epoch progress lines, the run summary (``--json``) and the exports after training.
+
+Nothing here imports Qt.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, TextIO
+
+from netstudio.errors import MAX_HINT, MAX_MESSAGE, MAX_NODE_ID, Problem, clip_text
+
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
+
+
+class CliError(Exception):
+    """A failure already phrased for the user (the message is printed as is)."""
+
+
+# ----------------------------------------------------------------------------
+# output helpers
+# ----------------------------------------------------------------------------
+
+
+def format_error(message: str, node_id: str | None = None, hint: str | None = None) -> str:
+    where = f"[{clip_text(node_id, MAX_NODE_ID)}] " if node_id else ""
+    fix = f" → {clip_text(hint, MAX_HINT)}" if hint else ""
+    return f"error: {where}{clip_text(message, MAX_MESSAGE)}{fix}"
+
+
+def format_problem(p: Problem) -> str:
+    line = format_error(p.message, p.node_id, p.hint)
+    return line if p.severity == "error" else "warning" + line[len("error"):]
+
+
+def err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def safe_streams() -> None:
+    # Shapes print as 28×28 and hints with →; never crash on a terminal that cannot show them.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="replace")
+            except (ValueError, OSError):  # pragma: no cover - detached/odd streams
+                pass
+
+
+def load(path: str | os.PathLike[str]) -> Any:
+    """The project at ``path``; data paths relative to the project file are resolved by loading it."""
+    from netstudio.project.io import load_project
+
+    return load_project(path)
+
+
+class Progress:
+    """Per-epoch lines, plus a one-line bar on stderr when it is a terminal."""
+
+    def __init__(self, lines: TextIO, bar: TextIO | None, epochs: int) -> None:
+        self.lines = lines
+        self.bar = bar
+        self.epochs = epochs
+        self.device: str | None = None
+        self._bar_shown = False
+        self._last_draw = 0.0
+
+    def __call__(self, ev: dict[str, Any]) -> None:
+        kind = ev.get("kind")
+        if kind == "start":
+            self.device = str(ev.get("device")) if ev.get("device") is not None else None
+            self.epochs = int(ev.get("epochs", self.epochs) or self.epochs)
+            extra = f" on {self.device}" if self.device else ""
+            if isinstance(ev.get("threads"), int) and not str(ev.get("device_id", "cpu")).startswith(("cuda", "mps")):
+                from netstudio.training.threads import describe
+
+                extra += f", {describe(ev['threads'], str(ev.get('threads_mode', 'default')))}"
+            print(f"training {self.epochs} epoch{'s' if self.epochs != 1 else ''}{extra}", file=self.lines,
+                  flush=True)
+        elif kind == "batch" and self.bar is not None:
+            now = time.monotonic()
+            if now - self._last_draw < 0.1:
+                return  # redrawing every batch would cost more than the batch
+            self._last_draw = now
+            self._draw(ev)
+        elif kind == "epoch":
+            self.clear()
+            print(epoch_line(ev, self.epochs), file=self.lines, flush=True)
+        elif kind == "resumed_from":
+            print(f"resumed from {ev.get('path')} after epoch {ev.get('epoch')}", file=self.lines, flush=True)
+
+    def _draw(self, ev: dict[str, Any]) -> None:
+        assert self.bar is not None
+        step = ev.get("batch") or 0
+        total = ev.get("n_batches") or 0
+        epoch = ev.get("epoch", 0)
+        frac = min(1.0, step / total) if total else 0.0
+        width = 24
+        filled = int(frac * width)
+        loss = ev.get("loss")
+        loss_txt = f" loss {loss:.4f}" if isinstance(loss, (int, float)) else ""
+        self.bar.write(f"\repoch {epoch}/{self.epochs} [{'#' * filled}{'.' * (width - filled)}] "
+                       f"{frac * 100:3.0f}%{loss_txt}   ")
+        self.bar.flush()
+        self._bar_shown = True
+
+    def clear(self) -> None:
+        """Erase the progress bar (before a line is printed below it, and at the end)."""
+        if self.bar is not None and self._bar_shown:
+            self.bar.write("\r" + " " * 70 + "\r")
+            self.bar.flush()
+            self._bar_shown = False
+
+    _clear = clear  # its name before it was public
+
+
+def fmt_metric(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if math.isfinite(v) else str(v)
+    return str(v)
+
+
+def epoch_line(ev: dict[str, Any], epochs: int) -> str:
+    parts = [f"epoch {ev.get('epoch', '?')}/{epochs}"]
+    for key, label in (("train_loss", "train_loss"), ("val_loss", "val_loss"),
+                       ("train_accuracy", "train_acc"), ("val_accuracy", "val_acc")):
+        v = ev.get(key)
+        if v is not None:
+            parts.append(f"{label} {fmt_metric(v)}")
+    if ev.get("lr") is not None:
+        parts.append(f"lr {ev['lr']:.3g}")
+    if ev.get("seconds") is not None:
+        parts.append(f"{ev['seconds']:.1f}s")
+    return "  ".join(parts)
+
+
+def jsonable(v: Any) -> Any:
+    """JSON-safe copy: NaN/inf become null (json.dumps would write invalid NaN tokens)."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, (str, int, bool)) or v is None:
+        return v
+    item = getattr(v, "item", None)  # 0-d tensors / numpy scalars
+    if callable(item):
+        try:
+            return jsonable(item())
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    return str(v)
+
+
+def summary(result: Any, device: str | None, seconds: float) -> dict[str, Any]:
+    history = list(getattr(result, "history", None) or [])
+    metrics = dict(getattr(result, "metrics", None) or {})
+    last = history[-1] if history else {}
+    out: dict[str, Any] = {"status": getattr(result, "status", None), "message": getattr(result, "message", "")}
+    for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):  # always present; null = n/a
+        out[key] = metrics.get(key, last.get(key) if isinstance(last, dict) else None)
+    out["epochs"] = metrics.get("epochs_run", len(history))
+    out["best_epoch"] = getattr(result, "best_epoch", None)
+    out["device"] = metrics.get("device", device)
+    out["seconds"] = round(seconds, 3)
+    out["history"] = history
+    for k, v in metrics.items():
+        out.setdefault(k, v)
+    return jsonable(out)
+
+
+def outcome_lines(summary: dict[str, Any]) -> list[str]:
+    """Regression figures and the loss terms of a multi-loss project, for the end of a run."""
+    out = []
+    split = "validation" if summary.get("metrics_split") == "val" else "training"
+    if summary.get("r2") is not None or summary.get("rmse") is not None:
+        out.append(f"regression ({split} split): r2 {fmt_metric(summary.get('r2'))}  "
+                   f"mae {fmt_metric(summary.get('mae'))}  rmse {fmt_metric(summary.get('rmse'))} (in the target's units)")
+    terms = summary.get("loss_terms")
+    if isinstance(terms, dict) and terms:
+        total = sum(v for v in terms.values() if isinstance(v, (int, float)))
+        parts = "  ".join(f"{k} {fmt_metric(v)}" for k, v in terms.items())
+        out.append(f"loss terms ({split} split): {parts}  (sum {fmt_metric(total)})")
+    return out
+
+
+def resolve_device_label(requested: str) -> str:
+    """Fail before loading data when the device cannot be used (fit would report it only later)."""
+    from netstudio.training.engine import device_label, resolve_device
+
+    return device_label(resolve_device(requested))
+
+
+def error_json(message: str, node_id: str | None = None, hint: str | None = None) -> str:
+    """The one JSON object ``train --json`` prints when the run fails."""
+    return json.dumps({"status": "error", "message": message, "node": node_id, "hint": hint})
+
+
+def export_results(model: Any, project: Any, job: Any, *, out: str | None, save_weights: str | None,
+                   no_preprocess: bool = False) -> list[str]:
+    """Write the trained model (``--out``, whole module) and/or a weights file (``--save-weights``,
+    state_dict + project + preprocessing, for a later ``netstudio export``); returns the paths written."""
+    if model is None or not (out or save_weights):
+        return []
+    from netstudio.project import export as ex
+    from netstudio.project.preprocess import export_input
+
+    exported: list[str] = []
+    if out:
+        exported.append(str(ex.export_pt(model, out, export_input(job.data, preprocess=not no_preprocess,
+                                                                     plan=job.plan))))
+    if save_weights:  # the preprocessing travels along
+        exported.append(str(ex.export_weights(model, project, save_weights, export_input(job.data, plan=job.plan))))
+    return exported

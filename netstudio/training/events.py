@@ -1,0 +1,124 @@
+"""Typed training events and run status.
+
+``fit`` reports progress as plain dicts (they cross threads and are printed,
+plotted and saved as JSON); their shapes are declared here once. The ``kind``
+and ``status`` values are string enums, so ``ev["kind"] == "epoch"`` and
+``result.status == "finished"`` keep working for readers that compare strings,
+and a value serializes as its plain text.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+
+if sys.version_info >= (3, 11):  # pragma: no cover - version dependent
+    from enum import StrEnum as _StrEnum
+    from typing import TypedDict
+else:  # pragma: no cover - Python 3.10
+    from typing import TypedDict
+
+    class _StrEnum(str, Enum):
+        """``enum.StrEnum`` for Python 3.10: members are their value as text."""
+
+        def __str__(self) -> str:
+            return str.__str__(self)
+
+        def __format__(self, spec: str) -> str:
+            return str.__format__(str(self), spec)
+
+
+class _TextEnum(_StrEnum):
+    # hashed like its text, so a member finds the entry of a dict keyed by the plain string (and back)
+    def __hash__(self) -> int:
+        return str.__hash__(self)
+
+
+class FitStatus(_TextEnum):
+    """How a ``fit`` run ended (``FitResult.status`` and the ``end`` event's ``status``)."""
+
+    FINISHED = "finished"
+    STOPPED = "stopped"              # by the user (stop event)
+    EARLY_STOPPED = "early_stopped"  # the monitored loss stopped improving
+    ERROR = "error"                  # anything else, a diverged loss included (the message says which)
+
+
+class EventKind(_TextEnum):
+    """The ``kind`` of every event ``fit`` reports."""
+
+    START = "start"
+    BATCH = "batch"
+    EPOCH = "epoch"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    RESUMED_FROM = "resumed_from"  # continued after an epoch saved in a checkpoint
+    END = "end"
+
+
+class StartEvent(TypedDict):
+    kind: EventKind
+    device: str
+    device_id: str
+    epochs: int
+    steps_per_epoch: int
+    n_train: int
+    n_val: int
+    task: str
+    fast_path: bool
+    fast_path_reason: str | None
+    threads: int
+    threads_mode: str
+
+
+class BatchEvent(TypedDict):
+    kind: EventKind
+    epoch: int
+    batch: int
+    n_batches: int
+    loss: float
+    samples_per_s: float
+    eta_s: float | None
+    global_step: int
+
+
+class EpochEvent(TypedDict):
+    kind: EventKind
+    epoch: int
+    train_loss: float
+    train_accuracy: float | None
+    val_loss: float | None
+    val_accuracy: float | None
+    lr: float
+    seconds: float
+    samples_per_s: float
+    threads: int
+
+
+class PausedEvent(TypedDict):
+    kind: EventKind
+    epoch: int
+    batch: int
+    global_step: int
+
+
+class ResumedEvent(TypedDict):
+    kind: EventKind
+    paused_s: float
+
+
+class ResumedFromEvent(TypedDict):
+    kind: EventKind
+    epoch: int
+    path: str
+
+
+class EndEvent(TypedDict):
+    kind: EventKind
+    status: FitStatus
+    message: str
+
+
+TrainingEvent = StartEvent | BatchEvent | EpochEvent | PausedEvent | ResumedEvent | ResumedFromEvent | EndEvent
+
+__all__ = ["BatchEvent", "EndEvent", "EpochEvent", "EventKind", "FitStatus", "PausedEvent", "ResumedEvent",
+           "ResumedFromEvent", "StartEvent", "TrainingEvent"]
