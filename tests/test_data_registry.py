@@ -100,7 +100,7 @@ def test_the_standalone_program_loads_a_registered_source_like_the_library(blobs
 
     for normalize in ("standard", "minmax", "none"):
         params = {"source": "test_blobs", "val_fraction": 0.2, "seed": 5, "normalize": normalize}
-        ns: dict[str, Any] = {"np": np, "torch": torch, "__name__": "exported_data"}
+        ns: dict[str, Any] = {"np": np, "torch": torch, "nn": torch.nn, "__name__": "exported_data"}
         exec(compile(se.data_section(params), "<data section>", "exec"), ns)
         got = ns["load_data"]()
         ref = ns_data.load(params)
@@ -126,7 +126,7 @@ def test_a_source_without_export_loader_gets_a_program_that_says_so(blobs: Blobs
         export_loader = DataSource.export_loader
 
     registry.register(NoExport("test_blobs", blobs.spec, blobs.params), replace=True)
-    ns: dict[str, Any] = {"np": np, "torch": torch, "__name__": "exported_data"}
+    ns: dict[str, Any] = {"np": np, "torch": torch, "nn": torch.nn, "__name__": "exported_data"}
     exec(compile(se.data_section({"source": "test_blobs"}), "<data section>", "exec"), ns)
     with pytest.raises(NotImplementedError, match="test_blobs"):
         ns["load_data"]()
