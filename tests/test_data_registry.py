@@ -209,7 +209,7 @@ def test_standalone_data_modules_import_nothing_of_netstudio_and_are_what_the_li
     # the library delegates to the same functions the exported program runs
     assert "split_indices as split" in inspect.getsource(base.split_indices)
     assert prep._feature_stats is data_tabular.feature_stats and prep._to_gray is data_images.to_gray
-    assert "data_folder import decode_image" in inspect.getsource(images.decode_image)
+    assert "data_folder import decode_image" in inspect.getsource(prep.decode_image)
     assert "folder_stats" in inspect.getsource(images.load_folder)
     tr, va = base.split_indices(10, 0.3, 7)
     assert (tr.tolist(), va.tolist()) == tuple(a.tolist() for a in split.split_indices(10, 0.3, 7))

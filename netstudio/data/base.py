@@ -89,6 +89,7 @@ class PreparedData:
             return self.train_set, self.val_set
         from torch.utils.data import TensorDataset
 
+        assert self.train_x is not None and self.train_y is not None and self.val_x is not None and self.val_y is not None
         return TensorDataset(self.train_x, self.train_y), TensorDataset(self.val_x, self.val_y)
 
 

@@ -84,7 +84,7 @@ def _package_file(package: str, *parts: str) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _raw_sklearn(src: str) -> tuple[Any, Any, tuple[str, ...], tuple[str, ...] | None]:
     """(X, y, feature names, class names) of sklearn's bundled files, parsed once (netstudio.data.cache).
 
@@ -186,7 +186,7 @@ def load_builtin(p: dict[str, Any]) -> PreparedData:
         images = images.unsqueeze(1)  # (N, 1, H, W)
         targets = torch.from_numpy(np.asarray(y, dtype=np.int64))
         tr, va = prep.seeded_split(len(images), p)
-        return prep.finish_images(classification_info(src, tuple(names), True), p, images, targets, tr, va,
+        return prep.finish_images(classification_info(src, tuple(names or ()), True), p, images, targets, tr, va,
                                   pixel_scale=_SMALL_IMAGES[src][3])
     raise DataError(f"Dataset: cannot load {src!r} here")  # pragma: no cover
 

@@ -283,7 +283,7 @@ def _info_kw(t: ParsedTable, p: dict[str, Any]) -> dict[str, Any]:
 
 def _sniff_delimiter(path: str) -> str:
     """The candidate delimiter most frequent in the first non-empty line (',' on ties)."""
-    with open(path, "r", encoding="utf-8-sig", errors="replace") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         for line in f:
             if line.strip():
                 counts = {d: line.count(d) for d in _DELIMITERS}
@@ -315,7 +315,7 @@ def _read_rows(path: str) -> "tuple[list[list[str]], list[int]]":
         rows: list[list[str]] = []
         lines: list[int] = []
         try:
-            with open(path, "r", encoding=encoding, newline="") as f:
+            with open(path, encoding=encoding, newline="") as f:
                 reader = csv.reader(f, delimiter=sep, skipinitialspace=True)
                 start = 1
                 for row in reader:
@@ -326,7 +326,7 @@ def _read_rows(path: str) -> "tuple[list[list[str]], list[int]]":
         except UnicodeDecodeError:
             continue
         except csv.Error as e:
-            raise DataError(f"CSV file {name}, line {len(rows) + 1}: {_one_line(e)}",
+            raise DataError(f"CSV file {name}, line {len(rows) + 1}: {_one_line(str(e))}",
                             hint="check the quoting of that line") from None
         except OSError as e:
             raise DataError(f"CSV file {name} could not be read: {e.strerror or e}") from None
@@ -378,7 +378,6 @@ def _numbers(cells: "np.ndarray") -> "np.ndarray":
 
 def _first_chars(cells: "np.ndarray") -> "np.ndarray":
     """The first character of every cell ('' for empty cells), vectorised."""
-    import numpy as np
 
     return cells.astype("<U1")
 
@@ -556,7 +555,7 @@ def parse_csv(path: str, target_column: str, feature_columns: str, task: str, *,
                             "number ≥ 0, which token ids must be: " + _cell_list(rows, idx, lines, fnames, block),
                             hint="set categorical to onehot or ordinal for continuous features")
 
-    missing_rows = np.isnan(x).any(axis=1)
+    missing_rows: Any = np.isnan(x).any(axis=1)
     n_miss = int(missing_rows.sum())
     if n_miss:
         n_cells = int(np.isnan(x).sum())

@@ -11,15 +11,12 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from netstudio.data import registry
 from netstudio.data.base import (DataSource, DatasetInfo, ExportLoader, PreparedData, SourceSpec, export_literal,
                                  resolve_path, split_indices, split_sizes)
 from netstudio.errors import DataError
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
 
 #: same extensions torchvision's ImageFolder accepts
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -174,16 +171,6 @@ def describe_folder(p: dict[str, Any]) -> DatasetInfo:
     return DatasetInfo(**_folder_info_kw(scan), feature_shape=(c, *size), n_train=n_train, n_val=n_val)
 
 
-def decode_image(path: str, mode: str, size: tuple[int, int]) -> "torch.Tensor":
-    """One image → float32 (C, H, W) with raw 0–255 values (the exported program's decoder; DataError if unreadable)."""
-    from netstudio.data.standalone.data_folder import decode_image as decode
-
-    try:
-        return decode(path, mode, size)
-    except Exception as e:  # noqa: BLE001
-        raise DataError(f"Cannot read image {path}: {e}") from None
-
-
 def load_folder(p: dict[str, Any]) -> PreparedData:
     from netstudio.data import prep
     from netstudio.data.prep import ImageFileDataset
@@ -202,7 +189,7 @@ def load_folder(p: dict[str, Any]) -> PreparedData:
 
         scale = 255.0
         mean, std = folder_stats([f for f, _ in scan.samples], tr, p["seed"], mode, size, c, STATS_SAMPLE,
-                                 decode=decode_image)
+                                 decode=prep.decode_image)
     info = DatasetInfo(**_folder_info_kw(scan), feature_shape=(c, *size), n_train=len(tr), n_val=len(va))
     return PreparedData(
         info=info, resident=False,

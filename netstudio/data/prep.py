@@ -18,6 +18,7 @@ from netstudio.data.base import DatasetInfo, PreparedData, split_indices
 from netstudio.data.standalone.data_images import channel_stats as _channel_stats
 from netstudio.data.standalone.data_images import to_gray as _to_gray
 from netstudio.data.standalone.data_tabular import feature_stats as _feature_stats
+from netstudio.errors import DataError
 
 #: Largest resident image tensor; bigger (resized) sets are served per sample instead.
 RESIDENT_LIMIT_BYTES = 1536 * 1024 * 1024
@@ -228,6 +229,16 @@ def image_spec(input_shape: Sequence[int], pixel_scale: float, gray: bool, size:
             "std": None if std is None else [float(v) for v in std]}
 
 
+def decode_image(path: str, mode: str, size: tuple[int, int]) -> "torch.Tensor":
+    """One image → float32 (C, H, W) with raw 0–255 values (the exported program's decoder; DataError if unreadable)."""
+    from netstudio.data.standalone.data_folder import decode_image as decode
+
+    try:
+        return decode(path, mode, size)
+    except Exception as e:  # noqa: BLE001
+        raise DataError(f"Cannot read image {path}: {e}") from None
+
+
 class ImageFileDataset(Dataset):
     """Decodes image files on access: ``(float32 (C,H,W), int64 scalar class index)``."""
 
@@ -244,8 +255,6 @@ class ImageFileDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from netstudio.data.images import decode_image
-
         path, label = self.samples[i]
         x = decode_image(path, self.mode, self.size) / self.pixel_scale
         if self.mean is not None and self.std is not None:

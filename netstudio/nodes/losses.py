@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from netstudio.nodes.base import Category, InferContext, LossType, Param, TensorInfo, register
 
@@ -90,7 +90,7 @@ class _ElementwiseLoss(LossType):
     """Losses comparing same-sized tensors; integer targets are cast to float."""
 
     category = Category.LOSS
-    summary_params = ("weight",)
+    summary_params: ClassVar[tuple[str, ...]] = ("weight",)
 
     def infer(self, ctx: InferContext) -> dict[str, Any]:
         pred, tgt = ctx.input("prediction"), ctx.input("target")

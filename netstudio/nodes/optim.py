@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, ClassVar, Iterable, Mapping
 
 from netstudio.nodes.base import (Category, InferContext, OptimizerType, Param, SchedulerType, TensorInfo,
                                   register)
@@ -15,7 +15,7 @@ BETAS = (Param("beta1", "float", 0.9, min=0.0, max=0.99999), Param("beta2", "flo
 
 class _Optimizer(OptimizerType):
     category = Category.OPTIMIZER
-    summary_params = ("lr",)
+    summary_params: ClassVar[tuple[str, ...]] = ("lr",)
 
     def infer(self, ctx: InferContext) -> dict[str, Any]:
         return {"optimizer": TensorInfo((), "optimizer")}

@@ -26,7 +26,6 @@ from netstudio.errors import ExportError, NetStudioError
 from netstudio.fileio import atomic_write, describe_os_error, remove_created, torch_load_reason, torch_writer
 
 if TYPE_CHECKING:  # pragma: no cover
-    from netstudio.compiler.build import CompiledModel, TrainingPlan
     from netstudio.project.io import Project
     from netstudio.project.preprocess import ExportInput
 
@@ -178,7 +177,7 @@ def export_pt(model: Any, path: PathLike, inp: "ExportInput | None" = None, quan
     ``quantize="dynamic-int8"`` writes the :func:`quantize_dynamic` model instead
     (its layers are ``torch.ao.nn.quantized.dynamic`` modules, part of PyTorch).
     """
-    gm = _exported(model, inp)
+    gm: nn.Module = _exported(model, inp)
     if quantize is not None:
         gm = quantize_dynamic(gm, quantize)
     return _atomic_write(path, torch_writer(gm), "Model")
@@ -218,7 +217,7 @@ def quantize_dynamic(model: Any, mode: str = "dynamic-int8") -> nn.Module:
     """
     check_quantize("pt", mode)
     model = model if isinstance(model, nn.Module) else _graph_module(model)
-    m = _cpu_eval_copy(model)  # type: ignore[arg-type]
+    m = _cpu_eval_copy(model)
     if not any(isinstance(sub, QUANTIZABLE) for sub in m.modules()):
         raise ExportError("The model has no Linear, LSTM or GRU layer, so dynamic quantization changes nothing",
                           hint="export without quantization")

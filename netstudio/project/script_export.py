@@ -118,7 +118,9 @@ def standalone_source(module: str, **constants: str) -> str:
         pattern = re.compile(rf"^({re.escape(name)} = )(.*?)((?:  #.*)?)$", re.M)
         if len(pattern.findall(code)) != 1:  # pragma: no cover - a bug in a standalone module
             raise ExportError(f"internal: standalone/{module}.py has no single assignment {name} = ...")
-        code = pattern.sub(lambda m: m.group(1) + value + m.group(3), code)
+        found = pattern.search(code)
+        assert found is not None
+        code = code[:found.start(2)] + value + code[found.end(2):]
     return code
 
 

@@ -364,8 +364,8 @@ def torchrun_args(*, nproc: int, nnodes: int = 1, rdzv_endpoint: str | None = No
         if nnodes > 1:
             raise TrainingError("Training on several machines needs --rdzv-endpoint HOST:PORT",
                                 hint="the address of the first node, e.g. --rdzv-endpoint node01:29500")
-        port = master_port or free_port()
-        args += ["--master-addr=127.0.0.1", f"--master-port={port}", "--local-addr=127.0.0.1"]
+        master = master_port or free_port()
+        args += ["--master-addr=127.0.0.1", f"--master-port={master}", "--local-addr=127.0.0.1"]
     return args
 
 

@@ -85,8 +85,8 @@ class FitResult:
 def _model_device(model: nn.Module) -> torch.device:
     for t in model.parameters():
         return t.device
-    for t in model.buffers():
-        return t.device
+    for b in model.buffers():
+        return b.device
     return torch.device("cpu")
 
 
@@ -96,7 +96,7 @@ def _plan_on(plan: Any, device: torch.device) -> Any:
     A copy, so the caller's plan stays untouched (it may be used from the UI thread).
     """
     losses = getattr(plan, "losses", None)
-    if not dataclasses.is_dataclass(plan) or not losses:
+    if not dataclasses.is_dataclass(plan) or isinstance(plan, type) or not losses:
         return plan
     if not any(any(True for _ in t.module.parameters()) or any(True for _ in t.module.buffers())
                for t in losses):
@@ -423,6 +423,8 @@ class _Trainer:
 
         val_dev: tuple[torch.Tensor, torch.Tensor] | None = None
         if data.resident:
+            assert data.train_x is not None and data.train_y is not None
+            assert data.val_x is not None and data.val_y is not None
             train_x = data.train_x.to(dev)
             train_y = data.train_y.to(dev)
             if n_val:
@@ -688,6 +690,7 @@ class _Trainer:
             got = tuple(data.train_x.shape[1:]) if data.train_x is not None else None
         else:
             try:
+                assert data.train_set is not None
                 got = tuple(data.train_set[0][0].shape)
             except Exception:  # noqa: BLE001
                 got = None

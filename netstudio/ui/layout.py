@@ -214,7 +214,7 @@ def layered_layout(nodes: Sequence[str], edges: Sequence[EdgeRec], sizes: Mappin
     out: dict[str, tuple[float, float]] = {}
     row_y = origin[1]
     for row in rows:
-        spans = [extents[li] for li in row if extents[li] is not None]
+        spans = [ext for li in row if (ext := extents[li]) is not None]
         if not spans:
             continue
         top = min(a for a, _ in spans)
@@ -258,7 +258,7 @@ def wrap_layers(xs: Sequence[float], widths: Sequence[float], extents: Sequence[
     def zoom_of(rows: list[list[int]]) -> float:
         height = 0.0
         for r in rows:
-            spans = [extents[li] for li in r if extents[li] is not None]
+            spans = [ext for li in r if (ext := extents[li]) is not None]
             if spans:
                 height += max(b for _, b in spans) - min(a for a, _ in spans)
         height += row_gap * (len(rows) - 1)

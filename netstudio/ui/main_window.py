@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QFrame, Q
 
 import netstudio
 import shiboken6
-from netstudio.errors import NetStudioError
+from netstudio.errors import NetStudioError, Scope
 from netstudio.graph.commands import Disconnect, Macro, RemoveNodes
 from netstudio.project.io import SUFFIX, Project
 from netstudio.project.samples import find_sample
@@ -458,7 +458,7 @@ class MainWindow(ProjectFiles, QMainWindow):
     def _update_status(self) -> None:
         an = self._doc.analysis()
         errors = an.errors()
-        model_errors = an.errors("model")
+        model_errors = an.errors(Scope.MODEL)
         if not errors:
             text, color = "✔ Ready to train", theme().ok
         else:

@@ -14,9 +14,11 @@ from PySide6.QtWidgets import QLineEdit, QTreeWidget, QTreeWidgetItem, QVBoxLayo
 
 from netstudio.nodes import CATALOG
 from netstudio.nodes.base import Category, NodeType
-from netstudio.ui.canvas.view import NODE_MIME
 from netstudio.ui.icons import category_icon
 from netstudio.ui.theme import CATEGORY_LABELS
+
+#: the drag payload of a palette item: the node type id as UTF-8
+NODE_MIME = "application/x-netstudio-node-type"
 
 TYPE_ROLE = Qt.ItemDataRole.UserRole + 1
 
@@ -120,7 +122,7 @@ class PaletteWidget(QWidget):
 
     def apply_filter(self, text: str) -> None:
         matches = {t.type_id for t in search_types(text)}
-        for cat, top in self.category_items.items():
+        for top in self.category_items.values():
             any_visible = False
             for i in range(top.childCount()):
                 child = top.child(i)

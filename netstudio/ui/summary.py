@@ -10,10 +10,12 @@ optimizer state, activations of one batch), see :mod:`netstudio.compiler.memory`
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QFont, QFontDatabase
+from PySide6.QtGui import QFont, QFontDatabase, QShowEvent
 from PySide6.QtWidgets import (QHeaderView, QLabel, QPlainTextEdit, QTableWidget, QTableWidgetItem, QTabWidget,
                                QVBoxLayout, QWidget)
 
+from netstudio.compiler.memory import MemoryEstimate
+from netstudio.compiler.shapes import Analysis
 from netstudio.errors import NetStudioError
 from netstudio.nodes.base import Category, TensorInfo
 from netstudio.ui.document import Document
@@ -50,8 +52,10 @@ class ModelSummary(QWidget):
             h.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
         h.setSectionResizeMode(3, QHeaderView.ResizeMode.ResizeToContents)
         h.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
-        self.table.horizontalHeaderItem(4).setToolTip(
-            "Estimated memory to train the layer: weights, gradients, optimizer state and its output for one batch")
+        mem_header = self.table.horizontalHeaderItem(4)
+        if mem_header is not None:
+            mem_header.setToolTip("Estimated memory to train the layer: weights, gradients, optimizer state and its "
+                                  "output for one batch")
         self.table.setToolTip("Click a layer to select it on the canvas")
         self.table.cellClicked.connect(self._row_clicked)
         self.table.cellActivated.connect(self._row_clicked)
@@ -90,8 +94,8 @@ class ModelSummary(QWidget):
         self._stale = True
         self._timer.start()
 
-    def showEvent(self, event: object) -> None:  # type: ignore[override]
-        super().showEvent(event)  # type: ignore[arg-type]
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
         if self._stale:
             self._timer.start()
 
@@ -157,7 +161,7 @@ class ModelSummary(QWidget):
             self.code.setPlainText(f"# Compilation failed unexpectedly:\n#   {e!r}\n")
         self.updated.emit()
 
-    def _estimate(self, an: object) -> object | None:
+    def _estimate(self, an: Analysis) -> MemoryEstimate | None:
         """The memory estimate of the model (None while it is invalid); sets :attr:`memory_error`."""
         self.memory_error = None
         self.memory_estimate = None
@@ -167,10 +171,10 @@ class ModelSummary(QWidget):
             from netstudio.compiler import memory
             from netstudio.training.preflight import training_device
 
-            est = memory.estimate(self.doc.graph, an)  # type: ignore[arg-type]
+            est = memory.estimate(self.doc.graph, an)
             try:
                 memory.check_training_fits(self.doc.graph, an, training_device(self.doc.project.training.device),
-                                           est)  # type: ignore[arg-type]
+                                           est)
             except NetStudioError as e:
                 self.memory_error = str(e)
         except Exception:  # noqa: BLE001 - an estimate must never take the editor down

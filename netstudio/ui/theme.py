@@ -161,7 +161,7 @@ def apply_theme(mode: str = "system") -> Theme:
         app.setPalette(palette)
         indicators = indicator_palette(palette, _current)
         for cls in ("QCheckBox", "QRadioButton"):
-            app.setPalette(indicators, cls)
+            app.setPalette(indicators, cls)  # type: ignore[arg-type]  # the stub says bytes; only str works
     return _current
 
 

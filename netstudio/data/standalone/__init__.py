@@ -18,9 +18,14 @@ from importlib import resources
 #: the runtime modules, in the order a generated program needs them (dependencies first)
 MODULES: tuple[str, ...] = ("split", "data_tabular", "data_images", "data_folder", "data_csv")
 
+#: imports every generated program has at its top: :func:`module_code` leaves these lines out of a
+#: module so that the pasted code does not import them a second time (any other import stays)
+PROGRAM_IMPORTS: frozenset[str] = frozenset({"import numpy as np", "import torch",
+                                             "import torch.nn.functional as F"})
+
 
 def module_code(name: str) -> str:
-    """The text of ``name``.py without its module docstring, ready to be pasted into a program."""
+    """The text of ``name``.py without its module docstring and :data:`PROGRAM_IMPORTS`, ready to paste."""
     if name not in MODULES:
         raise KeyError(f"no standalone data module {name!r}")
     text = resources.files(__name__).joinpath(f"{name}.py").read_text(encoding="utf-8")
@@ -29,4 +34,5 @@ def module_code(name: str) -> str:
     if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
         assert first.end_lineno is not None
         text = "".join(text.splitlines(keepends=True)[first.end_lineno:])
+    text = "".join(line for line in text.splitlines(keepends=True) if line.rstrip() not in PROGRAM_IMPORTS)
     return text.strip("\n") + "\n"

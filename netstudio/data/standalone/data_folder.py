@@ -11,7 +11,7 @@ def decode_image(path, mode, size):
     with Image.open(path) as im:
         im = im.convert(mode)
         if (im.height, im.width) != size:
-            im = im.resize((size[1], size[0]), Image.BILINEAR)
+            im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         arr = np.asarray(im, dtype=np.float32)
     t = torch.from_numpy(arr.copy())
     return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
@@ -41,7 +41,7 @@ def scan_folder(root, extensions):
     import os
 
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
-    samples = []
+    samples: list[tuple[str, int]] = []
     for index, name in enumerate(classes):
         for dirpath, dirnames, files in os.walk(os.path.join(root, name), followlinks=True):
             dirnames.sort()
@@ -77,9 +77,8 @@ def load_folder(root, class_names, split, normalize, resize, grayscale, gray_mod
         scale = 255.0
         mean, std = folder_stats([f for f, _ in samples], train_idx, seed, mode, size, c, stats_sample)
     fitted.update(pixel_scale=scale, mean=mean, std=std)
-    if mean is not None:
-        mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    shift = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+    spread = None if std is None else torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
 
     def convert(idx):
         xs = torch.empty((len(idx), c, *size), dtype=torch.float32)
@@ -87,8 +86,8 @@ def load_folder(root, class_names, split, normalize, resize, grayscale, gray_mod
         for k, j in enumerate(idx):
             path, label = samples[int(j)]
             x = decode_image(path, mode, size) / scale
-            if mean is not None:
-                x = (x - mean) / std
+            if shift is not None and spread is not None:
+                x = (x - shift) / spread
             xs[k], ys[k] = x, label
         return xs, ys
 

@@ -19,7 +19,8 @@ def channel_stats(images, indices, pixel_scale, gray, chunk=4096, channels_last=
     Computed on the stored (un-resized) pixels: bilinear resizing is an average, so the
     statistics barely move and do not depend on how the set is served.
     """
-    total, s, s2 = 0, None, None
+    total = 0
+    s = s2 = torch.zeros(0, dtype=torch.float64)  # per-channel sums, sized by the first chunk
     for start in range(0, len(indices), chunk):
         x = images[indices[start:start + chunk]]
         if channels_last:
@@ -28,7 +29,7 @@ def channel_stats(images, indices, pixel_scale, gray, chunk=4096, channels_last=
         if gray:
             x = to_gray(x)
         cs, cs2 = x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3))
-        s, s2 = (cs, cs2) if s is None else (s + cs, s2 + cs2)
+        s, s2 = (cs, cs2) if total == 0 else (s + cs, s2 + cs2)
         total += x.shape[0] * x.shape[2] * x.shape[3]
     mean = s / total
     std = (s2 / total - mean * mean).clamp_min(0.0).sqrt()

@@ -6,6 +6,8 @@ and scheduler its nodes emit, ``Model`` in model.py). They are here so that the
 linter, the type checker and the tests see what :mod:`.train_loop` relies on.
 """
 
+from torch import nn
+
 EPOCHS = 1
 BATCH_SIZE = 32  # global batch: split across all processes
 SEED = 0
@@ -15,7 +17,7 @@ HAS_ACCURACY = False  # classification on the dataset's target
 SCHEDULER_STEP = "epoch"  # epoch | batch | metric
 
 
-class Model:
+class Model(nn.Module):
     """The network (model.py)."""
 
 

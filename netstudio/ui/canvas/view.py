@@ -14,10 +14,10 @@ from netstudio.errors import NetStudioError
 from netstudio.graph.commands import AddNode
 from netstudio.ui.canvas.items import GRID, EdgeItem
 from netstudio.ui.canvas.scene import NodeScene
+from netstudio.ui.palette import NODE_MIME
 from netstudio.ui.theme import theme
 
 #: drag-and-drop payload from the palette: the node type id as UTF-8
-NODE_MIME = "application/x-netstudio-node-type"
 
 MIN_ZOOM = 0.12
 MAX_ZOOM = 3.0

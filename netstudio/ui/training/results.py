@@ -89,7 +89,8 @@ class ImageGrid(QWidget):
     def set_items(self, items: Sequence[dict[str, Any]]) -> None:
         """items: {"image": uint8 array, "caption": str, "ok": bool | None}."""
         while self._grid.count():
-            w = self._grid.takeAt(0).widget()
+            item = self._grid.takeAt(0)
+            w = item.widget() if item is not None else None
             if w is not None:
                 w.deleteLater()
         self.tiles = []
@@ -289,8 +290,9 @@ class ResultsView(QWidget):
     def metric_text(self, key: str) -> str | None:
         """The text shown for metric ``key`` (None if absent)."""
         for r in range(self.metrics_table.rowCount()):
-            if self.metrics_table.item(r, 0).data(Qt.ItemDataRole.UserRole) == key:
-                return self.metrics_table.item(r, 1).text()
+            name, value = self.metrics_table.item(r, 0), self.metrics_table.item(r, 1)
+            if name is not None and value is not None and name.data(Qt.ItemDataRole.UserRole) == key:
+                return value.text()
         return None
 
     def show_evaluation(self, ev: dict[str, Any]) -> None:

@@ -11,7 +11,6 @@ no widgets and never asks a window anything.
 from __future__ import annotations
 
 import copy
-import enum
 import math
 import time
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QObject, Qt, Signal, Slot
 
+from netstudio.enums import StrEnum
+from netstudio.errors import Scope, Severity
 from netstudio.training.config import TrainConfig
 from netstudio.ui.training.results import format_metric
 from netstudio.ui.training.worker import (EvalWorker, TrainingWorker, TrainJob, WorkerThread, first_samples,
@@ -32,7 +33,7 @@ FLAT_LOSS_FRACTION = 0.02
 FLAT_LOSS_HINT = "raise the learning rate or use Adam"
 
 
-class RunState(enum.StrEnum):
+class RunState(StrEnum):
     """Where a session's training run is; equal to the plain strings the dock used before."""
 
     IDLE = "idle"
@@ -330,7 +331,7 @@ class TrainingSession(QObject):
         self.set_run_problems([Problem(
             f"The loss is flat: {format_metric(float(first))} at the start of run {self.run_count}, "
             f"{format_metric(float(now))} after epoch {epoch}", plan.optimizer_node if plan is not None else None,
-            FLAT_LOSS_HINT, "warning", "training")])
+            FLAT_LOSS_HINT, Severity.WARNING, Scope.TRAINING)])
 
     @Slot()
     def _on_thread_finished(self) -> None:
