@@ -1,0 +1,196 @@
+"""Blocks (subgraph nodes): the model, the commands, shapes and nested compilation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from netstudio.compiler import analyze
+from netstudio.compiler.build import compile_model
+from netstudio.errors import GraphError
+from netstudio.graph.commands import ExpandBlock, InBlock, MakeBlock, Paste, RemoveNodes, SetParam
+from netstudio.graph.model import EventKind, Graph
+from tests.test_compiler import residual_concat_graph
+
+INNER = ("relu1", "fc_a", "add1", "fc_b", "concat1")
+
+
+def spread(g: Graph) -> Graph:
+    """Distinct, non-round positions so a round trip that moved anything shows."""
+    for i, n in enumerate(g.nodes.values()):
+        g.move_node(n.id, (i * 97.25, (i % 3) * 41.5))
+    return g
+
+
+def blocked() -> tuple[Graph, MakeBlock, dict]:
+    g, _ = residual_concat_graph()
+    spread(g)
+    before = g.to_dict()
+    cmd = MakeBlock([g.find(n).id for n in INNER])
+    cmd.redo(g)
+    return g, cmd, before
+
+
+def edge_set(d: dict) -> set[tuple[str, ...]]:
+    return {tuple(e) for e in d["edges"]}
+
+
+def test_make_block_groups_the_selection_with_ports_from_the_boundary() -> None:
+    g, cmd, before = blocked()
+    block = g.nodes[cmd.block_id]
+    assert block.type_id == "block.block" and block.name == "block1"
+    outside = {n["id"] for n in before["nodes"] if n["name"] not in INNER}
+    assert set(g.nodes) == outside | {block.id}
+    assert block.inner is not None
+    # the inner nodes are the selected ones, unchanged (ids, names, params, positions)
+    inner_recs = {n["id"]: n for n in block.inner.to_dict()["nodes"] if not n["type"].startswith("block.")}
+    assert inner_recs == {n["id"]: n for n in before["nodes"] if n["name"] in INNER}
+    nt = g.node_type(block)
+    # one input per outside source (fc_in feeds three inner nodes), one output per value used outside
+    assert [p.label for p in nt.inputs] == ["relu1_in"]
+    assert [p.label for p in nt.outputs] == ["concat1_out"]
+    fc_in, head = g.find("fc_in").id, g.find("head").id
+    assert (fc_in, "output", block.id, nt.inputs[0].name) in edge_set(g.to_dict())
+    assert (block.id, nt.outputs[0].name, head, "input") in edge_set(g.to_dict())
+
+
+def test_make_block_undo_redo_is_exact() -> None:
+    g, cmd, before = blocked()
+    after = g.to_dict()
+    cmd.undo(g)
+    assert g.to_dict() == before
+    cmd.redo(g)
+    assert g.to_dict() == after
+    cmd.undo(g)
+    assert g.to_dict() == before
+
+
+def test_expand_block_restores_the_flat_graph_and_undoes_exactly() -> None:
+    g, cmd, before = blocked()
+    made = g.to_dict()
+    exp = ExpandBlock(cmd.block_id)
+    exp.redo(g)
+    flat = g.to_dict()
+    key = {n["id"]: n for n in before["nodes"]}
+    assert {n["id"]: n for n in flat["nodes"]} == key  # ids, names, params and positions come back
+    assert edge_set(flat) == edge_set(before)
+    exp.undo(g)
+    assert g.to_dict() == made
+    exp.redo(g)
+    assert g.to_dict() == flat
+
+
+def test_expand_after_moving_the_block_moves_its_nodes_along() -> None:
+    g, cmd, before = blocked()
+    x, y = g.nodes[cmd.block_id].pos
+    g.move_node(cmd.block_id, (x + 10.0, y - 5.0))
+    ExpandBlock(cmd.block_id).redo(g)
+    for rec in before["nodes"]:
+        if rec["name"] in INNER:
+            assert g.nodes[rec["id"]].pos == pytest.approx((rec["pos"][0] + 10.0, rec["pos"][1] - 5.0))
+
+
+def test_make_block_refuses_dataset_loss_and_empty_selection() -> None:
+    g, ids = residual_concat_graph()
+    before = g.to_dict()
+    with pytest.raises(GraphError, match="cannot go into a block"):
+        MakeBlock([ids["d"], g.find("fc_in").id]).redo(g)
+    with pytest.raises(GraphError, match="cannot go into a block"):
+        MakeBlock([ids["ce"]]).redo(g)
+    with pytest.raises(GraphError, match="Select"):
+        MakeBlock([]).redo(g)
+    assert g.to_dict() == before
+
+
+def test_shapes_go_through_blocks_and_errors_name_block_and_inner_node() -> None:
+    g, cmd, _ = blocked()
+    an = analyze(g, 32)
+    assert an.ok, an.problems
+    nt = g.node_type(cmd.block_id)
+    assert an.output_info(cmd.block_id, nt.outputs[0].name).shape == (32, 24)
+    edit = InBlock([cmd.block_id], SetParam(g.nodes[cmd.block_id].inner.find("fc_a").id, "out_features", 7))
+    edit.redo(g)
+    errs = analyze(g, 32).errors()
+    assert len(errs) == 1 and errs[0].node_id == cmd.block_id
+    assert errs[0].message.startswith("Block 'block1' › Add 'add1'") and "32×7" in errs[0].message
+    edit.undo(g)
+    assert analyze(g, 32).ok
+
+
+def test_inner_edits_notify_the_outer_graph_and_are_one_undo_step() -> None:
+    g, cmd, _ = blocked()
+    events = []
+    g.subscribe(events.append)
+    inner = g.nodes[cmd.block_id].inner
+    assert inner is not None
+    edit = InBlock([cmd.block_id], SetParam(inner.find("fc_b").id, "out_features", 5))
+    edit.redo(g)
+    assert [e.kind for e in events] == [EventKind.BLOCK_CHANGED]
+    assert events[0].node_id == cmd.block_id and events[0].new.kind == EventKind.PARAM_CHANGED
+    assert inner.find("fc_b").params["out_features"] == 5
+    edit.undo(g)
+    assert inner.find("fc_b").params["out_features"] == 8
+
+
+def test_removing_a_port_node_inside_drops_its_outside_edge_and_undo_restores_it() -> None:
+    g, cmd, _ = blocked()
+    made = g.to_dict()
+    inner = g.nodes[cmd.block_id].inner
+    assert inner is not None
+    out_port = g.node_type(cmd.block_id).outputs[0].name
+    edit = InBlock([cmd.block_id], RemoveNodes([out_port]))
+    edit.redo(g)
+    assert not [e for e in g.edges if e.src == cmd.block_id]
+    assert g.node_type(cmd.block_id).outputs == ()
+    edit.undo(g)
+    assert g.to_dict() == made
+
+
+def test_duplicated_block_is_independent() -> None:
+    g, cmd, _ = blocked()
+    paste = Paste(g.subgraph_dict([cmd.block_id]))
+    paste.redo(g)
+    (copy_id,) = paste.new_ids
+    a, b = g.nodes[cmd.block_id].inner, g.nodes[copy_id].inner
+    assert a is not None and b is not None and a is not b
+    assert g.nodes[copy_id].name == "block2"
+    InBlock([copy_id], SetParam(b.find("fc_b").id, "out_features", 3)).redo(g)
+    assert a.find("fc_b").params["out_features"] == 8
+    assert b.find("fc_b").params["out_features"] == 3
+    # a node copy (undo snapshots) is independent too
+    node_copy = g.nodes[cmd.block_id].copy()
+    assert node_copy.inner is not None
+    node_copy.inner.find("fc_a").params["out_features"] = 99
+    assert a.find("fc_a").params["out_features"] == 16
+
+
+def test_nested_blocks_compile_and_expand() -> None:
+    g, cmd, before = blocked()
+    outer = MakeBlock([g.find("fc_in").id, cmd.block_id], name="trunk")
+    outer.redo(g)
+    assert analyze(g, 8).ok
+    c = compile_model(g, 8)
+    assert "trunk.block1.fc_a.weight" in c.module.state_dict()
+    outer.undo(g)
+    cmd.undo(g)
+    assert g.to_dict() == before
+
+
+def test_block_compiles_to_a_nested_module_with_the_flat_outputs() -> None:
+    g, cmd, before = blocked()
+    flat_g = Graph.from_dict(before)
+    torch.manual_seed(0)
+    flat = compile_model(flat_g, 8).module
+    nested = compile_model(g, 8)
+    keys = list(nested.module.state_dict())
+    assert sorted(keys) == sorted(["fc_in.weight", "fc_in.bias", "head.weight", "head.bias",
+                                   "block1.fc_a.weight", "block1.fc_a.bias", "block1.fc_b.weight",
+                                   "block1.fc_b.bias"])
+    assert type(nested.module.block1).__name__ == "Block1"
+    assert "self.block1(" in nested.code
+    state = {(k if k.split(".")[0] in ("fc_in", "head") else "block1." + k): v for k, v in flat.state_dict().items()}
+    nested.module.load_state_dict(state)
+    x = torch.randn(5, 4)
+    assert torch.equal(flat(x), nested.module(x))
+    assert nested.module_names[cmd.block_id] == "block1"
+    assert nested.module_names[f"{cmd.block_id}/{g.nodes[cmd.block_id].inner.find('fc_a').id}"] == "block1.fc_a"
