@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 import torch
 
 from netstudio.compiler import analyze
-from netstudio.compiler.build import compile_model
+from netstudio.compiler.build import CompiledModel, compile_model
 from netstudio.errors import GraphError
 from netstudio.graph.commands import ExpandBlock, InBlock, MakeBlock, Paste, RemoveNodes, SetParam
 from netstudio.graph.model import EventKind, Graph
@@ -194,3 +197,89 @@ def test_block_compiles_to_a_nested_module_with_the_flat_outputs() -> None:
     assert torch.equal(flat(x), nested.module(x))
     assert nested.module_names[cmd.block_id] == "block1"
     assert nested.module_names[f"{cmd.block_id}/{g.nodes[cmd.block_id].inner.find('fc_a').id}"] == "block1.fc_a"
+
+
+# ----------------------------------------------------------------------------
+# exports of a project with blocks: same outputs as the flat graph with the same weights
+# ----------------------------------------------------------------------------
+
+
+def _flat_and_nested() -> tuple[torch.nn.Module, CompiledModel]:
+    g, cmd, before = blocked()
+    torch.manual_seed(1)
+    flat = compile_model(Graph.from_dict(before), 8).module.eval()
+    nested = compile_model(g, 8)
+    state = {(k if k.split(".")[0] in ("fc_in", "head") else "block1." + k): v for k, v in flat.state_dict().items()}
+    nested.module.load_state_dict(state)
+    nested.module.eval()
+    return flat, nested
+
+
+def test_exports_of_a_block_model_give_the_flat_outputs(tmp_path: Path) -> None:
+    from netstudio.project import export as ex
+
+    flat, nested = _flat_and_nested()
+    x = torch.randn(6, 4)
+    with torch.no_grad():
+        ref = flat(x)
+    # pt: the pickled GraphModule with its nested block module
+    pt = ex.export("pt", nested, tmp_path / "m.pt")
+    loaded = torch.load(pt, weights_only=False)
+    assert isinstance(loaded.block1, torch.fx.GraphModule)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), ref, atol=1e-6)
+    # pt2: torch.export keeps the nesting
+    pt2 = ex.export("pt2", nested, tmp_path / "m.pt2", example_input=x)
+    assert torch.allclose(torch.export.load(pt2).module()(x), ref, atol=1e-6)
+    # py: the block is its own class, used by the model
+    py = ex.export("py", nested, tmp_path / "m.py")
+    text = py.read_text()
+    assert "class Block1(nn.Module):" in text and "self.block1 = Block1()" in text
+    assert text.index("class Block1(") < text.index("class Model(")
+    ns: dict[str, Any] = {"__name__": "m", "__file__": str(py)}
+    exec(compile(text, str(py), "exec"), ns)
+    rebuilt = ns["load_model"]()
+    assert sorted(rebuilt.state_dict()) == sorted(nested.module.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(x), ref, atol=1e-6)
+
+
+def test_onnx_export_of_a_block_model(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx.reference import ReferenceEvaluator
+
+    from netstudio.project import export as ex
+
+    flat, nested = _flat_and_nested()
+    x = torch.randn(4, 4)
+    path = ex.export("onnx", nested, tmp_path / "m.onnx", example_input=x)
+    model = onnx.load(str(path))
+    (got,) = ReferenceEvaluator(model).run(None, {model.graph.input[0].name: x.numpy()})
+    with torch.no_grad():
+        assert torch.allclose(torch.from_numpy(got), flat(x), atol=1e-5)
+
+
+def test_script_export_of_a_block_project(tmp_path: Path) -> None:
+    from netstudio.project import script_export as se
+    from netstudio.project.io import Project
+
+    g, cmd, _ = blocked()
+    out = se.export_script(Project(g, name="blocks"), tmp_path / "job")
+    text = out.model.read_text()
+    assert "class Block1(nn.Module):" in text and "self.block1 = Block1()" in text
+    ns: dict[str, Any] = {"__name__": "model", "__file__": str(out.model)}
+    exec(compile(text, str(out.model), "exec"), ns)
+    model = ns["Model"]()
+    assert "block1.fc_a.weight" in model.state_dict()
+    assert model(torch.randn(3, 4)).shape == (3, 3)
+
+
+def test_memory_estimate_counts_the_layers_inside_blocks() -> None:
+    from netstudio.compiler.memory import estimate
+
+    g, cmd, before = blocked()
+    flat_g = Graph.from_dict(before)
+    flat = estimate(flat_g, analyze(flat_g, 16))
+    nested = estimate(g, analyze(g, 16))
+    assert nested.params == flat.params == sum(p.numel() for p in compile_model(g, 16).module.parameters())
+    assert nested.training_bytes == flat.training_bytes
