@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -283,3 +284,92 @@ def test_memory_estimate_counts_the_layers_inside_blocks() -> None:
     nested = estimate(g, analyze(g, 16))
     assert nested.params == flat.params == sum(p.numel() for p in compile_model(g, 16).module.parameters())
     assert nested.training_bytes == flat.training_bytes
+
+
+# ----------------------------------------------------------------------------
+# project format and block library
+# ----------------------------------------------------------------------------
+
+
+def test_project_with_blocks_saves_and_loads_byte_identically(tmp_path: Path) -> None:
+    from netstudio.project.io import Project, load_project, save_project
+
+    g, cmd, _ = blocked()
+    nested = MakeBlock([g.find("fc_in").id, cmd.block_id], name="trunk")  # a block inside a block
+    nested.redo(g)
+    path = save_project(Project(g, name="blocks"), tmp_path / "b.nsproj")
+    text = path.read_text(encoding="utf-8")
+    assert '"format_version": 2' in text and '"block": {' in text
+    back = load_project(path)
+    assert back.graph.to_dict() == g.to_dict()
+    again = save_project(back, tmp_path / "c.nsproj")
+    assert again.read_bytes() == path.read_bytes()
+    # the loaded blocks work: same shapes, same module structure
+    assert analyze(back.graph, 8).ok
+    assert sorted(compile_model(back.graph, 8).module.state_dict()) == sorted(compile_model(g, 8).module.state_dict())
+
+
+def test_old_projects_load_unchanged_and_stay_version_1(tmp_path: Path) -> None:
+    from netstudio.project.io import FORMAT_VERSION, MIGRATIONS, Project, save_project
+
+    g, _ = residual_concat_graph()
+    text = Project(g, name="flat").dumps()
+    assert '"format_version": 1' in text and FORMAT_VERSION == 2 and 1 in MIGRATIONS
+    back = Project.loads(text)
+    assert back.graph.to_dict() == g.to_dict() and back.dumps() == text
+    # a version-1 project that gets a block is written as version 2 from then on
+    MakeBlock([back.graph.find("fc_a").id]).redo(back.graph)
+    assert '"format_version": 2' in back.dumps()
+    assert save_project(back, tmp_path / "p.nsproj").exists()
+
+
+def test_broken_block_in_a_project_is_a_project_error_naming_it() -> None:
+    from netstudio.errors import ProjectError
+    from netstudio.project.io import Project
+
+    g, cmd, _ = blocked()
+    data = json.loads(Project(g).dumps())
+    block_rec = next(n for n in data["graph"]["nodes"] if n["type"] == "block.block")
+    next(n for n in block_rec["block"]["nodes"] if n["name"] == "fc_a")["type"] = "layer.warp"
+    with pytest.raises(ProjectError, match="In block 'block1': Unknown node type 'layer.warp'"):
+        Project.from_dict(data)
+    del block_rec["block"]
+    with pytest.raises(ProjectError, match="block 'block1' has no inner graph"):
+        Project.from_dict(data)
+
+
+def test_block_library_file_round_trip_into_another_project(tmp_path: Path) -> None:
+    from netstudio.errors import ProjectError
+    from netstudio.project.io import load_block, save_block
+
+    g, cmd, _ = blocked()
+    path = save_block(g, cmd.block_id, tmp_path / "res.nsblock")
+    rec = load_block(path)
+    assert rec["name"] == "block1" and rec["type"] == "block.block"
+    # another project: the block comes in as a new block, independent of the file and of other copies
+    other, _ = residual_concat_graph()
+    paste = Paste({"nodes": [rec], "edges": []}, offset=(300.0, 120.0))
+    paste.redo(other)
+    paste2 = Paste({"nodes": [rec], "edges": []}, offset=(300.0, 300.0))
+    paste2.redo(other)
+    (a,), (b,) = paste.new_ids, paste2.new_ids
+    assert other.nodes[a].name == "block1" and other.nodes[b].name == "block2"
+    assert other.nodes[a].pos == (300.0, 120.0)
+    inner_a, inner_b = other.nodes[a].inner, other.nodes[b].inner
+    assert inner_a is not None and inner_b is not None
+    assert inner_a.to_dict() == g.nodes[cmd.block_id].inner.to_dict()
+    inner_a.set_param(inner_a.find("fc_b").id, "out_features", 2)
+    assert inner_b.find("fc_b").params["out_features"] == 8
+    # wired like any node: fc_in -> block -> head shapes check
+    nt = other.node_type(a)
+    other.connect(other.find("fc_in").id, "output", a, nt.inputs[0].name)
+    assert analyze(other, 8).output_info(a, nt.outputs[0].name).shape == (8, 18)
+    paste.undo(other)
+    assert a not in other.nodes
+    bad = tmp_path / "bad.nsblock"
+    bad.write_text('{"format": "netstudio-block", "version": 1, "name": "x", "block": {"nodes": [1]}}')
+    with pytest.raises(ProjectError, match="Node record 1 is not an object"):
+        load_block(bad)
+    bad.write_text('{"format_version": 1, "graph": {}}')
+    with pytest.raises(ProjectError, match="not a NetStudio block file"):
+        load_block(bad)
