@@ -35,6 +35,15 @@ class Analysis:
     problems: list[Problem]
     batch_size: int
     dataset_info: Any = None  # netstudio.data.DatasetInfo of the dataset node, if any
+    #: block node id -> the analysis of its inner graph (also when the block has errors)
+    blocks: dict[str, "Analysis"] = field(default_factory=dict)
+
+    def inner(self, path: Any) -> "Analysis | None":
+        """The analysis of the inner graph reached by ``path`` (block ids), None where none was made."""
+        an: Analysis | None = self
+        for bid in path:
+            an = None if an is None else an.blocks.get(bid)
+        return an
 
     @property
     def ok(self) -> bool:
@@ -92,6 +101,7 @@ class ShapeChecker:
             incoming.setdefault(edge.dst, []).append(edge)
 
         results: dict[str, NodeResult] = {}
+        blocks: dict[str, Analysis] = {}
         dataset_info = None
         num_classes = None
         # datasets first so every loss can check class counts whatever the order
@@ -143,7 +153,7 @@ class ShapeChecker:
                     problems.append(Problem.from_error(straight, scope=Scope.TRAINING))
                     continue
             if node.inner is not None:
-                res = self._run_block(graph, nid, inputs, batch_size, problems)
+                res = self._run_block(graph, nid, inputs, batch_size, problems, blocks)
                 if res is not None:
                     results[nid] = res
                 continue
@@ -153,21 +163,21 @@ class ShapeChecker:
                 results[nid] = res
 
         if seeds is not None:
-            return Analysis(order, results, problems, batch_size)
+            return Analysis(order, results, problems, batch_size, blocks=blocks)
         problems.extend(_training_problems(graph, order))
         problems.extend(_last_batch_problems(graph, order, results, dataset_info, batch_size))
         if len(self._cache) > self._max:
             self._cache.clear()
-        return Analysis(order, results, problems, batch_size, dataset_info)
+        return Analysis(order, results, problems, batch_size, dataset_info, blocks)
 
     def _run_block(self, graph: Graph, nid: str, inputs: dict[str, Any], batch_size: int,
-                   problems: list[Problem]) -> NodeResult | None:
+                   problems: list[Problem], blocks: dict[str, Analysis]) -> NodeResult | None:
         """A block: its inner graph analysed with the block's inputs; the inner problems are reported on
         the block, naming the block and the inner node ("Block 'b1' › Linear 'fc1' expects ...")."""
         node = graph.nodes[nid]
         inner = node.inner
         assert inner is not None
-        an = self.analyze(inner, batch_size, seeds=inputs)
+        an = blocks[nid] = self.analyze(inner, batch_size, seeds=inputs)
         for p in an.problems:
             problems.append(Problem(f"Block '{node.name}' › {p.message}", nid, p.hint, p.severity, p.scope))
         if not an.model_ok:

@@ -205,8 +205,16 @@ class Macro(Command):
     text: str = "Edit"
 
     def redo(self, graph: Graph) -> None:
-        for c in self.children:
-            c.redo(graph)
+        """All children or none: a refused child undoes the ones before it (also inside a block)."""
+        done: list[Command] = []
+        try:
+            for c in self.children:
+                c.redo(graph)
+                done.append(c)
+        except Exception:
+            for c in reversed(done):
+                c.undo(graph)
+            raise
 
     def undo(self, graph: Graph) -> None:
         for c in reversed(self.children):
