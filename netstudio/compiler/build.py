@@ -40,7 +40,8 @@ class CompiledModel:
     input_info: TensorInfo | None
     dataset_node: str | None
     analysis: Analysis
-    #: node id -> attribute name of its submodule
+    #: node id -> attribute path of its submodule; a node inside a block is keyed "block_id/inner_id" and
+    #: its path is dotted ("block1.fc_a"), as in the state_dict keys
     module_names: dict[str, str] = field(default_factory=dict)
 
     @property
