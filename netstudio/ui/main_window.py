@@ -220,9 +220,10 @@ class MainWindow(ProjectFiles, QMainWindow):
         return self._doc.locked
 
     def select_node(self, node_id: str) -> None:
-        """Select a node, frame it and show it in the inspector."""
+        """Select a node of the project's graph (leaving an open block), frame it and show it in the inspector."""
         if node_id not in self._doc.graph.nodes:
             return
+        self._doc.leave_to(0)
         self.scene.select_nodes([node_id])
         self.view.frame_nodes([node_id])
         self.inspector.show_node(node_id)

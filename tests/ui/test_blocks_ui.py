@@ -141,3 +141,33 @@ def test_block_library_from_the_window(window: Any, tmp_path: Path) -> None:
     texts = [a.text() for a in menu.actions()]
     assert "&Make Block" in texts and "E&xpand Block" in texts and "Save Block to &Library…" in texts
     assert "E&xpand Block" in [a.text() for a in window.edit_menu.actions()]
+
+
+def test_block_card_duplicate_and_copy_inside(window: Any, qtbot: Any) -> None:
+    doc = window.document
+    ids = build_mlp(window)
+    window.scene.select_nodes([ids["fc1"], ids["relu"]])
+    bid = window.make_block()
+    assert bid is not None
+    window.scene.update_param_counts()
+    card = window.scene.node_items[bid]
+    # the card names its ports after the inner ports and counts the parameters inside
+    assert card.show_port_labels and card.param_count == 784 * 128 + 128
+    assert [p.port.display for p in card.in_ports.values()] == ["fc1_in"]
+    # Ctrl+D: an independent copy
+    window.scene.select_nodes([bid])
+    window.duplicate()
+    (copy_id,) = [n for n in doc.graph.nodes if n not in ids.values() and n != bid]
+    assert doc.graph.nodes[copy_id].inner is not doc.graph.nodes[bid].inner
+    doc.enter_block(copy_id)
+    fc = doc.current.find("fc1").id
+    assert doc.push(SetParam(fc, "out_features", 5))
+    assert doc.graph.nodes[bid].inner.find("fc1").params["out_features"] == 128
+    # copy/paste inside the open block pastes into the block
+    window.scene.select_nodes([fc])
+    assert window.copy()
+    window.paste()
+    assert len([n for n in doc.current.nodes.values() if n.type_id == "layer.linear"]) == 2
+    assert_scene_matches_current(window)
+    window.breadcrumb.buttons[0].click()
+    assert_scene_matches_current(window)
