@@ -373,3 +373,24 @@ def test_block_library_file_round_trip_into_another_project(tmp_path: Path) -> N
     bad.write_text('{"format_version": 1, "graph": {}}')
     with pytest.raises(ProjectError, match="not a NetStudio block file"):
         load_block(bad)
+
+
+def test_a_block_model_trains_like_the_flat_model_with_the_same_weights() -> None:
+    from netstudio.training import job as J
+    from netstudio.training.config import TrainConfig
+
+    g, cmd, before = blocked()
+    flat = Graph.from_dict(before)
+    cfg = TrainConfig(epochs=2, batch_size=16, seed=5, device="cpu", threads=1, keep_best=False)
+    flat_job, nested_job = J.prepare(flat, cfg), J.prepare(g, cfg)
+    state = {(k if k.split(".")[0] in ("fc_in", "head") else "block1." + k): v.clone()
+             for k, v in flat_job.plan.model.state_dict().items()}
+    nested_job.plan.model.load_state_dict(state)
+    a, b = J.run(flat_job), J.run(nested_job)
+    assert a.status == b.status == "finished"
+    for ha, hb in zip(a.history, b.history, strict=True):
+        assert hb["train_loss"] == pytest.approx(ha["train_loss"], rel=1e-5)
+        assert hb["val_loss"] == pytest.approx(ha["val_loss"], rel=1e-5)
+    assert b.model is not None
+    trained = b.model.state_dict()
+    assert not torch.equal(trained["block1.fc_a.weight"], state["block1.fc_a.weight"])  # the block's layers learnt
