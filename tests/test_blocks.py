@@ -394,3 +394,26 @@ def test_a_block_model_trains_like_the_flat_model_with_the_same_weights() -> Non
     assert b.model is not None
     trained = b.model.state_dict()
     assert not torch.equal(trained["block1.fc_a.weight"], state["block1.fc_a.weight"])  # the block's layers learnt
+
+
+def test_expand_gives_new_ids_and_names_only_where_they_are_taken_outside() -> None:
+    g, cmd, _ = blocked()
+    inner = g.nodes[cmd.block_id].inner
+    assert inner is not None
+    fc_a = inner.find("fc_a")
+    # outside, a new node takes fc_a's name; inside, a node gets an id that the outer graph uses
+    g.add_node("layer.linear", {"out_features": 2}, name="fc_a")
+    extra = InBlock([cmd.block_id], Paste({"nodes": [{"id": "x", "type": "activation.relu", "name": "act",
+                                                       "pos": [0, 0], "params": {}}], "edges": []}))
+    extra.redo(g)
+    (clash_id,) = extra.command.new_ids  # type: ignore[attr-defined]
+    assert clash_id in g.nodes  # the inner graph numbers its nodes on its own
+    act_name = inner.nodes[clash_id].name
+    exp = ExpandBlock(cmd.block_id)
+    exp.redo(g)
+    names = [n.name for n in g.nodes.values()]
+    assert len(names) == len(set(names)) and len(g.nodes) == len(set(g.nodes))
+    assert fc_a.id in g.nodes and g.nodes[fc_a.id].name == "fc_a1"  # id kept, name renumbered
+    moved = g.find(act_name)
+    assert moved.id in exp.new_ids and moved.id != clash_id and moved.type_id == "activation.relu"
+    assert g.find("relu1").id in exp.new_ids

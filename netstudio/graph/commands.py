@@ -389,26 +389,32 @@ class ExpandBlock(_Swap):
         body = [n for n in inner.nodes.values() if kinds[n.id] not in (_BLOCK_INPUT, _BLOCK_OUTPUT)]
         cx, cy = _centroid(body)
         dx, dy = block.pos[0] - cx, block.pos[1] - cy
+        # inner ids and names that are free outside are kept; the others get the first free ones
         taken_ids = set(graph.nodes) - {block.id}
         taken_names = {n.name for n in graph.nodes.values() if n.id != block.id}
+        keep_ids = {n.id for n in body if n.id not in taken_ids}
+        keep_names = {n.name for n in body if n.name not in taken_names}
+        taken_ids |= keep_ids
+        taken_names |= keep_names
         counter = 1
         idmap: dict[str, str] = {}
         added: list[Node] = []
         for n in body:
             nid = n.id
-            while nid in taken_ids:
+            if nid not in keep_ids:
+                while f"n{counter}" in taken_ids:
+                    counter += 1
                 nid = f"n{counter}"
-                counter += 1
-            taken_ids.add(nid)
+                taken_ids.add(nid)
             idmap[n.id] = nid
             name = n.name
-            if name in taken_names:
+            if name not in keep_names:
                 stem = name.rstrip("0123456789") or "node"
                 i = 1
                 while f"{stem}{i}" in taken_names:
                     i += 1
                 name = f"{stem}{i}"
-            taken_names.add(name)
+                taken_names.add(name)
             copy = n.copy()
             copy.id, copy.name, copy.pos = nid, name, (n.pos[0] + dx, n.pos[1] + dy)
             added.append(copy)
