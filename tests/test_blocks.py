@@ -417,3 +417,19 @@ def test_expand_gives_new_ids_and_names_only_where_they_are_taken_outside() -> N
     moved = g.find(act_name)
     assert moved.id in exp.new_ids and moved.id != clash_id and moved.type_id == "activation.relu"
     assert g.find("relu1").id in exp.new_ids
+
+
+def test_a_dataset_or_loss_cannot_be_added_inside_a_block() -> None:
+    from netstudio.graph.commands import AddNode
+
+    g, cmd, _ = blocked()
+    made = g.to_dict()
+    for type_id in ("data.dataset", "loss.mse", "optim.sgd"):
+        with pytest.raises(GraphError, match="cannot go into a block"):
+            InBlock([cmd.block_id], AddNode(type_id)).redo(g)
+        assert g.to_dict() == made
+    inner = g.nodes[cmd.block_id].inner
+    assert inner is not None
+    before = len(inner.nodes)
+    InBlock([cmd.block_id], AddNode("layer.dropout")).redo(g)  # a layer is fine
+    assert len(inner.nodes) == before + 1

@@ -230,6 +230,15 @@ _BLOCK_OUTPUT = "block.output"
 _PORT_GAP = 180.0
 
 
+_BLOCK_HINT = "a block holds layers, activations and merges only; leave the dataset, losses and optimizer outside"
+
+
+def _fits_in_block(graph: Graph, nid: str) -> bool:
+    from netstudio.nodes.base import Category
+
+    return graph.node_type(nid).category in (Category.LAYER, Category.ACTIVATION, Category.MERGE)
+
+
 @dataclass
 class _State:
     """One side of a structural edit: what it removes, what it adds, and the order afterwards."""
@@ -304,15 +313,11 @@ class MakeBlock(_Swap):
             raise GraphError(f"No node with id {missing[0]!r}", node_id=missing[0])
         if not ids:
             raise GraphError("Select the nodes to put into a block", hint="select one or more layers first")
-        from netstudio.nodes.base import Category
-
         for nid in ids:
             nt = graph.node_type(nid)
-            if nt.category not in (Category.LAYER, Category.ACTIVATION, Category.MERGE) or \
-                    nt.type_id in (_BLOCK_INPUT, _BLOCK_OUTPUT):
+            if not _fits_in_block(graph, nid) or nt.type_id in (_BLOCK_INPUT, _BLOCK_OUTPUT):
                 raise GraphError(f"{nt.title} '{graph.nodes[nid].name}' cannot go into a block", node_id=nid,
-                                 hint="a block holds layers, activations and merges only; leave the dataset, "
-                                      "losses and optimizer outside")
+                                 hint=_BLOCK_HINT)
         sel = set(ids)
         before = (list(graph.nodes), list(graph.edges))
         inner = Graph(graph.catalog)
@@ -484,7 +489,13 @@ class InBlock(Command):
             return
         outer = graph.resolve(self.path[:-1])
         block_id = self.path[-1]
-        self.command.redo(outer.resolve([block_id]))
+        inner = outer.resolve([block_id])
+        self.command.redo(inner)
+        stray = next((n for n in inner.nodes.values() if not _fits_in_block(inner, n.id)), None)
+        if stray is not None:  # a dataset, loss or optimizer dropped into a block: refused, nothing changed
+            self.command.undo(inner)
+            nt = inner.node_type(stray)
+            raise GraphError(f"A {nt.title} cannot go into a block", node_id=stray.id, hint=_BLOCK_HINT)
         nt = outer.node_type(block_id)
         ins = {p.name for p in nt.inputs}
         outs = {p.name for p in nt.outputs}
