@@ -433,3 +433,30 @@ def test_a_dataset_or_loss_cannot_be_added_inside_a_block() -> None:
     before = len(inner.nodes)
     InBlock([cmd.block_id], AddNode("layer.dropout")).redo(g)  # a layer is fine
     assert len(inner.nodes) == before + 1
+
+
+def test_py_export_with_preprocessing_and_a_block_named_preprocess(tmp_path: Path) -> None:
+    """The export's own preprocessing module and a user's block called 'preprocess' stay apart."""
+    import netstudio.data as D
+    from netstudio.compiler.build import build_plan
+    from netstudio.project import export as ex
+    from netstudio.project.preprocess import export_input
+
+    g, cmd, _ = blocked()
+    g.rename_node(cmd.block_id, "preprocess")
+    plan = build_plan(g, 8)
+    plan.model.eval()
+    inp = export_input(D.load(plan.dataset_params))
+    py = ex.export("py", plan.compiled, tmp_path / "m.py", inp=inp, weights=True)
+    text = py.read_text()
+    # the dataset preprocessing keeps its class; the block's class is made unique
+    assert "self.preprocess_ = Preprocess()" in text and "self.preprocess = Preprocess_2()" in text
+    assert text.count("(nn.Module):") == 3
+    ns: dict[str, Any] = {"__name__": "m", "__file__": str(py)}
+    exec(compile(text, str(py), "exec"), ns)
+    model = ns["load_model"]()
+    assert "preprocess.fc_a.weight" in model.state_dict()
+    x = inp.example(batch=3)
+    exported = ex._exported(plan.compiled, inp)
+    with torch.no_grad():
+        assert torch.allclose(model(x), exported(x), atol=1e-6)

@@ -16,7 +16,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping
 
 import torch
 import torch.fx as fx
@@ -621,15 +621,16 @@ def model_source(model: Any, *, weights_file: str | None = None, title: str = "N
         raise ExportError("Unexpected generated forward code; cannot write it as a plain file")
     # Submodules are created in the order forward uses them; a block (a nested GraphModule) is
     # written as its own class, before the class that uses it.
-    from netstudio.project.preprocess import POSTPROCESS_NAME, PREPROCESS_NAME, preprocess_source
+    from netstudio.project.preprocess import POSTPROCESS_NAME, preprocess_source
 
     pre_lines: list[str] = []
     imports = _import_lines(forward, code.globals)
     classes = {"Model", "Preprocess", "Postprocess"}
     ctor_lines: list[str] = []
+    processing = _processing_names(gm, model, inp)
     for name, sub in gm.named_children():
         _check_attr(name)
-        if isinstance(sub, fx.GraphModule) and name.startswith((PREPROCESS_NAME, POSTPROCESS_NAME)):
+        if name in processing and isinstance(sub, fx.GraphModule):
             cls_name = "Postprocess" if name.startswith(POSTPROCESS_NAME) else "Preprocess"
             pre_lines += ([""] * 2 if pre_lines else []) + preprocess_source(sub, cls_name)
             pre_code = sub.graph.python_code(root_module="self")
@@ -710,6 +711,18 @@ def model_source(model: Any, *, weights_file: str | None = None, title: str = "N
     return text.rstrip("\n") + "\n"
 
 
+def _processing_names(gm: fx.GraphModule, model: Any, inp: "ExportInput | None") -> set[str]:
+    """The names of ``gm``'s pre-/postprocessing submodules: the GraphModules the export added (with
+    ``inp``), not the model's blocks; without ``inp``, GraphModules named like them."""
+    from netstudio.project.preprocess import POSTPROCESS_NAME, PREPROCESS_NAME
+
+    subs = {n for n, s in gm.named_children() if isinstance(s, fx.GraphModule)}
+    if inp is None:
+        return {n for n in subs if n.startswith((PREPROCESS_NAME, POSTPROCESS_NAME))}
+    blocks = {n for n, s in _graph_module(model).named_children() if isinstance(s, fx.GraphModule)}
+    return subs - blocks
+
+
 def _check_attr(name: str) -> None:
     import keyword
 
@@ -750,7 +763,8 @@ def _block_source(attr: str, gm: fx.GraphModule, classes: set[str], out: list[st
     return cls_name, imports
 
 
-def _check_source(text: str, gm: fx.GraphModule, x: torch.Tensor | None) -> None:
+def _check_source(text: str, gm: fx.GraphModule, x: torch.Tensor | None, processing: Collection[str] = ()
+                  ) -> None:
     """Rebuild the model from the generated text and compare with the original; refuse a wrong file."""
     try:
         ast.parse(text)
@@ -761,7 +775,7 @@ def _check_source(text: str, gm: fx.GraphModule, x: torch.Tensor | None) -> None
         raise
     except Exception as e:
         raise ExportError(f"The generated Python file does not run: {_short(e)}") from e
-    for name, sub in _leaf_modules(gm):
+    for name, sub in _leaf_modules(gm, processing):
         try:
             other = rebuilt.get_submodule(name)
         except AttributeError:
@@ -785,17 +799,16 @@ def _check_source(text: str, gm: fx.GraphModule, x: torch.Tensor | None) -> None
         raise ExportError("The generated Python file computes different outputs than the model")
 
 
-def _leaf_modules(gm: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
-    """The layers of a model by their dotted path, through blocks; the pre-/postprocessing is left out
-    (compared by its outputs)."""
-    from netstudio.project.preprocess import POSTPROCESS_NAME, PREPROCESS_NAME
-
+def _leaf_modules(gm: nn.Module, processing: Collection[str] = (), prefix: str = ""
+                  ) -> list[tuple[str, nn.Module]]:
+    """The layers of a model by their dotted path, through blocks; the pre-/postprocessing
+    (``processing``, top-level names) is left out: it is compared by its outputs."""
     out: list[tuple[str, nn.Module]] = []
     for name, sub in gm.named_children():
+        if not prefix and name in processing:
+            continue
         if isinstance(sub, fx.GraphModule):
-            if not prefix and name.startswith((PREPROCESS_NAME, POSTPROCESS_NAME)):
-                continue
-            out.extend(_leaf_modules(sub, f"{prefix}{name}."))
+            out.extend(_leaf_modules(sub, processing, f"{prefix}{name}."))
         else:
             out.append((prefix + name, sub))
     return out
@@ -840,7 +853,7 @@ def export_py(model: Any, path: PathLike, *, weights: PathLike | bool | None = T
         x = _example(example_input, model)
     else:
         x = example_input_for(model, batch=3) if _input_info(model) is not None else None
-    _check_source(text, gm, x)
+    _check_source(text, gm, x, _processing_names(gm, model, inp))
     # weights and .py land together or not at all: a failed .py removes the weights file it wrote
     weights_new = weights is not None and not Path(weights).exists()
     folders = _missing_folders(p.parent) + (_missing_folders(Path(weights).parent) if weights is not None else [])
