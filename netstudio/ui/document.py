@@ -19,7 +19,7 @@ from PySide6.QtGui import QUndoCommand, QUndoStack
 from netstudio.compiler.shapes import Analysis, ShapeChecker
 from netstudio.errors import GraphError
 from netstudio.graph.commands import Command, InBlock, Macro
-from netstudio.graph.model import Graph, GraphEvent
+from netstudio.graph.model import EventKind, Graph, GraphEvent
 from netstudio.project.io import Project
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,14 @@ class Document(QObject):
     def current_analysis(self) -> Analysis | None:
         """The analysis of :attr:`current` (None inside a block that has not been analysed: not fed)."""
         return self.analysis().inner(self._path)
+
+    def current_event(self, event: GraphEvent) -> GraphEvent | None:
+        """``event`` (of the project's graph) as an event of :attr:`current`, or None if it is not one."""
+        for bid in self._path:
+            if event.kind != EventKind.BLOCK_CHANGED or event.node_id != bid or not isinstance(event.new, GraphEvent):
+                return None
+            event = event.new
+        return event
 
     def path_names(self) -> list[str]:
         """The names of the open blocks, outermost first (the breadcrumb)."""

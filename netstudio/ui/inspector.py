@@ -350,6 +350,7 @@ class Inspector(QWidget):
         document.graph_event.connect(self._on_graph_event)
         document.analysis_changed.connect(self._on_analysis)
         document.project_replaced.connect(lambda: self.show_node(None))
+        document.path_changed.connect(lambda: self.show_node(None))
         document.locked_changed.connect(lambda locked: self.form_host.setEnabled(not locked))
         self.show_node(None)
 
@@ -502,7 +503,10 @@ class Inspector(QWidget):
         self.name_edit.setText(self.doc.current.nodes[self.node_id].name)  # sanitised
 
     # --- model → form ---------------------------------------------------------------
-    def _on_graph_event(self, ev: GraphEvent) -> None:
+    def _on_graph_event(self, event: GraphEvent) -> None:
+        ev = self.doc.current_event(event)  # inside a block: the events of the open block
+        if ev is None:
+            return
         if self.node_id is None or ev.node_id != self.node_id:
             if ev.kind == "reset":
                 self.show_node(None)
@@ -519,6 +523,7 @@ class Inspector(QWidget):
     def _on_analysis(self, analysis: Analysis) -> None:
         if self.node_id is None:
             return
+        analysis = analysis.inner(self.doc.path) or Analysis([], {}, [], analysis.batch_size)
         res = analysis.results.get(self.node_id)
         for name, ed in self.editors.items():
             ed.set_resolved(res.params.get(name) if res is not None else None)

@@ -171,3 +171,37 @@ def test_block_card_duplicate_and_copy_inside(window: Any, qtbot: Any) -> None:
     assert_scene_matches_current(window)
     window.breadcrumb.buttons[0].click()
     assert_scene_matches_current(window)
+
+
+def test_inspector_edits_inside_an_open_block(window: Any) -> None:
+    from PySide6.QtWidgets import QSpinBox
+
+    doc = window.document
+    ids = build_mlp(window)
+    window.scene.select_nodes([ids["fc1"], ids["relu"], ids["fc2"]])
+    bid = window.make_block()
+    assert bid is not None
+    doc.enter_block(bid)
+    inner = doc.current
+    fc1, fc2 = inner.find("fc1").id, inner.find("fc2").id
+    window.scene.select_nodes([fc1])
+    window.inspector.show_node(fc1)
+    spin = window.inspector.editor("out_features").widget
+    assert isinstance(spin, QSpinBox) and spin.value() == 128
+    spin.setFocus()
+    spin.selectAll()
+    QTest.keyClicks(spin, "64")
+    QTest.keyClick(spin, Qt.Key.Key_Return)
+    assert inner.nodes[fc1].params["out_features"] == 64
+    assert edge_label(window, fc1, "output", inner.find("relu1").id, "input") == "64×64"
+    # the inspector shows what 'auto' resolved to inside the block
+    window.inspector.show_node(fc2)
+    auto_box = window.inspector.editor("in_features").auto_box
+    assert auto_box is not None and auto_box.text() == "auto = 64"
+    # undo (one step on the document's stack) updates the open inspector and the canvas
+    window.inspector.show_node(fc1)
+    doc.undo()
+    assert inner.nodes[fc1].params["out_features"] == 128
+    assert window.inspector.editor("out_features").widget.value() == 128
+    assert edge_label(window, fc1, "output", inner.find("relu1").id, "input") == "64×128"
+    assert_scene_matches_current(window)

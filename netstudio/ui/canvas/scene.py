@@ -137,10 +137,10 @@ class NodeScene(QGraphicsScene):
 
     def _on_graph_event(self, ev: GraphEvent) -> None:
         # events come from the project's graph; inside a block, follow the ones of the open block
-        for bid in self.doc.path:
-            if ev.kind != EventKind.BLOCK_CHANGED or ev.node_id != bid or not isinstance(ev.new, GraphEvent):
-                return
-            ev = ev.new
+        inner = self.doc.current_event(ev)
+        if inner is None:
+            return
+        ev = inner
         graph = self.doc.current
         k = ev.kind
         if k == EventKind.BLOCK_CHANGED and ev.node_id in self.node_items:
