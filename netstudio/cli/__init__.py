@@ -82,7 +82,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             with torch.device("meta"):  # shapes and counts only: no weight is allocated
                 compiled = compile_model(graph, batch, an)
             for nid, attr in compiled.module_names.items():
-                counts[nid] = _count_params(compiled.module.get_submodule(attr))
+                if "/" not in nid:  # a node inside a block ("block/inner") is counted in its block
+                    counts[nid] = _count_params(compiled.module.get_submodule(attr))
         except CompileError as e:
             problems.append(Problem.from_error(e))
         est = memory.estimate(graph, an)

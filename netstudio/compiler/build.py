@@ -11,6 +11,7 @@ part of ``forward``; they become a :class:`TrainingPlan`.
 from __future__ import annotations
 
 import keyword
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -20,9 +21,12 @@ import torch.nn as nn
 
 from netstudio.compiler.shapes import NO_LAYERS, NO_LAYERS_HINT, Analysis, analyze
 from netstudio.errors import CompileError, Problem, Scope, Severity
-from netstudio.graph.model import Graph
+from netstudio.graph.model import Graph, Node
 from netstudio.nodes.base import (Category, FunctionType, LayerType, LossType, PortRef, TensorInfo,
                                   apply_output_steps)
+from netstudio.nodes.blocks import BLOCK_INPUT, BLOCK_OUTPUT
+
+_PORT_TYPES = (BLOCK_INPUT, BLOCK_OUTPUT)
 
 _MODEL_CATEGORIES = (Category.LAYER, Category.ACTIVATION, Category.MERGE)
 
@@ -36,7 +40,8 @@ class CompiledModel:
     input_info: TensorInfo | None
     dataset_node: str | None
     analysis: Analysis
-    #: node id -> attribute name of its submodule
+    #: node id -> attribute path of its submodule; a node inside a block is keyed "block_id/inner_id" and
+    #: its path is dotted ("block1.fc_a"), as in the state_dict keys
     module_names: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -142,8 +147,7 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
     an = analysis or analyze(graph, batch_size)
     if not an.model_ok:
         raise _first_error(an.problems, Scope.MODEL)
-    cat = graph.catalog
-    kinds = {nid: cat.get(graph.nodes[nid].type_id).category for nid in an.order}
+    kinds = {nid: graph.node_type(nid).category for nid in an.order}
     dataset = next((nid for nid in an.order if kinds[nid] == Category.DATA), None)
     incoming: dict[str, list] = {}
     for e in graph.edges:
@@ -162,7 +166,7 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
         feeding = {e.src for e in graph.edges}
         for nid in an.order:
             if kinds[nid] in _MODEL_CATEGORIES and nid not in feeding:
-                nt = cat.get(graph.nodes[nid].type_id)
+                nt = graph.node_type(nid)
                 wanted.extend((nid, p.name) for p in nt.outputs[:1])
     if not wanted:
         raise CompileError(NO_LAYERS, node_id=dataset, hint=NO_LAYERS_HINT)
@@ -192,11 +196,35 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
         values[(dataset, "features")] = fxg.placeholder("x")
         input_info = an.results[dataset].outputs.get("features")
 
+    _emit_nodes(graph, an, needed, values, fxg, root, module_names, used_ports)
+
+    outs = []
+    for key in wanted:
+        if key not in values:
+            if key[0] == dataset:
+                continue
+            raise CompileError("An output is not reachable from the dataset", node_id=key[0])
+        outs.append(values[key])
+    fxg.output(outs[0] if len(outs) == 1 else tuple(outs))
+    gm = fx.GraphModule(root, fxg, class_name="NetStudioModel")
+    wanted = [k for k in wanted if k in values]
+    return CompiledModel(gm, wanted, [an.results[n].outputs[p] for n, p in wanted], input_info, dataset, an,
+                         module_names)
+
+
+def _emit_nodes(graph: Graph, an: Analysis, needed: set[str], values: dict[tuple[str, str], fx.Node],
+                fxg: fx.Graph, root: nn.Module, module_names: dict[str, str],
+                used_ports: set[tuple[str, str]], prefix: str = "") -> None:
+    """Record the model nodes of ``graph`` in ``needed`` into ``fxg`` (their modules into ``root``), in
+    the analysis' order; ``values`` holds the fx value of each (node, port) already there."""
+    incoming: dict[str, list] = {}
+    for e in graph.edges:
+        incoming.setdefault(e.dst, []).append(e)
     for nid in an.order:
-        if nid not in needed or kinds[nid] not in _MODEL_CATEGORIES:
-            continue
         node = graph.nodes[nid]
-        nt = cat.get(node.type_id)
+        nt = graph.node_type(node)
+        if nid not in needed or nt.category not in _MODEL_CATEGORIES or node.type_id in _PORT_TYPES:
+            continue
         res = an.results[nid]
         ins = {p.name: [e for e in incoming.get(nid, []) if e.dst_port == p.name] for p in nt.inputs}
         args: dict[str, Any] = {}
@@ -215,11 +243,23 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
         in_infos = {p: (an.results[e[0].src].outputs[e[0].src_port] if len(e) == 1 else
                         [an.results[x.src].outputs[x.src_port] for x in e]) for p, e in ins.items() if e}
         try:
-            if isinstance(nt, LayerType):
+            if node.inner is not None:
+                sub, sub_names = _block_module(node, res.extra["inner"])
+                attr = _module_attr(root, node.name)
+                root.add_module(attr, sub)
+                module_names[prefix + nid] = attr
+                for inner_id, inner_attr in sub_names.items():
+                    module_names[f"{prefix}{nid}/{inner_id}"] = f"{attr}.{inner_attr}"
+                out = fxg.call_module(attr, tuple(args[p.name] for p in nt.inputs))
+                for i, p in enumerate(nt.outputs):
+                    if (nid, p.name) in used_ports:
+                        values[(nid, p.name)] = out if len(nt.outputs) == 1 else fxg.call_function(
+                            operator.getitem, (out, i))
+            elif isinstance(nt, LayerType):
                 mod = nt.build(res.params, in_infos)
                 attr = _module_attr(root, node.name)
                 root.add_module(attr, mod)
-                module_names[nid] = attr
+                module_names[prefix + nid] = attr
                 cargs, ckwargs = nt.call_args(res.params)
                 # fx names the call after the attribute
                 out = fxg.call_module(attr, _subst(cargs, args), _subst(ckwargs, args))
@@ -239,18 +279,43 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
         except Exception as exc:
             raise CompileError(f"{nt.title} '{node.name}' could not be built: {exc}", node_id=nid) from exc
 
-    outs = []
-    for key in wanted:
-        if key not in values:
-            if key[0] == dataset:
-                continue
-            raise CompileError("An output is not reachable from the dataset", node_id=key[0])
-        outs.append(values[key])
+
+
+def _block_module(block: Node, an: Analysis) -> tuple[fx.GraphModule, dict[str, str]]:
+    """A block's own GraphModule: one argument per input port, its outputs (a tuple when several) in
+    port order, its layers as submodules; the class is named after the block."""
+    inner = block.inner
+    assert inner is not None
+    fxg = fx.Graph()
+    root = nn.Module()
+    values: dict[tuple[str, str], fx.Node] = {}
+    module_names: dict[str, str] = {}
+    ports_in = [n for n in inner.nodes.values() if n.type_id == BLOCK_INPUT]
+    ports_out = [n for n in inner.nodes.values() if n.type_id == BLOCK_OUTPUT]
+    for p in ports_in:
+        values[(p.id, "output")] = fxg.placeholder(_unique(fxg, _code_name(p.name)))
+    feeding = {p.id: next(e for e in inner.in_edges(p.id)) for p in ports_out}
+    needed: set[str] = set()
+    stack = [e.src for e in feeding.values()]
+    while stack:
+        n = stack.pop()
+        if n not in needed:
+            needed.add(n)
+            stack.extend(e.src for e in inner.in_edges(n))
+    used_ports = {(e.src, e.src_port) for e in inner.edges}
+    _emit_nodes(inner, an, needed, values, fxg, root, module_names, used_ports)
+    outs = [values[(e.src, e.src_port)] for e in feeding.values()]
     fxg.output(outs[0] if len(outs) == 1 else tuple(outs))
-    gm = fx.GraphModule(root, fxg, class_name="NetStudioModel")
-    wanted = [k for k in wanted if k in values]
-    return CompiledModel(gm, wanted, [an.results[n].outputs[p] for n, p in wanted], input_info, dataset, an,
-                         module_names)
+    return fx.GraphModule(root, fxg, class_name=block_class_name(block.name)), module_names
+
+
+def block_class_name(name: str) -> str:
+    """The class of a block's module in generated code: its name in CamelCase ('layer1_0' -> 'Layer1_0')."""
+    parts = [p for p in name.split("_") if p]
+    cls = "".join(p[:1].upper() + p[1:] for p in parts) or "Block"
+    if not cls[0].isalpha():
+        cls = "Block" + cls
+    return cls if cls.isidentifier() and not keyword.iskeyword(cls) else "Block"
 
 
 #: names a submodule or fx value cannot take: forward's ``self`` and GraphModule's own attributes

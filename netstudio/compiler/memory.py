@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from netstudio.compiler.shapes import freeze
 from netstudio.errors import MemoryLimitError
 from netstudio.nodes.base import Category, LayerType, TensorInfo
+from netstudio.nodes.blocks import BLOCK_INPUT
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -205,11 +206,19 @@ def estimate(graph: "Graph", analysis: "Analysis", node_ids: Iterable[str] | Non
             if res is not None:
                 est.input_bytes = _info_bytes(res.outputs.get("features"))
             continue
-        if nt.category not in _MODEL_CATEGORIES or res is None:
-            continue
+        if nt.category not in _MODEL_CATEGORIES or res is None or node.type_id == BLOCK_INPUT:
+            continue  # (a block's input is the value that feeds it, counted where it is made)
         acts = sum(_info_bytes(v) for v in res.outputs.values())
         count = p_bytes = trainable = buffers = 0
-        if isinstance(nt, LayerType):
+        inner_an = res.extra.get("inner")
+        if node.inner is not None and inner_an is not None:  # a block: the sum of its inner nodes
+            sub = estimate(node.inner, inner_an)
+            if sub.unknown:
+                est.unknown.append(nid)
+            count, p_bytes, buffers = sub.params, sub._sum("param_bytes"), sub._sum("buffer_bytes")
+            trainable = sub._sum("grad_bytes")
+            acts = sub._sum("activation_bytes")
+        elif isinstance(nt, LayerType):
             inputs = layer_inputs(graph, analysis, nid, nt)
             tensors = layer_tensors(nt, res.params, inputs) if inputs is not None else None
             if tensors is None:

@@ -18,6 +18,7 @@ from typing import Any
 from netstudio.errors import CompileError, CycleError, NetStudioError, Problem, Scope, Severity
 from netstudio.graph.model import Edge, Graph
 from netstudio.nodes.base import Category, InferContext, TensorInfo
+from netstudio.nodes.blocks import BLOCK_INPUT, BLOCK_OUTPUT
 
 
 @dataclass
@@ -34,6 +35,15 @@ class Analysis:
     problems: list[Problem]
     batch_size: int
     dataset_info: Any = None  # netstudio.data.DatasetInfo of the dataset node, if any
+    #: block node id -> the analysis of its inner graph (also when the block has errors)
+    blocks: dict[str, "Analysis"] = field(default_factory=dict)
+
+    def inner(self, path: Any) -> "Analysis | None":
+        """The analysis of the inner graph reached by ``path`` (block ids), None where none was made."""
+        an: Analysis | None = self
+        for bid in path:
+            an = None if an is None else an.blocks.get(bid)
+        return an
 
     @property
     def ok(self) -> bool:
@@ -77,7 +87,9 @@ class ShapeChecker:
         self.hits = 0
         self.misses = 0
 
-    def analyze(self, graph: Graph, batch_size: int = 64) -> Analysis:
+    def analyze(self, graph: Graph, batch_size: int = 64, *, seeds: dict[str, Any] | None = None) -> Analysis:
+        """``seeds``: for a block's inner graph, the value of each input port node (by id); the
+        training checks (dataset, loss, optimizer) then do not apply."""
         problems: list[Problem] = []
         try:
             order = graph.topological_order()
@@ -89,12 +101,18 @@ class ShapeChecker:
             incoming.setdefault(edge.dst, []).append(edge)
 
         results: dict[str, NodeResult] = {}
+        blocks: dict[str, Analysis] = {}
         dataset_info = None
         num_classes = None
         # datasets first so every loss can check class counts whatever the order
         for nid in order:
             node = graph.nodes[nid]
             nt = graph.catalog.get(node.type_id)
+            if seeds is not None and node.type_id == BLOCK_INPUT:
+                info = seeds.get(nid)
+                if info is not None:
+                    results[nid] = NodeResult({"output": info}, {})
+                continue
             if nt.category != Category.DATA:
                 continue
             res = self._run(graph, nid, {}, batch_size, problems, {})
@@ -107,8 +125,8 @@ class ShapeChecker:
 
         for nid in order:
             node = graph.nodes[nid]
-            nt = graph.catalog.get(node.type_id)
-            if nt.category == Category.DATA:
+            nt = graph.node_type(node)
+            if nt.category == Category.DATA or node.type_id == BLOCK_INPUT:
                 continue
             inputs: dict[str, Any] = {}
             blocked = False
@@ -134,16 +152,45 @@ class ShapeChecker:
                 if straight is not None:  # its shapes say nothing useful: say what is missing
                     problems.append(Problem.from_error(straight, scope=Scope.TRAINING))
                     continue
+            if node.inner is not None:
+                res = self._run_block(graph, nid, inputs, batch_size, problems, blocks)
+                if res is not None:
+                    results[nid] = res
+                continue
             extra = {"num_classes": num_classes} if nt.category == Category.LOSS else {}
             res = self._run(graph, nid, inputs, batch_size, problems, extra)
             if res is not None:
                 results[nid] = res
 
+        if seeds is not None:
+            return Analysis(order, results, problems, batch_size, blocks=blocks)
         problems.extend(_training_problems(graph, order))
         problems.extend(_last_batch_problems(graph, order, results, dataset_info, batch_size))
         if len(self._cache) > self._max:
             self._cache.clear()
-        return Analysis(order, results, problems, batch_size, dataset_info)
+        return Analysis(order, results, problems, batch_size, dataset_info, blocks)
+
+    def _run_block(self, graph: Graph, nid: str, inputs: dict[str, Any], batch_size: int,
+                   problems: list[Problem], blocks: dict[str, Analysis]) -> NodeResult | None:
+        """A block: its inner graph analysed with the block's inputs; the inner problems are reported on
+        the block, naming the block and the inner node ("Block 'b1' › Linear 'fc1' expects ...")."""
+        node = graph.nodes[nid]
+        inner = node.inner
+        assert inner is not None
+        an = blocks[nid] = self.analyze(inner, batch_size, seeds=inputs)
+        for p in an.problems:
+            problems.append(Problem(f"Block '{node.name}' › {p.message}", nid, p.hint, p.severity, p.scope))
+        if not an.model_ok:
+            return None
+        outs: dict[str, Any] = {}
+        for pid, port in inner.nodes.items():
+            if port.type_id != BLOCK_OUTPUT:
+                continue
+            info = next((an.edge_info(e) for e in inner.in_edges(pid)), None)
+            if info is None:
+                return None
+            outs[pid] = info
+        return NodeResult(outs, {}, {"inner": an})
 
     def _run(self, graph: Graph, nid: str, inputs: dict[str, Any], batch_size: int,
              problems: list[Problem], extra: dict[str, Any]) -> NodeResult | None:

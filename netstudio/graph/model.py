@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from netstudio.enums import StrEnum
-from netstudio.errors import CycleError, DuplicateEdgeError, GraphError, PortError, UnknownNodeTypeError
+from netstudio.errors import (CycleError, DuplicateEdgeError, GraphError, NetStudioError, PortError,
+                              UnknownNodeTypeError)
 
 if TYPE_CHECKING:  # pragma: no cover
     from netstudio.nodes.base import Catalog, NodeType
@@ -34,9 +35,13 @@ class Node:
     name: str
     params: dict[str, Any] = field(default_factory=dict)
     pos: tuple[float, float] = (0.0, 0.0)
+    #: a block's inner graph (its ports are the inner graph's port nodes); None for every other node
+    inner: "Graph | None" = field(default=None, compare=False, repr=False)
 
     def copy(self) -> "Node":
-        return Node(self.id, self.type_id, self.name, _deep_copy(self.params), self.pos)
+        """An independent copy (a block's inner graph is copied too, ids and all)."""
+        return Node(self.id, self.type_id, self.name, _deep_copy(self.params), self.pos,
+                    None if self.inner is None else self.inner.clone())
 
 
 @dataclass(frozen=True, order=True)
@@ -60,6 +65,8 @@ class EventKind(StrEnum):
     PARAM_CHANGED = "param_changed"
     NODE_MOVED = "node_moved"
     NODE_RENAMED = "node_renamed"
+    #: something inside the block ``node_id`` changed; ``new`` is the inner graph's event
+    BLOCK_CHANGED = "block_changed"
     RESET = "reset"
 
 
@@ -96,6 +103,8 @@ class Graph:
         self._listeners: list[Listener] = []
         self._next_id = 1
         self.revision = 0  # bumped on every change; caches key on it
+        #: (outer graph, block node id) when this graph is a block's inner graph
+        self._parent: tuple[Graph, str] | None = None
 
     # --- infrastructure -------------------------------------------------
     @property
@@ -112,10 +121,45 @@ class Graph:
         self.revision += 1
         for listener in list(self._listeners):
             listener(event)
+        if self._parent is not None:  # the outer graph changed too: its shapes, its file
+            outer, block_id = self._parent
+            outer._emit(GraphEvent(EventKind.BLOCK_CHANGED, block_id, new=event))
+
+    def _adopt(self, node: Node) -> None:
+        """Make ``node``'s inner graph (if any) report its changes to this graph."""
+        if node.inner is not None:
+            node.inner._parent = (self, node.id)
+            if node.inner._catalog is None:
+                node.inner._catalog = self._catalog
+
+    @property
+    def parent(self) -> "tuple[Graph, str] | None":
+        """(outer graph, block node id) of a block's inner graph, else None."""
+        return self._parent
+
+    def resolve(self, path: Iterable[str]) -> "Graph":
+        """The inner graph reached by following block node ids from this graph (``[]``: this graph)."""
+        g = self
+        for nid in path:
+            inner = g.node(nid).inner
+            if inner is None:
+                raise GraphError(f"Node {g.nodes[nid].name!r} is not a block", node_id=nid)
+            g = inner
+        return g
+
+    def clone(self) -> "Graph":
+        """An independent, exact copy (ids, names, params, positions, edge order, inner graphs)."""
+        g = Graph(self._catalog)
+        for nid, node in self.nodes.items():
+            g.nodes[nid] = node.copy()
+            g._adopt(g.nodes[nid])
+        g.edges = list(self.edges)
+        g._next_id = self._next_id
+        return g
 
     def node_type(self, node_or_id: Node | str) -> "NodeType":
         node = self.nodes[node_or_id] if isinstance(node_or_id, str) else node_or_id
-        return self.catalog.get(node.type_id)
+        return self.catalog.get(node.type_id).for_node(node)
 
     def node(self, node_id: str) -> Node:
         try:
@@ -149,7 +193,7 @@ class Graph:
     # --- node edits -------------------------------------------------------
     def add_node(self, type_id: str, params: Mapping[str, Any] | None = None,
                  pos: tuple[float, float] = (0.0, 0.0), *, node_id: str | None = None,
-                 name: str | None = None) -> Node:
+                 name: str | None = None, inner: "Graph | None" = None) -> Node:
         nt = self.catalog.get(type_id)
         nid = node_id or self.new_id()
         if nid in self.nodes:
@@ -161,8 +205,13 @@ class Graph:
             name = sanitize_name(name)
             if any(n.name == name for n in self.nodes.values()):
                 name = self.unique_name(name)
-        node = Node(nid, self.catalog.canonical_id(type_id), name, values, (float(pos[0]), float(pos[1])))
+        if nt.holds_graph and inner is None:
+            inner = Graph(self._catalog)
+        elif not nt.holds_graph and inner is not None:
+            raise GraphError(f"A {nt.title} node cannot hold an inner graph", node_id=nid)
+        node = Node(nid, self.catalog.canonical_id(type_id), name, values, (float(pos[0]), float(pos[1])), inner)
         self.nodes[nid] = node
+        self._adopt(node)
         self._emit(GraphEvent(EventKind.NODE_ADDED, nid))
         return node
 
@@ -172,6 +221,7 @@ class Graph:
             raise GraphError(f"Node id {node.id!r} already exists", node_id=node.id)
         self.catalog.get(node.type_id)
         self.nodes[node.id] = node
+        self._adopt(node)
         self._emit(GraphEvent(EventKind.NODE_ADDED, node.id))
         return node
 
@@ -182,6 +232,8 @@ class Graph:
         for e in removed:
             self.disconnect(e)
         del self.nodes[node_id]
+        if node.inner is not None:
+            node.inner._parent = None
         self._emit(GraphEvent(EventKind.NODE_REMOVED, node_id, old=node))
         return node, removed
 
@@ -331,9 +383,7 @@ class Graph:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "nodes": [{"id": n.id, "type": n.type_id, "name": n.name,
-                       "pos": [round(n.pos[0], 2), round(n.pos[1], 2)],
-                       "params": _deep_copy(n.params)} for n in self.nodes.values()],
+            "nodes": [_node_record(n, [round(n.pos[0], 2), round(n.pos[1], 2)]) for n in self.nodes.values()],
             "edges": [e.to_list() for e in self.edges],
         }
 
@@ -370,7 +420,19 @@ class Graph:
                 stem = sanitize_name(name or nt.default_name_prefix()).rstrip("0123456789") or "node"
                 name = _first_free(stem, names, counters)
             pos = _pos(rec.get("pos"))
-            g.nodes[nid] = Node(nid, g.catalog.canonical_id(type_id), name, values, pos)
+            inner = None
+            block = rec.get("block")
+            if nt.holds_graph:
+                if not isinstance(block, Mapping):
+                    raise GraphError(f"The block {name!r} has no inner graph ('block' object)", node_id=nid)
+                try:
+                    inner = cls.from_dict(block, catalog)
+                except NetStudioError as e:
+                    raise GraphError(f"In block {name!r}: {e.message}", node_id=nid, hint=e.hint) from e
+            elif block is not None:
+                raise GraphError(f"Node {name!r} is not a block but has an inner graph", node_id=nid)
+            g.nodes[nid] = Node(nid, g.catalog.canonical_id(type_id), name, values, pos, inner)
+            g._adopt(g.nodes[nid])
             names.add(name)
         # The first refused edge decides the error, as if each edge were added with connect(): a
         # later problem is held back until the cycle check has seen the edges before it.
@@ -410,10 +472,17 @@ class Graph:
         """Nodes plus the edges between them (copy/paste)."""
         ids = set(node_ids)
         return {
-            "nodes": [{"id": n.id, "type": n.type_id, "name": n.name, "pos": list(n.pos),
-                       "params": _deep_copy(n.params)} for n in self.nodes.values() if n.id in ids],
+            "nodes": [_node_record(n, list(n.pos)) for n in self.nodes.values() if n.id in ids],
             "edges": [e.to_list() for e in self.edges if e.src in ids and e.dst in ids],
         }
+
+
+def _node_record(n: Node, pos: list[float]) -> dict[str, Any]:
+    rec: dict[str, Any] = {"id": n.id, "type": n.type_id, "name": n.name, "pos": pos,
+                           "params": _deep_copy(n.params)}
+    if n.inner is not None:
+        rec["block"] = n.inner.to_dict()
+    return rec
 
 
 def _first_free(stem: str, taken: set[str], counters: dict[str, int]) -> str:

@@ -264,6 +264,10 @@ class NodeType:
     legacy_ids: ClassVar[tuple[str, ...]] = ()  # older type ids that still load
     name_prefix: ClassVar[str] = ""            # default node names: prefix + counter
     summary_params: ClassVar[tuple[str, ...]] = ()  # shown on the node card
+    #: a block: each node holds an inner graph (``Node.inner``) and its ports depend on it
+    holds_graph: ClassVar[bool] = False
+    #: not offered in the palette (blocks and their port nodes are made by commands)
+    hidden: ClassVar[bool] = False
 
     # --- declarations -------------------------------------------------
     @classmethod
@@ -311,6 +315,11 @@ class NodeType:
                 v = "×".join(str(x) for x in v)
             parts.append(f"{cls.param(name).display} {v}")
         return ", ".join(parts)
+
+    def for_node(self, node: Any) -> "NodeType":
+        """The type as it applies to one node: itself, except for types whose ports are per node
+        (a block's ports come from its inner graph); ``Graph.node_type`` calls this."""
+        return self
 
     # --- behaviour ----------------------------------------------------
     def resolve(self, ctx: InferContext) -> dict[str, Any]:
@@ -533,12 +542,13 @@ class Catalog:
             inst = self._instances[tid] = cls()
         return inst
 
-    def types(self) -> list[type[NodeType]]:
-        return list(self._types.values())
+    def types(self, hidden: bool = False) -> list[type[NodeType]]:
+        """The node types a user can add (with ``hidden``: also blocks and their port nodes)."""
+        return [t for t in self._types.values() if hidden or not t.hidden]
 
     def by_category(self) -> dict[Category, list[type[NodeType]]]:
         out: dict[Category, list[type[NodeType]]] = {c: [] for c in CATEGORY_ORDER}
-        for cls in self._types.values():
+        for cls in self.types():
             out[cls.category].append(cls)
         return out
 

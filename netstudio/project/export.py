@@ -16,7 +16,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping
 
 import torch
 import torch.fx as fx
@@ -619,26 +619,29 @@ def model_source(model: Any, *, weights_file: str | None = None, title: str = "N
     forward = code.src.strip("\n").rstrip()
     if not forward.startswith("def forward("):
         raise ExportError("Unexpected generated forward code; cannot write it as a plain file")
-    # Submodules are created in the order forward uses them; fx attribute paths may be dotted
-    # only for nested modules, which the compiler never produces.
-    import keyword
+    # Submodules are created in the order forward uses them; a block (a nested GraphModule) is
+    # written as its own class, before the class that uses it.
+    from netstudio.project.preprocess import POSTPROCESS_NAME, preprocess_source
 
-    ctor_lines = []
     pre_lines: list[str] = []
     imports = _import_lines(forward, code.globals)
+    classes = {"Model", "Preprocess", "Postprocess"}
+    ctor_lines: list[str] = []
+    processing = _processing_names(gm, model, inp)
     for name, sub in gm.named_children():
-        if not name.isidentifier() or keyword.iskeyword(name):
-            raise ExportError(f"Submodule name {name!r} is not a Python identifier")
-        if isinstance(sub, fx.GraphModule):  # the pre-/postprocessing: each written as its own class
-            from netstudio.project.preprocess import POSTPROCESS_NAME, preprocess_source
-
+        _check_attr(name)
+        if name in processing and isinstance(sub, fx.GraphModule):
             cls_name = "Postprocess" if name.startswith(POSTPROCESS_NAME) else "Preprocess"
             pre_lines += ([""] * 2 if pre_lines else []) + preprocess_source(sub, cls_name)
             pre_code = sub.graph.python_code(root_module="self")
             imports = sorted(set(imports) | set(_import_lines(pre_code.src, pre_code.globals)))
             ctor_lines.append(f"        self.{name} = {cls_name}()")
-            continue
-        ctor_lines.append(f"        self.{name} = {module_constructor(sub)}")
+        elif isinstance(sub, fx.GraphModule):  # a block
+            cls_name, block_imports = _block_source(name, sub, classes, pre_lines)
+            imports = sorted(set(imports) | set(block_imports))
+            ctor_lines.append(f"        self.{name} = {cls_name}()")
+        else:
+            ctor_lines.append(f"        self.{name} = {module_constructor(sub)}")
     info = _input_info(model)
     shape = list(inp.shape) if inp is not None else (list(info.sample_shape) if info else None)
     dtype = inp.dtype if inp is not None else "float32"
@@ -708,7 +711,60 @@ def model_source(model: Any, *, weights_file: str | None = None, title: str = "N
     return text.rstrip("\n") + "\n"
 
 
-def _check_source(text: str, gm: fx.GraphModule, x: torch.Tensor | None) -> None:
+def _processing_names(gm: fx.GraphModule, model: Any, inp: "ExportInput | None") -> set[str]:
+    """The names of ``gm``'s pre-/postprocessing submodules: the GraphModules the export added (with
+    ``inp``), not the model's blocks; without ``inp``, GraphModules named like them."""
+    from netstudio.project.preprocess import POSTPROCESS_NAME, PREPROCESS_NAME
+
+    subs = {n for n, s in gm.named_children() if isinstance(s, fx.GraphModule)}
+    if inp is None:
+        return {n for n in subs if n.startswith((PREPROCESS_NAME, POSTPROCESS_NAME))}
+    blocks = {n for n, s in _graph_module(model).named_children() if isinstance(s, fx.GraphModule)}
+    return subs - blocks
+
+
+def _check_attr(name: str) -> None:
+    import keyword
+
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise ExportError(f"Submodule name {name!r} is not a Python identifier")
+
+
+def _block_source(attr: str, gm: fx.GraphModule, classes: set[str], out: list[str]) -> tuple[str, list[str]]:
+    """Append to ``out`` the class of the block module ``attr`` (and first those of the blocks inside it);
+    return its class name (after the block, made unique among ``classes``) and the imports its code needs."""
+    from netstudio.compiler.build import block_class_name
+
+    base = cls_name = block_class_name(attr)
+    i = 2
+    while cls_name in classes:
+        cls_name = f"{base}_{i}"
+        i += 1
+    classes.add(cls_name)
+    code = gm.graph.python_code(root_module="self")
+    forward = code.src.strip("\n").rstrip()
+    imports = _import_lines(forward, code.globals)
+    ctor: list[str] = []
+    for name, sub in gm.named_children():
+        _check_attr(name)
+        if isinstance(sub, fx.GraphModule):
+            inner_cls, inner_imports = _block_source(name, sub, classes, out)
+            imports = sorted(set(imports) | set(inner_imports))
+            ctor.append(f"        self.{name} = {inner_cls}()")
+        else:
+            ctor.append(f"        self.{name} = {module_constructor(sub)}")
+    lines = [f"class {cls_name}(nn.Module):",
+             "    def __init__(self) -> None:",
+             "        super().__init__()",
+             *(ctor or ["        pass"]),
+             "",
+             *("    " + ln if ln.strip() else "" for ln in forward.splitlines())]
+    out.extend(([""] * 2 if out else []) + lines)
+    return cls_name, imports
+
+
+def _check_source(text: str, gm: fx.GraphModule, x: torch.Tensor | None, processing: Collection[str] = ()
+                  ) -> None:
     """Rebuild the model from the generated text and compare with the original; refuse a wrong file."""
     try:
         ast.parse(text)
@@ -719,10 +775,11 @@ def _check_source(text: str, gm: fx.GraphModule, x: torch.Tensor | None) -> None
         raise
     except Exception as e:
         raise ExportError(f"The generated Python file does not run: {_short(e)}") from e
-    for name, sub in gm.named_children():
-        other = getattr(rebuilt, name, None)
-        if isinstance(sub, fx.GraphModule):
-            continue  # the preprocessing class: compared by its outputs below
+    for name, sub in _leaf_modules(gm, processing):
+        try:
+            other = rebuilt.get_submodule(name)
+        except AttributeError:
+            other = None
         if repr(other) != repr(sub):
             raise ExportError(f"Cannot reproduce layer {name!r} ({type(sub).__name__}) as plain PyTorch: "
                               f"got {other!r}, expected {sub!r}")
@@ -740,6 +797,21 @@ def _check_source(text: str, gm: fx.GraphModule, x: torch.Tensor | None) -> None
     b_t = b if isinstance(b, (tuple, list)) else (b,)
     if len(a_t) != len(b_t) or not all(torch.allclose(p, q, atol=1e-6, rtol=1e-5) for p, q in zip(a_t, b_t)):
         raise ExportError("The generated Python file computes different outputs than the model")
+
+
+def _leaf_modules(gm: nn.Module, processing: Collection[str] = (), prefix: str = ""
+                  ) -> list[tuple[str, nn.Module]]:
+    """The layers of a model by their dotted path, through blocks; the pre-/postprocessing
+    (``processing``, top-level names) is left out: it is compared by its outputs."""
+    out: list[tuple[str, nn.Module]] = []
+    for name, sub in gm.named_children():
+        if not prefix and name in processing:
+            continue
+        if isinstance(sub, fx.GraphModule):
+            out.extend(_leaf_modules(sub, processing, f"{prefix}{name}."))
+        else:
+            out.append((prefix + name, sub))
+    return out
 
 
 def weights_path_for(py_path: PathLike) -> Path:
@@ -781,7 +853,7 @@ def export_py(model: Any, path: PathLike, *, weights: PathLike | bool | None = T
         x = _example(example_input, model)
     else:
         x = example_input_for(model, batch=3) if _input_info(model) is not None else None
-    _check_source(text, gm, x)
+    _check_source(text, gm, x, _processing_names(gm, model, inp))
     # weights and .py land together or not at all: a failed .py removes the weights file it wrote
     weights_new = weights is not None and not Path(weights).exists()
     folders = _missing_folders(p.parent) + (_missing_folders(Path(weights).parent) if weights is not None else [])

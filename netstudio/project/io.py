@@ -21,8 +21,14 @@ from netstudio.fileio import atomic_write, clean_stale_temp_files
 from netstudio.graph.model import Graph
 from netstudio.training.config import TrainConfig
 
-FORMAT_VERSION = 1
+#: the newest format this version reads and writes. 2 added blocks (a node with an inner graph, under
+#: its "block" key); a project without blocks is still written as version 1, so it stays byte-identical
+#: and older NetStudio versions still open it.
+FORMAT_VERSION = 2
 SUFFIX = ".nsproj"
+BLOCK_SUFFIX = ".nsblock"
+BLOCK_FORMAT = "netstudio-block"
+BLOCK_VERSION = 1
 MAX_FILE_BYTES = 64 * 1024 * 1024  # a project is small; refuse to parse a huge hostile file
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -57,6 +63,23 @@ def _migrate_0(data: dict[str, Any]) -> dict[str, Any]:
 MIGRATIONS[0] = _migrate_0
 
 
+def _migrate_1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 had no blocks: its records are valid version-2 records as they are."""
+    return {**data, "format_version": 2}
+
+
+MIGRATIONS[1] = _migrate_1
+
+
+def _has_blocks(graph: Graph) -> bool:
+    return any(n.inner is not None for n in graph.nodes.values())
+
+
+def format_version_for(graph: Graph) -> int:
+    """The oldest format that holds ``graph``: 2 with blocks, else 1."""
+    return 2 if _has_blocks(graph) else 1
+
+
 @dataclass
 class Project:
     graph: Graph = field(default_factory=Graph)
@@ -71,7 +94,7 @@ class Project:
     def to_dict(self, target: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         """The file's content; ``target``: where it will be written (default: where it was read)."""
         return {
-            "format_version": FORMAT_VERSION,
+            "format_version": format_version_for(self.graph),
             "app": f"netstudio {__version__}",
             "name": self.name,
             "description": self.description,
@@ -232,3 +255,77 @@ def save_project(project: Project, path: str | os.PathLike[str] | None = None) -
         raise ProjectError(f"Cannot save {clip_text(str(p), 300)}: {clip_text(why, 300)}") from e
     project.path = p
     return p
+
+
+# ----------------------------------------------------------------------------
+# block library files (.nsblock): one block's inner graph, plain JSON
+# ----------------------------------------------------------------------------
+
+
+def block_dumps(graph: Graph, block_id: str) -> str:
+    """The text of a ``.nsblock`` file holding the block ``block_id`` of ``graph``."""
+    node = graph.node(block_id)
+    if node.inner is None:
+        raise ProjectError(f"'{node.name}' is not a block", node_id=block_id)
+    rec = {"format": BLOCK_FORMAT, "version": BLOCK_VERSION, "app": f"netstudio {__version__}",
+           "name": node.name, "block": node.inner.to_dict()}
+    return json.dumps(rec, indent=2, ensure_ascii=False) + "\n"
+
+
+def save_block(graph: Graph, block_id: str, path: str | os.PathLike[str]) -> Path:
+    """Write one block to a library file (atomically)."""
+    p = Path(path)
+    text = _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", block_dumps(graph, block_id))
+    try:
+        atomic_write(p, text, make_parents=True)
+    except (OSError, UnicodeError, ValueError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ProjectError(f"Cannot save {clip_text(str(p), 300)}: {clip_text(why, 300)}") from e
+    return p
+
+
+def block_record(text: str, where: str = "the block file") -> dict[str, Any]:
+    """A node record (for ``Graph.subgraph_dict``-style pasting) of the block in a ``.nsblock`` text,
+    validated: inserting it (``commands.Paste``) gives a new, independent block."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise ProjectError(f"{where} is not valid JSON; it may be truncated or corrupt") from e
+    if not isinstance(data, dict) or data.get("format") != BLOCK_FORMAT:
+        raise ProjectError(f"{where} is not a NetStudio block file", hint=f"choose a {BLOCK_SUFFIX} file")
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ProjectError(f"{where} has no valid 'version'")
+    if version > BLOCK_VERSION:
+        raise ProjectError(f"{where} uses block format version {version}, but this NetStudio reads up to "
+                           f"{BLOCK_VERSION}", hint="update NetStudio to open it")
+    name, inner = data.get("name", "block"), data.get("block")
+    if not isinstance(name, str) or not isinstance(inner, dict):
+        raise ProjectError(f"{where} has no valid 'name' and 'block'")
+    if not isinstance(inner.get("nodes", []), list) or not isinstance(inner.get("edges", []), list):
+        raise ProjectError(f"{where}: 'block.nodes' and 'block.edges' must be lists")
+    _check_records(inner)
+    try:
+        Graph.from_dict(inner)
+    except NetStudioError as e:
+        raise ProjectError(f"{where}: invalid block: {e.message}", hint=e.hint) from e
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as e:
+        raise ProjectError(f"{where}: invalid block record: {e!r}") from e
+    return {"id": "block", "type": "block.block", "name": name or "block", "pos": [0.0, 0.0], "params": {},
+            "block": inner}
+
+
+def load_block(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a ``.nsblock`` file: the node record of its block (see :func:`block_record`)."""
+    p = Path(path)
+    try:
+        if p.stat().st_size > MAX_FILE_BYTES:
+            raise ProjectError(f"{p.name} is too large to be a block file")
+        text = p.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ProjectError(f"No such block file: {p}") from None
+    except UnicodeDecodeError:
+        raise ProjectError(f"{p.name} is not a text file; it may be corrupt") from None
+    except OSError as e:
+        raise ProjectError(f"Cannot read {p}: {e.strerror or e}") from e
+    return block_record(text, p.name)

@@ -53,7 +53,7 @@ class NodeClipboard(QObject):
         ids = self.scene.selected_node_ids()
         if not ids:
             return None
-        data = self.document.graph.subgraph_dict(ids)
+        data = self.document.current.subgraph_dict(ids)  # inside a block: its nodes
         return {"format": CLIPBOARD_MARKER, "version": 1, **data}
 
     def copy(self) -> bool:

@@ -18,8 +18,8 @@ from PySide6.QtGui import QUndoCommand, QUndoStack
 
 from netstudio.compiler.shapes import Analysis, ShapeChecker
 from netstudio.errors import GraphError
-from netstudio.graph.commands import Command, Macro
-from netstudio.graph.model import Graph, GraphEvent
+from netstudio.graph.commands import Command, InBlock, Macro
+from netstudio.graph.model import EventKind, Graph, GraphEvent
 from netstudio.project.io import Project
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class GraphUndoCommand(QUndoCommand):
         except Exception as exc:  # pragma: no cover - core commands are exact inverses
             log.exception("undo/redo failed")
             self.document.error_occurred.emit(f"Undo/redo failed: {exc}")
+        self.document._check_path()
         self.document.refresh()
 
 
@@ -74,6 +75,8 @@ class Document(QObject):
     graph_event = Signal(object)
     #: the project's training settings (``project.training``) were edited
     training_changed = Signal()
+    #: the editor entered or left a block (:attr:`path`); the canvas shows :attr:`current` now
+    path_changed = Signal()
 
     def __init__(self, project: Project | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -85,6 +88,8 @@ class Document(QObject):
         self._analysis_key: tuple[int, int, int] | None = None
         self._extra_modified = False
         self._locked = False
+        #: the blocks (node ids, outermost first) the editor has opened; [] = the project's graph
+        self._path: list[str] = []
         self._unsubscribe = self._project.graph.subscribe(self._on_graph_event)
         # Events that do not come through push/undo/redo (e.g. a tool that edits
         # the graph directly) are coalesced into one analysis per event-loop turn.
@@ -107,6 +112,61 @@ class Document(QObject):
     @property
     def graph(self) -> Graph:
         return self._project.graph
+
+    @property
+    def path(self) -> list[str]:
+        """The open blocks, outermost first ([] while the project's own graph is shown)."""
+        return list(self._path)
+
+    @property
+    def current(self) -> Graph:
+        """The graph the editor shows and edits: the project's, or the inner graph of the open block."""
+        return self.graph.resolve(self._path)
+
+    def current_analysis(self) -> Analysis | None:
+        """The analysis of :attr:`current` (None inside a block that has not been analysed: not fed)."""
+        return self.analysis().inner(self._path)
+
+    def current_event(self, event: GraphEvent) -> GraphEvent | None:
+        """``event`` (of the project's graph) as an event of :attr:`current`, or None if it is not one."""
+        for bid in self._path:
+            if event.kind != EventKind.BLOCK_CHANGED or event.node_id != bid or not isinstance(event.new, GraphEvent):
+                return None
+            event = event.new
+        return event
+
+    def path_names(self) -> list[str]:
+        """The names of the open blocks, outermost first (the breadcrumb)."""
+        names, g = [], self.graph
+        for bid in self._path:
+            names.append(g.nodes[bid].name)
+            g = g.resolve([bid])
+        return names
+
+    def enter_block(self, block_id: str) -> None:
+        """Show the inner graph of the block ``block_id`` of :attr:`current` (double-click)."""
+        if self.current.node(block_id).inner is None:
+            raise GraphError(f"'{self.current.nodes[block_id].name}' is not a block", node_id=block_id)
+        self._path.append(block_id)
+        self.path_changed.emit()
+
+    def leave_to(self, depth: int) -> None:
+        """Go back to the ``depth``-th level of the breadcrumb (0: the project's graph)."""
+        if 0 <= depth < len(self._path):
+            del self._path[depth:]
+            self.path_changed.emit()
+
+    def _check_path(self) -> None:
+        """After an undo/redo that removed an open block, go back to where the blocks still exist."""
+        g, valid = self.graph, 0
+        for bid in self._path:
+            node = g.nodes.get(bid)
+            if node is None or node.inner is None:
+                break
+            g, valid = node.inner, valid + 1
+        if valid < len(self._path):
+            del self._path[valid:]
+            self.path_changed.emit()
 
     @property
     def modified(self) -> bool:
@@ -142,6 +202,7 @@ class Document(QObject):
         self._unsubscribe()
         self._project = project
         self._unsubscribe = project.graph.subscribe(self._on_graph_event)
+        self._path = []
         self.undo_stack.clear()
         self._analysis = None
         self._analysis_key = None
@@ -178,10 +239,14 @@ class Document(QObject):
         """Execute ``command`` and record it as one undo step.
 
         Raises the core's typed error (graph left unchanged) if the edit is
-        refused. Returns False, recording nothing, if it changed nothing.
+        refused. Returns False, recording nothing, if it changed nothing. Inside
+        a block the command edits the block's inner graph (:class:`InBlock`), so
+        the document keeps one undo stack across all levels.
         """
         if self._locked:
             raise GraphError("The graph is locked while training", hint="stop training to edit the model")
+        if self._path:
+            command = InBlock(list(self._path), command)
         before = self.graph.revision
         _run_atomically(command, self.graph)
         if self.graph.revision == before:

@@ -350,6 +350,7 @@ class Inspector(QWidget):
         document.graph_event.connect(self._on_graph_event)
         document.analysis_changed.connect(self._on_analysis)
         document.project_replaced.connect(lambda: self.show_node(None))
+        document.path_changed.connect(lambda: self.show_node(None))
         document.locked_changed.connect(lambda locked: self.form_host.setEnabled(not locked))
         self.show_node(None)
 
@@ -368,7 +369,7 @@ class Inspector(QWidget):
             self.show_node(None, f"{len(node_ids)} nodes selected." if node_ids else None)
 
     def show_node(self, node_id: str | None, note: str | None = None) -> None:
-        graph = self.doc.graph
+        graph = self.doc.current
         if node_id is not None and node_id not in graph.nodes:
             node_id = None
         if node_id == self.node_id and node_id is not None:
@@ -423,7 +424,7 @@ class Inspector(QWidget):
         assert self.node_id is not None
         self.name_edit = QLineEdit(self.form_host)
         self.name_error = self._error_label()
-        self.name_edit.setText(self.doc.graph.nodes[self.node_id].name)
+        self.name_edit.setText(self.doc.current.nodes[self.node_id].name)
         self.name_edit.setToolTip("node name: also the attribute name of its module in the generated code")
         self.name_edit.editingFinished.connect(self._rename)
         self.form.addRow("name", self.name_edit)
@@ -445,7 +446,7 @@ class Inspector(QWidget):
 
     def _update_visibility(self, params: dict[str, Any]) -> None:
         assert self.node_id is not None
-        nt = self.doc.graph.node_type(self.node_id)
+        nt = self.doc.current.node_type(self.node_id)
         for spec in nt.params:
             visible = True
             if spec.visible_if is not None:
@@ -463,14 +464,14 @@ class Inspector(QWidget):
         try:
             self.doc.push(SetParam(self.node_id, key, value))
         except ParamError as e:
-            kept = self.doc.graph.nodes[self.node_id].params.get(key)
+            kept = self.doc.current.nodes[self.node_id].params.get(key)
             self._show_error(key, f"{e.message}" + (f" — {e.hint}" if e.hint else "") + f"; kept {_fmt_kept(kept)}")
             self.editors[key].set_value(kept)
             self.message.emit(f"{e}; kept {_fmt_kept(kept)}")
             return
         except NetStudioError as e:
             self._show_error(key, str(e))
-            self.editors[key].set_value(self.doc.graph.nodes[self.node_id].params.get(key))
+            self.editors[key].set_value(self.doc.current.nodes[self.node_id].params.get(key))
             self.message.emit(str(e))
             return
         if err is not None and not err.isHidden():
@@ -486,7 +487,7 @@ class Inspector(QWidget):
         if self.node_id is None or self.name_edit is None or self.name_error is None:
             return
         name = self.name_edit.text().strip()
-        node = self.doc.graph.nodes[self.node_id]
+        node = self.doc.current.nodes[self.node_id]
         if name == node.name:
             self.form.setRowVisible(1, False)
             return
@@ -499,15 +500,18 @@ class Inspector(QWidget):
             self.message.emit(str(e))
             return
         self.form.setRowVisible(1, False)
-        self.name_edit.setText(self.doc.graph.nodes[self.node_id].name)  # sanitised
+        self.name_edit.setText(self.doc.current.nodes[self.node_id].name)  # sanitised
 
     # --- model → form ---------------------------------------------------------------
-    def _on_graph_event(self, ev: GraphEvent) -> None:
+    def _on_graph_event(self, event: GraphEvent) -> None:
+        ev = self.doc.current_event(event)  # inside a block: the events of the open block
+        if ev is None:
+            return
         if self.node_id is None or ev.node_id != self.node_id:
             if ev.kind == "reset":
                 self.show_node(None)
             return
-        node = self.doc.graph.nodes.get(self.node_id)
+        node = self.doc.current.nodes.get(self.node_id)
         if ev.kind == "node_removed" or node is None:
             self.show_node(None)
         elif ev.kind == "param_changed" and ev.key in self.editors:
@@ -519,6 +523,7 @@ class Inspector(QWidget):
     def _on_analysis(self, analysis: Analysis) -> None:
         if self.node_id is None:
             return
+        analysis = analysis.inner(self.doc.path) or Analysis([], {}, [], analysis.batch_size)
         res = analysis.results.get(self.node_id)
         for name, ed in self.editors.items():
             ed.set_resolved(res.params.get(name) if res is not None else None)

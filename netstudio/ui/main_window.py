@@ -26,10 +26,11 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QFrame, Q
 import netstudio
 import shiboken6
 from netstudio.errors import NetStudioError, Scope
-from netstudio.graph.commands import Disconnect, Macro, RemoveNodes
-from netstudio.project.io import SUFFIX, Project
+from netstudio.graph.commands import Disconnect, ExpandBlock, Macro, MakeBlock, Paste, RemoveNodes
+from netstudio.project.io import BLOCK_SUFFIX, SUFFIX, Project, load_block, save_block
 from netstudio.project.samples import find_sample
 from netstudio.ui import icons
+from netstudio.ui.canvas.breadcrumb import BreadcrumbBar
 from netstudio.ui.canvas.items import EdgeItem, NodeItem
 from netstudio.ui.canvas.scene import NodeScene
 from netstudio.ui.canvas.view import NodeView
@@ -75,6 +76,8 @@ class MainWindow(ProjectFiles, QMainWindow):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(0)
         lay.addWidget(self.banner)
+        self.breadcrumb = BreadcrumbBar(self._doc, central)
+        lay.addWidget(self.breadcrumb)
         lay.addWidget(self.view, 1)
         self.setCentralWidget(central)
 
@@ -217,9 +220,10 @@ class MainWindow(ProjectFiles, QMainWindow):
         return self._doc.locked
 
     def select_node(self, node_id: str) -> None:
-        """Select a node, frame it and show it in the inspector."""
+        """Select a node of the project's graph (leaving an open block), frame it and show it in the inspector."""
         if node_id not in self._doc.graph.nodes:
             return
+        self._doc.leave_to(0)
         self.scene.select_nodes([node_id])
         self.view.frame_nodes([node_id])
         self.inspector.show_node(node_id)
@@ -327,6 +331,13 @@ class MainWindow(ProjectFiles, QMainWindow):
         self.act_select_all = self._act("Select &All", self.select_all, QKeySequence.StandardKey.SelectAll,
                                         context_widget=v)
         self.act_add_node = self._act("&Add Node…", lambda: self.view.open_quick_add(self.view.cursor_scene_pos()))
+        self.act_make_block = self._act("&Make Block", self.make_block, QKeySequence("Ctrl+G"), context_widget=v,
+                                        tip="Group the selected nodes into one block")
+        self.act_expand_block = self._act("E&xpand Block", self.expand_block, QKeySequence("Ctrl+Shift+G"),
+                                          context_widget=v, tip="Replace the selected block by its nodes")
+        self.act_open_block = self._act("&Open Block", self.open_block, tip="Edit the inside of the selected block")
+        self.act_save_block = self._act("Save Block to &Library…", self.save_block_dialog)
+        self.act_load_block = self._act("Insert Block from Li&brary…", self.load_block_dialog)
         self.act_add_node.setToolTip("Search node types and add one (Tab on the canvas)")
         self.act_frame = self._act("&Frame All", self.view.frame_all, QKeySequence(Qt.Key.Key_F), "frame",
                                    "Frame all nodes", context_widget=v)
@@ -366,6 +377,9 @@ class MainWindow(ProjectFiles, QMainWindow):
         self.edit_menu.addActions([self.act_cut, self.act_copy, self.act_paste, self.act_duplicate, self.act_delete])
         self.edit_menu.addSeparator()
         self.edit_menu.addActions([self.act_select_all, self.act_add_node])
+        self.edit_menu.addSeparator()
+        self.edit_menu.addActions([self.act_make_block, self.act_expand_block, self.act_open_block,
+                                   self.act_save_block, self.act_load_block])
 
         self.view_menu = mb.addMenu("&View")
         self.view_menu.addActions([self.act_frame, self.act_layout])
@@ -530,6 +544,84 @@ class MainWindow(ProjectFiles, QMainWindow):
         if self._push(cmd):
             self.status(f"Deleted {len(ids)} node(s)" if ids else f"Removed {len(edges)} connection(s)")
 
+    # --- blocks -------------------------------------------------------------------
+    def _selected_block(self) -> str | None:
+        ids = self.scene.selected_node_ids()
+        graph = self._doc.current
+        return ids[0] if len(ids) == 1 and graph.nodes[ids[0]].inner is not None else None
+
+    def make_block(self) -> str | None:
+        """Group the selected nodes into a block (one undo step); returns the block's id."""
+        ids = self.scene.selected_node_ids()
+        if not ids:
+            self.status("Select the nodes to group into a block")
+            return None
+        cmd = MakeBlock(ids)
+        if not self._push(cmd):
+            return None
+        self.scene.select_nodes([cmd.block_id] if cmd.block_id else [])
+        self.status(f"Made block {self._doc.current.nodes[cmd.block_id].name!r} of {len(ids)} node(s)"
+                    if cmd.block_id else "Made block")
+        return cmd.block_id
+
+    def expand_block(self) -> list[str]:
+        """Replace the selected block by its nodes (one undo step); returns their ids."""
+        bid = self._selected_block()
+        if bid is None:
+            self.status("Select one block to expand")
+            return []
+        cmd = ExpandBlock(bid)
+        if not self._push(cmd):
+            return []
+        self.scene.select_nodes(cmd.new_ids)
+        self.status(f"Expanded the block into {len(cmd.new_ids)} node(s)")
+        return cmd.new_ids
+
+    def open_block(self) -> None:
+        bid = self._selected_block()
+        if bid is not None:
+            self._doc.enter_block(bid)
+
+    def save_block_dialog(self, path: str | None = None) -> Path | None:
+        """Save the selected block to a library file (``path``, or asked for)."""
+        bid = self._selected_block()
+        if bid is None:
+            self.status("Select one block to save")
+            return None
+        if path is None:
+            name = self._doc.current.nodes[bid].name + BLOCK_SUFFIX
+            path, _ = QFileDialog.getSaveFileName(self, "Save block", str(Path(self._dialog_dir()) / name),
+                                                  f"NetStudio blocks (*{BLOCK_SUFFIX})")
+            if not path:
+                return None
+        try:
+            saved = save_block(self._doc.current, bid, path)
+        except NetStudioError as e:
+            self.status(str(e))
+            return None
+        self.status(f"Saved block to {saved.name}")
+        return saved
+
+    def load_block_dialog(self, path: str | None = None, pos: QPointF | None = None) -> str | None:
+        """Insert the block of a library file (``path``, or asked for) as a new block; returns its id."""
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Insert block", self._dialog_dir(),
+                                                  f"NetStudio blocks (*{BLOCK_SUFFIX})")
+            if not path:
+                return None
+        try:
+            rec = load_block(path)
+        except NetStudioError as e:
+            self.status(str(e))
+            return None
+        at = pos if pos is not None else self.view.mapToScene(self.view.viewport().rect().center())
+        cmd = Paste({"nodes": [rec], "edges": []}, offset=(at.x(), at.y()))
+        if not self._push(cmd):
+            return None
+        self.scene.select_nodes(cmd.new_ids)
+        self.status(f"Inserted block {rec['name']!r}")
+        return cmd.new_ids[0] if cmd.new_ids else None
+
     def select_all(self) -> None:
         for item in self.scene.node_items.values():
             item.setSelected(True)
@@ -558,6 +650,10 @@ class MainWindow(ProjectFiles, QMainWindow):
         if isinstance(item, NodeItem):
             menu.addActions([self.act_cut, self.act_copy, self.act_duplicate, self.act_delete])
             menu.addSeparator()
+            menu.addAction(self.act_make_block)
+            if self._selected_block() is not None:
+                menu.addActions([self.act_open_block, self.act_expand_block, self.act_save_block])
+            menu.addSeparator()
             menu.addAction("Frame", lambda: self.view.frame_nodes(self.scene.selected_node_ids()))
         elif isinstance(item, EdgeItem):
             menu.addAction(icons.icon("delete"), "Remove connection", self.delete_selection)
@@ -565,6 +661,7 @@ class MainWindow(ProjectFiles, QMainWindow):
             menu.addAction("Add Node…", lambda: self.view.open_quick_add(pos))
             paste = menu.addAction(icons.icon("paste"), "Paste here", lambda: self.paste(pos))
             paste.setEnabled(parse_clipboard(QApplication.clipboard().text()) is not None)
+            menu.addAction(self.act_load_block)
             menu.addSeparator()
             menu.addActions([self.act_layout, self.act_frame, self.act_select_all])
         if self._doc.locked:

@@ -29,6 +29,12 @@ class ParamCounter:
         node = graph.nodes.get(node_id)
         if node is None:
             return None
+        if node.inner is not None:  # a block: the sum of its layers
+            inner_an = analysis.blocks.get(node_id)
+            if inner_an is None:
+                return None
+            counts = [self.count(node.inner, inner_an, nid) for nid in node.inner.nodes]
+            return None if any(c is None for c in counts) else sum(c or 0 for c in counts)
         nt = graph.catalog.get(node.type_id)
         if not isinstance(nt, LayerType):
             return 0

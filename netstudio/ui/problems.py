@@ -143,6 +143,7 @@ class ProblemsPanel(QWidget):
         if fix is None:
             return False
         node_id, param, value = fix
+        self.doc.leave_to(0)  # problems name nodes of the project's graph
         try:
             self.doc.push(SetParam(node_id, param, value))
         except NetStudioError as e:

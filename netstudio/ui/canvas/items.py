@@ -178,10 +178,10 @@ class NodeItem(QGraphicsItem):
         self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.setZValue(1)
 
-        self.show_port_labels = (len(nt.inputs) > 1 or len(nt.outputs) > 1
+        self.show_port_labels = (len(nt.inputs) > 1 or len(nt.outputs) > 1 or nt.holds_graph
                                  or any(p.kind != PortKind.TENSOR for p in (*nt.inputs, *nt.outputs)))
         self.has_summary = bool(nt.summary_params)
-        self.has_count = isinstance(nt, LayerType) and bool(nt.params)
+        self.has_count = (isinstance(nt, LayerType) and bool(nt.params)) or nt.holds_graph  # a block: its sum
         self.has_detail = nt.category == Category.DATA
         wide = self.has_summary or self.show_port_labels or self.has_detail
         self.width = WIDE_W if wide else NARROW_W

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import QGraphicsScene, QGraphicsSceneMouseEvent
 from netstudio.compiler.shapes import Analysis
 from netstudio.errors import NetStudioError, Problem
 from netstudio.graph.commands import Connect, MoveNodes
-from netstudio.graph.model import Edge, GraphEvent
+from netstudio.graph.model import Edge, EventKind, GraphEvent
 from netstudio.nodes.base import TensorInfo
 from netstudio.ui.canvas.items import (GRID, PORT_HIT_R, ConnectionPreview, CursorNote, EdgeItem, NodeItem,
                                        PortItem)
@@ -99,6 +99,7 @@ class NodeScene(QGraphicsScene):
         self._reroute_timer.timeout.connect(self.flush_routes)
 
         document.project_replaced.connect(self.rebuild)
+        document.path_changed.connect(self.rebuild)
         document.graph_event.connect(self._on_graph_event)
         document.analysis_changed.connect(self.apply_analysis)
         document.locked_changed.connect(self.set_locked)
@@ -122,7 +123,7 @@ class NodeScene(QGraphicsScene):
         self._label_rects.clear()
         self._label_cells.clear()
         self._moved_nodes.clear()
-        graph = self.doc.graph
+        graph = self.doc.current
         self._bulk += 1
         try:
             for nid in graph.nodes:
@@ -135,9 +136,16 @@ class NodeScene(QGraphicsScene):
         self.apply_analysis(self.doc.analysis())
 
     def _on_graph_event(self, ev: GraphEvent) -> None:
-        graph = self.doc.graph
+        # events come from the project's graph; inside a block, follow the ones of the open block
+        inner = self.doc.current_event(ev)
+        if inner is None:
+            return
+        ev = inner
+        graph = self.doc.current
         k = ev.kind
-        if k == "node_added" and ev.node_id is not None:
+        if k == EventKind.BLOCK_CHANGED and ev.node_id in self.node_items:
+            self._renew_node_item(ev.node_id)  # its inside changed: its ports may have too
+        elif k == "node_added" and ev.node_id is not None:
             self._add_node_item(ev.node_id)
         elif k == "node_removed" and ev.node_id is not None:
             for e in list(self._node_edges.get(ev.node_id, ())):
@@ -161,8 +169,26 @@ class NodeScene(QGraphicsScene):
         elif k == "reset":
             QTimer.singleShot(0, self.rebuild)
 
+    def _renew_node_item(self, nid: str) -> None:
+        """Replace a node's item (a block whose ports changed), with its edges."""
+        edges = list(self._node_edges.get(nid, ()))
+        selected = self.node_items[nid].isSelected()
+        for e in edges:
+            self._remove_edge_item(e)
+        old = self.node_items.pop(nid)
+        self._unindex_node(nid)
+        self.removeItem(old)
+        item = self._add_node_item(nid)
+        item.setSelected(selected)
+        graph = self.doc.current
+        for e in graph.edges:
+            if nid in (e.src, e.dst):
+                self._add_edge_item(e)
+        if self._analysis is not None:
+            self.apply_analysis(self.doc.analysis())
+
     def _add_node_item(self, nid: str) -> NodeItem:
-        graph = self.doc.graph
+        graph = self.doc.current
         node = graph.nodes[nid]
         item = NodeItem(nid, graph.node_type(node), node.name, node.params)
         item.setFlag(item.GraphicsItemFlag.ItemIsMovable, not self.locked)
@@ -226,6 +252,9 @@ class NodeScene(QGraphicsScene):
     # analysis → labels, outlines, parameter counts
     # ------------------------------------------------------------------
     def apply_analysis(self, analysis: Analysis) -> None:
+        """Show ``analysis`` (the project's); inside a block, the part of it for the open block."""
+        if self.doc.path:
+            analysis = analysis.inner(self.doc.path) or Analysis([], {}, [], analysis.batch_size)
         self.flush_routes()
         self._analysis = analysis
         by_node: dict[str, list[Problem]] = {}
@@ -244,8 +273,10 @@ class NodeScene(QGraphicsScene):
 
     def update_param_counts(self) -> None:
         """Compute parameter counts (imports torch on first use)."""
-        an = self.doc.analysis()
-        graph = self.doc.graph
+        an = self.doc.current_analysis()
+        graph = self.doc.current
+        if an is None:
+            return
         for nid, item in self.node_items.items():
             if item.has_count:
                 item.set_param_count(self.param_counter.count(graph, an, nid))
@@ -464,7 +495,7 @@ class NodeScene(QGraphicsScene):
             self.node_selection_changed.emit(self.selected_node_ids())
 
     def selected_node_ids(self) -> list[str]:
-        order = list(self.doc.graph.nodes)
+        order = list(self.doc.current.nodes)
         ids = [it.node_id for it in self.selectedItems() if isinstance(it, NodeItem)]
         return sorted(ids, key=lambda n: order.index(n) if n in order else 0)
 
@@ -511,7 +542,7 @@ class NodeScene(QGraphicsScene):
     def layout_positions(self, fit: tuple[float, float] | None = None) -> dict[str, tuple[float, float]]:
         """Auto-layout positions; the layers wrap into rows that fit ``fit`` (w, h in pixels; by
         default the size of the view showing this scene)."""
-        graph = self.doc.graph
+        graph = self.doc.current
         if fit is None and self.views():
             vp = self.views()[0].viewport().size()
             fit = (float(vp.width()), float(vp.height()))
@@ -543,7 +574,7 @@ class NodeScene(QGraphicsScene):
     def auto_layout(self, fit: tuple[float, float] | None = None) -> bool:
         """Lay the graph out left to right, wrapped into rows that fit the view, as one undoable move."""
         new = self.layout_positions(fit)
-        graph = self.doc.graph
+        graph = self.doc.current
         old = {nid: graph.nodes[nid].pos for nid in new}
         changed = {nid: pos for nid, pos in new.items() if pos != old[nid]}
         if not changed:
@@ -616,7 +647,7 @@ class NodeScene(QGraphicsScene):
         before, self._press_positions = self._press_positions, None
         if not before:
             return
-        graph = self.doc.graph
+        graph = self.doc.current
         old: dict[str, tuple[float, float]] = {}
         new: dict[str, tuple[float, float]] = {}
         for nid in before:
@@ -672,7 +703,7 @@ class NodeScene(QGraphicsScene):
     def _check(self, origin: PortItem, other: PortItem) -> tuple[bool, str, str | None]:
         src, dst = self._endpoints(origin, other)
         try:
-            self.doc.graph.check_connect(src.node_id, src.name, dst.node_id, dst.name)
+            self.doc.current.check_connect(src.node_id, src.name, dst.node_id, dst.name)
         except NetStudioError as e:
             return False, e.message, e.hint
         return True, "", None
@@ -727,8 +758,8 @@ class NodeScene(QGraphicsScene):
         except NetStudioError as e:
             self.say(f"Connection refused: {e}")
             return
-        self.say(f"Connected {self.doc.graph.nodes[src.node_id].name}.{src.name} → "
-                 f"{self.doc.graph.nodes[dst.node_id].name}.{dst.name}")
+        self.say(f"Connected {self.doc.current.nodes[src.node_id].name}.{src.name} → "
+                 f"{self.doc.current.nodes[dst.node_id].name}.{dst.name}")
 
     def _cancel_drag(self) -> None:
         d, self._drag = self._drag, None

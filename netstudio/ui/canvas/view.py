@@ -185,8 +185,13 @@ class NodeView(QGraphicsView):
 
     def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
         pos = self.mapToScene(event.position().toPoint())
-        if event.button() == Qt.MouseButton.LeftButton and self.node_scene.node_at(pos) is None \
-                and not self._edge_at(pos):
+        node = self.node_scene.node_at(pos) if event.button() == Qt.MouseButton.LeftButton else None
+        doc = self.node_scene.doc
+        if node is not None and doc.current.nodes[node.node_id].inner is not None:
+            doc.enter_block(node.node_id)  # a block opens for editing in this canvas
+            event.accept()
+            return
+        if event.button() == Qt.MouseButton.LeftButton and node is None and not self._edge_at(pos):
             self.open_quick_add(pos)
             event.accept()
             return
