@@ -459,7 +459,6 @@ def import_module(model: nn.Module, example: torch.Tensor, *, name: str = "Impor
         graph.connect(loss, "loss", opt, "loss")
     _layout(graph)
     project = Project(graph=graph, name=name)
-    project.training.batch_size = max(1, int(example.shape[0]))
     compiled = compile_model(graph, project.training.batch_size)
     for nid, m in b.weights.items():
         target = compiled.module.get_submodule(compiled.module_names[nid])
