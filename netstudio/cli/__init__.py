@@ -413,8 +413,6 @@ def _export_input(project: Any, compiled: Any, weights_file: Any, no_preprocess:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """``torchvision:NAME`` or a .pt2 file -> a project (+ weights); a .nsproj: weights loaded onto it."""
-    import torch
-
     from netstudio.compiler.build import compile_model
     from netstudio.project import export as ex
     from netstudio.project import importer
