@@ -257,3 +257,17 @@ def test_state_dict_loads_by_module_path_with_a_report(tmp_path: Path, capsys: p
     assert rc == 0, err
     assert "unexpected (ignored): extra.weight" in text and "missing (kept as initialised): layer4_1_bn2" in text
     assert w.is_file()
+
+
+def test_training_an_input_node_says_to_add_a_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    torch.manual_seed(0)
+    res = import_module(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), torch.randn(2, 3, 4))
+    proj = tmp_path / "p.nsproj"
+    from netstudio.project.io import save_project
+
+    save_project(res.project, proj)
+    rc, _, err = run_cli(capsys, "check", str(proj))
+    assert rc == 0, err
+    rc, _, err = run_cli(capsys, "train", str(proj), "--epochs", "1", "--device", "cpu")
+    assert rc == 1
+    assert "The Input node 'input' has no data to train on" in err and "Dataset whose features are 3×4" in err
