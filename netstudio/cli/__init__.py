@@ -416,40 +416,33 @@ def cmd_import(args: argparse.Namespace) -> int:
     from netstudio.compiler.build import compile_model
     from netstudio.project import export as ex
     from netstudio.project import importer
-    from netstudio.project.io import save_project
 
     spec = args.spec
-    inputs = [Path(p).resolve() for p in (spec, args.weights) if p and Path(p).exists()]
-    if spec.endswith(".nsproj"):
-        if args.weights is None or args.weights_out is None:
-            raise CliError("error: loading weights onto a project needs --weights W and --weights-out OUT.pt")
-        project = load(spec)
-        compiled = compile_model(project.graph, project.training.batch_size)
-        report = importer.load_weights_onto(compiled.module, importer.read_state_dict(args.weights))
-        for line in report.text().splitlines():
-            print(line)
-        targets = [Path(args.weights_out)]
-    else:
+    if not spec.endswith(".nsproj"):
         if args.out is None:
             raise CliError("error: --out is required → the project file to write, e.g. --out model.nsproj")
-        result = importer.import_spec(spec, input_shape=args.input_shape, weights=args.weights, seed=args.seed)
-        project = result.project
-        compiled = compile_model(project.graph, project.training.batch_size)
-        compiled.module.load_state_dict(result.state_dict)
-        out = Path(args.out)
-        weights_out = Path(args.weights_out) if args.weights_out else out.with_suffix(".pt")
-        targets = [out, weights_out]
-    for t in targets:
-        if t.resolve() in inputs:
-            raise CliError(f"error: refusing to overwrite the input file {t} → choose another output name")
-    if not spec.endswith(".nsproj"):
-        save_project(project, targets[0])
-        print(f"wrote {targets[0]} ({result.n_layers} layers with weights, {len(project.graph.nodes)} nodes; outputs "
-              f"match the model within {result.max_abs_diff:.2g})")
+        result, out, w_out = importer.import_to_files(spec, args.out, weights_out=args.weights_out,
+                                                      input_shape=args.input_shape, weights=args.weights,
+                                                      seed=args.seed)
+        print(f"wrote {out} ({result.n_layers} layers with weights, {len(result.project.graph.nodes)} nodes; "
+              f"outputs match the model within {result.max_abs_diff:.2g})")
         for line in result.opaque:
             print(f"opaque node: {line}")
-    ex.export_weights(compiled, project, targets[-1])
-    print(f"wrote {targets[-1]}")
+        print(f"wrote {w_out}")
+        print(f"export it with: netstudio export {out} --weights {w_out} --format pt --no-preprocess")
+        return EXIT_OK
+    if args.weights is None or args.weights_out is None:
+        raise CliError("error: loading weights onto a project needs --weights W and --weights-out OUT.pt")
+    w_out = Path(args.weights_out)
+    if any(w_out.resolve() == Path(p).resolve() for p in (spec, args.weights)):
+        raise CliError(f"error: refusing to overwrite the input file {w_out} → choose another --weights-out")
+    project = load(spec)
+    compiled = compile_model(project.graph, project.training.batch_size)
+    report = importer.load_weights_onto(compiled.module, importer.read_state_dict(args.weights))
+    for line in report.text().splitlines():
+        print(line)
+    ex.export_weights(compiled, project, w_out)
+    print(f"wrote {w_out}")
     return EXIT_OK
 
 

@@ -571,6 +571,35 @@ def _pt2_module(path: Path, shape: list[int] | None) -> tuple[nn.Module, torch.T
     return module, torch.randn(*shape, generator=torch.Generator().manual_seed(0))
 
 
+def import_to_files(spec: str, out: str | Path, *, weights_out: str | Path | None = None,
+                    input_shape: str | Sequence[int] | None = None, weights: str | Path | None = None,
+                    seed: int = 0) -> tuple[ImportResult, Path, Path]:
+    """Import ``spec`` and write the project to ``out`` and its weights (a NetStudio weights file, safe to
+    load, for ``netstudio export --weights``) to ``weights_out`` (default: ``out`` with ``.pt``).
+    Returns (result, project path, weights path). Refuses to overwrite an input file."""
+    from netstudio.compiler.build import compile_model
+    from netstudio.project.export import export_weights
+    from netstudio.project.io import save_project
+
+    out = Path(out)
+    if not out.suffix:
+        out = out.with_suffix(".nsproj")
+    w_out = Path(weights_out) if weights_out is not None else out.with_suffix(".pt")
+    inputs = [Path(p).resolve() for p in (spec, weights) if p and Path(p).exists()]
+    for t in (out, w_out):
+        if t.resolve() in inputs:
+            raise ImportModelError(f"refusing to overwrite the input file {t}", hint="choose another output name")
+    if out.resolve() == w_out.resolve():
+        raise ImportModelError("the project and its weights would be the same file", hint="choose another name")
+    result = import_spec(spec, input_shape=input_shape, weights=weights, seed=seed)
+    project = result.project
+    compiled = compile_model(project.graph, project.training.batch_size)
+    compiled.module.load_state_dict(result.state_dict)
+    save_project(project, out)
+    export_weights(compiled, project, w_out)
+    return result, out, w_out
+
+
 # ----------------------------------------------------------------------------
 # weights onto an existing graph
 # ----------------------------------------------------------------------------
