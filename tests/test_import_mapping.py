@@ -64,6 +64,11 @@ def test_from_call_maps_arguments() -> None:
     assert add.from_call((t, t), {}, is_t, (2, 8)) == ({}, {"a": t, "b": t})
     with pytest.raises(ValueError):
         add.from_call((t, 1.0), {}, is_t, (2, 8))  # x + 1.0: not two tensors
+    pool = CATALOG.get("layer.maxpool2d")  # F.max_pool2d(x, [2, 2], []): lists of one size, stride as the kernel
+    assert pool.from_call((t, [2, 2], []), {}, is_t, (2, 3, 4, 4))[0]["kernel_size"] == 2
+    assert pool.from_call((t, [2, 2], []), {}, is_t, (2, 3, 4, 4))[0]["stride"] == 0
+    with pytest.raises(ValueError, match="differs"):
+        pool.from_call((t, [2, 3]), {}, is_t, (2, 3, 4, 4))
     perm = CATALOG.get("layer.permute")
     assert perm.from_call((t, 0, 2, 1), {}, is_t, (2, 3, 4))[0] == {"dims": [0, 2, 1]}
     reshape = CATALOG.get("layer.reshape")

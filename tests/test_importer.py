@@ -271,3 +271,24 @@ def test_training_an_input_node_says_to_add_a_dataset(tmp_path: Path, capsys: py
     rc, _, err = run_cli(capsys, "train", str(proj), "--epochs", "1", "--device", "cpu")
     assert rc == 1
     assert "The Input node 'input' has no data to train on" in err and "Dataset whose features are 3×4" in err
+
+
+def test_netstudio_pt2_export_imports_back(tmp_path: Path) -> None:
+    """NetStudio's own .pt2 (dynamic batch, F.max_pool2d) imports to the same graph types and outputs."""
+    from netstudio.project.export import example_input_for, export_pt2
+    from netstudio.project.samples import bundled_samples
+
+    lenet = load_project(next(p for p in bundled_samples() if p.stem == "lenet"))
+    torch.manual_seed(0)
+    compiled = compile_model(lenet.graph, 4)
+    path = tmp_path / "lenet.pt2"
+    export_pt2(compiled, example_input_for(compiled, 2), path)
+    res = import_spec(str(path))
+    assert res.opaque == []
+    original = sorted(n.type_id for n in lenet.graph.nodes.values() if n.type_id.startswith(("layer.", "activation.")))
+    imported = sorted(n.type_id for n in res.project.graph.nodes.values()
+                      if n.type_id.startswith(("layer.", "activation.")))
+    assert imported == original
+    x = example_input_for(compiled, 5)
+    with torch.no_grad():
+        assert torch.allclose(_compiled(res.project, res.state_dict)(x), compiled.module.eval()(x), atol=1e-5)

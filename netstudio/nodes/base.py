@@ -383,9 +383,18 @@ class NodeType:
         if any(is_tensor(v) for v in values.values()):
             raise ValueError("a param is a tensor")
         kinds = {p.name: p.kind for p in cls.params}
-        return cls.validate_params({k: list(v) if isinstance(v, tuple) else
-                                    [v] if kinds.get(k) == ParamKind.INTS and isinstance(v, int) else v
-                                    for k, v in values.items()}), ports
+        out: dict[str, Any] = {}
+        for k, v in values.items():
+            if kinds.get(k) == ParamKind.INT and isinstance(v, (list, tuple)):
+                if not v:
+                    continue  # torch's "default" (max_pool2d's stride [] = the kernel size)
+                if any(x != v[0] for x in v):
+                    raise ValueError(f"{k} {tuple(v)} differs per dimension")
+                v = v[0]
+            elif kinds.get(k) == ParamKind.INTS and isinstance(v, int):
+                v = [v]
+            out[k] = list(v) if isinstance(v, tuple) else v
+        return cls.validate_params(out), ports
 
 
 #: one step of taking an output port's value from a module's result: (callable, args, kwargs),

@@ -292,6 +292,8 @@ _POOL_COMMON = (
 class MaxPool2d(LayerType):
     type_id = "layer.maxpool2d"
     torch_modules = ("torch.nn.MaxPool2d",)
+    torch_functions = ("torch.nn.functional.max_pool2d", "torch.max_pool2d")
+    call_params = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
     title = "MaxPool2d"
     category = Category.LAYER
     name_prefix = "pool"

@@ -63,7 +63,16 @@ class ImportResult:
 # ----------------------------------------------------------------------------
 
 
+#: where a function's public name is looked up first (a builtin's __module__ says torch._C._nn)
+_PUBLIC_NAMESPACES = ("torch", "torch.nn.functional", "torch.special", "torch.linalg", "torch.fft")
+
+
 def _qualname(obj: Any) -> str:
+    name = getattr(obj, "__name__", None)
+    if isinstance(name, str) and not isinstance(obj, type):
+        for ns in _PUBLIC_NAMESPACES:
+            if getattr(_resolve_plain(ns), name, None) is obj:
+                return f"{ns}.{name}"
     mod = getattr(obj, "__module__", None) or ""
     mod = {"_operator": "operator", "torch._tensor": "torch"}.get(mod, mod)
     return f"{mod}.{getattr(obj, '__qualname__', getattr(obj, '__name__', repr(obj)))}"
@@ -564,10 +573,11 @@ def _pt2_module(path: Path, shape: list[int] | None) -> tuple[nn.Module, torch.T
                  and n.name in {s.arg.name for s in placeholders}]
         if len(metas) != 1 or metas[0] is None:
             raise ImportModelError(f"{path.name} takes {len(metas)} inputs; NetStudio graphs have one")
-        try:
-            shape = [int(d) for d in metas[0].shape]
-        except (TypeError, ValueError):
-            shape = [1 if i == 0 else int(str(d)) for i, d in enumerate(metas[0].shape)]
+        dims = list(metas[0].shape)
+        if any(not isinstance(d, int) for d in dims[1:]):
+            raise ImportModelError(f"{path.name} has a dynamic size beyond the batch dimension",
+                                   hint="pass --input-shape with the sizes to trace it with")
+        shape = [d if isinstance(d, int) else 2 for d in dims]  # a dynamic batch: traced with 2
     return module, torch.randn(*shape, generator=torch.Generator().manual_seed(0))
 
 

@@ -34,7 +34,7 @@ def _functions() -> dict[Any, Callable[..., Any]]:
         aten.mul.Tensor: operator.mul, aten.sub.Tensor: operator.sub,
         aten.flatten.using_ints: torch.flatten, aten.view.default: torch.reshape,
         aten.reshape.default: torch.reshape, aten._unsafe_view.default: torch.reshape,
-        aten.max_pool2d.default: F.max_pool2d, aten.avg_pool2d.default: F.avg_pool2d,
+        aten.max_pool2d.default: torch.max_pool2d, aten.avg_pool2d.default: F.avg_pool2d,
         aten.adaptive_avg_pool2d.default: F.adaptive_avg_pool2d, aten.mean.dim: torch.mean,
         aten.cat.default: torch.cat, aten.sigmoid.default: torch.sigmoid, aten.tanh.default: torch.tanh,
         aten.silu.default: F.silu, aten.silu_.default: F.silu, aten.hardswish.default: F.hardswish,
