@@ -292,3 +292,25 @@ def test_netstudio_pt2_export_imports_back(tmp_path: Path) -> None:
     x = example_input_for(compiled, 5)
     with torch.no_grad():
         assert torch.allclose(_compiled(res.project, res.state_dict)(x), compiled.module.eval()(x), atol=1e-5)
+
+
+def test_opaque_torchvision_layer_exports_as_python_source(tmp_path: Path) -> None:
+    import runpy
+
+    from torchvision.ops import StochasticDepth  # type: ignore[import-untyped]
+
+    from netstudio.project.export import export_py
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), StochasticDepth(0.2, "row"), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    x = torch.randn(2, 3, 8, 8)
+    res = import_module(model, x)
+    assert [line.split(": ")[1] for line in res.opaque] == ["torchvision.ops.StochasticDepth"]
+    compiled = compile_model(res.project.graph)
+    compiled.module.load_state_dict(res.state_dict)
+    path = export_py(compiled, tmp_path / "m.py")
+    text = path.read_text()
+    assert "import torchvision" in text and "torchvision.ops.StochasticDepth(p=0.2, mode='row')" in text
+    loaded = runpy.run_path(str(path))["load_model"]()
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model.eval()(x), atol=1e-6)
