@@ -80,12 +80,14 @@ def test_opaque_references_only_the_allow_list() -> None:
     assert resolve("torch.nn.Hardsigmoid") is nn.Hardsigmoid
     assert resolve("Tensor.mean") is torch.Tensor.mean
     assert resolve("operator.add") is operator.add
+    assert is_allowed("torchvision.ops.StochasticDepth") and is_allowed("torch.nn.functional.hardsigmoid")
     for bad in ("os.system", "builtins.eval", "torch.load", "torch.hub.load", "torch.jit.script", "subprocess.run",
-                "torch.__builtins__", "torchvision.io.read_file", "numpy.load"):
-        assert not is_allowed(bad) or bad == "torchvision.io.read_file", bad
-        if not is_allowed(bad):
-            with pytest.raises(CompileError, match="allow-list"):
-                resolve(bad)
+                "torch.__builtins__", "torchvision.io.read_file", "torchvision.io.write_png", "numpy.load",
+                "torch.ops.load_library", "torch.from_file", "torch._C._nn.linear", "torchvision.models.resnet18",
+                "torch.Tensor.tofile", "Tensor.__reduce_ex__", "torch.UntypedStorage.from_file"):
+        assert not is_allowed(bad), bad
+        with pytest.raises(CompileError, match="allow-list"):
+            resolve(bad)
 
 
 def test_opaque_module_node_builds_from_arguments() -> None:

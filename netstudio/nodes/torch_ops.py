@@ -19,11 +19,13 @@ from netstudio.nodes.base import (Category, FunctionType, InferContext, LayerTyp
 
 #: packages whose modules and functions a project may reference by name
 ALLOWED_PREFIXES = ("torch.", "torchvision.", "operator.", "Tensor.")
-#: name parts that are never referenced: loading, saving, code compilation, process and device control
-_DENIED_PARTS = frozenset({"hub", "jit", "load", "save", "serialization", "compile", "_C", "package", "utils",
-                           "distributed", "multiprocessing", "cuda", "backends", "library", "ops_load",
-                           "set_default_device", "set_default_dtype", "manual_seed", "_dynamo", "export",
-                           "onnx", "fx", "classes", "_ops", "from_file", "__builtins__", "os", "sys"})
+#: name parts that are never referenced: files and downloads, code compilation, process and device control
+_DENIED_PARTS = frozenset({"hub", "jit", "serialization", "compile", "package", "utils", "distributed",
+                           "multiprocessing", "cuda", "backends", "library", "set_default_device",
+                           "set_default_dtype", "manual_seed", "export", "onnx", "fx", "classes", "ops_load",
+                           "os", "sys", "io", "datasets", "models", "storage", "set_num_threads"})
+#: words that no part of a referenced name may contain (torch.load, torch.ops.load_library, write_file...)
+_DENIED_WORDS = ("load", "save", "file", "write", "read", "open", "download", "url", "exec", "eval", "import")
 
 #: a tensor input inside an opaque function's stored arguments: {"input": index}
 INPUT_KEY = "input"
@@ -33,7 +35,8 @@ def is_allowed(qualname: str) -> bool:
     """True when ``qualname`` may be referenced by a project (see :data:`ALLOWED_PREFIXES`)."""
     parts = qualname.split(".")
     return (qualname.startswith(ALLOWED_PREFIXES) and all(p.isidentifier() for p in parts)
-            and not any(p in _DENIED_PARTS or p.startswith("__") for p in parts))
+            and not any(p in _DENIED_PARTS or p.startswith("_") or any(w in p.lower() for w in _DENIED_WORDS)
+                        for p in parts))
 
 
 def not_allowed_message(qualname: str) -> str:
