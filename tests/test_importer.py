@@ -129,6 +129,17 @@ def test_untraceable_and_not_allowed_code_give_messages_naming_it() -> None:
     assert "data-dependent control flow" in (e.value.hint or "")
     with pytest.raises(ImportModelError, match=r"swish_of_mine.*allow-list"):
         import_module(UsesOwnFunction(), torch.randn(2, 4))
+    with pytest.raises(ImportModelError, match=r"in module 'inner' \(UsesOwnFunction\) calls .*swish_of_mine"):
+        import_module(_Outer(), torch.randn(2, 4))
+
+
+class _Outer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = UsesOwnFunction()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
 
 
 class Residual(nn.Module):

@@ -250,6 +250,15 @@ def _is_tensor(v: Any) -> bool:
     return isinstance(v, fx.Node) and isinstance(_tensor_meta(v), torch.fx.passes.shape_prop.TensorMetadata)
 
 
+def _where(n: fx.Node) -> str:
+    """" in module 'layer1.0' (BasicBlock)" for a call traced inside a submodule's forward, else ""."""
+    stack = n.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path, cls = list(stack.values())[-1]
+    return f" in module '{path}' ({getattr(cls, '__name__', cls)})"
+
+
 def _dtype(meta: Any) -> str:
     return str(meta.dtype).removeprefix("torch.")
 
@@ -375,7 +384,7 @@ class _Builder:
 
     def _opaque_function(self, n: fx.Node, qual: str) -> None:
         if not is_allowed(qual):
-            raise ImportModelError(f"'{n.name}' calls {qual}: {not_allowed_message(qual)}",
+            raise ImportModelError(f"'{n.name}'{_where(n)} calls {qual}: {not_allowed_message(qual)}",
                                    hint="only torch and torchvision functions can be kept as opaque nodes")
         tensors: list[fx.Node] = []
 
