@@ -45,6 +45,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "layer.dropout": {"input": T(4, 10)},
     "layer.flatten": {"input": T(4, 3, 5, 5)},
     "layer.reshape": {"input": T(4, 784)},
+    "layer.torch_module": {"input": T(4, 3, 5)},
+    "layer.torch_function": {"inputs": [T(4, 6)]},
     "layer.embedding": {"input": T(4, 7, dtype="int64")},
     "layer.lstm": {"input": T(4, 6, 10)},
     "layer.gru": {"input": T(4, 6, 10)},

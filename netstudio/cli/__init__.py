@@ -24,7 +24,7 @@ from netstudio.cli.console import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CliErr
 from netstudio.errors import MAX_HINT, MAX_MESSAGE, NetStudioError, Problem, clip_text
 from netstudio.training.events import FitStatus
 
-COMMANDS = ("check", "train", "export", "samples")
+COMMANDS = ("check", "train", "export", "samples", "import")
 
 # The names these helpers had before they moved to netstudio.cli.console (tests and scripts use them).
 _load, _Progress, _summary, _jsonable, _err, _safe_streams = load, Progress, summary, jsonable, err, safe_streams
@@ -379,8 +379,8 @@ def _export_input(project: Any, compiled: Any, weights_file: Any, no_preprocess:
     from netstudio.project import export as ex
     from netstudio.project import preprocess as pp
 
-    if compiled.dataset_node is None:
-        return None
+    if compiled.dataset_node is None or project.graph.nodes[compiled.dataset_node].type_id == "data.input":
+        return None  # an Input node (an imported model) has no data, so no preprocessing
     params = project.graph.nodes[compiled.dataset_node].params
     if no_preprocess:
         try:
@@ -405,6 +405,46 @@ def _export_input(project: Any, compiled: Any, weights_file: Any, no_preprocess:
                                     "make the data available, or pass --no-preprocess to export the bare "
                                     "network")) from None
     return pp.export_input(data, plan=plan)
+
+
+# ----------------------------------------------------------------------------
+# import
+# ----------------------------------------------------------------------------
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """``torchvision:NAME`` or a .pt2 file -> a project (+ weights); a .nsproj: weights loaded onto it."""
+    from netstudio.compiler.build import compile_model
+    from netstudio.project import export as ex
+    from netstudio.project import importer
+
+    spec = args.spec
+    if not spec.endswith(".nsproj"):
+        if args.out is None:
+            raise CliError("error: --out is required → the project file to write, e.g. --out model.nsproj")
+        result, out, w_out = importer.import_to_files(spec, args.out, weights_out=args.weights_out,
+                                                      input_shape=args.input_shape, weights=args.weights,
+                                                      seed=args.seed)
+        print(f"wrote {out} ({result.n_layers} layers with weights, {len(result.project.graph.nodes)} nodes; "
+              f"outputs match the model within {result.max_abs_diff:.2g})")
+        for line in result.opaque:
+            print(f"opaque node: {line}")
+        print(f"wrote {w_out}")
+        print(f"export it with: netstudio export {out} --weights {w_out} --format pt --no-preprocess")
+        return EXIT_OK
+    if args.weights is None or args.weights_out is None:
+        raise CliError("error: loading weights onto a project needs --weights W and --weights-out OUT.pt")
+    w_out = Path(args.weights_out)
+    if any(w_out.resolve() == Path(p).resolve() for p in (spec, args.weights)):
+        raise CliError(f"error: refusing to overwrite the input file {w_out} → choose another --weights-out")
+    project = load(spec)
+    compiled = compile_model(project.graph, project.training.batch_size)
+    report = importer.load_weights_onto(compiled.module, importer.read_state_dict(args.weights))
+    for line in report.text().splitlines():
+        print(line)
+    ex.export_weights(compiled, project, w_out)
+    print(f"wrote {w_out}")
+    return EXIT_OK
 
 
 # ----------------------------------------------------------------------------
@@ -530,6 +570,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pt only: Linear/LSTM/GRU weights as int8 (torch dynamic quantization); prints the file "
                         "sizes and validation accuracy beside the float model's")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="import a model: torchvision:NAME or a torch.export .pt2 file becomes a "
+                                      "project; a .nsproj gets weights loaded onto it")
+    p.add_argument("spec", metavar="SPEC", help="torchvision:NAME (random init, never downloads), a .pt2 file, or a "
+                                                ".nsproj to load --weights onto (matched by module path)")
+    p.add_argument("--out", default=None, metavar="P", help="the project file to write (.nsproj)")
+    p.add_argument("--weights", default=None, metavar="W",
+                   help="a local state_dict (.pth/.pt, read with weights_only=True)")
+    p.add_argument("--weights-out", default=None, metavar="W",
+                   help="where to write the weights for `netstudio export --weights` (default: P with .pt)")
+    p.add_argument("--input-shape", default=None, metavar="N,C,H,W",
+                   help="the traced input shape with batch (default 1,3,224,224; a .pt2: its own)")
+    p.add_argument("--seed", type=_non_negative, default=0, help="seed of the random initialisation")
+    p.set_defaults(func=cmd_import)
     return parser
 
 

@@ -27,6 +27,8 @@ class _Activation(LayerType):
 @register
 class ReLU(_Activation):
     type_id = "activation.relu"
+    torch_modules = ("torch.nn.ReLU",)
+    torch_functions = ("torch.relu", "torch.nn.functional.relu", "Tensor.relu",)
     title = "ReLU"
     description = "max(0, x)"
     module = "ReLU"
@@ -35,6 +37,9 @@ class ReLU(_Activation):
 @register
 class LeakyReLU(_Activation):
     type_id = "activation.leaky_relu"
+    torch_modules = ("torch.nn.LeakyReLU",)
+    torch_functions = ("torch.nn.functional.leaky_relu",)
+    call_params = ("negative_slope",)
     title = "LeakyReLU"
     name_prefix = "lrelu"
     description = "x for x > 0, negative_slope·x otherwise; keeps a small gradient for negative inputs."
@@ -50,6 +55,9 @@ class LeakyReLU(_Activation):
 @register
 class GELU(_Activation):
     type_id = "activation.gelu"
+    torch_modules = ("torch.nn.GELU",)
+    torch_functions = ("torch.nn.functional.gelu",)
+    call_params = ("approximate",)
     title = "GELU"
     description = "x·Φ(x), the smooth ReLU used by transformers."
     params = (Param("approximate", "choice", "none", choices=("none", "tanh"),
@@ -64,6 +72,8 @@ class GELU(_Activation):
 @register
 class SiLU(_Activation):
     type_id = "activation.silu"
+    torch_modules = ("torch.nn.SiLU",)
+    torch_functions = ("torch.nn.functional.silu",)
     title = "SiLU"
     description = "x·sigmoid(x) (also called Swish)."
     module = "SiLU"
@@ -72,6 +82,8 @@ class SiLU(_Activation):
 @register
 class Sigmoid(_Activation):
     type_id = "activation.sigmoid"
+    torch_modules = ("torch.nn.Sigmoid",)
+    torch_functions = ("torch.sigmoid", "Tensor.sigmoid",)
     title = "Sigmoid"
     description = "1 / (1 + exp(-x)); pair with BCE for binary classification."
     module = "Sigmoid"
@@ -80,6 +92,8 @@ class Sigmoid(_Activation):
 @register
 class Tanh(_Activation):
     type_id = "activation.tanh"
+    torch_modules = ("torch.nn.Tanh",)
+    torch_functions = ("torch.tanh", "Tensor.tanh",)
     title = "Tanh"
     description = "Hyperbolic tangent, output in (-1, 1)."
     module = "Tanh"
@@ -106,6 +120,9 @@ class _Normalizing(_Activation):
 @register
 class Softmax(_Normalizing):
     type_id = "activation.softmax"
+    torch_modules = ("torch.nn.Softmax",)
+    torch_functions = ("torch.softmax", "torch.nn.functional.softmax", "Tensor.softmax",)
+    call_params = ("dim",)
     title = "Softmax"
     description = "exp(x) normalized to sum to one along dim; for class probabilities (not before CrossEntropy)."
 
@@ -118,6 +135,9 @@ class Softmax(_Normalizing):
 @register
 class LogSoftmax(_Normalizing):
     type_id = "activation.log_softmax"
+    torch_modules = ("torch.nn.LogSoftmax",)
+    torch_functions = ("torch.log_softmax", "torch.nn.functional.log_softmax", "Tensor.log_softmax",)
+    call_params = ("dim",)
     title = "LogSoftmax"
     name_prefix = "log_softmax"
     description = "log(softmax(x)) along dim, numerically stable; pair with NLL loss."
@@ -131,6 +151,7 @@ class LogSoftmax(_Normalizing):
 @register
 class PReLU(_Activation):
     type_id = "activation.prelu"
+    torch_modules = ("torch.nn.PReLU",)
     title = "PReLU"
     description = "x for x > 0, a·x otherwise, with the slope a learned (one for all, or one per channel)."
     params = (
@@ -158,6 +179,7 @@ class PReLU(_Activation):
 @register
 class ELU(_Activation):
     type_id = "activation.elu"
+    torch_modules = ("torch.nn.ELU",)
     title = "ELU"
     description = "x for x > 0, alpha·(exp(x) − 1) otherwise: smooth, with negative outputs."
     params = (Param("alpha", "float", 1.0, min=0.0, max=100.0, step=0.1),)
@@ -172,6 +194,7 @@ class ELU(_Activation):
 @register
 class SELU(_Activation):
     type_id = "activation.selu"
+    torch_modules = ("torch.nn.SELU",)
     title = "SELU"
     description = "Scaled ELU with fixed constants; keeps activations normalized in deep MLPs."
     module = "SELU"
@@ -180,6 +203,7 @@ class SELU(_Activation):
 @register
 class Softplus(_Activation):
     type_id = "activation.softplus"
+    torch_modules = ("torch.nn.Softplus",)
     title = "Softplus"
     description = "log(1 + exp(beta·x)) / beta, a smooth ReLU; linear above threshold."
     params = (Param("beta", "float", 1.0, min=1e-6, max=1000.0, step=0.5),
@@ -195,6 +219,7 @@ class Softplus(_Activation):
 @register
 class Mish(_Activation):
     type_id = "activation.mish"
+    torch_modules = ("torch.nn.Mish",)
     title = "Mish"
     description = "x·tanh(softplus(x)), a smooth self-gated ReLU."
     module = "Mish"
@@ -203,6 +228,8 @@ class Mish(_Activation):
 @register
 class ReLU6(_Activation):
     type_id = "activation.relu6"
+    torch_modules = ("torch.nn.ReLU6",)
+    torch_functions = ("torch.nn.functional.relu6",)
     title = "ReLU6"
     description = "min(max(0, x), 6), ReLU capped at 6 (mobile networks)."
     module = "ReLU6"
@@ -211,6 +238,8 @@ class ReLU6(_Activation):
 @register
 class Hardswish(_Activation):
     type_id = "activation.hardswish"
+    torch_modules = ("torch.nn.Hardswish",)
+    torch_functions = ("torch.nn.functional.hardswish",)
     title = "Hardswish"
     description = "x·ReLU6(x + 3) / 6, a cheap approximation of SiLU (MobileNetV3)."
     module = "Hardswish"

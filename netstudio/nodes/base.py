@@ -330,6 +330,81 @@ class NodeType:
         """Output port -> TensorInfo (or other info); raise ``ctx.error(...)``."""
         return {}
 
+    # --- import from PyTorch (netstudio.project.importer) ----------------
+    #: qualified names of the ``torch.nn`` module classes this type stands for (``"torch.nn.Conv2d"``)
+    torch_modules: ClassVar[tuple[str, ...]] = ()
+    #: the functions (``"torch.flatten"``, ``"operator.add"``) and Tensor methods (``"Tensor.flatten"``)
+    #: this type stands for; :meth:`from_call` turns a call's arguments into params and inputs
+    torch_functions: ClassVar[tuple[str, ...]] = ()
+    #: params taken from a call's arguments after its tensor input(s), positional order first
+    #: (``torch.flatten(x, 1)`` -> ``start_dim``); a keyword argument of that name works too
+    call_params: ClassVar[tuple[str, ...]] = ()
+    #: keyword arguments a call may carry that do not change the result (``inplace`` of F.relu)
+    call_ignored: ClassVar[tuple[str, ...]] = ("inplace",)
+
+    @classmethod
+    def params_from_module(cls, module: Any) -> dict[str, Any]:
+        """The params that rebuild ``module`` (one of :attr:`torch_modules`): each param read from the
+        module's same-named attribute; a tuple of equal ints (``kernel_size=(3, 3)``) becomes the int.
+        Raises ValueError (saying why) when this type cannot represent the module; the importer then
+        keeps it as an opaque module, and compares the rebuilt module with the original in any case."""
+        out: dict[str, Any] = {}
+        for p in cls.params:
+            if not hasattr(module, p.name):
+                continue
+            v = getattr(module, p.name)
+            if p.kind == ParamKind.INT and isinstance(v, (tuple, list)):
+                if not v or any(x != v[0] for x in v):
+                    raise ValueError(f"{p.name} {tuple(v)} differs per dimension")
+                v = v[0]
+            elif p.kind == ParamKind.BOOL and not isinstance(v, bool):
+                v = v is not None  # Linear's/Conv's bias: a tensor or None
+            elif p.kind == ParamKind.INTS and isinstance(v, (tuple, list, int)):
+                v = list(v) if isinstance(v, (tuple, list)) else [v]
+            out[p.name] = v
+        return cls.validate_params(out)
+
+    @classmethod
+    def from_call(cls, args: Sequence[Any], kwargs: Mapping[str, Any], is_tensor: Callable[[Any], bool],
+                  out_shape: Sequence[int]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(params, input port -> argument) for a call of one of :attr:`torch_functions`.
+
+        The default: the leading tensor arguments feed the input ports in order (a multi port takes
+        a list of tensors), the rest are :attr:`call_params`. ``out_shape`` is the call's traced output
+        shape (with batch). Raises ValueError when this type cannot represent the call."""
+        ports: dict[str, Any] = {}
+        rest = list(args)
+        for port in cls.inputs:
+            if port.multi and rest and isinstance(rest[0], (list, tuple)) and all(is_tensor(a) for a in rest[0]):
+                ports[port.name] = list(rest.pop(0))
+            elif rest and is_tensor(rest[0]):
+                ports[port.name] = rest.pop(0)
+            elif not port.optional:
+                raise ValueError(f"input {port.name} is not a tensor")
+        if len(rest) > len(cls.call_params):
+            raise ValueError("more arguments than the node type has params")
+        values = dict(zip(cls.call_params, rest))
+        for k, v in kwargs.items():
+            if k in cls.call_params and k not in values:
+                values[k] = v
+            elif k not in cls.call_ignored:
+                raise ValueError(f"argument {k} is not a param of {cls.title}")
+        if any(is_tensor(v) for v in values.values()):
+            raise ValueError("a param is a tensor")
+        kinds = {p.name: p.kind for p in cls.params}
+        out: dict[str, Any] = {}
+        for k, v in values.items():
+            if kinds.get(k) == ParamKind.INT and isinstance(v, (list, tuple)):
+                if not v:
+                    continue  # torch's "default" (max_pool2d's stride [] = the kernel size)
+                if any(x != v[0] for x in v):
+                    raise ValueError(f"{k} {tuple(v)} differs per dimension")
+                v = v[0]
+            elif kinds.get(k) == ParamKind.INTS and isinstance(v, int):
+                v = [v]
+            out[k] = list(v) if isinstance(v, tuple) else v
+        return cls.validate_params(out), ports
+
 
 #: one step of taking an output port's value from a module's result: (callable, args, kwargs),
 #: where ``RESULT`` in args/kwargs stands for the value so far (the module's result at first)

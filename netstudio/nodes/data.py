@@ -82,3 +82,34 @@ class DatasetNode(NodeType):
         b = ctx.batch_size
         return {"features": TensorInfo((b, *info.feature_shape), info.feature_dtype),
                 "target": TensorInfo((b, *info.target_shape), info.target_dtype)}
+
+
+@register
+class InputNode(NodeType):
+    """The input of an imported model: a tensor shape, no data behind it.
+
+    Shapes flow from it as from a Dataset, so an imported model checks, compiles and exports; to
+    train it, replace it by a Dataset whose features have this shape."""
+
+    type_id = "data.input"
+    title = "Input"
+    category = Category.DATA
+    description = ("The model input as a shape only (an imported model's input). Replace it by a Dataset to "
+                   "train; export works as it is.")
+    name_prefix = "input"
+    inputs = ()
+    outputs = (Port("features", PortKind.TENSOR),
+               Port("target", PortKind.TARGET, help="class indices, one per sample (for a loss)"))
+    summary_params = ("shape",)
+    params = (
+        Param("shape", "ints", [3, 224, 224], help="per-sample input shape, without the batch dimension"),
+        Param("dtype", "choice", "float32", choices=("float32", "float64", "float16", "int64")),
+    )
+
+    def infer(self, ctx: InferContext) -> dict[str, Any]:
+        shape = list(ctx.params["shape"])
+        if not shape or min(shape) < 1:
+            raise ctx.error("shape must list positive sizes", hint="e.g. 3, 224, 224")
+        b = ctx.batch_size
+        return {"features": TensorInfo((b, *shape), ctx.params["dtype"]),
+                "target": TensorInfo((b,), "int64")}

@@ -139,6 +139,7 @@ def _conv_params(out_default: int, kernel_default: int, stride_default: int = 1)
 @register
 class Linear(LayerType):
     type_id = "layer.linear"
+    torch_modules = ("torch.nn.Linear",)
     title = "Linear"
     category = Category.LAYER
     description = "Fully connected layer y = xWᵀ + b over the last dimension."
@@ -212,6 +213,7 @@ class _ConvNd(LayerType):
 @register
 class Conv1d(_ConvNd):
     type_id = "layer.conv1d"
+    torch_modules = ("torch.nn.Conv1d",)
     title = "Conv1d"
     nd = 1
     description = "1-d convolution over N×C×L sequences (signals, time series)."
@@ -226,6 +228,7 @@ class Conv1d(_ConvNd):
 @register
 class Conv2d(_ConvNd):
     type_id = "layer.conv2d"
+    torch_modules = ("torch.nn.Conv2d",)
     title = "Conv2d"
     nd = 2
     description = "2-d convolution over N×C×H×W images."
@@ -240,6 +243,7 @@ class Conv2d(_ConvNd):
 @register
 class ConvTranspose2d(_ConvNd):
     type_id = "layer.conv_transpose2d"
+    torch_modules = ("torch.nn.ConvTranspose2d",)
     title = "ConvTranspose2d"
     nd = 2
     name_prefix = "deconv"
@@ -287,6 +291,9 @@ _POOL_COMMON = (
 @register
 class MaxPool2d(LayerType):
     type_id = "layer.maxpool2d"
+    torch_modules = ("torch.nn.MaxPool2d",)
+    torch_functions = ("torch.nn.functional.max_pool2d", "torch.max_pool2d")
+    call_params = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
     title = "MaxPool2d"
     category = Category.LAYER
     name_prefix = "pool"
@@ -311,6 +318,7 @@ class MaxPool2d(LayerType):
 @register
 class AvgPool2d(LayerType):
     type_id = "layer.avgpool2d"
+    torch_modules = ("torch.nn.AvgPool2d",)
     title = "AvgPool2d"
     category = Category.LAYER
     name_prefix = "pool"
@@ -335,6 +343,9 @@ class AvgPool2d(LayerType):
 @register
 class AdaptiveAvgPool2d(LayerType):
     type_id = "layer.adaptive_avgpool2d"
+    torch_modules = ("torch.nn.AdaptiveAvgPool2d",)
+    torch_functions = ("torch.nn.functional.adaptive_avg_pool2d",)
+    call_params = ("output_size",)
     title = "AdaptiveAvgPool2d"
     category = Category.LAYER
     name_prefix = "gap"
@@ -415,6 +426,7 @@ class _BatchNorm(LayerType):
 @register
 class BatchNorm1d(_BatchNorm):
     type_id = "layer.batchnorm1d"
+    torch_modules = ("torch.nn.BatchNorm1d",)
     title = "BatchNorm1d"
     description = "Normalizes each feature over the batch (N×C or N×C×L input)."
     ranks = (2, 3)
@@ -430,6 +442,7 @@ class BatchNorm1d(_BatchNorm):
 @register
 class BatchNorm2d(_BatchNorm):
     type_id = "layer.batchnorm2d"
+    torch_modules = ("torch.nn.BatchNorm2d",)
     title = "BatchNorm2d"
     description = "Normalizes each channel of N×C×H×W images over the batch and pixels."
     ranks = (4,)
@@ -445,6 +458,7 @@ class BatchNorm2d(_BatchNorm):
 @register
 class LayerNorm(LayerType):
     type_id = "layer.layernorm"
+    torch_modules = ("torch.nn.LayerNorm",)
     title = "LayerNorm"
     category = Category.LAYER
     name_prefix = "ln"
@@ -478,6 +492,7 @@ class LayerNorm(LayerType):
 @register
 class Dropout(LayerType):
     type_id = "layer.dropout"
+    torch_modules = ("torch.nn.Dropout",)
     title = "Dropout"
     category = Category.LAYER
     name_prefix = "drop"
@@ -499,6 +514,9 @@ class Dropout(LayerType):
 @register
 class Flatten(LayerType):
     type_id = "layer.flatten"
+    torch_modules = ("torch.nn.Flatten",)
+    torch_functions = ("torch.flatten", "Tensor.flatten",)
+    call_params = ("start_dim", "end_dim",)
     title = "Flatten"
     category = Category.LAYER
     description = "Flattens dimensions start_dim..end_dim into one (keeps the batch)."
@@ -536,7 +554,15 @@ def _reshape_suggestion(n: int, shape: Sequence[int]) -> str:
 @register
 class Reshape(FunctionType):
     type_id = "layer.reshape"
+    torch_functions = ("torch.reshape", "Tensor.reshape", "Tensor.view")
     title = "Reshape"
+
+    @classmethod
+    def from_call(cls, args: Any, kwargs: Any, is_tensor: Any, out_shape: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        # the traced output shape: the call may compute its sizes from x.shape, which a graph cannot hold
+        if not args or not is_tensor(args[0]) or len(out_shape) < 2:
+            raise ValueError("not a per-sample reshape")
+        return cls.validate_params({"shape": list(out_shape[1:])}), {"input": args[0]}
     category = Category.LAYER
     description = "Gives each sample a new shape with the same number of values (e.g. 784 → 1×28×28)."
     inputs = (Port("input", PortKind.TENSOR),)
@@ -571,6 +597,7 @@ class Reshape(FunctionType):
 @register
 class Embedding(LayerType):
     type_id = "layer.embedding"
+    torch_modules = ("torch.nn.Embedding",)
     title = "Embedding"
     category = Category.LAYER
     name_prefix = "embed"
@@ -665,6 +692,7 @@ class _Recurrent(LayerType):
 @register
 class LSTM(_Recurrent):
     type_id = "layer.lstm"
+    torch_modules = ("torch.nn.LSTM",)
     title = "LSTM"
     name_prefix = "lstm"
     description = ("Long short-term memory over N×L×F sequences; 'output' is every step's hidden state "
@@ -680,6 +708,7 @@ class LSTM(_Recurrent):
 @register
 class GRU(_Recurrent):
     type_id = "layer.gru"
+    torch_modules = ("torch.nn.GRU",)
     title = "GRU"
     name_prefix = "gru"
     description = ("Gated recurrent unit over N×L×F sequences; 'output' is every step's hidden state N×L×H, "
@@ -694,6 +723,7 @@ class GRU(_Recurrent):
 @register
 class RNN(_Recurrent):
     type_id = "layer.rnn"
+    torch_modules = ("torch.nn.RNN",)
     title = "RNN"
     name_prefix = "rnn"
     description = ("Plain (Elman) recurrent layer h' = act(W·x + U·h + b) over N×L×F sequences; 'output' is "

@@ -33,6 +33,7 @@ def _divisors(n: int) -> str:
 @register
 class Conv3d(_ConvNd):
     type_id = "layer.conv3d"
+    torch_modules = ("torch.nn.Conv3d",)
     title = "Conv3d"
     nd = 3
     description = "3-d convolution over N×C×D×H×W volumes (video clips, medical scans)."
@@ -47,6 +48,7 @@ class Conv3d(_ConvNd):
 @register
 class ConvTranspose1d(ConvTranspose2d):
     type_id = "layer.conv_transpose1d"
+    torch_modules = ("torch.nn.ConvTranspose1d",)
     title = "ConvTranspose1d"
     nd = 1
     description = "Transposed 1-d convolution: learnable upsampling of N×C×L sequences."
@@ -68,6 +70,7 @@ _ALIGNABLE = ("linear", "bilinear", "bicubic", "trilinear")
 @register
 class Upsample(LayerType):
     type_id = "layer.upsample"
+    torch_modules = ("torch.nn.Upsample",)
     title = "Upsample"
     category = Category.LAYER
     name_prefix = "up"
@@ -107,6 +110,7 @@ class Upsample(LayerType):
 @register
 class PixelShuffle(LayerType):
     type_id = "layer.pixel_shuffle"
+    torch_modules = ("torch.nn.PixelShuffle",)
     title = "PixelShuffle"
     category = Category.LAYER
     name_prefix = "shuffle"
@@ -134,6 +138,7 @@ class PixelShuffle(LayerType):
 @register
 class ZeroPad2d(LayerType):
     type_id = "layer.zero_pad2d"
+    torch_modules = ("torch.nn.ZeroPad2d",)
     title = "ZeroPad2d"
     category = Category.LAYER
     name_prefix = "pad"
@@ -166,6 +171,7 @@ class ZeroPad2d(LayerType):
 @register
 class AdaptiveMaxPool2d(AdaptiveAvgPool2d):
     type_id = "layer.adaptive_maxpool2d"
+    torch_modules = ("torch.nn.AdaptiveMaxPool2d",)
     title = "AdaptiveMaxPool2d"
     name_prefix = "gmp"
     description = "Maximum over windows sized to give a fixed H×W whatever the input size (1×1 = global max)."
@@ -185,6 +191,7 @@ class AdaptiveMaxPool2d(AdaptiveAvgPool2d):
 @register
 class GroupNorm(LayerType):
     type_id = "layer.groupnorm"
+    torch_modules = ("torch.nn.GroupNorm",)
     title = "GroupNorm"
     category = Category.LAYER
     name_prefix = "gn"
@@ -223,6 +230,7 @@ class GroupNorm(LayerType):
 @register
 class InstanceNorm2d(LayerType):
     type_id = "layer.instancenorm2d"
+    torch_modules = ("torch.nn.InstanceNorm2d",)
     title = "InstanceNorm2d"
     category = Category.LAYER
     name_prefix = "inorm"
@@ -259,6 +267,7 @@ class InstanceNorm2d(LayerType):
 @register
 class Dropout2d(LayerType):
     type_id = "layer.dropout2d"
+    torch_modules = ("torch.nn.Dropout2d",)
     title = "Dropout2d"
     category = Category.LAYER
     name_prefix = "drop"
@@ -281,6 +290,7 @@ class Dropout2d(LayerType):
 @register
 class Identity(LayerType):
     type_id = "layer.identity"
+    torch_modules = ("torch.nn.Identity",)
     title = "Identity"
     category = Category.LAYER
     description = "Passes its input through unchanged (a placeholder, or a named tap on a tensor)."
@@ -388,6 +398,7 @@ class TransformerEncoderLayer(LayerType):
 @register
 class Subtract(SameShapeMerge):
     type_id = "merge.subtract"
+    torch_functions = ("operator.sub", "torch.sub", "Tensor.sub",)
     title = "Subtract"
     name_prefix = "sub"
     description = "Element-wise difference a − b of two tensors of equal shape."
@@ -399,6 +410,7 @@ class Subtract(SameShapeMerge):
 @register
 class MatMul(FunctionType):
     type_id = "merge.matmul"
+    torch_functions = ("operator.matmul", "torch.matmul", "Tensor.matmul",)
     title = "MatMul"
     category = Category.MERGE
     name_prefix = "matmul"

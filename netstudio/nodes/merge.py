@@ -27,6 +27,7 @@ class SameShapeMerge(FunctionType):
 @register
 class Add(SameShapeMerge):
     type_id = "merge.add"
+    torch_functions = ("operator.add", "torch.add", "Tensor.add",)
     title = "Add"
     description = "Element-wise sum of two tensors of equal shape (residual connections)."
 
@@ -37,6 +38,7 @@ class Add(SameShapeMerge):
 @register
 class Multiply(FunctionType):
     type_id = "merge.multiply"
+    torch_functions = ("operator.mul", "torch.mul", "Tensor.mul",)
     title = "Multiply"
     category = Category.MERGE
     name_prefix = "mul"
@@ -64,6 +66,8 @@ class Multiply(FunctionType):
 @register
 class Concat(FunctionType):
     type_id = "merge.concat"
+    torch_functions = ("torch.cat", "torch.concat",)
+    call_params = ("dim",)
     title = "Concat"
     category = Category.MERGE
     description = "Joins tensors along one dimension (1 = features/channels); other sizes must match."

@@ -92,6 +92,8 @@ class _Reduce(_Function):
 @register
 class Mean(_Reduce):
     type_id = "layer.mean"
+    torch_functions = ("torch.mean", "Tensor.mean",)
+    call_params = ("dim", "keepdim",)
     title = "Mean"
     name_prefix = "mean"
     description = "Average over one dimension, e.g. dim 1 averages an N×L×H sequence over its steps (N×H)."
@@ -101,6 +103,8 @@ class Mean(_Reduce):
 @register
 class Sum(_Reduce):
     type_id = "layer.sum"
+    torch_functions = ("torch.sum", "Tensor.sum",)
+    call_params = ("dim", "keepdim",)
     title = "Sum"
     name_prefix = "sum"
     description = "Sum over one dimension, e.g. dim 1 adds up an N×L×H sequence over its steps (N×H)."
@@ -110,7 +114,16 @@ class Sum(_Reduce):
 @register
 class Permute(_Function):
     type_id = "layer.permute"
+    torch_functions = ("torch.permute", "Tensor.permute")
     title = "Permute"
+
+    @classmethod
+    def from_call(cls, args: Any, kwargs: Any, is_tensor: Any, out_shape: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        # torch.permute(x, (0, 2, 1)) and x.permute(0, 2, 1)
+        if kwargs or len(args) < 2:
+            raise ValueError("unexpected permute arguments")
+        dims = args[1] if isinstance(args[1], (list, tuple)) else args[1:]
+        return cls.validate_params({"dims": list(dims)}), {"input": args[0]}
     name_prefix = "permute"
     description = ("Reorders dimensions: dims lists the new order, batch (0) first, e.g. 0, 2, 1 turns N×L×F "
                    "into N×F×L (sequences for Conv1d).")
@@ -139,6 +152,8 @@ class Permute(_Function):
 @register
 class Transpose(_Function):
     type_id = "layer.transpose"
+    torch_functions = ("torch.transpose", "Tensor.transpose",)
+    call_params = ("dim0", "dim1",)
     title = "Transpose"
     name_prefix = "transpose"
     description = "Swaps two dimensions, e.g. 1 and 2 turn N×L×F into N×F×L."
@@ -182,6 +197,7 @@ def _pool1d(ctx: InferContext, x: TensorInfo, dilation: int) -> int:
 @register
 class MaxPool1d(LayerType):
     type_id = "layer.maxpool1d"
+    torch_modules = ("torch.nn.MaxPool1d",)
     title = "MaxPool1d"
     category = Category.LAYER
     name_prefix = "pool"
@@ -206,6 +222,7 @@ class MaxPool1d(LayerType):
 @register
 class AvgPool1d(LayerType):
     type_id = "layer.avgpool1d"
+    torch_modules = ("torch.nn.AvgPool1d",)
     title = "AvgPool1d"
     category = Category.LAYER
     name_prefix = "pool"

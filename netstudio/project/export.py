@@ -565,7 +565,13 @@ ARG_EXTRACTORS: dict[type[nn.Module], Callable[[Any], dict[str, Any]]] = {
 def module_constructor(m: nn.Module) -> str:
     """``nn.Linear(in_features=4, out_features=2, bias=True)`` for a built-in module instance."""
     cls = type(m)
-    if not cls.__module__.startswith("torch.nn") or getattr(nn, cls.__name__, None) is not cls:
+    prefix = "nn"
+    if cls.__module__.startswith("torchvision.ops"):  # an imported model's opaque torchvision layer
+        import torchvision.ops  # type: ignore[import-untyped]
+
+        if getattr(torchvision.ops, cls.__name__, None) is cls:
+            prefix = "torchvision.ops"
+    if prefix == "nn" and (not cls.__module__.startswith("torch.nn") or getattr(nn, cls.__name__, None) is not cls):
         raise ExportError(f"{cls.__name__} is not a built-in torch.nn module and cannot be written as source")
     extractor = next((f for t, f in ARG_EXTRACTORS.items() if cls is t), _signature_args)
     parts = []
@@ -574,7 +580,7 @@ def module_constructor(m: nn.Module) -> str:
         if lit is None:
             raise ExportError(f"Cannot write the {k!r} argument of {cls.__name__} ({v!r}) as Python source")
         parts.append(f"{k}={lit}")
-    return f"nn.{cls.__name__}({', '.join(parts)})"
+    return f"{prefix}.{cls.__name__}({', '.join(parts)})"
 
 
 def _import_lines(src: str, globals_: Mapping[str, Any]) -> list[str]:
@@ -642,6 +648,7 @@ def model_source(model: Any, *, weights_file: str | None = None, title: str = "N
             ctor_lines.append(f"        self.{name} = {cls_name}()")
         else:
             ctor_lines.append(f"        self.{name} = {module_constructor(sub)}")
+            imports = _with_torchvision(imports, ctor_lines[-1])
     info = _input_info(model)
     shape = list(inp.shape) if inp is not None else (list(info.sample_shape) if info else None)
     dtype = inp.dtype if inp is not None else "float32"
@@ -730,6 +737,13 @@ def _check_attr(name: str) -> None:
         raise ExportError(f"Submodule name {name!r} is not a Python identifier")
 
 
+def _with_torchvision(imports: list[str], ctor_line: str) -> list[str]:
+    """``imports`` plus ``import torchvision`` when the constructor line builds a torchvision layer."""
+    if ctor_line.split(" = ", 1)[1].startswith("torchvision.") and "import torchvision" not in imports:
+        return sorted([*imports, "import torchvision"])
+    return imports
+
+
 def _block_source(attr: str, gm: fx.GraphModule, classes: set[str], out: list[str]) -> tuple[str, list[str]]:
     """Append to ``out`` the class of the block module ``attr`` (and first those of the blocks inside it);
     return its class name (after the block, made unique among ``classes``) and the imports its code needs."""
@@ -753,6 +767,7 @@ def _block_source(attr: str, gm: fx.GraphModule, classes: set[str], out: list[st
             ctor.append(f"        self.{name} = {inner_cls}()")
         else:
             ctor.append(f"        self.{name} = {module_constructor(sub)}")
+            imports = _with_torchvision(imports, ctor[-1])
     lines = [f"class {cls_name}(nn.Module):",
              "    def __init__(self) -> None:",
              "        super().__init__()",

@@ -101,6 +101,11 @@ def prepare(graph: "Graph", config: TrainConfig, overrides: Mapping[str, Any] | 
     if on_phase is not None:
         on_phase("loading data")
     params = plan.dataset_params
+    source = plan.compiled.dataset_node
+    if source is not None and graph.nodes[source].type_id == "data.input":  # an imported model's Input node
+        shape = "×".join(str(v) for v in graph.nodes[source].params.get("shape", []))
+        raise TrainingError(f"The Input node '{graph.nodes[source].name}' has no data to train on", node_id=source,
+                            hint=f"replace it by a Dataset whose features are {shape}, connected to the same layers")
     if dist is not None and dist.active and str(params.get("download", "")).lower() in ("true", "1"):
         if dist.local_rank == 0:  # one download per machine, the other ranks then read the files
             data_mod.load(params)

@@ -43,6 +43,7 @@ class ProjectFiles:
     autosave_timer: QTimer
     recent_menu: QMenu
     samples_menu: QMenu
+    _import_thread: Any = None
     view: NodeView
 
     if TYPE_CHECKING:  # provided by the window: dialogs (tests replace them), status line, canvas, windows
@@ -50,6 +51,7 @@ class ProjectFiles:
         def show_error(self, title: str, text: str, details: str | None = None) -> None: ...
         def ask_save_changes(self) -> QMessageBox.StandardButton: ...
         def ask_open_path(self) -> str | None: ...
+        def ask_import_request(self) -> Any: ...
         def ask_save_path(self) -> str | None: ...
         def ask_restore_recovery(self, info: RecoveryInfo) -> bool | None: ...
         def frame_all_later(self) -> None: ...
@@ -89,6 +91,37 @@ class ProjectFiles:
         path = self.ask_open_path()
         if path:
             self.open_file(path)
+
+    @guarded
+    def import_model_dialog(self) -> None:
+        """File → Import model…: import off the GUI thread, then open the project it wrote."""
+        if self._doc.locked or getattr(self, "_import_thread", None) is not None or not self.maybe_save():
+            return
+        request = self.ask_import_request()
+        if request is None:
+            return
+        from netstudio.ui.importing import ImportWorker
+        from netstudio.ui.training.worker import WorkerThread
+
+        worker = ImportWorker(request)
+        worker.done.connect(self._on_imported)
+        self._import_thread = WorkerThread(worker, "netstudio-import")
+        self._import_thread.start()
+        self.status(f"Importing {request.spec}…", 0)
+
+    def _on_imported(self, outcome: dict[str, Any]) -> None:
+        thread, self._import_thread = self._import_thread, None
+        if thread is not None:
+            thread.join(5000)
+        if outcome.get("status") != "ok":
+            hint = outcome.get("hint")
+            self.show_error("Cannot import model", str(outcome.get("message")) + (f"\n\n{hint}" if hint else ""))
+            self.status("Import failed")
+            return
+        if self.open_file(outcome["path"]):
+            kept = len(outcome.get("opaque", []))
+            self.status(f"Imported {Path(outcome['path']).name}; weights in {Path(outcome['weights']).name}"
+                        + (f"; {kept} opaque node{'s' if kept != 1 else ''}" if kept else ""), 0)
 
     def open_file(self, path: str | Path, *, remember: bool = True, as_copy: bool = False) -> bool:
         """Load a project; on error show it and keep the current project.

@@ -266,6 +266,12 @@ class MainWindow(ProjectFiles, QMainWindow):
                                               f"NetStudio projects (*{SUFFIX});;All files (*)")
         return path or None
 
+    def ask_import_request(self) -> Any:
+        from netstudio.ui.importing import ImportDialog
+
+        dlg = ImportDialog(self, self._dialog_dir())
+        return dlg.request() if dlg.exec() == ImportDialog.DialogCode.Accepted else None
+
     def ask_save_path(self) -> str | None:
         p = self._doc.project
         stem = p.path.stem if p.path is not None else (re.sub(r"[^\w\-]+", "_", self.display_name()).strip("_")
@@ -315,6 +321,8 @@ class MainWindow(ProjectFiles, QMainWindow):
         v = self.view
         self.act_new = self._act("&New", self.new_project, QKeySequence.StandardKey.New, "new", "New project")
         self.act_open = self._act("&Open…", self.open_dialog, QKeySequence.StandardKey.Open, "open", "Open project")
+        self.act_import = self._act("&Import Model…", self.import_model_dialog, None, None,
+                                    "Import a torchvision architecture or a torch.export .pt2 as a project")
         self.act_save = self._act("&Save", self.save, QKeySequence.StandardKey.Save, "save", "Save project")
         self.act_save_as = self._act("Save &As…", self.save_as, QKeySequence("Ctrl+Shift+S"))
         self.act_quit = self._act("&Quit", self.close, QKeySequence.StandardKey.Quit)
@@ -361,7 +369,7 @@ class MainWindow(ProjectFiles, QMainWindow):
     def _create_menus_and_toolbar(self) -> None:
         mb = self.menuBar()
         self.file_menu = mb.addMenu("&File")
-        self.file_menu.addActions([self.act_new, self.act_open])
+        self.file_menu.addActions([self.act_new, self.act_open, self.act_import])
         self.recent_menu = self.file_menu.addMenu("Open &Recent")
         self.samples_menu = self.file_menu.addMenu("Open &Sample")
         self.file_menu.addSeparator()

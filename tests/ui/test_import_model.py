@@ -1,0 +1,46 @@
+"""File → Import model…: imports off the GUI thread and opens the project it wrote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from netstudio.ui.importing import ImportDialog, ImportRequest
+from netstudio.ui.main_window import MainWindow
+
+
+def test_import_model_opens_the_imported_project(window: Any, qtbot: Any, tmp_path: Path, dialogs: Any,
+                                                 monkeypatch: Any) -> None:
+    out = tmp_path / "resnet"
+    monkeypatch.setattr(MainWindow, "ask_import_request",
+                        lambda self: ImportRequest("torchvision:resnet18", str(out), "1,3,32,32"))
+    assert window.act_import in window.file_menu.actions()
+    window.act_import.trigger()
+    qtbot.waitUntil(lambda: window.document.project.path is not None, timeout=120_000)
+    assert window.document.project.path == tmp_path / "resnet.nsproj"
+    assert (tmp_path / "resnet.pt").is_file()
+    names = {n.name for n in window.document.graph.nodes.values()}
+    assert {"conv1", "layer1_0_conv1", "fc"} <= names
+    assert "weights in resnet.pt" in window.last_status
+    assert dialogs.errors == []
+
+
+def test_import_model_shows_the_error(window: Any, qtbot: Any, tmp_path: Path, dialogs: Any,
+                                      monkeypatch: Any) -> None:
+    monkeypatch.setattr(MainWindow, "ask_import_request",
+                        lambda self: ImportRequest("torchvision:no_such_net", str(tmp_path / "x.nsproj")))
+    window.act_import.trigger()
+    qtbot.waitUntil(lambda: bool(dialogs.errors), timeout=60_000)
+    title, text = dialogs.errors[0]
+    assert title == "Cannot import model" and "no classification model named 'no_such_net'" in text
+    assert window.document.project.path is None and window.last_status == "Import failed"
+
+
+def test_import_dialog_request(qtbot: Any) -> None:
+    dlg = ImportDialog()
+    qtbot.addWidget(dlg)
+    assert dlg.request() is None  # nothing entered
+    dlg.spec.setText(" torchvision:vgg11_bn ")
+    dlg.out.setText("/tmp/vgg")
+    dlg.shape.setText("1,3,64,64")
+    assert dlg.request() == ImportRequest("torchvision:vgg11_bn", "/tmp/vgg.nsproj", "1,3,64,64", None)
