@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from netstudio import __version__
+from netstudio.cli.console import add_control_args, control_argv
 from netstudio.cli.console import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CliError, Progress, epoch_line, err,
                                    error_json, export_results, fmt_metric, format_error, format_problem, jsonable,
                                    load, outcome_lines, resolve_device_label, safe_streams, summary)
@@ -175,7 +176,8 @@ def _train(args: argparse.Namespace) -> int:
 
     project = load(args.project)
     try:
-        config = training_job.configure(project.training, {k: getattr(args, k) for k in training_job.OVERRIDABLE})
+        config = training_job.configure(project.training, {k: getattr(args, k, None)
+                                                           for k in training_job.OVERRIDABLE})
     except ProjectError as e:
         raise CliError(format_error(e.message, hint=e.hint)) from None
     # device, memory preflight, seed, plan, data: in the one order every caller uses
@@ -270,6 +272,7 @@ def _train_distributed(args: argparse.Namespace) -> int:
                         ("--threads", args.threads), ("--out", args.out), ("--save-weights", args.save_weights)):
         if value is not None:
             rank_args += [flag, str(value)]
+    rank_args += control_argv(args)
     rank_args += [f for f, on in (("--resume", args.resume), ("--json", args.json),
                                   ("--no-preprocess", args.no_preprocess)) if on]
     return D.launch(args.project, rank_args, nproc=args.nproc or 1, nnodes=args.nnodes,
@@ -493,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_non_negative, default=None, metavar="N",
                    help="CPU threads per process; 0 = automatic: the fastest count, re-measured as the machine's "
                         "load changes (default: the project's setting)")
+    add_control_args(p)
     p.add_argument("--out", default=None, help="save the trained model (whole module, torch.load) here")
     p.add_argument("--save-weights", default=None, metavar="W",
                    help="save a weights file (state_dict + project, safe to load) for `netstudio export`")

@@ -147,6 +147,9 @@ def rank_parser() -> "Any":
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-preprocess", action="store_true")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S)
+    from netstudio.cli.console import add_control_args
+
+    add_control_args(p)
     return p
 
 
@@ -177,7 +180,8 @@ def run_rank(argv: Sequence[str] | None = None) -> int:
     try:
         ctx = init_distributed(args.device, args.timeout)
         project = console.load(args.project)
-        overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "threads": args.threads}
+        overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "threads": args.threads,
+                     **console.control_overrides(args)}
         # the launcher checked the memory for all ranks together; seed, plan and data as in every other run
         job = training_job.prepare(project.graph, project.training, overrides, dist=ctx, memory_check=False)
         lines = sys.stderr if args.json else sys.stdout
