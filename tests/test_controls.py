@@ -171,3 +171,49 @@ def test_project_file_stores_the_controls_and_old_files_stay_byte_identical(tmp_
     assert (stored["clip_norm"], stored["precision"], stored["warmup_epochs"]) == (1.5, "bf16", 2)
     back = load_project(path).training
     assert (back.clip_norm, back.clip_value, back.warmup_epochs, back.precision) == (1.5, 0.0, 2, "bf16")
+
+
+def _train_mlp(data: Any, graph: Any, **kw: Any) -> Any:
+    torch.manual_seed(0)
+    res = fit(build_plan(graph, 64), data, _cfg(**kw))
+    assert res.status == FitStatus.FINISHED, res.message
+    return res
+
+
+@pytest.mark.skipif(not __import__("netstudio.training.controls", fromlist=["x"]).bf16_supported(
+    torch.device("cpu")), reason="no bfloat16 autocast on this CPU")
+def test_bf16_on_the_cpu_trains_the_mnist_mlp_as_well_as_float32(mlp: Any) -> None:
+    project, data = mlp
+    fp32 = _train_mlp(data, project.graph, epochs=3)
+    events: list[dict[str, Any]] = []
+    torch.manual_seed(0)
+    bf16 = fit(build_plan(project.graph, 64), data, _cfg(epochs=3, precision="bf16"), report=events.append)
+    assert bf16.status == FitStatus.FINISHED, bf16.message
+    assert fp32.metrics["val_accuracy"] > 0.9
+    assert abs(bf16.metrics["val_accuracy"] - fp32.metrics["val_accuracy"]) <= 0.01
+    # it really ran in bfloat16: the weights (kept in float32) took a different path
+    a, b = fp32.model.state_dict(), bf16.model.state_dict()
+    assert all(v.dtype == torch.float32 for v in b.values())
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    start = next(e for e in events if e["kind"] == EventKind.START)
+    assert start["precision"] == "bf16"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_mixed_precision_on_cuda_trains_and_reports_the_fast_path(mlp: Any, precision: str) -> None:
+    project, data = mlp
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bfloat16")
+    fp32 = _train_mlp(data, project.graph, epochs=3, device="cuda")
+    events: list[dict[str, Any]] = []
+    torch.manual_seed(0)
+    res = fit(build_plan(project.graph, 64), data, _cfg(epochs=3, device="cuda", precision=precision),
+              report=events.append)
+    assert res.status == FitStatus.FINISHED, res.message
+    assert abs(res.metrics["val_accuracy"] - fp32.metrics["val_accuracy"]) <= 0.01
+    start = next(e for e in events if e["kind"] == EventKind.START)
+    if precision == "fp16":  # the gradient scaler synchronises: eager, with the reason
+        assert not start["fast_path"] and "gradient scaler" in start["fast_path_reason"]
+    else:  # captured, or eager with a reason
+        assert start["fast_path"] or start["fast_path_reason"]
