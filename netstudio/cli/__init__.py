@@ -25,7 +25,7 @@ from netstudio.cli.console import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CliErr
 from netstudio.errors import MAX_HINT, MAX_MESSAGE, NetStudioError, Problem, clip_text
 from netstudio.training.events import FitStatus
 
-COMMANDS = ("check", "train", "export", "samples")
+COMMANDS = ("check", "train", "export", "samples", "lr-find", "runs")
 
 # The names these helpers had before they moved to netstudio.cli.console (tests and scripts use them).
 _load, _Progress, _summary, _jsonable, _err, _safe_streams = load, Progress, summary, jsonable, err, safe_streams
@@ -227,6 +227,11 @@ def _train(args: argparse.Namespace) -> int:
     exported = export_results(model, project, job, out=args.out, save_weights=args.save_weights,
                               no_preprocess=args.no_preprocess) if not failed else []
     result_summary["exported"] = exported
+    if not args.no_record:  # the run history beside the project (netstudio runs P)
+        from netstudio.cli.console import record_run
+
+        result_summary["run_folder"] = record_run(args.project, project, config, result, seconds,
+                                                  result_summary.get("device") or device)
     if failed:
         result_summary["node"] = None
 
@@ -273,7 +278,7 @@ def _train_distributed(args: argparse.Namespace) -> int:
         if value is not None:
             rank_args += [flag, str(value)]
     rank_args += control_argv(args)
-    rank_args += [f for f, on in (("--resume", args.resume), ("--json", args.json),
+    rank_args += [f for f, on in (("--resume", args.resume), ("--json", args.json), ("--no-record", args.no_record),
                                   ("--no-preprocess", args.no_preprocess)) if on]
     return D.launch(args.project, rank_args, nproc=args.nproc or 1, nnodes=args.nnodes,
                     rdzv_endpoint=args.rdzv_endpoint, node_rank=args.node_rank, checkpoint_dir=ckpt)
@@ -505,6 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="print the final metrics (or, on failure, status/message/node) as JSON on the last line")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-record", action="store_true",
+                   help="do not keep this run in PROJECT.runs/ (listed by `netstudio runs`)")
     g = p.add_argument_group("distributed training (torchrun + DistributedDataParallel)")
     g.add_argument("--nproc", type=_positive, default=None, metavar="N",
                    help="processes on this machine: one per GPU, or CPU processes (gloo)")
@@ -533,6 +540,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pt only: Linear/LSTM/GRU weights as int8 (torch dynamic quantization); prints the file "
                         "sizes and validation accuracy beside the float model's")
     p.set_defaults(func=cmd_export)
+
+    from netstudio.cli.experiments import add_commands
+
+    add_commands(sub, _positive, _non_negative)  # lr-find, runs
     return parser
 
 

@@ -271,3 +271,29 @@ def control_argv(args: Any) -> list[str]:
         if v is not None:
             out += [flag, str(v)]
     return out
+
+
+def record_run(project_path: str, project: Any, config: Any, result: Any, seconds: float, device: str | None,
+               *, keep_weights: bool = True, source: str = "cli") -> str | None:
+    """Keep the run in ``<project>.runs/`` (netstudio.project.runs); the folder, or None when recording is off.
+
+    A run that cannot be recorded is reported on stderr and never fails the command.
+    """
+    import datetime
+
+    from netstudio.project import runs as R
+
+    if not R.recording_enabled():
+        return None
+    model = getattr(result, "model", None)
+    started = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=seconds)
+    try:
+        rec = R.record_run(project_path, project.graph, config, status=str(result.status),
+                           message=str(result.message or ""), history=list(result.history or []),
+                           metrics=dict(result.metrics or {}), seconds=seconds, device=device, source=source,
+                           started=started,
+                           state_dict=model.state_dict() if keep_weights and model is not None else None)
+    except OSError as e:
+        err(f"warning: the run was not recorded ({e})")
+        return None
+    return str(rec.folder)

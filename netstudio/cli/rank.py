@@ -146,6 +146,7 @@ def rank_parser() -> "Any":
     p.add_argument("--save-weights", default=None)
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-preprocess", action="store_true")
+    p.add_argument("--no-record", action="store_true")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S)
     from netstudio.cli.console import add_control_args
 
@@ -206,6 +207,9 @@ def run_rank(argv: Sequence[str] | None = None) -> int:
         exported = console.export_results(result.model, project, job, out=args.out, save_weights=args.save_weights,
                                           no_preprocess=args.no_preprocess)
         summary["exported"] = exported
+        if not args.no_record:
+            summary["run_folder"] = console.record_run(args.project, project, job.config, result, seconds,
+                                                       summary.get("device"))
         tail = f" ({result.message})" if result.message else ""
         print(f"{result.status}{tail} in {seconds:.1f}s on {ctx.world_size} ranks; weights identical on every rank"
               if diff == 0.0 else f"{result.status}{tail}; WARNING: ranks differ by up to {diff:g}", file=lines)
