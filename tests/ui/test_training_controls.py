@@ -34,3 +34,33 @@ def test_step_controls_are_project_settings_in_the_dock(qtbot: Any, stop_all: An
     outcome = train(qtbot, dock)
     assert outcome["status"] == "finished", outcome
     assert any("bf16" in s for s in statuses), statuses
+
+
+def test_lr_finder_plots_live_and_applies_the_suggestion_as_one_undoable_edit(qtbot: Any,
+                                                                              stop_all: Any) -> None:  # noqa: F811
+    win, dock = make_dock(qtbot, epochs=1)
+    stop_all(dock)
+    opt = win.document.graph.find("opt")
+    before = opt.params["lr"]
+    points: list[Any] = []
+    dialog = dock.open_lr_finder()
+    assert dialog.is_running()
+    dialog.test_thread.worker.point.connect(points.append)
+    with qtbot.waitSignal(dialog.finished_test, timeout=60_000) as blocker:
+        pass
+    outcome = blocker.args[0]
+    assert outcome["status"] == "finished", outcome
+    assert len(dialog.lrs) == len(outcome["lrs"]) > 10
+    assert points  # the curve grew while the test ran
+    xs, _ = dialog.smooth_curve.getData()
+    assert len(xs) > 10
+    sug = dialog.suggestion
+    assert sug is not None and dialog.marker.isVisible() and dialog.apply_button.isEnabled()
+    assert dialog.plot.getPlotItem().ctrl.logXCheck.isChecked()  # log x
+    assert "Suggested learning rate" in dialog.result_label.text()
+    assert opt.params["lr"] == before  # nothing changed by running it
+    dialog.apply_button.click()
+    assert opt.params["lr"] == pytest.approx(sug, rel=1e-2)
+    win.document.undo()  # one step back: the old lr
+    assert opt.params["lr"] == before
+    dialog.close()

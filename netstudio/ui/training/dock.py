@@ -432,10 +432,29 @@ class TrainingDock(QDockWidget):
             label.setBuddy(w)
             grid.addWidget(label, r, c)
             grid.addWidget(w, r, c + 1)
+        self.lr_find_button = QPushButton("Find learning rate…")
+        self.lr_find_button.setToolTip("Range test: train a copy of the model briefly with a growing learning rate, "
+                                       "plot the loss and suggest a learning rate for the optimizer node")
+        self.lr_find_button.clicked.connect(self.open_lr_finder)
+        grid.addWidget(self.lr_find_button, row + 2, 0, 1, 4)
+        self.lr_finder: Any = None
         self.clip_norm_spin.valueChanged.connect(self._settings_edited)
         self.clip_value_spin.valueChanged.connect(self._settings_edited)
         self.warmup_spin.valueChanged.connect(self._settings_edited)
         self.precision_combo.currentIndexChanged.connect(self._settings_edited)
+
+    @Slot()
+    def open_lr_finder(self) -> Any:
+        """The learning-rate finder window (one per dock), started at once; returns it."""
+        from netstudio.ui.training.lrfinder import LrFinderDialog
+
+        if self.lr_finder is None:
+            self.lr_finder = LrFinderDialog(self.document, self.session, self)
+        self.lr_finder.show()
+        self.lr_finder.raise_()
+        if not self.lr_finder.is_running():
+            self.lr_finder.start()
+        return self.lr_finder
 
     @Slot(bool)
     def _show_more_settings(self, shown: bool) -> None:
@@ -1117,7 +1136,8 @@ class TrainingDock(QDockWidget):
 
     def shutdown(self, timeout_ms: int = 2000) -> bool:
         """Stop every worker thread and wait for it; True if all ended within ``timeout_ms``."""
-        return self.session.shutdown(timeout_ms)
+        finder_done = self.lr_finder.shutdown(timeout_ms) if self.lr_finder is not None else True
+        return self.session.shutdown(timeout_ms) and finder_done
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         # Closing the dock only hides it; training goes on in the background.
