@@ -64,3 +64,74 @@ def test_lr_finder_plots_live_and_applies_the_suggestion_as_one_undoable_edit(qt
     win.document.undo()  # one step back: the old lr
     assert opt.params["lr"] == before
     dialog.close()
+
+
+def _dock_for(qtbot: Any, path: Any) -> Any:
+    from PySide6.QtWidgets import QMainWindow
+
+    from netstudio.project.io import load_project
+    from netstudio.ui.document import Document
+    from netstudio.ui.training import TrainingDock, TrainingSession
+
+    document = Document(load_project(path))
+    session = TrainingSession()
+    win = QMainWindow()
+    document.setParent(win)
+    dock = TrainingDock(document, session)
+    win.setCentralWidget(dock)
+    win.resize(1200, 700)
+    qtbot.addWidget(win)
+    win.show()
+    return win, document, dock
+
+
+def test_runs_are_kept_compared_reloaded_and_deleted(qtbot: Any, stop_all: Any, tmp_path: Any,  # noqa: F811
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from netstudio.graph.commands import SetParam
+    from netstudio.project import runs as R
+    from netstudio.project.io import Project, save_project
+    from netstudio.training.config import TrainConfig
+    from tests.ui.test_training_dock import digits_graph
+
+    monkeypatch.delenv(R.NO_RUNS_ENV, raising=False)
+    path = save_project(Project(digits_graph(), TrainConfig(epochs=2, batch_size=64, device="cpu"), "digits"),
+                        tmp_path / "digits.nsproj")
+    win, document, dock = _dock_for(qtbot, path)
+    stop_all(dock)
+    panel = dock.runs_panel
+    assert panel.table.rowCount() == 0
+    assert train(qtbot, dock)["status"] == "finished"
+    opt = document.graph.find("opt")
+    document.push(SetParam(opt.id, "lr", 0.003))
+    assert train(qtbot, dock)["status"] == "finished"
+    assert panel.table.rowCount() == 2
+    first_weights = {k: v.clone() for k, v in R.load_run_weights(panel.runs[0]).items()}
+    win.close()  # the app closes ...
+
+    win2, document2, dock2 = _dock_for(qtbot, path)  # ... and the project is opened again
+    stop_all(dock2)
+    panel2 = dock2.runs_panel
+    assert panel2.table.rowCount() == 2 and [r.data["source"] for r in panel2.runs] == ["app", "app"]
+    a, b = panel2.runs
+    assert a.optimizer_lr() == 0.01 and b.optimizer_lr() == 0.003
+    panel2.select([a.id, b.id])
+    assert len(panel2.selected_runs()) == 2
+    assert len(panel2.plot.getPlotItem().listDataItems()) == 2  # both curves overlaid
+    text = panel2.diff_label.text()
+    assert "opt.lr" in text and "0.01" in text and "0.003" in text and "training.epochs" not in text
+    # sortable: by lr, the 0.003 run comes first
+    panel2.table.sortItems(COLUMN_LR := 6)
+    assert panel2.table.item(0, COLUMN_LR).text() == "0.003"
+    # reload the first run's weights (they fit: same architecture)
+    panel2.select([a.id])
+    assert panel2.load_button.isEnabled() and panel2.load_weights()
+    held = dock2.session.trained
+    assert held is not None and a.id in held.describe()
+    assert all(torch.equal(held.model.state_dict()[k], first_weights[k]) for k in first_weights)
+    assert dock2.export_button.isEnabled()
+    # delete the second run
+    panel2.select([b.id])
+    assert panel2.delete_selected(confirm=False) == 1
+    assert [r.id for r in R.list_runs(path)] == [a.id] and panel2.table.rowCount() == 1

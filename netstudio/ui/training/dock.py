@@ -324,6 +324,10 @@ class TrainingDock(QDockWidget):
         self.results = ResultsView()
         self.tabs.addTab(plot_page, "Live plots")
         self.tabs.addTab(self.results, "Results")
+        from netstudio.ui.training.runs_panel import RunsPanel
+
+        self.runs_panel = RunsPanel(self.document, self.session)  # every run kept beside the project
+        self.tabs.addTab(self.runs_panel, "Runs")
         split.addWidget(self.tabs)
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
