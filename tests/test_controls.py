@@ -217,3 +217,26 @@ def test_mixed_precision_on_cuda_trains_and_reports_the_fast_path(mlp: Any, prec
         assert not start["fast_path"] and "gradient scaler" in start["fast_path_reason"]
     else:  # captured, or eager with a reason
         assert start["fast_path"] or start["fast_path_reason"]
+
+
+def test_the_distributed_step_clips_and_autocasts_too() -> None:
+    """Each rank's step (DistStep) applies the same controls as the single-process step."""
+    from netstudio.training import distributed as D
+    from netstudio.training.controls import StepControls
+    from tests.test_distributed import ctx, two_loss_graph
+
+    plan = build_plan(two_loss_graph(), 8)
+    opt = torch.optim.SGD(plan.model.parameters(), lr=0.1)
+    norms: list[float] = []
+    opt.register_step_pre_hook(lambda o, a, k: norms.append(_grad_norm(
+        [p for g in o.param_groups for p in g["params"]])))
+    x, y = torch.randn(16, 4) * 10, torch.randint(0, 3, (16,))
+    step = D.DistStep(plan.model, plan, opt, ctx(0, 2))
+    step.global_n = 32
+    step(x, y)
+    assert norms[-1] > 0.05
+    step.controls = StepControls(clip_norm=0.05, autocast_dtype=torch.bfloat16, device_type="cpu")
+    for p in plan.model.parameters():
+        p.grad = None
+    loss, _ = step(x, y)
+    assert norms[-1] <= 0.05 * (1 + 1e-5) and loss.dtype == torch.float32

@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
 START_LR = 1e-7
 END_LR = 10.0
 STEPS = 100
-BETA = 0.98       # smoothing of the loss curve
+BETA = 0.9        # smoothing of the loss curve (0.98 lagged almost a decade of lr behind over 100 steps)
 DIVERGE = 4.0     # stop once the smoothed loss is this many times its minimum
 
 
