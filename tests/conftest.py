@@ -11,6 +11,9 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("PYTHONHASHSEED", "0")
+# runs are recorded beside their project (netstudio/project/runs.py): never into the checkout's samples;
+# the run-history tests turn it back on for projects in their tmp folders
+os.environ["NETSTUDIO_NO_RUNS"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_projects"

@@ -602,3 +602,27 @@ def test_training_program_regression_model_ends_with_postprocess_in_target_units
     # in the target's units: the error is that of a (weak) linear fit, not of the standardized scale
     mae = float((out.reshape(-1) - torch.tensor(bunch.target[:50], dtype=torch.float32)).abs().mean())
     assert 10 < mae < 120
+
+
+def test_exported_program_honours_gradient_clipping(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain SGD moves the weights by lr × gradient per step: clipped to norm c, at most lr·c per step."""
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    g = mlp({"source": "iris"}, out=3, opt_params={"lr": 0.1, "momentum": 0.0})
+    project = Project(g, TrainConfig(epochs=1, batch_size=16, seed=3, clip_norm=1e-3, warmup_epochs=0), name="Iris")
+    torch.manual_seed(2)
+    weights = {k: v.clone() for k, v in build_plan(g, 16).model.state_dict().items()}
+    se.export_script(project, tmp_path / "job", weights=weights)
+    mod = import_script(tmp_path / "job")
+    assert mod.CLIP_NORM == 1e-3 and mod.CLIP_VALUE == 0.0
+
+    def moved(extra: list[str], name: str) -> float:
+        _run_in_process(mod, ["--device", "cpu", "--checkpoint-dir", str(tmp_path / name),
+                              "--out", str(tmp_path / f"{name}.pt"), *extra], capsys)
+        after = torch.load(tmp_path / f"{name}_state_dict.pt", weights_only=True)
+        return float(torch.sqrt(sum(((after[k] - weights[k]) ** 2).sum() for k in weights)))
+
+    steps = 8  # 120 training rows of iris in batches of 16
+    assert moved([], "clipped") <= steps * 0.1 * 1e-3 * (1 + 1e-4)
+    assert moved(["--clip-norm", "0"], "free") > 10 * steps * 0.1 * 1e-3

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from netstudio import __version__
+from netstudio.cli.console import add_control_args, control_argv
 from netstudio.cli.console import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CliError, Progress, epoch_line, err,
                                    error_json, export_results, fmt_metric, format_error, format_problem, jsonable,
                                    load, outcome_lines, resolve_device_label, safe_streams, summary)
 from netstudio.errors import MAX_HINT, MAX_MESSAGE, NetStudioError, Problem, clip_text
 from netstudio.training.events import FitStatus
 
-COMMANDS = ("check", "train", "export", "samples", "import")
+COMMANDS = ("check", "train", "export", "samples", "import", "lr-find", "runs")
 
 # The names these helpers had before they moved to netstudio.cli.console (tests and scripts use them).
 _load, _Progress, _summary, _jsonable, _err, _safe_streams = load, Progress, summary, jsonable, err, safe_streams
@@ -176,7 +177,8 @@ def _train(args: argparse.Namespace) -> int:
 
     project = load(args.project)
     try:
-        config = training_job.configure(project.training, {k: getattr(args, k) for k in training_job.OVERRIDABLE})
+        config = training_job.configure(project.training, {k: getattr(args, k, None)
+                                                           for k in training_job.OVERRIDABLE})
     except ProjectError as e:
         raise CliError(format_error(e.message, hint=e.hint)) from None
     # device, memory preflight, seed, plan, data: in the one order every caller uses
@@ -226,6 +228,11 @@ def _train(args: argparse.Namespace) -> int:
     exported = export_results(model, project, job, out=args.out, save_weights=args.save_weights,
                               no_preprocess=args.no_preprocess) if not failed else []
     result_summary["exported"] = exported
+    if not args.no_record:  # the run history beside the project (netstudio runs P)
+        from netstudio.cli.console import record_run
+
+        result_summary["run_folder"] = record_run(args.project, project, config, result, seconds,
+                                                  result_summary.get("device") or device)
     if failed:
         result_summary["node"] = None
 
@@ -271,7 +278,8 @@ def _train_distributed(args: argparse.Namespace) -> int:
                         ("--threads", args.threads), ("--out", args.out), ("--save-weights", args.save_weights)):
         if value is not None:
             rank_args += [flag, str(value)]
-    rank_args += [f for f, on in (("--resume", args.resume), ("--json", args.json),
+    rank_args += control_argv(args)
+    rank_args += [f for f, on in (("--resume", args.resume), ("--json", args.json), ("--no-record", args.no_record),
                                   ("--no-preprocess", args.no_preprocess)) if on]
     return D.launch(args.project, rank_args, nproc=args.nproc or 1, nnodes=args.nnodes,
                     rdzv_endpoint=args.rdzv_endpoint, node_rank=args.node_rank, checkpoint_dir=ckpt)
@@ -534,6 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_non_negative, default=None, metavar="N",
                    help="CPU threads per process; 0 = automatic: the fastest count, re-measured as the machine's "
                         "load changes (default: the project's setting)")
+    add_control_args(p)
     p.add_argument("--out", default=None, help="save the trained model (whole module, torch.load) here")
     p.add_argument("--save-weights", default=None, metavar="W",
                    help="save a weights file (state_dict + project, safe to load) for `netstudio export`")
@@ -542,6 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="print the final metrics (or, on failure, status/message/node) as JSON on the last line")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-record", action="store_true",
+                   help="do not keep this run in PROJECT.runs/ (listed by `netstudio runs`)")
     g = p.add_argument_group("distributed training (torchrun + DistributedDataParallel)")
     g.add_argument("--nproc", type=_positive, default=None, metavar="N",
                    help="processes on this machine: one per GPU, or CPU processes (gloo)")
@@ -584,6 +595,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the traced input shape with batch (default 1,3,224,224; a .pt2: its own)")
     p.add_argument("--seed", type=_non_negative, default=0, help="seed of the random initialisation")
     p.set_defaults(func=cmd_import)
+
+    from netstudio.cli.experiments import add_commands
+
+    add_commands(sub, _positive, _non_negative)  # lr-find, runs
     return parser
 
 

@@ -219,3 +219,81 @@ def export_results(model: Any, project: Any, job: Any, *, out: str | None, save_
     if save_weights:  # the preprocessing travels along
         exported.append(str(ex.export_weights(model, project, save_weights, export_input(job.data, plan=job.plan))))
     return exported
+
+
+# ----------------------------------------------------------------------------
+# step controls (clipping, warm-up, mixed precision): the same flags on train, lr-find and each rank
+# ----------------------------------------------------------------------------
+
+#: (flag, TrainConfig field) of the step controls
+CONTROL_FLAGS = (("--clip-norm", "clip_norm"), ("--clip-value", "clip_value"), ("--warmup-epochs", "warmup_epochs"),
+                 ("--precision", "precision"))
+
+
+def _non_negative_float(text: str) -> float:
+    import argparse
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of at least 0, got {text}")
+    return v
+
+
+def add_control_args(parser: Any) -> None:
+    """``--clip-norm``, ``--clip-value``, ``--warmup-epochs``, ``--precision`` (default: the project's)."""
+    from netstudio.training.config import PRECISIONS
+
+    g = parser.add_argument_group("step controls (default: the project's settings)")
+    g.add_argument("--clip-norm", type=_non_negative_float, default=None, metavar="N",
+                   help="clip the gradients' total L2 norm to N (0 = off)")
+    g.add_argument("--clip-value", type=_non_negative_float, default=None, metavar="V",
+                   help="clip every gradient element to ±V (0 = off)")
+    g.add_argument("--warmup-epochs", type=int, default=None, metavar="E",
+                   help="raise the learning rate linearly over the first E epochs, before the scheduler (0 = off)")
+    g.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="mixed precision: off, bf16 (CPU or GPU) or fp16 (CUDA, with a gradient scaler)")
+
+
+def control_overrides(args: Any) -> dict[str, Any]:
+    """The step-control settings given on the command line (None: keep the project's)."""
+    return {name: getattr(args, name, None) for _, name in CONTROL_FLAGS}
+
+
+def control_argv(args: Any) -> list[str]:
+    """The step-control flags again, to pass on (to each rank of a distributed job)."""
+    out: list[str] = []
+    for flag, name in CONTROL_FLAGS:
+        v = getattr(args, name, None)
+        if v is not None:
+            out += [flag, str(v)]
+    return out
+
+
+def record_run(project_path: str, project: Any, config: Any, result: Any, seconds: float, device: str | None,
+               *, keep_weights: bool = True, source: str = "cli") -> str | None:
+    """Keep the run in ``<project>.runs/`` (netstudio.project.runs); the folder, or None when recording is off.
+
+    A run that cannot be recorded is reported on stderr and never fails the command.
+    """
+    import datetime
+
+    from netstudio.project import runs as R
+
+    if not R.recording_enabled():
+        return None
+    model = getattr(result, "model", None)
+    started = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=seconds)
+    try:
+        rec = R.record_run(project_path, project.graph, config, status=str(result.status),
+                           message=str(result.message or ""), history=list(result.history or []),
+                           metrics=dict(result.metrics or {}), seconds=seconds, device=device, source=source,
+                           started=started,
+                           state_dict=model.state_dict() if keep_weights and model is not None else None)
+    except OSError as e:
+        err(f"warning: the run was not recorded ({e})")
+        return None
+    return str(rec.folder)

@@ -146,7 +146,11 @@ def rank_parser() -> "Any":
     p.add_argument("--save-weights", default=None)
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-preprocess", action="store_true")
+    p.add_argument("--no-record", action="store_true")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S)
+    from netstudio.cli.console import add_control_args
+
+    add_control_args(p)
     return p
 
 
@@ -177,7 +181,8 @@ def run_rank(argv: Sequence[str] | None = None) -> int:
     try:
         ctx = init_distributed(args.device, args.timeout)
         project = console.load(args.project)
-        overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "threads": args.threads}
+        overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "threads": args.threads,
+                     **console.control_overrides(args)}
         # the launcher checked the memory for all ranks together; seed, plan and data as in every other run
         job = training_job.prepare(project.graph, project.training, overrides, dist=ctx, memory_check=False)
         lines = sys.stderr if args.json else sys.stdout
@@ -202,6 +207,9 @@ def run_rank(argv: Sequence[str] | None = None) -> int:
         exported = console.export_results(result.model, project, job, out=args.out, save_weights=args.save_weights,
                                           no_preprocess=args.no_preprocess)
         summary["exported"] = exported
+        if not args.no_record:
+            summary["run_folder"] = console.record_run(args.project, project, job.config, result, seconds,
+                                                       summary.get("device"))
         tail = f" ({result.message})" if result.message else ""
         print(f"{result.status}{tail} in {seconds:.1f}s on {ctx.world_size} ranks; weights identical on every rank"
               if diff == 0.0 else f"{result.status}{tail}; WARNING: ranks differ by up to {diff:g}", file=lines)

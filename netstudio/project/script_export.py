@@ -295,6 +295,9 @@ BATCH_SIZE = @BATCH_SIZE@  # global batch: split across all processes
 SEED = @SEED@
 SHUFFLE = @SHUFFLE@
 INIT_WEIGHTS = @INIT_WEIGHTS@  # optional starting weights, relative to this file
+CLIP_NORM = @CLIP_NORM@  # clip the gradients' total L2 norm to this (0 = off)
+CLIP_VALUE = @CLIP_VALUE@  # clip every gradient element to +-this (0 = off)
+WARMUP_EPOCHS = @WARMUP_EPOCHS@  # linear learning-rate warm-up over these epochs, before the scheduler (0 = off)
 
 '''
 
@@ -310,7 +313,8 @@ def training_script(plan: "TrainingPlan", config: "TrainConfig", *, title: str =
         src, "torchvision root folder (default: DATA_PATH)" if src in _TORCHVISION else "not used by this dataset")
     header = _fill(_HEADER, TITLE=repr(title), EPOCHS=repr(config.epochs),
                    BATCH_SIZE=repr(config.batch_size), SEED=repr(config.seed), SHUFFLE=repr(bool(config.shuffle)),
-                   INIT_WEIGHTS=repr(init_weights))
+                   INIT_WEIGHTS=repr(init_weights), CLIP_NORM=repr(float(config.clip_norm)),
+                   CLIP_VALUE=repr(float(config.clip_value)), WARMUP_EPOCHS=repr(int(config.warmup_epochs)))
     threads = standalone_source("threads", THREADS=repr(int(config.threads)))  # before the data section
     program = [standalone_source("distributed"), standalone_source("checkpoints"),
                standalone_source("train_loop", DATA_HELP=repr(data_help))]

@@ -8,6 +8,8 @@ from typing import Any, Mapping
 from netstudio.errors import ProjectError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+#: mixed precision: off (float32), bf16 (autocast to bfloat16: CPU and recent GPUs), fp16 (CUDA, gradient scaler)
+PRECISIONS = ("off", "bf16", "fp16")
 MAX_SEED = 2**32 - 1
 
 
@@ -22,9 +24,20 @@ class TrainConfig:
     keep_best: bool = True            # restore the weights of the best val-loss epoch at the end
     fast_path: str = "auto"           # auto | off: whole-step CUDA graph capture when possible
     threads: int = 0                  # CPU intra-op threads; 0 = automatic (adapts to machine load)
+    # --- step controls (netstudio.training.controls) ---
+    clip_norm: float = 0.0            # clip the gradients' total L2 norm to this; 0 = off
+    clip_value: float = 0.0           # clip every gradient element to ±this; 0 = off
+    warmup_epochs: int = 0            # linear lr warm-up over these epochs (per batch), before any scheduler
+    precision: str = "off"            # off | bf16 | fp16 (mixed precision; see PRECISIONS)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every setting, except step controls left at their default (off): a project that does not use
+        them is written as before they existed, so older NetStudio versions open it unchanged."""
+        d = asdict(self)
+        for name, default in OPTIONAL_DEFAULTS.items():
+            if d[name] == default:
+                del d[name]
+        return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
@@ -36,6 +49,8 @@ class TrainConfig:
                 continue
             v = data[f.name]
             default = getattr(cfg, f.name)
+            if isinstance(default, float) and isinstance(v, int) and not isinstance(v, bool):
+                v = float(v)  # JSON writes 1.0 as 1 in some editors
             ok = isinstance(v, type(default)) and not (isinstance(v, bool) and not isinstance(default, bool))
             if not ok:
                 raise ProjectError(f"training.{f.name} must be {type(default).__name__}, got {v!r}")
@@ -59,6 +74,18 @@ class TrainConfig:
         if self.seed > MAX_SEED:
             raise ProjectError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}",
                                hint="random generators (PyTorch, NumPy) take 32-bit seeds")
+        for name in ("clip_norm", "clip_value"):
+            v = getattr(self, name)
+            if not (0.0 <= v <= 1e9):  # also refuses NaN
+                raise ProjectError(f"{name} must be between 0 (off) and 1e9, got {v!r}")
+        if not 0 <= self.warmup_epochs <= 1_000_000:
+            raise ProjectError(f"warmup_epochs must be between 0 (off) and 1000000, got {self.warmup_epochs}")
+        if self.precision not in PRECISIONS:
+            raise ProjectError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.early_stopping_patience > 1_000_000:
             raise ProjectError(f"early_stopping_patience must be at most 1000000, got "
                                f"{self.early_stopping_patience}")
+
+
+#: settings added after format 1 was fixed: written only when not at these defaults (see ``to_dict``)
+OPTIONAL_DEFAULTS: dict[str, Any] = {"clip_norm": 0.0, "clip_value": 0.0, "warmup_epochs": 0, "precision": "off"}

@@ -24,6 +24,7 @@ Nothing here imports Qt. Checkpoints are read with ``weights_only=True``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import signal
@@ -268,20 +269,27 @@ class DistStep:
     """
 
     def __init__(self, model: nn.Module, plan: "TrainingPlan", optimizer: torch.optim.Optimizer,
-                 ctx: DistContext) -> None:
+                 ctx: DistContext, controls: Any = None) -> None:
         self.model, self.plan, self.optimizer, self.ctx = model, plan, optimizer, ctx
         self.global_n = 0
+        # clipping / mixed precision (netstudio.training.controls); the gradients are all-reduced by then
+        self.controls = controls
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        out = self.model(x)
-        terms = loss_terms(self.plan, out, x, y)
+        ctl = self.controls
+        with (ctl.autocast() if ctl is not None else contextlib.nullcontext()):
+            out = self.model(x)
+            terms = loss_terms(self.plan, out, x, y)
         mean_scale, sum_scale = self.ctx.loss_scales(int(x.shape[0]), self.global_n or int(x.shape[0]))
         scaled = sum(v * (mean_scale if r == "mean" else sum_scale) for v, r in terms)
         assert isinstance(scaled, torch.Tensor)
-        scaled.backward()
-        self.optimizer.step()
+        if ctl is not None:
+            ctl.backward_and_step(scaled, self.optimizer)
+        else:
+            scaled.backward()
+            self.optimizer.step()
         with torch.no_grad():
-            loss = sum(v.detach() for v, _ in terms)
+            loss = sum(v.detach().float() for v, _ in terms)
             correct = self.plan.correct(out, y)
         assert isinstance(loss, torch.Tensor)
         return loss, correct

@@ -7,7 +7,7 @@ declared in :mod:`netstudio.training.events` (``kind``: an :class:`EventKind`,
 ``status``: a :class:`FitStatus`; both compare equal to their text):
 
 * ``{"kind": "start", "device", "device_id", "epochs", "steps_per_epoch", "n_train", "n_val", "task",
-  "fast_path", "fast_path_reason", "threads", "threads_mode"}`` — ``threads``: the CPU intra-op threads in
+  "fast_path", "fast_path_reason", "threads", "threads_mode", "precision", "clip_norm", "clip_value", "warmup_epochs"}`` — ``threads``: the CPU intra-op threads in
   force; ``threads_mode`` "auto" (adapted during the run, see :mod:`netstudio.training.threads`), "fixed"
   (``config.threads``) or "default" (the caller's count: GPU runs, distributed ranks)
 * ``{"kind": "batch", "epoch", "batch", "n_batches", "loss", "samples_per_s", "eta_s", "global_step"}`` —
@@ -26,6 +26,7 @@ captured graph (:mod:`netstudio.training.fastpath`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import gc
@@ -45,6 +46,8 @@ from netstudio.training.batches import loader as _loader
 from netstudio.training.batches import tensor_batches as _tensor_batches
 from netstudio.training.batches import val_batches as _val_batches
 from netstudio.training.config import TrainConfig
+from netstudio.training.controls import Warmup, step_controls
+from netstudio.training.controls import fast_path_blocker as controls_blocker
 from netstudio.training.devices import _mps_available, available_devices, device_label, resolve_device  # noqa: F401
 from netstudio.training.checkpoints import checkpoint_path, save_checkpoint
 from netstudio.training.events import EventKind, FitStatus
@@ -351,6 +354,7 @@ class _Trainer:
         self.steps = 0
         self.n_train = 0
         self.tuner: ThreadTuner | None = None  # CPU thread count (adaptive unless config.threads is set)
+        self.warmup: Warmup | None = None  # lr warm-up over the first batches (config.warmup_epochs)
 
     # --- events ------------------------------------------------------------------
     def emit(self, event: dict[str, Any]) -> None:
@@ -418,8 +422,14 @@ class _Trainer:
         reason = strategy.fast_path_blocker(setting=cfg.fast_path, device=dev, resident=bool(data.resident),
                                             optimizer=optimizer, has_scheduler=sched is not None, n_train=n_train,
                                             batch_size=bs)
+        # clipping, mixed precision, warm-up (netstudio.training.controls)
+        controls = step_controls(cfg, dev)
+        if cfg.warmup_epochs:
+            self.warmup = Warmup(optimizer, cfg.warmup_epochs * steps)
+        if reason is None:
+            reason = controls_blocker(controls, cfg.warmup_epochs)
         prepare_optimizer(optimizer, dev, capture=reason is None)
-        step = strategy.step(model, plan, optimizer)
+        step = strategy.step(model, plan, optimizer, controls)
 
         val_dev: tuple[torch.Tensor, torch.Tensor] | None = None
         if data.resident:
@@ -446,7 +456,9 @@ class _Trainer:
         self.emit({"kind": EventKind.START, "device": self.label, "device_id": str(dev), "epochs": cfg.epochs,
                    "steps_per_epoch": steps, "n_train": n_train, "n_val": n_val, "task": task,
                    "fast_path": self.fast, "fast_path_reason": None if self.fast else reason,
-                   "threads": self.tuner.threads, "threads_mode": self.tuner.mode})
+                   "threads": self.tuner.threads, "threads_mode": self.tuner.mode,
+                   "precision": cfg.precision, "clip_norm": cfg.clip_norm, "clip_value": cfg.clip_value,
+                   "warmup_epochs": cfg.warmup_epochs})
 
         status, message = FitStatus.FINISHED, f"Trained {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
         try:
@@ -542,10 +554,12 @@ class _Trainer:
                     last_loss, last_samples = stepper.totals()[0], stepper.samples
                 if adapt:
                     tuner.step_start()
-                if resident:
-                    stepper.run_indices(item)
-                else:
-                    stepper.run_tensors(item[0].to(dev, non_blocking=True), item[1].to(dev, non_blocking=True))
+                warm = self.warmup.applied(self.global_step) if self.warmup is not None else contextlib.nullcontext()
+                with warm:
+                    if resident:
+                        stepper.run_indices(item)
+                    else:
+                        stepper.run_tensors(item[0].to(dev, non_blocking=True), item[1].to(dev, non_blocking=True))
                 if adapt:
                     tuner.step_end()
                 if batch_sched is not None:

@@ -68,6 +68,10 @@ class StartEvent(TypedDict):
     fast_path_reason: str | None
     threads: int
     threads_mode: str
+    precision: str          # off | bf16 | fp16 (netstudio.training.controls)
+    clip_norm: float        # 0 = off
+    clip_value: float       # 0 = off
+    warmup_epochs: int      # 0 = off
 
 
 class BatchEvent(TypedDict):

@@ -46,13 +46,26 @@ CAPTURABLE_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (torch.optim.SG
 WARMUP_STEPS = 3
 
 
-def make_step(model: nn.Module, plan: Any, optimizer: torch.optim.Optimizer) -> StepFn:
+def make_step(model: nn.Module, plan: Any, optimizer: torch.optim.Optimizer, controls: Any = None) -> StepFn:
     """The training step shared by the eager loop and the captured graph.
 
     It does not zero gradients: the eager loop sets them to None before every
     step, the graph path once before capture (see module docstring).
+    ``controls``: a :class:`netstudio.training.controls.StepControls` (clipping,
+    mixed precision) or None for the plain step.
     """
     loss_fn, correct_fn = plan.loss, plan.correct
+    if controls is not None and controls.active:
+        def controlled_step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            with controls.autocast():
+                out = model(x)
+                loss = loss_fn(out, x, y)
+            controls.backward_and_step(loss, optimizer)
+            with torch.no_grad():
+                correct = correct_fn(out, y)
+            return loss.detach().float(), correct
+
+        return controlled_step
 
     def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         out = model(x)

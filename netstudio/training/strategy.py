@@ -71,8 +71,9 @@ class SingleProcess:
         """Why the captured-graph fast path cannot be used (None: it may be tried)."""
         return fast_path_blocker(**kw)
 
-    def step(self, model: nn.Module, plan: "TrainingPlan", optimizer: torch.optim.Optimizer) -> Step:
-        return make_step(model, plan, optimizer)
+    def step(self, model: nn.Module, plan: "TrainingPlan", optimizer: torch.optim.Optimizer,
+             controls: Any = None) -> Step:
+        return make_step(model, plan, optimizer, controls)
 
     def loader(self, dataset: Any, batch_size: int, shuffle: bool, generator: torch.Generator | None,
                device: torch.device) -> torch.utils.data.DataLoader:
@@ -119,11 +120,12 @@ class DataParallel(SingleProcess):
     def fast_path_blocker(self, **kw: Any) -> str | None:
         return "distributed training runs eagerly"
 
-    def step(self, model: nn.Module, plan: "TrainingPlan", optimizer: torch.optim.Optimizer) -> Step:
+    def step(self, model: nn.Module, plan: "TrainingPlan", optimizer: torch.optim.Optimizer,
+             controls: Any = None) -> Step:
         from netstudio.training.distributed import DistStep
 
         # DDP around the model; the step scales each rank's loss so the averaged gradient is the global one
-        return DistStep(self.ctx.wrap(model), plan, optimizer, self.ctx)
+        return DistStep(self.ctx.wrap(model), plan, optimizer, self.ctx, controls)
 
     def loader(self, dataset: Any, batch_size: int, shuffle: bool, generator: torch.Generator | None,
                device: torch.device) -> torch.utils.data.DataLoader:

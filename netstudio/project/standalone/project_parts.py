@@ -13,6 +13,9 @@ BATCH_SIZE = 32  # global batch: split across all processes
 SEED = 0
 SHUFFLE = True
 INIT_WEIGHTS = None  # optional starting weights, relative to train.py
+CLIP_NORM = 0.0  # clip the gradients' total L2 norm to this (0 = off)
+CLIP_VALUE = 0.0  # clip every gradient element to +-this (0 = off)
+WARMUP_EPOCHS = 0  # linear learning-rate warm-up over these epochs, before the scheduler (0 = off)
 HAS_ACCURACY = False  # classification on the dataset's target
 SCHEDULER_STEP = "epoch"  # epoch | batch | metric
 

@@ -19,12 +19,15 @@ from .distributed import all_sum, setup
 from .preprocess import FITTED, Postprocess, Preprocess, WithPreprocess
 from .project_parts import (
     BATCH_SIZE,
+    CLIP_NORM,
+    CLIP_VALUE,
     EPOCHS,
     HAS_ACCURACY,
     INIT_WEIGHTS,
     SCHEDULER_STEP,
     SEED,
     SHUFFLE,
+    WARMUP_EPOCHS,
     Model,
     count_correct,
     load_data,
@@ -106,7 +109,19 @@ def train(args, rank, world, device):
             mean_scale, sum_scale = world * len(mine) / len(batch), world
             optimizer.zero_grad(set_to_none=True)
             sum(v * (mean_scale if r == "mean" else sum_scale) for v, r in terms).backward()
+            if args.clip_value > 0:
+                torch.nn.utils.clip_grad_value_(model.parameters(), args.clip_value)
+            if args.clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_norm)
+            # warm-up: the scheduler's learning rate times (step + 1) / warm-up steps, for this step only
+            step = (epoch - 1) * steps_per_epoch + start // args.batch_size
+            warm = (step + 1) / (WARMUP_EPOCHS * steps_per_epoch) if step < WARMUP_EPOCHS * steps_per_epoch else 1.0
+            lrs = [g["lr"] for g in optimizer.param_groups]
+            for g, lr in zip(optimizer.param_groups, lrs):
+                g["lr"] = lr * warm
             optimizer.step()
+            for g, lr in zip(optimizer.param_groups, lrs):
+                g["lr"] = lr
             if scheduler is not None and SCHEDULER_STEP == "batch":
                 scheduler.step()
             with torch.no_grad():
@@ -163,6 +178,8 @@ def parse_args(argv=None):
     p.add_argument("--timeout", type=float, default=300.0,
                    help="seconds a process waits for the others before the job fails")
     p.add_argument("--threads", type=int, default=THREADS, help="CPU threads per process; 0 = automatic")
+    p.add_argument("--clip-norm", type=float, default=CLIP_NORM, help="clip the gradients' total L2 norm (0 = off)")
+    p.add_argument("--clip-value", type=float, default=CLIP_VALUE, help="clip every gradient element (0 = off)")
     return p.parse_args(argv)
 
 

@@ -227,7 +227,7 @@ class TrainingDock(QDockWidget):
         self.more_button.setAutoRaise(True)
         self.more_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.more_button.setArrowType(Qt.ArrowType.RightArrow)
-        self.more_button.setText("More: early stopping, validation, threads…")
+        self.more_button.setText("More: early stopping, validation, threads, clipping…")
         self.more_button.setToolTip("Show every training setting of the project")
         form.addWidget(self.more_button, 2, 0, 1, 4)
         pinl.addWidget(set_box)
@@ -324,6 +324,10 @@ class TrainingDock(QDockWidget):
         self.results = ResultsView()
         self.tabs.addTab(plot_page, "Live plots")
         self.tabs.addTab(self.results, "Results")
+        from netstudio.ui.training.runs_panel import RunsPanel
+
+        self.runs_panel = RunsPanel(self.document, self.session)  # every run kept beside the project
+        self.tabs.addTab(self.runs_panel, "Runs")
         split.addWidget(self.tabs)
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
@@ -385,6 +389,7 @@ class TrainingDock(QDockWidget):
         checks.addWidget(self.keep_best_check)
         checks.addStretch(1)
         grid.addLayout(checks, 2, 0, 1, 4)
+        self._build_step_controls(grid, 3)
         grid.setColumnStretch(1, 3)
         grid.setColumnStretch(3, 2)
         for spin in (self.patience_spin, self.threads_spin):
@@ -395,18 +400,79 @@ class TrainingDock(QDockWidget):
         self.val_spin.valueChanged.connect(self._val_fraction_edited)
         return box
 
+    def _build_step_controls(self, grid: QGridLayout, row: int) -> None:
+        """Clipping, warm-up and mixed precision (TrainConfig; netstudio.training.controls)."""
+        from PySide6.QtWidgets import QComboBox
+
+        self.clip_norm_spin = QDoubleSpinBox()
+        self.clip_value_spin = QDoubleSpinBox()
+        for spin in (self.clip_norm_spin, self.clip_value_spin):
+            spin.setRange(0.0, 1e9)
+            spin.setDecimals(4)
+            spin.setSingleStep(0.1)
+            spin.setSpecialValueText("off")
+            spin.setKeyboardTracking(False)
+        self.clip_norm_spin.setToolTip("Gradient clipping by norm: scale the gradients so that their total L2 norm "
+                                       "is at most this (off: no clipping)")
+        self.clip_value_spin.setToolTip("Gradient clipping by value: clamp every gradient element to ± this "
+                                        "(off: no clipping)")
+        self.warmup_spin = QSpinBox()
+        self.warmup_spin.setRange(0, 1_000_000)
+        self.warmup_spin.setSpecialValueText("off")
+        self.warmup_spin.setSuffix(" epochs")
+        self.warmup_spin.setToolTip("Learning-rate warm-up: raise the learning rate linearly, batch by batch, over "
+                                    "these first epochs; works with any scheduler")
+        self.precision_combo = QComboBox()
+        for text, value, tip in (("float32", "off", "no mixed precision"),
+                                 ("bf16", "bf16", "bfloat16 autocast (CPU and recent GPUs)"),
+                                 ("fp16", "fp16", "float16 autocast with a gradient scaler (CUDA GPUs)")):
+            self.precision_combo.addItem(text, value)
+            self.precision_combo.setItemData(self.precision_combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        self.precision_combo.setToolTip("Mixed precision: forward and loss in a 16-bit type, weights in float32")
+        for r, c, text, w in ((row, 0, "Clip norm", self.clip_norm_spin), (row, 2, "Clip value", self.clip_value_spin),
+                              (row + 1, 0, "Warm-up", self.warmup_spin),
+                              (row + 1, 2, "Precision", self.precision_combo)):
+            label = QLabel(text)
+            label.setBuddy(w)
+            grid.addWidget(label, r, c)
+            grid.addWidget(w, r, c + 1)
+        self.lr_find_button = QPushButton("Find learning rate…")
+        self.lr_find_button.setToolTip("Range test: train a copy of the model briefly with a growing learning rate, "
+                                       "plot the loss and suggest a learning rate for the optimizer node")
+        self.lr_find_button.clicked.connect(self.open_lr_finder)
+        grid.addWidget(self.lr_find_button, row + 2, 0, 1, 4)
+        self.lr_finder: Any = None
+        self.clip_norm_spin.valueChanged.connect(self._settings_edited)
+        self.clip_value_spin.valueChanged.connect(self._settings_edited)
+        self.warmup_spin.valueChanged.connect(self._settings_edited)
+        self.precision_combo.currentIndexChanged.connect(self._settings_edited)
+
+    @Slot()
+    def open_lr_finder(self) -> Any:
+        """The learning-rate finder window (one per dock), started at once; returns it."""
+        from netstudio.ui.training.lrfinder import LrFinderDialog
+
+        if self.lr_finder is None:
+            self.lr_finder = LrFinderDialog(self.document, self.session, self)
+        self.lr_finder.show()
+        self.lr_finder.raise_()
+        if not self.lr_finder.is_running():
+            self.lr_finder.start()
+        return self.lr_finder
+
     @Slot(bool)
     def _show_more_settings(self, shown: bool) -> None:
         self.more_settings.setVisible(shown)
         self.more_button.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
-        self.more_button.setText("Fewer settings" if shown else "More: early stopping, validation, threads…")
+        self.more_button.setText("Fewer settings" if shown else "More: early stopping, validation, threads, clipping…")
         from PySide6.QtCore import QSettings
 
         QSettings().setValue("training/more_settings", shown)
 
     def _settings_widgets(self) -> tuple[QWidget, ...]:
         return (self.epochs_spin, self.batch_spin, self.seed_spin, self.device_combo, self.patience_spin,
-                self.val_spin, self.threads_spin, self.shuffle_check, self.keep_best_check, self.fast_path_check)
+                self.val_spin, self.threads_spin, self.shuffle_check, self.keep_best_check, self.fast_path_check,
+                self.clip_norm_spin, self.clip_value_spin, self.warmup_spin, self.precision_combo)
 
     def _style_banner(self) -> None:
         dark = self.palette().color(self.backgroundRole()).lightness() < 128
@@ -463,6 +529,10 @@ class TrainingDock(QDockWidget):
             self.shuffle_check.setChecked(cfg.shuffle)
             self.keep_best_check.setChecked(cfg.keep_best)
             self.fast_path_check.setChecked(cfg.fast_path != "off")
+            self.clip_norm_spin.setValue(cfg.clip_norm)
+            self.clip_value_spin.setValue(cfg.clip_value)
+            self.warmup_spin.setValue(cfg.warmup_epochs)
+            self.precision_combo.setCurrentIndex(max(0, self.precision_combo.findData(cfg.precision)))
         finally:
             self._loading_settings = False
         self._load_val_fraction()
@@ -547,6 +617,12 @@ class TrainingDock(QDockWidget):
         cfg.shuffle = bool(self.shuffle_check.isChecked())
         cfg.keep_best = bool(self.keep_best_check.isChecked())
         cfg.fast_path = "auto" if self.fast_path_check.isChecked() else "off"
+        cfg.clip_norm = float(self.clip_norm_spin.value())
+        cfg.clip_value = float(self.clip_value_spin.value())
+        cfg.warmup_epochs = int(self.warmup_spin.value())
+        precision = self.precision_combo.currentData()
+        if isinstance(precision, str) and precision:
+            cfg.precision = precision
         if cfg.to_dict() != before:
             self._editing_settings = True
             try:
@@ -851,6 +927,10 @@ class TrainingDock(QDockWidget):
                 self._running_text += f" · {threads} thread{'s' if threads != 1 else ''}" + (" (auto)" if auto else "")
             if ev.get("fast_path"):
                 self._running_text += " (CUDA graph)"
+            elif ev.get("fast_path_reason") and str(ev.get("device_id", "")).startswith("cuda"):
+                self._running_text += f" (no CUDA graph: {ev.get('fast_path_reason')})"
+            if ev.get("precision") in ("bf16", "fp16"):
+                self._running_text += f" · {ev.get('precision')}"
             if self.session.state == RunState.RUNNING:
                 self.status_label.setText(self._running_text)
 
@@ -1060,7 +1140,8 @@ class TrainingDock(QDockWidget):
 
     def shutdown(self, timeout_ms: int = 2000) -> bool:
         """Stop every worker thread and wait for it; True if all ended within ``timeout_ms``."""
-        return self.session.shutdown(timeout_ms)
+        finder_done = self.lr_finder.shutdown(timeout_ms) if self.lr_finder is not None else True
+        return self.session.shutdown(timeout_ms) and finder_done
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         # Closing the dock only hides it; training goes on in the background.

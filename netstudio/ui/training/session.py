@@ -64,9 +64,13 @@ class TrainedModel:
     epochs_done: int = 0
     #: saved to a file through the export dialog at least once
     exported: bool = False
+    #: weights loaded from elsewhere (a recorded run): what to call them
+    label: str | None = None
 
     def describe(self) -> str:
         """Which weights these are, in words: "run 2 after epoch 3"."""
+        if self.label:
+            return self.label
         if self.epochs_done <= 0:
             return f"run {self.run_index} (stopped within its first epoch)"
         return f"run {self.run_index} after epoch {self.epochs_done}"
@@ -254,6 +258,34 @@ class TrainingSession(QObject):
         self.evaluation = None
         self._set_state(RunState.IDLE)
         return True
+
+    def hold_weights(self, state: dict[str, Any], graph_dict: dict[str, Any], config: TrainConfig, *,
+                     label: str) -> TrainedModel:
+        """Hold ``state`` (a recorded run's weights) as the trained model of ``graph_dict``.
+
+        Raises TrainingError when they do not fit the graph's model, or while a run is going.
+        """
+        from netstudio.compiler.build import build_plan
+        from netstudio.errors import TrainingError
+        from netstudio.graph.model import Graph
+
+        if self.state != RunState.IDLE:
+            raise TrainingError("Weights cannot be loaded while a run is going", hint="wait for it or stop it")
+        plan = build_plan(Graph.from_dict(graph_dict), config.batch_size)
+        model = plan.model
+        try:
+            model.load_state_dict(state, strict=True)
+        except (RuntimeError, KeyError) as e:
+            raise TrainingError(f"These weights do not fit the current model ({str(e).splitlines()[0]})",
+                                hint="the graph changed since the run: undo the changes or train again") from None
+        model.eval()
+        self.cancel_evaluation()
+        self.trained = TrainedModel(model, plan, None, graph_dict, config, self.run_count, None,
+                                    epochs_done=0, label=label)
+        self.evaluation = None
+        self.failed_run = None
+        self._set_state(RunState.IDLE)
+        return self.trained
 
     def forget_runs(self) -> bool:
         """No weights, no results, no problems; the next run is run 1."""
