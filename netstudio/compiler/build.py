@@ -38,6 +38,8 @@ class CompiledModel:
     analysis: Analysis
     #: node id -> attribute name of its submodule
     module_names: dict[str, str] = field(default_factory=dict)
+    #: fx node name -> node id of each node's call (call_module or call_function), for per-node statistics
+    fx_nodes: dict[str, str] = field(default_factory=dict)
 
     @property
     def code(self) -> str:
@@ -187,6 +189,7 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
     root = nn.Module()
     values: dict[tuple[str, str], fx.Node] = {}
     module_names: dict[str, str] = {}
+    fx_nodes: dict[str, str] = {}
     input_info = None
     if dataset is not None and dataset in needed:
         values[(dataset, "features")] = fxg.placeholder("x")
@@ -223,6 +226,7 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
                 cargs, ckwargs = nt.call_args(res.params)
                 # fx names the call after the attribute
                 out = fxg.call_module(attr, _subst(cargs, args), _subst(ckwargs, args))
+                fx_nodes[out.name] = nid
                 # each used output port's value from the result (LSTM/GRU: (output, state) -> output, h_n)
                 for port, steps in nt.output_steps(res.params).items():
                     if (nid, port) in used_ports:
@@ -231,6 +235,7 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
                 fn, fargs, fkwargs = nt.function(res.params, in_infos)
                 out = fxg.call_function(fn, _subst(fargs, args), _subst(fkwargs, args))
                 out.name = _unique(fxg, _code_name(node.name), out)
+                fx_nodes[out.name] = nid
                 values[(nid, nt.outputs[0].name)] = out
             else:  # pragma: no cover - catalog guarantees one of the two
                 raise CompileError(f"{nt.title} cannot be compiled", node_id=nid)
@@ -250,7 +255,7 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
     gm = fx.GraphModule(root, fxg, class_name="NetStudioModel")
     wanted = [k for k in wanted if k in values]
     return CompiledModel(gm, wanted, [an.results[n].outputs[p] for n, p in wanted], input_info, dataset, an,
-                         module_names)
+                         module_names, fx_nodes)
 
 
 #: names a submodule or fx value cannot take: forward's ``self`` and GraphModule's own attributes

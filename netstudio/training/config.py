@@ -22,6 +22,7 @@ class TrainConfig:
     keep_best: bool = True            # restore the weights of the best val-loss epoch at the end
     fast_path: str = "auto"           # auto | off: whole-step CUDA graph capture when possible
     threads: int = 0                  # CPU intra-op threads; 0 = automatic (adapts to machine load)
+    stats_every: int = 200            # per-node statistics every N steps (nodestats.DEFAULT_EVERY); 0 = off
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,6 +55,8 @@ class TrainConfig:
             raise ProjectError(f"fast_path must be 'auto' or 'off', got {self.fast_path!r}")
         if not 0 <= self.threads <= 1024:
             raise ProjectError(f"threads must be between 0 (automatic) and 1024, got {self.threads}")
+        if not 0 <= self.stats_every <= 1_000_000_000:
+            raise ProjectError(f"stats_every must be between 0 (off) and 1000000000, got {self.stats_every}")
         if self.early_stopping_patience < 0 or self.seed < 0:
             raise ProjectError("seed and early_stopping_patience must not be negative")
         if self.seed > MAX_SEED:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from netstudio.training.engine import FitResult, Report
 
 #: the settings a caller may override (command-line flags, a rank's arguments)
-OVERRIDABLE = ("epochs", "batch_size", "seed", "device", "threads")
+OVERRIDABLE = ("epochs", "batch_size", "seed", "device", "threads", "stats_every")
 
 
 class JobStopped(Exception):
