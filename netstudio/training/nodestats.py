@@ -346,3 +346,4 @@ def jsonable_figures(nodes: dict[str, dict[str, float | None]]) -> dict[str, dic
             return v
         return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
     return {nid: {k: conv(v) for k, v in fig.items()} for nid, fig in nodes.items()}
+
