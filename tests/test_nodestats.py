@@ -222,3 +222,62 @@ def test_cli_stats_file_holds_every_layer_node_with_finite_figures(tmp_path: Pat
             assert fig["nonfinite"] == 0.0
             if graph.catalog.get(graph.nodes[nid].type_id).category == Category.LAYER:
                 assert all(math.isfinite(fig[k]) for k in ("weight_norm", "grad_norm", "update_ratio"))
+
+
+def test_a_sampled_step_runs_eagerly_beside_a_captured_graph() -> None:
+    """On the CUDA fast path the replay cannot call the probes: a sampled step takes the Python step."""
+    from netstudio.training.fastpath import Stepper, make_step
+
+    plan = classifier_plan(optim="optim.sgd", lr=0.1)
+    model = copy.deepcopy(plan.model)
+    opt = plan.make_optimizer(model)
+    data = blobs()
+    stepper = Stepper(make_step(model, plan, opt), opt, torch.device("cpu"), 32, 19, data.train_x, data.train_y)
+    stepper.enable_static()
+
+    class Graph:
+        replays = 0
+
+        def replay(self) -> None:
+            self.replays += 1
+
+    graph = Graph()
+    stepper.graph = graph  # type: ignore[assignment]
+    stats = NodeStats(model, plan, 1)
+    before = [p.detach().clone() for p in model.parameters()]
+    idx = torch.arange(32)
+    stats.begin()
+    stepper.run_indices_uncaptured(idx)
+    stats.cancel()
+    sample = stats.end(1, 1)
+    assert graph.replays == 0 and stepper.batches == 1 and stepper.samples == 32
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(fig["nonfinite"] == 0 for fig in sample.nodes.values() if "nonfinite" in fig)
+    stepper.run_indices(idx)  # an unsampled step replays
+    assert graph.replays == 1
+
+
+def _reduce_rank(rank: int, world: int, init: str, out: Any) -> None:
+    import torch.distributed as dist
+
+    from netstudio.training.distributed import DistContext
+    from netstudio.training.strategy import DataParallel
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        ctx = DistContext(rank, world, rank, torch.device("cpu"), "gloo")
+        outs = torch.tensor([[1.0 + rank, 2.0, 0.5 * rank, 0.0, -1.0 - rank, 3.0 + rank, float(rank)]])
+        out[rank] = DataParallel(ctx).reduce_node_stats(outs).tolist()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_reduces_the_output_figures_over_the_ranks(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    manager = mp.Manager()
+    out = manager.dict()
+    mp.spawn(_reduce_rank, args=(2, f"file://{tmp_path / 'store'}", out), nprocs=2, join=True)
+    # mean/std/fractions averaged, min over the ranks, max over the ranks, NaN/Inf counts summed
+    assert out[0] == out[1] == [[1.5, 2.0, 0.25, 0.0, -2.0, 4.0, 1.0]]
