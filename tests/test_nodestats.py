@@ -281,3 +281,16 @@ def test_ddp_reduces_the_output_figures_over_the_ranks(tmp_path: Path) -> None:
     mp.spawn(_reduce_rank, args=(2, f"file://{tmp_path / 'store'}", out), nprocs=2, join=True)
     # mean/std/fractions averaged, min over the ranks, max over the ranks, NaN/Inf counts summed
     assert out[0] == out[1] == [[1.5, 2.0, 0.25, 0.0, -2.0, 4.0, 1.0]]
+
+
+def test_a_dead_path_is_not_called_vanishing() -> None:
+    from netstudio.training.nodestats import NodeInfo, StatsSample, diagnose
+
+    info = {"a": NodeInfo("a", "fc1", "layer.linear"), "b": NodeInfo("b", "fc2", "layer.linear")}
+    dead = StatsSample(5, 1, {"a": {"grad_norm": 0.0, "update_ratio": 0.0}, "b": {"grad_norm": 0.5,
+                                                                                   "update_ratio": 1e-3}})
+    codes = {(d["code"], d["node_id"]) for d in diagnose(dead, info, ["a", "b"], previous=dead)}
+    assert codes == {("frozen", "a")}
+    tiny = StatsSample(5, 1, {"a": {"grad_norm": 1e-9, "update_ratio": 1e-6}, "b": {"grad_norm": 0.5,
+                                                                                     "update_ratio": 1e-3}})
+    assert {(d["code"], d["node_id"]) for d in diagnose(tiny, info, ["a", "b"])} == {("vanishing", "a")}

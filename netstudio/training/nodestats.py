@@ -324,7 +324,8 @@ def diagnose(sample: StatsSample, info: dict[str, NodeInfo], param_nodes: list[s
     if len(grads) >= 2:
         (first, g0), (last, g1) = grads[0], grads[-1]
         assert g0 is not None and g1 is not None
-        if math.isfinite(g0) and math.isfinite(g1) and g1 > 0 and g0 / g1 < VANISHING_RATIO:
+        # a gradient of exactly zero is a dead path (dead ReLUs, "frozen"), not a vanishing one
+        if math.isfinite(g0) and math.isfinite(g1) and g0 > 0 and g1 > 0 and g0 / g1 < VANISHING_RATIO:
             found.append(_problem("vanishing", first, f"Vanishing gradients: '{name(first)}' gets a gradient "
                                   f"{g0 / g1:.1e} times that of '{name(last)}'",
                                   "use ReLU/GELU instead of sigmoid/tanh, add BatchNorm or residual connections, "
