@@ -120,6 +120,17 @@ def _restore(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
             v.copy_(state[k])
 
 
+def _host_copy(obj: Any) -> Any:
+    """A deep copy with every tensor on the CPU (an optimizer's state_dict, loaded back where it belongs)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_host_copy(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
 def _fmt_lr(lr: float) -> str:
     if lr == int(lr) and abs(lr) < 1e16:
         return str(int(lr))
@@ -467,7 +478,8 @@ class _Trainer:
                 paused_before, active_before = self.paused_total, self.train_active
                 self.start_state = _snapshot(model)
                 if self.stats is not None and strategy.replays_divergence:
-                    self._epoch_opt_state = copy.deepcopy(optimizer.state_dict())
+                    # on the host: the copy must not take device memory the preflight did not count
+                    self._epoch_opt_state = _host_copy(optimizer.state_dict())
                 model.train()
                 stepper.reset_epoch()
                 self.tuner.epoch_start()
