@@ -294,3 +294,15 @@ def test_a_dead_path_is_not_called_vanishing() -> None:
     tiny = StatsSample(5, 1, {"a": {"grad_norm": 1e-9, "update_ratio": 1e-6}, "b": {"grad_norm": 0.5,
                                                                                      "update_ratio": 1e-3}})
     assert {(d["code"], d["node_id"]) for d in diagnose(tiny, info, ["a", "b"])} == {("vanishing", "a")}
+
+
+def test_stats_every_is_saved_only_when_changed() -> None:
+    from netstudio.errors import ProjectError
+    from netstudio.training.config import TrainConfig
+
+    assert "stats_every" not in TrainConfig().to_dict()  # projects read by older versions stay as they were
+    d = TrainConfig(stats_every=25).to_dict()
+    assert d["stats_every"] == 25 and TrainConfig.from_dict(d).stats_every == 25
+    assert TrainConfig.from_dict({}).stats_every == 200
+    with pytest.raises(ProjectError, match="stats_every"):
+        TrainConfig.from_dict({"stats_every": -1})

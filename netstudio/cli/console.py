@@ -106,7 +106,8 @@ class Progress:
                 continue
             seen.add(key)
             self.clear()
-            print(f"{d.get('severity', 'warning')}: step {ev.get('global_step')}: {d.get('message')} "
+            # not "error:": that prefix is the run's one failure line (scripts look for it)
+            print(f"node health ({d.get('severity', 'warning')}), step {ev.get('global_step')}: {d.get('message')} "
                   f"(fix: {d.get('hint')})", file=self.lines, flush=True)
 
     def _draw(self, ev: dict[str, Any]) -> None:

@@ -25,7 +25,13 @@ class TrainConfig:
     stats_every: int = 200            # per-node statistics every N steps (nodestats.DEFAULT_EVERY); 0 = off
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every setting, except those added later left at their default: a project that does not use
+        them is written as before they existed, so older NetStudio versions open it unchanged."""
+        d = asdict(self)
+        for name, default in OPTIONAL_DEFAULTS.items():
+            if d[name] == default:
+                del d[name]
+        return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
@@ -65,3 +71,7 @@ class TrainConfig:
         if self.early_stopping_patience > 1_000_000:
             raise ProjectError(f"early_stopping_patience must be at most 1000000, got "
                                f"{self.early_stopping_patience}")
+
+
+#: settings added after format 1 was fixed: written only when not at these defaults (see ``to_dict``)
+OPTIONAL_DEFAULTS: dict[str, Any] = {"stats_every": 200}
