@@ -106,6 +106,12 @@ def test_figures_equal_a_hand_computation_with_hooks_on_the_same_step() -> None:
         assert fig["min"] == pytest.approx(float(t.min()), rel=1e-5)
         assert fig["max"] == pytest.approx(float(t.max()), rel=1e-5)
         assert fig["nonfinite"] == 0.0
+        hist = sample["histograms"][nid]["output"]
+        lo, hi, counts = hist[0], hist[1], torch.tensor(hist[2:])
+        assert lo == pytest.approx(float(t.min()), rel=1e-5) and hi == pytest.approx(float(t.max()), rel=1e-5)
+        assert int(counts.sum()) == t.numel()
+        by_hand = torch.histc(t.float(), bins=len(counts), min=lo, max=hi)
+        assert (counts - by_hand).abs().sum() <= 4  # values on a bin edge may round either way
     for nid, seen in weights.items():
         before, after = seen[step - 1].double(), seen[step].double()
         fig = sample["nodes"][nid]

@@ -6,7 +6,8 @@
 Opens the MNIST MLP sample, trains it (statistics every 10 steps), then continues
 from weights whose first layer's bias is set to -1000, so the ReLU after it dies:
 its strip turns amber and Problems lists the dead ReLUs with the fix. The window is
-grabbed with the Problems panel in front.
+grabbed with the Problems panel in front and the last layer selected (the inspector
+shows its activation and gradient histograms over the samples).
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         window.problems_dock.raise_()
         window.view.frame_all()
+        last = [n for n in graph.nodes.values() if n.type_id == "layer.linear"][-1]
+        window.scene.select_nodes([last.id])  # the inspector shows its histograms over both runs
         pump_events(300)
         pixmap = window.grab()
         ok = pixmap.save(args.out)

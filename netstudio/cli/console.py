@@ -151,7 +151,8 @@ class StatsWriter:
         from netstudio.training.nodestats import jsonable_figures
 
         record = {"step": ev.get("global_step"), "epoch": ev.get("epoch"), "nodes": jsonable_figures(ev["nodes"]),
-                  "diagnoses": ev.get("diagnoses") or [], "nan_origin": ev.get("nan_origin")}
+                  "diagnoses": ev.get("diagnoses") or [], "nan_origin": ev.get("nan_origin"),
+                  "histograms": ev.get("histograms") or {}}
         self.file.write(json.dumps(record, allow_nan=False) + "\n")
         self.file.flush()
         self.samples += 1

@@ -137,6 +137,9 @@ class StatsEvent(TypedDict):
     global_step: int
     nodes: dict[str, dict[str, float | None]]
     diagnoses: list[Diagnosis]
+    nan_origin: str | None   # the node where NaN/Inf first appeared (sent when the run diverged)
+    #: per node id "output" / "grad": [lo, hi, counts of equal bins between them] (finite values)
+    histograms: dict[str, dict[str, list[float]]]
 
 
 TrainingEvent = StartEvent | BatchEvent | EpochEvent | PausedEvent | ResumedEvent | ResumedFromEvent | EndEvent | StatsEvent

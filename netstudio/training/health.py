@@ -24,6 +24,8 @@ class NodeHealth:
     grad_norms: list[float] = field(default_factory=list)
     level: int = 0
     findings: list[dict[str, Any]] = field(default_factory=list)
+    #: (step, {"output"/"grad": [lo, hi, counts...]}) of the recent samples, oldest first
+    histograms: list[tuple[int, dict[str, list[float]]]] = field(default_factory=list)
 
 
 class HealthBook:
@@ -55,6 +57,9 @@ class HealthBook:
             g = fig.get("grad_norm")
             if g is not None:
                 h.grad_norms = (h.grad_norms + [float(g)])[-self.HISTORY:]
+        for nid, hist in (event.get("histograms") or {}).items():
+            h = self.nodes.setdefault(nid, NodeHealth())
+            h.histograms = (h.histograms + [(self.step, dict(hist))])[-self.HISTORY:]
         for h in self.nodes.values():
             h.findings, h.level = [], 0
         for d in self.diagnoses.values():

@@ -38,6 +38,9 @@ DEFAULT_EVERY = 200
 OUT_KEYS = ("mean", "std", "zeros", "saturated", "min", "max", "nonfinite")
 #: parameter figures
 PARAM_KEYS = ("weight_norm", "grad_norm", "update_ratio")
+#: histogram bins of a node's output values and of its parameters' gradients (the inspector's view)
+BINS = 24
+_HIST = 2 + BINS  # lo, hi, counts
 
 _SATURATING = {"activation.sigmoid": "sigmoid", "activation.tanh": "tanh"}
 _RELUS = ("activation.relu", "activation.relu6")
@@ -64,12 +67,30 @@ class StatsSample:
     step: int
     epoch: int
     nodes: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    #: per node id "output" and/or "grad": [lo, hi, count of each of BINS equal bins] (finite values only)
+    histograms: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def event(self, diagnoses: list[dict[str, Any]]) -> dict[str, Any]:
         from netstudio.training.events import EventKind
 
         return {"kind": EventKind.STATS, "epoch": self.epoch, "global_step": self.step, "nodes": self.nodes,
-                "diagnoses": diagnoses}
+                "diagnoses": diagnoses, "histograms": self.histograms}
+
+
+def _histogram(t: torch.Tensor) -> torch.Tensor:
+    """[lo, hi, BINS counts] of the finite values of ``t`` on the device, without a synchronisation."""
+    flat = t.detach().reshape(-1).float()
+    finite = torch.isfinite(flat)
+    clean = torch.where(finite, flat, torch.zeros((), device=flat.device))
+    big = torch.full((), math.inf, device=flat.device)
+    lo = torch.where(finite, clean, big).amin()
+    hi = torch.where(finite, clean, -big).amax()
+    lo = torch.where(torch.isfinite(lo), lo, torch.zeros((), device=flat.device))
+    hi = torch.where(torch.isfinite(hi), hi, torch.zeros((), device=flat.device))
+    scale = BINS / (hi - lo).clamp_min(1e-12)
+    idx = ((clean - lo) * scale).clamp(0, BINS - 1).long()
+    counts = torch.zeros(BINS, device=flat.device).index_add_(0, idx, finite.float())
+    return torch.cat([lo.reshape(1), hi.reshape(1), counts])
 
 
 def _output_vector(value: Any, saturation: str | None) -> torch.Tensor | None:
@@ -87,8 +108,9 @@ def _output_vector(value: Any, saturation: str | None) -> torch.Tensor | None:
         sat = (t.abs() > 0.99).float().mean()
     else:
         sat = torch.full((), math.nan, device=t.device)
-    return torch.stack([t.mean(), t.std(unbiased=False) if n > 1 else torch.zeros((), device=t.device),
-                        (t == 0).float().mean(), sat, t.amin(), t.amax(), bad.float()])
+    figures = torch.stack([t.mean(), t.std(unbiased=False) if n > 1 else torch.zeros((), device=t.device),
+                           (t == 0).float().mean(), sat, t.amin(), t.amax(), bad.float()])
+    return torch.cat([figures, _histogram(t)])
 
 
 class _Probe(nn.Module):
@@ -202,10 +224,12 @@ class NodeStats:
         rows: list[torch.Tensor] = []
         devs = [v.device for v in self._outs if v is not None] + [ps[0].device for _, ps in self.param_nodes]
         dev = devs[0] if devs else torch.device("cpu")
-        nan7 = torch.full((len(OUT_KEYS),), math.nan, device=dev)
-        outs = torch.stack([v if v is not None else nan7 for v in self._outs]) if self._outs else None
+        width = len(OUT_KEYS) + _HIST
+        nan_row = torch.full((width,), math.nan, device=dev)
+        outs = torch.stack([v if v is not None else nan_row for v in self._outs]) if self._outs else None
         if outs is not None and self.reduce is not None:
-            outs = self.reduce(outs)
+            # the figures over all ranks; the histograms stay this rank's (rank 0 reports them)
+            outs = torch.cat([self.reduce(outs[:, :len(OUT_KEYS)].contiguous()), outs[:, len(OUT_KEYS):]], dim=1)
         if outs is not None:
             rows.append(outs.reshape(-1))
         with torch.no_grad():
@@ -216,24 +240,30 @@ class NodeStats:
                 u2 = torch.stack([(p.detach().float() - b.float()).pow(2).sum() for p, b in zip(ps, before)]).sum()
                 b2 = torch.stack([b.float().pow(2).sum() for b in before]).sum()
                 rows.append(torch.stack([w2.sqrt(), g2.sqrt(), u2.sqrt() / b2.sqrt()]).to(dev))
+                gs = [p.grad.reshape(-1) for p in ps if p.grad is not None]
+                rows.append(_histogram(torch.cat(gs)).to(dev) if gs else torch.full((_HIST,), math.nan, device=dev))
         self._before = []
         flat = torch.cat(rows).cpu().tolist() if rows else []   # the one synchronisation of a sample
         self._outs = [None] * len(self.probed)
         sample = StatsSample(step, epoch)
         pos = 0
         for i, nid in enumerate(self.probed):
-            vals = flat[pos + i * len(OUT_KEYS): pos + (i + 1) * len(OUT_KEYS)]
+            row = flat[pos + i * width: pos + (i + 1) * width]
+            vals = row[:len(OUT_KEYS)]
             if all(math.isnan(v) for v in vals):
                 continue  # no tensor output
             fig: dict[str, float | None] = {k: float(v) for k, v in zip(OUT_KEYS, vals)}
             if self._saturation[i] is None:
                 fig["saturated"] = None
             sample.nodes[nid] = fig
-        pos += len(self.probed) * len(OUT_KEYS)
+            sample.histograms.setdefault(nid, {})["output"] = [float(v) for v in row[len(OUT_KEYS):]]
+        pos += len(self.probed) * width
         for j, (nid, _) in enumerate(self.param_nodes):
-            vals = flat[pos + j * 3: pos + (j + 1) * 3]
+            row = flat[pos + j * (3 + _HIST): pos + (j + 1) * (3 + _HIST)]
             fig = sample.nodes.setdefault(nid, {})
-            fig.update({k: float(v) for k, v in zip(PARAM_KEYS, vals)})
+            fig.update({k: float(v) for k, v in zip(PARAM_KEYS, row[:3])})
+            if not math.isnan(row[3]):
+                sample.histograms.setdefault(nid, {})["grad"] = [float(v) for v in row[3:]]
         self.samples = (self.samples + [sample])[-3:]
         if self.first_nonfinite is None:
             origin = nan_origin(sample, self.probed, [n for n, _ in self.param_nodes])

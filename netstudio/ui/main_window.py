@@ -174,6 +174,14 @@ class MainWindow(ProjectFiles, QMainWindow):
         self.act_health.setChecked(True)
         self.act_health.toggled.connect(self.health_overlay.set_enabled)
         self.view_menu.addAction(self.act_health)
+        from netstudio.ui.training.histograms import NodeHistograms
+
+        # the selected node's activation/gradient histograms over the run, under the inspector's form
+        self.node_histograms = NodeHistograms(self.training_session, self.inspector)
+        inspector_layout = self.inspector.layout()
+        assert inspector_layout is not None
+        inspector_layout.addWidget(self.node_histograms)
+        self.scene.node_selection_changed.connect(self.node_histograms.set_selection)
 
     def install_training_dock(self) -> QDockWidget | None:
         """Add the Training dock if that package is installed (run_app calls this after

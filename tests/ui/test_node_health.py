@@ -107,3 +107,25 @@ def test_nan_origin_is_outlined(make_window: Any, qtbot: Any) -> None:
     assert f"NaN first appears at '{name}'" in dock.outcome["message"]
     outlined = [nid for nid, s in strips(win).items() if s.nan_origin]
     assert outlined == [origin] and strips(win)[origin].level == 2
+
+
+def test_selected_node_shows_its_activation_and_gradient_histograms(make_window: Any, qtbot: Any) -> None:
+    graph = laid_out(digits_graph())
+    win = make_window(Project(graph, TrainConfig(epochs=1, device="cpu", stats_every=4)), training=True)
+    dock = win.training_dock
+    ids = {n.name: nid for nid, n in win.document.project.graph.nodes.items()}
+    hist = win.node_histograms
+    win.scene.select_nodes([ids["fc1"]])
+    assert not hist.isVisible()  # no run yet
+    with qtbot.waitSignal(dock.training_finished, timeout=TRAIN_TIMEOUT_MS):
+        dock.train_action.trigger()
+    assert hist.isVisible() and hist.node_id == ids["fc1"]
+    samples = win.training_session.health.nodes[ids["fc1"]].histograms
+    assert len(samples) == 6  # 1437 digits / 64 = 23 steps: steps 1, 5, ..., 21
+    image = hist.plots["output"][1].image
+    assert image.shape == (6, 24) and image.max() == 1.0
+    assert hist.plots["grad"][0].isVisible()
+    win.scene.select_nodes([ids["relu"]])  # no parameters: activations only
+    assert hist.isVisible() and not hist.plots["grad"][0].isVisible()
+    win.scene.select_nodes([ids["loss"]])
+    assert not hist.isVisible()
