@@ -129,3 +129,37 @@ def test_selected_node_shows_its_activation_and_gradient_histograms(make_window:
     assert hist.isVisible() and not hist.plots["grad"][0].isVisible()
     win.scene.select_nodes([ids["loss"]])
     assert not hist.isVisible()
+
+
+def test_conv_kernels_of_the_trained_weights_are_drawn(make_window: Any, qtbot: Any) -> None:
+    import numpy as np
+
+    from netstudio.graph.model import Graph
+
+    g = Graph()
+    d = g.add_node("data.dataset", {"source": "digits"}, name="data")
+    conv = g.add_node("layer.conv2d", {"out_channels": 6, "kernel_size": 3}, name="conv")
+    relu = g.add_node("activation.relu", name="relu")
+    flat = g.add_node("layer.flatten", name="flatten")
+    fc = g.add_node("layer.linear", {"out_features": 10}, name="fc")
+    ce = g.add_node("loss.cross_entropy", name="loss")
+    opt = g.add_node("optim.adam", {"lr": 0.01}, name="opt")
+    for edge in [(d.id, "features", conv.id, "input"), (conv.id, "output", relu.id, "input"),
+                 (relu.id, "output", flat.id, "input"), (flat.id, "output", fc.id, "input"),
+                 (fc.id, "output", ce.id, "prediction"), (d.id, "target", ce.id, "target"),
+                 (ce.id, "loss", opt.id, "loss")]:
+        g.connect(*edge)
+    win = make_window(Project(laid_out(g), TrainConfig(epochs=1, device="cpu", stats_every=5)), training=True)
+    dock = win.training_dock
+    with qtbot.waitSignal(dock.training_finished, timeout=TRAIN_TIMEOUT_MS):
+        dock.train_action.trigger()
+    hist = win.node_histograms
+    win.scene.select_nodes([conv.id])
+    assert hist.isVisible() and hist.kernels.isVisible()
+    img = hist.kernel_image.image
+    assert img.shape == (3 * 4 - 1, 2 * 4 - 1)  # 6 kernels of 3×3: 3 columns, 2 rows, 1-pixel gaps
+    weight = dock.trained.model.get_submodule("conv").weight.detach()[0, 0].numpy()
+    k = (weight - weight.min()) / (weight.max() - weight.min())
+    assert np.allclose(img[0:3, 0:3], k.T[:, ::-1])  # the first kernel, top left
+    win.scene.select_nodes([fc.id])
+    assert hist.isVisible() and not hist.kernels.isVisible()
