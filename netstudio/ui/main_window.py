@@ -177,10 +177,9 @@ class MainWindow(ProjectFiles, QMainWindow):
         from netstudio.ui.training.histograms import NodeHistograms
 
         # the selected node's activation/gradient histograms over the run, under the inspector's form
-        self.node_histograms = NodeHistograms(self.training_session, self.inspector)
-        inspector_layout = self.inspector.layout()
-        assert inspector_layout is not None
-        inspector_layout.addWidget(self.node_histograms)
+        # (inside its scroll area, before the closing stretch)
+        self.node_histograms = NodeHistograms(self.training_session, self.inspector.body)
+        self.inspector.vbox.insertWidget(self.inspector.vbox.count() - 1, self.node_histograms)
         self.scene.node_selection_changed.connect(self.node_histograms.set_selection)
 
     def install_training_dock(self) -> QDockWidget | None:
