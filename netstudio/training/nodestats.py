@@ -41,6 +41,8 @@ PARAM_KEYS = ("weight_norm", "grad_norm", "update_ratio")
 #: histogram bins of a node's output values and of its parameters' gradients (the inspector's view)
 BINS = 24
 _HIST = 2 + BINS  # lo, hi, counts
+#: a histogram is drawn from at most this many values of a tensor, evenly strided (bounded cost)
+HIST_VALUES = 4096
 
 _SATURATING = {"activation.sigmoid": "sigmoid", "activation.tanh": "tanh"}
 _RELUS = ("activation.relu", "activation.relu6")
@@ -77,9 +79,15 @@ class StatsSample:
                 "diagnoses": diagnoses, "histograms": self.histograms}
 
 
+def _strided(t: torch.Tensor, n: int = HIST_VALUES) -> torch.Tensor:
+    flat = t.detach().reshape(-1)
+    return flat[::max(1, -(-flat.numel() // n))]
+
+
 def _histogram(t: torch.Tensor) -> torch.Tensor:
-    """[lo, hi, BINS counts] of the finite values of ``t`` on the device, without a synchronisation."""
-    flat = t.detach().reshape(-1).float()
+    """[lo, hi, BINS counts] of the finite values of ``t`` (at most HIST_VALUES of them, evenly strided)
+    on the device, without a synchronisation."""
+    flat = _strided(t).float()
     finite = torch.isfinite(flat)
     clean = torch.where(finite, flat, torch.zeros((), device=flat.device))
     big = torch.full((), math.inf, device=flat.device)
@@ -240,7 +248,7 @@ class NodeStats:
                 u2 = torch.stack([(p.detach().float() - b.float()).pow(2).sum() for p, b in zip(ps, before)]).sum()
                 b2 = torch.stack([b.float().pow(2).sum() for b in before]).sum()
                 rows.append(torch.stack([w2.sqrt(), g2.sqrt(), u2.sqrt() / b2.sqrt()]).to(dev))
-                gs = [p.grad.reshape(-1) for p in ps if p.grad is not None]
+                gs = [_strided(p.grad, HIST_VALUES // len(ps)) for p in ps if p.grad is not None]
                 rows.append(_histogram(torch.cat(gs)).to(dev) if gs else torch.full((_HIST,), math.nan, device=dev))
         self._before = []
         flat = torch.cat(rows).cpu().tolist() if rows else []   # the one synchronisation of a sample
