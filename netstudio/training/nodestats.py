@@ -40,7 +40,6 @@ OUT_KEYS = ("mean", "std", "zeros", "saturated", "min", "max", "nonfinite")
 PARAM_KEYS = ("weight_norm", "grad_norm", "update_ratio")
 #: histogram bins of a node's output values and of its parameters' gradients (the inspector's view)
 BINS = 24
-_HIST = 2 + BINS  # lo, hi, counts
 #: a histogram is drawn from at most this many values of a tensor, evenly strided (bounded cost)
 HIST_VALUES = 4096
 
@@ -84,29 +83,25 @@ def _strided(t: torch.Tensor, n: int = HIST_VALUES) -> torch.Tensor:
     return flat[::max(1, -(-flat.numel() // n))]
 
 
-def _histogram(t: torch.Tensor) -> torch.Tensor:
-    """[lo, hi, BINS counts] of the finite values of ``t`` (at most HIST_VALUES of them, evenly strided)
-    on the device, without a synchronisation."""
-    flat = _strided(t).float()
-    finite = torch.isfinite(flat)
-    clean = torch.where(finite, flat, torch.zeros((), device=flat.device))
-    big = torch.full((), math.inf, device=flat.device)
-    lo = torch.where(finite, clean, big).amin()
-    hi = torch.where(finite, clean, -big).amax()
-    lo = torch.where(torch.isfinite(lo), lo, torch.zeros((), device=flat.device))
-    hi = torch.where(torch.isfinite(hi), hi, torch.zeros((), device=flat.device))
-    scale = BINS / (hi - lo).clamp_min(1e-12)
-    idx = ((clean - lo) * scale).clamp(0, BINS - 1).long()
-    counts = torch.zeros(BINS, device=flat.device).index_add_(0, idx, finite.float())
-    return torch.cat([lo.reshape(1), hi.reshape(1), counts])
+def _histograms(sources: list[tuple[torch.Tensor, float, float]]) -> list[list[float]]:
+    """[lo, hi, BINS counts] of each (values, lo, hi); values outside [lo, hi] (and NaN) are not counted."""
+    if not sources:
+        return []
+    counts = torch.stack([torch.histc(v.float(), bins=BINS, min=lo, max=hi) for v, lo, hi in sources]).cpu()
+    return [[lo, hi, *row] for (_, lo, hi), row in zip(sources, counts.tolist())]
 
 
-def _output_vector(value: Any, saturation: str | None) -> torch.Tensor | None:
-    """The seven output figures of one node as a float32 device tensor (None: no tensor output)."""
+def _output_tensor(value: Any) -> torch.Tensor | None:
+    """The tensor a node's figures describe (an LSTM's output of its (output, state) pair), or None."""
     if isinstance(value, (tuple, list)):
         value = next((v for v in value if isinstance(v, torch.Tensor)), None)
     if not isinstance(value, torch.Tensor) or not value.is_floating_point() or value.numel() == 0:
         return None
+    return value
+
+
+def _output_vector(value: torch.Tensor, saturation: str | None) -> torch.Tensor:
+    """The seven output figures of one node as a float32 device tensor."""
     t = value.detach().float()
     n = t.numel()
     bad = n - torch.isfinite(t).sum()
@@ -116,9 +111,9 @@ def _output_vector(value: Any, saturation: str | None) -> torch.Tensor | None:
         sat = (t.abs() > 0.99).float().mean()
     else:
         sat = torch.full((), math.nan, device=t.device)
-    figures = torch.stack([t.mean(), t.std(unbiased=False) if n > 1 else torch.zeros((), device=t.device),
-                           (t == 0).float().mean(), sat, t.amin(), t.amax(), bad.float()])
-    return torch.cat([figures, _histogram(t)])
+    std, mean = torch.std_mean(t, unbiased=False) if n > 1 else (torch.zeros((), device=t.device), t.mean())
+    lo, hi = torch.aminmax(t)
+    return torch.stack([mean, std, (t == 0).float().mean(), sat, lo, hi, bad.float()])
 
 
 class _Probe(nn.Module):
@@ -130,8 +125,12 @@ class _Probe(nn.Module):
 
     def forward(self, value: Any, slot: int) -> None:
         owner = self.owner[0]
+        t = _output_tensor(value)
+        if t is None:
+            return
         with torch.no_grad():
-            owner._outs[slot] = _output_vector(value, owner._saturation[slot])
+            owner._outs[slot] = _output_vector(t, owner._saturation[slot])
+            owner._hist_values[slot] = _strided(t).clone()  # a few values for its histogram, read after
 
 
 def _instrumented(gm: fx.GraphModule, fx_nodes: dict[str, str], order: dict[str, int], probe: _Probe
@@ -195,6 +194,7 @@ class NodeStats:
                 self._forward, self.probed = None, []
         self._saturation = [_SATURATING.get(self.info[n].type_id) if n in self.info else None for n in self.probed]
         self._outs: list[torch.Tensor | None] = [None] * len(self.probed)
+        self._hist_values: list[torch.Tensor | None] = [None] * len(self.probed)
         # parameterised nodes (topological order) and their parameters
         self.param_nodes: list[tuple[str, list[nn.Parameter]]] = []
         for nid in sorted(compiled.module_names, key=lambda n: order.get(n, 0)):
@@ -217,6 +217,7 @@ class NodeStats:
     def begin(self) -> None:
         """Before the sampled step: the instrumented forward in place, the weights remembered."""
         self._outs = [None] * len(self.probed)
+        self._hist_values = [None] * len(self.probed)
         self._before = [[p.detach().clone() for p in ps] for _, ps in self.param_nodes]
         if self._forward is not None:
             self.model.forward = self._forward
@@ -230,14 +231,14 @@ class NodeStats:
         """After the sampled step (forward, backward, optimizer step): the figures as plain floats."""
         self.cancel()
         rows: list[torch.Tensor] = []
+        grad_values: list[torch.Tensor] = []
         devs = [v.device for v in self._outs if v is not None] + [ps[0].device for _, ps in self.param_nodes]
         dev = devs[0] if devs else torch.device("cpu")
-        width = len(OUT_KEYS) + _HIST
+        width = len(OUT_KEYS)
         nan_row = torch.full((width,), math.nan, device=dev)
         outs = torch.stack([v if v is not None else nan_row for v in self._outs]) if self._outs else None
         if outs is not None and self.reduce is not None:
-            # the figures over all ranks; the histograms stay this rank's (rank 0 reports them)
-            outs = torch.cat([self.reduce(outs[:, :len(OUT_KEYS)].contiguous()), outs[:, len(OUT_KEYS):]], dim=1)
+            outs = self.reduce(outs)  # the figures over all ranks; the histograms stay this rank's
         if outs is not None:
             rows.append(outs.reshape(-1))
         with torch.no_grad():
@@ -247,31 +248,41 @@ class NodeStats:
                 g2 = torch.stack(grads).sum() if grads else torch.zeros((), device=dev)
                 u2 = torch.stack([(p.detach().float() - b.float()).pow(2).sum() for p, b in zip(ps, before)]).sum()
                 b2 = torch.stack([b.float().pow(2).sum() for b in before]).sum()
-                rows.append(torch.stack([w2.sqrt(), g2.sqrt(), u2.sqrt() / b2.sqrt()]).to(dev))
                 gs = [_strided(p.grad, HIST_VALUES // len(ps)) for p in ps if p.grad is not None]
-                rows.append(_histogram(torch.cat(gs)).to(dev) if gs else torch.full((_HIST,), math.nan, device=dev))
+                gvals = torch.cat(gs).float() if gs else torch.full((1,), math.nan, device=dev)
+                grad_values.append(gvals)
+                glo, ghi = torch.aminmax(gvals)
+                rows.append(torch.stack([w2.sqrt(), g2.sqrt(), u2.sqrt() / b2.sqrt(), glo, ghi]).to(dev))
         self._before = []
-        flat = torch.cat(rows).cpu().tolist() if rows else []   # the one synchronisation of a sample
+        flat = torch.cat(rows).cpu().tolist() if rows else []   # the figures: one synchronisation
+        hist_values, self._hist_values = self._hist_values, [None] * len(self.probed)
         self._outs = [None] * len(self.probed)
         sample = StatsSample(step, epoch)
         pos = 0
+        sources: list[tuple[torch.Tensor, float, float]] = []   # histograms over the figures' ranges
+        hist_keys: list[tuple[str, str]] = []
         for i, nid in enumerate(self.probed):
-            row = flat[pos + i * width: pos + (i + 1) * width]
-            vals = row[:len(OUT_KEYS)]
+            vals = flat[pos + i * width: pos + (i + 1) * width]
             if all(math.isnan(v) for v in vals):
                 continue  # no tensor output
             fig: dict[str, float | None] = {k: float(v) for k, v in zip(OUT_KEYS, vals)}
             if self._saturation[i] is None:
                 fig["saturated"] = None
             sample.nodes[nid] = fig
-            sample.histograms.setdefault(nid, {})["output"] = [float(v) for v in row[len(OUT_KEYS):]]
+            lo, hi, hv = vals[4], vals[5], hist_values[i]
+            if hv is not None and math.isfinite(lo) and math.isfinite(hi):
+                sources.append((hv, lo, hi))
+                hist_keys.append((nid, "output"))
         pos += len(self.probed) * width
         for j, (nid, _) in enumerate(self.param_nodes):
-            row = flat[pos + j * (3 + _HIST): pos + (j + 1) * (3 + _HIST)]
+            row = flat[pos + j * 5: pos + (j + 1) * 5]
             fig = sample.nodes.setdefault(nid, {})
             fig.update({k: float(v) for k, v in zip(PARAM_KEYS, row[:3])})
-            if not math.isnan(row[3]):
-                sample.histograms.setdefault(nid, {})["grad"] = [float(v) for v in row[3:]]
+            if math.isfinite(row[3]) and math.isfinite(row[4]):
+                sources.append((grad_values[j], row[3], row[4]))
+                hist_keys.append((nid, "grad"))
+        for (nid, key), hist in zip(hist_keys, _histograms(sources)):  # a second, smaller read-back
+            sample.histograms.setdefault(nid, {})[key] = hist
         self.samples = (self.samples + [sample])[-3:]
         if self.first_nonfinite is None:
             origin = nan_origin(sample, self.probed, [n for n, _ in self.param_nodes])
