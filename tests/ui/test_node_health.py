@@ -163,3 +163,24 @@ def test_conv_kernels_of_the_trained_weights_are_drawn(make_window: Any, qtbot: 
     assert np.allclose(img[0:3, 0:3], k.T[:, ::-1])  # the first kernel, top left
     win.scene.select_nodes([fc.id])
     assert hist.isVisible() and not hist.kernels.isVisible()
+
+
+def test_layer_table_shows_multiply_adds_and_measured_time_shares(make_window: Any, qtbot: Any) -> None:
+    win = make_window(Project(laid_out(digits_graph()), TrainConfig(epochs=1, device="cpu")))
+    summary = win.summary
+    summary.refresh()
+    names = [r[0] for r in summary.row_texts()]
+    assert names == ["flatten", "fc1", "relu", "fc2"]
+
+    def column(c: int) -> list[str]:
+        return [summary.table.item(r, c).text() for r in range(summary.table.rowCount())]
+
+    # digits: 64 features → 32 → 10: multiply-adds per sample are in × out of each linear layer
+    assert column(5) == ["0", "2.0K", "0", "320"]
+    assert column(6) == ["", "", "", ""]
+    with qtbot.waitSignal(summary.measured, timeout=60_000):
+        assert summary.measure_time()
+    shares = [summary.costs[nid][1] for nid in summary.costs]
+    assert all(s is not None and s >= 0 for s in shares) and abs(sum(shares) - 1.0) < 1e-6
+    assert all(t.endswith("%") for t in column(6))
+    assert summary.measure_button.isEnabled()
