@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QFont, QFontDatabase, QShowEvent
-from PySide6.QtWidgets import (QHBoxLayout, QHeaderView, QLabel, QPlainTextEdit, QPushButton, QTableWidget,
+from PySide6.QtWidgets import (QHeaderView, QLabel, QPlainTextEdit, QPushButton, QTableWidget,
                                QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
 from netstudio.compiler.memory import MemoryEstimate
@@ -86,10 +86,8 @@ class ModelSummary(QWidget):
         lay = QVBoxLayout(layers)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.table)
-        foot = QHBoxLayout()
-        foot.addWidget(self.total, 1)
-        foot.addWidget(self.measure_button)
-        lay.addLayout(foot)
+        lay.addWidget(self.total)
+        lay.addWidget(self.measure_button, 0, Qt.AlignmentFlag.AlignLeft)  # the total's line can be long
         #: node id -> (multiply-adds per sample, measured time share or None) of the last refresh/measurement
         self.costs: dict[str, tuple[float, float | None]] = {}
         self._cost_thread: object | None = None
