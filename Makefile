@@ -49,6 +49,7 @@ bench: $(VENV)/.installed
 screenshots: $(VENV)/.installed
 	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) .ci/screenshots/editor.py resources/screenshots/editor.png
 	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) .ci/screenshots/training.py resources/screenshots/training.png
+	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) .ci/screenshots/health.py resources/screenshots/health.png
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

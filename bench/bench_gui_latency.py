@@ -67,8 +67,10 @@ def cli(epochs: int, threads: int | None = None) -> dict[str, Any]:
     return {"samples_per_s": metrics.get("samples_per_s"), "val_accuracy": metrics.get("val_accuracy")}
 
 
-def in_app(project: Any, epochs: int, threads: int | None, tab: str = "plots", probe: bool = True) -> dict[str, Any]:
-    """Train through the dock; with ``probe`` a 10 ms timer measures event-loop gaps meanwhile."""
+def in_app(project: Any, epochs: int, threads: int | None, tab: str = "plots", probe: bool = True,
+           overlay: int | None = None) -> dict[str, Any]:
+    """Train through the dock; with ``probe`` a 10 ms timer measures event-loop gaps meanwhile.
+    ``overlay``: the canvas with its per-node health strips is shown too, statistics every N steps."""
     from PySide6.QtCore import QEventLoop, Qt, QTimer
     from PySide6.QtWidgets import QApplication, QMainWindow
 
@@ -82,10 +84,24 @@ def in_app(project: Any, epochs: int, threads: int | None, tab: str = "plots", p
     session = TrainingSession(win)
     if threads:
         session.torch_threads = threads
-    dock = TrainingDock(Document(project, win), session)
+    document = Document(project, win)
+    dock = TrainingDock(document, session)
     win.setCentralWidget(dock)
     win.resize(1280, 760)
     win.show()
+    if overlay:
+        from netstudio.ui.canvas.health import HealthOverlay
+        from netstudio.ui.canvas.scene import NodeScene
+        from netstudio.ui.canvas.view import NodeView
+
+        project.training.stats_every = overlay
+        scene = NodeScene(document, win)
+        scene.rebuild()
+        view = NodeView(scene)
+        view.setParent(win, view.windowFlags())
+        view.resize(1000, 500)
+        view.show()
+        HealthOverlay(scene, session, win)
     app.processEvents()
 
     ticks: list[float] = []
@@ -167,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tab", choices=("plots", "results"), default="plots",
                     help="dock tab in front while training: the live plots (default) or the results table")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--overlay", type=int, default=None, metavar="N",
+                    help="also show the canvas with the per-node health strips, statistics every N steps")
     args = ap.parse_args(argv)
 
     import torch
@@ -183,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     pairs = []
     for i in range(args.repeats):
         c = cli(args.epochs, threads)
-        q = in_app(load_project(SAMPLE), args.epochs, threads, args.tab, probe=False)
-        r = in_app(load_project(SAMPLE), args.epochs, threads, args.tab, probe=True)
+        q = in_app(load_project(SAMPLE), args.epochs, threads, args.tab, probe=False, overlay=args.overlay)
+        r = in_app(load_project(SAMPLE), args.epochs, threads, args.tab, probe=True, overlay=args.overlay)
         q["ratio"] = (q["samples_per_s"] or 0) / (c["samples_per_s"] or 1)
         r["ratio"] = (r["samples_per_s"] or 0) / (c["samples_per_s"] or 1)
         pairs.append((c, r, q))

@@ -29,6 +29,7 @@ BENCHES: list[tuple[str, list[str]]] = [
     ("bench_startup.py", []),
     ("bench_busy.py", []),
     ("bench_time_to_result.py", []),
+    ("bench_stats.py", ["--quick"]),
 ]
 
 

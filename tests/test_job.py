@@ -106,7 +106,8 @@ def test_run_reports_typed_events_and_refuses_weights_of_another_model() -> None
     job = J.prepare(iris_graph(), CFG)
     events: list[dict] = []
     result = J.run(job, events.append)
-    assert [e["kind"] for e in events if e["kind"] != "batch"] == ["start", "epoch", "end"]
+    # the per-node statistics sample the first step (stats_every: netstudio.training.nodestats)
+    assert [e["kind"] for e in events if e["kind"] != "batch"] == ["start", "stats", "epoch", "end"]
     assert all(type(e["kind"]) is EventKind for e in events)
     end = events[-1]
     assert end["status"] == "finished" and type(end["status"]) is FitStatus and end["status"] is result.status

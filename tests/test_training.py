@@ -199,8 +199,15 @@ def test_mlp_learns_blobs_and_reports_plain_events() -> None:
     assert rec.kinds("end")[0] == {"kind": "end", "status": "finished", "message": res.message}
     from netstudio.training.events import EventKind, FitStatus
 
+    def plain(v: object) -> bool:  # the stats event nests dicts and lists of plain values
+        if isinstance(v, dict):
+            return all(type(k) is str and plain(x) for k, x in v.items())
+        if isinstance(v, list):
+            return all(plain(x) for x in v)
+        return v is None or type(v) in (int, float, str, bool, EventKind, FitStatus)
+
     for _, e in rec.events:  # only plain Python values cross the thread boundary (the typed kinds are str)
-        assert all(v is None or type(v) in (int, float, str, bool, EventKind, FitStatus) for v in e.values()), e
+        assert all(plain(v) for v in e.values()), e
         assert type(e["kind"]) is EventKind and isinstance(e["kind"], str)
     assert type(res.status) is FitStatus and res.status == "finished" and f"{res.status}" == "finished"
 

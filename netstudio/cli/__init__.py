@@ -21,7 +21,7 @@ from netstudio import __version__
 from netstudio.cli.console import add_control_args, control_argv
 from netstudio.cli.console import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CliError, Progress, epoch_line, err,
                                    error_json, export_results, fmt_metric, format_error, format_problem, jsonable,
-                                   load, outcome_lines, resolve_device_label, safe_streams, summary)
+                                   load, outcome_lines, resolve_device_label, safe_streams, summary, with_stats)
 from netstudio.errors import MAX_HINT, MAX_MESSAGE, NetStudioError, Problem, clip_text
 from netstudio.training.events import FitStatus
 
@@ -213,7 +213,12 @@ def _train(args: argparse.Namespace) -> int:
             from netstudio.training.checkpoints import default_checkpoint_dir
 
             ckpt = default_checkpoint_dir(args.project)
-        result = training_job.run(job, progress, stop, pause, checkpoint_dir=ckpt, resume=args.resume)
+        report, stats_file = with_stats(progress, args.stats)
+        try:
+            result = training_job.run(job, report, stop, pause, checkpoint_dir=ckpt, resume=args.resume)
+        finally:
+            if stats_file is not None:
+                stats_file.close()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -275,7 +280,8 @@ def _train_distributed(args: argparse.Namespace) -> int:
     device = args.device or (project.training.device if project.training.device in ("cpu", "cuda") else "auto")
     rank_args = ["--device", device, "--checkpoint-dir", ckpt, "--timeout", str(args.timeout)]
     for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--seed", args.seed),
-                        ("--threads", args.threads), ("--out", args.out), ("--save-weights", args.save_weights)):
+                        ("--threads", args.threads), ("--out", args.out), ("--save-weights", args.save_weights),
+                        ("--stats", args.stats), ("--stats-every", args.stats_every)):
         if value is not None:
             rank_args += [flag, str(value)]
     rank_args += control_argv(args)
@@ -553,6 +559,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-record", action="store_true",
                    help="do not keep this run in PROJECT.runs/ (listed by `netstudio runs`)")
+    p.add_argument("--stats", default=None, metavar="FILE",
+                   help="write per-node statistics (output mean/std/zeros/saturation/min/max/NaN count, weight and "
+                        "gradient norms, update ratio) as one JSON object per sample to FILE")
+    p.add_argument("--stats-every", type=_non_negative, default=None, metavar="N",
+                   help="sample the per-node statistics every N steps (default: the project's, 200; 0 = off)")
     g = p.add_argument_group("distributed training (torchrun + DistributedDataParallel)")
     g.add_argument("--nproc", type=_positive, default=None, metavar="N",
                    help="processes on this machine: one per GPU, or CPU processes (gloo)")

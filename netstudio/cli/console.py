@@ -94,6 +94,21 @@ class Progress:
             print(epoch_line(ev, self.epochs), file=self.lines, flush=True)
         elif kind == "resumed_from":
             print(f"resumed from {ev.get('path')} after epoch {ev.get('epoch')}", file=self.lines, flush=True)
+        elif kind == "stats":
+            self._diagnoses(ev)
+
+    def _diagnoses(self, ev: dict[str, Any]) -> None:
+        """Each new finding of the per-node statistics once (the same node and kind is not repeated)."""
+        seen = self.__dict__.setdefault("_seen_diagnoses", set())
+        for d in ev.get("diagnoses") or []:
+            key = (d.get("code"), d.get("node_id"))
+            if key in seen:
+                continue
+            seen.add(key)
+            self.clear()
+            # not "error:": that prefix is the run's one failure line (scripts look for it)
+            print(f"node health ({d.get('severity', 'warning')}), step {ev.get('global_step')}: {d.get('message')} "
+                  f"(fix: {d.get('hint')})", file=self.lines, flush=True)
 
     def _draw(self, ev: dict[str, Any]) -> None:
         assert self.bar is not None
@@ -118,6 +133,46 @@ class Progress:
             self._bar_shown = False
 
     _clear = clear  # its name before it was public
+
+
+class StatsWriter:
+    """``--stats FILE``: one JSON object per statistics sample (step, epoch, per node id its figures,
+    diagnoses); NaN/Inf figures are written as the strings "nan", "inf", "-inf"."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self.samples = 0
+
+    def __call__(self, ev: dict[str, Any]) -> None:
+        if ev.get("kind") != "stats":
+            return
+        import json
+
+        from netstudio.training.nodestats import jsonable_figures
+
+        record = {"step": ev.get("global_step"), "epoch": ev.get("epoch"), "nodes": jsonable_figures(ev["nodes"]),
+                  "diagnoses": ev.get("diagnoses") or [], "nan_origin": ev.get("nan_origin"),
+                  "histograms": ev.get("histograms") or {}}
+        self.file.write(json.dumps(record, allow_nan=False) + "\n")
+        self.file.flush()
+        self.samples += 1
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def with_stats(report: Any, path: str | None) -> tuple[Any, "StatsWriter | None"]:
+    """``report`` that also writes the statistics samples to ``path`` (unchanged without a path)."""
+    if not path:
+        return report, None
+    writer = StatsWriter(path)
+
+    def both(ev: dict[str, Any]) -> None:
+        if report is not None:
+            report(ev)
+        writer(ev)
+
+    return both, writer
 
 
 def fmt_metric(v: Any) -> str:

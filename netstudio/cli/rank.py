@@ -151,6 +151,8 @@ def rank_parser() -> "Any":
     from netstudio.cli.console import add_control_args
 
     add_control_args(p)
+    p.add_argument("--stats", default=None, help="per-node statistics file (rank 0 writes it)")
+    p.add_argument("--stats-every", type=int, default=None)
     return p
 
 
@@ -182,7 +184,7 @@ def run_rank(argv: Sequence[str] | None = None) -> int:
         ctx = init_distributed(args.device, args.timeout)
         project = console.load(args.project)
         overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "threads": args.threads,
-                     **console.control_overrides(args)}
+                     "stats_every": args.stats_every, **console.control_overrides(args)}
         # the launcher checked the memory for all ranks together; seed, plan and data as in every other run
         job = training_job.prepare(project.graph, project.training, overrides, dist=ctx, memory_check=False)
         lines = sys.stderr if args.json else sys.stdout
@@ -191,7 +193,12 @@ def run_rank(argv: Sequence[str] | None = None) -> int:
             print(f"distributed: {ctx.world_size} rank{'s' if ctx.world_size != 1 else ''} "
                   f"({ctx.backend}, {ctx.device.type})", file=lines, flush=True)
         t0 = time.perf_counter()
-        result = training_job.run(job, progress, checkpoint_dir=args.checkpoint_dir, resume=args.resume)
+        report, stats_file = console.with_stats(progress, args.stats if ctx.is_main else None)
+        try:
+            result = training_job.run(job, report, checkpoint_dir=args.checkpoint_dir, resume=args.resume)
+        finally:
+            if stats_file is not None:
+                stats_file.close()
         seconds = time.perf_counter() - t0
         if result.status == FitStatus.ERROR:
             _raise_if_signalled(0.5 if ctx.active else 0.0)

@@ -43,6 +43,9 @@ class CompiledModel:
     #: node id -> attribute path of its submodule; a node inside a block is keyed "block_id/inner_id" and
     #: its path is dotted ("block1.fc_a"), as in the state_dict keys
     module_names: dict[str, str] = field(default_factory=dict)
+    #: fx node name -> node id of each top-level node's call (call_module or call_function; a block's
+    #: call counts for the block), for per-node statistics
+    fx_nodes: dict[str, str] = field(default_factory=dict)
 
     @property
     def code(self) -> str:
@@ -191,12 +194,13 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
     root = nn.Module()
     values: dict[tuple[str, str], fx.Node] = {}
     module_names: dict[str, str] = {}
+    fx_nodes: dict[str, str] = {}
     input_info = None
     if dataset is not None and dataset in needed:
         values[(dataset, "features")] = fxg.placeholder("x")
         input_info = an.results[dataset].outputs.get("features")
 
-    _emit_nodes(graph, an, needed, values, fxg, root, module_names, used_ports)
+    _emit_nodes(graph, an, needed, values, fxg, root, module_names, used_ports, fx_nodes=fx_nodes)
 
     outs = []
     for key in wanted:
@@ -209,14 +213,16 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
     gm = fx.GraphModule(root, fxg, class_name="NetStudioModel")
     wanted = [k for k in wanted if k in values]
     return CompiledModel(gm, wanted, [an.results[n].outputs[p] for n, p in wanted], input_info, dataset, an,
-                         module_names)
+                         module_names, fx_nodes)
 
 
 def _emit_nodes(graph: Graph, an: Analysis, needed: set[str], values: dict[tuple[str, str], fx.Node],
                 fxg: fx.Graph, root: nn.Module, module_names: dict[str, str],
-                used_ports: set[tuple[str, str]], prefix: str = "") -> None:
+                used_ports: set[tuple[str, str]], prefix: str = "", fx_nodes: dict[str, str] | None = None) -> None:
     """Record the model nodes of ``graph`` in ``needed`` into ``fxg`` (their modules into ``root``), in
-    the analysis' order; ``values`` holds the fx value of each (node, port) already there."""
+    the analysis' order; ``values`` holds the fx value of each (node, port) already there; ``fx_nodes``
+    (when given) gets the fx name of each node's call."""
+    calls: dict[str, str] = {} if fx_nodes is None else fx_nodes
     incoming: dict[str, list] = {}
     for e in graph.edges:
         incoming.setdefault(e.dst, []).append(e)
@@ -251,6 +257,7 @@ def _emit_nodes(graph: Graph, an: Analysis, needed: set[str], values: dict[tuple
                 for inner_id, inner_attr in sub_names.items():
                     module_names[f"{prefix}{nid}/{inner_id}"] = f"{attr}.{inner_attr}"
                 out = fxg.call_module(attr, tuple(args[p.name] for p in nt.inputs))
+                calls[out.name] = nid
                 for i, p in enumerate(nt.outputs):
                     if (nid, p.name) in used_ports:
                         values[(nid, p.name)] = out if len(nt.outputs) == 1 else fxg.call_function(
@@ -263,6 +270,7 @@ def _emit_nodes(graph: Graph, an: Analysis, needed: set[str], values: dict[tuple
                 cargs, ckwargs = nt.call_args(res.params)
                 # fx names the call after the attribute
                 out = fxg.call_module(attr, _subst(cargs, args), _subst(ckwargs, args))
+                calls[out.name] = nid
                 # each used output port's value from the result (LSTM/GRU: (output, state) -> output, h_n)
                 for port, steps in nt.output_steps(res.params).items():
                     if (nid, port) in used_ports:
@@ -271,6 +279,7 @@ def _emit_nodes(graph: Graph, an: Analysis, needed: set[str], values: dict[tuple
                 fn, fargs, fkwargs = nt.function(res.params, in_infos)
                 out = fxg.call_function(fn, _subst(fargs, args), _subst(fkwargs, args))
                 out.name = _unique(fxg, _code_name(node.name), out)
+                calls[out.name] = nid
                 values[(nid, nt.outputs[0].name)] = out
             else:  # pragma: no cover - catalog guarantees one of the two
                 raise CompileError(f"{nt.title} cannot be compiled", node_id=nid)

@@ -29,9 +29,11 @@ class TrainConfig:
     clip_value: float = 0.0           # clip every gradient element to ±this; 0 = off
     warmup_epochs: int = 0            # linear lr warm-up over these epochs (per batch), before any scheduler
     precision: str = "off"            # off | bf16 | fp16 (mixed precision; see PRECISIONS)
+    stats_every: int = 200            # per-node statistics every N steps (nodestats.DEFAULT_EVERY); 0 = off
 
     def to_dict(self) -> dict[str, Any]:
-        """Every setting, except step controls left at their default (off): a project that does not use
+        """Every setting, except those added later left at their default (step controls off, statistics
+        every 200 steps): a project that does not use
         them is written as before they existed, so older NetStudio versions open it unchanged."""
         d = asdict(self)
         for name, default in OPTIONAL_DEFAULTS.items():
@@ -69,6 +71,8 @@ class TrainConfig:
             raise ProjectError(f"fast_path must be 'auto' or 'off', got {self.fast_path!r}")
         if not 0 <= self.threads <= 1024:
             raise ProjectError(f"threads must be between 0 (automatic) and 1024, got {self.threads}")
+        if not 0 <= self.stats_every <= 1_000_000_000:
+            raise ProjectError(f"stats_every must be between 0 (off) and 1000000000, got {self.stats_every}")
         if self.early_stopping_patience < 0 or self.seed < 0:
             raise ProjectError("seed and early_stopping_patience must not be negative")
         if self.seed > MAX_SEED:
@@ -88,4 +92,5 @@ class TrainConfig:
 
 
 #: settings added after format 1 was fixed: written only when not at these defaults (see ``to_dict``)
-OPTIONAL_DEFAULTS: dict[str, Any] = {"clip_norm": 0.0, "clip_value": 0.0, "warmup_epochs": 0, "precision": "off"}
+OPTIONAL_DEFAULTS: dict[str, Any] = {"clip_norm": 0.0, "clip_value": 0.0, "warmup_epochs": 0, "precision": "off",
+                                     "stats_every": 200}

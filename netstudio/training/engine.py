@@ -17,6 +17,9 @@ declared in :mod:`netstudio.training.events` (``kind``: an :class:`EventKind`,
 * ``{"kind": "paused", "epoch", "batch", "global_step"}`` (``batch``: the one that waits; ``global_step``:
   steps done so far) / ``{"kind": "resumed", "paused_s"}``
 * ``{"kind": "end", "status": "finished"|"stopped"|"early_stopped"|"error", "message"}``
+* ``{"kind": "stats", "epoch", "global_step", "nodes", "diagnoses", "nan_origin"}`` — per-node figures of a
+  sampled step (every ``config.stats_every`` steps, :mod:`netstudio.training.nodestats`); ``nan_origin``:
+  the node id where NaN/Inf first appeared (sent when the run diverges), else None
 
 Speed (measured in bench/bench_trainer.py): resident datasets stay on the
 device and are batched by index; loss and accuracy are summed on the device
@@ -52,6 +55,7 @@ from netstudio.training.devices import _mps_available, available_devices, device
 from netstudio.training.checkpoints import checkpoint_path, save_checkpoint
 from netstudio.training.events import EventKind, FitStatus
 from netstudio.training.fastpath import Stepper, prepare_optimizer, reset_for_eager, try_capture
+from netstudio.training.nodestats import NodeStats
 from netstudio.training.strategy import SingleProcess, strategy_for, use_channels_last  # noqa: F401
 from netstudio.training.threads import ThreadTuner
 
@@ -117,6 +121,17 @@ def _restore(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for k, v in model.state_dict().items():
             v.copy_(state[k])
+
+
+def _host_copy(obj: Any) -> Any:
+    """A deep copy with every tensor on the CPU (an optimizer's state_dict, loaded back where it belongs)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_host_copy(v) for v in obj)
+    return copy.deepcopy(obj)
 
 
 def _fmt_lr(lr: float) -> str:
@@ -355,6 +370,10 @@ class _Trainer:
         self.n_train = 0
         self.tuner: ThreadTuner | None = None  # CPU thread count (adaptive unless config.threads is set)
         self.warmup: Warmup | None = None  # lr warm-up over the first batches (config.warmup_epochs)
+        # per-node statistics (config.stats_every); the epoch's start for naming where NaN first appeared
+        self.stats: NodeStats | None = None
+        self._epoch_opt_state: dict[str, Any] | None = None
+        self._epoch_perm: torch.Tensor | None = None
 
     # --- events ------------------------------------------------------------------
     def emit(self, event: dict[str, Any]) -> None:
@@ -452,6 +471,9 @@ class _Trainer:
             if not self.fast:
                 reset_for_eager(optimizer, dev)
 
+        if cfg.stats_every > 0:
+            self.stats = NodeStats(model, plan, cfg.stats_every, strategy.reduce_node_stats)
+
         task = getattr(data.info, "task", "classification")
         self.emit({"kind": EventKind.START, "device": self.label, "device_id": str(dev), "epochs": cfg.epochs,
                    "steps_per_epoch": steps, "n_train": n_train, "n_val": n_val, "task": task,
@@ -467,6 +489,9 @@ class _Trainer:
                 epoch_start = time.perf_counter()
                 paused_before, active_before = self.paused_total, self.train_active
                 self.start_state = _snapshot(model)
+                if self.stats is not None and strategy.replays_divergence:
+                    # on the host: the copy must not take device memory the preflight did not count
+                    self._epoch_opt_state = _host_copy(optimizer.state_dict())
                 model.train()
                 stepper.reset_epoch()
                 self.tuner.epoch_start()
@@ -474,6 +499,7 @@ class _Trainer:
                     perm = torch.randperm(n_train, generator=gen) if cfg.shuffle else torch.arange(n_train)
                     perm = perm.to(dev)   # one small copy per epoch; batches are views of it
                     items: Any = (perm[a:a + bs] for a in range(0, n_train, bs))
+                    self._epoch_perm = perm
                 else:
                     items = iter(loader)  # type: ignore[arg-type]
                 items = strategy.batches(items, step, resident=bool(data.resident), loader=loader)
@@ -537,6 +563,7 @@ class _Trainer:
         assert stepper is not None and self.tuner is not None
         tuner = self.tuner
         adapt = tuner.adaptive
+        stats = self.stats
         total_samples = self.config.epochs * self.n_train
         # the report clock runs across epochs: with epochs shorter than the report
         # interval, a per-epoch clock would never emit a batch event at all
@@ -552,19 +579,25 @@ class _Trainer:
                     self._check_stop()
                     last_active = self.train_active
                     last_loss, last_samples = stepper.totals()[0], stepper.samples
-                if adapt:
-                    tuner.step_start()
                 warm = self.warmup.applied(self.global_step) if self.warmup is not None else contextlib.nullcontext()
                 with warm:
-                    if resident:
-                        stepper.run_indices(item)
+                    if stats is not None and stats.due(self.global_step + 1):
+                        self._sampled_step(stats, item)   # untimed by the thread tuner
                     else:
-                        stepper.run_tensors(item[0].to(dev, non_blocking=True), item[1].to(dev, non_blocking=True))
-                if adapt:
-                    tuner.step_end()
+                        if adapt:
+                            tuner.step_start()
+                        if resident:
+                            stepper.run_indices(item)
+                        else:
+                            stepper.run_tensors(item[0].to(dev, non_blocking=True),
+                                                item[1].to(dev, non_blocking=True))
+                        if adapt:
+                            tuner.step_end()
                 if batch_sched is not None:
                     batch_sched.step()
                 self.global_step += 1
+                if self._pending_stats is not None:
+                    self._emit_stats(self._pending_stats)
                 if time.perf_counter() - self.last_report < REPORT_INTERVAL_S:
                     continue
                 loss_total, _ = stepper.totals()   # the only synchronisation, ~20 times a second
@@ -589,6 +622,73 @@ class _Trainer:
         finally:
             self.train_active += time.perf_counter() - seg_start
         return True
+
+    # --- per-node statistics (netstudio.training.nodestats) -------------------------
+    _pending_stats: Any = None
+
+    def _sampled_step(self, stats: NodeStats, item: Any) -> None:
+        """One step with the statistics probes in (run eagerly, also on the CUDA fast path)."""
+        stepper = self.stepper
+        assert stepper is not None
+        stats.begin()
+        try:
+            if self.data.resident:
+                stepper.run_indices_uncaptured(item)
+            else:
+                stepper.run_tensors(item[0].to(self.device), item[1].to(self.device))
+        finally:
+            stats.cancel()
+        self._pending_stats = stats.end(self.global_step + 1, self.epoch)
+
+    def _emit_stats(self, sample: Any, nan_origin: str | None = None) -> None:
+        self._pending_stats = None
+        if self.stats is not None and self.strategy.is_main:
+            event = sample.event(self.stats.diagnoses(sample))
+            event["nan_origin"] = nan_origin
+            self.emit(event)
+
+    def _replay_to_nan(self, bad_batch: int) -> None:
+        """After a NaN/inf loss: replay the epoch from its start up to the bad batch, sampling the last
+        steps, so the statistics see the step where NaN/Inf first appeared (single process, resident data)."""
+        stats, stepper, model, opt = self.stats, self.stepper, self.model, self.optimizer
+        if stats is None or stats.first_nonfinite is not None or not self.data.resident \
+                or self._epoch_perm is None or self._epoch_opt_state is None:
+            return
+        assert stepper is not None and model is not None and opt is not None
+        _restore(model, self.start_state)
+        opt.load_state_dict(self._epoch_opt_state)
+        replay = NodeStats(model, self.plan, 1, None)
+        bs, perm = self.config.batch_size, self._epoch_perm
+        first_sampled = max(0, bad_batch - 20)
+        step0 = self.global_step - stepper.batches
+        for i in range(bad_batch + 1):
+            idx = perm[i * bs:(i + 1) * bs]
+            if i < first_sampled:
+                stepper.run_indices_uncaptured(idx)
+                continue
+            replay.begin()
+            try:
+                stepper.run_indices_uncaptured(idx)
+            finally:
+                replay.cancel()
+            replay.end(step0 + i + 1, self.epoch)
+            if replay.first_nonfinite is not None:
+                break
+        stats.first_nonfinite, stats.samples = replay.first_nonfinite, replay.samples
+
+    def _nan_report(self, bad_batch: int) -> str | None:
+        """The sentence naming the first node that produced NaN/Inf (and its stats event), or None."""
+        if self.stats is None:
+            return None
+        try:
+            self._replay_to_nan(bad_batch)
+        except Exception:  # noqa: BLE001 - naming the node is extra: the divergence message comes anyway
+            pass
+        found = self.stats.first_nonfinite
+        if found is None:
+            return None
+        self._emit_stats(found[0], found[1])
+        return self.stats.nan_message()
 
     # --- checkpoints (any run with a checkpoint folder; written by rank 0 only) --------
     def _resume_from_checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer, sched: Any,
@@ -667,9 +767,12 @@ class _Trainer:
         batch, value = self.stepper.first_bad_batch()
         what = "infinite" if math.isinf(value) else "NaN"
         lr = float(self.optimizer.param_groups[0]["lr"])
+        origin = self._nan_report(batch)
         _restore(self.model, self.start_state)
         message = (f"Training diverged at epoch {self.epoch}, batch {batch + 1}: the loss became {what}. "
                    f"Lower the learning rate (currently {_fmt_lr(lr)}) or check the data for invalid values.")
+        if origin is not None:
+            message += f" {origin}."
         return self.error(message)
 
     def error(self, message: str, trace: str | None = None) -> FitResult:

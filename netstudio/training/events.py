@@ -53,6 +53,7 @@ class EventKind(_TextEnum):
     RESUMED = "resumed"
     RESUMED_FROM = "resumed_from"  # continued after an epoch saved in a checkpoint
     END = "end"
+    STATS = "stats"                # per-node statistics of a sampled step (netstudio.training.nodestats)
 
 
 class StartEvent(TypedDict):
@@ -122,7 +123,30 @@ class EndEvent(TypedDict):
     message: str
 
 
-TrainingEvent = StartEvent | BatchEvent | EpochEvent | PausedEvent | ResumedEvent | ResumedFromEvent | EndEvent
+class Diagnosis(TypedDict):
+    code: str          # dead_relu | vanishing | exploding | saturated | frozen | nonfinite
+    node_id: str
+    message: str
+    hint: str
+    severity: str      # "warning" | "error"
 
-__all__ = ["BatchEvent", "EndEvent", "EpochEvent", "EventKind", "FitStatus", "PausedEvent", "ResumedEvent",
-           "ResumedFromEvent", "StartEvent", "TrainingEvent"]
+
+class StatsEvent(TypedDict):
+    """Per-node figures of one sampled step: ``nodes[node_id]`` holds plain floats (None: does not apply):
+    mean, std, zeros, saturated, min, max, nonfinite (its output); weight_norm, grad_norm, update_ratio
+    (a node with parameters)."""
+
+    kind: EventKind
+    epoch: int
+    global_step: int
+    nodes: dict[str, dict[str, float | None]]
+    diagnoses: list[Diagnosis]
+    nan_origin: str | None   # the node where NaN/Inf first appeared (sent when the run diverged)
+    #: per node id "output" / "grad": [lo, hi, counts of equal bins between them] (finite values)
+    histograms: dict[str, dict[str, list[float]]]
+
+
+TrainingEvent = StartEvent | BatchEvent | EpochEvent | PausedEvent | ResumedEvent | ResumedFromEvent | EndEvent | StatsEvent
+
+__all__ = ["BatchEvent", "Diagnosis", "EndEvent", "EpochEvent", "EventKind", "FitStatus", "PausedEvent", "ResumedEvent",
+           "ResumedFromEvent", "StartEvent", "StatsEvent", "TrainingEvent"]

@@ -214,6 +214,17 @@ class Stepper:
         self.samples += n
         self.batches += 1
 
+    def run_indices_uncaptured(self, idx: torch.Tensor) -> None:
+        """One step on rows ``idx`` that runs the Python step even when a graph is captured (a
+        statistics sample hooks into it); the same arithmetic as a replay."""
+        if self.graph is None:
+            self.run_indices(idx)
+            return
+        assert self.train_x is not None and self.train_y is not None
+        self._eager(self.train_x.index_select(0, idx), self.train_y.index_select(0, idx), idx.shape[0])
+        self.samples += idx.shape[0]
+        self.batches += 1
+
     def run_tensors(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One eager step on a batch that is already on the device (DataLoader path)."""
         n = x.shape[0]

@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: the settings a caller may override (command-line flags, a rank's arguments)
 OVERRIDABLE = ("epochs", "batch_size", "seed", "device", "threads", "clip_norm", "clip_value", "warmup_epochs",
-               "precision")
+               "precision", "stats_every")
 
 
 class JobStopped(Exception):

@@ -56,6 +56,8 @@ class SingleProcess:
     is_main = True
     #: a NaN/inf loss is caught at the next batch report (a job of ranks judges the all-reduced sums)
     checks_batch_loss = True
+    #: after a NaN/inf loss the epoch may be replayed to name the node where NaN first appeared
+    replays_divergence = True
 
     def device(self, requested: str) -> torch.device:
         return resolve_device(requested)
@@ -95,11 +97,16 @@ class SingleProcess:
     def read_checkpoint(self, path: str) -> dict[str, Any] | None:
         return read_checkpoint(path)
 
+    def reduce_node_stats(self, outs: torch.Tensor) -> torch.Tensor:
+        """Per-node output figures (rows: mean, std, zeros, saturated, min, max, nonfinite): this process's."""
+        return outs
+
 
 class DataParallel(SingleProcess):
     """One rank of a data-parallel job (DDP); see :mod:`netstudio.training.distributed`."""
 
     checks_batch_loss = False  # judged on the all-reduced epoch sums, the same on every rank
+    replays_divergence = False  # the ranks' collectives would have to replay in step
 
     def __init__(self, ctx: "DistContext") -> None:
         self.ctx = ctx
@@ -143,6 +150,21 @@ class DataParallel(SingleProcess):
                  ) -> tuple[float | None, float | None]:
         # each rank evaluates its share; the sums are all-reduced
         return self.ctx.validate(model, plan, data, val_dev, batch_size, B.eval_batches, B.val_batches)
+
+    def reduce_node_stats(self, outs: torch.Tensor) -> torch.Tensor:
+        """The ranks' output figures combined (every rank calls it at the same sampled step): means,
+        std and fractions averaged over the ranks (equal shares), min/max over all, NaN/Inf counts summed."""
+        import torch.distributed as dist
+
+        if not self.ctx.active:
+            return outs
+        avg, lo, hi, bad = outs[:, :4].contiguous(), outs[:, 4].contiguous(), outs[:, 5].contiguous(), \
+            outs[:, 6].contiguous()
+        dist.all_reduce(avg, op=dist.ReduceOp.SUM)
+        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+        dist.all_reduce(bad, op=dist.ReduceOp.SUM)
+        return torch.cat([avg / self.ctx.world_size, lo[:, None], hi[:, None], bad[:, None]], dim=1)
 
     def read_checkpoint(self, path: str) -> dict[str, Any] | None:
         # rank 0 reads, the others receive it: the folder only has to exist where rank 0 runs

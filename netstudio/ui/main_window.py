@@ -167,6 +167,24 @@ class MainWindow(ProjectFiles, QMainWindow):
         self.addDockWidget(area, dock)
         self.panels_menu.addAction(dock.toggleViewAction())
 
+    def _install_health_overlay(self) -> None:
+        """Per-node health strips on the canvas while training (View → Node Health While Training)."""
+        from netstudio.ui.canvas.health import HealthOverlay
+
+        self.health_overlay = HealthOverlay(self.scene, self.training_session, self)
+        self.act_health = QAction("Node &Health While Training", self)
+        self.act_health.setCheckable(True)
+        self.act_health.setChecked(True)
+        self.act_health.toggled.connect(self.health_overlay.set_enabled)
+        self.view_menu.addAction(self.act_health)
+        from netstudio.ui.training.histograms import NodeHistograms
+
+        # the selected node's activation/gradient histograms over the run, under the inspector's form
+        # (inside its scroll area, before the closing stretch)
+        self.node_histograms = NodeHistograms(self.training_session, self.inspector.body)
+        self.inspector.vbox.insertWidget(self.inspector.vbox.count() - 1, self.node_histograms)
+        self.scene.node_selection_changed.connect(self.node_histograms.set_selection)
+
     def install_training_dock(self) -> QDockWidget | None:
         """Add the Training dock if that package is installed (run_app calls this after
         the window is shown, because the dock imports torch)."""
@@ -187,6 +205,7 @@ class MainWindow(ProjectFiles, QMainWindow):
         dock.node_activated.connect(self.select_node)
         dock.message.connect(lambda text: self.status(text, 10000))
         self.training_session.run_problems_changed.connect(self.problems.set_run_problems)
+        self._install_health_overlay()
         shrinkable_dock(dock)
         self.add_dock(dock, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.problems_dock, dock)

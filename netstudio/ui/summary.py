@@ -1,18 +1,20 @@
-"""The Model panel: layer table (output shape, parameters, memory, total) and the generated code.
+"""The Model panel: layer table (output shape, parameters, memory, cost, total) and the generated code.
 
 Compiling imports torch, so it runs debounced after edits and only while the
 panel is visible; it builds on the meta device (the code needs no weights). The
 table itself needs only the analysis and the meta-device parameter counts; its
 Memory column is the training estimate of each layer (weights, gradients,
-optimizer state, activations of one batch), see :mod:`netstudio.compiler.memory`.
+optimizer state, activations of one batch), see :mod:`netstudio.compiler.memory`. MACs are the
+forward multiply-adds per sample (counted on the meta device); Time is each layer's share of a
+forward+backward pass, measured on demand on a worker thread (:mod:`netstudio.training.nodecost`).
 """
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QFont, QFontDatabase, QShowEvent
-from PySide6.QtWidgets import (QHeaderView, QLabel, QPlainTextEdit, QTableWidget, QTableWidgetItem, QTabWidget,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QHeaderView, QLabel, QPlainTextEdit, QPushButton, QTableWidget,
+                               QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
 from netstudio.compiler.memory import MemoryEstimate
 from netstudio.compiler.shapes import Analysis
@@ -26,8 +28,17 @@ _MODEL_CATEGORIES = (Category.LAYER, Category.ACTIVATION, Category.MERGE)
 NODE_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
+def _fmt_count(n: float) -> str:
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return f"{n:.0f}"
+
+
 class ModelSummary(QWidget):
     updated = Signal()
+    #: a requested time measurement ended (the Time column is filled unless it failed)
+    measured = Signal()
     #: the user clicked a layer's row: select and frame this node
     node_activated = Signal(str)
 
@@ -40,8 +51,9 @@ class ModelSummary(QWidget):
         self.tabs.setDocumentMode(True)
 
         layers = QWidget()
-        self.table = QTableWidget(0, 5, layers)
-        self.table.setHorizontalHeaderLabels(["Layer", "Type", "Output shape", "Parameters", "Memory"])
+        self.table = QTableWidget(0, 7, layers)
+        self.table.setHorizontalHeaderLabels(["Layer", "Type", "Output shape", "Parameters", "Memory", "MACs",
+                                              "Time"])
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
@@ -51,7 +63,15 @@ class ModelSummary(QWidget):
         for col in (0, 1, 2):  # names and shapes matter most: never elide them
             h.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
         h.setSectionResizeMode(3, QHeaderView.ResizeMode.ResizeToContents)
-        h.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
+        h.setSectionResizeMode(4, QHeaderView.ResizeMode.ResizeToContents)
+        h.setSectionResizeMode(5, QHeaderView.ResizeMode.ResizeToContents)
+        h.setSectionResizeMode(6, QHeaderView.ResizeMode.Stretch)
+        for col, tip in ((5, "Multiply-adds per sample in the forward pass (matrix products and convolutions)"),
+                         (6, "Share of a training step's time (forward + backward), measured on demand: "
+                             "Measure time")):
+            header = self.table.horizontalHeaderItem(col)
+            if header is not None:
+                header.setToolTip(tip)
         mem_header = self.table.horizontalHeaderItem(4)
         if mem_header is not None:
             mem_header.setToolTip("Estimated memory to train the layer: weights, gradients, optimizer state and its "
@@ -60,10 +80,17 @@ class ModelSummary(QWidget):
         self.table.cellClicked.connect(self._row_clicked)
         self.table.cellActivated.connect(self._row_clicked)
         self.total = QLabel(layers)
+        self.measure_button = QPushButton("Measure time", layers)
+        self.measure_button.setToolTip("Time one forward and backward pass per layer (on the CPU, a random batch)")
+        self.measure_button.clicked.connect(self.measure_time)
         lay = QVBoxLayout(layers)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.table)
         lay.addWidget(self.total)
+        lay.addWidget(self.measure_button, 0, Qt.AlignmentFlag.AlignLeft)  # the total's line can be long
+        #: node id -> (multiply-adds per sample, measured time share or None) of the last refresh/measurement
+        self.costs: dict[str, tuple[float, float | None]] = {}
+        self._cost_thread: object | None = None
 
         self.code = QPlainTextEdit()
         self.code.setReadOnly(True)
@@ -153,6 +180,7 @@ class ModelSummary(QWidget):
             with torch.device("meta"):  # the code only: no weight is allocated
                 compiled = compile_model(graph, self.doc.project.training.batch_size, an)
             self.code.setPlainText(compiled.code.strip() + "\n")
+            self._set_macs(compiled)
         except NetStudioError as e:
             self.compile_error = str(e)
             self.code.setPlainText(f"# The model cannot be compiled yet:\n#   {e}\n")
@@ -181,6 +209,57 @@ class ModelSummary(QWidget):
             return None
         self.memory_estimate = est
         return est
+
+    def _set_macs(self, compiled: object) -> None:
+        """The MACs column from the meta-device model (shapes only); measured times are kept per node."""
+        try:
+            from netstudio.training.nodecost import node_costs
+
+            costs = node_costs(compiled, 1, measure=False, device="meta")  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001 - a count must never take the editor down
+            return
+        self.costs = {nid: (c.macs_per_sample, self.costs.get(nid, (0.0, None))[1]) for nid, c in costs.items()}
+        self._fill_costs()
+
+    def _fill_costs(self) -> None:
+        for r in range(self.table.rowCount()):
+            first = self.table.item(r, 0)
+            nid = first.data(NODE_ROLE) if first is not None else None
+            macs, share = self.costs.get(nid, (None, None)) if isinstance(nid, str) else (None, None)
+            for c, text in ((5, "—" if macs is None else _fmt_count(macs)),
+                            (6, "" if share is None else f"{share:.0%}")):
+                item = QTableWidgetItem(text)
+                item.setData(NODE_ROLE, nid)
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(r, c, item)
+
+    def measure_time(self) -> bool:
+        """Profile one forward+backward per layer on a worker thread; False if one is running or no model."""
+        if self._cost_thread is not None or self.compile_error is not None or not self.table.rowCount():
+            return False
+        from netstudio.ui.training.costs import CostWorker
+        from netstudio.ui.training.worker import WorkerThread
+
+        worker = CostWorker(self.doc.graph.to_dict(), min(self.doc.project.training.batch_size, 64))
+        worker.done.connect(self._on_measured, Qt.ConnectionType.QueuedConnection)
+        thread = WorkerThread(worker, "netstudio-layer-cost")
+        self._cost_thread = thread
+        self.measure_button.setEnabled(False)
+        self.measure_button.setText("Measuring…")
+        thread.start()
+        return True
+
+    def _on_measured(self, outcome: dict) -> None:
+        thread, self._cost_thread = self._cost_thread, None
+        if thread is not None:
+            thread.join(2000)  # type: ignore[attr-defined]
+        self.measure_button.setEnabled(True)
+        self.measure_button.setText("Measure time")
+        costs = outcome.get("costs") if isinstance(outcome, dict) else None
+        if costs:
+            self.costs = {nid: (float(m), s) for nid, (m, s) in costs.items()}
+            self._fill_costs()
+        self.measured.emit()
 
     def memory_texts(self) -> list[str]:
         """The Memory column, row by row."""

@@ -21,6 +21,7 @@ from PySide6.QtCore import QCoreApplication, QObject, Qt, Signal, Slot
 from netstudio.enums import StrEnum
 from netstudio.errors import Scope, Severity
 from netstudio.training.config import TrainConfig
+from netstudio.training.health import HealthBook
 from netstudio.ui.training.results import format_metric
 from netstudio.ui.training.worker import (EvalWorker, TrainingWorker, TrainJob, WorkerThread, first_samples,
                                           reserve_cores_for_workers)
@@ -118,6 +119,8 @@ class TrainingSession(QObject):
     evaluation_done = Signal(object, bool)
     #: problems the current run found (a flat loss), for the editor's Problems panel
     run_problems_changed = Signal(list)
+    #: the per-node statistics of the current run changed: the :class:`HealthBook` (also ``self.health``)
+    node_health_changed = Signal(object)
 
     def __init__(self, parent: QObject | None = None) -> None:
         # Dynamo registers process-wide state on import; doing it here, on the GUI
@@ -135,6 +138,9 @@ class TrainingSession(QObject):
         #: the last run's number if it failed (diverged…): Export then says it exports older weights
         self.failed_run: int | None = None
         self.run_problems: list[Any] = []
+        #: per-node health of the current run (its ``stats`` events) and the problems found in it
+        self.health = HealthBook()
+        self._flat_problems: list[Any] = []
         self.run_count = 0
         #: the graph and settings of the current (or last) run, frozen when it started
         self.job_graph: dict[str, Any] | None = None
@@ -215,6 +221,8 @@ class TrainingSession(QObject):
         self.job_graph, self.job_config = graph_dict, config
         self.continuing = continue_training
         self.set_run_problems([])
+        self.health.clear()
+        self.node_health_changed.emit(self.health)
         self.outcome = None
         self._stop_requested_at = None
         self._train = WorkerThread(worker, f"netstudio-train-{self.run_count}", self._on_thread_finished)
@@ -302,6 +310,7 @@ class TrainingSession(QObject):
         return True
 
     def set_run_problems(self, problems: list[Any]) -> None:
+        self._flat_problems = []
         self.run_problems = list(problems)
         self.run_problems_changed.emit(self.run_problems)
 
@@ -345,6 +354,26 @@ class TrainingSession(QObject):
                 self._set_state(RunState.PAUSED)
             elif kind == "epoch":
                 self._check_flat_loss(ev)
+            elif kind == "stats":
+                self._on_stats(ev)
+
+    def _on_stats(self, ev: dict[str, Any]) -> None:
+        """Per-node statistics: the health book, and its diagnoses in Problems (with the flat-loss finding)."""
+        from netstudio.errors import Problem
+
+        self.health.add(ev)
+        if self._flat_problems or self.health.diagnoses or self.run_problems:
+            found = [Problem(d["message"], d["node_id"], d.get("hint"),
+                             Severity.ERROR if d.get("severity") == "error" else Severity.WARNING, Scope.TRAINING)
+                     for d in self.health.diagnoses.values()]
+            self._publish_problems(found)
+        self.node_health_changed.emit(self.health)
+
+    def _publish_problems(self, stats_problems: list[Any]) -> None:
+        problems = self._flat_problems + stats_problems
+        if problems != self.run_problems:
+            self.run_problems = problems
+            self.run_problems_changed.emit(self.run_problems)
 
     def _check_flat_loss(self, ev: dict[str, Any]) -> None:
         """Warn in Problems while the loss has not moved from where the run started."""
@@ -352,18 +381,21 @@ class TrainingSession(QObject):
         if not (isinstance(first, (int, float)) and isinstance(now, (int, float))
                 and math.isfinite(first) and math.isfinite(now) and first != 0):
             return
+        stats_problems = [p for p in self.run_problems if p not in self._flat_problems]
         if abs(first - now) > FLAT_LOSS_FRACTION * abs(first):
-            self.set_run_problems([])
+            self._flat_problems = []
+            self._publish_problems(stats_problems)
             return
         from netstudio.errors import Problem
 
         worker = self.worker
         plan = worker.plan if worker is not None else None
         epoch = ev.get("epoch")
-        self.set_run_problems([Problem(
+        self._flat_problems = [Problem(
             f"The loss is flat: {format_metric(float(first))} at the start of run {self.run_count}, "
             f"{format_metric(float(now))} after epoch {epoch}", plan.optimizer_node if plan is not None else None,
-            FLAT_LOSS_HINT, Severity.WARNING, Scope.TRAINING)])
+            FLAT_LOSS_HINT, Severity.WARNING, Scope.TRAINING)]
+        self._publish_problems(stats_problems)
 
     @Slot()
     def _on_thread_finished(self) -> None:
