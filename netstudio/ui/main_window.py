@@ -177,6 +177,12 @@ class MainWindow(ProjectFiles, QMainWindow):
         self.act_health.setChecked(True)
         self.act_health.toggled.connect(self.health_overlay.set_enabled)
         self.view_menu.addAction(self.act_health)
+        self.act_edge_std = QAction("Colour &Edges by Activation Std", self)
+        self.act_edge_std.setCheckable(True)
+        self.act_edge_std.setChecked(True)
+        self.act_edge_std.setToolTip("While training: edges fading (std < 0.01) violet, healthy green, exploding red")
+        self.act_edge_std.toggled.connect(self.health_overlay.set_edges_by_std)
+        self.view_menu.addAction(self.act_edge_std)
         from netstudio.ui.training.histograms import NodeHistograms
 
         # the selected node's activation/gradient histograms over the run, under the inspector's form

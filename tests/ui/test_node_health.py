@@ -13,7 +13,7 @@ from PySide6.QtGui import QColor  # noqa: E402
 
 from netstudio.project.io import Project  # noqa: E402
 from netstudio.training.config import TrainConfig  # noqa: E402
-from netstudio.ui.canvas.health import LEVEL_COLORS, HealthStrip  # noqa: E402
+from netstudio.ui.canvas.health import LEVEL_COLORS, STD_COLORS, HealthStrip  # noqa: E402
 
 from tests.ui.test_training_dock import TRAIN_TIMEOUT_MS, digits_graph  # noqa: E402
 
@@ -70,6 +70,10 @@ def test_training_paints_health_strips_and_dead_relus_reach_problems(make_window
     assert close_to(healthy, LEVEL_COLORS[0]), healthy.name()
     assert "gradient norm" in shown[ids["fc1"]].toolTip() and "zeros" in relu.toolTip()
     assert not [p for p in win.problems.problems if p.node_id == ids["relu"]]
+    # edges carry their source's activation std: a healthy MLP's are green, with the figure on hover
+    fc1_out = [item for e, item in win.scene.edge_items.items() if e.src == ids["fc1"]]
+    assert fc1_out and all(item.signal == STD_COLORS["ok"] for item in fc1_out)
+    assert "activation std" in fc1_out[0].toolTip() and "healthy" in fc1_out[0].toolTip()
 
     # continue from weights whose first layer's bias kills every ReLU after it
     fc1 = dock.trained.model.get_submodule("fc1")
@@ -86,6 +90,13 @@ def test_training_paints_health_strips_and_dead_relus_reach_problems(make_window
     win.view.centerOn(relu)
     qtbot.wait(50)
     assert close_to(strip_pixel(win, relu), LEVEL_COLORS[1]), strip_pixel(win, relu).name()
+    relu_out = [item for e, item in win.scene.edge_items.items() if e.src == ids["relu"]]
+    assert relu_out and all(item.signal == STD_COLORS["low"] for item in relu_out)  # all zeros: nothing flows on
+    assert "fading" in relu_out[0].toolTip()
+    win.act_edge_std.setChecked(False)  # the View toggle gives the edges their port colours back
+    assert all(item.signal is None for item in win.scene.edge_items.values())
+    win.act_edge_std.setChecked(True)
+    assert all(item.signal == STD_COLORS["low"] for item in relu_out)
 
     # the View toggle takes the strips away and brings them back
     win.act_health.setChecked(False)

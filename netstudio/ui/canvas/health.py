@@ -117,6 +117,21 @@ class HealthStrip(QGraphicsItem):
             painter.drawRoundedRect(QRectF(-3.0, -3.0, self.node.width + 6.0, self.node.height + 6.0), 9.0, 9.0)
 
 
+#: activation std bands for edge colours: below LOW the signal is fading (a dying path, vanishing
+#: activations), above HIGH it is blowing up; in between the edge is healthy
+STD_LOW, STD_HIGH = 1e-2, 10.0
+STD_COLORS = {"low": QColor("#8b7cf6"), "ok": QColor("#3fb950"), "high": QColor("#ff5c5c")}
+
+
+def std_color(std: float | None) -> QColor | None:
+    """The edge colour for an activation std (None: no figure, the port colour stays)."""
+    if std is None:
+        return None
+    if not math.isfinite(std) or std > STD_HIGH:
+        return STD_COLORS["high"]
+    return STD_COLORS["low"] if std < STD_LOW else STD_COLORS["ok"]
+
+
 class HealthOverlay(QObject):
     """Keeps the scene's health strips in step with the session's per-node statistics."""
 
@@ -125,12 +140,29 @@ class HealthOverlay(QObject):
         self.scene = scene
         self.session = session
         self.enabled = True
+        self.edges_by_std = True  # View → Colour Edges by Activation Std
         self.strips: dict[str, HealthStrip] = {}
         session.node_health_changed.connect(self.show_health)
 
     def set_enabled(self, on: bool) -> None:
         self.enabled = on
         self.show_health(self.session.health)
+
+    def set_edges_by_std(self, on: bool) -> None:
+        self.edges_by_std = on
+        self.show_health(self.session.health)
+
+    def _color_edges(self, book: HealthBook) -> None:
+        """Each edge in the colour of its source's output std (the signal it carries), with the figure."""
+        on = self.enabled and self.edges_by_std
+        for edge, item in self.scene.edge_items.items():
+            h = book.nodes.get(edge.src) if on else None
+            std = h.figures.get("std") if h is not None else None
+            if std is None:
+                item.set_signal(None)
+                continue
+            band = "fading" if std < STD_LOW else "exploding" if not math.isfinite(std) or std > STD_HIGH else "healthy"
+            item.set_signal(std_color(std), f"activation std {_fmt('std', std)} ({band}, step {book.step})")
 
     def _drop(self, nid: str) -> None:
         strip = self.strips.pop(nid)
@@ -144,6 +176,7 @@ class HealthOverlay(QObject):
             # gone with its node, the overlay off, or a new run with no figures yet
             if not self.enabled or not isValid(strip) or items.get(nid) is not strip.node or nid not in book.nodes:
                 self._drop(nid)
+        self._color_edges(book)
         if not self.enabled:
             return
         for nid, h in book.nodes.items():

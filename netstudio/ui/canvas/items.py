@@ -506,10 +506,21 @@ class EdgeItem(QGraphicsPathItem):
         self.setAcceptHoverEvents(True)
         self.label = EdgeLabel(self)
         self._hover = False
+        #: a colour from a training run's statistics (the source's activation std), over the port colour
+        self.signal: QColor | None = None
+        self.signal_tip = ""
         self._apply_pen()
 
     def color(self) -> QColor:
-        return PORT_COLORS[self.kind]
+        return self.signal if self.signal is not None else PORT_COLORS[self.kind]
+
+    def set_signal(self, color: QColor | None, tip: str = "") -> None:
+        """Colour the edge by a run's statistics (None: back to the port colour); ``tip`` joins the tooltip."""
+        if color == self.signal and tip == self.signal_tip:
+            return
+        self.signal, self.signal_tip = color, tip
+        self._apply_pen()
+        self.setToolTip(self._base_tip())
 
     def _apply_pen(self) -> None:
         t = theme()
@@ -558,8 +569,13 @@ class EdgeItem(QGraphicsPathItem):
             return False  # runs for every edge after every edit: skip the unchanged ones
         changed = text != self.label.text
         self.label.set_text(text)
-        self.setToolTip(f"{self.edge.src_port} → {self.edge.dst_port}" + (f": {text}" if text else ""))
+        self.setToolTip(self._base_tip())
         return changed
+
+    def _base_tip(self) -> str:
+        text = self.label.text
+        tip = f"{self.edge.src_port} → {self.edge.dst_port}" + (f": {text}" if text else "")
+        return tip + (f"\n{self.signal_tip}" if self.signal_tip else "")
 
     def refresh_theme(self) -> None:
         self._apply_pen()
