@@ -403,8 +403,8 @@ class _Trainer:
         self.channels_last = strategy.channels_last(model, dev)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
-        model.train()
         plan = _plan_on(self.plan, dev)
+        plan.train_mode(model)  # frozen nodes' BatchNorm stays in eval mode
         data = self.data
         n_train, n_val = _data_sizes(data)
         if n_train == 0:
@@ -467,7 +467,7 @@ class _Trainer:
                 epoch_start = time.perf_counter()
                 paused_before, active_before = self.paused_total, self.train_active
                 self.start_state = _snapshot(model)
-                model.train()
+                plan.train_mode(model)
                 stepper.reset_epoch()
                 self.tuner.epoch_start()
                 if data.resident:
