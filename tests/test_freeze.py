@@ -220,3 +220,43 @@ def test_fine_tuning_an_imported_cnn_with_a_frozen_backbone_and_a_new_head(one_t
     trained = res.model.state_dict()
     assert all(torch.equal(trained[k], v) for k, v in frozen.items())
     assert res.metrics["val_accuracy"] > 0.5  # chance is 0.1
+
+
+# ----------------------------------------------------------------------------
+# imported weights saved beside the project
+# ----------------------------------------------------------------------------
+
+
+def test_an_imported_project_names_its_weights_and_save_as_carries_them(tmp_path: Any) -> None:
+    from netstudio.project.importer import import_to_files, read_state_dict
+    from netstudio.project.io import load_project, save_project
+
+    res, out, w_out = import_to_files("torchvision:resnet18", tmp_path / "a" / "net.nsproj", input_shape="1,3,32,32")
+    assert w_out == tmp_path / "a" / "net.pt"
+    project = load_project(out)
+    assert project.weights == "net.pt" and project.weights_path() == w_out
+    state = read_state_dict(project.weights_path())  # type: ignore[arg-type]
+    assert all(torch.equal(state[k], v) for k, v in res.state_dict.items())
+    # Save As into another folder: the weights go beside the new file, byte for byte
+    target = tmp_path / "b" / "copy.nsproj"
+    save_project(project, target)
+    assert (tmp_path / "b" / "net.pt").read_bytes() == w_out.read_bytes()
+    assert load_project(target).weights_path() == tmp_path / "b" / "net.pt"
+    # saving again in place copies nothing and keeps the file as it was
+    text = target.read_text()
+    save_project(project)
+    assert target.read_text() == text
+    # a weights file elsewhere is not named by the project (the CLI's --weights-out into another folder)
+    _, out2, _ = import_to_files("torchvision:resnet18", tmp_path / "c" / "n.nsproj", input_shape="1,3,32,32",
+                                 weights_out=tmp_path / "d" / "w.pt")
+    assert '"weights"' not in out2.read_text() and load_project(out2).weights == ""
+
+
+@pytest.mark.parametrize("bad", ["../net.pt", "/tmp/net.pt", 3, "sub/net.pt"])
+def test_a_weights_entry_that_is_not_a_file_name_beside_the_project_is_refused(bad: Any) -> None:
+    from netstudio.errors import ProjectError
+
+    rec = Project(graph=_cnn_graph()).to_dict()
+    rec["weights"] = bad
+    with pytest.raises(ProjectError, match="'weights' must name a file beside the project"):
+        Project.from_dict(rec)

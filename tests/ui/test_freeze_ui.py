@@ -77,3 +77,25 @@ def test_a_frozen_block_is_drawn_frozen_and_its_box_follows(window: Any, qtbot: 
     assert not doc.graph.nodes[bid].trainable and window.scene.node_items[bid].frozen
     box = window.inspector.trainable_box
     assert box is not None and not box.isChecked()
+
+
+def test_opening_an_imported_project_holds_its_weights(make_window: Any, qtbot: Any, tmp_path: Any) -> None:
+    import torch
+
+    from netstudio.project.importer import import_to_files, read_state_dict
+
+    _, out, w_out = import_to_files("torchvision:resnet18", tmp_path / "net.nsproj", input_shape="1,3,32,32")
+    window = make_window(training=True)
+    assert window.training_session.trained is None
+    assert window.open_file(out)
+    trained = window.training_session.trained
+    assert trained is not None and "net.pt" in trained.label
+    state = read_state_dict(w_out)
+    held = trained.model.state_dict()
+    assert held.keys() == state.keys() and all(torch.equal(held[k], v) for k, v in state.items())
+    assert "with its weights net.pt" in window.statusBar().currentMessage()
+    # a weights file that is gone: the project still opens, and the status line says why
+    w_out.unlink()
+    assert window.open_file(out)
+    assert window.training_session.trained is None
+    assert "net.pt were not loaded" in window.statusBar().currentMessage()
