@@ -260,3 +260,29 @@ def test_a_weights_entry_that_is_not_a_file_name_beside_the_project_is_refused(b
     rec["weights"] = bad
     with pytest.raises(ProjectError, match="'weights' must name a file beside the project"):
         Project.from_dict(rec)
+
+
+@pytest.mark.slow  # subprocess, end to end
+def test_two_ddp_ranks_keep_frozen_weights_and_running_stats(tmp_path: Any) -> None:
+    import json
+    import subprocess
+
+    from netstudio.project.io import save_project
+    from tests.test_distributed import job_env, netstudio_cmd
+
+    g = _cnn_graph()
+    SetTrainable([g.find("conv").id, g.find("bn").id], False).redo(g)
+    cfg = TrainConfig(epochs=2, batch_size=32, seed=1, device="cpu", keep_best=False)
+    proj = save_project(Project(g, cfg, name="frozen"), tmp_path / "frozen.nsproj")
+    proc = subprocess.run(netstudio_cmd("train", str(proj), "--nproc", "2", "--json", "--timeout", "60",
+                                        "--out", str(tmp_path / "model.pt")),
+                          cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "finished" and summary["world_size"] == 2
+    torch.manual_seed(cfg.seed)  # the initial weights, drawn as every rank draws them
+    initial = build_plan(g, cfg.batch_size).model.state_dict()
+    trained = torch.load(tmp_path / "model.pt", weights_only=False).state_dict()
+    for k in ("conv.weight", "conv.bias", "bn.weight", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked"):
+        assert torch.equal(trained[k], initial[k]), k
+    assert not torch.equal(trained["head.weight"], initial["head.weight"])
