@@ -286,3 +286,28 @@ def test_two_ddp_ranks_keep_frozen_weights_and_running_stats(tmp_path: Any) -> N
     for k in ("conv.weight", "conv.bias", "bn.weight", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked"):
         assert torch.equal(trained[k], initial[k]), k
     assert not torch.equal(trained["head.weight"], initial["head.weight"])
+
+
+def test_the_exported_training_script_keeps_frozen_nodes_frozen(tmp_path: Any, capsys: Any,
+                                                               monkeypatch: Any) -> None:
+    import netstudio.project.script_export as se
+    from tests.test_script_export import _run_in_process, import_script
+
+    monkeypatch.delenv("RANK", raising=False)
+    g = _cnn_graph()
+    SetTrainable([g.find("conv").id, g.find("bn").id], False).redo(g)
+    project = Project(g, TrainConfig(epochs=2, batch_size=32, seed=1))
+    torch.manual_seed(2)
+    weights = build_plan(g, 32).model.state_dict()
+    weights["bn.running_mean"].uniform_(-0.3, 0.3)
+    out = se.export_script(project, tmp_path / "job", weights=weights)
+    mod = import_script(tmp_path / "job")
+    assert mod.FROZEN == ["conv", "bn"]
+    _run_in_process(mod, ["--device", "cpu", "--checkpoint-dir", str(tmp_path / "c"),
+                          "--out", str(tmp_path / "m.pt")], capsys)
+    assert out.weights is not None
+    saved = torch.load(tmp_path / "m_state_dict.pt", weights_only=True)
+    for k in ("conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var",
+              "bn.num_batches_tracked"):
+        assert torch.equal(saved[k], weights[k]), k
+    assert not torch.equal(saved["head.weight"], weights["head.weight"])
