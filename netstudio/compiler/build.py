@@ -46,6 +46,8 @@ class CompiledModel:
     #: fx node name -> node id of each top-level node's call (call_module or call_function; a block's
     #: call counts for the block), for per-node statistics
     fx_nodes: dict[str, str] = field(default_factory=dict)
+    #: attribute paths of the frozen submodules (nodes and blocks whose ``trainable`` is False)
+    frozen: list[str] = field(default_factory=list)
 
     @property
     def code(self) -> str:
@@ -92,8 +94,23 @@ class TrainingPlan:
         return next((t for t in self.losses if t.metric), None)
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        """The optimizer over the trainable weights; frozen nodes' weights get ``requires_grad=False``."""
         nt = self.graph.catalog.get(self.optimizer_type)
-        return nt.make(model.parameters(), self.optimizer_params)  # type: ignore[attr-defined]
+        params = trainable_parameters(model, self.compiled.frozen)
+        if not params:
+            raise CompileError("Every layer with weights is frozen: there is nothing to train",
+                               node_id=self.optimizer_node, hint="make at least one layer trainable")
+        return nt.make(params, self.optimizer_params)  # type: ignore[attr-defined]
+
+    def train_mode(self, model: nn.Module) -> nn.Module:
+        """``model.train()``, with the normalization layers of frozen nodes kept in eval mode (their
+        running statistics stay as they are). The training loop calls this instead of ``model.train()``."""
+        model.train()
+        for mod in frozen_modules(model, self.compiled.frozen):
+            for m in mod.modules():
+                if isinstance(m, _RUNNING_STATS):
+                    m.eval()
+        return model
 
     def make_scheduler(self, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int
                        ) -> tuple[Any, str, bool] | None:
@@ -138,6 +155,42 @@ class TrainingPlan:
             return (pred.argmax(dim=1) == y).sum()
         thresh = 0.5 if t.metric == "sigmoid" else 0.0
         return ((pred.reshape(-1) > thresh).to(y.dtype) == y.reshape(-1)).sum()
+
+
+_RUNNING_STATS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def frozen_modules(model: nn.Module, frozen: list[str]) -> list[nn.Module]:
+    """The submodules at the ``frozen`` attribute paths (those the model has)."""
+    out = []
+    for path in frozen:
+        try:
+            out.append(model.get_submodule(path))
+        except AttributeError:
+            continue
+    return out
+
+
+def trainable_parameters(model: nn.Module, frozen: list[str]) -> list[nn.Parameter]:
+    """Set ``requires_grad=False`` on the weights under the ``frozen`` paths; the others, in model order."""
+    held = {id(p) for mod in frozen_modules(model, frozen) for p in mod.parameters()}
+    for p in model.parameters():
+        if id(p) in held:
+            p.requires_grad_(False)
+    return [p for p in model.parameters() if id(p) not in held]
+
+
+def frozen_paths(graph: Graph, module_names: dict[str, str], prefix: str = "") -> list[str]:
+    """Attribute paths of the frozen nodes' modules; a frozen block covers everything inside it."""
+    out: list[str] = []
+    for nid, node in graph.nodes.items():
+        key = prefix + nid
+        if not node.trainable:
+            if key in module_names:
+                out.append(module_names[key])
+        elif node.inner is not None:
+            out.extend(frozen_paths(node.inner, module_names, key + "/"))
+    return out
 
 
 def _first_error(problems: list[Problem], scope: Scope | None = None) -> CompileError:
@@ -213,7 +266,7 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
     gm = fx.GraphModule(root, fxg, class_name="NetStudioModel")
     wanted = [k for k in wanted if k in values]
     return CompiledModel(gm, wanted, [an.results[n].outputs[p] for n, p in wanted], input_info, dataset, an,
-                         module_names, fx_nodes)
+                         module_names, fx_nodes, frozen_paths(graph, module_names))
 
 
 def _emit_nodes(graph: Graph, an: Analysis, needed: set[str], values: dict[tuple[str, str], fx.Node],

@@ -159,6 +159,28 @@ class RenameNode(Command):
 
 
 @dataclass
+class SetTrainable(Command):
+    """Freeze (``trainable=False``) or unfreeze the given nodes: one undo step for the whole selection."""
+
+    node_ids: Sequence[str]
+    trainable: bool
+    _old: dict[str, bool] = field(default_factory=dict, repr=False)
+
+    @property
+    def text(self) -> str:  # type: ignore[override]
+        return "Unfreeze" if self.trainable else "Freeze"
+
+    def redo(self, graph: Graph) -> None:
+        self._old = {nid: graph.node(nid).trainable for nid in self.node_ids}
+        for nid in self.node_ids:
+            graph.set_trainable(nid, self.trainable)
+
+    def undo(self, graph: Graph) -> None:
+        for nid, old in self._old.items():
+            graph.set_trainable(nid, old)
+
+
+@dataclass
 class Paste(Command):
     """Insert a copied subgraph (``Graph.subgraph_dict``) with fresh ids and names, offset."""
 

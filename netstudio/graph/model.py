@@ -37,11 +37,13 @@ class Node:
     pos: tuple[float, float] = (0.0, 0.0)
     #: a block's inner graph (its ports are the inner graph's port nodes); None for every other node
     inner: "Graph | None" = field(default=None, compare=False, repr=False)
+    #: False: the node's weights (a block's: all weights inside it) are frozen for training
+    trainable: bool = True
 
     def copy(self) -> "Node":
         """An independent copy (a block's inner graph is copied too, ids and all)."""
         return Node(self.id, self.type_id, self.name, _deep_copy(self.params), self.pos,
-                    None if self.inner is None else self.inner.clone())
+                    None if self.inner is None else self.inner.clone(), self.trainable)
 
 
 @dataclass(frozen=True, order=True)
@@ -65,6 +67,8 @@ class EventKind(StrEnum):
     PARAM_CHANGED = "param_changed"
     NODE_MOVED = "node_moved"
     NODE_RENAMED = "node_renamed"
+    #: a node's ``trainable`` flag changed (``old``/``new``: the flags)
+    TRAINABLE_CHANGED = "trainable_changed"
     #: something inside the block ``node_id`` changed; ``new`` is the inner graph's event
     BLOCK_CHANGED = "block_changed"
     RESET = "reset"
@@ -274,6 +278,15 @@ class Graph:
             self._emit(GraphEvent(EventKind.NODE_RENAMED, node_id, old=old, new=name))
         return old
 
+    def set_trainable(self, node_id: str, trainable: bool) -> bool:
+        """Freeze (False) or unfreeze a node's weights; returns the old flag."""
+        node = self.node(node_id)
+        old = node.trainable
+        if old != bool(trainable):
+            node.trainable = bool(trainable)
+            self._emit(GraphEvent(EventKind.TRAINABLE_CHANGED, node_id, old=old, new=node.trainable))
+        return old
+
     # --- edges --------------------------------------------------------------
     def check_connect(self, src: str, src_port: str, dst: str, dst_port: str) -> Edge:
         """Validate a prospective edge without adding it (the editor calls this while dragging)."""
@@ -431,7 +444,11 @@ class Graph:
                     raise GraphError(f"In block {name!r}: {e.message}", node_id=nid, hint=e.hint) from e
             elif block is not None:
                 raise GraphError(f"Node {name!r} is not a block but has an inner graph", node_id=nid)
-            g.nodes[nid] = Node(nid, g.catalog.canonical_id(type_id), name, values, pos, inner)
+            trainable = rec.get("trainable", True)
+            if not isinstance(trainable, bool):
+                raise GraphError(f"Node {name!r}: 'trainable' must be true or false, not {trainable!r}",
+                                 node_id=nid, hint="write \"trainable\": false, or remove the key")
+            g.nodes[nid] = Node(nid, g.catalog.canonical_id(type_id), name, values, pos, inner, trainable)
             g._adopt(g.nodes[nid])
             names.add(name)
         # The first refused edge decides the error, as if each edge were added with connect(): a
@@ -480,6 +497,8 @@ class Graph:
 def _node_record(n: Node, pos: list[float]) -> dict[str, Any]:
     rec: dict[str, Any] = {"id": n.id, "type": n.type_id, "name": n.name, "pos": pos,
                            "params": _deep_copy(n.params)}
+    if not n.trainable:  # written only when frozen: files without frozen nodes stay as they were
+        rec["trainable"] = False
     if n.inner is not None:
         rec["block"] = n.inner.to_dict()
     return rec

@@ -614,6 +614,8 @@ def import_to_files(spec: str, out: str | Path, *, weights_out: str | Path | Non
     project = result.project
     compiled = compile_model(project.graph, project.training.batch_size)
     compiled.module.load_state_dict(result.state_dict)
+    if w_out.parent.resolve() == out.parent.resolve():
+        project.weights = w_out.name  # beside the project: the app loads them when it opens the project
     save_project(project, out)
     export_weights(compiled, project, w_out)
     return result, out, w_out

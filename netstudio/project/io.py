@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -90,10 +91,13 @@ class Project:
     #: data paths that loading resolved against the project's folder: node id -> (as written, as resolved).
     #: Saving to the same folder writes them as they were written, so the file stays portable.
     resolved_paths: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False, compare=False)
+    #: the model's weights file (a NetStudio weights file, read with weights_only=True), relative to the
+    #: project's folder: an imported model's weights; "" = none (and no key in the file)
+    weights: str = ""
 
     def to_dict(self, target: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         """The file's content; ``target``: where it will be written (default: where it was read)."""
-        return {
+        out = {
             "format_version": format_version_for(self.graph),
             "app": f"netstudio {__version__}",
             "name": self.name,
@@ -101,6 +105,15 @@ class Project:
             "training": self.training.to_dict(),
             "graph": self._graph_record(target),
         }
+        if self.weights:
+            out["weights"] = self.weights
+        return out
+
+    def weights_path(self) -> Path | None:
+        """The weights file beside the project (None: the project names none, or is not saved yet)."""
+        if not self.weights or self.path is None:
+            return None
+        return Path(self.path).parent / self.weights
 
     def _graph_record(self, target: str | os.PathLike[str] | None) -> dict[str, Any]:
         rec = self.graph.to_dict()
@@ -155,7 +168,11 @@ class Project:
         desc = data.get("description", "")
         if not isinstance(name, str) or not isinstance(desc, str):
             raise ProjectError("'name' and 'description' must be text")
-        return cls(graph, training, name, desc, path)
+        weights = data.get("weights", "")
+        if not isinstance(weights, str) or Path(weights).name != weights or weights in (".", ".."):
+            raise ProjectError(f"'weights' must name a file beside the project, not {clip_text(repr(weights), 80)}",
+                               hint="write the weights file's name only, or remove the key")
+        return cls(graph, training, name, desc, path, weights=weights)
 
     @classmethod
     def loads(cls, text: str, path: Path | None = None) -> "Project":
@@ -248,6 +265,7 @@ def save_project(project: Project, path: str | os.PathLike[str] | None = None) -
     if p is None:
         raise ProjectError("No file name given for saving")
     try:
+        _carry_weights(project, p)
         text = project.dumps(p)
         atomic_write(p, text, make_parents=True)
     except (OSError, UnicodeError, ValueError) as e:
@@ -255,6 +273,21 @@ def save_project(project: Project, path: str | os.PathLike[str] | None = None) -
         raise ProjectError(f"Cannot save {clip_text(str(p), 300)}: {clip_text(why, 300)}") from e
     project.path = p
     return p
+
+
+def _carry_weights(project: Project, target: Path) -> None:
+    """Saving into another folder copies the project's weights file beside the new project file."""
+    src = project.weights_path()
+    if src is None or not src.is_file():
+        return
+    dst = target.parent / project.weights
+    if dst.resolve() == src.resolve():
+        return
+    if dst.exists():
+        raise ProjectError(f"Cannot save the weights beside {clip_text(str(target), 300)}: "
+                           f"{project.weights!r} already exists there", hint="save into another folder")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
 
 
 # ----------------------------------------------------------------------------

@@ -422,8 +422,8 @@ class _Trainer:
         self.channels_last = strategy.channels_last(model, dev)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
-        model.train()
         plan = _plan_on(self.plan, dev)
+        plan.train_mode(model)  # frozen nodes' BatchNorm stays in eval mode
         data = self.data
         n_train, n_val = _data_sizes(data)
         if n_train == 0:
@@ -492,7 +492,7 @@ class _Trainer:
                 if self.stats is not None and strategy.replays_divergence:
                     # on the host: the copy must not take device memory the preflight did not count
                     self._epoch_opt_state = _host_copy(optimizer.state_dict())
-                model.train()
+                plan.train_mode(model)
                 stepper.reset_epoch()
                 self.tuner.epoch_start()
                 if data.resident:

@@ -134,8 +134,8 @@ def lr_find(plan: "TrainingPlan", data: "PreparedData", config: "TrainConfig", *
     with torch.random.fork_rng(devices=cuda):  # the caller's random state stays as it was
         torch.manual_seed(config.seed)
         gen = torch.Generator().manual_seed(config.seed)
-        net = copy.deepcopy(source).to(device).train()
         run_plan = _plan_on(plan, device)
+        net = run_plan.train_mode(copy.deepcopy(source).to(device))
         optimizer = run_plan.make_optimizer(net)
         step = make_step(net, run_plan, optimizer, step_controls(config, device))
         params = [p for g in optimizer.param_groups for p in g["params"]]

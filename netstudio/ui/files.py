@@ -45,6 +45,7 @@ class ProjectFiles:
     samples_menu: QMenu
     _import_thread: Any = None
     view: NodeView
+    training_session: Any
 
     if TYPE_CHECKING:  # provided by the window: dialogs (tests replace them), status line, canvas, windows
         def status(self, text: str, timeout_ms: int = 8000) -> None: ...
@@ -143,12 +144,30 @@ class ProjectFiles:
         if as_copy:
             project.path = None
         self.recovery.set_base(project.path, based_on=str(path) if as_copy else None)
+        weights = project.weights_path()
         self._doc.replace_project(project)
         if remember and not as_copy:
             self.add_recent(project.path)
         self.frame_all_later()
-        self.status(f"Opened {Path(path).name}")
+        self.status(f"Opened {Path(path).name}" + (self._load_weights(project, weights) if weights else ""))
         return True
+
+    def _load_weights(self, project: Project, path: Path) -> str:
+        """Hold the project's weights file (read safely) as the session's model; the status line's note."""
+        if self.training_session is None:
+            return ""
+        from netstudio.project.importer import read_state_dict
+
+        try:
+            state = read_state_dict(path)
+            self.training_session.hold_weights(state, project.graph.to_dict(), project.training,
+                                               label=f"weights from {path.name}")
+        except NetStudioError as e:
+            log.info("weights not loaded: %s", e)
+            return f"; its weights {path.name} were not loaded: {e.message}"
+        except OSError as e:
+            return f"; its weights {path.name} were not loaded: {e.strerror or e}"
+        return f" with its weights {path.name}"
 
     def save(self) -> bool:
         p = self._doc.project

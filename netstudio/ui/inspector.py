@@ -19,12 +19,14 @@ from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QCheckBox, QCombo
 
 from netstudio.compiler.shapes import Analysis
 from netstudio.errors import NetStudioError, ParamError
-from netstudio.graph.commands import RenameNode, SetParam
-from netstudio.graph.model import GraphEvent
-from netstudio.nodes.base import AUTO, NodeType, Param
+from netstudio.graph.commands import RenameNode, SetParam, SetTrainable
+from netstudio.graph.model import EventKind, GraphEvent
+from netstudio.nodes.base import AUTO, Category, NodeType, Param
+from netstudio.nodes.blocks import BLOCK_INPUT, BLOCK_OUTPUT
 from netstudio.ui.document import Document
 from netstudio.ui.theme import CATEGORY_COLORS, theme
 
+_BLOCK_PORTS = (BLOCK_INPUT, BLOCK_OUTPUT)
 INT_LIMIT = 2_147_483_647
 #: the float boxes' own range: wide, so that a typed value reaches validation unclamped
 FLOAT_LIMIT = 1e15
@@ -342,6 +344,8 @@ class Inspector(QWidget):
         self.form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.name_edit: QLineEdit | None = None
         self.name_error: QLabel | None = None
+        #: "Trainable" (layers and blocks): off freezes the node's weights
+        self.trainable_box: QCheckBox | None = None
 
         for w in (self.title, self.description, self.problem_label, self.placeholder, self.form_host):
             self.vbox.addWidget(w)
@@ -413,6 +417,9 @@ class Inspector(QWidget):
             self.name_edit.blockSignals(True)
             self.name_edit = None
             self.name_error = None
+        if self.trainable_box is not None:
+            self.trainable_box.blockSignals(True)
+            self.trainable_box = None
         # removeRow deletes the row widgets, so forget our references first
         self.editors.clear()
         self.errors.clear()
@@ -430,6 +437,13 @@ class Inspector(QWidget):
         self.form.addRow("name", self.name_edit)
         self.form.addRow("", self.name_error)
         self.form.setRowVisible(1, False)
+        if nt.category == Category.LAYER and nt.type_id not in _BLOCK_PORTS:
+            box = self.trainable_box = QCheckBox("Trainable", self.form_host)
+            box.setChecked(self.doc.current.nodes[self.node_id].trainable)
+            box.setToolTip("off: the weights stay as they are while training (a block: all weights inside it), "
+                           "and BatchNorm keeps its running statistics")
+            box.toggled.connect(self._set_trainable)
+            self.form.addRow("", box)
         for spec in nt.params:
             ed = ParamEditor(spec, self.form_host)
             ed.set_value(params.get(spec.name, spec.default))
@@ -502,6 +516,10 @@ class Inspector(QWidget):
         self.form.setRowVisible(1, False)
         self.name_edit.setText(self.doc.current.nodes[self.node_id].name)  # sanitised
 
+    def _set_trainable(self, checked: bool) -> None:
+        if self.node_id is not None and self.doc.current.nodes[self.node_id].trainable != checked:
+            self.doc.push(SetTrainable([self.node_id], checked))
+
     # --- model → form ---------------------------------------------------------------
     def _on_graph_event(self, event: GraphEvent) -> None:
         ev = self.doc.current_event(event)  # inside a block: the events of the open block
@@ -519,6 +537,10 @@ class Inspector(QWidget):
             self._update_visibility(node.params)
         elif ev.kind == "node_renamed" and self.name_edit is not None:
             self.name_edit.setText(node.name)
+        elif ev.kind == EventKind.TRAINABLE_CHANGED and self.trainable_box is not None:
+            self.trainable_box.blockSignals(True)
+            self.trainable_box.setChecked(node.trainable)
+            self.trainable_box.blockSignals(False)
 
     def _on_analysis(self, analysis: Analysis) -> None:
         if self.node_id is None:

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QFrame, Q
 import netstudio
 import shiboken6
 from netstudio.errors import NetStudioError, Scope
-from netstudio.graph.commands import Disconnect, ExpandBlock, Macro, MakeBlock, Paste, RemoveNodes
+from netstudio.graph.commands import Disconnect, ExpandBlock, Macro, MakeBlock, Paste, RemoveNodes, SetTrainable
 from netstudio.project.io import BLOCK_SUFFIX, SUFFIX, Project, load_block, save_block
 from netstudio.project.samples import find_sample
 from netstudio.ui import icons
@@ -577,6 +577,13 @@ class MainWindow(ProjectFiles, QMainWindow):
         if self._push(cmd):
             self.status(f"Deleted {len(ids)} node(s)" if ids else f"Removed {len(edges)} connection(s)")
 
+    def set_trainable(self, trainable: bool) -> None:
+        """Freeze (False) or unfreeze the selected nodes: one undo step."""
+        graph = self._doc.current
+        ids = [n for n in self.scene.selected_node_ids() if graph.nodes[n].trainable != trainable]
+        if ids and self._push(SetTrainable(ids, trainable)):
+            self.status(f"{'Unfroze' if trainable else 'Froze'} {len(ids)} node(s)")
+
     # --- blocks -------------------------------------------------------------------
     def _selected_block(self) -> str | None:
         ids = self.scene.selected_node_ids()
@@ -684,6 +691,11 @@ class MainWindow(ProjectFiles, QMainWindow):
             menu.addActions([self.act_cut, self.act_copy, self.act_duplicate, self.act_delete])
             menu.addSeparator()
             menu.addAction(self.act_make_block)
+            graph = self._doc.current
+            if any(graph.nodes[n].trainable for n in self.scene.selected_node_ids()):
+                menu.addAction("Freeze", lambda: self.set_trainable(False))
+            else:
+                menu.addAction("Unfreeze", lambda: self.set_trainable(True))
             if self._selected_block() is not None:
                 menu.addActions([self.act_open_block, self.act_expand_block, self.act_save_block])
             menu.addSeparator()

@@ -18,6 +18,7 @@ CLIP_VALUE = 0.0  # clip every gradient element to +-this (0 = off)
 WARMUP_EPOCHS = 0  # linear learning-rate warm-up over these epochs, before the scheduler (0 = off)
 HAS_ACCURACY = False  # classification on the dataset's target
 SCHEDULER_STEP = "epoch"  # epoch | batch | metric
+FROZEN: list[str] = []  # attribute paths of the frozen nodes' modules
 
 
 class Model(nn.Module):

@@ -22,6 +22,7 @@ from .project_parts import (
     CLIP_NORM,
     CLIP_VALUE,
     EPOCHS,
+    FROZEN,
     HAS_ACCURACY,
     INIT_WEIGHTS,
     SCHEDULER_STEP,
@@ -44,6 +45,18 @@ from .threads import THREADS, set_threads
 DATA_HELP = "not used by this dataset"  # --data-path's help: what the project's data source reads from it
 
 
+def keep_frozen(model, weights=False):
+    """The modules of frozen nodes (FROZEN): their normalization layers back in eval mode, so their running
+    statistics stay as they are; ``weights``: also switch their weights' gradients off."""
+    for path in FROZEN:
+        sub = model.get_submodule(path)
+        if weights:
+            sub.requires_grad_(False)
+        for m in sub.modules():
+            if isinstance(m, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.instancenorm._InstanceNorm)):
+                m.eval()
+
+
 @torch.no_grad()
 def evaluate(model, x_all, y_all, rank, world, device, batch_size=1024):
     """(mean loss, accuracy or None) over x_all/y_all; each process evaluates its own share."""
@@ -58,6 +71,7 @@ def evaluate(model, x_all, y_all, rank, world, device, batch_size=1024):
         if HAS_ACCURACY:
             correct_sum += float(count_correct(out, y))
     model.train()
+    keep_frozen(model)
     loss_sum, correct_sum, n = all_sum([loss_sum, correct_sum, len(mine)], device, world)
     if n == 0:
         return None, None
@@ -75,6 +89,7 @@ def train(args, rank, world, device):
     if args.init_weights:
         path = os.path.join(os.path.dirname(os.path.abspath(__file__)), args.init_weights)
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    keep_frozen(model, weights=True)  # frozen nodes: not trained (the optimizer skips weights without gradients)
     optimizer = make_optimizer(model)
     scheduler = make_scheduler(optimizer, args.epochs, steps_per_epoch)
     checkpoint = os.path.join(args.checkpoint_dir, "last.pt")
@@ -91,6 +106,7 @@ def train(args, rank, world, device):
     for epoch in range(done + 1, args.epochs + 1):
         t0 = time.time()
         net.train()
+        keep_frozen(model)
         # the same permutation on every process (seeded per epoch, so a resumed run repeats it)
         gen = torch.Generator().manual_seed(args.seed * 100003 + epoch)
         order = torch.randperm(n_train, generator=gen) if SHUFFLE else torch.arange(n_train)

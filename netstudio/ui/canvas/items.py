@@ -167,6 +167,7 @@ class NodeItem(QGraphicsItem):
         self.param_count: int | None = None
         self.problems: list[Problem] = []
         self.resolved: dict[str, Any] = {}
+        self.frozen = False           # trainable off: hatched body, snowflake in the header
         self._moving_by_model = False
 
         self.setFlags(QGraphicsItem.GraphicsItemFlag.ItemIsMovable
@@ -252,12 +253,20 @@ class NodeItem(QGraphicsItem):
             self.detail = text
             self.update()
 
+    def set_frozen(self, frozen: bool) -> None:
+        if frozen != self.frozen:
+            self.frozen = frozen
+            self._update_tooltip()
+            self.update()
+
     @property
     def has_error(self) -> bool:
         return any(p.severity == "error" for p in self.problems)
 
     def _update_tooltip(self) -> None:
         lines = [f"<b>{self.nt.title}</b> '{self.name}'", self.nt.description]
+        if self.frozen:
+            lines.append("❄ frozen: its weights are not trained")
         for p in self.problems:
             color = "#ff5c5c" if p.severity == "error" else "#e8a317"
             lines.append(f"<span style='color:{color}'>● {p.message}</span>")
@@ -312,6 +321,11 @@ class NodeItem(QGraphicsItem):
         grad.setColorAt(1.0, cat.darker(108))
         painter.setBrush(QBrush(grad))
         painter.drawPath(header)
+        if self.frozen:  # greyed, hatched card
+            hatch = QColor(t.text_muted)
+            hatch.setAlphaF(0.35)
+            painter.setBrush(QBrush(hatch, Qt.BrushStyle.BDiagPattern))
+            painter.drawPath(body)
 
         if selected:
             border = QPen(t.selection, 2.4)
@@ -349,6 +363,11 @@ class NodeItem(QGraphicsItem):
             painter.setFont(_font(8.0, bold=True))
             painter.drawText(QRectF(badge_c.x() - 7, badge_c.y() - 7, 14, 14), Qt.AlignmentFlag.AlignCenter, "!")
             right -= 20
+        if self.frozen:
+            painter.setPen(t.header_text)
+            painter.setFont(_font(10.0, bold=True))
+            painter.drawText(QRectF(right - 14, 0, 14, HEADER_H), Qt.AlignmentFlag.AlignCenter, "❄")
+            right -= 18
         painter.setFont(TITLE_FONT)
         fm = QFontMetricsF(TITLE_FONT)
         title_w = min(fm.horizontalAdvance(self.nt.title), right - 10)

@@ -166,6 +166,8 @@ class NodeScene(QGraphicsScene):
             self.node_items[ev.node_id].set_pos_from_model(graph.nodes[ev.node_id].pos)
         elif k == "node_renamed" and ev.node_id in self.node_items:
             self.node_items[ev.node_id].set_name(graph.nodes[ev.node_id].name)
+        elif k == EventKind.TRAINABLE_CHANGED and ev.node_id in self.node_items:
+            self.node_items[ev.node_id].set_frozen(not graph.nodes[ev.node_id].trainable)
         elif k == "reset":
             QTimer.singleShot(0, self.rebuild)
 
@@ -191,6 +193,7 @@ class NodeScene(QGraphicsScene):
         graph = self.doc.current
         node = graph.nodes[nid]
         item = NodeItem(nid, graph.node_type(node), node.name, node.params)
+        item.set_frozen(not node.trainable)
         item.setFlag(item.GraphicsItemFlag.ItemIsMovable, not self.locked)
         self.node_items[nid] = item
         self._node_edges.setdefault(nid, set())

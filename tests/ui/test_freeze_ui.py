@@ -1,0 +1,101 @@
+"""Freezing in the editor: the inspector's Trainable box, the canvas menu's Freeze/Unfreeze, the frozen card."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QRectF
+from PySide6.QtGui import QImage, QPainter
+
+from .helpers import build_mlp
+
+
+def _card_image(window: Any, nid: str) -> QImage:
+    item = window.scene.node_items[nid]
+    rect = item.sceneBoundingRect()
+    img = QImage(int(rect.width()), int(rect.height()), QImage.Format.Format_ARGB32)
+    img.fill(0)
+    p = QPainter(img)
+    window.scene.render(p, QRectF(0, 0, rect.width(), rect.height()), rect)
+    p.end()
+    return img
+
+
+def test_trainable_box_freezes_one_node_in_one_undo_step(window: Any, qtbot: Any) -> None:
+    doc = window.document
+    ids = build_mlp(window)
+    fc1 = ids["fc1"]
+    window.scene.select_nodes([fc1])
+    box = window.inspector.trainable_box
+    assert box is not None and box.isChecked() and box.text() == "Trainable"
+    plain = _card_image(window, fc1)
+    base = doc.undo_stack.count()
+    box.click()
+    assert not doc.graph.nodes[fc1].trainable and doc.undo_stack.count() == base + 1
+    item = window.scene.node_items[fc1]
+    assert item.frozen and "frozen" in item.toolTip()
+    assert _card_image(window, fc1) != plain  # drawn differently
+    assert '"trainable": false' in doc.project.dumps()
+    doc.undo_stack.undo()
+    assert doc.graph.nodes[fc1].trainable and not item.frozen and box.isChecked()
+    assert _card_image(window, fc1) == plain
+    doc.undo_stack.redo()
+    assert not box.isChecked() and item.frozen
+    # nodes without weights of their own have no box
+    window.scene.select_nodes([ids["loss"]])
+    assert window.inspector.trainable_box is None
+
+
+def test_context_menu_freezes_and_unfreezes_the_selection(window: Any, qtbot: Any) -> None:
+    doc = window.document
+    ids = build_mlp(window)
+    sel = [ids["fc1"], ids["fc2"]]
+    window.scene.select_nodes(sel)
+    base = doc.undo_stack.count()
+    menu = window._context_menu(window.scene.node_items[ids["fc1"]].pos(), window.scene.node_items[ids["fc1"]])
+    (freeze,) = [a for a in menu.actions() if a.text() == "Freeze"]
+    freeze.trigger()
+    assert [doc.graph.nodes[n].trainable for n in sel] == [False, False]
+    assert doc.undo_stack.count() == base + 1
+    assert all(window.scene.node_items[n].frozen for n in sel)
+    menu = window._context_menu(window.scene.node_items[ids["fc1"]].pos(), window.scene.node_items[ids["fc1"]])
+    texts = [a.text() for a in menu.actions()]
+    assert "Unfreeze" in texts and "Freeze" not in texts
+    doc.undo_stack.undo()
+    assert all(doc.graph.nodes[n].trainable for n in sel)
+    assert not any(window.scene.node_items[n].frozen for n in sel)
+
+
+def test_a_frozen_block_is_drawn_frozen_and_its_box_follows(window: Any, qtbot: Any) -> None:
+    doc = window.document
+    ids = build_mlp(window)
+    window.scene.select_nodes([ids["fc1"], ids["relu"]])
+    bid = window.make_block()
+    assert bid is not None
+    window.scene.select_nodes([bid])
+    window.set_trainable(False)
+    assert not doc.graph.nodes[bid].trainable and window.scene.node_items[bid].frozen
+    box = window.inspector.trainable_box
+    assert box is not None and not box.isChecked()
+
+
+def test_opening_an_imported_project_holds_its_weights(make_window: Any, qtbot: Any, tmp_path: Any) -> None:
+    import torch
+
+    from netstudio.project.importer import import_to_files, read_state_dict
+
+    _, out, w_out = import_to_files("torchvision:resnet18", tmp_path / "net.nsproj", input_shape="1,3,32,32")
+    window = make_window(training=True)
+    assert window.training_session.trained is None
+    assert window.open_file(out)
+    trained = window.training_session.trained
+    assert trained is not None and "net.pt" in trained.label
+    state = read_state_dict(w_out)
+    held = trained.model.state_dict()
+    assert held.keys() == state.keys() and all(torch.equal(held[k], v) for k, v in state.items())
+    assert "with its weights net.pt" in window.statusBar().currentMessage()
+    # a weights file that is gone: the project still opens, and the status line says why
+    w_out.unlink()
+    assert window.open_file(out)
+    assert window.training_session.trained is None
+    assert "net.pt were not loaded" in window.statusBar().currentMessage()
