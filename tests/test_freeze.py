@@ -181,6 +181,30 @@ class _TinyCNN(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+def _cli_trains_from_the_weights_beside_the_project(graph: Any, state: dict[str, Any], tmp: Any) -> None:
+    """`netstudio train` on the saved project starts from its weights file (and says so); --fresh-weights not."""
+    import contextlib
+    import io
+    import tempfile
+    from pathlib import Path
+
+    from netstudio.cli import main
+    from netstudio.project.io import Project, save_project
+
+    with tempfile.TemporaryDirectory() as d:
+        torch.save(state, Path(d) / "tiny.pt")
+        project = Project(graph, TrainConfig(epochs=1, batch_size=64, device="cpu", seed=0), name="tiny")
+        project.weights = "tiny.pt"
+        path = save_project(project, Path(d) / "tiny.nsproj")
+        for extra, expect in (([], True), (["--fresh-weights"], False)):
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                assert main(["train", str(path), "--quiet", *extra]) == 0
+            assert ("Starting from tiny.pt" in out.getvalue()) is expect, out.getvalue()
+            if expect:
+                assert "unexpected (ignored): fc.weight, fc.bias" in out.getvalue()
+
+
 def test_fine_tuning_an_imported_cnn_with_a_frozen_backbone_and_a_new_head(one_thread: Any) -> None:
     torch.manual_seed(5)
     net = _TinyCNN()
@@ -209,9 +233,14 @@ def test_fine_tuning_an_imported_cnn_with_a_frozen_backbone_and_a_new_head(one_t
     SetTrainable([g.find(n).id for n in ("c1", "b1", "c2", "b2")], False).redo(g)
     g.set_param(g.find("optimizer").id, "lr", 0.01)
 
-    job = prepare(g, TrainConfig(epochs=2, batch_size=64, device="cpu", seed=0))
-    report = load_weights_onto(job.plan.model, imported.state_dict)
+    # the one job starts from the imported weights where names and shapes match (the CLI, the ranks
+    # and the app pass the weights file beside the project); the new head keeps its initial weights
+    job = prepare(g, TrainConfig(epochs=2, batch_size=64, device="cpu", seed=0), start_weights=imported.state_dict)
+    assert "unexpected (ignored): fc.weight, fc.bias" in job.start_note
+    report = load_weights_onto(job.plan.model, imported.state_dict)  # what prepare loaded: nothing more to take
     assert sorted(report.unexpected) == ["fc.bias", "fc.weight"]
+    assert all(torch.equal(job.plan.model.state_dict()[k], imported.state_dict[k]) for k in report.loaded)
+    _cli_trains_from_the_weights_beside_the_project(g, imported.state_dict, one_thread)
     frozen = {k: v.clone() for k, v in imported.state_dict.items() if not k.startswith("fc.")}
     assert {"b1.running_mean", "b2.running_var", "b2.num_batches_tracked"} <= set(frozen)
     res = run(job)

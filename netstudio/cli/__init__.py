@@ -181,11 +181,17 @@ def _train(args: argparse.Namespace) -> int:
                                                            for k in training_job.OVERRIDABLE})
     except ProjectError as e:
         raise CliError(format_error(e.message, hint=e.hint)) from None
+    from netstudio.project.export import project_start_weights
+
+    start = None if args.fresh_weights else project_start_weights(project)
     # device, memory preflight, seed, plan, data: in the one order every caller uses
-    job = training_job.prepare(project.graph, config)
+    job = training_job.prepare(project.graph, config, start_weights=start)
     device, plan, data = job.device, job.plan, job.data
 
     lines = sys.stderr if args.json else sys.stdout  # --json: stdout carries only the JSON object
+    if job.start_note:
+        print(f"Starting from {project.weights} (beside the project; --fresh-weights: without it): "
+              + "; ".join(job.start_note.splitlines()), file=lines, flush=True)
     bar = sys.stderr if sys.stderr.isatty() and not args.quiet else None
     progress = Progress(lines, bar, config.epochs)
     stop, pause = threading.Event(), threading.Event()
@@ -286,6 +292,7 @@ def _train_distributed(args: argparse.Namespace) -> int:
             rank_args += [flag, str(value)]
     rank_args += control_argv(args)
     rank_args += [f for f, on in (("--resume", args.resume), ("--json", args.json), ("--no-record", args.no_record),
+                                  ("--fresh-weights", args.fresh_weights),
                                   ("--no-preprocess", args.no_preprocess)) if on]
     return D.launch(args.project, rank_args, nproc=args.nproc or 1, nnodes=args.nnodes,
                     rdzv_endpoint=args.rdzv_endpoint, node_rank=args.node_rank, checkpoint_dir=ckpt)
@@ -557,6 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="print the final metrics (or, on failure, status/message/node) as JSON on the last line")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--fresh-weights", action="store_true",
+                   help="start from freshly initialised weights, not from the weights file beside the project "
+                        "(an imported model's)")
     p.add_argument("--no-record", action="store_true",
                    help="do not keep this run in PROJECT.runs/ (listed by `netstudio runs`)")
     p.add_argument("--stats", default=None, metavar="FILE",

@@ -147,6 +147,7 @@ def rank_parser() -> "Any":
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-preprocess", action="store_true")
     p.add_argument("--no-record", action="store_true")
+    p.add_argument("--fresh-weights", action="store_true")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S)
     from netstudio.cli.console import add_control_args
 
@@ -186,7 +187,11 @@ def run_rank(argv: Sequence[str] | None = None) -> int:
         overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "threads": args.threads,
                      "stats_every": args.stats_every, **console.control_overrides(args)}
         # the launcher checked the memory for all ranks together; seed, plan and data as in every other run
-        job = training_job.prepare(project.graph, project.training, overrides, dist=ctx, memory_check=False)
+        from netstudio.project.export import project_start_weights
+
+        start = None if args.fresh_weights else project_start_weights(project)
+        job = training_job.prepare(project.graph, project.training, overrides, dist=ctx, memory_check=False,
+                                   start_weights=start)
         lines = sys.stderr if args.json else sys.stdout
         progress = console.Progress(lines, None, job.config.epochs) if ctx.is_main else None
         if progress is not None:

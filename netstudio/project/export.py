@@ -306,6 +306,12 @@ def export_weights(model: Any, project: "Project | None", path: PathLike, inp: "
     return _atomic_write(path, torch_writer(record), "Weights")
 
 
+def project_start_weights(project: "Project") -> dict[str, torch.Tensor] | None:
+    """The state_dict of the weights file beside ``project`` (an imported model's), None without one."""
+    path = project.weights_path()
+    return read_weights(path)[1] if path is not None and path.is_file() else None
+
+
 def read_weights(path: PathLike) -> tuple[str | None, dict[str, torch.Tensor]]:
     """(project JSON text or None, state_dict) from an :func:`export_weights` file or a bare state_dict.
 

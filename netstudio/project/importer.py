@@ -33,6 +33,7 @@ from netstudio.graph.model import Graph, sanitize_name
 from netstudio.nodes import CATALOG, LayerType, NodeType
 from netstudio.nodes.torch_ops import INPUT_KEY, is_allowed, not_allowed_message
 from netstudio.project.io import Project
+from netstudio.training.checkpoints import WeightsReport, load_weights_onto  # noqa: F401 (re-exported)
 
 
 class ImportModelError(NetStudioError):
@@ -626,38 +627,3 @@ def import_to_files(spec: str, out: str | Path, *, weights_out: str | Path | Non
 # ----------------------------------------------------------------------------
 
 
-@dataclass
-class WeightsReport:
-    loaded: list[str]
-    missing: list[str]
-    unexpected: list[str]
-    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]]   # key, file shape, graph shape
-
-    def text(self) -> str:
-        lines = [f"loaded {len(self.loaded)} tensors"]
-        if self.missing:
-            lines.append(f"missing (kept as initialised): {', '.join(self.missing)}")
-        if self.unexpected:
-            lines.append(f"unexpected (ignored): {', '.join(self.unexpected)}")
-        for k, a, b in self.mismatched:
-            lines.append(f"mis-shaped (kept as initialised): {k}: file {tuple(a)}, graph {tuple(b)}")
-        return "\n".join(lines)
-
-
-def load_weights_onto(model: nn.Module, state: Mapping[str, torch.Tensor]) -> WeightsReport:
-    """Load ``state`` onto ``model`` by module path ("layer1_0_conv1.weight"); keys that are missing,
-    unexpected or mis-shaped are reported, not fatal (transfer learning replaces heads)."""
-    own = model.state_dict()
-    loaded, unexpected, mismatched = [], [], []
-    fitting: dict[str, torch.Tensor] = {}
-    for k, v in state.items():
-        if k not in own:
-            unexpected.append(k)
-        elif tuple(v.shape) != tuple(own[k].shape):
-            mismatched.append((k, tuple(v.shape), tuple(own[k].shape)))
-        else:
-            fitting[k] = v
-            loaded.append(k)
-    model.load_state_dict(fitting, strict=False)
-    missing = [k for k in own if k not in state]
-    return WeightsReport(loaded, missing, unexpected, mismatched)

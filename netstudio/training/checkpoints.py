@@ -8,6 +8,7 @@ foreign file is refused with a readable error instead of being loaded.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -168,3 +169,42 @@ def restore_checkpoint(state: Mapping[str, Any], model: nn.Module, optimizer: to
         raise TrainingError(f"The checkpoint's optimizer/scheduler state does not fit: {first_line(e)}",
                             hint="the optimizer or scheduler changed; delete the checkpoint to start over") from e
     return int(state["epoch"])
+
+
+@dataclass
+class WeightsReport:
+    """What :func:`load_weights_onto` took from a state_dict and what it left."""
+
+    loaded: list[str]
+    missing: list[str]
+    unexpected: list[str]
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]]   # key, file shape, graph shape
+
+    def text(self) -> str:
+        lines = [f"loaded {len(self.loaded)} tensors"]
+        if self.missing:
+            lines.append(f"missing (kept as initialised): {', '.join(self.missing)}")
+        if self.unexpected:
+            lines.append(f"unexpected (ignored): {', '.join(self.unexpected)}")
+        for k, a, b in self.mismatched:
+            lines.append(f"mis-shaped (kept as initialised): {k}: file {tuple(a)}, graph {tuple(b)}")
+        return "\n".join(lines)
+
+
+def load_weights_onto(model: nn.Module, state: Mapping[str, torch.Tensor]) -> WeightsReport:
+    """Load ``state`` onto ``model`` by module path ("layer1_0_conv1.weight"); keys that are missing,
+    unexpected or mis-shaped are reported, not fatal (transfer learning replaces heads)."""
+    own = model.state_dict()
+    loaded, unexpected, mismatched = [], [], []
+    fitting: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if k not in own:
+            unexpected.append(k)
+        elif tuple(v.shape) != tuple(own[k].shape):
+            mismatched.append((k, tuple(v.shape), tuple(own[k].shape)))
+        else:
+            fitting[k] = v
+            loaded.append(k)
+    model.load_state_dict(fitting, strict=False)
+    missing = [k for k in own if k not in state]
+    return WeightsReport(loaded, missing, unexpected, mismatched)

@@ -53,6 +53,8 @@ class TrainingJob:
     device: str
     #: the rank's place in a distributed job (None: this process alone)
     dist: "DistContext | None" = None
+    #: what the start weights gave the model (``prepare(start_weights=...)``; empty without them)
+    start_note: str = ""
 
 
 def configure(base: TrainConfig, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
@@ -69,13 +71,16 @@ def configure(base: TrainConfig, overrides: Mapping[str, Any] | None = None) -> 
 def prepare(graph: "Graph", config: TrainConfig, overrides: Mapping[str, Any] | None = None, *,
             dist: "DistContext | None" = None, memory_check: bool = True, processes: int = 1,
             stop_event: threading.Event | None = None, on_phase: Callable[[str], None] | None = None,
-            on_data: Callable[["TrainingPlan", "PreparedData"], None] | None = None) -> TrainingJob:
+            on_data: Callable[["TrainingPlan", "PreparedData"], None] | None = None,
+            start_weights: Mapping[str, Any] | None = None) -> TrainingJob:
     """Settings, device, memory preflight, seed, plan and data, in that order (see the module's text).
 
     ``dist``: this rank's context in a distributed job (its device was chosen when it joined).
     ``memory_check``: False where the launcher already checked for all ``processes`` together.
     ``on_phase``: told "building model" and "loading data" as they start; ``on_data``: called
-    with the plan and the data once both exist. Raises :class:`JobStopped` when ``stop_event``
+    with the plan and the data once both exist. ``start_weights``: a state_dict (an imported model's)
+    loaded onto the freshly built model by module path, where names and shapes match (a replaced head
+    keeps its initial weights); :attr:`TrainingJob.start_note` says what was taken. Raises :class:`JobStopped` when ``stop_event``
     is set between the steps, and the steps' own errors (ProjectError, TrainingError, DataError...).
     """
     import torch
@@ -98,6 +103,16 @@ def prepare(graph: "Graph", config: TrainConfig, overrides: Mapping[str, Any] | 
         check_memory(graph, config.batch_size, config.device, processes=processes)  # before allocating
     torch.manual_seed(config.seed)  # the initial weights are drawn while compiling: seed first
     plan = build_plan(graph, config.batch_size)
+    start_note = ""
+    if start_weights is not None:
+        from netstudio.training.checkpoints import load_weights_onto
+
+        report = load_weights_onto(plan.model, start_weights)
+        if not report.loaded:
+            raise TrainingError("None of the start weights fit this model (no layer name and shape match)",
+                                hint="the weights file beside the project belongs to another model: remove its "
+                                     "entry, or train from fresh weights")
+        start_note = report.text()
     stopped()
     if on_phase is not None:
         on_phase("loading data")
@@ -115,7 +130,7 @@ def prepare(graph: "Graph", config: TrainConfig, overrides: Mapping[str, Any] | 
     if on_data is not None:
         on_data(plan, data)
     stopped()
-    return TrainingJob(config, plan, data, device_label(device), dist)
+    return TrainingJob(config, plan, data, device_label(device), dist, start_note)
 
 
 def check_continuable(model: "nn.Module", plan: "TrainingPlan") -> None:

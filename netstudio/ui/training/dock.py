@@ -837,7 +837,9 @@ class TrainingDock(QDockWidget):
         self._steps_per_epoch = None
         self._pending_progress = None
         self._running_text = f"Run {n}: training"
-        return bool(self.session.start(graph_dict, config, continue_training=continuing))
+        start = None if continuing else self.project.weights_path()  # an imported model's weights beside it
+        return bool(self.session.start(graph_dict, config, continue_training=continuing,
+                                       start_weights=str(start) if start is not None and start.is_file() else None))
 
     @Slot(int)
     def _on_run_started(self, run: int) -> None:

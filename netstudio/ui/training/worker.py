@@ -82,6 +82,8 @@ class TrainJob:
     #: intra-op threads for torch while the GUI runs (None: leave torch's setting)
     num_threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: a fresh run starts from this weights file where names and shapes match (an imported model's)
+    start_weights: str | None = None
 
 
 def error_record(exc: BaseException) -> dict[str, Any]:
@@ -311,8 +313,15 @@ class TrainingWorker(_ThreadedWorker):
         try:
             # settings, device, memory preflight, seed, plan, data: the order `netstudio train` uses,
             # so the same seed gives the same run in the app and on the command line
+            start = None
+            if job.start_weights is not None and job.init_model is None:
+                from netstudio.project.export import read_weights
+
+                start = read_weights(job.start_weights)[1]  # weights_only: a hostile file cannot run code
             prepared = training_job.prepare(graph, job.config, stop_event=self.stop_event, on_phase=on_phase,
-                                            on_data=on_data)
+                                            on_data=on_data, start_weights=start)
+            if prepared.start_note:
+                self._phase("starting from the weights beside the project: " + prepared.start_note.splitlines()[0])
         except training_job.JobStopped:
             return {"status": "stopped", "message": "Stopped before training started"}
         self.plan = prepared.plan
