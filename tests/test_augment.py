@@ -166,3 +166,25 @@ def test_augmentation_raises_lenet_accuracy_on_500_mnist_images(tmp_path: Path) 
         accs[name] = result.history[-1]["val_accuracy"]
     print("val accuracy", accs)
     assert accs["augmented"] > accs["plain"], accs
+
+
+def test_resumed_run_augments_its_remaining_epochs_as_the_whole_run(tmp_path: Path) -> None:
+    project, _ = _lenet(tmp_path, **AUG)
+    data = _subset(data_mod.load(build_plan(project.graph, 32).dataset_params), 64, 32)
+    whole: list[torch.Tensor] = []
+    first: list[torch.Tensor] = []
+    rest: list[torch.Tensor] = []
+
+    def run(record: list[torch.Tensor], epochs: int, folder: Path, resume: bool) -> None:
+        torch.manual_seed(1)
+        plan = build_plan(project.graph, 32)
+        conv = next(m for m in plan.model.modules() if isinstance(m, torch.nn.Conv2d))
+        conv.register_forward_pre_hook(lambda m, a: record.append(a[0].detach().clone()) if m.training else None)
+        result = fit(plan, data, _config(epochs=epochs, seed=1), checkpoint_dir=str(folder), resume=resume)
+        assert result.status == "finished", result.message
+
+    run(whole, 2, tmp_path / "a", False)
+    run(first, 1, tmp_path / "b", False)
+    run(rest, 2, tmp_path / "b", True)
+    assert len(first) == len(rest) == 2 and len(whole) == 4
+    assert all(torch.equal(u, v) for u, v in zip(whole, first + rest))

@@ -90,7 +90,8 @@ class Augmenter:
         self.settings = settings
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed((int(seed) ^ _SEED_SALT) & 0xFFFF_FFFF_FFFF)
+        self.seed = (int(seed) ^ _SEED_SALT) & 0xFFFF_FFFF_FFFF
+        self.generator.manual_seed(self.seed)
         # normalized x = (u - mean) / std with u the [0, 1] pixel value (mean/std None: x = u)
         if mean is not None and std is not None and len(mean) == channels == len(std):
             self.mean: torch.Tensor | None = torch.tensor(mean, dtype=torch.float32,
@@ -101,6 +102,11 @@ class Augmenter:
         else:
             self.mean = self.std = None
             self.black = 0.0
+
+    def start_epoch(self, epoch: int) -> None:
+        """Draw epoch ``epoch``'s transforms from a stream of its own, so a run resumed from a
+        checkpoint augments its remaining epochs exactly as the uninterrupted run would have."""
+        self.generator.manual_seed(self.seed + 7919 * int(epoch))
 
     def _rand(self, n: int, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
         u = torch.rand(n, generator=self.generator, device=self.device)

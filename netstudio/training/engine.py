@@ -479,6 +479,8 @@ class _Trainer:
                 self.start_state = _snapshot(model)
                 model.train()
                 stepper.reset_epoch()
+                if augmenter is not None:
+                    augmenter.start_epoch(epoch)
                 self.tuner.epoch_start()
                 if data.resident:
                     perm = torch.randperm(n_train, generator=gen) if cfg.shuffle else torch.arange(n_train)
