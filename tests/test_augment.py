@@ -188,3 +188,43 @@ def test_resumed_run_augments_its_remaining_epochs_as_the_whole_run(tmp_path: Pa
     run(rest, 2, tmp_path / "b", True)
     assert len(first) == len(rest) == 2 and len(whole) == 4
     assert all(torch.equal(u, v) for u, v in zip(whole, first + rest))
+
+
+def test_fast_path_falls_back_with_the_augmentation_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from netstudio.training.strategy import SingleProcess
+
+    # every other condition of the CUDA-graph fast path met (this test has no GPU): augmentation is the reason
+    monkeypatch.setattr(SingleProcess, "fast_path_blocker", lambda self, **kw: None)
+    project, _ = _lenet(tmp_path, augment_flip=True)
+    torch.manual_seed(0)
+    plan = build_plan(project.graph, 32)
+    data = _subset(data_mod.load(plan.dataset_params), 64, 32)
+    events: list[dict[str, Any]] = []
+    result = fit(plan, data, _config(), report=events.append)
+    assert result.status == "finished", result.message
+    start = next(e for e in events if e["kind"] == "start")
+    assert start["fast_path"] is False and "augmentation" in start["fast_path_reason"]
+    assert start["augmentation"] == "flip"
+
+
+def test_cli_train_names_the_augmentation_and_exports_leave_it_out(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from netstudio.cli import main
+    from netstudio.project.export import export_py
+    from netstudio.project.script_export import export_script
+
+    project, ds = _lenet(tmp_path, augment_crop=2, augment_rotate=5.0)
+    project.graph.set_param(ds, "val_fraction", 0.9)  # 500 training images: one short epoch
+    project.training.epochs = 1
+    path = save_project(project, tmp_path / "aug.nsproj")
+    capsys.readouterr()
+    rc = main(["train", str(path), "--device", "cpu", "--threads", "1"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "augmentation: crop ±2 px, rotate ±5°" in out + err
+    plain, _ = _lenet(tmp_path)
+    a = export_py(build_plan(project.graph, 2).compiled, tmp_path / "a.py", weights=False).read_text(encoding="utf-8")
+    b = export_py(build_plan(plain.graph, 2).compiled, tmp_path / "b.py", weights=False).read_text(encoding="utf-8")
+    assert a == b  # the model export is the same with or without augmentation
+    readme = export_script(load_project(path), tmp_path / "script").readme.read_text(encoding="utf-8")
+    assert "trains without augmentation" in readme and "crop ±2 px" in readme
