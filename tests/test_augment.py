@@ -228,3 +228,18 @@ def test_cli_train_names_the_augmentation_and_exports_leave_it_out(tmp_path: Pat
     assert a == b  # the model export is the same with or without augmentation
     readme = export_script(load_project(path), tmp_path / "script").readme.read_text(encoding="utf-8")
     assert "trains without augmentation" in readme and "crop ±2 px" in readme
+
+
+def test_preview_shows_originals_and_their_augmentations(tmp_path: Path) -> None:
+    from netstudio.training.augment import preview
+
+    project, ds = _lenet(tmp_path, augment_crop=3, augment_erase=1.0)
+    params = project.graph.nodes[ds].params
+    orig, aug = preview(params, n=6)
+    data = data_mod.load(params)
+    assert orig.shape == aug.shape == (6, 1, 28, 28)
+    # the originals are the first training images, back in pixel units
+    assert torch.allclose(orig, data.train_x[:6] * data.std[0] + data.mean[0], atol=1e-5)
+    assert 0.0 <= float(aug.min()) and float(aug.max()) <= 1.0 and not torch.equal(orig, aug)
+    same, _ = preview(params, n=6)
+    assert torch.equal(same, orig) and torch.equal(preview(params, n=6)[1], aug)  # reproducible

@@ -155,12 +155,12 @@ class Augmenter:
         theta = torch.stack([torch.stack([a, b, tx], 1), torch.stack([c, d, ty], 1)], 1).to(dt)
         grid = F.affine_grid(theta, [n, x.shape[1], h, w], align_corners=False)
         mode = "bilinear" if (s.rotate or s.scale) else "nearest"  # whole-pixel shifts and flips: exact
-        src = (x if x.is_floating_point() else x.float()).contiguous()
-        out = F.grid_sample(src, grid, mode=mode, padding_mode="zeros", align_corners=False)
-        # outside the image: black (inside, ``inside`` is exactly 1 and the pixels keep their exact values)
-        inside = F.grid_sample(torch.ones_like(src[:, :1]), grid, mode=mode, padding_mode="zeros",
-                               align_corners=False)
-        out = out + self.black * (1.0 - inside)
+        src = x if x.is_floating_point() else x.float()
+        # one resampling of the image plus a channel of ones: where that channel is below 1 the sample
+        # came (partly) from outside the image, which is black (inside it is exactly 1: values stay exact)
+        both = F.grid_sample(torch.cat([src, torch.ones_like(src[:, :1])], 1), grid, mode=mode,
+                             padding_mode="zeros", align_corners=False)
+        out = both[:, :-1] + self.black * (1.0 - both[:, -1:])
         return out.to(x.dtype)
 
     def _jitter(self, x: torch.Tensor) -> torch.Tensor:
@@ -221,3 +221,33 @@ def augmented_step(step: Any, augmenter: Augmenter) -> Any:
         return step(augmenter(x), y)
 
     return step_with_augmentation
+
+
+def preview(dataset_params: Mapping[str, Any], n: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(originals, augmented): the first ``n`` training images and one augmentation of each, as
+    ``(n, C, H, W)`` float pixel values in [0, 1], for showing (the Dataset node's preview strip).
+
+    Loads the data (through the data cache); raises DataError/TrainingError like training would."""
+    import netstudio.data as data_mod
+
+    data = data_mod.load(dataset_params)
+    settings = AugmentSettings.from_params(dataset_params)
+    if data.resident:
+        assert data.train_x is not None
+        x = data.train_x[:n].float()
+    else:
+        train_set: Any = data.train_set
+        x = torch.stack([train_set[i][0] for i in range(min(n, len(train_set)))]).float()
+    shape = tuple(getattr(data.info, "feature_shape", ()))
+    aug = augmenter_for(dataset_params, data, seed, "cpu") if settings.active else None
+    out = aug(x) if aug is not None else x.clone()
+
+    def pixels(t: torch.Tensor) -> torch.Tensor:
+        if len(shape) == 3 and data.mean is not None and data.std is not None and len(data.mean) == shape[0]:
+            mean = torch.tensor(data.mean, dtype=torch.float32).view(1, -1, 1, 1)
+            std = torch.tensor(data.std, dtype=torch.float32).view(1, -1, 1, 1)
+            return (t * std + mean).clamp(0.0, 1.0)
+        lo, hi = t.amin(dim=(1, 2, 3), keepdim=True), t.amax(dim=(1, 2, 3), keepdim=True)
+        return (t - lo) / (hi - lo).clamp_min(1e-12)
+
+    return pixels(x), pixels(out)

@@ -22,6 +22,7 @@ from netstudio.errors import NetStudioError, ParamError
 from netstudio.graph.commands import RenameNode, SetParam
 from netstudio.graph.model import GraphEvent
 from netstudio.nodes.base import AUTO, NodeType, Param
+from netstudio.ui.augment_preview import AugmentPreview
 from netstudio.ui.document import Document
 from netstudio.ui.theme import CATEGORY_COLORS, theme
 
@@ -343,7 +344,11 @@ class Inspector(QWidget):
         self.name_edit: QLineEdit | None = None
         self.name_error: QLabel | None = None
 
-        for w in (self.title, self.description, self.problem_label, self.placeholder, self.form_host):
+        # the Dataset node's augmentation preview strip (netstudio.ui.augment_preview)
+        self.augment_preview = AugmentPreview(self.body)
+        self.augment_preview.hide()
+        for w in (self.title, self.description, self.problem_label, self.placeholder, self.form_host,
+                  self.augment_preview):
             self.vbox.addWidget(w)
         self.vbox.addStretch(1)
 
@@ -379,6 +384,7 @@ class Inspector(QWidget):
             focused.clearFocus()  # finish a half-typed value: it belongs to the node shown so far
         self._clear_form()
         self.node_id = node_id
+        self._show_augment_preview()
         if node_id is None:
             self.title.hide()
             self.description.hide()
@@ -402,6 +408,10 @@ class Inspector(QWidget):
         self.form_host.show()
         self.form_host.setEnabled(not self.doc.locked)
         self._on_analysis(self.doc.analysis())
+
+    def _show_augment_preview(self) -> None:
+        node = self.doc.current.nodes.get(self.node_id) if self.node_id is not None else None
+        self.augment_preview.set_params(node.params if node is not None and node.type_id == "data.dataset" else None)
 
     def _clear_form(self) -> None:
         # A focused field emits editingFinished while it is destroyed; by then the
@@ -517,6 +527,7 @@ class Inspector(QWidget):
         elif ev.kind == "param_changed" and ev.key in self.editors:
             self.editors[ev.key].set_value(node.params[ev.key])
             self._update_visibility(node.params)
+            self._show_augment_preview()
         elif ev.kind == "node_renamed" and self.name_edit is not None:
             self.name_edit.setText(node.name)
 
