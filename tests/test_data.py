@@ -449,7 +449,11 @@ def test_dataset_node_infers_shapes() -> None:
     from netstudio.nodes.data import DatasetNode
 
     assert CATALOG.get("data.dataset").__class__ is DatasetNode
-    assert DatasetNode.default_params() == DEFAULT_PARAMS
+    # every data param, plus the training-only augmentation settings (netstudio.training.augment)
+    defaults = DatasetNode.default_params()
+    assert {k: v for k, v in defaults.items() if not k.startswith("augment_")} == DEFAULT_PARAMS
+    assert {k for k in defaults if k.startswith("augment_")} == {"augment_crop", "augment_flip", "augment_rotate",
+                                                                "augment_scale", "augment_jitter", "augment_erase"}
     assert DatasetNode.param("source").choices == tuple(SOURCES)
     node = DatasetNode()
     ctx = InferContext("n1", "data", "Dataset", DatasetNode.default_params(), {}, batch_size=64)

@@ -195,7 +195,7 @@ def test_mlp_learns_blobs_and_reports_plain_events() -> None:
     assert start == {"kind": "start", "device": "cpu", "device_id": "cpu", "epochs": 8, "steps_per_epoch": 19,
                      "n_train": 600, "n_val": 150, "task": "classification", "fast_path": False,
                      "fast_path_reason": "needs a CUDA GPU", "precision": "off", "clip_norm": 0.0,
-                     "clip_value": 0.0, "warmup_epochs": 0}
+                     "clip_value": 0.0, "warmup_epochs": 0, "augmentation": None}
     assert rec.kinds("end")[0] == {"kind": "end", "status": "finished", "message": res.message}
     from netstudio.training.events import EventKind, FitStatus
 

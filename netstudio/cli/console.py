@@ -81,6 +81,8 @@ class Progress:
                 from netstudio.training.threads import describe
 
                 extra += f", {describe(ev['threads'], str(ev.get('threads_mode', 'default')))}"
+            if ev.get("augmentation"):
+                extra += f", augmentation: {ev['augmentation']}"
             print(f"training {self.epochs} epoch{'s' if self.epochs != 1 else ''}{extra}", file=self.lines,
                   flush=True)
         elif kind == "batch" and self.bar is not None:

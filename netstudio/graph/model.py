@@ -396,9 +396,17 @@ class Graph:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "nodes": [_node_record(n, [round(n.pos[0], 2), round(n.pos[1], 2)]) for n in self.nodes.values()],
+            "nodes": [_node_record(n, [round(n.pos[0], 2), round(n.pos[1], 2)], self._unsaved_defaults(n))
+                      for n in self.nodes.values()],
             "edges": [e.to_list() for e in self.edges],
         }
+
+    def _unsaved_defaults(self, n: Node) -> set[str]:
+        """The node's params that stay out of the file: ``saved_if_set`` params at their default."""
+        if n.type_id not in self.catalog:
+            return set()
+        return {p.name for p in self.catalog.get(n.type_id).params
+                if p.saved_if_set and n.params.get(p.name) == p.default}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], catalog: "Catalog | None" = None) -> "Graph":
@@ -489,14 +497,16 @@ class Graph:
         """Nodes plus the edges between them (copy/paste)."""
         ids = set(node_ids)
         return {
-            "nodes": [_node_record(n, list(n.pos)) for n in self.nodes.values() if n.id in ids],
+            "nodes": [_node_record(n, list(n.pos), self._unsaved_defaults(n)) for n in self.nodes.values()
+                      if n.id in ids],
             "edges": [e.to_list() for e in self.edges if e.src in ids and e.dst in ids],
         }
 
 
-def _node_record(n: Node, pos: list[float]) -> dict[str, Any]:
+def _node_record(n: Node, pos: list[float], omit: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+    params = {k: v for k, v in n.params.items() if k not in omit} if omit else n.params
     rec: dict[str, Any] = {"id": n.id, "type": n.type_id, "name": n.name, "pos": pos,
-                           "params": _deep_copy(n.params)}
+                           "params": _deep_copy(params)}
     if not n.trainable:  # written only when frozen: files without frozen nodes stay as they were
         rec["trainable"] = False
     if n.inner is not None:

@@ -143,6 +143,9 @@ class Param:
     step: float | None = None
     log_scale: bool = False  # learning rates: spin box steps multiplicatively
     visible_if: tuple[str, tuple[Any, ...]] | None = None  # (param, values) controlling visibility
+    #: left out of saved files while at its default, so files written before the param existed
+    #: load and save byte-identical (e.g. the Dataset node's training-only augmentation settings)
+    saved_if_set: bool = False
 
     def __post_init__(self) -> None:
         try:

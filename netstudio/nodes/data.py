@@ -73,6 +73,25 @@ class DatasetNode(NodeType):
               help="number of input features of the synthetic regression"),
         Param("download", "bool", False, visible_if=("source", _TORCHVISION),
               help="allow downloading the torchvision set into path"),
+        # image augmentation: training batches only, on the training device (netstudio.training.augment);
+        # off by default and left out of saved files while off
+        Param("augment_crop", "int", 0, min=0, max=32, visible_if=("source", _IMAGES), saved_if_set=True,
+              label="augment: crop padding",
+              help="random crop with padding: shift each training image by up to N pixels (0 = off)"),
+        Param("augment_flip", "bool", False, visible_if=("source", _IMAGES), saved_if_set=True,
+              label="augment: flip", help="flip half the training images left-right (not for digits or text)"),
+        Param("augment_rotate", "float", 0.0, min=0.0, max=45.0, step=1.0, visible_if=("source", _IMAGES),
+              saved_if_set=True, label="augment: rotate",
+              help="rotate each training image by a random angle of up to ± this many degrees (0 = off)"),
+        Param("augment_scale", "float", 0.0, min=0.0, max=0.5, step=0.05, visible_if=("source", _IMAGES),
+              saved_if_set=True, label="augment: scale",
+              help="zoom each training image by a random factor in 1 ± this (0 = off)"),
+        Param("augment_jitter", "float", 0.0, min=0.0, max=1.0, step=0.05, visible_if=("source", _IMAGES),
+              saved_if_set=True, label="augment: colour jitter",
+              help="colour images: random brightness, contrast and saturation in 1 ± this (0 = off)"),
+        Param("augment_erase", "float", 0.0, min=0.0, max=1.0, step=0.05, visible_if=("source", _IMAGES),
+              saved_if_set=True, label="augment: erase",
+              help="probability of blanking a random rectangle (2–33% of the image) of a training image"),
     )
 
     def infer(self, ctx: InferContext) -> dict[str, Any]:

@@ -342,11 +342,16 @@ def training_script(plan: "TrainingPlan", config: "TrainConfig", *, title: str =
     return text
 
 
-def readme_text(title: str, source: str, *, script: str = SCRIPT_FILE) -> str:
-    """README.md for the exported folder: how to run it on one machine, several nodes and SLURM."""
+def readme_text(title: str, source: str, *, script: str = SCRIPT_FILE, augmentation: str = "") -> str:
+    """README.md for the exported folder: how to run it on one machine, several nodes and SLURM.
+
+    ``augmentation``: the project's image augmentation (described), which the script leaves out."""
     data_note = ("" if source in SUPPORTED_SOURCES else
                  f"\n**Note:** the `{source}` dataset source has no standalone loader yet; fill in `load_data()` "
                  f"in `{script}` first.\n")
+    if augmentation:
+        data_note += (f"\n**Note:** the project augments its training images in NetStudio ({augmentation}); "
+                      f"`{script}` trains without augmentation.\n")
     title = " ".join(str(title).split())  # one heading line whatever the project name holds
     return f"""# {title} — standalone training program
 
@@ -501,5 +506,8 @@ def _export_script(project: "Project", out_dir: str | os.PathLike[str], *,
     _write_text(script, text)
     readme = folder / README_FILE
     src = str(plan.dataset_params.get("source", ""))
-    _write_text(readme, readme_text(project.name, src))
+    from netstudio.training.augment import AugmentSettings
+
+    aug = AugmentSettings.from_params(plan.dataset_params)
+    _write_text(readme, readme_text(project.name, src, augmentation=aug.describe() if aug.active else ""))
     return ScriptExport(folder, script, model_path, readme, weights_path)

@@ -44,6 +44,7 @@ import torch
 import torch.nn as nn
 
 from netstudio.errors import NetStudioError, TrainingError
+from netstudio.training.augment import augmented_step, augmenter_for
 from netstudio.training.batches import eval_batches as _eval_batches
 from netstudio.training.batches import loader as _loader
 from netstudio.training.batches import tensor_batches as _tensor_batches
@@ -56,7 +57,7 @@ from netstudio.training.checkpoints import checkpoint_path, save_checkpoint
 from netstudio.training.events import EventKind, FitStatus
 from netstudio.training.fastpath import Stepper, prepare_optimizer, reset_for_eager, try_capture
 from netstudio.training.nodestats import NodeStats
-from netstudio.training.strategy import SingleProcess, strategy_for, use_channels_last  # noqa: F401
+from netstudio.training.strategy import DataParallel, SingleProcess, strategy_for, use_channels_last  # noqa: F401
 from netstudio.training.threads import ThreadTuner
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -447,8 +448,16 @@ class _Trainer:
             self.warmup = Warmup(optimizer, cfg.warmup_epochs * steps)
         if reason is None:
             reason = controls_blocker(controls, cfg.warmup_epochs)
+        # image augmentation of training batches only (netstudio.training.augment); eager: new draws every batch
+        rank = strategy.ctx.rank if isinstance(strategy, DataParallel) else 0
+        augmenter = augmenter_for(plan.dataset_params, data, cfg.seed, dev, node_id=plan.compiled.dataset_node,
+                                  rank=rank)
+        if reason is None and augmenter is not None:
+            reason = "image augmentation draws new random transforms for every batch"
         prepare_optimizer(optimizer, dev, capture=reason is None)
         step = strategy.step(model, plan, optimizer, controls)
+        if augmenter is not None:
+            step = augmented_step(step, augmenter)
 
         val_dev: tuple[torch.Tensor, torch.Tensor] | None = None
         if data.resident:
@@ -480,7 +489,8 @@ class _Trainer:
                    "fast_path": self.fast, "fast_path_reason": None if self.fast else reason,
                    "threads": self.tuner.threads, "threads_mode": self.tuner.mode,
                    "precision": cfg.precision, "clip_norm": cfg.clip_norm, "clip_value": cfg.clip_value,
-                   "warmup_epochs": cfg.warmup_epochs})
+                   "warmup_epochs": cfg.warmup_epochs,
+                   "augmentation": augmenter.settings.describe() if augmenter is not None else None})
 
         status, message = FitStatus.FINISHED, f"Trained {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
         try:
@@ -494,6 +504,8 @@ class _Trainer:
                     self._epoch_opt_state = _host_copy(optimizer.state_dict())
                 plan.train_mode(model)
                 stepper.reset_epoch()
+                if augmenter is not None:
+                    augmenter.start_epoch(epoch)
                 self.tuner.epoch_start()
                 if data.resident:
                     perm = torch.randperm(n_train, generator=gen) if cfg.shuffle else torch.arange(n_train)

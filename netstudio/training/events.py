@@ -73,6 +73,7 @@ class StartEvent(TypedDict):
     clip_norm: float        # 0 = off
     clip_value: float       # 0 = off
     warmup_epochs: int      # 0 = off
+    augmentation: str | None  # the training batches' image augmentation (netstudio.training.augment); None = off
 
 
 class BatchEvent(TypedDict):

@@ -23,6 +23,7 @@ from netstudio.graph.commands import RenameNode, SetParam, SetTrainable
 from netstudio.graph.model import EventKind, GraphEvent
 from netstudio.nodes.base import AUTO, Category, NodeType, Param
 from netstudio.nodes.blocks import BLOCK_INPUT, BLOCK_OUTPUT
+from netstudio.ui.augment_preview import AugmentPreview
 from netstudio.ui.document import Document
 from netstudio.ui.theme import CATEGORY_COLORS, theme
 
@@ -347,7 +348,11 @@ class Inspector(QWidget):
         #: "Trainable" (layers and blocks): off freezes the node's weights
         self.trainable_box: QCheckBox | None = None
 
-        for w in (self.title, self.description, self.problem_label, self.placeholder, self.form_host):
+        # the Dataset node's augmentation preview strip (netstudio.ui.augment_preview)
+        self.augment_preview = AugmentPreview(self.body)
+        self.augment_preview.hide()
+        for w in (self.title, self.description, self.problem_label, self.placeholder, self.form_host,
+                  self.augment_preview):
             self.vbox.addWidget(w)
         self.vbox.addStretch(1)
 
@@ -383,6 +388,7 @@ class Inspector(QWidget):
             focused.clearFocus()  # finish a half-typed value: it belongs to the node shown so far
         self._clear_form()
         self.node_id = node_id
+        self._show_augment_preview()
         if node_id is None:
             self.title.hide()
             self.description.hide()
@@ -406,6 +412,10 @@ class Inspector(QWidget):
         self.form_host.show()
         self.form_host.setEnabled(not self.doc.locked)
         self._on_analysis(self.doc.analysis())
+
+    def _show_augment_preview(self) -> None:
+        node = self.doc.current.nodes.get(self.node_id) if self.node_id is not None else None
+        self.augment_preview.set_params(node.params if node is not None and node.type_id == "data.dataset" else None)
 
     def _clear_form(self) -> None:
         # A focused field emits editingFinished while it is destroyed; by then the
@@ -535,6 +545,7 @@ class Inspector(QWidget):
         elif ev.kind == "param_changed" and ev.key in self.editors:
             self.editors[ev.key].set_value(node.params[ev.key])
             self._update_visibility(node.params)
+            self._show_augment_preview()
         elif ev.kind == "node_renamed" and self.name_edit is not None:
             self.name_edit.setText(node.name)
         elif ev.kind == EventKind.TRAINABLE_CHANGED and self.trainable_box is not None:

@@ -933,6 +933,8 @@ class TrainingDock(QDockWidget):
                 self._running_text += f" (no CUDA graph: {ev.get('fast_path_reason')})"
             if ev.get("precision") in ("bf16", "fp16"):
                 self._running_text += f" · {ev.get('precision')}"
+            if ev.get("augmentation"):
+                self._running_text += f" · augmented ({ev.get('augmentation')})"
             if self.session.state == RunState.RUNNING:
                 self.status_label.setText(self._running_text)
 
