@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QEventLoop, QTimer
 
@@ -28,12 +29,39 @@ def pump_events(ms: int) -> None:
     loop.exec()
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def screenshot_parser(doc: str | None, project: bool = True) -> argparse.ArgumentParser:
+    """The options every screenshot script takes: OUT.png [PROJECT] --theme --size."""
+    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     ap.add_argument("out", help="PNG file to write")
-    ap.add_argument("project", nargs="?", help="project file (default: the MNIST MLP sample)")
+    if project:
+        ap.add_argument("project", nargs="?", help="project file (default: the MNIST MLP sample)")
     ap.add_argument("--theme", default="dark", choices=("dark", "light", "system"))
     ap.add_argument("--size", default="1600x1000")
+    return ap
+
+
+def save_grab(app: Any, window: Any, out: str, dock: Any = None) -> int:
+    """Grab ``window`` into ``out`` (a PNG), then stop ``dock``'s run and close the window unsaved."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixmap = window.grab()
+    ok = pixmap.save(str(path))
+    if dock is not None:
+        dock.shutdown(5000)
+    document = getattr(window, "document", None)  # the training script's --dock-only window has none
+    if document is not None:
+        document.set_modified(False)
+    window.close()
+    app.processEvents()
+    if not ok:
+        print(f"could not write {path}", file=sys.stderr)
+        return 1
+    print(f"wrote {path} ({pixmap.width()}×{pixmap.height()})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = screenshot_parser(__doc__)
     ap.add_argument("--select", default="fc1", help="node name to select (inspector content)")
     ap.add_argument("--no-layout", action="store_true", help="keep the positions stored in the project")
     ap.add_argument("--no-training", action="store_true", help="leave out the training dock")
@@ -81,17 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         while time.monotonic() < deadline:
             app.processEvents()
             pump_events(50)
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        pixmap = window.grab()
-        if not pixmap.save(str(out)):
-            print(f"could not write {out}", file=sys.stderr)
-            return 1
-        print(f"wrote {out} ({pixmap.width()}×{pixmap.height()})")
-        window.document.set_modified(False)
-        window.close()
-    app.processEvents()
-    return 0
+        return save_grab(app, window, args.out)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,13 @@ shows its activation and gradient histograms over the samples).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QSettings
 
-from editor import pump_events  # the sibling script (this folder is on sys.path when run)
+from editor import pump_events, save_grab, screenshot_parser  # the sibling script (this folder is on sys.path when run)
 
 
 def _wait_until(cond: Any, timeout_ms: int) -> bool:
@@ -31,10 +30,7 @@ def _wait_until(cond: Any, timeout_ms: int) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out", help="PNG file to write")
-    ap.add_argument("--theme", default="dark", choices=("dark", "light", "system"))
-    ap.add_argument("--size", default="1600x1000")
+    ap = screenshot_parser(__doc__, project=False)
     args = ap.parse_args(argv)
 
     import torch
@@ -78,17 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         last = [n for n in graph.nodes.values() if n.type_id == "layer.linear"][-1]
         window.scene.select_nodes([last.id])  # the inspector shows its histograms over both runs
         pump_events(300)
-        pixmap = window.grab()
-        ok = pixmap.save(args.out)
-        dock.shutdown(5000)
-        window.document.set_modified(False)
-        window.close()
-        app.processEvents()
-        if not ok:
-            print(f"could not write {args.out}", file=sys.stderr)
-            return 1
-        print(f"wrote {args.out} ({pixmap.width()}×{pixmap.height()})")
-    return 0
+        return save_grab(app, window, args.out, dock)
 
 
 if __name__ == "__main__":

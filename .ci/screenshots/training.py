@@ -12,7 +12,6 @@ window cannot be created.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 from PySide6.QtCore import QCoreApplication, QSettings, Qt
 from PySide6.QtWidgets import QApplication, QMainWindow
 
-from editor import pump_events  # the sibling script (this folder is on sys.path when run)
+from editor import pump_events, save_grab, screenshot_parser  # the sibling script (this folder is on sys.path when run)
 
 
 def _wait_until(cond: Any, timeout_ms: int) -> bool:
@@ -44,11 +43,7 @@ def _editor_window(project_path: Path | None, theme: str, rec: str) -> tuple[QMa
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out", help="PNG file to write")
-    ap.add_argument("project", nargs="?", help="project file (default: the MNIST MLP sample)")
-    ap.add_argument("--theme", default="dark", choices=("dark", "light", "system"))
-    ap.add_argument("--size", default="1600x1000")
+    ap = screenshot_parser(__doc__)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--grab-at-epoch", type=int, default=7, help="epoch of run 2 after which to grab")
     ap.add_argument("--dock-only", action="store_true", help="screenshot the dock in a plain window")
@@ -105,23 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         dock.tabs.setCurrentIndex(0)
         dock.plots.redraw()
         pump_events(120)
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        pixmap = window.grab()
-        ok = pixmap.save(str(out))
-        dock.shutdown(5000)
-        if hasattr(window, "document"):
-            try:
-                window.document.set_modified(False)
-            except Exception:  # noqa: BLE001
-                pass
-        window.close()
-        app.processEvents()
-        if not ok:
-            print(f"could not write {out}", file=sys.stderr)
-            return 1
-        print(f"wrote {out} ({pixmap.width()}×{pixmap.height()})")
-    return 0
+        return save_grab(app, window, args.out, dock)
 
 
 def _dock_window(project_path: str | None) -> tuple[QMainWindow, Any]:

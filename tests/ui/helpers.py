@@ -50,8 +50,9 @@ def scene_counts(window: Any) -> tuple[int, int]:
     return (sum(isinstance(i, NodeItem) for i in items), sum(isinstance(i, EdgeItem) for i in items))
 
 
-def assert_scene_matches_model(window: Any) -> None:
-    g = window.document.graph
+def assert_scene_matches_model(window: Any, graph: Any = None) -> None:
+    """The scene's items are the graph's nodes and edges (``graph``: the project's by default)."""
+    g = window.document.graph if graph is None else graph
     assert scene_counts(window) == (len(g.nodes), len(g.edges))
     assert set(window.scene.node_items) == set(g.nodes)
     assert set(window.scene.edge_items) == set(g.edges)
@@ -97,3 +98,12 @@ def simulate_crash(window: Any) -> None:
     window.autosave_timer.stop()
     window.recovery.release()
     window.recovery.slot = "crashed-" + window.recovery.slot
+
+
+def mlp_with_block(window: Any, names: tuple[str, ...] = ("fc1", "relu")) -> tuple[dict[str, str], str]:
+    """:func:`build_mlp`, then the nodes ``names`` made into a block through the window (Ctrl+G)."""
+    ids = build_mlp(window)
+    window.scene.select_nodes([ids[n] for n in names])
+    bid = window.make_block()
+    assert bid is not None
+    return ids, bid

@@ -11,7 +11,7 @@ from PySide6.QtTest import QTest
 
 from netstudio.graph.commands import SetParam
 
-from .helpers import build_mlp, edge_label, scene_counts, view_point
+from .helpers import assert_scene_matches_model, build_mlp, edge_label, mlp_with_block, view_point
 
 
 def _snap(window: Any) -> dict[str, Any]:
@@ -21,12 +21,8 @@ def _snap(window: Any) -> dict[str, Any]:
 def assert_scene_matches_current(window: Any) -> None:
     """The canvas shows exactly the graph being edited (the project's, or the open block's)."""
     g = window.document.current
-    assert scene_counts(window) == (len(g.nodes), len(g.edges))
-    assert set(window.scene.node_items) == set(g.nodes)
-    assert set(window.scene.edge_items) == set(g.edges)
+    assert_scene_matches_model(window, g)
     for nid, item in window.scene.node_items.items():
-        assert (item.pos().x(), item.pos().y()) == g.nodes[nid].pos
-        assert item.name == g.nodes[nid].name
         nt = g.node_type(nid)
         assert list(item.in_ports) == [p.name for p in nt.inputs]
         assert list(item.out_ports) == [p.name for p in nt.outputs]
@@ -123,10 +119,7 @@ def test_make_open_edit_expand_and_undo_round_trip(window: Any, qtbot: Any) -> N
 
 def test_block_library_from_the_window(window: Any, tmp_path: Path) -> None:
     doc = window.document
-    ids = build_mlp(window)
-    window.scene.select_nodes([ids["fc1"], ids["relu"]])
-    bid = window.make_block()
-    assert bid is not None
+    ids, bid = mlp_with_block(window)
     window.scene.select_nodes([bid])
     path = window.save_block_dialog(str(tmp_path / "pair.nsblock"))
     assert path is not None and path.exists()
@@ -145,10 +138,7 @@ def test_block_library_from_the_window(window: Any, tmp_path: Path) -> None:
 
 def test_block_card_duplicate_and_copy_inside(window: Any, qtbot: Any) -> None:
     doc = window.document
-    ids = build_mlp(window)
-    window.scene.select_nodes([ids["fc1"], ids["relu"]])
-    bid = window.make_block()
-    assert bid is not None
+    ids, bid = mlp_with_block(window)
     window.scene.update_param_counts()
     card = window.scene.node_items[bid]
     # the card names its ports after the inner ports and counts the parameters inside
@@ -177,10 +167,7 @@ def test_inspector_edits_inside_an_open_block(window: Any) -> None:
     from PySide6.QtWidgets import QSpinBox
 
     doc = window.document
-    ids = build_mlp(window)
-    window.scene.select_nodes([ids["fc1"], ids["relu"], ids["fc2"]])
-    bid = window.make_block()
-    assert bid is not None
+    ids, bid = mlp_with_block(window, ("fc1", "relu", "fc2"))
     doc.enter_block(bid)
     inner = doc.current
     fc1, fc2 = inner.find("fc1").id, inner.find("fc2").id

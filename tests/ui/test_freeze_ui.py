@@ -7,7 +7,7 @@ from typing import Any
 from PySide6.QtCore import QRectF
 from PySide6.QtGui import QImage, QPainter
 
-from .helpers import build_mlp
+from .helpers import build_mlp, mlp_with_block
 
 
 def _card_image(window: Any, nid: str) -> QImage:
@@ -68,10 +68,7 @@ def test_context_menu_freezes_and_unfreezes_the_selection(window: Any, qtbot: An
 
 def test_a_frozen_block_is_drawn_frozen_and_its_box_follows(window: Any, qtbot: Any) -> None:
     doc = window.document
-    ids = build_mlp(window)
-    window.scene.select_nodes([ids["fc1"], ids["relu"]])
-    bid = window.make_block()
-    assert bid is not None
+    ids, bid = mlp_with_block(window)
     window.scene.select_nodes([bid])
     window.set_trainable(False)
     assert not doc.graph.nodes[bid].trainable and window.scene.node_items[bid].frozen
