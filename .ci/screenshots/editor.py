@@ -29,6 +29,15 @@ def pump_events(ms: int) -> None:
     loop.exec()
 
 
+def wait_until(cond: Any, timeout_ms: int) -> bool:
+    """Run the event loop until ``cond()`` holds or ``timeout_ms`` have passed; the final ``cond()``."""
+    waited = 0
+    while not cond() and waited < timeout_ms:
+        pump_events(20)
+        waited += 20
+    return bool(cond())
+
+
 def screenshot_parser(doc: str | None, project: bool = True) -> argparse.ArgumentParser:
     """The options every screenshot script takes: OUT.png [PROJECT] --theme --size."""
     ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0])

@@ -18,15 +18,7 @@ from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QSettings
 
-from editor import pump_events, save_grab, screenshot_parser  # the sibling script (this folder is on sys.path when run)
-
-
-def _wait_until(cond: Any, timeout_ms: int) -> bool:
-    waited = 0
-    while not cond() and waited < timeout_ms:
-        pump_events(20)
-        waited += 20
-    return bool(cond())
+from editor import pump_events, save_grab, screenshot_parser, wait_until  # the sibling script (this folder is on sys.path when run)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,17 +48,17 @@ def main(argv: list[str] | None = None) -> int:
         done: list[Any] = []
         dock.training_finished.connect(done.append)
         dock.start_training()
-        if not _wait_until(lambda: len(done) == 1, 300_000):
+        if not wait_until(lambda: len(done) == 1, 300_000):
             print("run 1 did not finish", file=sys.stderr)
             return 1
-        _wait_until(lambda: dock.evaluation is not None, 30_000)
+        wait_until(lambda: dock.evaluation is not None, 30_000)
         graph = window.document.project.graph
         fc1 = next(n for n in graph.nodes.values() if n.type_id == "layer.linear")
         module = dock.trained.model.get_submodule(fc1.name)
         with torch.no_grad():
             module.bias.fill_(-1000.0)
         dock.continue_training()
-        if not _wait_until(lambda: len(done) == 2, 300_000):
+        if not wait_until(lambda: len(done) == 2, 300_000):
             print("run 2 did not finish", file=sys.stderr)
             return 1
         window.problems_dock.raise_()

@@ -20,15 +20,7 @@ from typing import Any
 from PySide6.QtCore import QCoreApplication, QSettings, Qt
 from PySide6.QtWidgets import QApplication, QMainWindow
 
-from editor import pump_events, save_grab, screenshot_parser  # the sibling script (this folder is on sys.path when run)
-
-
-def _wait_until(cond: Any, timeout_ms: int) -> bool:
-    waited = 0
-    while not cond() and waited < timeout_ms:
-        pump_events(20)
-        waited += 20
-    return bool(cond())
+from editor import pump_events, save_grab, screenshot_parser, wait_until  # the sibling script (this folder is on sys.path when run)
 
 
 def _editor_window(project_path: Path | None, theme: str, rec: str) -> tuple[QMainWindow, Any]:
@@ -86,14 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         done: list[Any] = []
         dock.training_finished.connect(done.append)
         dock.start_training()
-        if not _wait_until(lambda: bool(done), 300_000):
+        if not wait_until(lambda: bool(done), 300_000):
             print("run 1 did not finish", file=sys.stderr)
             return 1
-        _wait_until(lambda: dock.evaluation is not None, 30_000)
+        wait_until(lambda: dock.evaluation is not None, 30_000)
         # run 2: smaller batches, grabbed while live
         dock.batch_spin.setValue(16)
         dock.start_training()
-        if not _wait_until(lambda: len(dock.plots.runs) == 2 and len(dock.plots.runs[1].epochs) >= args.grab_at_epoch
+        if not wait_until(lambda: len(dock.plots.runs) == 2 and len(dock.plots.runs[1].epochs) >= args.grab_at_epoch
                            and dock.batch_events > 0, 300_000):
             print("run 2 did not get far enough", file=sys.stderr)
             return 1
