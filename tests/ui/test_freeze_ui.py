@@ -96,3 +96,34 @@ def test_opening_an_imported_project_holds_its_weights(make_window: Any, qtbot: 
     assert window.open_file(out)
     assert window.training_session.trained is None
     assert "net.pt were not loaded" in window.statusBar().currentMessage()
+
+
+def test_train_in_the_app_starts_from_the_weights_beside_the_project(make_window: Any, qtbot: Any,
+                                                                     tmp_path: Any) -> None:
+    import torch
+
+    from netstudio.compiler.build import build_plan
+    from netstudio.project.io import Project, save_project
+    from netstudio.training.config import TrainConfig
+
+    from .test_training_dock import TRAIN_TIMEOUT_MS, digits_graph
+
+    graph = digits_graph(lr=1e-8)  # training then barely moves the weights it started from
+    fc1 = next(nid for nid, n in graph.nodes.items() if n.name == "fc1")
+    state = build_plan(graph, 64).model.state_dict()
+    state = {k: torch.full_like(v, 0.25) if k.startswith("fc1.") else v for k, v in state.items()}
+    torch.save(state, tmp_path / "start.pt")
+    project = Project(graph, TrainConfig(epochs=1, device="cpu"), name="start")
+    project.weights = "start.pt"
+    path = save_project(project, tmp_path / "start.nsproj")
+    window = make_window(training=True)
+    assert window.open_file(path)
+    dock = window.training_dock
+    phases: list[str] = []
+    window.training_session.phase.connect(lambda p: phases.append(str(p.get("phase"))))
+    with qtbot.waitSignal(dock.training_finished, timeout=TRAIN_TIMEOUT_MS):
+        dock.train_action.trigger()
+    assert dock.outcome["status"] == "finished"
+    assert any("starting from the weights beside the project: loaded" in p for p in phases), phases
+    trained = dock.trained.model.get_submodule(window.document.graph.nodes[fc1].name)
+    assert torch.allclose(trained.weight, torch.full_like(trained.weight, 0.25), atol=1e-4)
