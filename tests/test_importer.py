@@ -191,12 +191,14 @@ def test_pt2_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 # ----------------------------------------------------------------------------
 
 
-def _cli_round_trip(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], shape: str = SMALL) -> None:
+def _cli_round_trip(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], shape: str = SMALL,
+                    *extra: str) -> Project:
+    """import -> check -> export with torchvision's outputs; returns the imported project."""
     model = _seeded(name, seed=7)
     sd, proj, w, out = tmp_path / "sd.pth", tmp_path / "p.nsproj", tmp_path / "w.pt", tmp_path / "m.pt"
     torch.save(model.state_dict(), sd)
     rc, text, err = run_cli(capsys, "import", f"torchvision:{name}", "--weights", str(sd), "--out", str(proj),
-                            "--weights-out", str(w), "--input-shape", shape)
+                            "--weights-out", str(w), "--input-shape", shape, *extra)
     assert rc == 0, err
     rc, text, err = run_cli(capsys, "check", str(proj))
     assert rc == 0, err + text
@@ -210,17 +212,47 @@ def _cli_round_trip(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str
         got, want = exported(x), model(x)
     assert got.shape == want.shape == (x.shape[0], 1000)
     assert torch.allclose(got, want, atol=1e-5), float((got - want).abs().max())
+    return load_project(proj)
 
 
 def test_cli_import_resnet18_checks_and_exports_torchvisions_outputs(tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    _cli_round_trip("resnet18", tmp_path, capsys)
+    project = _cli_round_trip("resnet18", tmp_path, capsys)
+    # each BasicBlock (layer1.0 ... layer4.1) is one block named after its module path, its layers inside
+    g = project.graph
+    blocks = {n.name: n for n in g.nodes.values() if n.type_id == "block.block"}
+    assert set(blocks) == {f"layer{i}_{j}" for i in range(1, 5) for j in range(2)}
+    assert {"conv1", "bn1", "maxpool", "fc"} <= {n.name for n in g.nodes.values()}
+    inner = blocks["layer2_0"].inner
+    assert inner is not None
+    names = {n.name for n in inner.nodes.values()}
+    assert {"conv1", "bn1", "conv2", "bn2", "downsample_0", "downsample_1"} <= names
+    assert sum(n.type_id == "merge.add" for n in inner.nodes.values()) == 1  # the residual add is inside
+    assert sum(n.type_id == "block.input" for n in inner.nodes.values()) == 1
+    assert sum(n.type_id == "block.output" for n in inner.nodes.values()) == 1
+    # the weights file written by the import uses the compiled model's (block) keys
+    from netstudio.project.export import read_weights
+
+    _, state = read_weights(tmp_path / "w.pt")
+    assert "layer1_0.conv1.weight" in state and "layer2_0.downsample_0.weight" in state
+    assert not any(k.startswith("layer1_0_conv1") for k in state)
+    text = (tmp_path / "p.nsproj").read_text()
+    assert Project.loads(text).dumps().strip() == text.strip()  # a project with blocks loads and saves unchanged
+
+
+def test_cli_import_flat_keeps_every_layer_in_one_graph(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    project = _cli_round_trip("resnet18", tmp_path, capsys, SMALL, "--flat")
+    names = {n.name for n in project.graph.nodes.values()}
+    assert not any(n.type_id == "block.block" for n in project.graph.nodes.values())
+    assert {"layer1_0_conv1", "layer4_1_bn2", "fc"} <= names
 
 
 @pytest.mark.slow  # large models: each import, check and export takes tens of seconds on a small machine
 @pytest.mark.parametrize("name", ["mobilenet_v3_small", "vgg11_bn", "efficientnet_b0"])
 def test_cli_import_torchvision_architectures(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _cli_round_trip(name, tmp_path, capsys)
+    project = _cli_round_trip(name, tmp_path, capsys)
+    if name != "vgg11_bn":  # vgg has Sequentials only: flat; the others' inverted residuals are blocks
+        assert any(n.type_id == "block.block" for n in project.graph.nodes.values())
 
 
 def test_cli_import_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

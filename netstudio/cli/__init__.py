@@ -445,7 +445,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             raise CliError("error: --out is required → the project file to write, e.g. --out model.nsproj")
         result, out, w_out = importer.import_to_files(spec, args.out, weights_out=args.weights_out,
                                                       input_shape=args.input_shape, weights=args.weights,
-                                                      seed=args.seed)
+                                                      seed=args.seed, blocks=not args.flat)
         print(f"wrote {out} ({result.n_layers} layers with weights, {len(result.project.graph.nodes)} nodes; "
               f"outputs match the model within {result.max_abs_diff:.2g})")
         for line in result.opaque:
@@ -615,6 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", default=None, metavar="N,C,H,W",
                    help="the traced input shape with batch (default 1,3,224,224; a .pt2: its own)")
     p.add_argument("--seed", type=_non_negative, default=0, help="seed of the random initialisation")
+    p.add_argument("--flat", action="store_true",
+                   help="keep every layer in one flat graph (default: each container module, such as a "
+                        "ResNet's layer1.0, becomes a block)")
     p.set_defaults(func=cmd_import)
 
     from netstudio.cli.experiments import add_commands

@@ -1,4 +1,4 @@
-"""Import a PyTorch model as an editable (flat) NetStudio graph.
+"""Import a PyTorch model as an editable NetStudio graph (flat, or one block per container module).
 
 ``import_module`` traces a model with torch.fx under a leaf-module policy: every module whose class a
 catalog node type represents (``NodeType.torch_modules``) stays one call, and so does every torch /
@@ -6,8 +6,10 @@ torchvision module without children; containers are traced through (their layers
 named after their module path: ``layer1.0.conv1`` -> ``layer1_0_conv1``). ShapeProp records every
 shape. Each call becomes its catalog node (``params_from_module`` / ``from_call``), and what the catalog
 lacks becomes an opaque node (``layer.torch_module`` / ``layer.torch_function``) that names the class or
-function from the allow-list and keeps its constructor arguments, weights and shapes. The result is
-compiled and run on the traced input and must give the model's outputs.
+function from the allow-list and keeps its constructor arguments, weights and shapes. With ``blocks`` the
+nodes of each container module (the outermost one that is not a plain Sequential/ModuleList, recorded in
+fx's ``nn_module_stack``) are grouped by ``MakeBlock`` into a block named after its path (``layer1_0``).
+The result is compiled and run on the traced input and must give the model's outputs.
 
 ``import_spec`` reads ``torchvision:NAME`` (random init, seeded; never downloads) or a ``.pt2`` file
 written by ``torch.export``. ``load_weights_onto`` puts a local state_dict onto a project's graph.
@@ -273,6 +275,20 @@ class _Builder:
         self.weights: dict[str, nn.Module] = {}            # node id -> the module whose weights it takes
         self.opaque: list[str] = []
         self.input_id: str | None = None
+        self.owner: dict[str, str] = {}                    # node id -> the container module it came from
+
+    def _note_owner(self, n: fx.Node) -> None:
+        """Remember the outermost container (not a plain Sequential/ModuleList) that ``n`` ran inside."""
+        stack = list(n.meta.get("nn_module_stack", {}).values())
+        if n.op == "call_module" and stack:
+            stack = stack[:-1]  # the module itself is the node, not its container
+        for entry in stack:
+            path, cls = entry if isinstance(entry, tuple) else (entry, None)
+            if isinstance(cls, type) and cls not in (nn.Sequential, nn.ModuleList, nn.ModuleDict):
+                nid = self.values.get(n, (None,))[0]
+                if nid is not None:
+                    self.owner[nid] = str(path)
+                return
 
     # -- helpers --
     def _add(self, type_id: str, params: Mapping[str, Any], name: str) -> str:
@@ -429,8 +445,10 @@ class _Builder:
                                            hint="NetStudio graphs hold weights only inside layers so far")
             elif n.op == "call_module":
                 self.call_module(n)
+                self._note_owner(n)
             elif n.op in ("call_function", "call_method"):
                 self.call_function(n)
+                self._note_owner(n)
             elif n.op == "output":
                 res = n.args[0]
                 if not isinstance(res, fx.Node) or res not in self.values:
@@ -455,9 +473,43 @@ def _layout(graph: Graph) -> None:
         graph.move_node(nid, (lv * _SPACING_X, row * _SPACING_Y))
 
 
+def _make_blocks(graph: Graph, owner: Mapping[str, str]) -> dict[str, str]:
+    """Group the nodes of each container module into one block named after its path (``layer1.0`` ->
+    ``layer1_0``, its layers renamed ``conv1``...); a group MakeBlock refuses stays flat. Returns
+    node id -> the compiled module key of every grouped node (``block id/node id``)."""
+    from netstudio.errors import GraphError
+    from netstudio.graph.commands import MakeBlock
+
+    groups: dict[str, list[str]] = {}
+    for nid, path in owner.items():
+        groups.setdefault(path, []).append(nid)
+    keys: dict[str, str] = {}
+    for path, ids in groups.items():
+        bname = sanitize_name(path.replace(".", "_"))
+        cmd = MakeBlock(node_ids=ids, name=bname)
+        try:
+            cmd.redo(graph)
+        except GraphError:
+            continue
+        assert cmd.block_id is not None
+        inner = graph.nodes[cmd.block_id].inner
+        assert inner is not None
+        prefix = bname + "_"
+        for inid, node in list(inner.nodes.items()):
+            short = node.name.removeprefix(prefix)
+            if short != node.name and short and not short[0].isdigit() \
+                    and all(o.name != short for o in inner.nodes.values()):
+                inner.rename_node(inid, short)
+        _layout(inner)
+        for nid in ids:
+            keys[nid] = f"{cmd.block_id}/{nid}"
+    return keys
+
+
 def import_module(model: nn.Module, example: torch.Tensor, *, name: str = "Imported model",
-                  training_head: bool = True) -> ImportResult:
-    """Import ``model`` (in eval mode) traced on ``example`` (with batch dimension)."""
+                  training_head: bool = True, blocks: bool = False) -> ImportResult:
+    """Import ``model`` (in eval mode) traced on ``example`` (with batch dimension). ``blocks``: each
+    container module (a ResNet's ``layer1.0``) becomes one block node instead of flattened layers."""
     from netstudio.compiler.build import compile_model
 
     model.eval()
@@ -476,11 +528,12 @@ def import_module(model: nn.Module, example: torch.Tensor, *, name: str = "Impor
         graph.connect(b.input_id, "target", loss, "target")
         opt = graph.add_node("optim.adam", {}, name="optimizer").id
         graph.connect(loss, "loss", opt, "loss")
+    keys = _make_blocks(graph, b.owner) if blocks else {}
     _layout(graph)
     project = Project(graph=graph, name=name)
     compiled = compile_model(graph, project.training.batch_size)
     for nid, m in b.weights.items():
-        target = compiled.module.get_submodule(compiled.module_names[nid])
+        target = compiled.module.get_submodule(compiled.module_names[keys.get(nid, nid)])
         target.load_state_dict(m.state_dict(), strict=True)
     compiled.module.eval()
     with torch.no_grad():
@@ -546,7 +599,7 @@ def _parse_shape(text: str | Sequence[int] | None) -> list[int] | None:
 
 
 def import_spec(spec: str, *, input_shape: str | Sequence[int] | None = None, weights: str | Path | None = None,
-                seed: int = 0) -> ImportResult:
+                seed: int = 0, blocks: bool = False) -> ImportResult:
     """Import ``torchvision:NAME`` or a ``.pt2`` file (see module docstring)."""
     shape = _parse_shape(input_shape)
     if spec.startswith("torchvision:"):
@@ -555,13 +608,13 @@ def import_spec(spec: str, *, input_shape: str | Sequence[int] | None = None, we
         shape = shape or [1, 3, 224, 224]
         gen = torch.Generator().manual_seed(seed)
         example = torch.randn(*shape, generator=gen)
-        return import_module(model, example, name=name)
+        return import_module(model, example, name=name, blocks=blocks)
     path = Path(spec)
     if path.suffix == ".pt2":
         module, example = _pt2_module(path, shape)
         if weights is not None:
             module.load_state_dict(read_state_dict(weights))
-        return import_module(module, example, name=path.stem)
+        return import_module(module, example, name=path.stem, blocks=blocks)
     raise ImportModelError(f"{spec!r} is not an import source NetStudio knows",
                            hint="use torchvision:NAME (e.g. torchvision:resnet18) or a .pt2 file from torch.export")
 
@@ -593,7 +646,7 @@ def _pt2_module(path: Path, shape: list[int] | None) -> tuple[nn.Module, torch.T
 
 def import_to_files(spec: str, out: str | Path, *, weights_out: str | Path | None = None,
                     input_shape: str | Sequence[int] | None = None, weights: str | Path | None = None,
-                    seed: int = 0) -> tuple[ImportResult, Path, Path]:
+                    seed: int = 0, blocks: bool = False) -> tuple[ImportResult, Path, Path]:
     """Import ``spec`` and write the project to ``out`` and its weights (a NetStudio weights file, safe to
     load, for ``netstudio export --weights``) to ``weights_out`` (default: ``out`` with ``.pt``).
     Returns (result, project path, weights path). Refuses to overwrite an input file."""
@@ -611,7 +664,7 @@ def import_to_files(spec: str, out: str | Path, *, weights_out: str | Path | Non
             raise ImportModelError(f"refusing to overwrite the input file {t}", hint="choose another output name")
     if out.resolve() == w_out.resolve():
         raise ImportModelError("the project and its weights would be the same file", hint="choose another name")
-    result = import_spec(spec, input_shape=input_shape, weights=weights, seed=seed)
+    result = import_spec(spec, input_shape=input_shape, weights=weights, seed=seed, blocks=blocks)
     project = result.project
     compiled = compile_model(project.graph, project.training.batch_size)
     compiled.module.load_state_dict(result.state_dict)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
-                               QPushButton, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
+                               QLineEdit, QPushButton, QWidget)
 
 from netstudio.ui.training.worker import _ThreadedWorker
 
@@ -22,6 +22,8 @@ class ImportRequest:
     out: str
     input_shape: str | None = None
     weights: str | None = None
+    #: every layer in one flat graph instead of one block per container module (``netstudio import --flat``)
+    flat: bool = False
 
 
 class ImportWorker(_ThreadedWorker):
@@ -36,7 +38,7 @@ class ImportWorker(_ThreadedWorker):
 
         r = self.request
         result, out, w_out = import_to_files(r.spec, r.out, input_shape=r.input_shape or None,
-                                             weights=r.weights or None)
+                                             weights=r.weights or None, blocks=not r.flat)
         return {"status": "ok", "path": str(out), "weights": str(w_out), "opaque": list(result.opaque),
                 "diff": result.max_abs_diff}
 
@@ -73,6 +75,8 @@ class ImportDialog(QDialog):
         row2.addWidget(self.out)
         row2.addWidget(out_browse)
         form.addRow("Save as", row2)
+        self.flat = QCheckBox("Flat graph (no blocks for container modules such as a ResNet's layer1.0)")
+        form.addRow(self.flat)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Import")
         buttons.accepted.connect(self.accept)
@@ -97,4 +101,5 @@ class ImportDialog(QDialog):
             return None
         if not Path(out).suffix:
             out += ".nsproj"
-        return ImportRequest(spec, out, self.shape.text().strip() or None, self.weights.text().strip() or None)
+        return ImportRequest(spec, out, self.shape.text().strip() or None, self.weights.text().strip() or None,
+                             self.flat.isChecked())

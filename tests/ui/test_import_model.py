@@ -19,8 +19,8 @@ def test_import_model_opens_the_imported_project(window: Any, qtbot: Any, tmp_pa
     qtbot.waitUntil(lambda: window.document.project.path is not None, timeout=120_000)
     assert window.document.project.path == tmp_path / "resnet.nsproj"
     assert (tmp_path / "resnet.pt").is_file()
-    names = {n.name for n in window.document.graph.nodes.values()}
-    assert {"conv1", "layer1_0_conv1", "fc"} <= names
+    names = {n.name: n.type_id for n in window.document.graph.nodes.values()}
+    assert {"conv1", "layer1_0", "fc"} <= set(names) and names["layer1_0"] == "block.block"  # blocks by default
     assert "weights in resnet.pt" in window.last_status
     assert dialogs.errors == []
 
@@ -44,3 +44,5 @@ def test_import_dialog_request(qtbot: Any) -> None:
     dlg.out.setText("/tmp/vgg")
     dlg.shape.setText("1,3,64,64")
     assert dlg.request() == ImportRequest("torchvision:vgg11_bn", "/tmp/vgg.nsproj", "1,3,64,64", None)
+    dlg.flat.setChecked(True)
+    assert dlg.request() == ImportRequest("torchvision:vgg11_bn", "/tmp/vgg.nsproj", "1,3,64,64", None, True)
