@@ -245,6 +245,19 @@ def test_cli_import_flat_keeps_every_layer_in_one_graph(tmp_path: Path, capsys: 
     names = {n.name for n in project.graph.nodes.values()}
     assert not any(n.type_id == "block.block" for n in project.graph.nodes.values())
     assert {"layer1_0_conv1", "layer4_1_bn2", "fc"} <= names
+    # without --weights, `export` takes the weights file the import wrote beside the project
+    assert project.weights == "w.pt"
+    rc, _, err = run_cli(capsys, "export", str(tmp_path / "p.nsproj"), "--format", "pt", "--no-preprocess",
+                         "--out", str(tmp_path / "m2.pt"))
+    assert rc == 0, err
+    x = torch.randn(*[int(v) for v in SMALL.split(",")])
+    with torch.no_grad():
+        a = torch.load(tmp_path / "m.pt", weights_only=False).eval()(x)
+        b = torch.load(tmp_path / "m2.pt", weights_only=False).eval()(x)
+    assert torch.equal(a, b)
+    # ...and never writes over it
+    rc, _, err = run_cli(capsys, "export", str(tmp_path / "p.nsproj"), "--format", "pt", "--out", str(tmp_path / "w.pt"))
+    assert rc == 1 and "refusing to overwrite the input file" in err
 
 
 @pytest.mark.slow  # large models: each import, check and export takes tens of seconds on a small machine

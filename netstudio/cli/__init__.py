@@ -337,23 +337,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else source.with_suffix(ex.suffix_for(args.format))
     # the .py export writes its weights next to it
     weights_out = ex.weights_path_for(out) if args.format == "py" else None
-    inputs = [source] + ([Path(args.weights)] if args.weights else [])
+    from_weights_file = source.suffix in (".pt", ".pth") and args.weights is None
+    project = None if from_weights_file else load(args.project)
+    weights = args.weights
+    if project is not None and weights is None:  # an imported project: the weights file beside it
+        beside = project.weights_path()
+        if beside is None or not beside.is_file():
+            raise CliError("error: --weights is required → pass the trained weights (.pt) to export")
+        weights = str(beside)
+    inputs = [source] + ([Path(weights)] if weights else [])
     for target in (out, weights_out):
         if target is not None and any(target.resolve() == p.resolve() for p in inputs):
             raise CliError(f"error: refusing to overwrite the input file {target} → choose another --out")
-    if source.suffix in (".pt", ".pth") and args.weights is None:
+    if project is None:
         # a weights file written by NetStudio carries its project
         project, state = ex.load_weights(source)
     else:
-        if args.weights is None:
-            raise CliError("error: --weights is required → pass the trained weights (.pt) to export")
-        project = load(args.project)
-        _, state = ex.read_weights(args.weights)
+        assert weights is not None
+        _, state = ex.read_weights(weights)
     ex.check_quantize(args.format, args.quantize)  # before any work: pt2/onnx/py cannot hold quantized layers
     compiled = compile_model(project.graph, project.training.batch_size)
     ex.apply_state_dict(compiled.module, state)
     compiled.module.eval()
-    weights_file = source if source.suffix in (".pt", ".pth") and args.weights is None else args.weights
+    weights_file = source if from_weights_file else weights
     inp = _export_input(project, compiled, weights_file, args.no_preprocess)
 
     path = ex.export(args.format, compiled, out, project=project, weights=weights_out, inp=inp,
