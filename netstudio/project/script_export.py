@@ -101,19 +101,9 @@ def standalone_source(module: str, **constants: str) -> str:
     values of the module's top-level assignments ``NAME = value`` with the given
     source (always a literal written with repr), keeping the line's comment.
     """
-    import ast
-    from importlib import resources
+    from netstudio.data.standalone import pasteable
 
-    text = resources.files("netstudio.project.standalone").joinpath(f"{module}.py").read_text(encoding="utf-8")
-    tree = ast.parse(text)
-    drop: set[int] = set()
-    for k, node in enumerate(tree.body):
-        docstring = k == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) \
-            and isinstance(node.value.value, str)
-        if docstring or isinstance(node, (ast.Import, ast.ImportFrom)):
-            drop.update(range(node.lineno - 1, node.end_lineno or node.lineno))
-    lines = text.splitlines(keepends=True)
-    code = "".join(line for k, line in enumerate(lines) if k not in drop).strip("\n") + "\n"
+    code = pasteable("netstudio.project.standalone", module)
     for name, value in constants.items():
         pattern = re.compile(rf"^({re.escape(name)} = )(.*?)((?:  #.*)?)$", re.M)
         if len(pattern.findall(code)) != 1:  # pragma: no cover - a bug in a standalone module
