@@ -132,12 +132,12 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 def state_dict_mismatch(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str | None:
     """What keeps ``state`` from loading into ``model`` (missing, unexpected, wrong-shaped tensors), or None."""
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-             if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if not (missing or unexpected or wrong):
+    report = compare_weights(own, state)
+    if report.fits:
         return None
+    order = {k: i for i, k in enumerate(own)}
+    wrong = [f"{k} {a} vs {b}" for k, a, b in sorted(report.mismatched, key=lambda m: order[m[0]])]
+    missing, unexpected = report.missing, report.unexpected
     parts = []
     if missing:
         parts.append("missing " + ", ".join(missing[:5]) + (" …" if len(missing) > 5 else ""))
@@ -190,21 +190,30 @@ class WeightsReport:
             lines.append(f"mis-shaped (kept as initialised): {k}: file {tuple(a)}, graph {tuple(b)}")
         return "\n".join(lines)
 
+    @property
+    def fits(self) -> bool:
+        """True when every tensor of the file fits and the model lacks none."""
+        return not (self.missing or self.unexpected or self.mismatched)
 
-def load_weights_onto(model: nn.Module, state: Mapping[str, torch.Tensor]) -> WeightsReport:
-    """Load ``state`` onto ``model`` by module path ("layer1_0_conv1.weight"); keys that are missing,
-    unexpected or mis-shaped are reported, not fatal (transfer learning replaces heads)."""
-    own = model.state_dict()
+
+def compare_weights(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> WeightsReport:
+    """Which of ``state``'s tensors fit ``own`` (a model's state_dict) by key and shape, which do not,
+    and which of ``own`` the file lacks; lists follow the file's key order (``missing``: the model's)."""
     loaded, unexpected, mismatched = [], [], []
-    fitting: dict[str, torch.Tensor] = {}
     for k, v in state.items():
         if k not in own:
             unexpected.append(k)
         elif tuple(v.shape) != tuple(own[k].shape):
             mismatched.append((k, tuple(v.shape), tuple(own[k].shape)))
         else:
-            fitting[k] = v
             loaded.append(k)
-    model.load_state_dict(fitting, strict=False)
     missing = [k for k in own if k not in state]
     return WeightsReport(loaded, missing, unexpected, mismatched)
+
+
+def load_weights_onto(model: nn.Module, state: Mapping[str, torch.Tensor]) -> WeightsReport:
+    """Load ``state`` onto ``model`` by module path ("layer1_0_conv1.weight"); keys that are missing,
+    unexpected or mis-shaped are reported, not fatal (transfer learning replaces heads)."""
+    report = compare_weights(model.state_dict(), state)
+    model.load_state_dict({k: state[k] for k in report.loaded}, strict=False)
+    return report
