@@ -25,7 +25,7 @@ from netstudio.cli.console import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CliErr
 from netstudio.errors import MAX_HINT, MAX_MESSAGE, NetStudioError, Problem, clip_text
 from netstudio.training.events import FitStatus
 
-COMMANDS = ("check", "train", "export", "samples", "import", "lr-find", "runs")
+COMMANDS = ("check", "train", "export", "samples", "import", "lr-find", "runs", "sweep")
 
 # The names these helpers had before they moved to netstudio.cli.console (tests and scripts use them).
 _load, _Progress, _summary, _jsonable, _err, _safe_streams = load, Progress, summary, jsonable, err, safe_streams
@@ -629,6 +629,9 @@ def build_parser() -> argparse.ArgumentParser:
     from netstudio.cli.experiments import add_commands
 
     add_commands(sub, _positive, _non_negative)  # lr-find, runs
+    from netstudio.cli.sweep import add_command as add_sweep
+
+    add_sweep(sub, _positive, _non_negative)
     return parser
 
 
