@@ -214,18 +214,20 @@ def execute_trial(spec: SweepSpec, targets: Sequence[Target], sweep_id: str, num
             trial_stop.set()  # fit ends after this epoch
 
     params = dict(values)
-    graph = None
-    result = None
+    graph: "Graph | None" = None
     try:
         graph = apply_values(Graph.from_dict(spec.graph_dict), targets, values)
         job = training_job.prepare(graph, spec.config, stop_event=trial_stop)
         result = training_job.run(job, report, trial_stop)
     except training_job.JobStopped:
-        return TrialOutcome(number, params, TrialState.STOPPED, None, message="Stopped before training started",
-                            seconds=time.perf_counter() - t0)
+        outcome = TrialOutcome(number, params, TrialState.STOPPED, None, message="Stopped before training started",
+                               seconds=time.perf_counter() - t0)
+        _record(spec, graph, outcome, "stopped", started, sweep_id, [], {}, None)
+        return outcome
     except NetStudioError as e:  # a value the model cannot take (a size that does not fit...): the trial failed
         outcome = TrialOutcome(number, params, TrialState.FAILED, None, message=str(e),
                                seconds=time.perf_counter() - t0)
+        _record(spec, graph, outcome, "error", started, sweep_id, [], {}, None)
         return outcome
     seconds = time.perf_counter() - t0
     metrics = dict(result.metrics or {})
@@ -251,22 +253,31 @@ def execute_trial(spec: SweepSpec, targets: Sequence[Target], sweep_id: str, num
     outcome = TrialOutcome(number, params, state, value, epochs_run=len(result.history or []),
                            val_accuracy=metrics.get("val_accuracy"), seconds=seconds, message=message,
                            device=metrics.get("device"))
-    if spec.record:
-        from netstudio.project import runs as R
-
-        if R.recording_enabled():
-            model = result.model
-            try:
-                rec = R.record_run(spec.project_path, graph, spec.config, status=status_text, message=message,
-                                   history=list(result.history or []), metrics=metrics, seconds=seconds,
-                                   device=metrics.get("device"), source=spec.source, started=started,
-                                   state_dict=model.state_dict() if spec.keep_weights and model is not None else None,
-                                   sweep={"id": sweep_id, "trial": number, "state": str(state), "params": params,
-                                          "value": value})
-                outcome.run_folder = str(rec.folder)
-            except OSError as e:
-                outcome.message += f" (not recorded: {e})"
+    _record(spec, graph, outcome, status_text, started, sweep_id, list(result.history or []), metrics,
+            result.model if spec.keep_weights else None)
     return outcome
+
+
+def _record(spec: SweepSpec, graph: "Graph | None", outcome: TrialOutcome, status: str,
+            started: datetime.datetime, sweep_id: str, history: list[dict[str, Any]], metrics: dict[str, Any],
+            model: Any) -> None:
+    """Keep the trial in ``<project>.runs/`` (when recording is on); its folder goes into the outcome."""
+    from netstudio.graph.model import Graph
+    from netstudio.project import runs as R
+
+    if not spec.record or not R.recording_enabled():
+        return
+    try:
+        rec = R.record_run(spec.project_path, graph if graph is not None else Graph.from_dict(spec.graph_dict),
+                           spec.config, status=status, message=outcome.message, history=history, metrics=metrics,
+                           seconds=outcome.seconds, device=metrics.get("device"), source=spec.source,
+                           started=started, state_dict=model.state_dict() if model is not None else None,
+                           sweep={"id": sweep_id, "trial": outcome.number, "state": str(outcome.state),
+                                  "params": outcome.params, "value": outcome.value})
+    except OSError as e:
+        outcome.message += f" (not recorded: {e})"
+        return
+    outcome.run_folder = str(rec.folder)
 
 
 # ----------------------------------------------------------------------------
