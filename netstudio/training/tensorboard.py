@@ -37,6 +37,16 @@ def require_tensorboard() -> Any:
     return SummaryWriter
 
 
+def tensorboard_installed() -> bool:
+    """Whether the tensorboard package is there (cheap: nothing is imported)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("tensorboard") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def tensorboard_available() -> bool:
     try:
         require_tensorboard()
