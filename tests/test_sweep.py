@@ -264,3 +264,44 @@ def test_parallel_trials_in_worker_processes(tmp_path: Path, recording: None) ->
     assert {r.data["sweep"]["id"] for r in runs} == {result.sweep_id}
     # the epochs were reported to the study in this process while the workers trained
     assert sum(e["kind"] == "trial_epoch" for e in seen) == sum(t.epochs_run for t in result.trials)
+
+
+def test_trials_start_from_the_weights_beside_an_imported_project(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Like `netstudio train`: a project with a weights file beside it fine-tunes from it (--fresh-weights: not)."""
+    import torch
+
+    from netstudio.training import fit
+    from netstudio.training import job as training_job
+
+    path = iris_project(tmp_path)
+    project = load_project(path)
+    trained = fit(*_plan_and_data(project, epochs=30), TrainConfig(epochs=30, batch_size=16, seed=1, device="cpu"))
+    assert trained.metrics["val_loss"] < 0.3
+    torch.save(trained.model.state_dict(), tmp_path / "iris.pt")
+    project.weights = "iris.pt"
+    save_project(project, path)
+    # an lr too small to move the weights: a trial's loss is where its weights started
+    cfg = training_job.configure(project.training, {"epochs": 1})
+
+    def sweep_loss(fresh: bool) -> float:
+        assert main(["sweep", str(path), "--param", "optimizer.lr=choice(1e-8,2e-8)", "--trials", "1", "--epochs",
+                     "1", "--json", *(["--fresh-weights"] if fresh else [])]) == 0
+        return float(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["best"]["value"])
+
+    spec = S.SweepSpec(str(path), project.graph.to_dict(), cfg, ["optimizer.lr=choice(1e-8,2e-8)"], trials=1,
+                       start_weights=str(tmp_path / "iris.pt"))
+    assert S.run_sweep(spec).best.value == pytest.approx(trained.metrics["val_loss"], abs=0.02)
+    assert sweep_loss(fresh=False) == pytest.approx(trained.metrics["val_loss"], abs=0.02)
+    assert sweep_loss(fresh=True) > 0.8  # an untrained 3-class model: about ln 3
+
+
+def _plan_and_data(project: Project, epochs: int) -> tuple[Any, Any]:
+    import torch
+
+    import netstudio.data as data_mod
+    from netstudio.compiler.build import build_plan
+
+    torch.manual_seed(1)
+    plan = build_plan(project.graph, 16)
+    return plan, data_mod.load(plan.dataset_params)

@@ -86,9 +86,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         config = training_job.configure(project.training, overrides)
     except ProjectError as e:
         raise CliError(format_error(e.message, hint=e.hint)) from None
+    weights = None if args.fresh_weights else project.weights_path()  # an imported model's, as train does
     spec = SweepSpec(str(args.project), project.graph.to_dict(), config, list(args.param), trials=args.trials,
                      timeout_s=args.timeout, jobs=args.jobs, sampler_seed=args.sampler_seed,
-                     prune_after=args.prune_after, record=not args.no_record, keep_weights=args.keep_weights)
+                     prune_after=args.prune_after, record=not args.no_record, keep_weights=args.keep_weights,
+                     start_weights=str(weights) if weights is not None and weights.is_file() else None)
     spec.validate()  # a bad --param fails here, naming its token
     lines = sys.stderr if args.json else sys.stdout
 
@@ -179,6 +181,9 @@ def add_command(sub: Any, positive: Any, non_negative: Any) -> None:
     p.add_argument("--apply", action="store_true", help="write the best trial's values into the project file")
     p.add_argument("--keep-weights", action="store_true", help="keep each trial's trained weights in its run")
     p.add_argument("--no-record", action="store_true", help="do not keep the trials in PROJECT.runs/")
+    p.add_argument("--fresh-weights", action="store_true",
+                   help="every trial starts from fresh weights, not from the weights file beside the project "
+                        "(an imported model's)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object on the last line")
     g = p.add_argument_group("training settings of every trial (default: the project's)")
     g.add_argument("--epochs", type=positive, default=None)

@@ -138,6 +138,9 @@ class SweepSpec:
     record: bool = True               # keep every trial in <project>.runs/ (also needs recording_enabled())
     keep_weights: bool = False        # keep each trial's trained weights in its run folder
     source: str = "sweep"
+    #: a weights file (an imported model's, beside the project) every trial starts from where layer names and
+    #: shapes match, as `netstudio train` does; None: fresh weights
+    start_weights: str | None = None
 
     def space(self) -> list[ParamSpace]:
         return parse_space(self.params)
@@ -217,7 +220,8 @@ def execute_trial(spec: SweepSpec, targets: Sequence[Target], sweep_id: str, num
     graph: "Graph | None" = None
     try:
         graph = apply_values(Graph.from_dict(spec.graph_dict), targets, values)
-        job = training_job.prepare(graph, spec.config, stop_event=trial_stop)
+        start = _read_start_weights(spec.start_weights) if spec.start_weights else None
+        job = training_job.prepare(graph, spec.config, stop_event=trial_stop, start_weights=start)
         result = training_job.run(job, report, trial_stop)
     except training_job.JobStopped:
         outcome = TrialOutcome(number, params, TrialState.STOPPED, None, message="Stopped before training started",
@@ -256,6 +260,19 @@ def execute_trial(spec: SweepSpec, targets: Sequence[Target], sweep_id: str, num
     _record(spec, graph, outcome, status_text, started, sweep_id, list(result.history or []), metrics,
             result.model if spec.keep_weights else None)
     return outcome
+
+
+_START_WEIGHTS: dict[str, Any] = {}
+
+
+def _read_start_weights(path: str) -> Any:
+    """The start weights' state_dict, read once per process (``weights_only``; each trial copies from it)."""
+    if path not in _START_WEIGHTS:
+        from netstudio.project.export import read_weights
+
+        _START_WEIGHTS.clear()
+        _START_WEIGHTS[path] = read_weights(path)[1]
+    return _START_WEIGHTS[path]
 
 
 def _record(spec: SweepSpec, graph: "Graph | None", outcome: TrialOutcome, status: str,

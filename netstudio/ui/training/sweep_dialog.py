@@ -215,9 +215,11 @@ class SweepDialog(QDialog):
         config.epochs = int(self.epochs_spin.value())
         timeout = float(self.timeout_spin.value()) or None
         path = project.path
+        weights = project.weights_path()  # an imported model's: trials start from it, as Train does
         spec = SweepSpec(str(path) if path is not None else "untitled.nsproj", project.graph.to_dict(), config,
                          self.param_texts(), trials=int(self.trials_spin.value()), timeout_s=timeout,
-                         jobs=int(self.jobs_spin.value()), record=path is not None, source="app-sweep")
+                         jobs=int(self.jobs_spin.value()), record=path is not None, source="app-sweep",
+                         start_weights=str(weights) if weights is not None and weights.is_file() else None)
         spec.validate()
         return spec
 
