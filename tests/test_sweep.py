@@ -145,7 +145,7 @@ def test_mnist_sweep_of_12_trials_prunes_and_records_every_trial(tmp_path: Path,
     path = tmp_path / "mnist.nsproj"
     shutil.copy(MNIST, path)
     args = ["sweep", str(path), "--trials", "12", "--epochs", "3", "--device", "cpu", "--batch-size", "128",
-            "--sampler-seed", "0", "--json", "--apply"]
+            "--sampler-seed", "0", "--threads", "1", "--json", "--apply"]
     for p in SPACE:
         args += ["--param", p]
     assert main(args) == 0

@@ -197,7 +197,6 @@ def execute_trial(spec: SweepSpec, targets: Sequence[Target], sweep_id: str, num
     started = datetime.datetime.now(datetime.timezone.utc)
     trial_stop = threading.Event()
     pruned: dict[str, Any] = {}
-    last: dict[str, Any] = {}
 
     def report(ev: dict[str, Any]) -> None:
         if stop_event is not None and stop_event.is_set():
@@ -208,7 +207,6 @@ def execute_trial(spec: SweepSpec, targets: Sequence[Target], sweep_id: str, num
         if value is None:
             return
         epoch = int(ev.get("epoch") or 0)
-        last.update(epoch=epoch, value=value)
         prune = bool(decide(epoch, value))
         if on_epoch is not None:
             on_epoch(epoch, value, prune)
@@ -320,9 +318,17 @@ def run_sweep(spec: SweepSpec, report: SweepReport | None = None, stop_event: th
     targets = spec.validate()
     sweep_id = sweep_id or new_sweep_id()
     emit = report or (lambda ev: None)
-    result = SweepResult(sweep_id, [t.key for t in targets])
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what each trial did
+    try:
+        return _sweep(optuna, spec, targets, sweep_id, emit, stop_event)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _sweep(optuna: Any, spec: SweepSpec, targets: Sequence[Target], sweep_id: str, emit: SweepReport,
+           stop_event: threading.Event | None) -> SweepResult:
+    result = SweepResult(sweep_id, [t.key for t in targets])
     study = optuna.create_study(
         direction="minimize",
         sampler=optuna.samplers.TPESampler(seed=spec.sampler_seed, n_startup_trials=startup_trials(spec.trials)),
@@ -345,30 +351,25 @@ def run_sweep(spec: SweepSpec, report: SweepReport | None = None, stop_event: th
         result.trials.append(outcome)
         emit({"kind": SweepEvent.TRIAL_END, **outcome.to_dict()})
 
-    try:
-        emit({"kind": SweepEvent.START, "sweep": sweep_id, "trials": spec.trials, "keys": result.keys,
-              "jobs": spec.jobs})
-        if spec.jobs <= 1:
-            started = 0
-            while may_start(started):
-                trial = study.ask()
-                values = {t.key: suggest(trial, t) for t in targets}
-                started += 1
-                emit({"kind": SweepEvent.TRIAL_START, "trial": trial.number, "params": dict(values)})
+    emit({"kind": SweepEvent.START, "sweep": sweep_id, "trials": spec.trials, "keys": result.keys, "jobs": spec.jobs})
+    if spec.jobs <= 1:
+        started = 0
+        while may_start(started):
+            trial = study.ask()
+            values = {t.key: suggest(trial, t) for t in targets}
+            started += 1
+            emit({"kind": SweepEvent.TRIAL_START, "trial": trial.number, "params": dict(values)})
 
-                def decide(epoch: int, value: float, trial: Any = trial) -> bool:
-                    trial.report(value, epoch)
-                    return bool(trial.should_prune())
+            def decide(epoch: int, value: float, trial: Any = trial) -> bool:
+                trial.report(value, epoch)
+                return bool(trial.should_prune())
 
-                def on_epoch(epoch: int, value: float, pruned: bool, n: int = trial.number) -> None:
-                    emit({"kind": SweepEvent.TRIAL_EPOCH, "trial": n, "epoch": epoch, "value": value,
-                          "pruned": pruned})
+            def on_epoch(epoch: int, value: float, pruned: bool, n: int = trial.number) -> None:
+                emit({"kind": SweepEvent.TRIAL_EPOCH, "trial": n, "epoch": epoch, "value": value, "pruned": pruned})
 
-                finished(trial, execute_trial(spec, targets, sweep_id, trial.number, values, decide, stop, on_epoch))
-        else:
-            _run_parallel(spec, targets, sweep_id, study, stop, may_start, finished, emit)
-    finally:
-        optuna.logging.set_verbosity(verbosity)
+            finished(trial, execute_trial(spec, targets, sweep_id, trial.number, values, decide, stop, on_epoch))
+    else:
+        _run_parallel(spec, targets, sweep_id, study, stop, may_start, finished, emit)
     if stop.is_set() and not result.ended_early and len(result.trials) < spec.trials:
         result.ended_early = "stopped"
     result.trials.sort(key=lambda t: t.number)
