@@ -36,9 +36,8 @@ def test_the_dialog_runs_a_sweep_shows_its_trials_live_and_applies_the_best_as_o
     dialog.trials_spin.setValue(4)
     dialog.epochs_spin.setValue(1)
     rows_at_each_end: list[int] = []
+    dialog.trial_finished.connect(lambda ev: rows_at_each_end.append(dialog.results.rowCount()))
     assert dialog.start() and dialog.is_running()
-    dialog.sweep_thread.worker.report.connect(
-        lambda ev: rows_at_each_end.append(dialog.results.rowCount()) if ev["kind"] == "trial_end" else None)
     with qtbot.waitSignal(dialog.finished_sweep, timeout=120_000) as blocker:
         pass
     outcome = blocker.args[0]

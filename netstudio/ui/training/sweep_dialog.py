@@ -87,6 +87,7 @@ class SweepDialog(QDialog):
     """Search the document's graph; the best trial's values go onto the graph with one undoable edit."""
 
     finished_sweep = Signal(object)  # the worker's outcome dict
+    trial_finished = Signal(object)  # a trial's outcome dict, once its row shows it
 
     def __init__(self, document: Any, session: Any = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -292,6 +293,7 @@ class SweepDialog(QDialog):
             done = len([1 for r in range(self.results.rowCount())
                         if (self.results.item(r, 1) or QTableWidgetItem()).text() not in ("running", "")])
             self.status_label.setText(f"{done} trial{'s' if done != 1 else ''} done")
+            self.trial_finished.emit(ev)
 
     def _on_finished(self) -> None:
         wt, self.sweep_thread = self.sweep_thread, None
