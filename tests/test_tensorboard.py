@@ -81,3 +81,22 @@ def test_without_tensorboard_train_says_how_to_install_it(tmp_path: Path, monkey
     assert not (tmp_path / "tb").exists()
     # without --tensorboard nothing needs it
     assert main(["train", str(path), "--quiet", "--epochs", "1"]) == 0
+
+
+@pytest.mark.slow  # subprocess, end to end
+def test_a_distributed_job_logs_once_from_rank_0(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.test_distributed import job_env, mlp_project, netstudio_cmd
+
+    proj = mlp_project(tmp_path / "iris.nsproj", "iris", 3, epochs=2, batch_size=15)
+    logs = tmp_path / "tb"
+    proc = subprocess.run(netstudio_cmd("train", str(proj), "--nproc", "2", "--json", "--timeout", "60",
+                                        "--no-record", "--tensorboard", str(logs)),
+                          cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    history = json.loads(proc.stdout.strip().splitlines()[-1])["history"]
+    (run,) = [p for p in logs.iterdir() if p.is_dir()]  # one folder: only rank 0 writes
+    scalars = read_scalars(run)
+    assert [s for s, _ in scalars["loss/val"]] == [1, 2]
+    assert [v for _, v in scalars["loss/val"]] == pytest.approx([e["val_loss"] for e in history], rel=1e-6)

@@ -56,6 +56,11 @@ def test_the_dialog_runs_a_sweep_shows_its_trials_live_and_applies_the_best_as_o
     runs = R.list_runs(path)
     assert sorted(r.data["sweep"]["trial"] for r in runs) == [0, 1, 2, 3]
     assert all(r.data["source"] == "app-sweep" for r in runs)
+    panel = dock.runs_panel
+    panel.refresh()
+    col = [panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())].index("Sweep")
+    shown = sorted(panel.table.item(r, col).text() for r in range(panel.table.rowCount()))
+    assert shown == sorted(f"{outcome['sweep']} #{t['number']} {t['state']}" for t in outcome["trials"])
     assert (opt.params["lr"], fc1.params["out_features"]) == before  # running changed nothing
 
     steps = win.document.undo_stack.count()
