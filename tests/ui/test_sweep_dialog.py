@@ -110,3 +110,20 @@ def test_the_training_panel_logs_for_tensorboard_when_asked(qtbot: Any, stop_all
     from PySide6.QtCore import QSettings
 
     assert str(QSettings().value("training/tensorboard")).lower() == "true"
+
+
+def test_without_optuna_and_tensorboard_the_panel_says_what_to_install(
+        qtbot: Any, stop_all: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    import sys
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` raises ImportError
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    win, dock = make_dock(qtbot, epochs=1)
+    stop_all(dock)
+    assert not dock.tensorboard_check.isEnabled() and not dock.tensorboard_check.isChecked()
+    assert "pip install netstudio[tensorboard]" in dock.tensorboard_check.toolTip()
+    dialog = dock.open_sweep_dialog()
+    assert not dialog.start() and not dialog.is_running()
+    assert dialog.status_label.text() == ("Cannot start: Hyperparameter search needs Optuna, which is not installed "
+                                          "→ pip install netstudio[sweep]")
+    dialog.close()
