@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip wheel setuptools
 	$(PY) -m pip install $(TORCH_SPEC)
-	$(PY) -m pip install -e ".[test,onnx]"
+	$(PY) -m pip install -e ".[test,onnx,sweep,tensorboard]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -121,6 +121,11 @@ class TrainingError(NetStudioError):
     """Training stopped for a reason the user must see (NaN loss, OOM...)."""
 
 
+class SweepError(NetStudioError):
+    """A hyperparameter search cannot run: a search space that does not parse or does not fit the graph,
+    or Optuna missing (netstudio.project.sweep)."""
+
+
 class ExportError(NetStudioError):
     pass
 

@@ -25,7 +25,7 @@ from netstudio.cli.console import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CliErr
 from netstudio.errors import MAX_HINT, MAX_MESSAGE, NetStudioError, Problem, clip_text
 from netstudio.training.events import FitStatus
 
-COMMANDS = ("check", "train", "export", "samples", "import", "lr-find", "runs")
+COMMANDS = ("check", "train", "export", "samples", "import", "lr-find", "runs", "sweep")
 
 # The names these helpers had before they moved to netstudio.cli.console (tests and scripts use them).
 _load, _Progress, _summary, _jsonable, _err, _safe_streams = load, Progress, summary, jsonable, err, safe_streams
@@ -174,7 +174,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from netstudio.errors import ProjectError
     from netstudio.training import job as training_job
+    from netstudio.training.tensorboard import with_tensorboard
 
+    if args.tensorboard:
+        from netstudio.training.tensorboard import require_tensorboard
+
+        require_tensorboard()  # missing: one line saying how to install it, before anything is loaded
     project = load(args.project)
     try:
         config = training_job.configure(project.training, {k: getattr(args, k, None)
@@ -220,11 +225,17 @@ def _train(args: argparse.Namespace) -> int:
 
             ckpt = default_checkpoint_dir(args.project)
         report, stats_file = with_stats(progress, args.stats)
+        report, tb = with_tensorboard(report, args.tensorboard, Path(args.project).stem)
+        if tb is not None:
+            print(f"TensorBoard: logging to {tb.log_dir} (view with: tensorboard --logdir {args.tensorboard})",
+                  file=lines, flush=True)
         try:
             result = training_job.run(job, report, stop, pause, checkpoint_dir=ckpt, resume=args.resume)
         finally:
             if stats_file is not None:
                 stats_file.close()
+            if tb is not None:
+                tb.close()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -287,7 +298,8 @@ def _train_distributed(args: argparse.Namespace) -> int:
     rank_args = ["--device", device, "--checkpoint-dir", ckpt, "--timeout", str(args.timeout)]
     for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--seed", args.seed),
                         ("--threads", args.threads), ("--out", args.out), ("--save-weights", args.save_weights),
-                        ("--stats", args.stats), ("--stats-every", args.stats_every)):
+                        ("--stats", args.stats), ("--stats-every", args.stats_every),
+                        ("--tensorboard", args.tensorboard)):
         if value is not None:
             rank_args += [flag, str(value)]
     rank_args += control_argv(args)
@@ -580,6 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "gradient norms, update ratio) as one JSON object per sample to FILE")
     p.add_argument("--stats-every", type=_non_negative, default=None, metavar="N",
                    help="sample the per-node statistics every N steps (default: the project's, 200; 0 = off)")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="log the epoch scalars (losses, accuracies, lr) for TensorBoard into a folder of this run "
+                        "under DIR (needs: pip install netstudio[tensorboard])")
     g = p.add_argument_group("distributed training (torchrun + DistributedDataParallel)")
     g.add_argument("--nproc", type=_positive, default=None, metavar="N",
                    help="processes on this machine: one per GPU, or CPU processes (gloo)")
@@ -629,6 +644,9 @@ def build_parser() -> argparse.ArgumentParser:
     from netstudio.cli.experiments import add_commands
 
     add_commands(sub, _positive, _non_negative)  # lr-find, runs
+    from netstudio.cli.sweep import add_command as add_sweep
+
+    add_sweep(sub, _positive, _non_negative)
     return parser
 
 

@@ -68,7 +68,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"no runs recorded for {args.project}")
         return EXIT_OK
     head = f"{'run':<24} {'status':<13} {'epochs':>6} {'val_loss':>9} {'val_acc':>8} {'lr':>9} {'seconds':>8}  device"
-    print(head)
+    sweeps = any(r.summary()["sweep"] for r in runs)
+    print(head + ("  sweep" if sweeps else ""))
     for r in runs:
         s = r.summary()
 
@@ -77,8 +78,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
         print(f"{s['id']:<24} {s['status']:<13} {num(s['epochs_run'], 'd'):>6} {num(s['val_loss'], '.4f'):>9} "
               f"{num(s['val_accuracy'], '.4f'):>8} {num(s['lr'], '.3g'):>9} {num(s['seconds'], '.1f'):>8}  "
-              f"{s['device'] or '—'}")
+              f"{s['device'] or '—'}" + (f"  {_sweep_text(s)}" if sweeps else ""))
     return EXIT_OK
+
+
+def _sweep_text(s: dict[str, Any]) -> str:
+    """``sweep-… #3 pruned`` for a trial of a sweep, "—" for a run of its own."""
+    if not s.get("sweep"):
+        return "—"
+    return f"{s['sweep']} #{s.get('trial')} {s.get('trial_state') or ''}".rstrip()
 
 
 def add_commands(sub: Any, positive: Any, non_negative: Any) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from netstudio.training.distributed import (DEFAULT_TIMEOUT_S, LAUNCHER_PID_ENV, DistContext, init_distributed,
@@ -154,6 +155,7 @@ def rank_parser() -> "Any":
     add_control_args(p)
     p.add_argument("--stats", default=None, help="per-node statistics file (rank 0 writes it)")
     p.add_argument("--stats-every", type=int, default=None)
+    p.add_argument("--tensorboard", default=None, help="TensorBoard log directory (rank 0 writes it)")
     return p
 
 
@@ -199,11 +201,16 @@ def run_rank(argv: Sequence[str] | None = None) -> int:
                   f"({ctx.backend}, {ctx.device.type})", file=lines, flush=True)
         t0 = time.perf_counter()
         report, stats_file = console.with_stats(progress, args.stats if ctx.is_main else None)
+        from netstudio.training.tensorboard import with_tensorboard
+
+        report, tb = with_tensorboard(report, args.tensorboard if ctx.is_main else None, Path(args.project).stem)
         try:
             result = training_job.run(job, report, checkpoint_dir=args.checkpoint_dir, resume=args.resume)
         finally:
             if stats_file is not None:
                 stats_file.close()
+            if tb is not None:
+                tb.close()
         seconds = time.perf_counter() - t0
         if result.status == FitStatus.ERROR:
             _raise_if_signalled(0.5 if ctx.active else 0.0)

@@ -123,7 +123,14 @@ class RunRecord:
                 "val_accuracy": m.get("val_accuracy"), "lr": self.optimizer_lr(),
                 "seconds": self.data.get("seconds"), "device": self.data.get("device"),
                 "graph_hash": self.data.get("graph_hash"), "weights": self.weights_path is not None,
-                "folder": str(self.folder)}
+                "folder": str(self.folder), **self.sweep_fields()}
+
+    def sweep_fields(self) -> dict[str, Any]:
+        """``sweep``, ``trial``, ``trial_state``: the search this run was a trial of (all None otherwise)."""
+        sw = self.data.get("sweep")
+        if not isinstance(sw, dict):
+            return {"sweep": None, "trial": None, "trial_state": None}
+        return {"sweep": sw.get("id"), "trial": sw.get("trial"), "trial_state": sw.get("state")}
 
     def params(self) -> dict[str, Any]:
         """Every setting of the run, flattened: ``training.epochs``, ``fc1.out_features``, ``graph_hash``…"""
@@ -153,11 +160,12 @@ def _new_id(now: datetime.datetime) -> str:
 def record_run(project_path: str | os.PathLike[str], graph: "Graph", config: "TrainConfig", *,
                status: str, message: str, history: list[dict[str, Any]], metrics: Mapping[str, Any],
                seconds: float, device: str | None, source: str, state_dict: Mapping[str, Any] | None = None,
-               started: datetime.datetime | None = None) -> RunRecord:
+               started: datetime.datetime | None = None, sweep: Mapping[str, Any] | None = None) -> RunRecord:
     """Write one run into ``<project>.runs/<id>/`` (see the module text) and return it.
 
-    ``state_dict``: the trained weights to keep (None: none). Raises OSError when the folder
-    cannot be written.
+    ``state_dict``: the trained weights to keep (None: none). ``sweep``: a trial of a hyperparameter
+    search (netstudio.project.sweep): ``{"id", "trial", "state", "params", "value"}``, kept as the run's
+    ``sweep`` entry. Raises OSError when the folder cannot be written.
     """
     from dataclasses import asdict
 
@@ -177,6 +185,8 @@ def record_run(project_path: str | os.PathLike[str], graph: "Graph", config: "Tr
                     for e in history],
         "metrics": _plain(dict(metrics)), "weights": None,
     }
+    if sweep is not None:
+        data["sweep"] = _plain(dict(sweep))
     folder.mkdir(parents=True, exist_ok=False)
     if state_dict is not None:
         import torch

@@ -440,8 +440,15 @@ class TrainingDock(QDockWidget):
         self.lr_find_button.setToolTip("Range test: train a copy of the model briefly with a growing learning rate, "
                                        "plot the loss and suggest a learning rate for the optimizer node")
         self.lr_find_button.clicked.connect(self.open_lr_finder)
-        grid.addWidget(self.lr_find_button, row + 2, 0, 1, 4)
+        grid.addWidget(self.lr_find_button, row + 2, 0, 1, 2)
         self.lr_finder: Any = None
+        self.sweep_button = QPushButton("Sweep…")
+        self.sweep_button.setToolTip("Hyperparameter search (Optuna): train trials with values drawn from ranges you "
+                                     "give, prune the poor ones early, apply the best")
+        self.sweep_button.clicked.connect(self.open_sweep_dialog)
+        grid.addWidget(self.sweep_button, row + 2, 2, 1, 2)
+        self.sweep_dialog: Any = None
+        self._build_tensorboard_setting(grid, row + 3)
         self.clip_norm_spin.valueChanged.connect(self._settings_edited)
         self.clip_value_spin.valueChanged.connect(self._settings_edited)
         self.warmup_spin.valueChanged.connect(self._settings_edited)
@@ -459,6 +466,59 @@ class TrainingDock(QDockWidget):
         if not self.lr_finder.is_running():
             self.lr_finder.start()
         return self.lr_finder
+
+    @Slot()
+    def open_sweep_dialog(self) -> Any:
+        """The Sweep window (one per dock); returns it. A run starts from its Run button."""
+        from netstudio.ui.training.sweep_dialog import SweepDialog
+
+        if self.sweep_dialog is None:
+            self.sweep_dialog = SweepDialog(self.document, self.session, self)
+        self.sweep_dialog.show()
+        self.sweep_dialog.raise_()
+        return self.sweep_dialog
+
+    def _build_tensorboard_setting(self, grid: QGridLayout, row: int) -> None:
+        """Log every run's epoch scalars for TensorBoard (an app setting, not the project's)."""
+        from PySide6.QtCore import QSettings
+        from PySide6.QtWidgets import QLineEdit
+
+        from netstudio.training.tensorboard import INSTALL_HINT, tensorboard_installed
+
+        settings = QSettings()
+        self.tensorboard_check = QCheckBox("TensorBoard log")
+        self.tensorboard_dir_edit = QLineEdit(str(settings.value("training/tensorboard_dir", "") or ""))
+        self.tensorboard_dir_edit.setPlaceholderText("folder (empty: PROJECT.tensorboard beside the project)")
+        installed = tensorboard_installed()
+        self.tensorboard_check.setChecked(installed and str(settings.value("training/tensorboard", False)).lower()
+                                          == "true")
+        self.tensorboard_check.setEnabled(installed)
+        self.tensorboard_check.setToolTip(
+            "Write each epoch's losses, accuracies and learning rate for TensorBoard, one folder per run "
+            "(view with: tensorboard --logdir FOLDER)" if installed
+            else f"TensorBoard is not installed: {INSTALL_HINT}")
+        grid.addWidget(self.tensorboard_check, row, 0)
+        grid.addWidget(self.tensorboard_dir_edit, row, 1, 1, 3)
+        self.tensorboard_check.toggled.connect(lambda on: QSettings().setValue("training/tensorboard", bool(on)))
+        self.tensorboard_dir_edit.editingFinished.connect(
+            lambda: QSettings().setValue("training/tensorboard_dir", self.tensorboard_dir_edit.text().strip()))
+
+    def tensorboard_dir(self) -> str | None:
+        """Where this run's TensorBoard folder goes (None: not logging)."""
+        if not self.tensorboard_check.isChecked():
+            return None
+        text = self.tensorboard_dir_edit.text().strip()
+        if text:
+            return text
+        path = self.project.path
+        if path is not None:
+            from pathlib import Path
+
+            p = Path(path)
+            return str(p.with_name(p.stem + ".tensorboard"))
+        from pathlib import Path
+
+        return str(Path.home() / "netstudio-tensorboard")
 
     @Slot(bool)
     def _show_more_settings(self, shown: bool) -> None:
@@ -839,7 +899,16 @@ class TrainingDock(QDockWidget):
         self._running_text = f"Run {n}: training"
         start = None if continuing else self.project.weights_path()  # an imported model's weights beside it
         return bool(self.session.start(graph_dict, config, continue_training=continuing,
-                                       start_weights=str(start) if start is not None and start.is_file() else None))
+                                       start_weights=str(start) if start is not None and start.is_file() else None,
+                                       tensorboard_dir=self.tensorboard_dir(), run_name=self._run_name()))
+
+    def _run_name(self) -> str:
+        path = self.project.path
+        if path is not None:
+            from pathlib import Path
+
+            return Path(path).stem
+        return str(getattr(self.project, "name", "") or "run")
 
     @Slot(int)
     def _on_run_started(self, run: int) -> None:
@@ -1145,7 +1214,8 @@ class TrainingDock(QDockWidget):
     def shutdown(self, timeout_ms: int = 2000) -> bool:
         """Stop every worker thread and wait for it; True if all ended within ``timeout_ms``."""
         finder_done = self.lr_finder.shutdown(timeout_ms) if self.lr_finder is not None else True
-        return self.session.shutdown(timeout_ms) and finder_done
+        sweep_done = self.sweep_dialog.shutdown(timeout_ms) if self.sweep_dialog is not None else True
+        return self.session.shutdown(timeout_ms) and finder_done and sweep_done
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         # Closing the dock only hides it; training goes on in the background.

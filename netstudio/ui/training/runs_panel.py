@@ -21,7 +21,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLab
 from netstudio.errors import NetStudioError
 from netstudio.project import runs as R
 
-COLUMNS = ("Run", "Started", "Status", "Epochs", "Val loss", "Val acc", "lr", "Seconds", "Device", "Weights")
+COLUMNS = ("Run", "Started", "Status", "Epochs", "Val loss", "Val acc", "lr", "Seconds", "Device", "Weights",
+           "Sweep")
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127)]
 
@@ -128,7 +129,9 @@ class RunsPanel(QWidget):
                      _number(s.get("epochs_run"), "d"), _number(s.get("val_loss"), ".4f"),
                      _number(s.get("val_accuracy"), ".4f"), _number(s.get("lr"), ".3g"),
                      _number(s.get("seconds"), ".1f"), QTableWidgetItem(str(s.get("device") or "—")),
-                     QTableWidgetItem("yes" if s.get("weights") else "—")]
+                     QTableWidgetItem("yes" if s.get("weights") else "—"),
+                     QTableWidgetItem(f"{s['sweep']} #{s.get('trial')} {s.get('trial_state') or ''}".rstrip()
+                                      if s.get("sweep") else "—")]
             for c, item in enumerate(cells):
                 self.table.setItem(r, c, item)
         self.table.setSortingEnabled(True)

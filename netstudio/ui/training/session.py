@@ -202,11 +202,12 @@ class TrainingSession(QObject):
     # commands
     # ======================================================================
     def start(self, graph_dict: dict[str, Any], config: TrainConfig, *, continue_training: bool = False,
-              start_weights: str | None = None) -> int:
+              start_weights: str | None = None, tensorboard_dir: str | None = None, run_name: str = "run") -> int:
         """Start a run on a frozen graph/config; returns its index (0: not started, busy or nothing to continue).
 
         ``start_weights``: a weights file (an imported model's, beside the project) that a fresh run
-        starts from where layer names and shapes match."""
+        starts from where layer names and shapes match. ``tensorboard_dir``: also log the epochs for
+        TensorBoard, into a folder ``<run_name>-<time>`` there (netstudio.training.tensorboard)."""
         if self.state != RunState.IDLE or self.is_running():
             return 0
         if continue_training and self.trained is None:
@@ -215,7 +216,8 @@ class TrainingSession(QObject):
         self.run_count += 1
         job = TrainJob(graph_dict, config, self.run_count,
                        init_model=self.trained.model if continue_training and self.trained is not None else None,
-                       num_threads=self.torch_threads, start_weights=start_weights)
+                       num_threads=self.torch_threads, start_weights=start_weights,
+                       tensorboard_dir=tensorboard_dir, run_name=run_name)
         worker = TrainingWorker(job)
         # Explicitly queued: the slots run on the GUI thread (their signals drive widgets).
         queued = Qt.ConnectionType.QueuedConnection

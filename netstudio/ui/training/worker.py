@@ -84,6 +84,10 @@ class TrainJob:
     extra: dict[str, Any] = field(default_factory=dict)
     #: a fresh run starts from this weights file where names and shapes match (an imported model's)
     start_weights: str | None = None
+    #: also log the epochs for TensorBoard under this folder (netstudio.training.tensorboard); None: off
+    tensorboard_dir: str | None = None
+    #: the run's TensorBoard folder is named after this (the project's file name)
+    run_name: str = "run"
 
 
 def error_record(exc: BaseException) -> dict[str, Any]:
@@ -328,11 +332,18 @@ class TrainingWorker(_ThreadedWorker):
         if job.init_model is not None:  # continuing needs the architecture the weights were trained with
             training_job.check_continuable(job.init_model, prepared.plan)
         self._phase("training")
+        from netstudio.training.tensorboard import with_tensorboard
+
+        report, tb = with_tensorboard(self.report, job.tensorboard_dir, job.run_name)
+        if tb is not None:
+            self._phase(f"training · TensorBoard log in {tb.log_dir}")
         try:
             # fit trains a copy of init_model: the weights the GUI holds stay intact
-            result = training_job.run(prepared, self.report, self.stop_event, self.pause_event, model=job.init_model)
+            result = training_job.run(prepared, report, self.stop_event, self.pause_event, model=job.init_model)
         finally:
             self._flush()  # the last epochs reach the plots even when fit raised
+            if tb is not None:
+                tb.close()
         self.result = result
         out: dict[str, Any] = {"status": str(result.status), "message": str(result.message or ""),
                                "metrics": _plain(dict(result.metrics or {})),
