@@ -235,17 +235,19 @@ class Document(QObject):
         self.graph_event.emit(event)
 
     # --- edits ----------------------------------------------------------------
-    def push(self, command: Command) -> bool:
+    def push(self, command: Command, *, top_level: bool = False) -> bool:
         """Execute ``command`` and record it as one undo step.
 
         Raises the core's typed error (graph left unchanged) if the edit is
         refused. Returns False, recording nothing, if it changed nothing. Inside
         a block the command edits the block's inner graph (:class:`InBlock`), so
-        the document keeps one undo stack across all levels.
+        the document keeps one undo stack across all levels; ``top_level`` edits
+        the project's graph whatever block is open (tools that name top-level
+        nodes: the lr finder's optimizer).
         """
         if self._locked:
             raise GraphError("The graph is locked while training", hint="stop training to edit the model")
-        if self._path:
+        if self._path and not top_level:
             command = InBlock(list(self._path), command)
         before = self.graph.revision
         _run_atomically(command, self.graph)

@@ -59,10 +59,17 @@ def test_lr_finder_plots_live_and_applies_the_suggestion_as_one_undoable_edit(qt
     assert dialog.plot.getPlotItem().ctrl.logXCheck.isChecked()  # log x
     assert "Suggested learning rate" in dialog.result_label.text()
     assert opt.params["lr"] == before  # nothing changed by running it
+    # a block open in the editor does not redirect the edit into it (the optimizer is top-level)
+    from netstudio.graph.commands import MakeBlock
+
+    win.document.push(MakeBlock([win.document.graph.find("fc2").id], block_id="b1"))
+    win.document.enter_block("b1")
     dialog.apply_button.click()
+    assert "Cannot apply" not in dialog.result_label.text()
     assert opt.params["lr"] == pytest.approx(sug, rel=1e-2)
     win.document.undo()  # one step back: the old lr
     assert opt.params["lr"] == before
+    assert win.document.path == ["b1"]  # still inside the block
     dialog.close()
 
 

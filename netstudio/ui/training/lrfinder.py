@@ -201,7 +201,7 @@ class LrFinderDialog(QDialog):
 
         value = float(f"{sug:.3g}")  # a learning rate people can read
         try:
-            self.document.push(SetParam(node.id, "lr", value))
+            self.document.push(SetParam(node.id, "lr", value), top_level=True)
         except NetStudioError as e:
             self.result_label.setText(f"Cannot apply: {e.message}")
             return False
