@@ -53,11 +53,17 @@ def safe_streams() -> None:
                 pass
 
 
-def load(path: str | os.PathLike[str]) -> Any:
-    """The project at ``path``; data paths relative to the project file are resolved by loading it."""
-    from netstudio.project.io import load_project
+def load(path: str | os.PathLike[str], trust: bool = False) -> Any:
+    """The project at ``path``; data paths relative to the project file are resolved by loading it.
 
-    return load_project(path)
+    A project whose model runs code from a user's Python file is refused unless ``trust`` (``--trust``),
+    with a message naming the file and its sha256 (netstudio/project/trust.py)."""
+    from netstudio.project.io import load_project
+    from netstudio.project.trust import require
+
+    project = load_project(path)
+    require(project, trust, f"opening {os.path.basename(str(path))}")
+    return project
 
 
 class Progress:
