@@ -60,6 +60,8 @@ class UserModule(_Opaque, LayerType):
     category = Category.LAYER
     name_prefix = "module"
     hidden = True  # made by importing a Python file, not from the palette
+    #: shape checks are not memoised: they depend on the file's content and on whether it is trusted
+    reads_files = True
     description = ("A module class from your own Python file, kept from an imported model with its weights. "
                    "Its code runs only after you trust the file (checked by its sha256).")
     params = (
