@@ -20,10 +20,10 @@ import torch
 from netstudio.cli import main
 from netstudio.compiler.build import compile_model
 from netstudio.compiler.shapes import analyze
-from netstudio.errors import CompileError
+from netstudio.errors import CompileError, NetStudioError
 from netstudio.nodes import usercode
 from netstudio.project import trust
-from netstudio.project.importer import ImportModelError, import_to_files
+from netstudio.project.importer import import_to_files
 from netstudio.project.io import load_project
 
 MODEL_PY = textwrap.dedent('''
@@ -107,7 +107,7 @@ def test_import_refuses_to_run_the_file_without_trust(tmp_path: Path, capsys: py
     assert rc == 1
     assert f"runs the Python code in {src}" in err and sha in err and "--trust" in err
     assert not (tmp_path / "ran.marker").exists() and not (tmp_path / "net.nsproj").exists()
-    with pytest.raises(ImportModelError, match="It was not run"):
+    with pytest.raises(NetStudioError, match="It was not run"):
         import_to_files(f"{src}:Net", tmp_path / "net.nsproj", input_shape="2,8")
     assert not (tmp_path / "ran.marker").exists()
 

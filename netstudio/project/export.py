@@ -571,11 +571,24 @@ ARG_EXTRACTORS: dict[type[nn.Module], Callable[[Any], dict[str, Any]]] = {
 }
 
 
+def _user_constructor(m: nn.Module) -> str | None:
+    """``_user_model.Swish(beta=1.5)`` for an instance of a class from the user's file (None for others)."""
+    from netstudio.nodes.usercode import origin_of
+
+    if origin_of(type(m)) is None:
+        return None
+    parts = []
+    for k, v in _signature_args(m).items():
+        lit = _literal(v)
+        if lit is None:
+            raise ExportError(f"Cannot write the {k!r} argument of {type(m).__qualname__} ({v!r}) as Python source")
+        parts.append(f"{k}={lit}")
+    return f"_user_{type(m).__module__}.{type(m).__qualname__}({', '.join(parts)})"
+
+
 def module_constructor(m: nn.Module) -> str:
     """``nn.Linear(in_features=4, out_features=2, bias=True)`` for a built-in module instance."""
-    from netstudio.project.userfile import constructor
-
-    user = constructor(m)  # a class from the user's own file: built from the module the .py loads
+    user = _user_constructor(m)  # a class from the user's own file: built from the module the .py loads
     if user is not None:
         return user
     cls = type(m)

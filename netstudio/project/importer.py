@@ -356,10 +356,9 @@ class _Builder:
         self._opaque_module(n, m, name)
 
     def _opaque_module(self, n: fx.Node, m: nn.Module, name: str) -> None:
-        if self.user is not None and self.user.owns(m):
-            return self.user.add_node(self, n, m, name)  # a class of the user's file (userfile.py)
-        qual = _public_name(type(m))
-        if not is_allowed(qual):
+        user = self.user.reference(m) if self.user is not None else None  # a class of the user's file (userfile.py)
+        qual = _public_name(type(m)) if user is None else user["qualname"]
+        if user is None and not is_allowed(qual):
             raise ImportModelError(f"module '{n.target}' ({qual}): {not_allowed_message(qual)}",
                                    hint="only torch and torchvision modules can be kept as opaque nodes")
         if len(n.args) != 1 or n.kwargs or not _is_tensor(n.args[0]):
@@ -377,10 +376,12 @@ class _Builder:
                                    "arguments (it was changed after construction)",
                                    hint="a catalog node for this module is needed")
         params = {"module": qual, "arguments": json.dumps(args, sort_keys=True), **self._opaque_shapes(n, n.args[0])}
-        nid = self._add("layer.torch_module", params, name)
+        if user is not None:  # file, sha256, qualname instead of an allow-listed name
+            params = {**user, **{k: v for k, v in params.items() if k != "module"}}
+        nid = self._add("layer.torch_module" if user is None else "layer.user_module", params, name)
         self._wire(nid, {"input": n.args[0]}, name)
         self.weights[nid] = m
-        self.opaque.append(f"{self.graph.nodes[nid].name}: {qual}")
+        self.opaque.append(f"{self.graph.nodes[nid].name}: {qual if user is None else self.user.label(m)}")
         self.values[n] = (nid, "output")
 
     def call_function(self, n: fx.Node) -> None:
@@ -613,8 +614,13 @@ def import_spec(spec: str, *, input_shape: str | Sequence[int] | None = None, we
     from netstudio.project import userfile
 
     if userfile.is_user_spec(spec):
-        return userfile.import_user_file(spec, input_shape=shape, weights=weights, seed=seed, blocks=blocks,
-                                         trust=trust, args=args)
+        user_model, user, example = userfile.prepare(spec, input_shape=shape, seed=seed, trust=trust, args=args)
+        if weights is not None:
+            try:
+                user_model.load_state_dict(read_state_dict(weights))
+            except RuntimeError as e:
+                raise ImportModelError(f"{Path(weights).name} does not fit {spec}: {str(e).splitlines()[0]}") from None
+        return import_module(user_model, example, name=type(user_model).__name__, blocks=blocks, user=user)
     if spec.startswith("torchvision:"):
         name = spec.split(":", 1)[1]
         model = torchvision_model(name, seed=seed, weights=weights)

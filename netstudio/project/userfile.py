@@ -18,19 +18,13 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
 
 from netstudio.errors import NetStudioError
 from netstudio.nodes import usercode
-from netstudio.nodes.user_module import TYPE_ID
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch.fx as fx
-
-    from netstudio.project.importer import ImportResult
 
 _SPEC_RE = re.compile(r"^(?P<file>.+\.py):(?P<cls>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)$")
 
@@ -58,10 +52,12 @@ def trust_prompt(path: str | Path, sha: str) -> str:
             "Only import files you trust.")
 
 
-def _import_error(message: str, hint: str | None = None) -> NetStudioError:
-    from netstudio.project.importer import ImportModelError
+class UserFileError(NetStudioError):
+    """A user file or class that cannot be imported (or may not run: no trust)."""
 
-    return ImportModelError(message, hint=hint)
+
+def _import_error(message: str, hint: str | None = None) -> NetStudioError:
+    return UserFileError(message, hint=hint)
 
 
 def parse_args(text: str | dict[str, Any] | None) -> dict[str, Any]:
@@ -94,37 +90,18 @@ class UserFile:
         """A module class of this file without child modules: one opaque node (its code is not traced)."""
         return self.owns(m) and next(m.children(), None) is None
 
-    def add_node(self, b: Any, n: "fx.Node", m: nn.Module, name: str) -> None:
-        """Add ``m`` (called at ``n``) as a user-module node to the importer's builder ``b``."""
-        from netstudio.project.importer import _ctor_arguments, _is_tensor, same_module
+    def reference(self, m: nn.Module) -> dict[str, str] | None:
+        """The user-module node's file, sha256 and qualname for ``m``; None: not a class of this file."""
+        if not self.owns(m):
+            return None
+        return {"file": self.path, "sha256": self.sha, "qualname": type(m).__qualname__}
 
-        cls = type(m)
-        where = f"module '{n.target}' ({cls.__qualname__} from {Path(self.path).name})"
-        if len(n.args) != 1 or n.kwargs or not _is_tensor(n.args[0]):
-            raise _import_error(f"{where} is called with {len(n.args)} arguments"
-                                f"{' and keywords' if n.kwargs else ''}; a kept module takes one tensor",
-                                hint="make its forward take one tensor, or import it into catalog layers")
-        try:
-            args = _ctor_arguments(m)
-            rebuilt = cls(**args)
-        except Exception as e:  # noqa: BLE001 - any constructor failure means: cannot be rebuilt
-            raise _import_error(f"{where} cannot be rebuilt from its constructor arguments: {e}",
-                                hint="store each constructor argument under its own name (self.width = width)") from None
-        if not same_module(rebuilt, m):
-            raise _import_error(f"{where} differs from one rebuilt from its constructor arguments",
-                                hint="store each constructor argument under its own name (self.width = width)")
-        params = {"file": self.path, "sha256": self.sha, "qualname": cls.__qualname__,
-                  "arguments": json.dumps(args, sort_keys=True), **b._opaque_shapes(n, n.args[0])}
-        nid = b._add(TYPE_ID, params, name)
-        b._wire(nid, {"input": n.args[0]}, name)
-        b.weights[nid] = m
-        b.opaque.append(f"{b.graph.nodes[nid].name}: {cls.__qualname__} from {Path(self.path).name} "
-                        f"(your code, sha256 {usercode.short(self.sha)})")
-        b.values[n] = (nid, "output")
+    def label(self, m: nn.Module) -> str:
+        return f"{type(m).__qualname__} from {Path(self.path).name} (your code, sha256 {usercode.short(self.sha)})"
 
 
 def load_model(path: str | Path, qualname: str, *, args: str | dict[str, Any] | None = None,
-               trust: bool = False, weights: str | Path | None = None) -> tuple[nn.Module, UserFile]:
+               trust: bool = False) -> tuple[nn.Module, UserFile]:
     """Run the user file (only with ``trust``) and build its class ``qualname`` with ``args``."""
     p = Path(path)
     if not p.is_file():
@@ -148,22 +125,13 @@ def load_model(path: str | Path, qualname: str, *, args: str | dict[str, Any] | 
     except Exception as e:  # noqa: BLE001 - the user's constructor
         raise _import_error(f"{qualname}({', '.join(kwargs)}) failed: {type(e).__name__}: {e}",
                             hint="the class is built with no arguments; pass the ones it needs as --args JSON") from None
-    if weights is not None:
-        from netstudio.project.importer import read_state_dict
-
-        try:
-            model.load_state_dict(read_state_dict(weights))
-        except RuntimeError as e:
-            raise _import_error(f"{Path(weights).name} does not fit {qualname}: {str(e).splitlines()[0]}") from None
     return model.eval(), UserFile(usercode.normpath(p), sha)
 
 
-def import_user_file(spec: str, *, input_shape: Sequence[int] | None, weights: str | Path | None = None,
-                     seed: int = 0, blocks: bool = False, trust: bool = False,
-                     args: str | dict[str, Any] | None = None) -> "ImportResult":
-    """Import ``path/model.py:ClassName`` (see the module docstring); ``input_shape`` includes the batch."""
-    from netstudio.project.importer import import_module
-
+def prepare(spec: str, *, input_shape: Sequence[int] | None, seed: int = 0, trust: bool = False,
+            args: str | dict[str, Any] | None = None) -> tuple[nn.Module, UserFile, torch.Tensor]:
+    """The model of ``path/model.py:ClassName`` (see the module docstring), its file and the seeded example
+    input it is traced with (``input_shape`` includes the batch); ``importer.import_spec`` imports it."""
     parsed = parse_spec(spec)
     assert parsed is not None
     path, qualname = parsed
@@ -171,9 +139,9 @@ def import_user_file(spec: str, *, input_shape: Sequence[int] | None, weights: s
         raise _import_error(f"{path.name}:{qualname} needs the input shape it is traced with",
                             hint="pass --input-shape with the batch, e.g. 1,3,32,32")
     torch.manual_seed(seed)
-    model, user = load_model(path, qualname, args=args, trust=trust, weights=weights)
+    model, user = load_model(path, qualname, args=args, trust=trust)
     example = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))
-    return import_module(model, example, name=qualname.rsplit(".", 1)[-1], blocks=blocks, user=user)
+    return model, user, example
 
 
 # ----------------------------------------------------------------------------
@@ -189,22 +157,6 @@ def user_classes(root: nn.Module) -> dict[str, tuple[str, str]]:
         if key is not None:
             out[type(m).__module__] = key
     return out
-
-
-def constructor(m: nn.Module) -> str | None:
-    """``_user_model.Swish(beta=1.5)`` for an instance of a user class (None for any other module)."""
-    if usercode.origin_of(type(m)) is None:
-        return None
-    from netstudio.errors import ExportError
-    from netstudio.project.export import _literal, _signature_args
-
-    parts = []
-    for k, v in _signature_args(m).items():
-        lit = _literal(v)
-        if lit is None:
-            raise ExportError(f"Cannot write the {k!r} argument of {type(m).__qualname__} ({v!r}) as Python source")
-        parts.append(f"{k}={lit}")
-    return f"_user_{type(m).__module__}.{type(m).__qualname__}({', '.join(parts)})"
 
 
 _LOADER = '''
