@@ -83,8 +83,9 @@ class UserModule(_Opaque, LayerType):
         import torch.nn as nn
 
         cls = usercode.load_attr(str(params["file"]), str(params["sha256"]), str(params["qualname"]))
-        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-            raise CompileError(f"{params['qualname']} in {params['file']} is not a torch module class")
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)) or usercode.origin_of(cls) is None:
+            raise CompileError(f"{params['qualname']} is not a torch module class defined in {params['file']}",
+                               hint="re-import the model")
         kwargs = _arguments(params)
         if not isinstance(kwargs, dict):
             raise CompileError("the stored constructor arguments are not a mapping")

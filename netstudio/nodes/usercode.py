@@ -18,6 +18,7 @@ import hashlib
 import importlib.util
 import keyword
 import os
+import stat
 import sys
 import threading
 import types
@@ -59,6 +60,8 @@ def file_sha256(path: str | os.PathLike[str]) -> str | None:
         st = os.stat(p)
     except OSError:
         return None
+    if not stat.S_ISREG(st.st_mode):
+        return None  # a folder, device or pipe (reading a pipe would block): not a model file
     with _lock:
         hit = _hashes.get(p)
         if hit is not None and hit[:2] == (st.st_mtime_ns, st.st_size):
@@ -161,6 +164,9 @@ def load_module(path: str | os.PathLike[str], sha: str, node_id: str | None = No
             sys.modules[mod.__name__] = mod  # the latest loaded content of a name is the one pickles refer to
             return mod
         name = module_name(p)
+        if file_sha256(p) is None:
+            raise CompileError(f"{p} is missing or not a regular file", node_id=node_id,
+                               hint="put the file back, or re-import the model")
         try:
             data = _read(p)
         except OSError as e:
