@@ -67,9 +67,9 @@ def fresh_process() -> Iterator[None]:
     usercode.revoke_all()
     yield
     usercode.revoke_all()
-    mod = sys.modules.get("model")
-    if mod is not None and getattr(mod, "__netstudio_user_file__", None):
-        del sys.modules["model"]
+    for name, mod in list(sys.modules.items()):  # the user files this test loaded
+        if getattr(mod, "__netstudio_user_file__", None):
+            del sys.modules[name]
 
 
 def write_model(folder: Path) -> Path:
@@ -250,3 +250,87 @@ def test_trust_is_remembered_by_path_and_hash(tmp_path: Path) -> None:
     (r,) = trust.apply_remembered(load_project(out).graph)
     assert r.changed and r.current == usercode.sha256_bytes(src.read_bytes())
     assert "has changed since the project recorded it" in r.question()
+
+
+BLOCKS_PY = textwrap.dedent('''
+    import torch
+    import torch.nn as nn
+
+
+    class Swish(nn.Module):
+        def forward(self, x):
+            return x * torch.sigmoid(x)
+
+
+    class ResBlock(nn.Module):
+        def __init__(self, c: int) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(c, c, 3, padding=1)
+            self.bn = nn.BatchNorm2d(c)
+            self.act = Swish()
+
+        def forward(self, x):
+            return x + self.act(self.bn(self.conv(x)))
+
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, padding=1)
+            self.block1 = ResBlock(8)
+            self.fc = nn.Linear(8, 10)
+
+        def forward(self, x):
+            x = self.block1(self.stem(x))
+            return self.fc(x.mean((2, 3)))
+
+
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            if x.sum() > 0:
+                return self.fc(x)
+            return x
+''')
+
+
+def test_user_container_classes_become_blocks_and_weights_load_by_module_path(tmp_path: Path) -> None:
+    from netstudio.nodes.user_module import references
+    from netstudio.project.importer import read_state_dict
+
+    src = tmp_path / "blocks_net.py"
+    src.write_text(BLOCKS_PY)
+    usercode.allow(src, usercode.sha256_bytes(src.read_bytes()))
+    net = usercode.load_attr(src, usercode.sha256_bytes(src.read_bytes()), "Net")()
+    with torch.no_grad():
+        net.block1.bn.running_mean.uniform_(-1, 1)  # weights that differ from a fresh model's
+    torch.save(net.state_dict(), tmp_path / "sd.pth")
+    usercode.revoke_all()
+    result, out, w_out = import_to_files(f"{src}:Net", tmp_path / "b.nsproj", input_shape="2,3,8,8", trust=True,
+                                         weights=tmp_path / "sd.pth", blocks=True)
+    block = result.project.graph.nodes[next(nid for nid, n in result.project.graph.nodes.items()
+                                            if n.name == "block1")]
+    assert block.inner is not None
+    assert [n.name for n in block.inner.nodes.values() if n.type_id == "layer.user_module"] == ["act"]
+    assert references(result.project.graph) == [(str(src.resolve()), usercode.sha256_bytes(src.read_bytes()))]
+    state = read_state_dict(w_out)
+    assert torch.equal(state["block1.bn.running_mean"], net.block1.bn.running_mean)
+    # untrusted: the node inside the block is reported, nothing is built
+    usercode.revoke_all()
+    an = analyze(load_project(out).graph, 2)
+    assert any("not trusted" in p.message for p in an.problems)
+
+
+def test_data_dependent_control_flow_in_a_user_class_names_it(tmp_path: Path) -> None:
+    src = tmp_path / "branchy.py"
+    src.write_text(BLOCKS_PY)
+    with pytest.raises(NetStudioError, match=r"\(Branchy\) cannot be traced by torch.fx") as info:
+        import_to_files(f"{src}:Branchy", tmp_path / "x.nsproj", input_shape="2,4", trust=True)
+    assert "torch.where" in str(info.value)
+    with pytest.raises(NetStudioError, match="needs the input shape"):
+        import_to_files(f"{src}:Net", tmp_path / "x.nsproj", trust=True)
+    with pytest.raises(NetStudioError, match="has no Nope"):
+        import_to_files(f"{src}:Nope", tmp_path / "x.nsproj", input_shape="2,4", trust=True)

@@ -24,9 +24,9 @@ def fresh_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     usercode.revoke_all()
     yield
     usercode.revoke_all()
-    mod = sys.modules.get("model")
-    if mod is not None and getattr(mod, "__netstudio_user_file__", None):
-        del sys.modules["model"]
+    for name, mod in list(sys.modules.items()):  # the user files this test loaded
+        if getattr(mod, "__netstudio_user_file__", None):
+            del sys.modules[name]
 
 
 class Asked:
