@@ -334,3 +334,18 @@ def test_data_dependent_control_flow_in_a_user_class_names_it(tmp_path: Path) ->
         import_to_files(f"{src}:Net", tmp_path / "x.nsproj", trust=True)
     with pytest.raises(NetStudioError, match="has no Nope"):
         import_to_files(f"{src}:Nope", tmp_path / "x.nsproj", input_shape="2,4", trust=True)
+
+
+def test_a_user_file_may_not_shadow_an_installed_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "model.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(other))  # another model.py on sys.path is not an installed module
+    src = write_model(tmp_path)
+    assert usercode.module_name(src) == "model"
+    for name in ("pytest", "json", "torch"):
+        bad = tmp_path / f"{name}.py"
+        bad.write_text(MODEL_PY)
+        with pytest.raises(NetStudioError, match=f"would (shadow|replace) the (installed )?module '{name}'"):
+            import_to_files(f"{bad}:Net", tmp_path / "x.nsproj", input_shape="2,8", trust=True)
+    assert not (tmp_path / "ran.marker").exists()

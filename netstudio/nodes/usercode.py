@@ -117,7 +117,7 @@ def problem(path: str, sha: str) -> tuple[str, str] | None:
                 "reopen the project and trust the changed file if you reviewed it, or re-import the model")
     if not is_allowed(path, sha):
         return (f"uses code from {path} (sha256 {short(sha)}), which is not trusted, so it is not run",
-                "reopen the project and answer Trust when asked (netstudio commands: pass --trust)")
+                "reopen the project and choose Trust and Run when asked (netstudio commands: pass --trust)")
     return None
 
 
@@ -144,10 +144,25 @@ def module_name(path: str | os.PathLike[str]) -> str:
         except (ImportError, ValueError):
             spec = None
         origin = getattr(spec, "origin", None)
-        if spec is not None and (origin is None or normpath(origin) != str(p)):
+        if origin in ("built-in", "frozen") or (origin and _installed(origin) and normpath(origin) != str(p)):
             raise CompileError(f"{p.name} would shadow the installed module {stem!r} ({origin})",
                                hint="rename the file")
     return stem
+
+
+def _installed(origin: str) -> bool:
+    """True for a module of Python's library or an installed package (not some other folder's file)."""
+    import site
+    import sysconfig
+
+    roots = {sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    try:
+        roots.update(site.getsitepackages())
+        roots.add(site.getusersitepackages())
+    except AttributeError:  # a virtualenv's old site module
+        pass
+    where = Path(normpath(origin))
+    return any(r and (where == Path(normpath(r)) or Path(normpath(r)) in where.parents) for r in roots)
 
 
 def load_module(path: str | os.PathLike[str], sha: str, node_id: str | None = None) -> types.ModuleType:

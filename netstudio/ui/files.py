@@ -198,10 +198,12 @@ class ProjectFiles:
         if remember and not as_copy:
             self.add_recent(project.path)
         self.frame_all_later()
-        untrusted = (f"; not trusted, so not run: {', '.join(declined)} (its nodes are unavailable)"
-                     if declined else "")
-        self.status(f"Opened {Path(path).name}" + (self._load_weights(project, weights) if weights else "")
-                    + untrusted)
+        if declined:  # the model cannot be built, so neither can its weights be held
+            held = f", weights {weights.name} not loaded" if weights else ""
+            self.status(f"Opened {Path(path).name}; not trusted, so not run: {', '.join(declined)} (the nodes "
+                        f"using it are unavailable{held})")
+        else:
+            self.status(f"Opened {Path(path).name}" + (self._load_weights(project, weights) if weights else ""))
         return True
 
     def _load_weights(self, project: Project, path: Path) -> str:
