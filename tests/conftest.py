@@ -35,6 +35,19 @@ def dataset_cache(tmp_path_factory: pytest.TempPathFactory) -> Any:
         os.environ["NETSTUDIO_CACHE_DIR"] = before
 
 
+@pytest.fixture(scope="session", autouse=True)
+def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """NetStudio's user settings (the trusted user files) go to a folder of this session, never ~/.config."""
+    before = os.environ.get("NETSTUDIO_CONFIG_DIR")
+    path = tmp_path_factory.mktemp("netstudio-config")
+    os.environ["NETSTUDIO_CONFIG_DIR"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("NETSTUDIO_CONFIG_DIR", None)
+    else:
+        os.environ["NETSTUDIO_CONFIG_DIR"] = before
+
+
 @pytest.fixture(scope="module")
 def one_thread() -> Any:
     """Tiny models: one intra-op thread is fastest and immune to a busy second core."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from netstudio import __version__
-from netstudio.cli.console import add_control_args, control_argv
+from netstudio.cli.console import TRUST_HELP, add_control_args, control_argv
 from netstudio.cli.console import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CliError, Progress, epoch_line, err,
                                    error_json, export_results, fmt_metric, format_error, format_problem, jsonable,
                                    load, outcome_lines, resolve_device_label, safe_streams, summary, with_stats)
@@ -64,7 +64,7 @@ def _outputs_text(outputs: dict[str, Any]) -> str:
 def cmd_check(args: argparse.Namespace) -> int:
     from netstudio.compiler.shapes import analyze
 
-    project = load(args.project)
+    project = load(args.project, args.trust)
     graph = project.graph
     batch = args.batch_size or project.training.batch_size
     an = analyze(graph, batch)
@@ -180,7 +180,7 @@ def _train(args: argparse.Namespace) -> int:
         from netstudio.training.tensorboard import require_tensorboard
 
         require_tensorboard()  # missing: one line saying how to install it, before anything is loaded
-    project = load(args.project)
+    project = load(args.project, args.trust)
     try:
         config = training_job.configure(project.training, {k: getattr(args, k, None)
                                                            for k in training_job.OVERRIDABLE})
@@ -287,7 +287,7 @@ def _train_distributed(args: argparse.Namespace) -> int:
     from netstudio.training import distributed as D
     from netstudio.training.checkpoints import default_checkpoint_dir
 
-    project = load(args.project)  # a broken project fails here once, not in every rank
+    project = load(args.project, args.trust)  # a broken project fails here once, not in every rank
     from netstudio.training.preflight import check_memory
 
     check_memory(project.graph, args.batch_size or project.training.batch_size,
@@ -304,6 +304,7 @@ def _train_distributed(args: argparse.Namespace) -> int:
             rank_args += [flag, str(value)]
     rank_args += control_argv(args)
     rank_args += [f for f, on in (("--resume", args.resume), ("--json", args.json), ("--no-record", args.no_record),
+                                  ("--trust", args.trust),
                                   ("--fresh-weights", args.fresh_weights),
                                   ("--no-preprocess", args.no_preprocess)) if on]
     return D.launch(args.project, rank_args, nproc=args.nproc or 1, nnodes=args.nnodes,
@@ -325,7 +326,7 @@ def _export_script(args: argparse.Namespace) -> int:
     if source.suffix in (".pt", ".pth") and args.weights is None:
         project, state = ex.load_weights(source)
     else:
-        project = load(args.project)
+        project = load(args.project, args.trust)
         if args.weights is not None:
             _, state = ex.read_weights(args.weights)
     out = Path(args.out) if args.out else source.with_name(source.stem + "_training")
@@ -350,7 +351,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     # the .py export writes its weights next to it
     weights_out = ex.weights_path_for(out) if args.format == "py" else None
     from_weights_file = source.suffix in (".pt", ".pth") and args.weights is None
-    project = None if from_weights_file else load(args.project)
+    project = None if from_weights_file else load(args.project, args.trust)
     weights = args.weights
     if project is not None and weights is None:  # an imported project: the weights file beside it
         beside = project.weights_path()
@@ -364,6 +365,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if project is None:
         # a weights file written by NetStudio carries its project
         project, state = ex.load_weights(source)
+        from netstudio.project.trust import require
+
+        require(project, args.trust, f"exporting {source.name}")
     else:
         assert weights is not None
         _, state = ex.read_weights(weights)
@@ -389,7 +393,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     print("load it with:")
     for line in ex.load_snippet(args.format, path).splitlines():
         print("    " + line)
+    _user_code_note(project, args.format)
     return EXIT_OK
+
+
+def _user_code_note(project: Any, fmt: str) -> None:
+    """What an export of a model with classes from the user's own file needs besides PyTorch."""
+    from netstudio.nodes.user_module import references
+
+    for file, sha in references(project.graph):
+        name = Path(file).stem
+        if fmt == "pt":
+            print(f"note: the model uses classes from {file}: torch.load imports them as `{name}`, so put that "
+                  f"file's folder on sys.path (PYTHONPATH) where you load it")
+        elif fmt == "py":
+            print(f"note: the .py loads {file} by its path relative to the .py and refuses it if its sha256 is not "
+                  f"{sha}")
 
 
 def _quantize_comparison(project: Any, compiled: Any, inp: Any, mode: str) -> str:
@@ -463,20 +482,22 @@ def cmd_import(args: argparse.Namespace) -> int:
             raise CliError("error: --out is required → the project file to write, e.g. --out model.nsproj")
         result, out, w_out = importer.import_to_files(spec, args.out, weights_out=args.weights_out,
                                                       input_shape=args.input_shape, weights=args.weights,
-                                                      seed=args.seed, blocks=not args.flat)
+                                                      seed=args.seed, blocks=not args.flat, trust=args.trust,
+                                                      args=args.args)
         print(f"wrote {out} ({result.n_layers} layers with weights, {len(result.project.graph.nodes)} nodes; "
               f"outputs match the model within {result.max_abs_diff:.2g})")
         for line in result.opaque:
             print(f"opaque node: {line}")
         print(f"wrote {w_out}")
-        print(f"export it with: netstudio export {out} --weights {w_out} --format pt --no-preprocess")
+        trust = " --trust" if args.trust else ""
+        print(f"export it with: netstudio export {out} --weights {w_out} --format pt --no-preprocess{trust}")
         return EXIT_OK
     if args.weights is None or args.weights_out is None:
         raise CliError("error: loading weights onto a project needs --weights W and --weights-out OUT.pt")
     w_out = Path(args.weights_out)
     if any(w_out.resolve() == Path(p).resolve() for p in (spec, args.weights)):
         raise CliError(f"error: refusing to overwrite the input file {w_out} → choose another --weights-out")
-    project = load(spec)
+    project = load(spec, args.trust)
     compiled = compile_model(project.graph, project.training.batch_size)
     report = importer.load_weights_onto(compiled.module, importer.read_state_dict(args.weights))
     for line in report.text().splitlines():
@@ -559,6 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a project: per-node shapes and parameter counts")
     p.add_argument("project", help="a .nsproj file")
     p.add_argument("--batch-size", type=_positive, default=None, help="batch size shown in shapes")
+    p.add_argument("--trust", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("samples", help="list the bundled sample projects and where they are")
@@ -587,6 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(an imported model's)")
     p.add_argument("--no-record", action="store_true",
                    help="do not keep this run in PROJECT.runs/ (listed by `netstudio runs`)")
+    p.add_argument("--trust", action="store_true", help=TRUST_HELP)
     p.add_argument("--stats", default=None, metavar="FILE",
                    help="write per-node statistics (output mean/std/zeros/saturation/min/max/NaN count, weight and "
                         "gradient norms, update ratio) as one JSON object per sample to FILE")
@@ -622,11 +645,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", default=None, choices=("dynamic-int8",),
                    help="pt only: Linear/LSTM/GRU weights as int8 (torch dynamic quantization); prints the file "
                         "sizes and validation accuracy beside the float model's")
+    p.add_argument("--trust", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("import", help="import a model: torchvision:NAME or a torch.export .pt2 file becomes a "
-                                      "project; a .nsproj gets weights loaded onto it")
-    p.add_argument("spec", metavar="SPEC", help="torchvision:NAME (random init, never downloads), a .pt2 file, or a "
+    p = sub.add_parser("import", help="import a model: torchvision:NAME, a torch.export .pt2 file or a class in "
+                                      "your Python file becomes a project; a .nsproj gets weights loaded onto it")
+    p.add_argument("spec", metavar="SPEC", help="torchvision:NAME (random init, never downloads), a .pt2 file, "
+                                                "path/model.py:ClassName (runs the file: needs --trust), or a "
                                                 ".nsproj to load --weights onto (matched by module path)")
     p.add_argument("--out", default=None, metavar="P", help="the project file to write (.nsproj)")
     p.add_argument("--weights", default=None, metavar="W",
@@ -634,11 +659,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-out", default=None, metavar="W",
                    help="where to write the weights for `netstudio export --weights` (default: P with .pt)")
     p.add_argument("--input-shape", default=None, metavar="N,C,H,W",
-                   help="the traced input shape with batch (default 1,3,224,224; a .pt2: its own)")
+                   help="the traced input shape with batch (default 1,3,224,224; a .pt2: its own; "
+                        "path/model.py:ClassName: required)")
     p.add_argument("--seed", type=_non_negative, default=0, help="seed of the random initialisation")
     p.add_argument("--flat", action="store_true",
                    help="keep every layer in one flat graph (default: each container module, such as a "
                         "ResNet's layer1.0, becomes a block)")
+    p.add_argument("--trust", action="store_true",
+                   help="path/model.py:ClassName: run the file's code to build the model (refused without it); "
+                        "a .nsproj: run the user code its model uses")
+    p.add_argument("--args", default=None, metavar="JSON",
+                   help='path/model.py:ClassName: the constructor\'s keyword arguments as a JSON object, e.g. '
+                        '\'{"width": 16}\' (default: built with no arguments)')
     p.set_defaults(func=cmd_import)
 
     from netstudio.cli.experiments import add_commands

@@ -53,11 +53,21 @@ def safe_streams() -> None:
                 pass
 
 
-def load(path: str | os.PathLike[str]) -> Any:
-    """The project at ``path``; data paths relative to the project file are resolved by loading it."""
-    from netstudio.project.io import load_project
+TRUST_HELP = ("run the Python code of the user's file(s) the project's model uses (imported from "
+              "path/model.py:Class); without it such a project is refused")
 
-    return load_project(path)
+
+def load(path: str | os.PathLike[str], trust: bool = False) -> Any:
+    """The project at ``path``; data paths relative to the project file are resolved by loading it.
+
+    A project whose model runs code from a user's Python file is refused unless ``trust`` (``--trust``),
+    with a message naming the file and its sha256 (netstudio/project/trust.py)."""
+    from netstudio.project.io import load_project
+    from netstudio.project.trust import require
+
+    project = load_project(path)
+    require(project, trust, f"opening {os.path.basename(str(path))}")
+    return project
 
 
 class Progress:

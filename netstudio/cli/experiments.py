@@ -30,7 +30,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     from netstudio.training import job as training_job
     from netstudio.training.lrfind import lr_find
 
-    project = load(args.project)
+    project = load(args.project, getattr(args, "trust", False))
     overrides = {"batch_size": args.batch_size, "seed": args.seed, "device": args.device, **control_overrides(args)}
     try:
         config = training_job.configure(project.training, overrides)
@@ -100,6 +100,8 @@ def add_commands(sub: Any, positive: Any, non_negative: Any) -> None:
     p.add_argument("--seed", type=non_negative, default=None)
     add_control_args(p)
     p.add_argument("--json", action="store_true", help="print the curve and the suggestion as one JSON object")
+    p.add_argument("--trust", action="store_true", help="run the Python code of the user's file(s) the project's "
+                                                        "model uses; without it such a project is refused")
     p.set_defaults(func=cmd_lr_find)
 
     p = sub.add_parser("runs", help="list the runs recorded beside a project (PROJECT.runs/)")

@@ -149,6 +149,7 @@ def rank_parser() -> "Any":
     p.add_argument("--no-preprocess", action="store_true")
     p.add_argument("--no-record", action="store_true")
     p.add_argument("--fresh-weights", action="store_true")
+    p.add_argument("--trust", action="store_true", help="run the user code the project's model uses")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S)
     from netstudio.cli.console import add_control_args
 
@@ -185,7 +186,7 @@ def run_rank(argv: Sequence[str] | None = None) -> int:
     ctx: DistContext | None = None
     try:
         ctx = init_distributed(args.device, args.timeout)
-        project = console.load(args.project)
+        project = console.load(args.project, args.trust)
         overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "threads": args.threads,
                      "stats_every": args.stats_every, **console.control_overrides(args)}
         # the launcher checked the memory for all ranks together; seed, plan and data as in every other run

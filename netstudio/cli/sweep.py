@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from netstudio.cli.console import EXIT_ERROR, EXIT_OK, CliError, add_control_args, control_overrides, err, \
-    format_error, load
+    format_error, load, TRUST_HELP
 
 EXAMPLE = ('netstudio sweep P --trials 20 --param "optimizer.lr=log(1e-4,1e-1)" '
            '--param "fc1.out_features=int(32,256)" --epochs 5')
@@ -79,7 +79,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from netstudio.training import job as training_job
 
     require_optuna()  # before anything is loaded: the one line that says how to install it
-    project = load(args.project)
+    project = load(args.project, args.trust)
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "device": args.device,
                  "threads": args.threads, "stats_every": args.stats_every, **control_overrides(args)}
     try:
@@ -185,6 +185,7 @@ def add_command(sub: Any, positive: Any, non_negative: Any) -> None:
                    help="every trial starts from fresh weights, not from the weights file beside the project "
                         "(an imported model's)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object on the last line")
+    p.add_argument("--trust", action="store_true", help=TRUST_HELP)
     g = p.add_argument_group("training settings of every trial (default: the project's)")
     g.add_argument("--epochs", type=positive, default=None)
     g.add_argument("--batch-size", type=positive, default=None)

@@ -200,13 +200,15 @@ class ShapeChecker:
         key = (nid, node.name, node.type_id, freeze(node.params), _freeze_inputs(inputs), batch_size,
                freeze(extra))
         # Dataset nodes are not memoised here: their shapes depend on files on disk
-        # (CSV, image folders); netstudio.data.describe caches by file stamp itself.
-        hit = None if nt.category == Category.DATA else self._cache.get(key)
+        # (CSV, image folders); netstudio.data.describe caches by file stamp itself. Nor are nodes whose
+        # validity depends on a file's content and the user's trust (``reads_files``: a user module).
+        uncached = nt.category == Category.DATA or getattr(nt, "reads_files", False)
+        hit = None if uncached else self._cache.get(key)
         if hit is not None:
             self.hits += 1
             res, err = hit
         else:
-            if nt.category != Category.DATA:
+            if not uncached:
                 self.misses += 1
             ctx = InferContext(nid, node.name, nt.title, dict(node.params), inputs, batch_size, dict(extra))
             res, err = None, None

@@ -180,6 +180,9 @@ def export_pt(model: Any, path: PathLike, inp: "ExportInput | None" = None, quan
     gm: nn.Module = _exported(model, inp)
     if quantize is not None:
         gm = quantize_dynamic(gm, quantize)
+    from netstudio.nodes.usercode import bind_for_pickle
+
+    bind_for_pickle(gm)  # classes from a user's file are pickled by reference: model.Swish (userfile.py)
     return _atomic_write(path, torch_writer(gm), "Model")
 
 
@@ -568,8 +571,26 @@ ARG_EXTRACTORS: dict[type[nn.Module], Callable[[Any], dict[str, Any]]] = {
 }
 
 
+def _user_constructor(m: nn.Module) -> str | None:
+    """``_user_model.Swish(beta=1.5)`` for an instance of a class from the user's file (None for others)."""
+    from netstudio.nodes.usercode import origin_of
+
+    if origin_of(type(m)) is None:
+        return None
+    parts = []
+    for k, v in _signature_args(m).items():
+        lit = _literal(v)
+        if lit is None:
+            raise ExportError(f"Cannot write the {k!r} argument of {type(m).__qualname__} ({v!r}) as Python source")
+        parts.append(f"{k}={lit}")
+    return f"_user_{type(m).__module__}.{type(m).__qualname__}({', '.join(parts)})"
+
+
 def module_constructor(m: nn.Module) -> str:
     """``nn.Linear(in_features=4, out_features=2, bias=True)`` for a built-in module instance."""
+    user = _user_constructor(m)  # a class from the user's own file: built from the module the .py loads
+    if user is not None:
+        return user
     cls = type(m)
     prefix = "nn"
     if cls.__module__.startswith("torchvision.ops"):  # an imported model's opaque torchvision layer
@@ -618,13 +639,14 @@ def _import_lines(src: str, globals_: Mapping[str, Any]) -> list[str]:
 
 
 def model_source(model: Any, *, weights_file: str | None = None, title: str = "NetStudio model",
-                 inp: "ExportInput | None" = None) -> str:
+                 inp: "ExportInput | None" = None, here: Path | None = None) -> str:
     """The text of a standalone ``.py`` that rebuilds ``model`` with plain PyTorch.
 
     With ``inp`` the model starts with ``self.preprocess = Preprocess()`` (the
     dataset's preprocessing, written as a class in the file) and the file holds the
     metadata as the literal ``METADATA``. Every string from the project (title,
-    names, columns) is written as a Python literal, never into a comment.
+    names, columns) is written as a Python literal, never into a comment. A model with classes from the
+    user's own file loads that file by its path relative to ``here`` (the .py's folder; see userfile.py).
     """
     gm = _exported(model, inp) if inp is not None else _graph_module(model)
     code = gm.graph.python_code(root_module="self")
@@ -696,6 +718,7 @@ def model_source(model: Any, *, weights_file: str | None = None, title: str = "N
         "PROJECT = " + repr(title),
         f"WEIGHTS_FILE = {weights_default}  # relative to this file",
         *meta_lines,
+        *_user_source(gm, here),
         "",
         "",
         *([*pre_lines, "", ""] if pre_lines else []),
@@ -722,6 +745,12 @@ def model_source(model: Any, *, weights_file: str | None = None, title: str = "N
     ]
     text = "\n".join(lines).replace("\n\n\n\n", "\n\n\n") + example
     return text.rstrip("\n") + "\n"
+
+
+def _user_source(gm: fx.GraphModule, here: Path | None) -> list[str]:
+    from netstudio.project.userfile import source_lines
+
+    return source_lines(gm, here)
 
 
 def _processing_names(gm: fx.GraphModule, model: Any, inp: "ExportInput | None") -> set[str]:
@@ -784,12 +813,12 @@ def _block_source(attr: str, gm: fx.GraphModule, classes: set[str], out: list[st
     return cls_name, imports
 
 
-def _check_source(text: str, gm: fx.GraphModule, x: torch.Tensor | None, processing: Collection[str] = ()
-                  ) -> None:
+def _check_source(text: str, gm: fx.GraphModule, x: torch.Tensor | None, processing: Collection[str] = (),
+                  file: Path | None = None) -> None:
     """Rebuild the model from the generated text and compare with the original; refuse a wrong file."""
     try:
         ast.parse(text)
-        ns: dict[str, Any] = {"__name__": "netstudio_export_check", "__file__": "<export>"}
+        ns: dict[str, Any] = {"__name__": "netstudio_export_check", "__file__": str(file or "<export>")}
         exec(compile(text, "<exported model>", "exec"), ns)
         rebuilt = ns["Model"]()
     except ExportError:
@@ -867,14 +896,14 @@ def export_py(model: Any, path: PathLike, *, weights: PathLike | bool | None = T
         if wp.resolve() == p.resolve():
             raise ExportError("The weights file must differ from the .py file")
         weights_rel = os.path.relpath(wp.resolve(), p.resolve().parent).replace(os.sep, "/")
-    text = model_source(model, weights_file=weights_rel, title=title, inp=inp)
+    text = model_source(model, weights_file=weights_rel, title=title, inp=inp, here=p.resolve().parent)
     if inp is not None and (inp.spec is not None or example_input is None):
         x: torch.Tensor | None = inp.example(batch=3)
     elif example_input is not None:
         x = _example(example_input, model)
     else:
         x = example_input_for(model, batch=3) if _input_info(model) is not None else None
-    _check_source(text, gm, x, _processing_names(gm, model, inp))
+    _check_source(text, gm, x, _processing_names(gm, model, inp), file=p.resolve())
     # weights and .py land together or not at all: a failed .py removes the weights file it wrote
     weights_new = weights is not None and not Path(weights).exists()
     folders = _missing_folders(p.parent) + (_missing_folders(Path(weights).parent) if weights is not None else [])

@@ -195,14 +195,17 @@ def _ctor_arguments(m: nn.Module) -> dict[str, Any]:
 
 
 class _Tracer(fx.Tracer):
-    def __init__(self, mapping: _Mapping) -> None:
+    def __init__(self, mapping: _Mapping, user: Any = None) -> None:
         super().__init__()
         self.mapping = mapping
+        self.user = user  # a userfile.UserFile: its leaf classes stay one node each
         self.stack: list[str] = []
         self.failed_in: str | None = None
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if self.mapping.module_type(m) is not None:
+            return True
+        if self.user is not None and self.user.is_leaf(m):
             return True
         if next(m.children(), None) is None and is_allowed(_public_name(type(m))):
             return True  # torchvision's StochasticDepth...: one opaque node
@@ -222,10 +225,10 @@ class _Tracer(fx.Tracer):
             self.stack.pop()
 
 
-def trace(model: nn.Module, mapping: _Mapping | None = None) -> fx.GraphModule:
+def trace(model: nn.Module, mapping: _Mapping | None = None, user: Any = None) -> fx.GraphModule:
     """The model as an fx GraphModule under the import's leaf policy; a clear error naming the
     module where symbolic tracing fails (data-dependent control flow)."""
-    tracer = _Tracer(mapping or _Mapping())
+    tracer = _Tracer(mapping or _Mapping(), user)
     try:
         graph = tracer.trace(model)
     except Exception as e:  # fx raises TraceError, TypeError, RuntimeError... from user code
@@ -267,9 +270,10 @@ def _dtype(meta: Any) -> str:
 
 
 class _Builder:
-    def __init__(self, gm: fx.GraphModule, mapping: _Mapping) -> None:
+    def __init__(self, gm: fx.GraphModule, mapping: _Mapping, user: Any = None) -> None:
         self.gm = gm
         self.mapping = mapping
+        self.user = user
         self.graph = Graph(CATALOG)
         self.values: dict[fx.Node, tuple[str, str]] = {}   # fx value -> (node id, port)
         self.weights: dict[str, nn.Module] = {}            # node id -> the module whose weights it takes
@@ -352,8 +356,9 @@ class _Builder:
         self._opaque_module(n, m, name)
 
     def _opaque_module(self, n: fx.Node, m: nn.Module, name: str) -> None:
-        qual = _public_name(type(m))
-        if not is_allowed(qual):
+        user = self.user.reference(m) if self.user is not None else None  # a class of the user's file (userfile.py)
+        qual = _public_name(type(m)) if user is None else user["qualname"]
+        if user is None and not is_allowed(qual):
             raise ImportModelError(f"module '{n.target}' ({qual}): {not_allowed_message(qual)}",
                                    hint="only torch and torchvision modules can be kept as opaque nodes")
         if len(n.args) != 1 or n.kwargs or not _is_tensor(n.args[0]):
@@ -371,10 +376,12 @@ class _Builder:
                                    "arguments (it was changed after construction)",
                                    hint="a catalog node for this module is needed")
         params = {"module": qual, "arguments": json.dumps(args, sort_keys=True), **self._opaque_shapes(n, n.args[0])}
-        nid = self._add("layer.torch_module", params, name)
+        if user is not None:  # file, sha256, qualname instead of an allow-listed name
+            params = {**user, **{k: v for k, v in params.items() if k != "module"}}
+        nid = self._add("layer.torch_module" if user is None else "layer.user_module", params, name)
         self._wire(nid, {"input": n.args[0]}, name)
         self.weights[nid] = m
-        self.opaque.append(f"{self.graph.nodes[nid].name}: {qual}")
+        self.opaque.append(f"{self.graph.nodes[nid].name}: {qual if user is None else self.user.label(m)}")
         self.values[n] = (nid, "output")
 
     def call_function(self, n: fx.Node) -> None:
@@ -507,17 +514,18 @@ def _make_blocks(graph: Graph, owner: Mapping[str, str]) -> dict[str, str]:
 
 
 def import_module(model: nn.Module, example: torch.Tensor, *, name: str = "Imported model",
-                  training_head: bool = True, blocks: bool = False) -> ImportResult:
+                  training_head: bool = True, blocks: bool = False, user: Any = None) -> ImportResult:
     """Import ``model`` (in eval mode) traced on ``example`` (with batch dimension). ``blocks``: each
-    container module (a ResNet's ``layer1.0``) becomes one block node instead of flattened layers."""
+    container module (a ResNet's ``layer1.0``) becomes one block node instead of flattened layers.
+    ``user``: the ``userfile.UserFile`` a model from the user's Python file was loaded from."""
     from netstudio.compiler.build import compile_model
 
     model.eval()
     mapping = _Mapping()
-    gm = trace(model, mapping)
+    gm = trace(model, mapping, user)
     with torch.no_grad():
         ShapeProp(gm).propagate(example)
-    b = _Builder(gm, mapping)
+    b = _Builder(gm, mapping, user)
     out_id = b.build()
     graph = b.graph
     out_info = next(n for n in gm.graph.nodes if n.op == "output").args[0].meta["tensor_meta"]
@@ -599,9 +607,20 @@ def _parse_shape(text: str | Sequence[int] | None) -> list[int] | None:
 
 
 def import_spec(spec: str, *, input_shape: str | Sequence[int] | None = None, weights: str | Path | None = None,
-                seed: int = 0, blocks: bool = False) -> ImportResult:
-    """Import ``torchvision:NAME`` or a ``.pt2`` file (see module docstring)."""
+                seed: int = 0, blocks: bool = False, trust: bool = False, args: str | None = None) -> ImportResult:
+    """Import ``torchvision:NAME``, a ``.pt2`` file (see module docstring) or ``path/model.py:ClassName``
+    (netstudio/project/userfile.py: runs the file, so only with ``trust``; ``args``: its JSON kwargs)."""
     shape = _parse_shape(input_shape)
+    from netstudio.project import userfile
+
+    if userfile.is_user_spec(spec):
+        user_model, user, example = userfile.prepare(spec, input_shape=shape, seed=seed, trust=trust, args=args)
+        if weights is not None:
+            try:
+                user_model.load_state_dict(read_state_dict(weights))
+            except RuntimeError as e:
+                raise ImportModelError(f"{Path(weights).name} does not fit {spec}: {str(e).splitlines()[0]}") from None
+        return import_module(user_model, example, name=type(user_model).__name__, blocks=blocks, user=user)
     if spec.startswith("torchvision:"):
         name = spec.split(":", 1)[1]
         model = torchvision_model(name, seed=seed, weights=weights)
@@ -616,7 +635,8 @@ def import_spec(spec: str, *, input_shape: str | Sequence[int] | None = None, we
             module.load_state_dict(read_state_dict(weights))
         return import_module(module, example, name=path.stem, blocks=blocks)
     raise ImportModelError(f"{spec!r} is not an import source NetStudio knows",
-                           hint="use torchvision:NAME (e.g. torchvision:resnet18) or a .pt2 file from torch.export")
+                           hint="use torchvision:NAME (e.g. torchvision:resnet18), a .pt2 file from torch.export "
+                                "or path/model.py:ClassName")
 
 
 def _pt2_module(path: Path, shape: list[int] | None) -> tuple[nn.Module, torch.Tensor]:
@@ -646,7 +666,8 @@ def _pt2_module(path: Path, shape: list[int] | None) -> tuple[nn.Module, torch.T
 
 def import_to_files(spec: str, out: str | Path, *, weights_out: str | Path | None = None,
                     input_shape: str | Sequence[int] | None = None, weights: str | Path | None = None,
-                    seed: int = 0, blocks: bool = False) -> tuple[ImportResult, Path, Path]:
+                    seed: int = 0, blocks: bool = False, trust: bool = False,
+                    args: str | None = None) -> tuple[ImportResult, Path, Path]:
     """Import ``spec`` and write the project to ``out`` and its weights (a NetStudio weights file, safe to
     load, for ``netstudio export --weights``) to ``weights_out`` (default: ``out`` with ``.pt``).
     Returns (result, project path, weights path). Refuses to overwrite an input file."""
@@ -658,13 +679,16 @@ def import_to_files(spec: str, out: str | Path, *, weights_out: str | Path | Non
     if not out.suffix:
         out = out.with_suffix(".nsproj")
     w_out = Path(weights_out) if weights_out is not None else out.with_suffix(".pt")
-    inputs = [Path(p).resolve() for p in (spec, weights) if p and Path(p).exists()]
+    from netstudio.project.userfile import spec_file
+
+    inputs = [Path(p).resolve() for p in (spec_file(spec) or spec, weights) if p and Path(p).exists()]
     for t in (out, w_out):
         if t.resolve() in inputs:
             raise ImportModelError(f"refusing to overwrite the input file {t}", hint="choose another output name")
     if out.resolve() == w_out.resolve():
         raise ImportModelError("the project and its weights would be the same file", hint="choose another name")
-    result = import_spec(spec, input_shape=input_shape, weights=weights, seed=seed, blocks=blocks)
+    result = import_spec(spec, input_shape=input_shape, weights=weights, seed=seed, blocks=blocks, trust=trust,
+                         args=args)
     project = result.project
     compiled = compile_model(project.graph, project.training.batch_size)
     compiled.module.load_state_dict(result.state_dict)

@@ -399,6 +399,10 @@ def _worker_main(conn: Any, spec_dict: dict[str, Any], stop: Any) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     spec_dict = dict(spec_dict)
+    from netstudio.nodes import usercode
+
+    for path, sha in spec_dict.pop("trusted_files", []):
+        usercode.allow(path, sha)
     spec_dict["config"] = TrainConfig.from_dict(spec_dict["config"])
     spec = SweepSpec(**spec_dict)
     from netstudio.graph.model import Graph
@@ -438,11 +442,17 @@ def _run_parallel(spec: SweepSpec, targets: Sequence[Target], sweep_id: str, stu
 
         config = TrainConfig.from_dict({**config.to_dict(), "threads": max(1, cpu_cores() // spec.jobs)})
     devices = _worker_devices(config, spec.jobs)
+    # a user's file this process was allowed to run (--trust, or trusted in the app) is allowed in the workers
+    from netstudio.graph.model import Graph
+    from netstudio.nodes import usercode
+    from netstudio.nodes.user_module import references
+
+    trusted = [ref for ref in references(Graph.from_dict(spec.graph_dict)) if usercode.is_allowed(*ref)]
     workers: list[dict[str, Any]] = []
     try:
         for i in range(spec.jobs):
             cfg = TrainConfig.from_dict({**config.to_dict(), "device": devices[i]})
-            payload = {**asdict(spec), "config": cfg.to_dict()}
+            payload = {**asdict(spec), "config": cfg.to_dict(), "trusted_files": trusted}
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_worker_main, args=(child, payload, shared_stop), daemon=True,
                                name=f"netstudio-sweep-{i}")

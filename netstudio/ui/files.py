@@ -55,6 +55,7 @@ class ProjectFiles:
         def ask_import_request(self) -> Any: ...
         def ask_save_path(self) -> str | None: ...
         def ask_restore_recovery(self, info: RecoveryInfo) -> bool | None: ...
+        def ask_trust_code(self, title: str, text: str) -> bool: ...
         def frame_all_later(self) -> None: ...
         def _update_title(self) -> None: ...
         def open_in_new_window(self, path: str | Path | None = None) -> Any: ...
@@ -101,6 +102,8 @@ class ProjectFiles:
         request = self.ask_import_request()
         if request is None:
             return
+        if not self._confirm_user_code(request):
+            return
         from netstudio.ui.importing import ImportWorker
         from netstudio.ui.training.worker import WorkerThread
 
@@ -124,6 +127,51 @@ class ProjectFiles:
             self.status(f"Imported {Path(outcome['path']).name}; weights in {Path(outcome['weights']).name}"
                         + (f"; {kept} opaque node{'s' if kept != 1 else ''}" if kept else ""), 0)
 
+    def _confirm_user_code(self, request: Any) -> bool:
+        """A SPEC ``path/model.py:Class`` runs the file: ask first (naming the file and its sha256); yes
+        trusts that content from now on (opening the imported project does not ask again)."""
+        from netstudio.nodes import usercode
+        from netstudio.project import trust, userfile
+
+        file = userfile.spec_file(request.spec)
+        if file is None:
+            return True
+        sha = usercode.file_sha256(file)
+        if sha is None:
+            return True  # the import says the file is missing
+        if not self.ask_trust_code("Run this Python file?", userfile.trust_prompt(file, sha) + "\n\nImport it?"):
+            self.status("Import cancelled: the file was not run")
+            return False
+        try:
+            trust.remember(file, sha)
+        except NetStudioError as e:
+            log.warning("%s", e)
+            usercode.allow(file, sha)  # for this session at least
+        request.trust = True
+        return True
+
+    def _trust_user_code(self, project: Project) -> tuple[list[str], bool]:
+        """Ask about each user Python file the project's model runs and that was not trusted before (as it is
+        now). Returns (the names of the files left untrusted, whether trusting a changed file updated the
+        project). An untrusted file's nodes stay unavailable: nothing of it runs."""
+        from netstudio.project import trust
+
+        declined, repinned = [], False
+        for r in trust.apply_remembered(project.graph):
+            if not self.ask_trust_code("Trust this code?", r.question()):
+                declined.append(Path(r.file).name)
+                continue
+            assert r.current is not None
+            try:
+                trust.remember(r.file, r.current)
+            except NetStudioError as e:
+                log.warning("%s", e)
+            if r.changed:  # the project now records the content the user reviewed
+                for g, nid, params in trust.repin_changes(project.graph, r):
+                    g.set_param(nid, "sha256", params["sha256"])
+                repinned = True
+        return declined, repinned
+
     def open_file(self, path: str | Path, *, remember: bool = True, as_copy: bool = False) -> bool:
         """Load a project; on error show it and keep the current project.
 
@@ -140,16 +188,22 @@ class ProjectFiles:
             log.exception("open failed")
             self.show_error("Cannot open project", f"{Path(path).name}: {e}")
             return False
+        declined, repinned = self._trust_user_code(project)
         self._discard_recovery()  # this window's backup of the work the user just let go
         if as_copy:
             project.path = None
         self.recovery.set_base(project.path, based_on=str(path) if as_copy else None)
         weights = project.weights_path()
-        self._doc.replace_project(project)
+        self._doc.replace_project(project, modified=repinned)
         if remember and not as_copy:
             self.add_recent(project.path)
         self.frame_all_later()
-        self.status(f"Opened {Path(path).name}" + (self._load_weights(project, weights) if weights else ""))
+        if declined:  # the model cannot be built, so neither can its weights be held
+            held = f", weights {weights.name} not loaded" if weights else ""
+            self.status(f"Opened {Path(path).name}; not trusted, so not run: {', '.join(declined)} (the nodes "
+                        f"using it are unavailable{held})")
+        else:
+            self.status(f"Opened {Path(path).name}" + (self._load_weights(project, weights) if weights else ""))
         return True
 
     def _load_weights(self, project: Project, path: Path) -> str:

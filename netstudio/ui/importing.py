@@ -24,6 +24,10 @@ class ImportRequest:
     weights: str | None = None
     #: every layer in one flat graph instead of one block per container module (``netstudio import --flat``)
     flat: bool = False
+    #: path/model.py:Class: the user confirmed that the file's code may run (the window asks, naming its sha256)
+    trust: bool = False
+    #: path/model.py:Class: the constructor's keyword arguments as a JSON object ("" / None: none)
+    args: str | None = None
 
 
 class ImportWorker(_ThreadedWorker):
@@ -38,23 +42,29 @@ class ImportWorker(_ThreadedWorker):
 
         r = self.request
         result, out, w_out = import_to_files(r.spec, r.out, input_shape=r.input_shape or None,
-                                             weights=r.weights or None, blocks=not r.flat)
+                                             weights=r.weights or None, blocks=not r.flat, trust=r.trust,
+                                             args=r.args or None)
         return {"status": "ok", "path": str(out), "weights": str(w_out), "opaque": list(result.opaque),
                 "diff": result.max_abs_diff}
 
 
 class ImportDialog(QDialog):
-    """SPEC (torchvision:NAME or a .pt2 file), optional input shape and local weights, and where to save."""
+    """SPEC (torchvision:NAME, a .pt2 file or path/model.py:Class), optional input shape and local weights, and
+    where to save."""
 
     def __init__(self, parent: QWidget | None = None, default_dir: str = "") -> None:
         super().__init__(parent)
         self.setWindowTitle("Import model")
         self.default_dir = default_dir
         form = QFormLayout(self)
-        form.addRow(QLabel("A torchvision architecture (random weights, nothing is downloaded) or a model saved "
-                           "with torch.export (.pt2). Its code is not run: layers are referenced by name."))
+        note = QLabel("A torchvision architecture (random weights, nothing is downloaded) or a model saved "
+                      "with torch.export (.pt2): its code is not run, layers are referenced by name.\n"
+                      "Or a class in your own Python file (path/model.py:ClassName): importing RUNS that file's "
+                      "code, so you are asked first.")
+        note.setWordWrap(True)
+        form.addRow(note)
         self.spec = QLineEdit()
-        self.spec.setPlaceholderText("torchvision:resnet18 or path/to/model.pt2")
+        self.spec.setPlaceholderText("torchvision:resnet18, path/to/model.pt2 or path/to/model.py:ClassName")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse_pt2)
         row = QHBoxLayout()
@@ -62,8 +72,11 @@ class ImportDialog(QDialog):
         row.addWidget(browse)
         form.addRow("Model", row)
         self.shape = QLineEdit()
-        self.shape.setPlaceholderText("1,3,224,224 (a .pt2: its own)")
+        self.shape.setPlaceholderText("1,3,224,224 (a .pt2: its own; a .py class: required)")
         form.addRow("Input shape", self.shape)
+        self.args = QLineEdit()
+        self.args.setPlaceholderText('a .py class: constructor arguments as JSON, e.g. {"width": 16} (default none)')
+        form.addRow("Arguments", self.args)
         self.weights = QLineEdit()
         self.weights.setPlaceholderText("optional: a local state_dict (.pth), loaded safely")
         form.addRow("Weights", self.weights)
@@ -84,10 +97,10 @@ class ImportDialog(QDialog):
         form.addRow(buttons)
 
     def _browse_pt2(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Import a torch.export program", self.default_dir,
-                                              "torch.export program (*.pt2)")
+        path, _ = QFileDialog.getOpenFileName(self, "Import a model", self.default_dir,
+                                              "torch.export program (*.pt2);;Python file (*.py)")
         if path:
-            self.spec.setText(path)
+            self.spec.setText(path + (":" if path.endswith(".py") else ""))  # then the class name
 
     def _browse_out(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save the imported project", self.default_dir,
@@ -102,4 +115,4 @@ class ImportDialog(QDialog):
         if not Path(out).suffix:
             out += ".nsproj"
         return ImportRequest(spec, out, self.shape.text().strip() or None, self.weights.text().strip() or None,
-                             self.flat.isChecked())
+                             self.flat.isChecked(), args=self.args.text().strip() or None)

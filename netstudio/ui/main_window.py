@@ -286,6 +286,15 @@ class MainWindow(ProjectFiles, QMainWindow):
         box.exec()
         return box.clickedButton() is quit_button
 
+    def ask_trust_code(self, title: str, text: str) -> bool:
+        """Run code from a user's Python file? Like an editor's "trust this workspace"; default: no."""
+        box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Cancel, self)
+        trust = box.addButton("Trust and Run", QMessageBox.ButtonRole.AcceptRole)
+        box.button(QMessageBox.StandardButton.Cancel).setText("Don't Run")
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        return box.clickedButton() is trust
+
     def ask_open_path(self) -> str | None:
         path, _ = QFileDialog.getOpenFileName(self, "Open project", self._dialog_dir(),
                                               f"NetStudio projects (*{SUFFIX});;All files (*)")

@@ -127,3 +127,26 @@ def test_train_in_the_app_starts_from_the_weights_beside_the_project(make_window
     assert any("starting from the weights beside the project: loaded" in p for p in phases), phases
     trained = dock.trained.model.get_submodule(window.document.graph.nodes[fc1].name)
     assert torch.allclose(trained.weight, torch.full_like(trained.weight, 0.25), atol=1e-4)
+
+
+def test_nodes_inside_an_open_frozen_block_are_drawn_frozen(window: Any, qtbot: Any) -> None:
+    doc = window.document
+    ids, bid = mlp_with_block(window)
+    fc1 = ids["fc1"]
+    doc.enter_block(bid)
+    plain = _card_image(window, fc1)
+    assert not window.scene.node_items[fc1].frozen
+    doc.leave_to(0)
+    window.scene.select_nodes([bid])
+    window.set_trainable(False)
+    doc.enter_block(bid)  # double-click: the frozen block's inside
+    inner = [window.scene.node_items[n] for n in (fc1, ids["relu"])]
+    assert all(item.frozen for item in inner)
+    assert "frozen" in inner[0].toolTip()
+    assert _card_image(window, fc1) != plain  # the hatched ❄ card
+    assert doc.graph.nodes[bid].inner.nodes[fc1].trainable  # the inner node's own flag is unchanged
+    doc.undo_stack.undo()  # unfreezing the block while it is open redraws its nodes
+    assert doc.path == [bid] and not any(item.frozen for item in inner)
+    assert _card_image(window, fc1) == plain
+    doc.undo_stack.redo()
+    assert all(item.frozen for item in inner)

@@ -31,6 +31,13 @@ from netstudio.ui.paramcount import ParamCounter
 log = logging.getLogger(__name__)
 
 
+def _innermost(ev: GraphEvent) -> GraphEvent:
+    """The event inside the BLOCK_CHANGED events that carry an edit made inside blocks."""
+    while ev.kind == EventKind.BLOCK_CHANGED and isinstance(ev.new, GraphEvent):
+        ev = ev.new
+    return ev
+
+
 def edge_label_text(analysis: Analysis | None, edge: Edge) -> str:
     """The shape shown on an edge, e.g. ``64×1×28×28`` (empty for loss/optimizer links)."""
     if analysis is None:
@@ -139,6 +146,8 @@ class NodeScene(QGraphicsScene):
         # events come from the project's graph; inside a block, follow the ones of the open block
         inner = self.doc.current_event(ev)
         if inner is None:
+            if self.doc.path and _innermost(ev).kind == EventKind.TRAINABLE_CHANGED:
+                self._refresh_frozen()  # an open block (or one around it) was frozen or unfrozen
             return
         ev = inner
         graph = self.doc.current
@@ -167,7 +176,7 @@ class NodeScene(QGraphicsScene):
         elif k == "node_renamed" and ev.node_id in self.node_items:
             self.node_items[ev.node_id].set_name(graph.nodes[ev.node_id].name)
         elif k == EventKind.TRAINABLE_CHANGED and ev.node_id in self.node_items:
-            self.node_items[ev.node_id].set_frozen(not graph.nodes[ev.node_id].trainable)
+            self.node_items[ev.node_id].set_frozen(not graph.nodes[ev.node_id].trainable or self._in_frozen_block())
         elif k == "reset":
             QTimer.singleShot(0, self.rebuild)
 
@@ -193,7 +202,7 @@ class NodeScene(QGraphicsScene):
         graph = self.doc.current
         node = graph.nodes[nid]
         item = NodeItem(nid, graph.node_type(node), node.name, node.params)
-        item.set_frozen(not node.trainable)
+        item.set_frozen(not node.trainable or self._in_frozen_block())
         item.setFlag(item.GraphicsItemFlag.ItemIsMovable, not self.locked)
         self.node_items[nid] = item
         self._node_edges.setdefault(nid, set())
@@ -201,6 +210,23 @@ class NodeScene(QGraphicsScene):
         self._store_rect(item)
         self.addItem(item)
         return item
+
+    def _in_frozen_block(self) -> bool:
+        """True inside an open block that is frozen (or lies in a frozen one): all its nodes are frozen."""
+        g = self.doc.graph
+        for bid in self.doc.path:
+            node = g.nodes[bid]
+            if not node.trainable:
+                return True
+            assert node.inner is not None
+            g = node.inner
+        return False
+
+    def _refresh_frozen(self) -> None:
+        around = self._in_frozen_block()
+        graph = self.doc.current
+        for nid, item in self.node_items.items():
+            item.set_frozen(around or not graph.nodes[nid].trainable)
 
     def _store_rect(self, item: NodeItem) -> None:
         p = item.pos()
