@@ -85,6 +85,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             for nid, attr in compiled.module_names.items():
                 if "/" not in nid:  # a node inside a block ("block/inner") is counted in its block
                     counts[nid] = _count_params(compiled.module.get_submodule(attr))
+            for nid, attr in compiled.parameter_names.items():
+                if "/" not in nid:
+                    counts[nid] = compiled.module.get_parameter(attr).numel()
         except CompileError as e:
             problems.append(Problem.from_error(e))
         est = memory.estimate(graph, an)

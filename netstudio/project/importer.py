@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import operator
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,8 @@ from torch.fx.passes.shape_prop import ShapeProp
 from netstudio.errors import NetStudioError
 from netstudio.graph.model import Graph, sanitize_name
 from netstudio.nodes import CATALOG, LayerType, NodeType
-from netstudio.nodes.torch_ops import INPUT_KEY, is_allowed, not_allowed_message
+from netstudio.nodes.base import DimOf
+from netstudio.nodes.torch_ops import INPUT_KEY, SIZE_KEY, is_allowed, not_allowed_message
 from netstudio.project.io import Project
 from netstudio.training.checkpoints import WeightsReport, load_weights_onto  # noqa: F401 (re-exported)
 
@@ -245,6 +247,34 @@ def trace(model: nn.Module, mapping: _Mapping | None = None) -> fx.GraphModule:
 # ----------------------------------------------------------------------------
 
 
+def _dim_ref(v: Any) -> DimOf | None:
+    """``t.shape[d]``, ``t.size(d)`` or ``t.size()[d]`` of a traced tensor ``t`` as ``DimOf(t, d)``."""
+    if not isinstance(v, fx.Node):
+        return None
+    if v.op == "call_method" and v.target == "size" and len(v.args) == 2 and isinstance(v.args[1], int):
+        t, d = v.args
+    elif v.op == "call_function" and v.target is operator.getitem and isinstance(v.args[1], int) \
+            and isinstance(v.args[0], fx.Node):
+        src, d = v.args
+        if src.op == "call_function" and src.target is getattr and src.args[1:] == ("shape",):
+            t = src.args[0]
+        elif src.op == "call_method" and src.target == "size" and len(src.args) == 1:
+            t = src.args[0]
+        else:
+            return None
+    else:
+        return None
+    if not _is_tensor(t):
+        return None
+    rank = len(_tensor_meta(t).shape)
+    return DimOf(t, d % rank) if -rank <= d < rank else None
+
+
+def _with_dims(v: Any) -> Any:
+    """A call's arguments with each size read from a tensor (``x.shape[0]``) as a :class:`DimOf`."""
+    return fx.node.map_aggregate(v, lambda a: _dim_ref(a) or a)
+
+
 def _tensor_meta(n: Any) -> Any:
     return n.meta.get("tensor_meta") if isinstance(n, fx.Node) else None
 
@@ -276,6 +306,9 @@ class _Builder:
         self.opaque: list[str] = []
         self.input_id: str | None = None
         self.owner: dict[str, str] = {}                    # node id -> the container module it came from
+        self.parameters: dict[str, torch.Tensor] = {}      # Parameter node id -> the tensor it holds
+        #: a module call whose result is a tuple (attention: (output, weights)) -> (node id, {index path: port})
+        self.tuples: dict[fx.Node, tuple[str, dict[tuple[int, ...], str]]] = {}
 
     def _note_owner(self, n: fx.Node) -> None:
         """Remember the outermost container (not a plain Sequential/ModuleList) that ``n`` ran inside."""
@@ -323,6 +356,24 @@ class _Builder:
         return {"input_shape": ins, "output_shape": out[1:], "output_dtype": dtype}
 
     # -- node kinds --
+    def parameter(self, n: fx.Node) -> None:
+        """A parameter the forward uses directly (a ViT's ``class_token``): a Parameter node named after
+        its path, holding its value."""
+        target = str(n.target)
+        try:
+            value = self.gm.get_parameter(target)
+        except AttributeError:
+            raise ImportModelError(f"the model uses its buffer or constant '{target}' directly in its forward "
+                                   "(outside a layer)",
+                                   hint="only parameters (nn.Parameter) can be kept as Parameter nodes") from None
+        if value.dtype != torch.float32 or value.dim() < 1:
+            raise ImportModelError(f"the parameter '{target}' is a {value.dtype} tensor of shape "
+                                   f"{tuple(value.shape)}; Parameter nodes hold float32 tensors with dimensions")
+        nid = self._add("layer.parameter", {"shape": list(value.shape), "init": "zeros"}, target.replace(".", "_"))
+        self.graph.set_trainable(nid, value.requires_grad)
+        self.parameters[nid] = value.detach()
+        self.values[n] = (nid, "output")
+
     def placeholder(self, n: fx.Node) -> None:
         if self.input_id is not None:
             raise ImportModelError("the model takes more than one input; NetStudio graphs have one input")
@@ -336,20 +387,58 @@ class _Builder:
         m = self.gm.get_submodule(str(n.target))
         name = str(n.target).replace(".", "_")
         cls = self.mapping.module_type(m)
-        if cls is not None and isinstance(CATALOG.get(cls.type_id), LayerType) and len(n.args) == 1 \
-                and not n.kwargs and _is_tensor(n.args[0]):
+        nt = CATALOG.get(cls.type_id) if cls is not None else None
+        if cls is not None and isinstance(nt, LayerType):
             try:
+                ports = nt.from_module_call(n.args, n.kwargs, _is_tensor)
                 params = cls.params_from_module(m)
-                built = CATALOG.get(cls.type_id).build(params, {})  # type: ignore[attr-defined]
+                built = nt.build(params, {})
             except (ValueError, NetStudioError):
                 built = None
             if built is not None and same_module(built, m):
                 nid = self._add(cls.type_id, params, name)
-                self._wire(nid, {"input": n.args[0]}, name)
+                self._wire(nid, ports, name)
                 self.weights[nid] = m
-                self.values[n] = (nid, "output")
+                self._module_result(n, nid, nt, params)
                 return
         self._opaque_module(n, m, name)
+
+    def _module_result(self, n: fx.Node, nid: str, nt: LayerType, params: Mapping[str, Any]) -> None:
+        """What the call ``n`` of node ``nid`` gives: its output port, or, where the module returns a tuple
+        (the node's output ports take items of it: ``output_steps``), the ports by index path, which the
+        model's ``result[0]`` then picks (:meth:`_tuple_item`)."""
+        paths: dict[tuple[int, ...], str] = {}
+        for port, steps in nt.output_steps(params).items():
+            if not steps:
+                self.values[n] = (nid, port)
+                return
+            path = []
+            for fn, args, kwargs in steps:
+                if fn is not operator.getitem or kwargs or len(args) != 2 or not isinstance(args[1], int):
+                    break
+                path.append(args[1])
+            else:
+                paths[tuple(path)] = port
+        self.tuples[n] = (nid, paths)
+
+    def _tuple_item(self, n: fx.Node) -> bool:
+        """``result[i]`` of a module call that returned a tuple: the node's port that gives it (or a shorter
+        tuple, an LSTM's (h_n, c_n)). False when ``n`` is no such item."""
+        src = n.args[0] if n.op == "call_function" and n.target is operator.getitem and len(n.args) == 2 else None
+        if not isinstance(src, fx.Node) or src not in self.tuples or not isinstance(n.args[1], int):
+            return False
+        nid, paths = self.tuples[src]
+        i = n.args[1]
+        sub = {p[1:]: port for p, port in paths.items() if p[0] == i}
+        if () in sub:
+            self.values[n] = (nid, sub[()])
+        elif sub:
+            self.tuples[n] = (nid, sub)
+        elif n.users:
+            raise ImportModelError(f"'{n.name}'{_where(n)} uses item {i} of the result of "
+                                   f"'{self.graph.nodes[nid].name}', which its node does not give",
+                                   hint="such a result cannot be drawn as a graph yet")
+        return True
 
     def _opaque_module(self, n: fx.Node, m: nn.Module, name: str) -> None:
         qual = _public_name(type(m))
@@ -378,6 +467,8 @@ class _Builder:
         self.values[n] = (nid, "output")
 
     def call_function(self, n: fx.Node) -> None:
+        if self._tuple_item(n):
+            return
         if n.op == "call_method":
             qual = f"Tensor.{n.target}"
             cls = self.mapping.methods.get(str(n.target))
@@ -389,7 +480,8 @@ class _Builder:
         out_shape, _ = self._shapes(n)
         if cls is not None:
             try:
-                params, ports = cls.from_call(n.args, n.kwargs, _is_tensor, out_shape)
+                args, kwargs = _with_dims(n.args), _with_dims(n.kwargs)
+                params, ports = cls.from_call(args, kwargs, _is_tensor, out_shape)
             except (ValueError, NetStudioError):
                 ports = None
             if ports is not None:
@@ -406,6 +498,11 @@ class _Builder:
         tensors: list[fx.Node] = []
 
         def enc(v: Any) -> Any:
+            ref = _dim_ref(v)
+            if ref is not None:  # x.shape[0]: read when the model runs (any batch size)
+                if ref.value not in tensors:
+                    tensors.append(ref.value)
+                return {SIZE_KEY: [tensors.index(ref.value), ref.dim]}
             if isinstance(v, fx.Node):
                 if not _is_tensor(v):
                     raise ImportModelError(f"'{n.name}' ({qual}) computes with '{v.name}', a value derived from "
@@ -440,9 +537,8 @@ class _Builder:
                 self.placeholder(n)
             elif n.op == "get_attr":
                 if any(True for _ in n.users):
-                    raise ImportModelError(f"the model uses its parameter or buffer '{n.target}' directly in "
-                                           "its forward (outside a layer)",
-                                           hint="NetStudio graphs hold weights only inside layers so far")
+                    self.parameter(n)
+                    self._note_owner(n)
             elif n.op == "call_module":
                 self.call_module(n)
                 self._note_owner(n)
@@ -535,6 +631,9 @@ def import_module(model: nn.Module, example: torch.Tensor, *, name: str = "Impor
     for nid, m in b.weights.items():
         target = compiled.module.get_submodule(compiled.module_names[keys.get(nid, nid)])
         target.load_state_dict(m.state_dict(), strict=True)
+    with torch.no_grad():
+        for nid, value in b.parameters.items():
+            compiled.module.get_parameter(compiled.parameter_names[keys.get(nid, nid)]).copy_(value)
     compiled.module.eval()
     with torch.no_grad():
         want = model(example)
