@@ -251,20 +251,19 @@ def _dim_ref(v: Any) -> DimOf | None:
     """``t.shape[d]``, ``t.size(d)`` or ``t.size()[d]`` of a traced tensor ``t`` as ``DimOf(t, d)``."""
     if not isinstance(v, fx.Node):
         return None
-    if v.op == "call_method" and v.target == "size" and len(v.args) == 2 and isinstance(v.args[1], int):
-        t, d = v.args
-    elif v.op == "call_function" and v.target is operator.getitem and isinstance(v.args[1], int) \
-            and isinstance(v.args[0], fx.Node):
-        src, d = v.args
-        if src.op == "call_function" and src.target is getattr and src.args[1:] == ("shape",):
-            t = src.args[0]
-        elif src.op == "call_method" and src.target == "size" and len(src.args) == 1:
-            t = src.args[0]
-        else:
-            return None
-    else:
-        return None
-    if not _is_tensor(t):
+    args: list[Any] = list(v.args)
+    t: Any = None
+    d: Any = None
+    if v.op == "call_method" and v.target == "size" and len(args) == 2:
+        t, d = args
+    elif v.op == "call_function" and v.target is operator.getitem and isinstance(args[0], fx.Node):
+        src, d = args
+        inner: list[Any] = list(src.args)
+        if src.op == "call_function" and src.target is getattr and inner[1:] == ["shape"]:
+            t = inner[0]
+        elif src.op == "call_method" and src.target == "size" and len(inner) == 1:
+            t = inner[0]
+    if not isinstance(d, int) or isinstance(d, bool) or not _is_tensor(t):
         return None
     rank = len(_tensor_meta(t).shape)
     return DimOf(t, d % rank) if -rank <= d < rank else None
@@ -272,7 +271,10 @@ def _dim_ref(v: Any) -> DimOf | None:
 
 def _with_dims(v: Any) -> Any:
     """A call's arguments with each size read from a tensor (``x.shape[0]``) as a :class:`DimOf`."""
-    return fx.node.map_aggregate(v, lambda a: _dim_ref(a) or a)
+    def dim(a: Any) -> Any:
+        return _dim_ref(a) or a
+
+    return fx.node.map_aggregate(v, dim)
 
 
 def _tensor_meta(n: Any) -> Any:
