@@ -221,3 +221,46 @@ class UsesBuffer(nn.Module):
 def test_buffer_used_in_forward_says_so() -> None:
     with pytest.raises(ImportModelError, match="buffer or constant 'scale'"):
         import_module(UsesBuffer(), torch.randn(2, 4))
+
+
+class TwoHeads(nn.Module):
+    """Several outputs: the logits, and features that the logits are computed from (not a leaf)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(6, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = torch.relu(self.body(x))
+        return self.head(f), f
+
+
+def test_model_with_several_outputs_imports_in_its_order(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    model = TwoHeads().eval()
+    res = import_module(model, torch.randn(2, 6))
+    names = {n.name for n in res.project.graph.nodes.values()}
+    assert {"output_0", "output_1"} <= names and "loss" not in names  # no training head for two outputs
+    module = _compiled(res.project, res.state_dict)
+    x = torch.randn(5, 6)
+    with torch.no_grad():
+        got, want = module(x), model(x)
+    assert isinstance(got, tuple) and len(got) == 2
+    assert all(torch.allclose(g, w, atol=1e-6) for g, w in zip(got, want))
+    assert res.notes == []
+
+
+def test_pt2_with_several_outputs_round_trips(tmp_path: Path) -> None:
+    from netstudio.project.importer import import_spec
+
+    torch.manual_seed(3)
+    model = TwoHeads().eval()
+    path = tmp_path / "two.pt2"
+    torch.export.save(torch.export.export(model, (torch.randn(2, 6),)), path)
+    res = import_spec(str(path))
+    module = _compiled(res.project, res.state_dict)
+    x = torch.randn(2, 6)
+    with torch.no_grad():
+        got, want = module(x), model(x)
+    assert len(got) == 2 and all(torch.allclose(g, w, atol=1e-6) for g, w in zip(got, want))

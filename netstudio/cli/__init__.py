@@ -459,6 +459,8 @@ def cmd_import(args: argparse.Namespace) -> int:
               f"outputs match the model within {result.max_abs_diff:.2g})")
         for line in result.opaque:
             print(f"opaque node: {line}")
+        for line in result.notes:
+            print(f"note: {line}")
         print(f"wrote {w_out}")
         print(f"export it with: netstudio export {out} --weights {w_out} --format pt --no-preprocess")
         return EXIT_OK

@@ -234,10 +234,11 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
                 if kinds[e.src] in _MODEL_CATEGORIES and (e.src, e.src_port) not in wanted:
                     wanted.append((e.src, e.src_port))
     if not wanted:
-        # a node that feeds nothing gives its main output (an LSTM's sequence, not also its h_n)
+        # a node that feeds nothing gives its main output (an LSTM's sequence, not also its h_n), in the
+        # order the nodes were added (as a block's outputs): an imported model's output_0, output_1...
         feeding = {e.src for e in graph.edges}
-        for nid in an.order:
-            if kinds[nid] in _MODEL_CATEGORIES and nid not in feeding:
+        for nid in graph.nodes:
+            if nid in kinds and kinds[nid] in _MODEL_CATEGORIES and nid not in feeding:
                 nt = graph.node_type(nid)
                 wanted.extend((nid, p.name) for p in nt.outputs[:1])
     if not wanted:

@@ -61,6 +61,8 @@ class ImportResult:
     #: largest absolute difference between the model's and the imported graph's outputs
     max_abs_diff: float = 0.0
     n_layers: int = 0
+    #: remarks for the user (a model with several outputs: the graph's order of them)
+    notes: list[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------
@@ -531,9 +533,9 @@ class _Builder:
         self.opaque.append(f"{self.graph.nodes[nid].name}: {qual}")
         self.values[n] = (nid, "output")
 
-    def build(self) -> str:
-        """Add every node; returns the id of the node that gives the model's output."""
-        out_id: str | None = None
+    def build(self) -> list[tuple[str, str]]:
+        """Add every node; returns the (node id, port) of each of the model's outputs, in its order."""
+        outs: list[tuple[str, str]] = []
         for n in self.gm.graph.nodes:
             if n.op == "placeholder":
                 self.placeholder(n)
@@ -549,12 +551,41 @@ class _Builder:
                 self._note_owner(n)
             elif n.op == "output":
                 res = n.args[0]
-                if not isinstance(res, fx.Node) or res not in self.values:
-                    raise ImportModelError("the model returns something other than one tensor (a tuple or dict)",
-                                           hint="NetStudio graphs have one output so far")
-                out_id = self.values[res][0]
-        assert out_id is not None
-        return out_id
+                items = list(res) if isinstance(res, (tuple, list)) else [res]
+                if not items or any(not isinstance(r, fx.Node) or r not in self.values for r in items):
+                    raise ImportModelError("the model returns something other than tensors (a dict, a nested "
+                                           "tuple or a value that is not a tensor)",
+                                           hint="NetStudio graphs give one tensor or a tuple of tensors")
+                outs = [self.values[r] for r in items]
+        assert outs
+        return outs
+
+
+def _output_nodes(graph: Graph, outs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A model with several outputs: one Identity node ``output_i`` after each, so each is a node that feeds
+    nothing (what a graph's outputs are) even where the model also computes on with it or returns it twice."""
+    ids = []
+    for i, (nid, port) in enumerate(outs):
+        out = graph.add_node("layer.identity", {}, name=f"output_{i}").id
+        graph.connect(nid, port, out, "input")
+        ids.append((out, "output"))
+    return ids
+
+
+def _compare_outputs(want: Any, got: Any, order: list[int]) -> float:
+    """Largest difference between the model's outputs ``want`` and the compiled graph's ``got``, where the
+    graph's j-th output is the model's ``order[j]``-th; inf where a shape differs."""
+    wants = list(want) if isinstance(want, (tuple, list)) else [want]
+    gots = list(got) if isinstance(got, (tuple, list)) else [got]
+    if len(gots) != len(order) or sorted(order) != list(range(len(wants))):
+        return math.inf
+    diff = 0.0
+    for j, i in enumerate(order):
+        w, g = wants[i], gots[j]
+        if w.shape != g.shape:
+            return math.inf
+        diff = max(diff, float((w - g).abs().max()) if w.numel() else 0.0)
+    return diff
 
 
 def _layout(graph: Graph) -> None:
@@ -616,13 +647,18 @@ def import_module(model: nn.Module, example: torch.Tensor, *, name: str = "Impor
     with torch.no_grad():
         ShapeProp(gm).propagate(example)
     b = _Builder(gm, mapping)
-    out_id = b.build()
+    outs = b.build()
     graph = b.graph
-    out_info = next(n for n in gm.graph.nodes if n.op == "output").args[0].meta["tensor_meta"]
-    if training_head and len(out_info.shape) == 2 and out_info.dtype.is_floating_point and b.input_id:
+    if len(outs) > 1:
+        outs = _output_nodes(graph, outs)
+    out_id = outs[0][0]
+    out_info = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+    out_info = out_info.meta.get("tensor_meta") if isinstance(out_info, fx.Node) else None
+    if training_head and len(outs) == 1 and isinstance(out_info, torch.fx.passes.shape_prop.TensorMetadata) \
+            and len(out_info.shape) == 2 and out_info.dtype.is_floating_point and b.input_id:
         # a classifier: a loss and an optimizer make it a project ready to fine-tune
         loss = graph.add_node("loss.cross_entropy", {}, name="loss").id
-        graph.connect(out_id, graph.catalog.get(graph.nodes[out_id].type_id).outputs[0].name, loss, "prediction")
+        graph.connect(out_id, outs[0][1], loss, "prediction")
         graph.connect(b.input_id, "target", loss, "target")
         opt = graph.add_node("optim.adam", {}, name="optimizer").id
         graph.connect(loss, "loss", opt, "loss")
@@ -640,12 +676,22 @@ def import_module(model: nn.Module, example: torch.Tensor, *, name: str = "Impor
     with torch.no_grad():
         want = model(example)
         got = compiled.module(example)
-    diff = float((want - got).abs().max()) if want.shape == got.shape else math.inf
-    if not diff <= CHECK_TOLERANCE * max(1.0, float(want.abs().max())):
+    position = {key: i for i, key in enumerate(outs)}
+    # one output: the graph's only output (also where a block now gives it)
+    order = [0] if len(outs) == len(compiled.outputs) == 1 else [position.get(key, -1) for key in compiled.outputs]
+    diff = _compare_outputs(want, got, order)
+    scale = max([1.0] + [float(w.abs().max()) for w in (want if isinstance(want, (tuple, list)) else [want])
+                         if w.numel()])
+    if not diff <= CHECK_TOLERANCE * scale:
         raise ImportModelError(f"the imported graph does not reproduce the model's outputs (largest difference "
                                f"{diff:.3g})", hint="please report this model: an operation was mapped wrongly")
+    notes = []
+    if order != sorted(order):
+        names = ", ".join(graph.nodes[compiled.outputs[j][0]].name for j in range(len(order)))
+        notes.append(f"the graph gives the model's outputs in the order {names} (its nodes feed nothing; the "
+                     "model returns them as output_0, output_1...)")
     state = {k: v.detach().clone() for k, v in compiled.module.state_dict().items()}
-    return ImportResult(project, state, b.opaque, diff, len(b.weights))
+    return ImportResult(project, state, b.opaque, diff, len(b.weights), notes)
 
 
 # ----------------------------------------------------------------------------
