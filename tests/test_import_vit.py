@@ -22,20 +22,29 @@ from netstudio.project.importer import ImportModelError, import_module
 from netstudio.project.io import Project
 
 
-class Encoder(nn.Module):
-    """A container with a parameter of its own (becomes the block 'encoder')."""
-
+class Layer(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.pos_embedding = nn.Parameter(torch.randn(1, 5, 16))
         self.ln = nn.LayerNorm(16, eps=1e-6)
         self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.pos_embedding
         y = self.ln(x)
         y, _ = self.attn(y, y, y, need_weights=False)
         return x + y
+
+
+class Encoder(nn.Module):
+    """A container with a parameter of its own and a container inside (the block 'encoder' holding the
+    block 'layer')."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pos_embedding = nn.Parameter(torch.randn(1, 5, 16))
+        self.layer = Layer()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x + self.pos_embedding)
 
 
 class TinyViT(nn.Module):
@@ -78,10 +87,12 @@ def test_parameters_expand_attention_and_select_import_to_catalog_nodes(blocks: 
         inner = top["encoder"].inner
         assert inner is not None
         pos = next(n for n in inner.nodes.values() if n.name == "pos_embedding")
-        assert {"class_token", "encoder.pos_embedding", "encoder.attn.in_proj_weight"} <= set(res.state_dict)
+        layer = next(n for n in inner.nodes.values() if n.name == "layer")  # a container in a container
+        assert layer.inner is not None and {"ln", "attn"} <= {n.name for n in layer.inner.nodes.values()}
+        assert {"class_token", "encoder.pos_embedding", "encoder.layer.attn.in_proj_weight"} <= set(res.state_dict)
     else:
         pos = top["encoder_pos_embedding"]
-        assert {"class_token", "encoder_pos_embedding", "encoder_attn.in_proj_weight"} <= set(res.state_dict)
+        assert {"class_token", "encoder_pos_embedding", "encoder_layer_attn.in_proj_weight"} <= set(res.state_dict)
     assert pos.type_id == "layer.parameter" and pos.params["shape"] == [1, 5, 16]
     types = [n.type_id for n in g.nodes.values()]
     assert "layer.expand" in types and "layer.select" in types

@@ -286,7 +286,13 @@ def test_cli_import_vit_b_16_for_any_batch_size(flat: bool, tmp_path: Path, caps
         assert inner is not None and nodes["encoder"].type_id == "block.block"
         assert any(n.name == "pos_embedding" and n.type_id == "layer.parameter" for n in inner.nodes.values())
         assert "encoder.pos_embedding" in state and state["encoder.pos_embedding"].shape == (1, 197, 768)
-        assert sum(n.type_id == "layer.multihead_attention" for n in inner.nodes.values()) == 12
+        # each EncoderBlock is a block inside the encoder's block, its MLP a block inside that
+        layers = [n for n in inner.nodes.values() if n.type_id == "block.block"]
+        assert [n.name for n in layers] == [f"layers_encoder_layer_{i}" for i in range(12)]
+        assert layers[0].inner is not None
+        assert {"ln_1", "self_attention", "ln_2", "mlp"} <= {n.name for n in layers[0].inner.nodes.values()}
+        assert "encoder.layers_encoder_layer_11.self_attention.in_proj_weight" in state
+        assert "encoder.layers_encoder_layer_0.mlp.mlp_0.weight" in state  # MLPBlock's items: mlp_0, mlp_3
 
 
 def test_cli_import_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

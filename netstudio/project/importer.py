@@ -309,23 +309,24 @@ class _Builder:
         self.weights: dict[str, nn.Module] = {}            # node id -> the module whose weights it takes
         self.opaque: list[str] = []
         self.input_id: str | None = None
-        self.owner: dict[str, str] = {}                    # node id -> the container module it came from
+        self.owner: dict[str, tuple[str, ...]] = {}        # node id -> the containers it ran in, outermost first
         self.parameters: dict[str, torch.Tensor] = {}      # Parameter node id -> the tensor it holds
         #: a module call whose result is a tuple (attention: (output, weights)) -> (node id, {index path: port})
         self.tuples: dict[fx.Node, tuple[str, dict[tuple[int, ...], str]]] = {}
 
     def _note_owner(self, n: fx.Node) -> None:
-        """Remember the outermost container (not a plain Sequential/ModuleList) that ``n`` ran inside."""
+        """Remember the containers (not plain Sequential/ModuleList) that ``n`` ran inside, outermost first."""
         stack = list(n.meta.get("nn_module_stack", {}).values())
         if n.op == "call_module" and stack:
             stack = stack[:-1]  # the module itself is the node, not its container
+        chain = []
         for entry in stack:
             path, cls = entry if isinstance(entry, tuple) else (entry, None)
             if isinstance(cls, type) and cls not in (nn.Sequential, nn.ModuleList, nn.ModuleDict):
-                nid = self.values.get(n, (None,))[0]
-                if nid is not None:
-                    self.owner[nid] = str(path)
-                return
+                chain.append(str(path))
+        nid = self.values.get(n, (None,))[0]
+        if chain and nid is not None:
+            self.owner[nid] = tuple(chain)
 
     # -- helpers --
     def _add(self, type_id: str, params: Mapping[str, Any], name: str) -> str:
@@ -602,20 +603,27 @@ def _layout(graph: Graph) -> None:
         graph.move_node(nid, (lv * _SPACING_X, row * _SPACING_Y))
 
 
-def _make_blocks(graph: Graph, owner: Mapping[str, str]) -> dict[str, str]:
+def _make_blocks(graph: Graph, owner: Mapping[str, tuple[str, ...]]) -> dict[str, str]:
     """Group the nodes of each container module into one block named after its path (``layer1.0`` ->
-    ``layer1_0``, its layers renamed ``conv1``...); a group MakeBlock refuses stays flat. Returns
-    node id -> the compiled module key of every grouped node (``block id/node id``)."""
+    ``layer1_0``, its layers renamed ``conv1``...), the innermost containers first, so a container inside
+    another is a block inside its block (a ViT's ``encoder`` holds ``layers_encoder_layer_0``...); a group
+    MakeBlock refuses stays flat. Returns node id -> the compiled module key of every grouped node
+    (``block id/node id``, ``outer id/inner id/node id`` for nested blocks)."""
     from netstudio.errors import GraphError
     from netstudio.graph.commands import MakeBlock
 
     groups: dict[str, list[str]] = {}
-    for nid, path in owner.items():
-        groups.setdefault(path, []).append(nid)
+    depth: dict[str, int] = {}
+    for nid, chain in owner.items():
+        for d, path in enumerate(chain):
+            groups.setdefault(path, []).append(nid)
+            depth[path] = d
+    top = {nid: nid for nid in owner}   # each grouped node -> the node standing for it in the outer graph now
     keys: dict[str, str] = {}
-    for path, ids in groups.items():
+    for path in sorted(groups, key=lambda p: -depth[p]):  # stable: same depth in first-use order
+        members = list(dict.fromkeys(top[nid] for nid in groups[path]))
         bname = sanitize_name(path.replace(".", "_"))
-        cmd = MakeBlock(node_ids=ids, name=bname)
+        cmd = MakeBlock(node_ids=members, name=bname)
         try:
             cmd.redo(graph)
         except GraphError:
@@ -624,14 +632,18 @@ def _make_blocks(graph: Graph, owner: Mapping[str, str]) -> dict[str, str]:
         inner = graph.nodes[cmd.block_id].inner
         assert inner is not None
         prefix = bname + "_"
+        last = sanitize_name(path.rsplit(".", 1)[-1])
         for inid, node in list(inner.nodes.items()):
             short = node.name.removeprefix(prefix)
+            if short and short[0].isdigit():  # a Sequential's item: mlp_0 rather than 0
+                short = f"{last}_{short}"
             if short != node.name and short and not short[0].isdigit() \
                     and all(o.name != short for o in inner.nodes.values()):
                 inner.rename_node(inid, short)
         _layout(inner)
-        for nid in ids:
-            keys[nid] = f"{cmd.block_id}/{nid}"
+        for nid in groups[path]:
+            keys[nid] = f"{cmd.block_id}/{keys.get(nid, nid)}"
+            top[nid] = cmd.block_id
     return keys
 
 
