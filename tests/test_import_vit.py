@@ -275,3 +275,53 @@ def test_pt2_with_several_outputs_round_trips(tmp_path: Path) -> None:
     with torch.no_grad():
         got, want = module(x), model(x)
     assert len(got) == 2 and all(torch.allclose(g, w, atol=1e-6) for g, w in zip(got, want))
+
+
+def _biased_graph() -> Graph:
+    """digits -> flatten -> linear -> + bias (a Parameter 1×10) + scale (a Parameter 1×10) -> cross entropy."""
+    g = Graph(CATALOG)
+    d = g.add_node("data.dataset", {"source": "digits"}, name="data")
+    f = g.add_node("layer.flatten", {}, name="flat")
+    lin = g.add_node("layer.linear", {"out_features": 10}, name="head")
+    bias = g.add_node("layer.parameter", {"shape": [1, 10], "init": "normal", "std": 0.5}, name="bias")
+    shift = g.add_node("layer.parameter", {"shape": [1, 10]}, name="shift")
+    a1 = g.add_node("merge.add", {}, name="add1")
+    a2 = g.add_node("merge.add", {}, name="add2")
+    loss = g.add_node("loss.cross_entropy", {}, name="loss")
+    opt = g.add_node("optim.adam", {"lr": 0.01}, name="opt")
+    for a, ap, z, zp in [(d, "features", f, "input"), (f, "output", lin, "input"), (lin, "output", a1, "a"),
+                         (bias, "output", a1, "b"), (a1, "output", a2, "a"), (shift, "output", a2, "b"),
+                         (a2, "output", loss, "prediction"), (d, "target", loss, "target"), (loss, "loss", opt, "loss")]:
+        g.connect(a.id, ap, z.id, zp)
+    g.set_trainable(bias.id, False)
+    return g
+
+
+def test_frozen_parameter_stays_bit_identical_in_training_and_the_exported_script(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, one_thread: None) -> None:
+    import netstudio.project.script_export as se
+    from netstudio.compiler.build import build_plan
+    from netstudio.training import TrainConfig
+    from netstudio.training.job import prepare, run
+    from tests.test_script_export import _run_in_process, import_script
+
+    g = _biased_graph()
+    job = prepare(g, TrainConfig(epochs=2, batch_size=32, device="cpu", seed=1))
+    bias, shift = (job.plan.model.get_parameter(k).detach().clone() for k in ("bias", "shift"))
+    res = run(job)
+    assert res.status == "finished", res.message
+    assert res.model is not None
+    assert torch.equal(res.model.get_parameter("bias").detach(), bias)  # frozen
+    assert not torch.equal(res.model.get_parameter("shift").detach(), shift)  # trained
+    # the standalone training script: FROZEN names the parameter, keep_frozen switches its gradient off
+    monkeypatch.delenv("RANK", raising=False)
+    torch.manual_seed(2)
+    weights = build_plan(g, 32).model.state_dict()
+    project = Project(g, TrainConfig(epochs=1, batch_size=32, seed=1))
+    se.export_script(project, tmp_path / "job", weights=weights)
+    mod = import_script(tmp_path / "job")
+    assert mod.FROZEN == ["bias"]
+    _run_in_process(mod, ["--device", "cpu", "--checkpoint-dir", str(tmp_path / "c"),
+                          "--out", str(tmp_path / "m.pt")], capsys)
+    saved = torch.load(tmp_path / "m_state_dict.pt", weights_only=True)
+    assert torch.equal(saved["bias"], weights["bias"]) and not torch.equal(saved["shift"], weights["shift"])
