@@ -325,3 +325,34 @@ def test_frozen_parameter_stays_bit_identical_in_training_and_the_exported_scrip
                           "--out", str(tmp_path / "m.pt")], capsys)
     saved = torch.load(tmp_path / "m_state_dict.pt", weights_only=True)
     assert torch.equal(saved["bias"], weights["bias"]) and not torch.equal(saved["shift"], weights["shift"])
+
+
+class Recurrent(nn.Module):
+    """An LSTM's tuple result unpacked: out[:, -1] and h_n[-1] (the last layer's final state)."""
+
+    def __init__(self, state_index: int = -1) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(6, 8, batch_first=True, num_layers=2)
+        self.fc = nn.Linear(16, 3)
+        self.state_index = state_index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, (h, _) = self.lstm(x)
+        return self.fc(torch.cat([out[:, -1], h[self.state_index]], dim=1))
+
+
+def test_tuple_results_map_to_the_node_output_ports() -> None:
+    torch.manual_seed(4)
+    model = Recurrent().eval()
+    res = import_module(model, torch.randn(2, 5, 6))
+    assert res.opaque == []
+    g = res.project.graph
+    lstm = g.find("lstm")
+    assert {(e.src_port, g.nodes[e.dst].type_id) for e in g.out_edges(lstm.id)} == {
+        ("output", "layer.select"), ("h_n", "merge.concat")}
+    x = torch.randn(3, 7, 6)
+    with torch.no_grad():
+        assert torch.allclose(_compiled(res.project, res.state_dict)(x), model(x), atol=1e-6)
+    # the first layer's state is no port of the LSTM node: said clearly, naming the call
+    with pytest.raises(ImportModelError, match=r"uses item 0 of the result of 'lstm', which its node does not give"):
+        import_module(Recurrent(state_index=0).eval(), torch.randn(2, 5, 6))
