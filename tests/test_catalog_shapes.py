@@ -21,7 +21,7 @@ from netstudio.errors import ShapeError
 from netstudio.graph.model import Graph
 from netstudio.nodes import (CATALOG, Catalog, Category, FunctionType, InferContext, LayerType, NodeType, Param,
                              Port, PortKind, PortRef, TensorInfo)
-from netstudio.nodes.base import apply_output_steps
+from netstudio.nodes.base import Call, ParameterType, apply_output_steps
 
 MODEL_CATEGORIES = (Category.LAYER, Category.ACTIVATION, Category.MERGE)
 
@@ -90,6 +90,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "activation.hardswish": {"input": T(4, 10)},
     "merge.subtract": {"a": T(4, 10), "b": T(4, 10)},
     "merge.matmul": {"a": T(4, 6, 5), "b": T(4, 5, 3)},
+    "layer.parameter": {},
+    "layer.expand": {"input": T(1, 1, 10), "like": T(4, 6, 10)},
 }
 
 # Non-default params that exercise the less common branches of the formulas.
@@ -147,6 +149,10 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
                                          "dim_feedforward": 32}, {"input": T(2, 5, 12)}),
     ("activation.prelu", {"num_parameters": 3}, {"input": T(4, 3, 5)}),
     ("merge.matmul", {}, {"a": T(4, 2, 6, 5), "b": T(4, 2, 5, 3)}),
+    ("merge.add", {}, {"a": T(4, 6, 10), "b": T(1, 6, 1)}),
+    ("layer.parameter", {"shape": [2, 3], "init": "normal"}, {}),
+    ("layer.expand", {"sizes": [5, -1]}, {"input": T(4, 1, 10)}),
+    ("layer.expand", {"sizes": [-1, 7, 3]}, {"input": T(1, 2, 1, 3), "like": T(4, 9)}),
 ]
 
 
@@ -166,10 +172,17 @@ def random_tensor(info: TensorInfo) -> torch.Tensor:
     return torch.randn(info.shape, dtype=getattr(torch, info.dtype))
 
 
+def _call(fn: Any, args: Any, kwargs: Any) -> Any:
+    """``fn(*args)``, or the Tensor method named ``fn`` of the first argument."""
+    return getattr(args[0], fn)(*args[1:], **kwargs) if isinstance(fn, str) else fn(*args, **kwargs)
+
+
 def _subst(v: Any, values: dict[str, Any]) -> Any:
     if isinstance(v, PortRef):
         val = values[v.port]
         return val[v.index] if v.index is not None else val
+    if isinstance(v, Call):
+        return _call(v.fn, _subst(v.args, values), _subst(v.kwargs, values))
     if isinstance(v, (tuple, list)):
         return type(v)(_subst(x, values) for x in v)
     if isinstance(v, dict):
@@ -190,9 +203,11 @@ def run_torch_ports(type_id: str, params: dict[str, Any], inputs: dict[str, Any]
             args, kwargs = nt.call_args(params)
             out = mod(*_subst(args, tensors), **_subst(kwargs, tensors))
             return {port: apply_output_steps(steps, out) for port, steps in nt.output_steps(params).items()}, mod
+        if isinstance(nt, ParameterType):
+            return {"output": nt.make(params).detach()}, None
         assert isinstance(nt, FunctionType)
         fn, args, kwargs = nt.function(params, inputs)
-        return {nt.outputs[0].name: fn(*_subst(args, tensors), **_subst(kwargs, tensors))}, fn
+        return {nt.outputs[0].name: _call(fn, _subst(args, tensors), _subst(kwargs, tensors))}, fn
 
 
 def run_torch(type_id: str, params: dict[str, Any], inputs: dict[str, Any]) -> tuple[torch.Tensor, Any]:

@@ -85,11 +85,6 @@ def test_models_with_modules_the_catalog_lacks_keep_them_as_opaque_nodes(name: s
         assert torch.allclose(_compiled(res.project, res.state_dict)(x), model(x), atol=1e-5)
 
 
-def test_vit_reports_what_blocks_it() -> None:
-    with pytest.raises(ImportModelError, match="class_token"):
-        import_module(tvm.vit_b_16(weights=None), torch.randn(1, 3, 224, 224))
-
-
 class Gate(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.sum() > 0:  # data-dependent control flow
@@ -266,6 +261,38 @@ def test_cli_import_torchvision_architectures(name: str, tmp_path: Path, capsys:
     project = _cli_round_trip(name, tmp_path, capsys)
     if name != "vgg11_bn":  # vgg has Sequentials only: flat; the others' inverted residuals are blocks
         assert any(n.type_id == "block.block" for n in project.graph.nodes.values())
+
+
+@pytest.mark.slow  # ViT-B/16 at 224×224: about 60 s per import, check and export on a 2-core machine
+@pytest.mark.parametrize("flat", [False, True])
+def test_cli_import_vit_b_16_for_any_batch_size(flat: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    project = _cli_round_trip("vit_b_16", tmp_path, capsys, "2,3,224,224", *(["--flat"] if flat else []))
+    model = _seeded("vit_b_16", seed=7)
+    exported = torch.load(tmp_path / "m.pt", weights_only=False).eval()
+    for batch in (1, 3):  # traced with a batch of 2: the class token's expand reads the batch size
+        x = torch.randn(batch, 3, 224, 224)
+        with torch.no_grad():
+            got, want = exported(x), model(x)
+        assert got.shape == (batch, 1000) and torch.allclose(got, want, atol=1e-5)
+    from netstudio.project.export import read_weights
+
+    _, state = read_weights(tmp_path / "w.pt")
+    nodes = {n.name: n for n in project.graph.nodes.values()}
+    assert nodes["class_token"].type_id == "layer.parameter" and "class_token" in state
+    if flat:
+        assert nodes["encoder_pos_embedding"].params["shape"] == [1, 197, 768] and "encoder_pos_embedding" in state
+    else:
+        inner = nodes["encoder"].inner
+        assert inner is not None and nodes["encoder"].type_id == "block.block"
+        assert any(n.name == "pos_embedding" and n.type_id == "layer.parameter" for n in inner.nodes.values())
+        assert "encoder.pos_embedding" in state and state["encoder.pos_embedding"].shape == (1, 197, 768)
+        # each EncoderBlock is a block inside the encoder's block, its MLP a block inside that
+        layers = [n for n in inner.nodes.values() if n.type_id == "block.block"]
+        assert [n.name for n in layers] == [f"layers_encoder_layer_{i}" for i in range(12)]
+        assert layers[0].inner is not None
+        assert {"ln_1", "self_attention", "ln_2", "mlp"} <= {n.name for n in layers[0].inner.nodes.values()}
+        assert "encoder.layers_encoder_layer_11.self_attention.in_proj_weight" in state
+        assert "encoder.layers_encoder_layer_0.mlp.mlp_0.weight" in state  # MLPBlock's items: mlp_0, mlp_3
 
 
 def test_cli_import_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

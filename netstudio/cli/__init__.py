@@ -85,6 +85,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             for nid, attr in compiled.module_names.items():
                 if "/" not in nid:  # a node inside a block ("block/inner") is counted in its block
                     counts[nid] = _count_params(compiled.module.get_submodule(attr))
+            for nid, attr in compiled.parameter_names.items():
+                if "/" not in nid:
+                    counts[nid] = compiled.module.get_parameter(attr).numel()
         except CompileError as e:
             problems.append(Problem.from_error(e))
         est = memory.estimate(graph, an)
@@ -488,6 +491,8 @@ def cmd_import(args: argparse.Namespace) -> int:
               f"outputs match the model within {result.max_abs_diff:.2g})")
         for line in result.opaque:
             print(f"opaque node: {line}")
+        for line in result.notes:
+            print(f"note: {line}")
         print(f"wrote {w_out}")
         trust = " --trust" if args.trust else ""
         print(f"export it with: netstudio export {out} --weights {w_out} --format pt --no-preprocess{trust}")

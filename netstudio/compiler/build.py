@@ -22,8 +22,8 @@ import torch.nn as nn
 from netstudio.compiler.shapes import NO_LAYERS, NO_LAYERS_HINT, Analysis, analyze
 from netstudio.errors import CompileError, Problem, Scope, Severity
 from netstudio.graph.model import Graph, Node
-from netstudio.nodes.base import (Category, FunctionType, LayerType, LossType, PortRef, TensorInfo,
-                                  apply_output_steps)
+from netstudio.nodes.base import (Call, Category, FunctionType, LayerType, LossType, ParameterType, PortRef,
+                                  TensorInfo, apply_output_steps)
 from netstudio.nodes.blocks import BLOCK_INPUT, BLOCK_OUTPUT
 
 _PORT_TYPES = (BLOCK_INPUT, BLOCK_OUTPUT)
@@ -46,8 +46,12 @@ class CompiledModel:
     #: fx node name -> node id of each top-level node's call (call_module or call_function; a block's
     #: call counts for the block), for per-node statistics
     fx_nodes: dict[str, str] = field(default_factory=dict)
-    #: attribute paths of the frozen submodules (nodes and blocks whose ``trainable`` is False)
+    #: attribute paths of the frozen submodules (nodes and blocks whose ``trainable`` is False) and of
+    #: frozen Parameter nodes' parameters
     frozen: list[str] = field(default_factory=list)
+    #: node id (``block_id/inner_id`` inside a block) -> dotted path of a Parameter node's parameter
+    #: (``class_token``, ``encoder.pos_embedding``), as in the state_dict keys
+    parameter_names: dict[str, str] = field(default_factory=dict)
 
     @property
     def code(self) -> str:
@@ -171,9 +175,21 @@ def frozen_modules(model: nn.Module, frozen: list[str]) -> list[nn.Module]:
     return out
 
 
+def frozen_parameters(model: nn.Module, frozen: list[str]) -> list[nn.Parameter]:
+    """The parameters (of frozen Parameter nodes) at the ``frozen`` paths that name one."""
+    out = []
+    for path in frozen:
+        try:
+            out.append(model.get_parameter(path))
+        except AttributeError:
+            continue
+    return out
+
+
 def trainable_parameters(model: nn.Module, frozen: list[str]) -> list[nn.Parameter]:
     """Set ``requires_grad=False`` on the weights under the ``frozen`` paths; the others, in model order."""
     held = {id(p) for mod in frozen_modules(model, frozen) for p in mod.parameters()}
+    held |= {id(p) for p in frozen_parameters(model, frozen)}
     for p in model.parameters():
         if id(p) in held:
             p.requires_grad_(False)
@@ -218,10 +234,11 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
                 if kinds[e.src] in _MODEL_CATEGORIES and (e.src, e.src_port) not in wanted:
                     wanted.append((e.src, e.src_port))
     if not wanted:
-        # a node that feeds nothing gives its main output (an LSTM's sequence, not also its h_n)
+        # a node that feeds nothing gives its main output (an LSTM's sequence, not also its h_n), in the
+        # order the nodes were added (as a block's outputs): an imported model's output_0, output_1...
         feeding = {e.src for e in graph.edges}
-        for nid in an.order:
-            if kinds[nid] in _MODEL_CATEGORIES and nid not in feeding:
+        for nid in graph.nodes:
+            if nid in kinds and kinds[nid] in _MODEL_CATEGORIES and nid not in feeding:
                 nt = graph.node_type(nid)
                 wanted.extend((nid, p.name) for p in nt.outputs[:1])
     if not wanted:
@@ -247,13 +264,15 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
     root = nn.Module()
     values: dict[tuple[str, str], fx.Node] = {}
     module_names: dict[str, str] = {}
+    parameter_names: dict[str, str] = {}
     fx_nodes: dict[str, str] = {}
     input_info = None
     if dataset is not None and dataset in needed:
         values[(dataset, "features")] = fxg.placeholder("x")
         input_info = an.results[dataset].outputs.get("features")
 
-    _emit_nodes(graph, an, needed, values, fxg, root, module_names, used_ports, fx_nodes=fx_nodes)
+    _emit_nodes(graph, an, needed, values, fxg, root, module_names, used_ports, fx_nodes=fx_nodes,
+                parameter_names=parameter_names)
 
     outs = []
     for key in wanted:
@@ -266,16 +285,20 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
     gm = fx.GraphModule(root, fxg, class_name="NetStudioModel")
     wanted = [k for k in wanted if k in values]
     return CompiledModel(gm, wanted, [an.results[n].outputs[p] for n, p in wanted], input_info, dataset, an,
-                         module_names, fx_nodes, frozen_paths(graph, module_names))
+                         module_names, fx_nodes, frozen_paths(graph, {**module_names, **parameter_names}),
+                         parameter_names)
 
 
 def _emit_nodes(graph: Graph, an: Analysis, needed: set[str], values: dict[tuple[str, str], fx.Node],
                 fxg: fx.Graph, root: nn.Module, module_names: dict[str, str],
-                used_ports: set[tuple[str, str]], prefix: str = "", fx_nodes: dict[str, str] | None = None) -> None:
+                used_ports: set[tuple[str, str]], prefix: str = "", fx_nodes: dict[str, str] | None = None,
+                parameter_names: dict[str, str] | None = None) -> None:
     """Record the model nodes of ``graph`` in ``needed`` into ``fxg`` (their modules into ``root``), in
     the analysis' order; ``values`` holds the fx value of each (node, port) already there; ``fx_nodes``
-    (when given) gets the fx name of each node's call."""
+    (when given) gets the fx name of each node's call, ``parameter_names`` the path of each Parameter
+    node's parameter."""
     calls: dict[str, str] = {} if fx_nodes is None else fx_nodes
+    param_names: dict[str, str] = {} if parameter_names is None else parameter_names
     incoming: dict[str, list] = {}
     for e in graph.edges:
         incoming.setdefault(e.dst, []).append(e)
@@ -303,12 +326,14 @@ def _emit_nodes(graph: Graph, an: Analysis, needed: set[str], values: dict[tuple
                         [an.results[x.src].outputs[x.src_port] for x in e]) for p, e in ins.items() if e}
         try:
             if node.inner is not None:
-                sub, sub_names = _block_module(node, res.extra["inner"])
+                sub, sub_names, sub_params = _block_module(node, res.extra["inner"])
                 attr = _module_attr(root, node.name)
                 root.add_module(attr, sub)
                 module_names[prefix + nid] = attr
                 for inner_id, inner_attr in sub_names.items():
                     module_names[f"{prefix}{nid}/{inner_id}"] = f"{attr}.{inner_attr}"
+                for inner_id, inner_attr in sub_params.items():
+                    param_names[f"{prefix}{nid}/{inner_id}"] = f"{attr}.{inner_attr}"
                 out = fxg.call_module(attr, tuple(args[p.name] for p in nt.inputs))
                 calls[out.name] = nid
                 for i, p in enumerate(nt.outputs):
@@ -322,15 +347,23 @@ def _emit_nodes(graph: Graph, an: Analysis, needed: set[str], values: dict[tuple
                 module_names[prefix + nid] = attr
                 cargs, ckwargs = nt.call_args(res.params)
                 # fx names the call after the attribute
-                out = fxg.call_module(attr, _subst(cargs, args), _subst(ckwargs, args))
+                out = fxg.call_module(attr, _subst(cargs, args, fxg), _subst(ckwargs, args, fxg))
                 calls[out.name] = nid
                 # each used output port's value from the result (LSTM/GRU: (output, state) -> output, h_n)
                 for port, steps in nt.output_steps(res.params).items():
                     if (nid, port) in used_ports:
                         values[(nid, port)] = apply_output_steps(steps, out, fxg.call_function)
+            elif isinstance(nt, ParameterType):
+                attr = _module_attr(root, node.name)
+                root.register_parameter(attr, nt.make(res.params))
+                param_names[prefix + nid] = attr
+                out = fxg.get_attr(attr)
+                values[(nid, nt.outputs[0].name)] = out
             elif isinstance(nt, FunctionType):
                 fn, fargs, fkwargs = nt.function(res.params, in_infos)
-                out = fxg.call_function(fn, _subst(fargs, args), _subst(fkwargs, args))
+                fargs, fkwargs = _subst(fargs, args, fxg), _subst(fkwargs, args, fxg)
+                # a method name: x.expand(...); else a torch/operator function
+                out = fxg.call_method(fn, fargs, fkwargs) if isinstance(fn, str) else fxg.call_function(fn, fargs, fkwargs)
                 out.name = _unique(fxg, _code_name(node.name), out)
                 calls[out.name] = nid
                 values[(nid, nt.outputs[0].name)] = out
@@ -343,9 +376,10 @@ def _emit_nodes(graph: Graph, an: Analysis, needed: set[str], values: dict[tuple
 
 
 
-def _block_module(block: Node, an: Analysis) -> tuple[fx.GraphModule, dict[str, str]]:
+def _block_module(block: Node, an: Analysis) -> tuple[fx.GraphModule, dict[str, str], dict[str, str]]:
     """A block's own GraphModule: one argument per input port, its outputs (a tuple when several) in
-    port order, its layers as submodules; the class is named after the block."""
+    port order, its layers as submodules; the class is named after the block. Also returns the
+    attribute paths of its modules and of its Parameter nodes' parameters."""
     inner = block.inner
     assert inner is not None
     fxg = fx.Graph()
@@ -365,10 +399,11 @@ def _block_module(block: Node, an: Analysis) -> tuple[fx.GraphModule, dict[str, 
             needed.add(n)
             stack.extend(e.src for e in inner.in_edges(n))
     used_ports = {(e.src, e.src_port) for e in inner.edges}
-    _emit_nodes(inner, an, needed, values, fxg, root, module_names, used_ports)
+    param_names: dict[str, str] = {}
+    _emit_nodes(inner, an, needed, values, fxg, root, module_names, used_ports, parameter_names=param_names)
     outs = [values[(e.src, e.src_port)] for e in feeding.values()]
     fxg.output(outs[0] if len(outs) == 1 else tuple(outs))
-    return fx.GraphModule(root, fxg, class_name=block_class_name(block.name)), module_names
+    return fx.GraphModule(root, fxg, class_name=block_class_name(block.name)), module_names, param_names
 
 
 def block_class_name(name: str) -> str:
@@ -409,16 +444,23 @@ def _unique(g: fx.Graph, name: str, self_node: fx.Node | None = None) -> str:
     return f"{name}_{i}"
 
 
-def _subst(v: Any, args: dict[str, Any]) -> Any:
+def _subst(v: Any, args: dict[str, Any], fxg: fx.Graph | None = None) -> Any:
+    """``v`` with each PortRef replaced by its fx value and each :class:`Call` recorded into ``fxg``."""
     if isinstance(v, PortRef):
         val = args[v.port]
         return val[v.index] if v.index is not None and isinstance(val, list) else val
+    if isinstance(v, Call):
+        if fxg is None:  # pragma: no cover - the compiler always passes its graph
+            raise CompileError("a computed argument needs the graph it is recorded in")
+        cargs, ckwargs = _subst(v.args, args, fxg), _subst(v.kwargs, args, fxg)
+        return fxg.call_method(v.fn, cargs, ckwargs) if isinstance(v.fn, str) else \
+            fxg.call_function(v.fn, cargs, ckwargs)
     if isinstance(v, tuple):
-        return tuple(_subst(x, args) for x in v)
+        return tuple(_subst(x, args, fxg) for x in v)
     if isinstance(v, list):
-        return [_subst(x, args) for x in v]
+        return [_subst(x, args, fxg) for x in v]
     if isinstance(v, dict):
-        return {k: _subst(x, args) for k, x in v.items()}
+        return {k: _subst(x, args, fxg) for k, x in v.items()}
     return v
 
 

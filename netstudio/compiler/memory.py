@@ -12,13 +12,14 @@ allocator (or swapping the machine to a halt).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
 from netstudio.compiler.shapes import freeze
 from netstudio.errors import MemoryLimitError
-from netstudio.nodes.base import Category, LayerType, TensorInfo
+from netstudio.nodes.base import Category, LayerType, ParameterType, TensorInfo
 from netstudio.nodes.blocks import BLOCK_INPUT
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -218,6 +219,10 @@ def estimate(graph: "Graph", analysis: "Analysis", node_ids: Iterable[str] | Non
             count, p_bytes, buffers = sub.params, sub._sum("param_bytes"), sub._sum("buffer_bytes")
             trainable = sub._sum("grad_bytes")
             acts = sub._sum("activation_bytes")
+        elif isinstance(nt, ParameterType):  # one float32 tensor of its output's shape
+            count = int(math.prod(res.outputs["output"].shape)) if "output" in res.outputs else 0
+            p_bytes = count * 4
+            trainable = p_bytes
         elif isinstance(nt, LayerType):
             inputs = layer_inputs(graph, analysis, nid, nt)
             tensors = layer_tensors(nt, res.params, inputs) if inputs is not None else None

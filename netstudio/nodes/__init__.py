@@ -4,7 +4,7 @@ from netstudio.nodes.base import (AUTO, CATALOG, Catalog, Category, FunctionType
                                   LossType, NodeType, OptimizerType, Param, Port, PortKind, PortRef,
                                   SchedulerType, TensorInfo, can_connect, register)
 from netstudio.nodes import (activations, blocks, data, layers, layers_extra, losses, merge, optim,  # noqa: F401
-                             sequence, torch_ops)  # (registration)
+                             sequence, tensors, torch_ops)  # (registration)
 from netstudio.nodes import user_module  # noqa: F401,E402 (registration: a model's code from a user's file)
 
 __all__ = ["AUTO", "CATALOG", "Catalog", "Category", "FunctionType", "InferContext", "LayerType", "LossType",

@@ -427,6 +427,16 @@ class LayerType(NodeType):
         """(args, kwargs) of the module call; ``PortRef(name)`` marks an input port's value."""
         return (PortRef("input"),), {}
 
+    @classmethod
+    def from_module_call(cls, args: Sequence[Any], kwargs: Mapping[str, Any],
+                         is_tensor: Callable[[Any], bool]) -> dict[str, Any]:
+        """Input port -> argument of an imported model's call of its module (one of :attr:`torch_modules`):
+        by default one tensor (keywords in :attr:`call_ignored` aside). Raises ValueError for another call;
+        the importer then keeps the module as an opaque node if it can."""
+        if len(args) != 1 or not is_tensor(args[0]) or any(k not in cls.call_ignored for k in kwargs):
+            raise ValueError("the module is called with other arguments than one tensor")
+        return {"input": args[0]}
+
     def output_steps(self, params: Mapping[str, Any]) -> dict[str, list[OutputStep]]:
         """Output port -> the calls that take its value from the module's result (empty: the result
         itself). Only torch/operator callables, so exported models need nothing else."""
@@ -465,6 +475,46 @@ class PortRef:
 
 #: in :meth:`LayerType.output_steps`: the module's result, or the previous step's value
 RESULT = PortRef("__result__")
+
+
+@dataclass
+class Call:
+    """Inside ``FunctionType.function`` args: the value of another call, recorded as a step of its own
+    before the node's call. ``fn`` is a torch/operator callable or the name of a Tensor method, e.g.
+    ``Call(operator.getitem, (Call(getattr, (PortRef("like"), "shape")), 0))`` is ``like.shape[0]``:
+    a size read from a tensor when the model runs, so the exported model works for any batch size."""
+
+    fn: Any
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def size_of(port: str, dim: int, index: int | None = None) -> Call:
+    """``input.shape[dim]`` of an input port (the ``index``-th edge of a multi port) as a :class:`Call`."""
+    return Call(operator.getitem, (Call(getattr, (PortRef(port, index), "shape")), dim))
+
+
+@dataclass(frozen=True)
+class DimOf:
+    """In the arguments ``from_call`` receives from the importer: a size the model reads from a tensor
+    when it runs (``x.shape[0]``, ``x.size(0)``), not a number fixed when it was traced. ``value`` is the
+    tensor argument (what ``is_tensor`` accepts), ``dim`` a non-negative dimension."""
+
+    value: Any
+    dim: int
+
+
+class ParameterType(NodeType):
+    """A node compiled to a learnable tensor of the model (an ``nn.Parameter`` attribute, read in the
+    forward): it has no inputs and its output is the tensor itself, with its own full shape (no batch
+    dimension of its own; a ``1`` there broadcasts or is expanded to the batch). Its state_dict key is
+    the node's name (``class_token``; ``encoder.pos_embedding`` inside the block ``encoder``)."""
+
+    outputs: ClassVar[tuple[Port, ...]] = (Port("output", PortKind.TENSOR),)
+
+    def make(self, params: Mapping[str, Any]) -> "torch.nn.Parameter":
+        """The initialised parameter."""
+        raise NotImplementedError
 
 
 def apply_output_steps(steps: Sequence[OutputStep], result: Any,

@@ -336,6 +336,21 @@ class MultiheadAttention(LayerType):
     summary_params = ("num_heads",)
     #: torch returns (output, attention weights); weights are not computed (need_weights=False)
     output_index = 0
+    torch_modules = ("torch.nn.MultiheadAttention",)
+
+    @classmethod
+    def from_module_call(cls, args: Any, kwargs: Any, is_tensor: Any) -> dict[str, Any]:
+        # self-attention only: attn(x, x, x, need_weights=False); no masks
+        names = ("query", "key", "value")
+        qkv = list(args[:3]) + [kwargs[k] for k in names[len(args[:3]):] if k in kwargs]
+        rest = {k: v for k, v in kwargs.items() if k not in names}
+        if len(args) > 3 or len(qkv) != 3 or not is_tensor(qkv[0]) or any(v is not qkv[0] for v in qkv):
+            raise ValueError("not self-attention (query, key and value differ)")
+        neutral = {"key_padding_mask": None, "attn_mask": None, "is_causal": False}
+        for k, v in rest.items():
+            if k in neutral and v != neutral[k] or k not in (*neutral, "need_weights", "average_attn_weights"):
+                raise ValueError(f"argument {k} is not supported")
+        return {"input": qkv[0]}
 
     def resolve(self, ctx: InferContext) -> dict[str, Any]:
         return _auto_from(ctx, "embed_dim", -1)

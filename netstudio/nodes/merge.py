@@ -10,7 +10,8 @@ from netstudio.nodes.base import (Category, FunctionType, InferContext, Param, P
 
 
 class SameShapeMerge(FunctionType):
-    """Two inputs a and b of equal shape combined element by element into one of that shape."""
+    """Two inputs a and b of equal shape combined element by element into one of that shape. A size of 1
+    broadcasts (a Parameter's 1×L×E position embedding onto N×L×E tokens); the ranks must be equal."""
 
     category = Category.MERGE
     inputs = (Port("a", PortKind.TENSOR), Port("b", PortKind.TENSOR))
@@ -18,10 +19,12 @@ class SameShapeMerge(FunctionType):
 
     def infer(self, ctx: InferContext) -> dict[str, Any]:
         a, b = ctx.input("a"), ctx.input("b")
-        if a.shape != b.shape:
+        if a.shape == b.shape:
+            return {"output": a}
+        if len(a.shape) != len(b.shape) or any(x != y and 1 not in (x, y) for x, y in zip(a.shape, b.shape)):
             raise ctx.error(f"needs equal shapes but gets {a.fmt()} and {b.fmt()}",
                             hint="make both branches produce the same shape")
-        return {"output": a}
+        return {"output": TensorInfo(tuple(max(x, y) for x, y in zip(a.shape, b.shape)), a.dtype)}
 
 
 @register
@@ -29,7 +32,8 @@ class Add(SameShapeMerge):
     type_id = "merge.add"
     torch_functions = ("operator.add", "torch.add", "Tensor.add",)
     title = "Add"
-    description = "Element-wise sum of two tensors of equal shape (residual connections)."
+    description = ("Element-wise sum of two tensors of equal shape (residual connections); a size of 1 "
+                   "broadcasts, e.g. a 1×L×E position embedding onto N×L×E tokens.")
 
     def function(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
         return operator.add, (PortRef("a"), PortRef("b")), {}

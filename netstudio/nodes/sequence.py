@@ -46,6 +46,19 @@ class Select(_Function):
         Param("index", "int", -1, min=-1_000_000, max=1_000_000, help="position; -1 = the last"),
     )
     summary_params = ("dim", "index")
+    torch_functions = ("torch.select", "Tensor.select", "operator.getitem")
+    call_params = ("dim", "index")
+
+    @classmethod
+    def from_call(cls, args: Any, kwargs: Any, is_tensor: Any, out_shape: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        if len(args) == 2 and not kwargs and is_tensor(args[0]):  # x[:, 0] (operator.getitem)
+            key = args[1] if isinstance(args[1], tuple) else (args[1],)
+            whole = slice(None)
+            ints = [i for i, k in enumerate(key) if isinstance(k, int) and not isinstance(k, bool)]
+            if len(ints) != 1 or ints[0] == 0 or any(k != whole for i, k in enumerate(key) if i != ints[0]):
+                raise ValueError("not one index after whole slices")
+            return cls.validate_params({"dim": ints[0], "index": key[ints[0]]}), {"input": args[0]}
+        return super().from_call(args, kwargs, is_tensor, out_shape)
 
     def infer(self, ctx: InferContext) -> dict[str, Any]:
         x = ctx.input()

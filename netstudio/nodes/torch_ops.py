@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from netstudio.errors import CompileError
 from netstudio.nodes.base import (Category, FunctionType, InferContext, LayerType, Param, Port, PortKind, PortRef,
-                                  TensorInfo, register)
+                                  TensorInfo, register, size_of)
 
 #: packages whose modules and functions a project may reference by name
 ALLOWED_PREFIXES = ("torch.", "torchvision.", "operator.", "Tensor.")
@@ -29,6 +29,8 @@ _DENIED_WORDS = ("load", "save", "file", "write", "read", "open", "download", "u
 
 #: a tensor input inside an opaque function's stored arguments: {"input": index}
 INPUT_KEY = "input"
+#: a size read from a tensor input when the model runs (``x.shape[0]``): {"size": [input index, dim]}
+SIZE_KEY = "size"
 
 
 def is_allowed(qualname: str) -> bool:
@@ -168,6 +170,9 @@ class TorchFunction(_Opaque, FunctionType):
         def refs(v: Any) -> Any:
             if isinstance(v, dict) and set(v) == {INPUT_KEY}:
                 return PortRef("inputs", int(v[INPUT_KEY]))
+            if isinstance(v, dict) and set(v) == {SIZE_KEY}:
+                i, d = (int(x) for x in v[SIZE_KEY])
+                return size_of("inputs", d, i)
             if isinstance(v, list):
                 return [refs(x) for x in v]
             if isinstance(v, dict):

@@ -610,6 +610,18 @@ def module_constructor(m: nn.Module) -> str:
     return f"{prefix}.{cls.__name__}({', '.join(parts)})"
 
 
+def parameter_lines(gm: nn.Module) -> list[str]:
+    """``self.class_token = nn.Parameter(torch.zeros(1, 1, 768))`` for each parameter the module holds
+    itself (a Parameter node's), for the generated ``__init__``; the weights file gives the values."""
+    lines = []
+    for name, p in gm.named_parameters(recurse=False):
+        _check_attr(name)
+        dtype = "" if p.dtype == torch.float32 else f", dtype={p.dtype}"
+        grad = "" if p.requires_grad else ", requires_grad=False"
+        lines.append(f"        self.{name} = nn.Parameter(torch.zeros({', '.join(map(str, p.shape))}{dtype}){grad})")
+    return lines
+
+
 def _import_lines(src: str, globals_: Mapping[str, Any]) -> list[str]:
     """Import statements for the names the generated forward uses (torch, operator, ...)."""
     import builtins
@@ -660,7 +672,7 @@ def model_source(model: Any, *, weights_file: str | None = None, title: str = "N
     pre_lines: list[str] = []
     imports = _import_lines(forward, code.globals)
     classes = {"Model", "Preprocess", "Postprocess"}
-    ctor_lines: list[str] = []
+    ctor_lines: list[str] = parameter_lines(gm)
     processing = _processing_names(gm, model, inp)
     for name, sub in gm.named_children():
         _check_attr(name)
@@ -793,7 +805,7 @@ def _block_source(attr: str, gm: fx.GraphModule, classes: set[str], out: list[st
     code = gm.graph.python_code(root_module="self")
     forward = code.src.strip("\n").rstrip()
     imports = _import_lines(forward, code.globals)
-    ctor: list[str] = []
+    ctor: list[str] = parameter_lines(gm)
     for name, sub in gm.named_children():
         _check_attr(name)
         if isinstance(sub, fx.GraphModule):

@@ -10,12 +10,13 @@ first count, never at module import.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from netstudio.compiler.memory import layer_inputs
 from netstudio.compiler.shapes import Analysis, freeze
 from netstudio.graph.model import Graph
-from netstudio.nodes.base import LayerType
+from netstudio.nodes.base import LayerType, ParameterType
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ class ParamCounter:
             counts = [self.count(node.inner, inner_an, nid) for nid in node.inner.nodes]
             return None if any(c is None for c in counts) else sum(c or 0 for c in counts)
         nt = graph.catalog.get(node.type_id)
+        if isinstance(nt, ParameterType):  # its tensor: the product of its shape
+            out = analysis.output_info(node_id)
+            return None if out is None else math.prod(out.shape)
         if not isinstance(nt, LayerType):
             return 0
         res = analysis.results.get(node_id)

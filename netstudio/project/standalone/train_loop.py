@@ -49,7 +49,12 @@ def keep_frozen(model, weights=False):
     """The modules of frozen nodes (FROZEN): their normalization layers back in eval mode, so their running
     statistics stay as they are; ``weights``: also switch their weights' gradients off."""
     for path in FROZEN:
-        sub = model.get_submodule(path)
+        try:
+            sub = model.get_submodule(path)
+        except AttributeError:  # a frozen Parameter node: the path names the parameter itself
+            if weights:
+                model.get_parameter(path).requires_grad_(False)
+            continue
         if weights:
             sub.requires_grad_(False)
         for m in sub.modules():
