@@ -54,9 +54,18 @@ class EventKind(_TextEnum):
     RESUMED_FROM = "resumed_from"  # continued after an epoch saved in a checkpoint
     END = "end"
     STATS = "stats"                # per-node statistics of a sampled step (netstudio.training.nodestats)
+    PHASES = "phases"              # each phase's loss of a multi-phase run (several optimizers: a GAN)
 
 
-class StartEvent(TypedDict):
+class _MultiPhaseStart(TypedDict, total=False):
+    """Sent only by a multi-phase run (several optimizers): the phases in step order, and why the per-node
+    statistics are off."""
+
+    phases: list[str]
+    stats_reason: str
+
+
+class StartEvent(_MultiPhaseStart):
     kind: EventKind
     device: str
     device_id: str
@@ -147,7 +156,19 @@ class StatsEvent(TypedDict):
     histograms: dict[str, dict[str, list[float]]]
 
 
-TrainingEvent = StartEvent | BatchEvent | EpochEvent | PausedEvent | ResumedEvent | ResumedFromEvent | EndEvent | StatsEvent
+class PhasesEvent(TypedDict):
+    """Each phase's mean loss per sample (a multi-phase run: one phase per optimizer, in step order):
+    ``scope`` "batch" — the batches since the previous report, sent with every batch event; "epoch" — the
+    whole epoch (all ranks of a distributed job), sent right after the epoch event."""
 
-__all__ = ["BatchEvent", "Diagnosis", "EndEvent", "EpochEvent", "EventKind", "FitStatus", "PausedEvent", "ResumedEvent",
-           "ResumedFromEvent", "StartEvent", "StatsEvent", "TrainingEvent"]
+    kind: EventKind
+    scope: str
+    epoch: int
+    global_step: int
+    losses: dict[str, float]
+
+
+TrainingEvent = StartEvent | BatchEvent | EpochEvent | PausedEvent | ResumedEvent | ResumedFromEvent | EndEvent | StatsEvent | PhasesEvent
+
+__all__ = ["BatchEvent", "Diagnosis", "EndEvent", "EpochEvent", "EventKind", "FitStatus", "PausedEvent", "PhasesEvent",
+           "ResumedEvent", "ResumedFromEvent", "StartEvent", "StatsEvent", "TrainingEvent"]
