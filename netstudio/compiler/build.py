@@ -25,7 +25,7 @@ from netstudio.errors import CompileError, Problem, Scope, Severity
 from netstudio.graph.model import Graph, Node
 from netstudio.nodes.base import (Category, FunctionType, LayerType, LossType, PortRef, TensorInfo,
                                   apply_output_steps)
-from netstudio.nodes.adversarial import NOISE, noise_call
+from netstudio.nodes.adversarial import NOISE, REAL_FAKE, noise_call
 from netstudio.nodes.blocks import BLOCK_INPUT, BLOCK_OUTPUT
 
 _PORT_TYPES = (BLOCK_INPUT, BLOCK_OUTPUT)
@@ -301,10 +301,97 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
         outs.append(values[key])
     fxg.output(outs[0] if len(outs) == 1 else tuple(outs))
     gm = fx.GraphModule(root, fxg, class_name="NetStudioModel")
+    _mark_generator(graph, gm, values, needed, incoming)
     wanted = [k for k in wanted if k in values]
     return CompiledModel(gm, wanted, [an.results[n].outputs[p] for n, p in wanted], input_info, dataset, an,
                          module_names, fx_nodes, frozen_paths(graph, module_names),
                          {k: v.name for k, v in values.items()})
+
+
+#: the key in a compiled GraphModule's ``meta`` that says where its generator is (see :func:`generator_of`)
+GENERATOR_ATTR = "netstudio_generator"
+
+
+def _mark_generator(graph: Graph, gm: fx.GraphModule, values: dict[tuple[str, str], fx.Node], needed: set[str],
+                    incoming: dict[str, list]) -> None:
+    """A model with a Real | Fake node fed by Noise: record the fx names of the generator's output (what
+    feeds ``fake``) and of its noise inputs on the module, so the generator can be cut out of it."""
+    for nid in needed:
+        if graph.nodes[nid].type_id != REAL_FAKE:
+            continue
+        fake = next((e for e in incoming.get(nid, []) if e.dst_port == "fake"), None)
+        if fake is None or (fake.src, fake.src_port) not in values:
+            continue
+        seen, stack, noises = set(), [fake.src], []
+        while stack:
+            n = stack.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            if graph.nodes[n].type_id == NOISE:
+                noises.append(n)
+            stack.extend(e.src for e in incoming.get(n, []))
+        if not noises:
+            continue
+        gm.meta[GENERATOR_ATTR] = {
+            "output": values[(fake.src, fake.src_port)].name, "node": fake.src,
+            "inputs": [[values[(n, "noise")].name, graph.nodes[n].name, int(graph.nodes[n].params.get("size", 64)),
+                        str(graph.nodes[n].params.get("distribution", "normal"))] for n in sorted(noises)]}
+        return
+
+
+def _generator_info(model: nn.Module) -> dict[str, Any] | None:
+    info = getattr(model, "meta", {}).get(GENERATOR_ATTR) if isinstance(getattr(model, "meta", None), dict) else None
+    return info if isinstance(info, dict) else None
+
+
+def generator_of(model: nn.Module) -> fx.GraphModule | None:
+    """The generator inside a GAN's compiled model: a GraphModule that takes the noise (one argument per Noise
+    node, named after it: batch × size) and returns the generated samples, sharing the model's weights.
+    None for a model without a Real | Fake node fed by Noise (or whose generator also reads the data)."""
+    info = _generator_info(model)
+    if info is None or not isinstance(model, fx.GraphModule):
+        return None
+    nodes = {n.name: n for n in model.graph.nodes}
+    out = nodes.get(info["output"])
+    stops = {str(i[0]) for i in info["inputs"]}
+    if out is None or not stops <= set(nodes):
+        return None
+    keep: set[str] = set()
+    stack = [out]
+    while stack:
+        n = stack.pop()
+        if n.name in keep:
+            continue
+        keep.add(n.name)
+        if n.name not in stops:
+            stack.extend(n.all_input_nodes)
+    g = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for name, label, _, _ in info["inputs"]:
+        env[nodes[name]] = g.placeholder(_code_name(str(label)))
+    for n in model.graph.nodes:
+        if n.name not in keep or n in env:
+            continue
+        if n.op == "placeholder":
+            return None  # the generator reads the dataset too: not a noise-only generator
+        env[n] = g.node_copy(n, lambda a: env[a])
+    g.output(env[out])
+    gm = fx.GraphModule(model, g, class_name="Generator")
+    gm.meta["node"] = info.get("node", "")  # the node whose output the samples are
+    return gm
+
+
+def generator_noise(model: nn.Module, n: int, seed: int = 0, device: torch.device | str = "cpu"
+                    ) -> list[torch.Tensor]:
+    """Fixed noise for :func:`generator_of` (one tensor per Noise node, drawn from ``seed``)."""
+    info = _generator_info(model) or {"inputs": []}
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _, _, size, dist in info["inputs"]:
+        z = torch.rand((n, size), generator=gen) * 2 - 1 if dist == "uniform" else torch.randn((n, size), generator=gen)
+        out.append(z.to(device))
+    return out
 
 
 def _emit_noise(fxg: fx.Graph, x: fx.Node, node: Node) -> fx.Node:

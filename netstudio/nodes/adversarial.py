@@ -128,7 +128,8 @@ class GanLoss(LossType):
                    "here: role discriminator labels real 1 and fake 0 (trains what judges); role generator labels "
                    "the fakes 1 (trains what feeds the fake input, through the discriminator). Connect each "
                    "role to its own optimizer.")
-    inputs = (Port("prediction", PortKind.TENSOR, help="the discriminator's logits on a Real | Fake batch"),)
+    inputs = (Port("prediction", PortKind.TENSOR,  # type: ignore[assignment]  # no target: the loss makes its labels
+                   help="the discriminator's logits on a Real | Fake batch"),)
     params = (Param("role", "choice", "discriminator", choices=ROLES,
                     help="discriminator: real → 1, fake → 0; generator: fake → 1"),
               Param("weight", "float", 1.0, min=0.0, max=1e6, help="multiplier in the optimizer's weighted sum"),

@@ -72,6 +72,7 @@ if TYPE_CHECKING:  # pragma: no cover
 Report = Callable[[dict[str, Any]], None]
 
 REPORT_INTERVAL_S = 0.05   # batch events: at most ~20 per second
+SAMPLE_COUNT = 16          # a generator's samples per epoch (the samples event)
 PAUSE_POLL_S = 0.02
 EVAL_BATCH = 1024
 
@@ -551,6 +552,7 @@ class _Trainer:
                 self.emit(dict(entry))
                 if self.phase_step is not None:
                     self._emit_phases("epoch")
+                self._emit_samples(model, plan)
 
                 if sched is not None and sched_every != "batch":
                     if sched_metric:
@@ -675,6 +677,28 @@ class _Trainer:
             return
         self.emit({"kind": EventKind.PHASES, "scope": scope, "epoch": self.epoch, "global_step": self.global_step,
                    "losses": {name: (s - s0) / k for name, s, s0 in zip(ps.names, sums, seen)}})
+
+    def _emit_samples(self, model: nn.Module, plan: Any) -> None:
+        """The ``samples`` event: a GAN's generator on fixed noise (the same every epoch), as plain lists."""
+        if not self.strategy.is_main:
+            return
+        from netstudio.compiler.build import generator_noise, generator_of
+
+        gen = generator_of(model)
+        if gen is None:
+            return
+        z = generator_noise(model, SAMPLE_COUNT, self.config.seed, self.device)
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = gen(*z)
+        finally:
+            if was:
+                plan.train_mode(model)
+        out = out.detach().float().cpu()
+        self.emit({"kind": EventKind.SAMPLES, "epoch": self.epoch, "node_id": gen.meta.get("node", ""),
+                   "shape": list(out.shape[1:]), "images": out.tolist()})
 
     # --- per-node statistics (netstudio.training.nodestats) -------------------------
     _pending_stats: Any = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
+from typing import Any
 
 if sys.version_info >= (3, 11):  # pragma: no cover - version dependent
     from enum import StrEnum as _StrEnum
@@ -55,6 +56,7 @@ class EventKind(_TextEnum):
     END = "end"
     STATS = "stats"                # per-node statistics of a sampled step (netstudio.training.nodestats)
     PHASES = "phases"              # each phase's loss of a multi-phase run (several optimizers: a GAN)
+    SAMPLES = "samples"            # a generator's samples from fixed noise after an epoch (a GAN)
 
 
 class _MultiPhaseStart(TypedDict, total=False):
@@ -168,7 +170,18 @@ class PhasesEvent(TypedDict):
     losses: dict[str, float]
 
 
-TrainingEvent = StartEvent | BatchEvent | EpochEvent | PausedEvent | ResumedEvent | ResumedFromEvent | EndEvent | StatsEvent | PhasesEvent
+class SamplesEvent(TypedDict):
+    """After every epoch of a model with a generator (Noise → … → Real | Fake): its output for the same fixed
+    noise each time, as plain nested lists of floats (``count`` samples of ``shape``, e.g. 1×28×28)."""
+
+    kind: EventKind
+    epoch: int
+    node_id: str          # the node whose output the samples are
+    shape: list[int]      # per sample
+    images: list[Any]     # count × shape nested lists of floats
+
+
+TrainingEvent = StartEvent | BatchEvent | EpochEvent | PausedEvent | ResumedEvent | ResumedFromEvent | EndEvent | StatsEvent | PhasesEvent | SamplesEvent
 
 __all__ = ["BatchEvent", "Diagnosis", "EndEvent", "EpochEvent", "EventKind", "FitStatus", "PausedEvent", "PhasesEvent",
-           "ResumedEvent", "ResumedFromEvent", "StartEvent", "StatsEvent", "TrainingEvent"]
+           "ResumedEvent", "ResumedFromEvent", "SamplesEvent", "StartEvent", "StatsEvent", "TrainingEvent"]
