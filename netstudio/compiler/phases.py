@@ -18,7 +18,7 @@ Real | Fake node (:mod:`netstudio.nodes.adversarial`):
 
 The optimizers' sets must be disjoint: a layer owned by two optimizers is a validation problem on the
 second optimizer, naming the layer. **Order**: each optimizer's ``phase`` param (lowest first), then
-optimizers whose losses have the discriminator role, then the graph's order.
+optimizers whose losses have the discriminator role, then the order the nodes were added in.
 """
 
 from __future__ import annotations
@@ -105,10 +105,11 @@ def trained_by(graph: "Graph", optimizer: str) -> list[str]:
 def phase_order(graph: "Graph", order: list[str]) -> list[str]:
     """The optimizers in the order they step in every batch."""
     opts = optimizers(graph, order)
+    placed = list(graph.nodes)
 
     def key(nid: str) -> tuple[int, int, int]:
         critic = any(role(graph, loss) == "discriminator" for loss in losses_of(graph, nid))
-        return int(graph.nodes[nid].params.get("phase", 0) or 0), 0 if critic else 1, opts.index(nid)
+        return int(graph.nodes[nid].params.get("phase", 0) or 0), 0 if critic else 1, placed.index(nid)
 
     return sorted(opts, key=key)
 

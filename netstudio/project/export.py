@@ -961,6 +961,8 @@ def export(fmt: str, model: Any, path: PathLike, *, project: "Project | None" = 
     and metadata every format carries; None exports the bare network.
     """
     check_quantize(fmt, quantize)
+    if fmt in ("pt2", "onnx", "py"):
+        _refuse_gan(model, {"pt2": "torch.export (.pt2)", "onnx": "ONNX", "py": "Python source (.py)"}[fmt])
     if fmt == "pt":
         return export_pt(model, path, inp, quantize)
     if fmt == "weights":
