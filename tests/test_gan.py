@@ -179,7 +179,7 @@ def test_the_inspector_text_explains_the_phase_order(project: Any) -> None:
     text = explain(g, ids["opt_g"], order)
     assert text.startswith("Multi-phase training: every batch runs 1. opt_d → 2. opt_g. This is phase 2: it "
                            "computes g_loss, back-propagates and steps only its own weights (g_hidden, g_relu, "
-                           "g_pixels, g_sigmoid, g_image)")
+                           "g_pixels, g_sigmoid)")
     assert "opt_d" in explain(g, ids["opt_d"], order) and "phase 1" in explain(g, ids["opt_d"], order)
     # swapping the declared phases swaps the order
     g2 = Graph.from_dict(g.to_dict())

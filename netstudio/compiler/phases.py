@@ -121,7 +121,8 @@ def explain(graph: "Graph", optimizer: str, order: list[str]) -> str:
         return ""
     names = [graph.nodes[o].name for o in opts]
     i = opts.index(optimizer)
-    mine = [graph.nodes[n].name for n in trained_by(graph, optimizer)]
+    mine = [graph.nodes[n].name for n in trained_by(graph, optimizer)  # its layers (not merges or reshapes)
+            if graph.nodes[n].inner is not None or isinstance(graph.node_type(n), LayerType)]
     losses = [graph.nodes[x].name for x in losses_of(graph, optimizer)]
     steps = " → ".join(f"{k + 1}. {n}" for k, n in enumerate(names))
     return (f"Multi-phase training: every batch runs {steps}. This is phase {i + 1}: it computes "
