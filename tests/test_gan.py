@@ -56,8 +56,9 @@ def _changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) ->
 def test_the_two_optimizers_own_disjoint_parameter_sets(project: Any) -> None:
     plan = build_plan(project.graph, 64)
     assert [ph.name for ph in plan.phases] == ["opt_d", "opt_g"]  # declared order: discriminator first
-    assert [ph.module_paths for ph in plan.phases] == [["d_flatten", "d_hidden", "d_leaky_relu", "d_logit"],
-                                                     ["g_hidden", "g_relu", "g_pixels", "g_sigmoid"]]
+    assert [ph.module_paths for ph in plan.phases] == [
+        ["d_flatten", "d_hidden", "d_leaky_relu", "d_dropout", "d_logit"],
+        ["g_hidden", "g_leaky_relu", "g_pixels", "g_sigmoid"]]
     model = copy.deepcopy(plan.model)
     opt = plan.make_optimizer(model)
     d_set = {id(p) for g in opt.optimizers[0].param_groups for p in g["params"]}
@@ -116,7 +117,7 @@ def test_each_parameter_set_changes_only_in_its_own_phase(project: Any) -> None:
 
 def test_noise_is_drawn_every_step_with_the_batch_size_and_follows_the_seed(project: Any) -> None:
     plan = build_plan(project.graph, 64)
-    model = copy.deepcopy(plan.model)
+    model = copy.deepcopy(plan.model).eval()  # (the discriminator's Dropout off: only the noise is random)
     x = torch.rand(5, 1, 28, 28)
     torch.manual_seed(3)
     a = model(x)
@@ -178,8 +179,8 @@ def test_the_inspector_text_explains_the_phase_order(project: Any) -> None:
     assert phase_order(g, order) == [ids["opt_d"], ids["opt_g"]]
     text = explain(g, ids["opt_g"], order)
     assert text.startswith("Multi-phase training: every batch runs 1. opt_d → 2. opt_g. This is phase 2: it "
-                           "computes g_loss, back-propagates and steps only its own weights (g_hidden, g_relu, "
-                           "g_pixels, g_sigmoid)")
+                           "computes g_loss, back-propagates and steps only its own weights (g_hidden, "
+                           "g_leaky_relu, g_pixels, g_sigmoid)")
     assert "opt_d" in explain(g, ids["opt_d"], order) and "phase 1" in explain(g, ids["opt_d"], order)
     # swapping the declared phases swaps the order
     g2 = Graph.from_dict(g.to_dict())
@@ -249,7 +250,7 @@ def _pixel_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
 
 def test_the_generators_samples_move_toward_the_data(project: Any) -> None:
     """The pixel statistics of 1000 generated digits approach the validation digits' as training goes on
-    (measured on 2 loaded cores: untrained 139.8, 1 epoch 61.7, 10 epochs 22.7)."""
+    (measured on 2 loaded cores: untrained 139.8, 1 epoch 69.6, 10 epochs 18.9)."""
     j0 = job.prepare(project.graph, project.training, {"epochs": 1, "device": "cpu"})
     real = j0.data.val_x
 

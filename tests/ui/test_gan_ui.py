@@ -65,9 +65,9 @@ def test_dock_plots_one_curve_per_phase_and_shows_generated_samples(qtbot: Any, 
     tiles = dock.results.generated.tiles
     assert len(tiles) == 16
     pix = tiles[0][0].pixmap()
-    assert pix.width() == pix.height() == 48
+    assert pix.width() == pix.height() == 56
     img = pix.toImage()
-    values = {img.pixelColor(x, y).red() for x in range(48) for y in range(48)}
+    values = {img.pixelColor(x, y).red() for x in range(56) for y in range(56)}
     assert len(values) > 10  # a real picture, not a blank tile
     run = dock.plots.current
     assert run is not None
@@ -91,7 +91,7 @@ def test_optimizer_inspector_explains_the_phase_order(make_window: Any) -> None:
     window.inspector.show_node(ids["opt_d"])
     text = window.inspector.description.text()
     assert "every batch runs 1. opt_d → 2. opt_g. This is phase 1: it computes d_loss" in text
-    assert "(d_flatten, d_hidden, d_leaky_relu, d_logit)" in text
+    assert "(d_flatten, d_hidden, d_leaky_relu, d_dropout, d_logit)" in text
     window.inspector.show_node(ids["g_hidden"])
     assert "phase" not in window.inspector.description.text()
 

@@ -277,9 +277,16 @@ class ResultsView(QWidget):
         QVBoxLayout(self.regression_box).addWidget(self.regression)
         self.regression_box.hide()
         # a GAN's generator on fixed noise, after every epoch (the run's "samples" events)
-        self.generated = ImageGrid(columns=8, cell=48)
+        self.generated = ImageGrid(columns=8, cell=56)
         self.generated_box = QGroupBox("Generated samples")
-        QVBoxLayout(self.generated_box).addWidget(self.generated)
+        tiles_layout = self.generated.layout()
+        if tiles_layout is not None:  # the tiles keep their size, top left
+            tiles_layout.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        gen_scroll = QScrollArea()
+        gen_scroll.setWidget(self.generated)
+        gen_scroll.setWidgetResizable(True)
+        gen_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        QVBoxLayout(self.generated_box).addWidget(gen_scroll)
         self.generated_box.hide()
 
         left = QVBoxLayout()
