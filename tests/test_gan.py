@@ -358,6 +358,31 @@ def test_script_export_refuses_several_optimizers(project: Any, tmp_path: Path) 
     assert "trains in 2 phases (opt_d, opt_g)" in str(exc.value)
 
 
+def test_checkpoints_hold_every_phase_and_resume(project: Any, tmp_path: Path) -> None:
+    j = job.prepare(project.graph, project.training, {"epochs": 1, "device": "cpu"})
+    assert job.run(j, checkpoint_dir=str(tmp_path)).status == "finished"
+    from netstudio.training.checkpoints import checkpoint_path
+
+    state = torch.load(checkpoint_path(tmp_path), weights_only=True)
+    assert state["optimizer"]["names"] == ["opt_d", "opt_g"] and len(state["optimizer"]["phases"]) == 2
+    events: list[dict[str, Any]] = []
+    j = job.prepare(project.graph, project.training, {"epochs": 2, "device": "cpu"})
+    result = job.run(j, events.append, checkpoint_dir=str(tmp_path), resume=True)
+    assert result.status == "finished" and [e["epoch"] for e in result.history] == [1, 2]
+    assert [e["epoch"] for e in events if e["kind"] == "resumed_from"] == [1]
+
+
+def test_the_lr_finder_refuses_several_optimizers(project: Any) -> None:
+    import netstudio.data as data_mod
+    from netstudio.errors import TrainingError
+    from netstudio.training.lrfind import lr_find
+
+    plan = build_plan(project.graph, 64)
+    with pytest.raises(TrainingError) as exc:
+        lr_find(plan, data_mod.load(plan.dataset_params), project.training)
+    assert "trains in 2 phases (opt_d, opt_g)" in str(exc.value)
+
+
 def test_single_optimizer_projects_have_no_phases_and_keep_their_step() -> None:
     from tests.test_job import iris_graph
 
