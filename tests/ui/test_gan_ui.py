@@ -102,3 +102,32 @@ def test_single_optimizer_runs_show_no_phase_curves_or_samples(qtbot: Any, stop_
     assert train(qtbot, dock)["status"] == "finished"
     assert dock.plots.current is not None and dock.plots.current.phase_series == {}
     assert dock.results.generated_box.isHidden()
+
+
+@pytest.mark.slow  # the exported generator is loaded in a fresh interpreter without NetStudio
+def test_export_dialog_writes_the_generator_and_refuses_other_formats(qtbot: Any, tmp_path: Any,
+                                                                      stop_all: Any) -> None:  # noqa: F811
+    from netstudio.compiler.build import generator_of
+    from netstudio.errors import ExportError
+    from tests.ui.test_training_export import run_snippet
+
+    project = load_project(GAN)
+    win, dock = make_dock(qtbot, project.graph, epochs=1, keep_best=False)
+    stop_all(dock)
+    assert train(qtbot, dock)["status"] == "finished"
+    dialog = dock.make_export_dialog()
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert dialog.input_note.text().startswith("The export is the GAN's generator: it takes noise (batch × 64")
+    path = dialog.export_to("pt", tmp_path / "generator.pt")
+    z = torch.randn(5, 64)
+    stdout, outside = run_snippet(dialog.snippet_text, z, tmp_path)
+    assert stdout == "torch.fx.graph_module True"
+    gen = generator_of(dock.trained.model)
+    assert gen is not None
+    with torch.no_grad():
+        assert torch.equal(outside, gen.eval()(z))
+    assert outside.shape == (5, 1, 28, 28) and path.is_file()
+    with pytest.raises(ExportError):
+        dialog.export_to("pt2", tmp_path / "model.pt2")
+    assert "A GAN project cannot be exported as torch.export (.pt2)" in dialog.status.text()
