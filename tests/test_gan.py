@@ -358,6 +358,21 @@ def test_script_export_refuses_several_optimizers(project: Any, tmp_path: Path) 
     assert "trains in 2 phases (opt_d, opt_g)" in str(exc.value)
 
 
+def test_a_noise_node_is_no_second_dataset_whatever_the_order(project: Any) -> None:
+    from netstudio.compiler.memory import estimate
+
+    assert estimate(project.graph, analyze(project.graph, 64)).input_bytes == 64 * 784 * 4  # Noise after data
+    d = project.graph.to_dict()
+    d["nodes"] = sorted(d["nodes"], key=lambda n: n["type"] != "data.noise")  # the Noise node first
+    g = Graph.from_dict(d)
+    assert next(iter(g.nodes.values())).type_id == "data.noise"
+    an = analyze(g, 64)
+    assert an.ok, an.errors()
+    assert estimate(g, an).input_bytes == 64 * 784 * 4  # one batch of the dataset's features, not the noise
+    plan = build_plan(g, 64)
+    assert plan.compiled.dataset_node == next(n.id for n in g.nodes.values() if n.type_id == "data.dataset")
+
+
 def test_checkpoints_hold_every_phase_and_resume(project: Any, tmp_path: Path) -> None:
     j = job.prepare(project.graph, project.training, {"epochs": 1, "device": "cpu"})
     assert job.run(j, checkpoint_dir=str(tmp_path)).status == "finished"

@@ -680,12 +680,13 @@ class TrainingDock(QDockWidget):
         g = self.graph
         if g is None:
             return None
+        from netstudio.nodes.adversarial import NOISE
         from netstudio.nodes.base import Category
 
         for node in g.nodes.values():
             try:
-                if g.catalog.get(node.type_id).category == Category.DATA:
-                    return node
+                if g.catalog.get(node.type_id).category == Category.DATA and node.type_id != NOISE:
+                    return node  # (a Noise node is a source of random values, not the dataset)
             except Exception:  # noqa: BLE001 - an unknown type is the editor's problem to show
                 continue
         return None
