@@ -234,6 +234,45 @@ def sequence_classifier() -> Project:
                    "the steps instead of the last step.")
 
 
+def gan_mnist() -> Project:
+    b = Builder(WIDE_DX, ROW_DY)
+    # rows, read left to right: the data and the generator; the Real | Fake batch into the discriminator;
+    # its end with the discriminator's loss and optimizer; the generator's loss and optimizer
+    data = b.node("data.dataset", "data", 0, source="mnist_5k", normalize="minmax")
+    noise = b.node("data.noise", "noise", 1, size=64)
+    g1 = b.node("layer.linear", "g_hidden", 2, out_features=256)
+    g1a = b.node("activation.leaky_relu", "g_leaky_relu", 3, negative_slope=0.2)
+    g2 = b.node("layer.linear", "g_pixels", 4, out_features=784)
+    g2a = b.node("activation.sigmoid", "g_sigmoid", 0, 1)
+    img = b.node("layer.reshape", "g_image", 1, 1, shape=[1, 28, 28])
+    pair = b.node("merge.real_fake", "real_fake", 2, 1)
+    flat = b.node("layer.flatten", "d_flatten", 3, 1)
+    d1 = b.node("layer.linear", "d_hidden", 4, 1, out_features=256)
+    d1a = b.node("activation.leaky_relu", "d_leaky_relu", 0, 2, negative_slope=0.2)
+    d1d = b.node("layer.dropout", "d_dropout", 1, 2, p=0.3)  # keeps the discriminator from winning too fast
+    d2 = b.node("layer.linear", "d_logit", 2, 2, out_features=1)
+    d_loss = b.node("loss.gan", "d_loss", 3, 2, role="discriminator")
+    opt_d = b.node("optim.adam", "opt_d", 4, 2, lr=2e-4, beta1=0.5, phase=1)
+    g_loss = b.node("loss.gan", "g_loss", 3, 3, role="generator")
+    opt_g = b.node("optim.adam", "opt_g", 4, 3, lr=2e-4, beta1=0.5, phase=2)
+    b.g.connect(noise.id, "noise", g1.id, "input")
+    b.chain(g1, g1a, g2, g2a, img)
+    b.link(data, pair, dst_port="real")
+    b.link(img, pair, dst_port="fake")
+    b.chain(pair, flat, d1, d1a, d1d, d2)
+    b.link(d2, d_loss, dst_port="prediction")
+    b.link(d2, g_loss, dst_port="prediction")
+    b.optimize(opt_d, d_loss)
+    b.optimize(opt_g, g_loss)
+    return Project(b.g, TrainConfig(epochs=20, batch_size=64, keep_best=False), "GAN (MNIST)",
+                   "A generative adversarial network: the generator turns 64 random numbers (Noise) into a "
+                   "28×28 image; the discriminator judges a Real | Fake batch (real digits, then generated ones). "
+                   "Two optimizers train in two phases every batch: opt_d (phase 1) steps the discriminator on "
+                   "d_loss (real → 1, fake → 0, the fakes detached), then opt_g (phase 2) steps the generator on "
+                   "g_loss (fakes → 1) through the unchanged discriminator. Results shows generated digits "
+                   "after every epoch; the .pt export is the generator (noise in, image out).")
+
+
 SAMPLES: dict[str, Callable[[], Project]] = {
     "net_10_20_1": net_10_20_1,
     "linear_regression": linear_regression,
@@ -244,6 +283,7 @@ SAMPLES: dict[str, Callable[[], Project]] = {
     "resnet_block": resnet_block,
     "autoencoder": autoencoder,
     "sequence_classifier": sequence_classifier,
+    "gan_mnist": gan_mnist,
 }
 
 

@@ -69,6 +69,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "merge.add": {"a": T(4, 10), "b": T(4, 10)},
     "merge.multiply": {"a": T(4, 8, 5, 5), "b": T(4, 8, 1, 1)},
     "merge.concat": {"inputs": [T(4, 3), T(4, 5), T(4, 2)]},
+    "merge.real_fake": {"real": T(4, 1, 6, 6), "fake": T(4, 1, 6, 6)},
     "layer.conv3d": {"input": T(2, 3, 6, 7, 8)},
     "layer.conv_transpose1d": {"input": T(4, 3, 7)},
     "layer.upsample": {"input": T(4, 3, 5, 7)},

@@ -74,8 +74,9 @@ def test_declarations_are_complete(cls: Any) -> None:
 def test_existing_ids_and_param_names_are_kept() -> None:
     expected = {
         "layer.linear": ["in_features", "out_features", "bias"],
-        "optim.sgd": ["lr", "momentum", "nesterov", "weight_decay"],
-        "optim.adam": ["lr", "beta1", "beta2", "eps", "weight_decay"],
+        # "phase" (multi-optimizer order) was appended later; it is saved only when set
+        "optim.sgd": ["lr", "momentum", "nesterov", "weight_decay", "phase"],
+        "optim.adam": ["lr", "beta1", "beta2", "eps", "weight_decay", "phase"],
         "merge.concat": ["dim"],
     }
     for tid, names in expected.items():

@@ -271,9 +271,12 @@ def _train(args: argparse.Namespace) -> int:
         for path in exported:
             print(f"wrote {path}", file=lines)
         if args.out:
+            from netstudio.project.export import generator_note
             from netstudio.project.preprocess import export_input
 
-            for line in export_input(data, preprocess=not args.no_preprocess, plan=plan).text().splitlines():
+            note = generator_note(model)  # a GAN: --out is its generator, which takes noise
+            text = note if note is not None else export_input(data, preprocess=not args.no_preprocess, plan=plan).text()
+            for line in text.splitlines():
                 print(f"  {line}", file=lines)
     if args.json:
         print(json.dumps(result_summary), flush=True)
@@ -380,15 +383,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     compiled.module.eval()
     weights_file = source if from_weights_file else weights
     inp = _export_input(project, compiled, weights_file, args.no_preprocess)
+    gan_note = ex.generator_note(compiled) if args.format == "pt" else None
+    if gan_note is not None:
+        inp = None  # the generator takes noise: the dataset's preprocessing does not apply
 
     path = ex.export(args.format, compiled, out, project=project, weights=weights_out, inp=inp,
                      quantize=args.quantize)
     print(f"wrote {path}")
-    if args.quantize is not None:
+    if args.quantize is not None and gan_note is None:
         for line in _quantize_comparison(project, compiled, inp, args.quantize).splitlines():
             print(line)
     if weights_out is not None:
         print(f"wrote {weights_out}")
+    if gan_note is not None:
+        print(gan_note)
     if inp is not None:
         print("the exported model expects:")
         for line in inp.text().splitlines():

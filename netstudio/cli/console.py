@@ -93,6 +93,8 @@ class Progress:
                 extra += f", {describe(ev['threads'], str(ev.get('threads_mode', 'default')))}"
             if ev.get("augmentation"):
                 extra += f", augmentation: {ev['augmentation']}"
+            if ev.get("phases"):
+                extra += f", phases per batch: {' → '.join(map(str, ev['phases']))}"
             print(f"training {self.epochs} epoch{'s' if self.epochs != 1 else ''}{extra}", file=self.lines,
                   flush=True)
         elif kind == "batch" and self.bar is not None:
@@ -108,6 +110,9 @@ class Progress:
             print(f"resumed from {ev.get('path')} after epoch {ev.get('epoch')}", file=self.lines, flush=True)
         elif kind == "stats":
             self._diagnoses(ev)
+        elif kind == "phases" and ev.get("scope") == "epoch":
+            losses = "  ".join(f"{k} {v:.4f}" for k, v in (ev.get("losses") or {}).items())
+            print(f"  phase losses: {losses}", file=self.lines, flush=True)
 
     def _diagnoses(self, ev: dict[str, Any]) -> None:
         """Each new finding of the per-node statistics once (the same node and kind is not repeated)."""

@@ -19,9 +19,11 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from netstudio.compiler.phases import Phase, PhasedOptimizer, losses_of, phase_order, trained_by
 from netstudio.compiler.shapes import NO_LAYERS, NO_LAYERS_HINT, Analysis, analyze
 from netstudio.errors import CompileError, Problem, Scope, Severity
 from netstudio.graph.model import Graph, Node
+from netstudio.nodes.adversarial import NOISE, REAL_FAKE, noise_call
 from netstudio.nodes.base import (Call, Category, FunctionType, LayerType, LossType, ParameterType, PortRef,
                                   TensorInfo, apply_output_steps)
 from netstudio.nodes.blocks import BLOCK_INPUT, BLOCK_OUTPUT
@@ -52,6 +54,8 @@ class CompiledModel:
     #: node id (``block_id/inner_id`` inside a block) -> dotted path of a Parameter node's parameter
     #: (``class_token``, ``encoder.pos_embedding``), as in the state_dict keys
     parameter_names: dict[str, str] = field(default_factory=dict)
+    #: (node id, port) -> name of the fx node that computes it (e.g. a generator's output, for its export)
+    value_names: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @property
     def code(self) -> str:
@@ -65,7 +69,7 @@ class LossTerm:
     type_id: str
     module: nn.Module
     pred_index: int            # index into the model outputs
-    target: tuple[str, int]    # ("target", 0) | ("features", 0) | ("output", i)
+    target: tuple[str, int]    # ("target", 0) | ("features", 0) | ("output", i) | ("none", 0): the loss makes its own
     weight: float
     metric: str | None
     adapt: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -83,10 +87,17 @@ class TrainingPlan:
     scheduler_params: dict[str, Any] | None
     dataset_params: dict[str, Any]
     graph: Graph
+    #: several optimizers (a GAN): one phase per optimizer, in the order they step in every batch
+    #: (netstudio.compiler.phases); empty with a single optimizer
+    phases: list[Phase] = field(default_factory=list)
 
     @property
     def model(self) -> fx.GraphModule:
         return self.compiled.module
+
+    @property
+    def multi_phase(self) -> bool:
+        return len(self.phases) > 1
 
     @property
     def metric(self) -> str | None:
@@ -104,7 +115,26 @@ class TrainingPlan:
         if not params:
             raise CompileError("Every layer with weights is frozen: there is nothing to train",
                                node_id=self.optimizer_node, hint="make at least one layer trainable")
+        if self.multi_phase:
+            return self._phased_optimizer(model, params)  # type: ignore[return-value]
         return nt.make(params, self.optimizer_params)  # type: ignore[attr-defined]
+
+    def _phased_optimizer(self, model: nn.Module, trainable: list[nn.Parameter]) -> PhasedOptimizer:
+        """One optimizer per phase over the trainable weights of the nodes it owns."""
+        free = {id(p) for p in trainable}
+        opts = []
+        for ph in self.phases:
+            held: dict[int, nn.Parameter] = {}
+            for mod in frozen_modules(model, ph.module_paths):
+                for p in mod.parameters():
+                    if id(p) in free:
+                        held.setdefault(id(p), p)
+            if not held:
+                raise CompileError(f"Optimizer '{ph.name}' has no trainable weights (its layers are frozen)",
+                                   node_id=ph.optimizer_node, hint="make its layers trainable")
+            nt = self.graph.catalog.get(ph.optimizer_type)
+            opts.append(nt.make(list(held.values()), ph.optimizer_params))  # type: ignore[attr-defined]
+        return PhasedOptimizer(opts, [ph.name for ph in self.phases])
 
     def train_mode(self, model: nn.Module) -> nn.Module:
         """``model.train()``, with the normalization layers of frozen nodes kept in eval mode (their
@@ -134,7 +164,7 @@ class TrainingPlan:
         for t in self.losses:
             pred = outs[t.pred_index]
             kind, idx = t.target
-            tgt = y if kind == "target" else x if kind == "features" else outs[idx]
+            tgt = y if kind == "target" else x if kind == "features" else pred if kind == "none" else outs[idx]
             term = t.module(pred, t.adapt(pred, tgt))
             terms.append((t, term * t.weight if t.weight != 1.0 else term))
         return terms
@@ -220,7 +250,8 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
     if not an.model_ok:
         raise _first_error(an.problems, Scope.MODEL)
     kinds = {nid: graph.node_type(nid).category for nid in an.order}
-    dataset = next((nid for nid in an.order if kinds[nid] == Category.DATA), None)
+    dataset = next((nid for nid in an.order if kinds[nid] == Category.DATA and graph.nodes[nid].type_id != NOISE),
+                   None)
     incoming: dict[str, list] = {}
     for e in graph.edges:
         incoming.setdefault(e.dst, []).append(e)
@@ -267,9 +298,15 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
     parameter_names: dict[str, str] = {}
     fx_nodes: dict[str, str] = {}
     input_info = None
-    if dataset is not None and dataset in needed:
+    noises = [nid for nid in an.order if nid in needed and graph.nodes[nid].type_id == NOISE]
+    if dataset is not None and (dataset in needed or noises):
         values[(dataset, "features")] = fxg.placeholder("x")
         input_info = an.results[dataset].outputs.get("features")
+    for nid in noises:  # drawn in forward with the batch's size, on the batch's device
+        if dataset is None:
+            raise CompileError("A Noise node needs a Dataset to take the batch size from", node_id=nid,
+                               hint="add a Dataset node")
+        values[(nid, "noise")] = _emit_noise(fxg, values[(dataset, "features")], graph.nodes[nid])
 
     _emit_nodes(graph, an, needed, values, fxg, root, module_names, used_ports, fx_nodes=fx_nodes,
                 parameter_names=parameter_names)
@@ -283,10 +320,111 @@ def compile_model(graph: Graph, batch_size: int = 64, analysis: Analysis | None 
         outs.append(values[key])
     fxg.output(outs[0] if len(outs) == 1 else tuple(outs))
     gm = fx.GraphModule(root, fxg, class_name="NetStudioModel")
+    _mark_generator(graph, gm, values, needed, incoming)
     wanted = [k for k in wanted if k in values]
     return CompiledModel(gm, wanted, [an.results[n].outputs[p] for n, p in wanted], input_info, dataset, an,
                          module_names, fx_nodes, frozen_paths(graph, {**module_names, **parameter_names}),
-                         parameter_names)
+                         parameter_names, {k: v.name for k, v in values.items()})
+
+
+#: the key in a compiled GraphModule's ``meta`` that says where its generator is (see :func:`generator_of`)
+GENERATOR_ATTR = "netstudio_generator"
+
+
+def _mark_generator(graph: Graph, gm: fx.GraphModule, values: dict[tuple[str, str], fx.Node], needed: set[str],
+                    incoming: dict[str, list]) -> None:
+    """A model with a Real | Fake node fed by Noise: record the fx names of the generator's output (what
+    feeds ``fake``) and of its noise inputs on the module, so the generator can be cut out of it."""
+    for nid in needed:
+        if graph.nodes[nid].type_id != REAL_FAKE:
+            continue
+        fake = next((e for e in incoming.get(nid, []) if e.dst_port == "fake"), None)
+        if fake is None or (fake.src, fake.src_port) not in values:
+            continue
+        seen, stack, noises = set(), [fake.src], []
+        while stack:
+            n = stack.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            if graph.nodes[n].type_id == NOISE:
+                noises.append(n)
+            stack.extend(e.src for e in incoming.get(n, []))
+        if not noises:
+            continue
+        gm.meta[GENERATOR_ATTR] = {
+            "output": values[(fake.src, fake.src_port)].name, "node": fake.src,
+            "inputs": [[values[(n, "noise")].name, graph.nodes[n].name, int(graph.nodes[n].params.get("size", 64)),
+                        str(graph.nodes[n].params.get("distribution", "normal"))] for n in sorted(noises)]}
+        return
+
+
+def _generator_info(model: nn.Module) -> dict[str, Any] | None:
+    info = getattr(model, "meta", {}).get(GENERATOR_ATTR) if isinstance(getattr(model, "meta", None), dict) else None
+    return info if isinstance(info, dict) else None
+
+
+def generator_of(model: nn.Module) -> fx.GraphModule | None:
+    """The generator inside a GAN's compiled model: a GraphModule that takes the noise (one argument per Noise
+    node, named after it: batch × size) and returns the generated samples, sharing the model's weights.
+    None for a model without a Real | Fake node fed by Noise (or whose generator also reads the data)."""
+    info = _generator_info(model)
+    if info is None or not isinstance(model, fx.GraphModule):
+        return None
+    nodes = {n.name: n for n in model.graph.nodes}
+    out = nodes.get(info["output"])
+    stops = {str(i[0]) for i in info["inputs"]}
+    if out is None or not stops <= set(nodes):
+        return None
+    keep: set[str] = set()
+    stack = [out]
+    while stack:
+        n = stack.pop()
+        if n.name in keep:
+            continue
+        keep.add(n.name)
+        if n.name not in stops:
+            stack.extend(n.all_input_nodes)
+    g = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for name, label, _, _ in info["inputs"]:
+        env[nodes[name]] = g.placeholder(_code_name(str(label)))
+    for n in model.graph.nodes:
+        if n.name not in keep or n in env:
+            continue
+        if n.op == "placeholder":
+            return None  # the generator reads the dataset too: not a noise-only generator
+        env[n] = g.node_copy(n, lambda a: env[a])
+    g.output(env[out])
+    gm = fx.GraphModule(model, g, class_name="Generator")
+    gm.meta["node"] = info.get("node", "")  # the node whose output the samples are
+    return gm
+
+
+def generator_noise(model: nn.Module, n: int, seed: int = 0, device: torch.device | str = "cpu"
+                    ) -> list[torch.Tensor]:
+    """Fixed noise for :func:`generator_of` (one tensor per Noise node, drawn from ``seed``)."""
+    info = _generator_info(model) or {"inputs": []}
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _, _, size, dist in info["inputs"]:
+        z = torch.rand((n, size), generator=gen) * 2 - 1 if dist == "uniform" else torch.randn((n, size), generator=gen)
+        out.append(z.to(device))
+    return out
+
+
+def _emit_noise(fxg: fx.Graph, x: fx.Node, node: Node) -> fx.Node:
+    """``torch.randn(x.size(0), size, device=x.device)`` (uniform: ``rand * 2 - 1``), named after the node."""
+    fn, scale, shift = noise_call(node.params)
+    n = fxg.call_method("size", (x, 0))
+    dev = fxg.call_function(getattr, (x, "device"))
+    z = fxg.call_function(fn, (n, int(node.params.get("size", 64))), {"device": dev})
+    if scale != 1.0:
+        z = fxg.call_function(operator.mul, (z, scale))
+    if shift != 0.0:
+        z = fxg.call_function(operator.add, (z, shift))
+    z.name = _unique(fxg, _code_name(node.name), z)
+    return z
 
 
 def _emit_nodes(graph: Graph, an: Analysis, needed: set[str], values: dict[tuple[str, str], fx.Node],
@@ -479,11 +617,13 @@ def build_plan(graph: Graph, batch_size: int = 64, analysis: Analysis | None = N
         nt = cat.get(node.type_id)
         if isinstance(nt, LossType):
             pe = next(e for e in graph.in_edges(nid) if e.dst_port == "prediction")
-            te = next(e for e in graph.in_edges(nid) if e.dst_port == "target")
+            te = next((e for e in graph.in_edges(nid) if e.dst_port == "target"), None)
             if (pe.src, pe.src_port) not in out_index:
                 raise CompileError(f"Loss '{node.name}' must be fed by a layer output", node_id=nid,
                                    hint="connect the model's last layer to 'prediction'")
-            if te.src == compiled.dataset_node:
+            if te is None:  # a loss without a target input makes its own (a GAN loss's real/fake labels)
+                target = ("none", 0)
+            elif te.src == compiled.dataset_node:
                 target = ("target", 0) if te.src_port == "target" else ("features", 0)
             else:
                 target = ("output", out_index[(te.src, te.src_port)])
@@ -495,9 +635,27 @@ def build_plan(graph: Graph, batch_size: int = 64, analysis: Analysis | None = N
         elif nt.category == Category.SCHEDULER:
             sched_node = nid
     assert optim_node is not None
+    phases = _phases(graph, an, compiled, losses)
+    if phases:
+        optim_node = phases[0].optimizer_node
     ds = graph.nodes[compiled.dataset_node] if compiled.dataset_node else None
     return TrainingPlan(
         compiled, losses, optim_node, graph.nodes[optim_node].type_id, dict(an.results[optim_node].params),
         sched_node, graph.nodes[sched_node].type_id if sched_node else None,
         dict(an.results[sched_node].params) if sched_node else None,
-        dict(ds.params) if ds else {}, graph)
+        dict(ds.params) if ds else {}, graph, phases)
+
+
+def _phases(graph: Graph, an: Analysis, compiled: CompiledModel, losses: list[LossTerm]) -> list[Phase]:
+    """One phase per optimizer when the graph has several (netstudio.compiler.phases), else none."""
+    order = phase_order(graph, an.order)
+    if len(order) < 2:
+        return []
+    index = {t.node_id: i for i, t in enumerate(losses)}
+    out = []
+    for opt in order:
+        nodes = trained_by(graph, opt)
+        out.append(Phase(graph.nodes[opt].name, opt, graph.nodes[opt].type_id, dict(an.results[opt].params),
+                         [index[x] for x in losses_of(graph, opt) if x in index], nodes,
+                         [compiled.module_names[n] for n in nodes if n in compiled.module_names]))
+    return out

@@ -204,7 +204,7 @@ def estimate(graph: "Graph", analysis: "Analysis", node_ids: Iterable[str] | Non
         nt = graph.catalog.get(node.type_id)
         res = analysis.results.get(nid)
         if nt.category == Category.DATA:
-            if res is not None:
+            if res is not None and "features" in res.outputs:  # (a Noise node's values are made in forward)
                 est.input_bytes = _info_bytes(res.outputs.get("features"))
             continue
         if nt.category not in _MODEL_CATEGORIES or res is None or node.type_id == BLOCK_INPUT:

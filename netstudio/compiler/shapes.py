@@ -19,6 +19,8 @@ from netstudio.errors import CompileError, CycleError, NetStudioError, Problem, 
 from netstudio.graph.model import Edge, Graph
 from netstudio.nodes.base import Category, InferContext, TensorInfo
 from netstudio.nodes.blocks import BLOCK_INPUT, BLOCK_OUTPUT
+from netstudio.compiler.phases import phase_problems
+from netstudio.nodes.adversarial import NOISE
 
 
 @dataclass
@@ -165,6 +167,7 @@ class ShapeChecker:
         if seeds is not None:
             return Analysis(order, results, problems, batch_size, blocks=blocks)
         problems.extend(_training_problems(graph, order))
+        problems.extend(phase_problems(graph, order, results))  # several optimizers (netstudio.compiler.phases)
         problems.extend(_last_batch_problems(graph, order, results, dataset_info, batch_size))
         if len(self._cache) > self._max:
             self._cache.clear()
@@ -272,7 +275,8 @@ def _training_problems(graph: Graph, order: list[str]) -> list[Problem]:
     for nid in order:
         cats.setdefault(graph.catalog.get(graph.nodes[nid].type_id).category, []).append(nid)
     out: list[Problem] = []
-    datasets = cats.get(Category.DATA, [])
+    # a Noise node is a source of random values, not of samples: it is no second dataset
+    datasets = [nid for nid in cats.get(Category.DATA, []) if graph.nodes[nid].type_id != NOISE]
     if not datasets:
         out.append(Problem("The graph has no Dataset node", None,
                            "drag a Dataset from the palette and connect its features to the first layer",
@@ -292,10 +296,6 @@ def _training_problems(graph: Graph, order: list[str]) -> list[Problem]:
     if not optims:
         out.append(Problem("The graph has no optimizer", None,
                            "add an optimizer (e.g. Adam) and connect the loss to it", Severity.ERROR, Scope.TRAINING))
-    elif len(optims) > 1:
-        for nid in optims[1:]:
-            out.append(Problem(f"Only one optimizer is supported; '{graph.nodes[nid].name}' is extra", nid,
-                               "connect all losses to a single optimizer", Severity.ERROR, Scope.TRAINING))
     fed = {e.src for e in graph.edges if e.src in losses}
     for nid in losses:
         if nid not in fed and optims:

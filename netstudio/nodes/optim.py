@@ -11,11 +11,20 @@ LR = Param("lr", "float", 0.01, min=1e-8, max=1e6, log_scale=True, label="learni
 LR_ADAM = Param("lr", "float", 1e-3, min=1e-8, max=1e6, log_scale=True, label="learning rate")
 WEIGHT_DECAY = Param("weight_decay", "float", 0.0, min=0.0, max=1.0)
 BETAS = (Param("beta1", "float", 0.9, min=0.0, max=0.99999), Param("beta2", "float", 0.999, min=0.0, max=0.99999))
+#: a graph with several optimizers (a GAN) steps them one after another in every batch, lowest phase first;
+#: left out of saved files while 0, so single-optimizer projects are written as before
+PHASE = Param("phase", "int", 0, min=0, max=99, saved_if_set=True,
+              help="with several optimizers (GAN): the order in which they step in every batch, lowest first")
 
 
 class _Optimizer(OptimizerType):
     category = Category.OPTIMIZER
     summary_params: ClassVar[tuple[str, ...]] = ("lr",)
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if "params" in cls.__dict__ and all(p.name != "phase" for p in cls.params):
+            cls.params = (*cls.params, PHASE)  # every optimizer can take a place in a multi-phase step
 
     def infer(self, ctx: InferContext) -> dict[str, Any]:
         return {"optimizer": TensorInfo((), "optimizer")}

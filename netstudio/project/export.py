@@ -51,6 +51,51 @@ def _graph_module(model: Any) -> fx.GraphModule:
     return model
 
 
+def _generator(model: Any) -> fx.GraphModule | None:
+    """A GAN's generator (noise in, samples out) when ``model`` has one (netstudio.compiler.build.generator_of)."""
+    from netstudio.compiler.build import generator_of
+
+    try:
+        return generator_of(_graph_module(model))
+    except ExportError:
+        return None
+
+
+def _refuse_gan(model: Any, what: str) -> None:
+    """A GAN's model judges Real | Fake batches and draws its noise inside: only its generator is exported (.pt)."""
+    if _generator(model) is not None:
+        raise ExportError(f"A GAN project cannot be exported as {what}: NetStudio exports its generator as a full "
+                          "model (.pt), taking the noise and returning generated samples",
+                          hint="export with --format pt (the generator) or --format weights (every weight, to "
+                               "continue training)")
+
+
+def generator_note(model: Any) -> str | None:
+    """For a GAN's model: the sentence saying that the .pt export is its generator and what it takes (else None)."""
+    from netstudio.compiler.build import GENERATOR_ATTR
+
+    if _generator(model) is None:
+        return None
+    info = _graph_module(model).meta[GENERATOR_ATTR]
+    args = ", ".join(f"{label} (batch × {size}, {dist})" for _, label, size, dist in info["inputs"])
+    return f"the export is the GAN's generator: it takes {args} and returns generated samples"
+
+
+def _generator_export(gen: fx.GraphModule, model: Any) -> fx.GraphModule:
+    """The generator on the CPU in eval mode, with metadata that says what it takes and returns."""
+    from netstudio.compiler.build import GENERATOR_ATTR
+    from netstudio.project.preprocess import METADATA_ATTR
+
+    out = _cpu_eval_copy(gen)
+    info = _graph_module(model).meta[GENERATOR_ATTR]
+    meta = {"format": "netstudio-export", "version": 1, "model": "generator",
+            "inputs": [{"name": str(label), "shape": [int(size)], "dtype": "float32", "distribution": str(dist)}
+                       for _, label, size, dist in info["inputs"]],
+            "outputs": "generated samples in the scale of the training data's features (after its normalization)"}
+    setattr(out, METADATA_ATTR, json.dumps(meta, ensure_ascii=False))
+    return out
+
+
 def _input_info(model: Any) -> Any:
     if hasattr(model, "compiled"):
         model = model.compiled
@@ -177,7 +222,9 @@ def export_pt(model: Any, path: PathLike, inp: "ExportInput | None" = None, quan
     ``quantize="dynamic-int8"`` writes the :func:`quantize_dynamic` model instead
     (its layers are ``torch.ao.nn.quantized.dynamic`` modules, part of PyTorch).
     """
-    gm: nn.Module = _exported(model, inp)
+    gen = _generator(model)
+    # a GAN: the generator alone (its input is noise, so the dataset's preprocessing does not apply)
+    gm: nn.Module = _generator_export(gen, model) if gen is not None else _exported(model, inp)
     if quantize is not None:
         gm = quantize_dynamic(gm, quantize)
     from netstudio.nodes.usercode import bind_for_pickle
@@ -407,6 +454,7 @@ def export_pt2(model: Any, example_input: torch.Tensor | None, path: PathLike,
     With ``inp``: the preprocessing is part of the program and the metadata is the
     extra file ``netstudio_metadata.json`` (``torch.export.load(path, extra_files=...)``).
     """
+    _refuse_gan(model, "torch.export (.pt2)")
     gm = _exported(model, inp)
     x = _example_for(model, example_input, inp)
     program = _torch_export(gm, x)
@@ -460,6 +508,7 @@ def export_onnx(model: Any, example_input: torch.Tensor | None, path: PathLike,
     model's metadata property ``netstudio_metadata``.
     """
     _require_onnx()
+    _refuse_gan(model, "ONNX")
     gm = _exported(model, inp)
     x = _example_for(model, example_input, inp)
 
@@ -660,6 +709,7 @@ def model_source(model: Any, *, weights_file: str | None = None, title: str = "N
     names, columns) is written as a Python literal, never into a comment. A model with classes from the
     user's own file loads that file by its path relative to ``here`` (the .py's folder; see userfile.py).
     """
+    _refuse_gan(model, "Python source (.py)")
     gm = _exported(model, inp) if inp is not None else _graph_module(model)
     code = gm.graph.python_code(root_module="self")
     forward = code.src.strip("\n").rstrip()
@@ -952,6 +1002,8 @@ def export(fmt: str, model: Any, path: PathLike, *, project: "Project | None" = 
     and metadata every format carries; None exports the bare network.
     """
     check_quantize(fmt, quantize)
+    if fmt in ("pt2", "onnx", "py"):
+        _refuse_gan(model, {"pt2": "torch.export (.pt2)", "onnx": "ONNX", "py": "Python source (.py)"}[fmt])
     if fmt == "pt":
         return export_pt(model, path, inp, quantize)
     if fmt == "weights":

@@ -149,6 +149,11 @@ def _loss_section(plan: "TrainingPlan") -> str:
     from netstudio.nodes.base import LossType
     from netstudio.project.export import module_constructor
 
+    if plan.multi_phase:
+        names = ", ".join(ph.name for ph in plan.phases)
+        raise ExportError(f"The training script export trains with one optimizer; this graph trains in "
+                          f"{len(plan.phases)} phases ({names})", node_id=plan.phases[1].optimizer_node,
+                          hint="train it in NetStudio (netstudio train) and export the generator with --format pt")
     crit_lines, term_lines = [], []
     for i, t in enumerate(plan.losses):
         nt = plan.graph.catalog.get(t.type_id)

@@ -20,6 +20,9 @@ declared in :mod:`netstudio.training.events` (``kind``: an :class:`EventKind`,
 * ``{"kind": "stats", "epoch", "global_step", "nodes", "diagnoses", "nan_origin"}`` — per-node figures of a
   sampled step (every ``config.stats_every`` steps, :mod:`netstudio.training.nodestats`); ``nan_origin``:
   the node id where NaN/Inf first appeared (sent when the run diverges), else None
+* ``{"kind": "phases", "scope": "batch"|"epoch", "epoch", "global_step", "losses"}`` — a multi-phase run (several
+  optimizers, :mod:`netstudio.training.phased`): each phase's mean loss by optimizer name, with every batch event
+  (since the previous one) and after every epoch event (the epoch's)
 
 Speed (measured in bench/bench_trainer.py): resident datasets stay on the
 device and are batched by index; loss and accuracy are summed on the device
@@ -57,6 +60,7 @@ from netstudio.training.checkpoints import checkpoint_path, save_checkpoint
 from netstudio.training.events import EventKind, FitStatus
 from netstudio.training.fastpath import Stepper, prepare_optimizer, reset_for_eager, try_capture
 from netstudio.training.nodestats import NodeStats
+from netstudio.training.phased import PhasedStep
 from netstudio.training.strategy import DataParallel, SingleProcess, strategy_for, use_channels_last  # noqa: F401
 from netstudio.training.threads import ThreadTuner
 
@@ -68,6 +72,7 @@ if TYPE_CHECKING:  # pragma: no cover
 Report = Callable[[dict[str, Any]], None]
 
 REPORT_INTERVAL_S = 0.05   # batch events: at most ~20 per second
+SAMPLE_COUNT = 16          # a generator's samples per epoch (the samples event)
 PAUSE_POLL_S = 0.02
 EVAL_BATCH = 1024
 
@@ -456,6 +461,7 @@ class _Trainer:
             reason = "image augmentation draws new random transforms for every batch"
         prepare_optimizer(optimizer, dev, capture=reason is None)
         step = strategy.step(model, plan, optimizer, controls)
+        self.phase_step = step if isinstance(step, PhasedStep) else None  # several optimizers: per-phase losses
         if augmenter is not None:
             step = augmented_step(step, augmenter)
 
@@ -480,7 +486,8 @@ class _Trainer:
             if not self.fast:
                 reset_for_eager(optimizer, dev)
 
-        if cfg.stats_every > 0:
+        multi = getattr(plan, "multi_phase", False)
+        if cfg.stats_every > 0 and not multi:
             self.stats = NodeStats(model, plan, cfg.stats_every, strategy.reduce_node_stats)
 
         task = getattr(data.info, "task", "classification")
@@ -490,7 +497,10 @@ class _Trainer:
                    "threads": self.tuner.threads, "threads_mode": self.tuner.mode,
                    "precision": cfg.precision, "clip_norm": cfg.clip_norm, "clip_value": cfg.clip_value,
                    "warmup_epochs": cfg.warmup_epochs,
-                   "augmentation": augmenter.settings.describe() if augmenter is not None else None})
+                   "augmentation": augmenter.settings.describe() if augmenter is not None else None,
+                   **({"phases": [ph.name for ph in plan.phases],
+                       "stats_reason": "per-node statistics follow one optimizer's step; a multi-phase run has "
+                                       f"{len(plan.phases)}"} if multi else {})})
 
         status, message = FitStatus.FINISHED, f"Trained {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
         try:
@@ -504,6 +514,9 @@ class _Trainer:
                     self._epoch_opt_state = _host_copy(optimizer.state_dict())
                 plan.train_mode(model)
                 stepper.reset_epoch()
+                if self.phase_step is not None:
+                    self.phase_step.reset()
+                    self._phase_seen = ([0.0] * len(self.phase_step.names), 0)
                 if augmenter is not None:
                     augmenter.start_epoch(epoch)
                 self.tuner.epoch_start()
@@ -537,6 +550,9 @@ class _Trainer:
                          "samples_per_s": n_seen / max(train_seconds, 1e-9), "threads": self.tuner.threads}
                 self.history.append(entry)
                 self.emit(dict(entry))
+                if self.phase_step is not None:
+                    self._emit_phases("epoch")
+                self._emit_samples(model, plan)
 
                 if sched is not None and sched_every != "batch":
                     if sched_metric:
@@ -628,12 +644,61 @@ class _Trainer:
                            "eta_s": (total_samples - done) / rate if rate > 0 else None,
                            "global_step": self.global_step})
                 last_loss, last_samples, last_active = loss_total, stepper.samples, self.train_active
+                if self.phase_step is not None:
+                    self._emit_phases("batch")
         except _Stop:
             self.samples_done += stepper.samples  # the partial epoch counts for the throughput
             raise
         finally:
             self.train_active += time.perf_counter() - seg_start
         return True
+
+    # --- multi-phase runs (netstudio.training.phased) ---------------------------------
+    phase_step: PhasedStep | None = None
+    _phase_seen: tuple[list[float], int] = ([], 0)
+
+    def _emit_phases(self, scope: str) -> None:
+        """The ``phases`` event: each phase's mean loss over the batches since the last report ("batch") or
+        over the epoch ("epoch", summed over the ranks of a distributed job)."""
+        ps = self.phase_step
+        assert ps is not None
+        sums = ps.sums.tolist() if ps.sums is not None else [0.0] * len(ps.names)
+        n = ps.samples
+        if scope == "epoch":
+            if isinstance(self.strategy, DataParallel):
+                totals = self.strategy.ctx.all_sum([*sums, float(n)])
+                sums, n = totals[:-1], int(totals[-1])
+            seen, seen_n = [0.0] * len(sums), 0
+        else:
+            seen, seen_n = self._phase_seen
+            self._phase_seen = (list(sums), n)
+        k = n - seen_n
+        if k <= 0 or not self.strategy.is_main:
+            return
+        self.emit({"kind": EventKind.PHASES, "scope": scope, "epoch": self.epoch, "global_step": self.global_step,
+                   "losses": {name: (s - s0) / k for name, s, s0 in zip(ps.names, sums, seen)}})
+
+    def _emit_samples(self, model: nn.Module, plan: Any) -> None:
+        """The ``samples`` event: a GAN's generator on fixed noise (the same every epoch), as plain lists."""
+        if not self.strategy.is_main:
+            return
+        from netstudio.compiler.build import generator_noise, generator_of
+
+        gen = generator_of(model)
+        if gen is None:
+            return
+        z = generator_noise(model, SAMPLE_COUNT, self.config.seed, self.device)
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = gen(*z)
+        finally:
+            if was:
+                plan.train_mode(model)
+        out = out.detach().float().cpu()
+        self.emit({"kind": EventKind.SAMPLES, "epoch": self.epoch, "node_id": gen.meta.get("node", ""),
+                   "shape": list(out.shape[1:]), "images": out.tolist()})
 
     # --- per-node statistics (netstudio.training.nodestats) -------------------------
     _pending_stats: Any = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
+from typing import Any
 
 if sys.version_info >= (3, 11):  # pragma: no cover - version dependent
     from enum import StrEnum as _StrEnum
@@ -54,9 +55,19 @@ class EventKind(_TextEnum):
     RESUMED_FROM = "resumed_from"  # continued after an epoch saved in a checkpoint
     END = "end"
     STATS = "stats"                # per-node statistics of a sampled step (netstudio.training.nodestats)
+    PHASES = "phases"              # each phase's loss of a multi-phase run (several optimizers: a GAN)
+    SAMPLES = "samples"            # a generator's samples from fixed noise after an epoch (a GAN)
 
 
-class StartEvent(TypedDict):
+class _MultiPhaseStart(TypedDict, total=False):
+    """Sent only by a multi-phase run (several optimizers): the phases in step order, and why the per-node
+    statistics are off."""
+
+    phases: list[str]
+    stats_reason: str
+
+
+class StartEvent(_MultiPhaseStart):
     kind: EventKind
     device: str
     device_id: str
@@ -147,7 +158,30 @@ class StatsEvent(TypedDict):
     histograms: dict[str, dict[str, list[float]]]
 
 
-TrainingEvent = StartEvent | BatchEvent | EpochEvent | PausedEvent | ResumedEvent | ResumedFromEvent | EndEvent | StatsEvent
+class PhasesEvent(TypedDict):
+    """Each phase's mean loss per sample (a multi-phase run: one phase per optimizer, in step order):
+    ``scope`` "batch" — the batches since the previous report, sent with every batch event; "epoch" — the
+    whole epoch (all ranks of a distributed job), sent right after the epoch event."""
 
-__all__ = ["BatchEvent", "Diagnosis", "EndEvent", "EpochEvent", "EventKind", "FitStatus", "PausedEvent", "ResumedEvent",
-           "ResumedFromEvent", "StartEvent", "StatsEvent", "TrainingEvent"]
+    kind: EventKind
+    scope: str
+    epoch: int
+    global_step: int
+    losses: dict[str, float]
+
+
+class SamplesEvent(TypedDict):
+    """After every epoch of a model with a generator (Noise → … → Real | Fake): its output for the same fixed
+    noise each time, as plain nested lists of floats (``count`` samples of ``shape``, e.g. 1×28×28)."""
+
+    kind: EventKind
+    epoch: int
+    node_id: str          # the node whose output the samples are
+    shape: list[int]      # per sample
+    images: list[Any]     # count × shape nested lists of floats
+
+
+TrainingEvent = StartEvent | BatchEvent | EpochEvent | PausedEvent | ResumedEvent | ResumedFromEvent | EndEvent | StatsEvent | PhasesEvent | SamplesEvent
+
+__all__ = ["BatchEvent", "Diagnosis", "EndEvent", "EpochEvent", "EventKind", "FitStatus", "PausedEvent", "PhasesEvent",
+           "ResumedEvent", "ResumedFromEvent", "SamplesEvent", "StartEvent", "StatsEvent", "TrainingEvent"]

@@ -54,6 +54,10 @@ def make_step(model: nn.Module, plan: Any, optimizer: torch.optim.Optimizer, con
     ``controls``: a :class:`netstudio.training.controls.StepControls` (clipping,
     mixed precision) or None for the plain step.
     """
+    if getattr(plan, "multi_phase", False):  # several optimizers: one phase each (netstudio.training.phased)
+        from netstudio.training.phased import PhasedStep
+
+        return PhasedStep(model, plan, optimizer, controls)
     loss_fn, correct_fn = plan.loss, plan.correct
     if controls is not None and controls.active:
         def controlled_step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -85,6 +89,9 @@ def fast_path_blocker(*, setting: str, device: torch.device, resident: bool,
     """Why the CUDA-graph fast path cannot be used for this run, or None if it can."""
     if setting == "off":
         return "turned off in the training settings"
+    names = getattr(optimizer, "names", None)
+    if getattr(optimizer, "optimizers", None) is not None and names:
+        return f"multi-phase training ({len(names)} optimizers: {', '.join(names)}) runs eagerly"
     if device.type != "cuda":
         return "needs a CUDA GPU"
     if not resident:

@@ -123,6 +123,11 @@ def lr_find(plan: "TrainingPlan", data: "PreparedData", config: "TrainConfig", *
     from netstudio.training.engine import _plan_on
     from netstudio.training.fastpath import make_step
 
+    if getattr(plan, "multi_phase", False):
+        names = ", ".join(ph.name for ph in plan.phases)
+        raise TrainingError(f"The learning-rate range test follows one optimizer's loss; this graph trains in "
+                            f"{len(plan.phases)} phases ({names})", node_id=plan.phases[0].optimizer_node,
+                            hint="set each optimizer's learning rate by hand (GANs often use 0.0002 with beta1 0.5)")
     if not (0 < start_lr < end_lr) or not math.isfinite(end_lr):
         raise TrainingError(f"The learning-rate range must rise from above 0: got {start_lr:g} to {end_lr:g}")
     if steps < 2:

@@ -131,6 +131,11 @@ class DataParallel(SingleProcess):
              controls: Any = None) -> Step:
         from netstudio.training.distributed import DistStep
 
+        if getattr(plan, "multi_phase", False):
+            from netstudio.training.phased import PhasedStep
+
+            # no DDP wrapper: each phase all-reduces its own weights' gradients (the others get none)
+            return PhasedStep(model, plan, optimizer, controls, dist=self.ctx)
         # DDP around the model; the step scales each rank's loss so the averaged gradient is the global one
         return DistStep(self.ctx.wrap(model), plan, optimizer, self.ctx, controls)
 

@@ -560,6 +560,7 @@ class Inspector(QWidget):
         res = analysis.results.get(self.node_id)
         for name, ed in self.editors.items():
             ed.set_resolved(res.params.get(name) if res is not None else None)
+        self._explain_phases(analysis)
         problems = analysis.problems_for(self.node_id)
         if problems:
             t = theme()
@@ -570,6 +571,22 @@ class Inspector(QWidget):
             self.problem_label.show()
         else:
             self.problem_label.hide()
+
+    def _explain_phases(self, analysis: Analysis) -> None:
+        """An optimizer of a graph with several (a GAN): its description says the phase order and what it trains."""
+        graph = self.doc.current
+        node = graph.nodes.get(self.node_id) if self.node_id is not None else None
+        if node is None:
+            return
+        nt = graph.node_type(node)
+        if nt.category != Category.OPTIMIZER:
+            return
+        from netstudio.compiler.phases import explain
+
+        extra = explain(graph, node.id, analysis.order) if analysis.order else ""
+        text = nt.description + (f"\n\n{extra}" if extra else "")
+        self.description.setText(text)
+        self.description.setVisible(bool(text))
 
     # --- test/automation helpers -------------------------------------------------------
     def editor(self, name: str) -> ParamEditor:

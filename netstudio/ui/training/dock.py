@@ -740,12 +740,13 @@ class TrainingDock(QDockWidget):
         g = self.graph
         if g is None:
             return None
+        from netstudio.nodes.adversarial import NOISE
         from netstudio.nodes.base import Category
 
         for node in g.nodes.values():
             try:
-                if g.catalog.get(node.type_id).category == Category.DATA:
-                    return node
+                if g.catalog.get(node.type_id).category == Category.DATA and node.type_id != NOISE:
+                    return node  # (a Noise node is a source of random values, not the dataset)
             except Exception:  # noqa: BLE001 - an unknown type is the editor's problem to show
                 continue
         return None
@@ -974,6 +975,11 @@ class TrainingDock(QDockWidget):
             if self._run_started_plot:
                 self.plots.add_epoch(ev)
             self._pending_progress = ev
+        elif kind == "phases":  # a multi-phase run (GAN): one loss curve per phase
+            if self._run_started_plot:
+                self.plots.add_phases(ev)
+        elif kind == "samples":  # a GAN's generator after an epoch: the Results tab's grid
+            self.results.show_generated(ev)
         elif kind == "paused":
             self._refresh_progress()
             # the event names the batch that waits; the bar and the message both count batches done
@@ -988,6 +994,7 @@ class TrainingDock(QDockWidget):
             if self.session.state == RunState.RUNNING:
                 self.status_label.setText(self._running_text)
         elif kind == "start":
+            self.results.clear_generated()
             self._steps_per_epoch = ev.get("steps_per_epoch")
             dev = ev.get("device")
             self._running_text = f"Run {self.session.run_count}: training" + (f" on {dev}" if dev else "")
@@ -1004,6 +1011,8 @@ class TrainingDock(QDockWidget):
                 self._running_text += f" · {ev.get('precision')}"
             if ev.get("augmentation"):
                 self._running_text += f" · augmented ({ev.get('augmentation')})"
+            if ev.get("phases"):
+                self._running_text += f" · phases {' → '.join(map(str, ev['phases']))}"
             if self.session.state == RunState.RUNNING:
                 self.status_label.setText(self._running_text)
 
@@ -1094,8 +1103,8 @@ class TrainingDock(QDockWidget):
             self.status_label.setText(f"Run {run_index} {word}" + (f": {msg}" if msg else ""))
         # the last batch's loss/speed/ETA would read as the result: show the run's own figures
         self.speed_label.setText(_run_summary(metrics))
-        # Results show this run only: never its figures beside an older run's matrix
-        self.results.clear()
+        # Results show this run only: never its figures beside an older run's matrix (its generated samples stay)
+        self.results.clear(keep_generated=True)
         where = "weights kept from the last good epoch" if end.failed and self.session.trained is not None else ""
         self.results.show_metrics(metrics, f"Run {run_index}: {status}" + (f" — {where}" if where else ""))
         self._after_run()

@@ -248,6 +248,12 @@ class ExportDialog(QDialog):
         return export_input(self.data, preprocess=preprocess, plan=self.plan)
 
     def _update_input_note(self, *_: Any) -> None:
+        from netstudio.project.export import generator_note
+
+        gan = generator_note(self.model)  # a GAN: the .pt export is its generator, which takes noise
+        if gan is not None:
+            self.input_note.setText(gan[:1].upper() + gan[1:] + " (.pt; the other formats cannot hold a GAN).")
+            return
         inp = self.export_input()
         self.input_note.setText(inp.text() if inp is not None else
                                 "The model takes the features NetStudio trained on (normalized).")
@@ -261,6 +267,8 @@ class ExportDialog(QDialog):
         ex.check_quantize(fmt, quantize)
         if quantize is not None:
             written = ex.export_pt(self.model, p, inp, quantize)
+            if ex.generator_note(self.model) is not None:
+                return Path(written)  # a GAN's generator: no accuracy to compare
             self.quantize_result = ex.compare_quantized(self.model, self.plan, self.data, inp=inp, mode=quantize)
             return Path(written)
         calls: dict[str, Callable[[], Any]] = {

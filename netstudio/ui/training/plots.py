@@ -40,6 +40,14 @@ MIN_REFRESH_S = {"batch": 0.33, "loss": 1.0, "acc": 1.0}
 PAINT_BUDGET = 0.03
 #: which curves live in which plot
 _PLOT_CURVES = {"loss": ("train_loss", "val_loss"), "acc": ("train_acc", "val_acc"), "batch": ("batch_loss",)}
+#: a multi-phase run's curves: "phase_epoch:<optimizer>" in the epoch loss plot, "phase_batch:<optimizer>" per batch
+_PHASE_PREFIX = {"loss": "phase_epoch:", "batch": "phase_batch:"}
+#: the phases' colours (dotted lines), the same in every run
+PHASE_COLORS = ("#d62728", "#2ca02c", "#9467bd", "#8c564b")
+
+
+def _phase_ys(runs: Any, plot: str) -> list[np.ndarray]:
+    return [s.y for r in runs for k, s in r.phase_series.items() if k.startswith(_PHASE_PREFIX[plot]) and s.n]
 
 
 def plot_colors(widget: QWidget) -> tuple[QColor, QColor]:
@@ -137,6 +145,8 @@ class RunCurves:
     epochs: list[dict[str, Any]] = field(default_factory=list)
     drawn: dict[str, int] = field(default_factory=dict)  # points per curve at the last setData
     planned_epochs: int = 0  # epochs this run will train (fixes the epoch axis in advance)
+    #: a multi-phase run (GAN): each phase's loss, keyed like its curve ("phase_epoch:<name>", "phase_batch:<name>")
+    phase_series: dict[str, GrowingSeries] = field(default_factory=dict)
 
 
 def _finite(v: Any) -> float:
@@ -330,6 +340,39 @@ class LivePlots(QWidget):
             run.val_acc.append(e, _finite(event.get("val_accuracy")))
         self._mark_dirty("loss", "acc")  # drawn by a timer tick, like batches (epochs can be fast)
 
+    def add_phases(self, event: dict[str, Any]) -> None:
+        """A ``phases`` event: each phase's loss as its own curve, in the epoch loss plot (scope "epoch") or
+        the batch plot ("batch"), dotted, one colour per phase."""
+        run = self.current
+        if run is None:
+            return
+        epoch_scope = event.get("scope") == "epoch"
+        plot = "loss" if epoch_scope else "batch"
+        if epoch_scope:
+            x = run.epoch_offset + float(event.get("epoch", 0) or 0)
+        else:
+            x = run.step_offset + float(event.get("global_step", 0) or 0)
+        losses = event.get("losses") or {}
+        for i, (name, value) in enumerate(losses.items()):
+            key = f"{_PHASE_PREFIX[plot]}{name}"
+            series = run.phase_series.get(key)
+            if series is None:
+                series = run.phase_series[key] = GrowingSeries(64 if epoch_scope else 1024)
+                color = PHASE_COLORS[i % len(PHASE_COLORS)]
+                pen = pg.mkPen(color, width=2 if epoch_scope else 1, style=Qt.PenStyle.DotLine)
+                item = self._plots[plot].getPlotItem()
+                if epoch_scope:
+                    curve = item.plot(pen=pen, symbol="t", symbolSize=6, symbolPen=pg.mkPen(color),
+                                      symbolBrush=color, connect="finite", name=f"{run.name} {name}")
+                else:
+                    curve = item.plot(pen=pen, name=f"{run.name} {name}")
+                    curve.setDownsampling(auto=True, method="peak")
+                    curve.setClipToView(True)
+                run.curves[key] = curve
+                item.legend.setVisible(True)
+            series.append(x, _finite(value))
+        self._mark_dirty(plot)
+
     def _mark_dirty(self, *plots: str) -> None:
         self._dirty.update(plots)
         if not self._timer.isActive():
@@ -358,9 +401,11 @@ class LivePlots(QWidget):
             return
         self._dirty.difference_update(todo)
         for run in self.runs:
-            for key in (k for p in todo for k in _PLOT_CURVES[p]):
+            keys = [k for p in todo for k in _PLOT_CURVES[p]]
+            keys += [k for k in run.phase_series if any(k.startswith(_PHASE_PREFIX[p]) for p in todo if p != "acc")]
+            for key in keys:
                 curve = run.curves.get(key)
-                series = getattr(run, key)
+                series = run.phase_series[key] if key in run.phase_series else getattr(run, key)
                 if curve is None or run.drawn.get(key) == series.n:
                     continue  # no such curve, or unchanged since the last redraw
                 curve.setData(series.x, series.y)
@@ -379,13 +424,15 @@ class LivePlots(QWidget):
             return  # the user zoomed/panned, or asked for pyqtgraph's auto range ("A" button)
         if plot == "batch":
             xs = [r.batch_loss.x[-1] for r in self.runs if r.batch_loss.n]
-            ys = np.concatenate([r.batch_loss.y for r in self.runs if r.batch_loss.n] or [np.zeros(0)])
+            ys = np.concatenate([r.batch_loss.y for r in self.runs if r.batch_loss.n] + _phase_ys(self.runs, "batch")
+                                or [np.zeros(0)])
             x0, x1 = 0.0, _nice_ceil(max(xs, default=1.0) * 1.1)
         else:
             last = max((r.epoch_offset + max(r.planned_epochs, len(r.epochs)) for r in self.runs), default=1)
             x0, x1 = 0.5, max(1, last) + 0.5
             series = [getattr(r, k) for r in self.runs for k in _PLOT_CURVES[plot]]
-            ys = np.concatenate([s.y for s in series if s.n] or [np.zeros(0)])
+            ys = np.concatenate([s.y for s in series if s.n] + (_phase_ys(self.runs, "loss") if plot == "loss" else [])
+                                or [np.zeros(0)])
         ys = ys[np.isfinite(ys)]
         if plot == "acc":
             y0, y1 = 0.0, 1.0

@@ -73,6 +73,28 @@ def to_qimage(img: np.ndarray) -> QImage:
     return q.copy()  # detach from the numpy buffer
 
 
+def generated_tiles(images: Sequence[Any], shape: Sequence[int]) -> list[np.ndarray]:
+    """uint8 tiles of a generator's samples: 1×H×W or 3×H×W images (a flat D-vector: a square of √D), the
+    grid's values stretched to 0..255 together (so brightness compares across tiles)."""
+    a = np.asarray(images, dtype=np.float32)
+    if a.ndim < 2 or a.shape[0] == 0:
+        return []
+    if a.ndim == 2:
+        side = int(round(math.sqrt(a.shape[1])))
+        if side * side != a.shape[1]:
+            return []
+        a = a.reshape(a.shape[0], 1, side, side)
+    if a.ndim != 4 or a.shape[1] not in (1, 3):
+        return []
+    finite = a[np.isfinite(a)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if 0.0 <= lo and hi <= 1.0:
+        lo, hi = 0.0, 1.0  # already in [0, 1] (a Sigmoid output): keep the absolute scale
+    scaled = np.nan_to_num((a - lo) / max(hi - lo, 1e-12), nan=0.0).clip(0.0, 1.0)
+    out = (scaled * 255.0 + 0.5).astype(np.uint8)
+    return [t[0] if t.shape[0] == 1 else np.ascontiguousarray(t.transpose(1, 2, 0)) for t in out]
+
+
 class ImageGrid(QWidget):
     """A grid of small images with a caption each (dataset preview, predictions)."""
 
@@ -254,6 +276,18 @@ class ResultsView(QWidget):
         self.regression_box = QGroupBox("Predicted vs. true (validation)")
         QVBoxLayout(self.regression_box).addWidget(self.regression)
         self.regression_box.hide()
+        # a GAN's generator on fixed noise, after every epoch (the run's "samples" events)
+        self.generated = ImageGrid(columns=8, cell=56)
+        self.generated_box = QGroupBox("Generated samples")
+        tiles_layout = self.generated.layout()
+        if tiles_layout is not None:  # the tiles keep their size, top left
+            tiles_layout.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        gen_scroll = QScrollArea()
+        gen_scroll.setWidget(self.generated)
+        gen_scroll.setWidgetResizable(True)
+        gen_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        QVBoxLayout(self.generated_box).addWidget(gen_scroll)
+        self.generated_box.hide()
 
         left = QVBoxLayout()
         left.addWidget(self.summary)
@@ -262,6 +296,7 @@ class ResultsView(QWidget):
         right.addWidget(self.confusion_box, 3)
         right.addWidget(self.samples_box, 2)
         right.addWidget(self.regression_box, 3)
+        right.addWidget(self.generated_box, 3)
         lay = QHBoxLayout(self)
         lay.addLayout(left, 1)
         lay.addLayout(right, 2)
@@ -320,8 +355,21 @@ class ResultsView(QWidget):
             self.samples.set_items([])
             self.samples_box.hide()
 
-    def clear(self) -> None:
+    def show_generated(self, ev: dict[str, Any]) -> None:
+        """A ``samples`` event (plain nested lists): the generator's images of that epoch, in one grid."""
+        tiles = generated_tiles(ev.get("images") or [], ev.get("shape") or [])
+        self.generated.set_items([{"image": t, "caption": ""} for t in tiles])
+        self.generated_box.setTitle(f"Generated samples (epoch {ev.get('epoch')})")
+        self.generated_box.setVisible(bool(tiles))
+
+    def clear_generated(self) -> None:
+        self.generated.set_items([])
+        self.generated_box.hide()
+
+    def clear(self, keep_generated: bool = False) -> None:
         self.metrics = {}
         self.metrics_table.setRowCount(0)
         self.summary.setText("No results yet: train the model first.")
         self.show_evaluation({})
+        if not keep_generated:
+            self.clear_generated()

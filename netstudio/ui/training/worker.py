@@ -263,12 +263,15 @@ class TrainingWorker(_ThreadedWorker):
         else:
             self._queue_pending()  # the last batch before an epoch/pause/end comes first
             ev = self._tag(event)
-            self.events.append(ev)
+            # a multi-phase run's per-batch phase losses and a GAN's sample images are shown, not kept
+            streamed = kind == "samples" or (kind == "phases" and event.get("scope") == "batch")
+            if not streamed:
+                self.events.append(ev)
             if kind == "epoch":
                 ev["first_loss"] = self.first_loss  # lets the GUI tell a loss that has not moved
                 self.history.append(ev)
             self._queue.append(ev)
-            if kind != "epoch":  # start / paused / resumed / end: the GUI must react now
+            if kind not in ("epoch", "phases", "samples"):  # start / paused / resumed / end: the GUI must react now
                 self._flush()
                 return
         if time.monotonic() - self._last_emit >= EMIT_INTERVAL_S:
