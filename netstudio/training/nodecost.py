@@ -45,6 +45,12 @@ def node_costs(compiled: "CompiledModel", batch_size: int = 32, *, measure: bool
         return {}
     dev = torch.device(device)
     model = copy.deepcopy(compiled.module).to(dev).train()
+    if not measure:
+        # Counting needs no batch statistics: BatchNorm (never counted, same output shape) in eval mode is
+        # far cheaper, above all on the meta device (the Model panel's count after every edit).
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
     shape = (batch_size, *tuple(int(d) for d in info.sample_shape))
     dtype = getattr(torch, str(getattr(info, "dtype", "float32")), torch.float32)
     x = torch.randn(shape, device=dev) if dtype.is_floating_point else torch.zeros(shape, dtype=dtype, device=dev)
