@@ -1,8 +1,9 @@
 """What the Model panel counts after every edit (#18 item 4): multiply-adds per sample on the meta device.
 
-Counting puts BatchNorm in eval mode (no batch statistics, far cheaper on the meta device); the counts must
-equal those of the measuring path, and a BatchNorm1d model counted with a batch of one (what the panel
-does) must get its counts instead of failing on "more than 1 value per channel".
+Counting passes BatchNorm, ReLU and Dropout through (they are never counted; on the meta device their
+element-wise work was most of the time): the counts must equal those of the measuring path, and a BatchNorm1d
+model counted with a batch of one (what the panel does) must get its counts instead of failing on "more than
+1 value per channel".
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def _graph(conv: bool) -> Graph:
          ("activation.relu", {}), ("layer.flatten", {}), ("layer.linear", {"out_features": 10})]
         if conv else
         [("layer.linear", {"out_features": 16}), ("layer.batchnorm1d", {}), ("activation.relu", {}),
-         ("layer.linear", {"out_features": 2})])
+         ("layer.dropout", {"p": 0.5}), ("layer.linear", {"out_features": 2})])
     for i, (type_id, params) in enumerate(layers):
         nid = g.add_node(type_id, params, name=f"n{i}").id
         g.connect(prev, port, nid, "input")
@@ -60,4 +61,7 @@ def test_batchnorm1d_model_counted_with_a_batch_of_one_on_meta() -> None:
         compiled = compile_model(g, 64)
     costs = node_costs(compiled, 1, measure=False, device="meta")
     by_name = {g.nodes[nid].name: c.macs_per_sample for nid, c in costs.items()}
-    assert by_name == {"n0": 2 * 16, "n1": 0, "n2": 0, "n3": 16 * 2}
+    assert by_name == {"n0": 2 * 16, "n1": 0, "n2": 0, "n3": 0, "n4": 16 * 2}
+    # counted on a copy: the compiled module keeps its layers
+    kinds = [type(m).__name__ for m in compiled.module.children()]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear"]
