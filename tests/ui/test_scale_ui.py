@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QPointF
+from PySide6.QtGui import QPainterPath
 from PySide6.QtWidgets import QHeaderView
 
 from netstudio.compiler.shapes import ShapeChecker
@@ -139,3 +140,22 @@ def test_model_table_refills_like_a_new_panel_and_fits_its_contents(make_window:
     qtbot.waitUntil(lambda: header.sectionSize(0) >= panel.table.sizeHintForColumn(0))
     assert header.sectionSize(0) >= header.sectionSizeFromContents(0).width()
     fresh.deleteLater()
+
+
+def test_auto_layout_routes_and_labels_every_edge_as_a_full_reroute(make_window: Any) -> None:
+    project, _ = _deep_chain(12)
+    window = make_window(project)
+    scene = window.scene
+    window.auto_layout()
+    assert scene._pending_routes == set()
+    paths = {e: QPainterPath(it.path()) for e, it in scene.edge_items.items()}
+    labels = scene.label_rects()
+    assert len(labels) == len(scene.edge_items) - 1  # every edge but the loss → optimizer link has a shape
+    for e, it in scene.edge_items.items():
+        src = scene.node_items[e.src].out_ports[e.src_port].scenePos()
+        dst = scene.node_items[e.dst].in_ports[e.dst_port].scenePos()
+        assert (it.path().pointAtPercent(0.0) - src).manhattanLength() < 1.0
+        assert (it.path().pointAtPercent(1.0) - dst).manhattanLength() < 1.0
+    scene.reroute_all()
+    assert {e: it.path() for e, it in scene.edge_items.items()} == paths
+    assert scene.label_rects() == labels

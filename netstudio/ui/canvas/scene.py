@@ -306,7 +306,8 @@ class NodeScene(QGraphicsScene):
         self._place_labels(routed)
 
     def _on_undo_index(self, _index: int) -> None:
-        self.flush_routes()
+        if not self._bulk:
+            self.flush_routes()
 
     def flush_routes(self) -> None:
         pending, self._pending_routes = self._pending_routes, set()
@@ -589,7 +590,11 @@ class NodeScene(QGraphicsScene):
             return False
         cmd = MoveNodes({nid: old[nid] for nid in changed}, changed)
         cmd.text = "Auto layout"
-        ok = self.doc.push(cmd)
+        self._bulk += 1  # every edge is routed once below, not also as the move's edges
+        try:
+            ok = self.doc.push(cmd)
+        finally:
+            self._bulk -= 1
         self.reroute_all()
         return ok
 
