@@ -30,6 +30,7 @@ BENCHES: list[tuple[str, list[str]]] = [
     ("bench_busy.py", []),
     ("bench_time_to_result.py", []),
     ("bench_stats.py", ["--quick"]),
+    ("bench_scale.py", ["--repeat", "3"]),
 ]
 
 

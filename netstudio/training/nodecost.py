@@ -37,6 +37,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+#: layers the FLOP counter never counts whose output has their input's shape: passed through when only counting
+_UNCOUNTED = (nn.modules.batchnorm._BatchNorm, nn.ReLU, nn.modules.dropout._DropoutNd)
+
+
+def _skip_uncounted(model: nn.Module) -> None:
+    """Replace the :data:`_UNCOUNTED` layers of ``model`` (a copy) by ``nn.Identity``: the counts stay the same,
+    and on the meta device (the Model panel counts after every edit) their element-wise work in Python was
+    most of the time. BatchNorm then also needs no batch statistics (a batch of one counts)."""
+    for name, m in list(model.named_modules()):
+        # torch's own classes only: a subclass (an imported model's module) may compute more
+        if name and isinstance(m, _UNCOUNTED) and type(m).__module__.startswith("torch.nn."):
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, attr, nn.Identity())
+
+
 def node_costs(compiled: "CompiledModel", batch_size: int = 32, *, measure: bool = True, repeats: int = 3,
                device: str | torch.device = "cpu", stop: Callable[[], bool] | None = None) -> dict[str, NodeCost]:
     """Per node id (the nodes with a module) its :class:`NodeCost`; ``compiled.module`` is not modified."""
@@ -45,6 +60,8 @@ def node_costs(compiled: "CompiledModel", batch_size: int = 32, *, measure: bool
         return {}
     dev = torch.device(device)
     model = copy.deepcopy(compiled.module).to(dev).train()
+    if not measure:
+        _skip_uncounted(model)
     shape = (batch_size, *tuple(int(d) for d in info.sample_shape))
     dtype = getattr(torch, str(getattr(info, "dtype", "float32")), torch.float32)
     x = torch.randn(shape, device=dev) if dtype.is_floating_point else torch.zeros(shape, dtype=dtype, device=dev)

@@ -86,6 +86,8 @@ class Document(QObject):
         self._analysis: Analysis | None = None
         self._emitted: Analysis | None = None
         self._analysis_key: tuple[int, int, int] | None = None
+        #: bumped on every graph event except moves: positions never change an analysis
+        self._shape_revision = 0
         self._extra_modified = False
         self._locked = False
         #: the blocks (node ids, outermost first) the editor has opened; [] = the project's graph
@@ -214,7 +216,8 @@ class Document(QObject):
     def analysis(self) -> Analysis:
         """The shape analysis of the current graph (recomputed only when it changed)."""
         g = self.graph
-        key = (id(g), g.revision, int(self._project.training.batch_size))
+        # not g.revision: moving nodes (a drag, Auto Layout) must not re-analyse and re-notify every view
+        key = (id(g), self._shape_revision, int(self._project.training.batch_size))
         if self._analysis is None or key != self._analysis_key:
             self._analysis = self.checker.analyze(g, self._project.training.batch_size)
             self._analysis_key = key
@@ -231,7 +234,9 @@ class Document(QObject):
             self.analysis_changed.emit(an)
 
     def _on_graph_event(self, event: GraphEvent) -> None:
-        self._refresh_timer.start()
+        if not _is_move(event):
+            self._shape_revision += 1
+            self._refresh_timer.start()
         self.graph_event.emit(event)
 
     # --- edits ----------------------------------------------------------------
@@ -264,6 +269,13 @@ class Document(QObject):
     def redo(self) -> None:
         if not self._locked:
             self.undo_stack.redo()
+
+
+def _is_move(event: GraphEvent) -> bool:
+    """A node was moved (also inside a block): nothing a shape analysis reads changed."""
+    while event.kind == EventKind.BLOCK_CHANGED and isinstance(event.new, GraphEvent):
+        event = event.new
+    return event.kind == EventKind.NODE_MOVED
 
 
 def _run_atomically(command: Command, graph: Graph) -> None:

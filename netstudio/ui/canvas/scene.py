@@ -109,6 +109,8 @@ class NodeScene(QGraphicsScene):
         document.path_changed.connect(self.rebuild)
         document.graph_event.connect(self._on_graph_event)
         document.analysis_changed.connect(self.apply_analysis)
+        # an edit, undo or redo that only moved nodes brings no new analysis: route its edges now all the same
+        document.undo_stack.indexChanged.connect(self._on_undo_index)
         document.locked_changed.connect(self.set_locked)
         self.selectionChanged.connect(self._emit_selection)
         self.rebuild()
@@ -328,6 +330,10 @@ class NodeScene(QGraphicsScene):
         for edge_item in routed:  # the user drags: follow the mouse now
             self._route(edge_item, place=False)
         self._place_labels(routed)
+
+    def _on_undo_index(self, _index: int) -> None:
+        if not self._bulk:
+            self.flush_routes()
 
     def flush_routes(self) -> None:
         pending, self._pending_routes = self._pending_routes, set()
@@ -610,7 +616,11 @@ class NodeScene(QGraphicsScene):
             return False
         cmd = MoveNodes({nid: old[nid] for nid in changed}, changed)
         cmd.text = "Auto layout"
-        ok = self.doc.push(cmd)
+        self._bulk += 1  # every edge is routed once below, not also as the move's edges
+        try:
+            ok = self.doc.push(cmd)
+        finally:
+            self._bulk -= 1
         self.reroute_all()
         return ok
 

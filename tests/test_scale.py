@@ -1,0 +1,67 @@
+"""What the Model panel counts after every edit (#18 item 4): multiply-adds per sample on the meta device.
+
+Counting passes BatchNorm, ReLU and Dropout through (they are never counted; on the meta device their
+element-wise work was most of the time): the counts must equal those of the measuring path, and a BatchNorm1d
+model counted with a batch of one (what the panel does) must get its counts instead of failing on "more than
+1 value per channel".
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from netstudio.compiler.build import build_plan, compile_model
+from netstudio.graph.model import Graph
+from netstudio.training.nodecost import node_costs
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+
+def _graph(conv: bool) -> Graph:
+    g = Graph()
+    data = g.add_node("data.dataset", {"source": "mnist_5k" if conv else "moons"}, name="data").id
+    prev = data
+    port = "features"
+    layers: list[tuple[str, dict]] = (
+        [("layer.conv2d", {"out_channels": 6, "kernel_size": 5}), ("layer.batchnorm2d", {}),
+         ("activation.relu", {}), ("layer.flatten", {}), ("layer.linear", {"out_features": 10})]
+        if conv else
+        [("layer.linear", {"out_features": 16}), ("layer.batchnorm1d", {}), ("activation.relu", {}),
+         ("layer.dropout", {"p": 0.5}), ("layer.linear", {"out_features": 2})])
+    for i, (type_id, params) in enumerate(layers):
+        nid = g.add_node(type_id, params, name=f"n{i}").id
+        g.connect(prev, port, nid, "input")
+        prev, port = nid, "output"
+    loss = g.add_node("loss.cross_entropy", {}, name="loss").id
+    opt = g.add_node("optim.adam", {}, name="opt").id
+    g.connect(prev, "output", loss, "prediction")
+    g.connect(data, "target", loss, "target")
+    g.connect(loss, "loss", opt, "loss")
+    return g
+
+
+def test_counts_equal_the_measuring_path_with_batchnorm() -> None:
+    g = _graph(conv=True)
+    plan = build_plan(g, 4)
+    counted = node_costs(plan.compiled, 4, measure=False)
+    measured = node_costs(plan.compiled, 4, repeats=1)
+    assert {nid: c.macs_per_sample for nid, c in counted.items()} == \
+        {nid: c.macs_per_sample for nid, c in measured.items()}
+    by_name = {g.nodes[nid].name: c.macs_per_sample for nid, c in counted.items()}
+    assert by_name["n0"] == 6 * 24 * 24 * 1 * 25 and by_name["n4"] == 6 * 24 * 24 * 10
+    assert by_name["n1"] == 0
+    # the compiled module keeps its mode: a copy is counted
+    assert plan.model.training and all(m.training for m in plan.model.modules())
+
+
+def test_batchnorm1d_model_counted_with_a_batch_of_one_on_meta() -> None:
+    g = _graph(conv=False)
+    with torch.device("meta"):  # as the Model panel does
+        compiled = compile_model(g, 64)
+    costs = node_costs(compiled, 1, measure=False, device="meta")
+    by_name = {g.nodes[nid].name: c.macs_per_sample for nid, c in costs.items()}
+    assert by_name == {"n0": 2 * 16, "n1": 0, "n2": 0, "n3": 0, "n4": 16 * 2}
+    # counted on a copy: the compiled module keeps its layers
+    kinds = [type(m).__name__ for m in compiled.module.children()]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear"]
