@@ -118,6 +118,9 @@ def test_train_in_the_app_starts_from_the_weights_beside_the_project(make_window
     path = save_project(project, tmp_path / "start.nsproj")
     window = make_window(training=True)
     assert window.open_file(path)
+    # the held weights come from the file beside the project: closing would lose nothing
+    assert window.training_session.trained is not None
+    assert window.training_session.unexported_weights() is None
     dock = window.training_dock
     phases: list[str] = []
     window.training_session.phase.connect(lambda p: phases.append(str(p.get("phase"))))
@@ -127,6 +130,7 @@ def test_train_in_the_app_starts_from_the_weights_beside_the_project(make_window
     assert any("starting from the weights beside the project: loaded" in p for p in phases), phases
     trained = dock.trained.model.get_submodule(window.document.graph.nodes[fc1].name)
     assert torch.allclose(trained.weight, torch.full_like(trained.weight, 0.25), atol=1e-4)
+    assert window.training_session.unexported_weights() is not None  # trained in the app: these are new
 
 
 def test_nodes_inside_an_open_frozen_block_are_drawn_frozen(window: Any, qtbot: Any) -> None:

@@ -296,6 +296,7 @@ class TrainingSession(QObject):
         self.cancel_evaluation()
         self.trained = TrainedModel(model, plan, None, graph_dict, config, self.run_count, None,
                                     epochs_done=0, label=label)
+        self.trained.exported = True  # they come from a file: closing loses nothing (no "not exported" question)
         self.evaluation = None
         self.failed_run = None
         self._set_state(RunState.IDLE)
