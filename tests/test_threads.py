@@ -98,6 +98,20 @@ def test_counts_within_the_probes_noise_keep_the_fewer_threads() -> None:
     assert fake.train(fake.tuner(initial=2), 3, 40) == [2, 2, 2]
 
 
+def test_a_clear_first_round_ends_the_calibration() -> None:
+    # LeNet at batch 512 on the idle 2-core machine: one thread 1.6x slower, 10 steps per epoch; a second
+    # round would only add steps at one thread to a 20-step run
+    fake = FakeTorch({1: 64e-3, 2: 40e-3})
+    tuner = fake.tuner(initial=2)
+    assert _steps_at(fake, tuner, 2, 10, 1) == 1 + (T.ThreadTuner.PROBE_STEPS + 1)  # warm-up + one round
+    assert tuner.threads == 2 and tuner.calibrations >= 1
+    # short steps (timing noise) or counts close together: both rounds, as before
+    for cost in ({1: 1.0e-3, 2: 0.6e-3}, {1: 44e-3, 2: 40e-3}):
+        fake = FakeTorch(cost)
+        tuner = fake.tuner(initial=2)
+        assert _steps_at(fake, tuner, 2, 10, 1) == 1 + 2 * (T.ThreadTuner.PROBE_STEPS + 1)
+
+
 def _steps_at(fake: FakeTorch, tuner: T.ThreadTuner, epochs: int, steps: int, n: int) -> int:
     """Train like FakeTorch.train; returns how many steps ran at ``n`` threads."""
     count = 0

@@ -159,6 +159,12 @@ class ThreadTuner:
     #: cannot stall when load arrives, and six probe steps cannot tell counts closer than this apart
     #: (the MNIST MLP at batch 64 measured 1 and 2 threads within ~3 % of each other, either way round)
     PREFER_FEWER = 0.05
+    #: after the first round, a calibration stops when the counts are this far apart and the steps long
+    #: enough (CLEAR_MIN_S) for a step's time to be read reliably: a second round would only cost more
+    #: steps at the slower count (LeNet at batch 512 on an idle 2-core machine: one thread 1.6x slower,
+    #: 20 steps in a two-epoch run, of which the second round took 4 at one thread)
+    CLEAR = 1.25
+    CLEAR_MIN_S = 5e-3
 
     def __init__(self, requested: int = 0, ceiling: int | None = None, *, adaptive: bool = True,
                  set_threads: Callable[[int], None] | None = None, get_threads: Callable[[], int] | None = None,
@@ -196,6 +202,7 @@ class ThreadTuner:
         self.probe_cost = 0.0          # seconds lost to probing counts slower than the chosen one
         self._t_start = clock()
         self._plan: list[int] = []     # thread count of each remaining probe step
+        self._later: list[int] = []    # the calibration's second round, unless the first one settles it
         self._fresh: set[int] = set()  # counts whose next step is untimed (first after a switch)
         self._times: dict[int, list[float]] = {}
         self._probe_total = 0.0
@@ -251,6 +258,9 @@ class ThreadTuner:
         else:
             self._times.setdefault(n, []).append(dt)
             self._maybe_abandon(n, dt, self.ABANDON)
+        if not self._plan and self._later:
+            self._plan = [c for c in self._later if c in self._times] if not self._settled() else []
+            self._later = []
         if self._plan and self._plan[0] != n:
             self._fresh.add(self._plan[0])
         if not self._plan:
@@ -259,7 +269,7 @@ class ThreadTuner:
     def close(self) -> None:
         """Give torch back the count it had before (the caller's setting)."""
         self._t0 = None
-        self._plan = []
+        self._plan, self._later = [], []
         if self._applied != self.before:
             self._set(self.before)
             self._applied = self.before
@@ -287,12 +297,13 @@ class ThreadTuner:
         order = [c for c in candidates(self.ceiling) if c <= self.threads or self._may_try_more(c)]
         self._due = False
         plan: list[int] = []
+        later: list[int] = []
         if len(order) == 1:  # only the count in force: time it (free), so later checks know what to beat
             plan = order * self.PROBE_STEPS
         for r in range(self.ROUNDS if len(order) > 1 else 0):
             for c in (order if r % 2 == 0 else list(reversed(order))):
-                plan += [c] * (self.PROBE_STEPS + 1)
-        self._plan = plan
+                (plan if r == 0 else later).extend([c] * (self.PROBE_STEPS + 1))
+        self._plan, self._later = plan, later
         self._times = {}
         self._fresh = {plan[0]} if plan[0] != self._applied else set()
         self._probe_total, self._probe_steps = 0.0, 0
@@ -322,6 +333,11 @@ class ThreadTuner:
             self._plan = [c for c in self._plan if c != n]
             self._times.pop(n, None)  # one step is enough to rule it out this time
             self._fresh.discard(n)
+
+    def _settled(self) -> bool:
+        """After the first round: is one count clearly the fastest, with steps long enough to tell?"""
+        medians = sorted(statistics.median(v) for v in self._times.values() if v)
+        return len(medians) >= 2 and medians[0] >= self.CLEAR_MIN_S and medians[1] >= self.CLEAR * medians[0]
 
     def _decide(self) -> None:
         medians = {c: statistics.median(v) for c, v in self._times.items() if v}
