@@ -34,6 +34,17 @@ _NAME_ROOM = 120  # characters of the target's name kept in the temp name (NAME_
 Writer = Callable[[str], None]
 
 
+def user_dir(env: str, xdg_var: str, fallback: str) -> Path:
+    """A per-user NetStudio folder (not created here): ``$env`` if set, else ``$xdg_var/netstudio``, else
+    ``~/<fallback>/netstudio`` (XDG: ``XDG_CONFIG_HOME`` / ``.config``, ``XDG_CACHE_HOME`` / ``.cache``)."""
+    explicit = os.environ.get(env)
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get(xdg_var)
+    base = Path(xdg).expanduser() if xdg else Path.home() / fallback
+    return base / "netstudio"
+
+
 def torch_writer(obj: object) -> Writer:
     """A writer for :func:`atomic_write` that ``torch.save``s ``obj`` through an open file.
 

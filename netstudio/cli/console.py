@@ -6,6 +6,7 @@ Nothing here imports Qt.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -51,6 +52,17 @@ def safe_streams() -> None:
                 reconfigure(errors="replace")
             except (ValueError, OSError):  # pragma: no cover - detached/odd streams
                 pass
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return v
 
 
 TRUST_HELP = ("run the Python code of the user's file(s) the project's model uses (imported from "

@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from typing import Any
 
-from netstudio.cli.console import EXIT_OK, CliError, add_control_args, control_overrides, format_error, load
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
-    return v
+from netstudio.cli.console import EXIT_OK, CliError, add_control_args, control_overrides, format_error, load, \
+    positive_float
 
 
 def _fmt_lr(v: float | None) -> str:
@@ -93,8 +83,8 @@ def add_commands(sub: Any, positive: Any, non_negative: Any) -> None:
     p = sub.add_parser("lr-find", help="learning-rate range test on a copy of the model; suggests an lr")
     p.add_argument("project", help="a .nsproj file")
     p.add_argument("--steps", type=positive, default=100, help="batches of the ramp (default 100)")
-    p.add_argument("--start-lr", type=_positive_float, default=1e-7, help="first learning rate (default 1e-7)")
-    p.add_argument("--end-lr", type=_positive_float, default=10.0, help="last learning rate (default 10)")
+    p.add_argument("--start-lr", type=positive_float, default=1e-7, help="first learning rate (default 1e-7)")
+    p.add_argument("--end-lr", type=positive_float, default=10.0, help="last learning rate (default 10)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the project's)")
     p.add_argument("--batch-size", type=positive, default=None)
     p.add_argument("--seed", type=non_negative, default=None)

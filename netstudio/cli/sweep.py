@@ -9,27 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import signal
 import sys
 import threading
 from typing import Any
 
 from netstudio.cli.console import EXIT_ERROR, EXIT_OK, CliError, add_control_args, control_overrides, err, \
-    format_error, load, TRUST_HELP
+    format_error, load, positive_float, TRUST_HELP
 
 EXAMPLE = ('netstudio sweep P --trials 20 --param "optimizer.lr=log(1e-4,1e-1)" '
            '--param "fc1.out_features=int(32,256)" --epochs 5')
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
-    return v
 
 
 def fmt_value(v: Any) -> str:
@@ -171,7 +160,7 @@ def add_command(sub: Any, positive: Any, non_negative: Any) -> None:
                    help="a parameter to search: NODE is a node name or id, or optimizer/scheduler; DIST is "
                         "log(a,b), float(a,b), int(a,b) or choice(v1,v2,...). Repeat for more")
     p.add_argument("--trials", type=positive, default=20, help="trials to run (default 20)")
-    p.add_argument("--timeout", type=_positive_float, default=None, metavar="S",
+    p.add_argument("--timeout", type=positive_float, default=None, metavar="S",
                    help="start no trial after S seconds (the running ones finish)")
     p.add_argument("--jobs", type=positive, default=1, metavar="J",
                    help="trials in J processes at once (CPU threads shared out; cuda: spread over the GPUs)")

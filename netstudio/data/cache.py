@@ -30,6 +30,8 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence  # noqa: F401 - Sequence: the Sources alias
 
+from netstudio.fileio import user_dir
+
 CACHE_ENV = "NETSTUDIO_CACHE_DIR"
 #: arrays a builder returns, by name
 Arrays = Mapping[str, Any]
@@ -37,12 +39,7 @@ Arrays = Mapping[str, Any]
 
 def cache_dir() -> Path:
     """The folder NetStudio keeps parsed datasets in (not created here)."""
-    explicit = os.environ.get(CACHE_ENV)
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "netstudio"
+    return user_dir(CACHE_ENV, "XDG_CACHE_HOME", ".cache")
 
 
 Sources = "str | os.PathLike[str] | Sequence[str | os.PathLike[str]]"

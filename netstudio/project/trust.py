@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from netstudio.errors import NetStudioError, ProjectError
-from netstudio.fileio import atomic_write
+from netstudio.fileio import atomic_write, user_dir
 from netstudio.nodes import usercode
 from netstudio.nodes.user_module import TYPE_ID, references, repin
 
@@ -32,12 +32,7 @@ class UntrustedCodeError(NetStudioError):
 
 def config_dir() -> Path:
     """The folder of NetStudio's user settings (not created here)."""
-    explicit = os.environ.get(CONFIG_ENV)
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CONFIG_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".config"
-    return base / "netstudio"
+    return user_dir(CONFIG_ENV, "XDG_CONFIG_HOME", ".config")
 
 
 def _store_path() -> Path:
