@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+os.environ.setdefault("NETSTUDIO_NO_RUNS", "1")  # the benches train the samples: no runs in sample_projects/
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+os.environ.setdefault("NETSTUDIO_NO_RUNS", "1")  # the benches train the samples: no runs in sample_projects/
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_projects" / "mnist_mlp_sgd.nsproj"
 if str(ROOT) not in sys.path:

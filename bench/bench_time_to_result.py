@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+os.environ.setdefault("NETSTUDIO_NO_RUNS", "1")  # the benches train the samples: no runs in sample_projects/
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
