@@ -5,7 +5,7 @@
 
 Run it under a display, e.g. ``xvfb-run -s "-screen 0 1600x1000x24" python
 .ci/screenshots/editor.py resources/screenshots/editor.png`` (``make screenshots``
-writes both README pictures). A developer tool: it is not part of the package. It opens the
+writes all the README's pictures). A developer tool: it is not part of the package. It opens the
 project (default: the MNIST MLP sample), lays it out, frames it, waits until
 parameter counts and the model panel are computed, and grabs the window.
 """
