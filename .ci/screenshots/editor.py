@@ -49,6 +49,16 @@ def screenshot_parser(doc: str | None, project: bool = True) -> argparse.Argumen
     return ap
 
 
+def project_copy(path: Any, folder: str) -> Path:
+    """A copy of the project ``path`` in ``folder``: runs trained on it are recorded beside the copy
+    (``P.runs/``), never beside the original in sample_projects/, so every grab starts from no runs."""
+    import shutil
+
+    target = Path(folder) / Path(path).name
+    shutil.copyfile(path, target)
+    return target
+
+
 def save_grab(app: Any, window: Any, out: str, dock: Any = None) -> int:
     """Grab ``window`` into ``out`` (a PNG), then stop ``dock``'s run and close the window unsaved."""
     path = Path(out)

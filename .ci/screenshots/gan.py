@@ -13,7 +13,6 @@ plots``, the Training panel alone with its Live plots (one loss curve per phase)
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QSettings, Qt
 
-from editor import pump_events, save_grab, screenshot_parser, wait_until  # the sibling script (this folder is on sys.path when run)
+from editor import project_copy, pump_events, save_grab, screenshot_parser, wait_until  # the sibling script (this folder is on sys.path when run)
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_projects" / "gan_mnist.nsproj"
 
@@ -41,9 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     QSettings().clear()  # never restore or overwrite the user's layout
     w, h = (int(v) for v in args.size.lower().split("x"))
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as rec:
-        project = Path(tmp) / SAMPLE.name  # a copy: the run is recorded beside it, never in sample_projects/
-        shutil.copyfile(SAMPLE, project)
-        window = MainWindow(str(project), recovery_dir=rec, check_recovery=False)
+        window = MainWindow(project_copy(SAMPLE, tmp), recovery_dir=rec, check_recovery=False)
         window.set_theme(args.theme, persist=False)
         dock = window.training_dock
         if dock is None:

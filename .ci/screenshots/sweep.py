@@ -13,15 +13,13 @@ results table and the best trial.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
-from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QSettings
 
-from editor import pump_events, save_grab, screenshot_parser, wait_until  # the sibling script (this folder is on sys.path when run)
+from editor import project_copy, pump_events, save_grab, screenshot_parser, wait_until  # the sibling script (this folder is on sys.path when run)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,9 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print("the MNIST MLP sample is missing", file=sys.stderr)
         return 1
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as rec:
-        project = Path(tmp) / Path(sample).name
-        shutil.copyfile(sample, project)
-        window = MainWindow(str(project), recovery_dir=rec, check_recovery=False)
+        window = MainWindow(project_copy(sample, tmp), recovery_dir=rec, check_recovery=False)
         window.set_theme(args.theme, persist=False)
         dock = window.training_dock
         if dock is None:
