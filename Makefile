@@ -50,6 +50,11 @@ screenshots: $(VENV)/.installed
 	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) .ci/screenshots/editor.py resources/screenshots/editor.png
 	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) .ci/screenshots/training.py resources/screenshots/training.png
 	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) .ci/screenshots/health.py resources/screenshots/health.png
+	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) .ci/screenshots/importing.py resources/screenshots/import.png
+	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) .ci/screenshots/importing.py resources/screenshots/import_block.png --block layer1_0
+	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) .ci/screenshots/gan.py resources/screenshots/gan.png
+	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) .ci/screenshots/gan.py resources/screenshots/gan_losses.png --tab plots
+	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) .ci/screenshots/sweep.py resources/screenshots/sweep.png
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

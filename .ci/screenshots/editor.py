@@ -5,7 +5,7 @@
 
 Run it under a display, e.g. ``xvfb-run -s "-screen 0 1600x1000x24" python
 .ci/screenshots/editor.py resources/screenshots/editor.png`` (``make screenshots``
-writes both README pictures). A developer tool: it is not part of the package. It opens the
+writes all the README's pictures). A developer tool: it is not part of the package. It opens the
 project (default: the MNIST MLP sample), lays it out, frames it, waits until
 parameter counts and the model panel are computed, and grabs the window.
 """
@@ -47,6 +47,16 @@ def screenshot_parser(doc: str | None, project: bool = True) -> argparse.Argumen
     ap.add_argument("--theme", default="dark", choices=("dark", "light", "system"))
     ap.add_argument("--size", default="1600x1000")
     return ap
+
+
+def project_copy(path: Any, folder: str) -> Path:
+    """A copy of the project ``path`` in ``folder``: runs trained on it are recorded beside the copy
+    (``P.runs/``), never beside the original in sample_projects/, so every grab starts from no runs."""
+    import shutil
+
+    target = Path(folder) / Path(path).name
+    shutil.copyfile(path, target)
+    return target
 
 
 def save_grab(app: Any, window: Any, out: str, dock: Any = None) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QSettings
 
-from editor import pump_events, save_grab, screenshot_parser, wait_until  # the sibling script (this folder is on sys.path when run)
+from editor import project_copy, pump_events, save_grab, screenshot_parser, wait_until  # the sibling script (this folder is on sys.path when run)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     QCoreApplication.setOrganizationName("NetStudioScreenshot")
     QSettings().clear()
     w, h = (int(v) for v in args.size.lower().split("x"))
-    with tempfile.TemporaryDirectory() as rec:
-        window = MainWindow(find_sample(), recovery_dir=rec, check_recovery=False)
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as rec:
+        window = MainWindow(project_copy(find_sample(), tmp), recovery_dir=rec, check_recovery=False)
         window.set_theme(args.theme, persist=False)
         dock = window.training_dock
         window.resize(w, h)

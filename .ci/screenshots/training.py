@@ -20,13 +20,13 @@ from typing import Any
 from PySide6.QtCore import QCoreApplication, QSettings, Qt
 from PySide6.QtWidgets import QApplication, QMainWindow
 
-from editor import pump_events, save_grab, screenshot_parser, wait_until  # the sibling script (this folder is on sys.path when run)
+from editor import project_copy, pump_events, save_grab, screenshot_parser, wait_until  # the sibling script (this folder is on sys.path when run)
 
 
-def _editor_window(project_path: Path | None, theme: str, rec: str) -> tuple[QMainWindow, Any]:
+def _editor_window(project_path: Path | None, theme: str, rec: str, tmp: str) -> tuple[QMainWindow, Any]:
     from netstudio.ui.main_window import MainWindow, find_sample
 
-    window = MainWindow(project_path or find_sample(), recovery_dir=rec, check_recovery=False)
+    window = MainWindow(project_copy(project_path or find_sample(), tmp), recovery_dir=rec, check_recovery=False)
     window.set_theme(theme, persist=False)
     dock = window.training_dock
     if dock is None:
@@ -51,12 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     QSettings().clear()  # never restore or overwrite the user's layout
     w, h = (int(v) for v in args.size.lower().split("x"))
 
-    with tempfile.TemporaryDirectory() as rec:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as rec:
         if args.dock_only:
             window, dock = _dock_window(args.project)
         else:
             try:
-                window, dock = _editor_window(Path(args.project) if args.project else None, args.theme, rec)
+                window, dock = _editor_window(Path(args.project) if args.project else None, args.theme, rec, tmp)
             except Exception as e:  # noqa: BLE001 - say why, then fall back
                 print(f"editor window unavailable ({e}); screenshotting the dock alone", file=sys.stderr)
                 window, dock = _dock_window(args.project)
