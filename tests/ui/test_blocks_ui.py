@@ -192,3 +192,19 @@ def test_inspector_edits_inside_an_open_block(window: Any) -> None:
     assert window.inspector.editor("out_features").widget.value() == 128
     assert edge_label(window, fc1, "output", inner.find("relu1").id, "input") == "64×128"
     assert_scene_matches_current(window)
+
+
+def test_block_port_cards_show_their_whole_title(window: Any) -> None:
+    from PySide6.QtGui import QFontMetricsF
+
+    from netstudio.ui.canvas.items import TITLE_FONT
+
+    doc = window.document
+    _, bid = mlp_with_block(window)
+    doc.enter_block(bid)
+    fm = QFontMetricsF(TITLE_FONT)
+    ports = [(nid, item) for nid, item in window.scene.node_items.items()
+             if doc.current.nodes[nid].type_id in ("block.input", "block.output")]
+    assert {doc.current.nodes[nid].type_id for nid, _ in ports} == {"block.input", "block.output"}
+    for _, item in ports:  # the narrow card cut "Block output" to "Block out…"
+        assert fm.horizontalAdvance(item.nt.title) <= item.width - 28, item.nt.title

@@ -184,7 +184,9 @@ class NodeItem(QGraphicsItem):
         self.has_summary = bool(nt.summary_params)
         self.has_count = (isinstance(nt, LayerType) and bool(nt.params)) or nt.holds_graph  # a block: its sum
         self.has_detail = nt.category == Category.DATA
-        wide = self.has_summary or self.show_port_labels or self.has_detail
+        # a title the narrow card would cut ("Block output") gets the wide card too
+        long_title = QFontMetricsF(TITLE_FONT).horizontalAdvance(nt.title) > NARROW_W - 28
+        wide = self.has_summary or self.show_port_labels or self.has_detail or long_title
         self.width = WIDE_W if wide else NARROW_W
         port_rows = max(len(nt.inputs), len(nt.outputs)) if self.show_port_labels else 0
         self.info_rows = len(nt.summary_params) + int(self.has_count) + int(self.has_detail)
