@@ -27,7 +27,7 @@ class BlockInput(NodeType):
     type_id = BLOCK_INPUT
     title = "Block input"
     category = Category.LAYER
-    description = "Where a value enters the block; one input port of the block."
+    description = "Enters the block; a value from outside, one input port of the block."
     outputs = (Port("output", PortKind.TENSOR),)
     name_prefix = "input"
     hidden = True
@@ -40,7 +40,7 @@ class BlockOutput(NodeType):
     type_id = BLOCK_OUTPUT
     title = "Block output"
     category = Category.LAYER
-    description = "Where a value leaves the block; one output port of the block."
+    description = "Leaves the block; a value used outside, one output port of the block."
     inputs = (Port("input", PortKind.TENSOR),)
     name_prefix = "output"
     hidden = True
