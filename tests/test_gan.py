@@ -408,3 +408,100 @@ def test_single_optimizer_projects_have_no_phases_and_keep_their_step() -> None:
     assert generator_of(plan.model) is None
     cfg = TrainConfig()
     assert "phase" not in json.dumps(cfg.to_dict())
+
+
+# ----------------------------------------------------------------------------
+# a scheduler per optimizer
+# ----------------------------------------------------------------------------
+
+
+def _with_scheduler(project: Any, optimizer: str, **params: Any) -> tuple[Graph, str]:
+    """The sample with a StepLR wired to the optimizer named ``optimizer``."""
+    g = Graph.from_dict(project.graph.to_dict())
+    opt = next(n.id for n in g.nodes.values() if n.name == optimizer)
+    sched = g.add_node("sched.step", params, name=f"sched_{optimizer}")
+    g.connect(opt, "optimizer", sched.id, "optimizer")
+    return g, sched.id
+
+
+def test_a_scheduler_drives_only_its_own_optimizers_lr_and_resumes(project: Any, tmp_path: Path) -> None:
+    g, _ = _with_scheduler(project, "opt_g", step_size=1, gamma=0.5)
+    assert analyze(g, 64).ok
+    plan = build_plan(g, 64)
+    assert [ph.scheduler_type for ph in plan.phases] == [None, "sched.step"]
+    lr_d, lr_g = (float(ph.optimizer_params["lr"]) for ph in plan.phases)
+    events: list[dict[str, Any]] = []
+    j = job.prepare(g, project.training, {"epochs": 2, "device": "cpu"})
+    result = job.run(j, events.append, checkpoint_dir=str(tmp_path))
+    assert result.status == "finished"
+    lrs = [e["lrs"] for e in events if e["kind"] == "phases" and e["scope"] == "epoch"]
+    # the lr each epoch trained with: StepLR(step_size=1, gamma=0.5) halves the generator's after every epoch
+    assert lrs == [{"opt_d": lr_d, "opt_g": lr_g}, {"opt_d": lr_d, "opt_g": pytest.approx(lr_g * 0.5)}]
+    assert [e["lr"] for e in events if e["kind"] == "epoch"] == [lr_d, lr_d]  # the first phase's, as before
+    from netstudio.training.checkpoints import checkpoint_path
+
+    state = torch.load(checkpoint_path(tmp_path), weights_only=True)
+    saved = state["scheduler"]["schedulers"]
+    assert list(saved) == ["opt_g"] and saved["opt_g"]["last_epoch"] == 2
+    assert state["optimizer"]["phases"][1]["param_groups"][0]["lr"] == pytest.approx(lr_g * 0.25)
+    assert state["optimizer"]["phases"][0]["param_groups"][0]["lr"] == lr_d
+    # resuming continues the schedule: epochs 3 and 4 train with a quarter and an eighth of the lr
+    events.clear()
+    j = job.prepare(g, project.training, {"epochs": 4, "device": "cpu"})
+    result = job.run(j, events.append, checkpoint_dir=str(tmp_path), resume=True)
+    assert result.status == "finished" and [e["epoch"] for e in events if e["kind"] == "resumed_from"] == [2]
+    lrs = [e["lrs"] for e in events if e["kind"] == "phases" and e["scope"] == "epoch"]
+    assert lrs == [{"opt_d": lr_d, "opt_g": pytest.approx(lr_g * 0.25)},
+                   {"opt_d": lr_d, "opt_g": pytest.approx(lr_g * 0.125)}]
+
+
+def test_a_scheduler_with_warmup_on_a_multi_phase_run(project: Any) -> None:
+    """The warm-up scales every phase's lr during the first batches; the scheduler never sees it."""
+    from netstudio.training.controls import Warmup
+
+    g, _ = _with_scheduler(project, "opt_d", step_size=1, gamma=0.1)
+    plan = build_plan(g, 64)
+    lr_d, lr_g = (float(ph.optimizer_params["lr"]) for ph in plan.phases)
+    opt = plan.make_optimizer(copy.deepcopy(plan.model))
+    made = plan.make_scheduler(opt, 3, 4)
+    assert made is not None
+    sched, every, needs_metric = made
+    assert every == "phased" and not needs_metric and sched.batch is None
+    d_opt, g_opt = opt.optimizers
+    warm = Warmup(opt, 4)
+    with warm.applied(0):
+        assert (d_opt.param_groups[0]["lr"], g_opt.param_groups[0]["lr"]) == (lr_d / 4, lr_g / 4)
+        opt.step()
+    assert (d_opt.param_groups[0]["lr"], g_opt.param_groups[0]["lr"]) == (lr_d, lr_g)
+    sched.step()  # after the epoch: only the discriminator's lr follows its StepLR
+    assert d_opt.param_groups[0]["lr"] == pytest.approx(lr_d * 0.1) and g_opt.param_groups[0]["lr"] == lr_g
+    with warm.applied(1):
+        assert d_opt.param_groups[0]["lr"] == pytest.approx(lr_d * 0.1 / 2)
+    # trained through the job with a warm-up epoch: each epoch's lrs as the schedule says
+    events: list[dict[str, Any]] = []
+    j = job.prepare(g, project.training, {"epochs": 2, "device": "cpu", "warmup_epochs": 1})
+    assert job.run(j, events.append).status == "finished"
+    lrs = [e["lrs"] for e in events if e["kind"] == "phases" and e["scope"] == "epoch"]
+    assert lrs == [{"opt_d": lr_d, "opt_g": lr_g}, {"opt_d": pytest.approx(lr_d * 0.1), "opt_g": lr_g}]
+
+
+def test_two_schedulers_on_one_optimizer_are_a_validation_problem(project: Any) -> None:
+    g, first = _with_scheduler(project, "opt_g", step_size=2, gamma=0.5)
+    opt_g = next(n.id for n in g.nodes.values() if n.name == "opt_g")
+    second = g.add_node("sched.exponential", {"gamma": 0.9}, name="decay")
+    g.connect(opt_g, "optimizer", second.id, "optimizer")
+    errors = analyze(g, 64).errors()
+    assert [p.node_id for p in errors] == [second.id]
+    assert errors[0].message == ("Optimizer 'opt_g' has two schedulers, 'sched_opt_g' and 'decay': an optimizer's "
+                                 "learning rate follows one schedule")
+    assert "delete 'decay'" in (errors[0].hint or "")
+    with pytest.raises(CompileError) as exc:
+        build_plan(g, 64)
+    assert exc.value.node_id == second.id
+    # one scheduler per optimizer is fine
+    opt_d = next(n.id for n in g.nodes.values() if n.name == "opt_d")
+    g.disconnect(next(e for e in g.edges if e.dst == second.id))
+    g.connect(opt_d, "optimizer", second.id, "optimizer")
+    assert analyze(g, 64).ok
+    plan = build_plan(g, 64)
+    assert [(ph.name, ph.scheduler_node) for ph in plan.phases] == [("opt_d", second.id), ("opt_g", first)]

@@ -50,6 +50,10 @@ class Phase:
     nodes: list[str] = field(default_factory=list)
     #: attribute paths of those nodes' modules in the compiled model
     module_paths: list[str] = field(default_factory=list)
+    #: the scheduler node wired to this phase's optimizer (at most one), its type and params
+    scheduler_node: str | None = None
+    scheduler_type: str | None = None
+    scheduler_params: dict[str, Any] | None = None
 
 
 def optimizers(graph: "Graph", order: list[str]) -> list[str]:
@@ -64,6 +68,13 @@ def losses_of(graph: "Graph", optimizer: str) -> list[str]:
 def role(graph: "Graph", loss: str) -> str | None:
     node = graph.nodes[loss]
     return str(node.params.get("role", "discriminator")) if node.type_id == GAN_LOSS else None
+
+
+def scheduler_of(graph: "Graph", optimizer: str, order: list[str]) -> str | None:
+    """The scheduler wired to ``optimizer`` (its ``optimizer`` input), or None; the first in ``order`` if
+    several are (a validation problem, :func:`phase_problems`)."""
+    return next((nid for nid in order if graph.node_type(nid).category == Category.SCHEDULER
+                 and [e.src for e in graph.in_edges(nid) if e.dst_port == "optimizer"] == [optimizer]), None)
 
 
 def trained_by_loss(graph: "Graph", loss: str) -> list[str]:
@@ -175,7 +186,7 @@ def _inputs(graph: "Graph", nid: str, results: dict[str, Any]) -> dict[str, Any]
 
 def phase_problems(graph: "Graph", order: list[str], results: dict[str, Any]) -> list[Problem]:
     """With several optimizers: a layer trained by two of them, an optimizer that trains nothing, a
-    scheduler (it drives one optimizer; multi-phase runs have none yet)."""
+    scheduler tied to several optimizers, two schedulers on one optimizer."""
     opts = phase_order(graph, order)
     if len(opts) < 2:
         return []
@@ -201,11 +212,28 @@ def phase_problems(graph: "Graph", order: list[str], results: dict[str, Any]) ->
                 f"wire '{name}' to losses that '{layer.name}' does not feed, use GAN losses with the roles "
                 "discriminator/generator around a Real | Fake node, or connect all losses to one optimizer",
                 Severity.ERROR, Scope.TRAINING))
+    driven: dict[str, str] = {}  # optimizer -> its scheduler
     for nid in order:
-        if graph.node_type(nid).category == Category.SCHEDULER:
-            out.append(Problem(f"Scheduler '{graph.nodes[nid].name}' cannot be used with several optimizers yet",
-                               nid, "delete the scheduler, or train with a single optimizer", Severity.ERROR,
-                               Scope.TRAINING))
+        if graph.node_type(nid).category != Category.SCHEDULER:
+            continue
+        sname = graph.nodes[nid].name
+        tied = [e.src for e in graph.in_edges(nid) if e.dst_port == "optimizer"]
+        if len(tied) > 1:
+            out.append(Problem(f"Scheduler '{sname}' is connected to {len(tied)} optimizers "
+                               f"({', '.join(repr(graph.nodes[t].name) for t in tied)}): it drives one", nid,
+                               "keep one optimizer edge into it, and add a scheduler per optimizer that needs one",
+                               Severity.ERROR, Scope.TRAINING))
+            continue
+        if not tied:
+            continue  # the missing input is already a problem
+        first = driven.get(tied[0])
+        if first is None:
+            driven[tied[0]] = nid
+            continue
+        oname = graph.nodes[tied[0]].name
+        out.append(Problem(f"Optimizer '{oname}' has two schedulers, '{graph.nodes[first].name}' and '{sname}': "
+                           "an optimizer's learning rate follows one schedule", nid,
+                           f"delete '{sname}', or connect it to another optimizer", Severity.ERROR, Scope.TRAINING))
     return out
 
 
@@ -248,3 +276,51 @@ class PhasedOptimizer:
             raise ValueError(f"expected the state of {len(self.optimizers)} optimizers")
         for o, s in zip(self.optimizers, saved):
             o.load_state_dict(s)
+
+
+class PhasedScheduler:
+    """The schedulers of a multi-phase plan, each driving its own phase's optimizer (a phase may have none).
+
+    The training loop steps it like one scheduler: :meth:`step` after every epoch (the per-epoch schedulers;
+    ``metric`` goes to those that need one, ReduceLROnPlateau) and :attr:`batch` after every batch (the
+    per-batch schedulers; None when there are none). ``state_dict`` holds every scheduler's state by its
+    optimizer's name (checkpoints)."""
+
+    def __init__(self, entries: list[tuple[str, Any, str, bool]]) -> None:
+        #: (optimizer name, scheduler, "epoch"|"batch", needs_metric) in phase order
+        self.entries = entries
+        per_batch = [s for _, s, every, _ in entries if every == "batch"]
+        self.batch: _BatchSchedulers | None = _BatchSchedulers(per_batch) if per_batch else None
+
+    @property
+    def needs_metric(self) -> bool:
+        return any(m for *_, m in self.entries)
+
+    def step(self, metric: float | None = None) -> None:
+        for _, sched, every, needs in self.entries:
+            if every == "batch":
+                continue
+            if needs:
+                sched.step(metric)
+            else:
+                sched.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"schedulers": {name: s.state_dict() for name, s, _, _ in self.entries}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state.get("schedulers") if isinstance(state, dict) else None
+        if not isinstance(saved, dict) or set(saved) != {name for name, *_ in self.entries}:
+            raise ValueError("expected the state of the schedulers of "
+                             + ", ".join(name for name, *_ in self.entries))
+        for name, sched, _, _ in self.entries:
+            sched.load_state_dict(saved[name])
+
+
+class _BatchSchedulers:
+    def __init__(self, schedulers: list[Any]) -> None:
+        self.schedulers = schedulers
+
+    def step(self) -> None:
+        for s in self.schedulers:
+            s.step()
