@@ -505,3 +505,85 @@ def test_two_schedulers_on_one_optimizer_are_a_validation_problem(project: Any) 
     assert analyze(g, 64).ok
     plan = build_plan(g, 64)
     assert [(ph.name, ph.scheduler_node) for ph in plan.phases] == [("opt_d", second.id), ("opt_g", first)]
+
+
+# ----------------------------------------------------------------------------
+# two ranks: BatchNorm buffers follow rank 0, as under DDP
+# ----------------------------------------------------------------------------
+
+
+def tiny_gan_with_batchnorm() -> Graph:
+    """Iris as the real samples (no validation split), a linear generator, a discriminator with a BatchNorm1d."""
+    g = Graph()
+    d = g.add_node("data.dataset", {"source": "iris", "val_fraction": 0.0}, name="data")
+    z = g.add_node("data.noise", {"size": 3}, name="noise")
+    gen = g.add_node("layer.linear", {"out_features": 4}, name="g_out")
+    rf = g.add_node("merge.real_fake", name="real_fake")
+    hid = g.add_node("layer.linear", {"out_features": 8}, name="d_hidden")
+    bn = g.add_node("layer.batchnorm1d", name="d_norm")
+    act = g.add_node("activation.leaky_relu", name="d_act")
+    logit = g.add_node("layer.linear", {"out_features": 1}, name="d_logit")
+    dl = g.add_node("loss.gan", {"role": "discriminator"}, name="d_loss")
+    gl = g.add_node("loss.gan", {"role": "generator"}, name="g_loss")
+    od = g.add_node("optim.adam", {"lr": 0.01}, name="opt_d")
+    og = g.add_node("optim.adam", {"lr": 0.01}, name="opt_g")
+    for e in [(z.id, "noise", gen.id, "input"), (d.id, "features", rf.id, "real"), (gen.id, "output", rf.id, "fake"),
+              (rf.id, "output", hid.id, "input"), (hid.id, "output", bn.id, "input"), (bn.id, "output", act.id, "input"),
+              (act.id, "output", logit.id, "input"), (logit.id, "output", dl.id, "prediction"),
+              (logit.id, "output", gl.id, "prediction"), (dl.id, "loss", od.id, "loss"), (gl.id, "loss", og.id, "loss")]:
+        g.connect(*e)
+    return g
+
+
+_RANK_SCRIPT = """
+import sys, torch
+from netstudio.training import job
+from netstudio.training.config import TrainConfig
+from netstudio.training.distributed import init_distributed, shutdown
+from tests.test_gan import tiny_gan_with_batchnorm
+
+ctx = init_distributed("cpu", 60)
+j = job.prepare(tiny_gan_with_batchnorm(), TrainConfig(epochs=2, batch_size=16, seed=3), {}, dist=ctx,
+                memory_check=False)
+result = job.run(j)
+assert result.status == "finished", result.message
+torch.save(result.model.state_dict(), sys.argv[1] + f"/rank{ctx.rank}.pt")
+shutdown()
+"""
+
+
+def test_a_tiny_gan_with_batchnorm_trains_on_one_process() -> None:
+    g = tiny_gan_with_batchnorm()
+    assert analyze(g, 16).ok, analyze(g, 16).errors()
+    plan = build_plan(g, 16)
+    assert [ph.name for ph in plan.phases] == ["opt_d", "opt_g"]
+    result = job.run(job.prepare(g, TrainConfig(epochs=1, batch_size=16, seed=3), {}))
+    assert result.status == "finished"
+    assert int(result.model.state_dict()["d_norm.num_batches_tracked"]) > 0
+
+
+@pytest.mark.slow
+def test_two_ranks_hold_identical_buffers_after_a_multi_phase_run(tmp_path: Path) -> None:
+    """No DDP wrapper in a multi-phase run: the phases broadcast rank 0's buffers as DDP would, so both ranks
+    end with the same BatchNorm running statistics (and weights)."""
+    import os
+
+    from netstudio.training.distributed import free_port
+    from tests.test_distributed import job_env
+
+    script = tmp_path / "rank.py"
+    script.write_text(_RANK_SCRIPT)
+    env = job_env()
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")]))
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path)], cwd=ROOT,
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert list(a) == list(b) and {"d_norm.running_mean", "d_norm.running_var", "d_norm.num_batches_tracked"} <= set(a)
+    assert int(a["d_norm.num_batches_tracked"]) > 0 and a["d_norm.running_var"].ne(1.0).any()  # it was trained
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert different == []

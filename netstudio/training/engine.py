@@ -529,9 +529,12 @@ class _Trainer:
                 else:
                     items = iter(loader)  # type: ignore[arg-type]
                 items = strategy.batches(items, step, resident=bool(data.resident), loader=loader)
-                batch_sched = sched if sched_every == "batch" else sched.batch if sched_every == "phased" else None
+                batch_sched = (sched if sched_every == "batch" else
+                               sched.batch if sched is not None and sched_every == "phased" else None)
                 if not self._train_epoch(items, batch_sched):
                     return self._diverged()
+                if self.phase_step is not None:
+                    self.phase_step.sync_buffers()  # a distributed multi-phase run: rank 0's buffers everywhere
                 loss_total, correct = stepper.totals()
                 n_seen = stepper.samples
                 loss_total, correct, n_seen = strategy.epoch_totals(loss_total, correct, n_seen)
