@@ -485,6 +485,35 @@ def test_a_scheduler_with_warmup_on_a_multi_phase_run(project: Any) -> None:
     assert lrs == [{"opt_d": lr_d, "opt_g": lr_g}, {"opt_d": pytest.approx(lr_d * 0.1), "opt_g": lr_g}]
 
 
+def test_a_per_batch_scheduler_steps_its_phase_every_batch(project: Any, tmp_path: Path) -> None:
+    g = Graph.from_dict(project.graph.to_dict())
+    opt_d = next(n.id for n in g.nodes.values() if n.name == "opt_d")
+    sched = g.add_node("sched.onecycle", {"max_lr": 0.001}, name="cycle")
+    g.connect(opt_d, "optimizer", sched.id, "optimizer")
+    lr_g = float(build_plan(g, 64).phases[1].optimizer_params["lr"])
+    events: list[dict[str, Any]] = []
+    j = job.prepare(g, project.training, {"epochs": 2, "device": "cpu"})
+    assert job.run(j, events.append, checkpoint_dir=str(tmp_path)).status == "finished"
+    from netstudio.training.checkpoints import checkpoint_path
+
+    state = torch.load(checkpoint_path(tmp_path), weights_only=True)
+    steps = -(-len(j.data.train_x) // 64)
+    assert state["scheduler"]["schedulers"]["opt_d"]["last_epoch"] == 2 * steps
+    # the discriminator's lr after each epoch is torch's OneCycleLR after that many batches
+    probe = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0, betas=(0.5, 0.999))
+    ref = torch.optim.lr_scheduler.OneCycleLR(probe, max_lr=0.001, epochs=2, steps_per_epoch=steps)
+    expected = []
+    for _ in range(2):
+        for _ in range(steps):
+            probe.step()
+            ref.step()
+        expected.append(probe.param_groups[0]["lr"])
+    per_epoch = [e["lrs"] for e in events if e["kind"] == "phases" and e["scope"] == "epoch"]
+    assert [lr["opt_d"] for lr in per_epoch] == pytest.approx(expected, rel=1e-9)
+    assert expected[1] < 0.001 / 25 < expected[0]  # annealed below its start (max_lr / div_factor) by the end
+    assert {lr["opt_g"] for e in events if e["kind"] == "phases" for lr in [e["lrs"]]} == {lr_g}  # never moves
+
+
 def test_two_schedulers_on_one_optimizer_are_a_validation_problem(project: Any) -> None:
     g, first = _with_scheduler(project, "opt_g", step_size=2, gamma=0.5)
     opt_g = next(n.id for n in g.nodes.values() if n.name == "opt_g")
