@@ -534,6 +534,11 @@ def test_two_schedulers_on_one_optimizer_are_a_validation_problem(project: Any) 
     assert analyze(g, 64).ok
     plan = build_plan(g, 64)
     assert [(ph.name, ph.scheduler_node) for ph in plan.phases] == [("opt_d", second.id), ("opt_g", first)]
+    # a scheduler tied to no optimizer: the missing input, on the scheduler
+    g.disconnect(next(e for e in g.edges if e.dst == second.id))
+    errors = analyze(g, 64).errors()
+    assert [p.node_id for p in errors] == [second.id]
+    assert errors[0].message == "ExponentialLR 'decay' has no input connected to 'optimizer'"
 
 
 # ----------------------------------------------------------------------------

@@ -17,7 +17,9 @@ Real | Fake node (:mod:`netstudio.nodes.adversarial`):
 * any other loss owns everything upstream of it.
 
 The optimizers' sets must be disjoint: a layer owned by two optimizers is a validation problem on the
-second optimizer, naming the layer. **Order**: each optimizer's ``phase`` param (lowest first), then
+second optimizer, naming the layer. **Schedulers**: a scheduler drives the optimizer wired to its
+``optimizer`` input, as with a single optimizer, and changes only that phase's learning rate; a phase has
+one scheduler at most (a second is a validation problem on it) or none (its lr stays as set). **Order**: each optimizer's ``phase`` param (lowest first), then
 optimizers whose losses have the discriminator role, then the order the nodes were added in.
 """
 
@@ -185,8 +187,8 @@ def _inputs(graph: "Graph", nid: str, results: dict[str, Any]) -> dict[str, Any]
 
 
 def phase_problems(graph: "Graph", order: list[str], results: dict[str, Any]) -> list[Problem]:
-    """With several optimizers: a layer trained by two of them, an optimizer that trains nothing, a
-    scheduler tied to several optimizers, two schedulers on one optimizer."""
+    """With several optimizers: a layer trained by two of them, an optimizer that trains nothing, two
+    schedulers on one optimizer."""
     opts = phase_order(graph, order)
     if len(opts) < 2:
         return []
@@ -217,15 +219,10 @@ def phase_problems(graph: "Graph", order: list[str], results: dict[str, Any]) ->
         if graph.node_type(nid).category != Category.SCHEDULER:
             continue
         sname = graph.nodes[nid].name
+        # one edge at most (the graph refuses a second one into the port); none is the missing input's problem
         tied = [e.src for e in graph.in_edges(nid) if e.dst_port == "optimizer"]
-        if len(tied) > 1:
-            out.append(Problem(f"Scheduler '{sname}' is connected to {len(tied)} optimizers "
-                               f"({', '.join(repr(graph.nodes[t].name) for t in tied)}): it drives one", nid,
-                               "keep one optimizer edge into it, and add a scheduler per optimizer that needs one",
-                               Severity.ERROR, Scope.TRAINING))
-            continue
         if not tied:
-            continue  # the missing input is already a problem
+            continue
         first = driven.get(tied[0])
         if first is None:
             driven[tied[0]] = nid
