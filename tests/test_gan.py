@@ -408,3 +408,216 @@ def test_single_optimizer_projects_have_no_phases_and_keep_their_step() -> None:
     assert generator_of(plan.model) is None
     cfg = TrainConfig()
     assert "phase" not in json.dumps(cfg.to_dict())
+
+
+# ----------------------------------------------------------------------------
+# a scheduler per optimizer
+# ----------------------------------------------------------------------------
+
+
+def _with_scheduler(project: Any, optimizer: str, **params: Any) -> tuple[Graph, str]:
+    """The sample with a StepLR wired to the optimizer named ``optimizer``."""
+    g = Graph.from_dict(project.graph.to_dict())
+    opt = next(n.id for n in g.nodes.values() if n.name == optimizer)
+    sched = g.add_node("sched.step", params, name=f"sched_{optimizer}")
+    g.connect(opt, "optimizer", sched.id, "optimizer")
+    return g, sched.id
+
+
+def test_a_scheduler_drives_only_its_own_optimizers_lr_and_resumes(project: Any, tmp_path: Path) -> None:
+    g, _ = _with_scheduler(project, "opt_g", step_size=1, gamma=0.5)
+    assert analyze(g, 64).ok
+    plan = build_plan(g, 64)
+    assert [ph.scheduler_type for ph in plan.phases] == [None, "sched.step"]
+    lr_d, lr_g = (float(ph.optimizer_params["lr"]) for ph in plan.phases)
+    events: list[dict[str, Any]] = []
+    j = job.prepare(g, project.training, {"epochs": 2, "device": "cpu"})
+    result = job.run(j, events.append, checkpoint_dir=str(tmp_path))
+    assert result.status == "finished"
+    lrs = [e["lrs"] for e in events if e["kind"] == "phases" and e["scope"] == "epoch"]
+    # the lr each epoch trained with: StepLR(step_size=1, gamma=0.5) halves the generator's after every epoch
+    assert lrs == [{"opt_d": lr_d, "opt_g": lr_g}, {"opt_d": lr_d, "opt_g": pytest.approx(lr_g * 0.5)}]
+    assert [e["lr"] for e in events if e["kind"] == "epoch"] == [lr_d, lr_d]  # the first phase's, as before
+    from netstudio.training.checkpoints import checkpoint_path
+
+    state = torch.load(checkpoint_path(tmp_path), weights_only=True)
+    saved = state["scheduler"]["schedulers"]
+    assert list(saved) == ["opt_g"] and saved["opt_g"]["last_epoch"] == 2
+    assert state["optimizer"]["phases"][1]["param_groups"][0]["lr"] == pytest.approx(lr_g * 0.25)
+    assert state["optimizer"]["phases"][0]["param_groups"][0]["lr"] == lr_d
+    # resuming continues the schedule: epochs 3 and 4 train with a quarter and an eighth of the lr
+    events.clear()
+    j = job.prepare(g, project.training, {"epochs": 4, "device": "cpu"})
+    result = job.run(j, events.append, checkpoint_dir=str(tmp_path), resume=True)
+    assert result.status == "finished" and [e["epoch"] for e in events if e["kind"] == "resumed_from"] == [2]
+    lrs = [e["lrs"] for e in events if e["kind"] == "phases" and e["scope"] == "epoch"]
+    assert lrs == [{"opt_d": lr_d, "opt_g": pytest.approx(lr_g * 0.25)},
+                   {"opt_d": lr_d, "opt_g": pytest.approx(lr_g * 0.125)}]
+
+
+def test_a_scheduler_with_warmup_on_a_multi_phase_run(project: Any) -> None:
+    """The warm-up scales every phase's lr during the first batches; the scheduler never sees it."""
+    from netstudio.training.controls import Warmup
+
+    g, _ = _with_scheduler(project, "opt_d", step_size=1, gamma=0.1)
+    plan = build_plan(g, 64)
+    lr_d, lr_g = (float(ph.optimizer_params["lr"]) for ph in plan.phases)
+    opt = plan.make_optimizer(copy.deepcopy(plan.model))
+    made = plan.make_scheduler(opt, 3, 4)
+    assert made is not None
+    sched, every, needs_metric = made
+    assert every == "phased" and not needs_metric and sched.batch is None
+    d_opt, g_opt = opt.optimizers
+    warm = Warmup(opt, 4)
+    with warm.applied(0):
+        assert (d_opt.param_groups[0]["lr"], g_opt.param_groups[0]["lr"]) == (lr_d / 4, lr_g / 4)
+        opt.step()
+    assert (d_opt.param_groups[0]["lr"], g_opt.param_groups[0]["lr"]) == (lr_d, lr_g)
+    sched.step()  # after the epoch: only the discriminator's lr follows its StepLR
+    assert d_opt.param_groups[0]["lr"] == pytest.approx(lr_d * 0.1) and g_opt.param_groups[0]["lr"] == lr_g
+    with warm.applied(1):
+        assert d_opt.param_groups[0]["lr"] == pytest.approx(lr_d * 0.1 / 2)
+    # trained through the job with a warm-up epoch: each epoch's lrs as the schedule says
+    events: list[dict[str, Any]] = []
+    j = job.prepare(g, project.training, {"epochs": 2, "device": "cpu", "warmup_epochs": 1})
+    assert job.run(j, events.append).status == "finished"
+    lrs = [e["lrs"] for e in events if e["kind"] == "phases" and e["scope"] == "epoch"]
+    assert lrs == [{"opt_d": lr_d, "opt_g": lr_g}, {"opt_d": pytest.approx(lr_d * 0.1), "opt_g": lr_g}]
+
+
+def test_a_per_batch_scheduler_steps_its_phase_every_batch(project: Any, tmp_path: Path) -> None:
+    g = Graph.from_dict(project.graph.to_dict())
+    opt_d = next(n.id for n in g.nodes.values() if n.name == "opt_d")
+    sched = g.add_node("sched.onecycle", {"max_lr": 0.001}, name="cycle")
+    g.connect(opt_d, "optimizer", sched.id, "optimizer")
+    lr_g = float(build_plan(g, 64).phases[1].optimizer_params["lr"])
+    events: list[dict[str, Any]] = []
+    j = job.prepare(g, project.training, {"epochs": 2, "device": "cpu"})
+    assert job.run(j, events.append, checkpoint_dir=str(tmp_path)).status == "finished"
+    from netstudio.training.checkpoints import checkpoint_path
+
+    state = torch.load(checkpoint_path(tmp_path), weights_only=True)
+    steps = -(-len(j.data.train_x) // 64)
+    assert state["scheduler"]["schedulers"]["opt_d"]["last_epoch"] == 2 * steps
+    # the discriminator's lr after each epoch is torch's OneCycleLR after that many batches
+    probe = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0, betas=(0.5, 0.999))
+    ref = torch.optim.lr_scheduler.OneCycleLR(probe, max_lr=0.001, epochs=2, steps_per_epoch=steps)
+    expected = []
+    for _ in range(2):
+        for _ in range(steps):
+            probe.step()
+            ref.step()
+        expected.append(probe.param_groups[0]["lr"])
+    per_epoch = [e["lrs"] for e in events if e["kind"] == "phases" and e["scope"] == "epoch"]
+    assert [lr["opt_d"] for lr in per_epoch] == pytest.approx(expected, rel=1e-9)
+    assert expected[1] < 0.001 / 25 < expected[0]  # annealed below its start (max_lr / div_factor) by the end
+    assert {lr["opt_g"] for e in events if e["kind"] == "phases" for lr in [e["lrs"]]} == {lr_g}  # never moves
+
+
+def test_two_schedulers_on_one_optimizer_are_a_validation_problem(project: Any) -> None:
+    g, first = _with_scheduler(project, "opt_g", step_size=2, gamma=0.5)
+    opt_g = next(n.id for n in g.nodes.values() if n.name == "opt_g")
+    second = g.add_node("sched.exponential", {"gamma": 0.9}, name="decay")
+    g.connect(opt_g, "optimizer", second.id, "optimizer")
+    errors = analyze(g, 64).errors()
+    assert [p.node_id for p in errors] == [second.id]
+    assert errors[0].message == ("Optimizer 'opt_g' has two schedulers, 'sched_opt_g' and 'decay': an optimizer's "
+                                 "learning rate follows one schedule")
+    assert "delete 'decay'" in (errors[0].hint or "")
+    with pytest.raises(CompileError) as exc:
+        build_plan(g, 64)
+    assert exc.value.node_id == second.id
+    # one scheduler per optimizer is fine
+    opt_d = next(n.id for n in g.nodes.values() if n.name == "opt_d")
+    g.disconnect(next(e for e in g.edges if e.dst == second.id))
+    g.connect(opt_d, "optimizer", second.id, "optimizer")
+    assert analyze(g, 64).ok
+    plan = build_plan(g, 64)
+    assert [(ph.name, ph.scheduler_node) for ph in plan.phases] == [("opt_d", second.id), ("opt_g", first)]
+    # a scheduler tied to no optimizer: the missing input, on the scheduler
+    g.disconnect(next(e for e in g.edges if e.dst == second.id))
+    errors = analyze(g, 64).errors()
+    assert [p.node_id for p in errors] == [second.id]
+    assert errors[0].message == "ExponentialLR 'decay' has no input connected to 'optimizer'"
+
+
+# ----------------------------------------------------------------------------
+# two ranks: BatchNorm buffers follow rank 0, as under DDP
+# ----------------------------------------------------------------------------
+
+
+def tiny_gan_with_batchnorm() -> Graph:
+    """Iris as the real samples (no validation split), a linear generator, a discriminator with a BatchNorm1d."""
+    g = Graph()
+    d = g.add_node("data.dataset", {"source": "iris", "val_fraction": 0.0}, name="data")
+    z = g.add_node("data.noise", {"size": 3}, name="noise")
+    gen = g.add_node("layer.linear", {"out_features": 4}, name="g_out")
+    rf = g.add_node("merge.real_fake", name="real_fake")
+    hid = g.add_node("layer.linear", {"out_features": 8}, name="d_hidden")
+    bn = g.add_node("layer.batchnorm1d", name="d_norm")
+    act = g.add_node("activation.leaky_relu", name="d_act")
+    logit = g.add_node("layer.linear", {"out_features": 1}, name="d_logit")
+    dl = g.add_node("loss.gan", {"role": "discriminator"}, name="d_loss")
+    gl = g.add_node("loss.gan", {"role": "generator"}, name="g_loss")
+    od = g.add_node("optim.adam", {"lr": 0.01}, name="opt_d")
+    og = g.add_node("optim.adam", {"lr": 0.01}, name="opt_g")
+    for e in [(z.id, "noise", gen.id, "input"), (d.id, "features", rf.id, "real"), (gen.id, "output", rf.id, "fake"),
+              (rf.id, "output", hid.id, "input"), (hid.id, "output", bn.id, "input"), (bn.id, "output", act.id, "input"),
+              (act.id, "output", logit.id, "input"), (logit.id, "output", dl.id, "prediction"),
+              (logit.id, "output", gl.id, "prediction"), (dl.id, "loss", od.id, "loss"), (gl.id, "loss", og.id, "loss")]:
+        g.connect(*e)
+    return g
+
+
+_RANK_SCRIPT = """
+import sys, torch
+from netstudio.training import job
+from netstudio.training.config import TrainConfig
+from netstudio.training.distributed import init_distributed, shutdown
+from tests.test_gan import tiny_gan_with_batchnorm
+
+ctx = init_distributed("cpu", 60)
+j = job.prepare(tiny_gan_with_batchnorm(), TrainConfig(epochs=2, batch_size=16, seed=3), {}, dist=ctx,
+                memory_check=False)
+result = job.run(j)
+assert result.status == "finished", result.message
+torch.save(result.model.state_dict(), sys.argv[1] + f"/rank{ctx.rank}.pt")
+shutdown()
+"""
+
+
+def test_a_tiny_gan_with_batchnorm_trains_on_one_process() -> None:
+    g = tiny_gan_with_batchnorm()
+    assert analyze(g, 16).ok, analyze(g, 16).errors()
+    plan = build_plan(g, 16)
+    assert [ph.name for ph in plan.phases] == ["opt_d", "opt_g"]
+    result = job.run(job.prepare(g, TrainConfig(epochs=1, batch_size=16, seed=3), {}))
+    assert result.status == "finished"
+    assert int(result.model.state_dict()["d_norm.num_batches_tracked"]) > 0
+
+
+@pytest.mark.slow
+def test_two_ranks_hold_identical_buffers_after_a_multi_phase_run(tmp_path: Path) -> None:
+    """No DDP wrapper in a multi-phase run: the phases broadcast rank 0's buffers as DDP would, so both ranks
+    end with the same BatchNorm running statistics (and weights)."""
+    import os
+
+    from netstudio.training.distributed import free_port
+    from tests.test_distributed import job_env
+
+    script = tmp_path / "rank.py"
+    script.write_text(_RANK_SCRIPT)
+    env = job_env()
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")]))
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path)], cwd=ROOT,
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert list(a) == list(b) and {"d_norm.running_mean", "d_norm.running_var", "d_norm.num_batches_tracked"} <= set(a)
+    assert int(a["d_norm.num_batches_tracked"]) > 0 and a["d_norm.running_var"].ne(1.0).any()  # it was trained
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert different == []

@@ -67,6 +67,21 @@ def test_the_logger_skips_what_a_run_does_not_have(tmp_path: Path) -> None:
                                          "lr": [(1, pytest.approx(0.1)), (2, pytest.approx(0.05))]}
 
 
+def test_a_multi_phase_run_logs_each_phases_lr(tmp_path: Path) -> None:
+    log = TB.TensorBoardLogger(tmp_path, "gan")
+    for epoch, lr_g in ((1, 0.01), (2, 0.005)):
+        log({"kind": "epoch", "epoch": epoch, "train_loss": 1.0, "lr": 0.02})
+        log({"kind": "phases", "scope": "batch", "epoch": epoch, "global_step": 3, "losses": {"opt_d": 0.5},
+             "lrs": {"opt_d": 0.5, "opt_g": 0.5}})  # batch reports are not logged
+        log({"kind": "phases", "scope": "epoch", "epoch": epoch, "global_step": 4, "losses": {"opt_d": 0.5},
+             "lrs": {"opt_d": 0.02, "opt_g": lr_g}})
+    log.close()
+    scalars = read_scalars(log.log_dir)
+    assert scalars["lr/opt_d"] == [(1, pytest.approx(0.02)), (2, pytest.approx(0.02))]
+    assert scalars["lr/opt_g"] == [(1, pytest.approx(0.01)), (2, pytest.approx(0.005))]
+    assert scalars["lr"] == [(1, pytest.approx(0.02)), (2, pytest.approx(0.02))]
+
+
 def test_without_tensorboard_train_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # `import tensorboard` raises ImportError

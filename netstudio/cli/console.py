@@ -124,7 +124,8 @@ class Progress:
             self._diagnoses(ev)
         elif kind == "phases" and ev.get("scope") == "epoch":
             losses = "  ".join(f"{k} {v:.4f}" for k, v in (ev.get("losses") or {}).items())
-            print(f"  phase losses: {losses}", file=self.lines, flush=True)
+            lrs = "  ".join(f"{k} {v:.3g}" for k, v in (ev.get("lrs") or {}).items())
+            print(f"  phase losses: {losses}" + (f"  (lr {lrs})" if lrs else ""), file=self.lines, flush=True)
 
     def _diagnoses(self, ev: dict[str, Any]) -> None:
         """Each new finding of the per-node statistics once (the same node and kind is not repeated)."""

@@ -19,7 +19,15 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from netstudio.compiler.phases import Phase, PhasedOptimizer, losses_of, phase_order, trained_by
+from netstudio.compiler.phases import (
+    Phase,
+    PhasedOptimizer,
+    PhasedScheduler,
+    losses_of,
+    phase_order,
+    scheduler_of,
+    trained_by,
+)
 from netstudio.compiler.shapes import NO_LAYERS, NO_LAYERS_HINT, Analysis, analyze
 from netstudio.errors import CompileError, Problem, Scope, Severity
 from netstudio.graph.model import Graph, Node
@@ -148,13 +156,31 @@ class TrainingPlan:
 
     def make_scheduler(self, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int
                        ) -> tuple[Any, str, bool] | None:
-        """(scheduler, "epoch"|"batch", needs_metric) or None."""
+        """(scheduler, "epoch"|"batch", needs_metric) or None. A multi-phase plan: (a
+        :class:`~netstudio.compiler.phases.PhasedScheduler`, "phased", needs_metric) when any phase has a
+        scheduler, each driving its own phase's optimizer."""
+        if self.multi_phase:
+            return self._phased_scheduler(optimizer, epochs, steps_per_epoch)
         if self.scheduler_type is None:
             return None
         nt = self.graph.catalog.get(self.scheduler_type)
         sched = nt.make(optimizer, self.scheduler_params or {}, epochs=epochs,  # type: ignore[attr-defined]
                         steps_per_epoch=steps_per_epoch)
         return sched, nt.step_every, nt.needs_metric  # type: ignore[attr-defined]
+
+    def _phased_scheduler(self, optimizer: Any, epochs: int, steps_per_epoch: int) -> tuple[Any, str, bool] | None:
+        entries = []
+        for ph, opt in zip(self.phases, optimizer.optimizers):
+            if ph.scheduler_type is None:
+                continue
+            nt = self.graph.catalog.get(ph.scheduler_type)
+            sched = nt.make(opt, ph.scheduler_params or {}, epochs=epochs,  # type: ignore[attr-defined]
+                            steps_per_epoch=steps_per_epoch)
+            entries.append((ph.name, sched, nt.step_every, nt.needs_metric))  # type: ignore[attr-defined]
+        if not entries:
+            return None
+        phased = PhasedScheduler(entries)
+        return phased, "phased", phased.needs_metric
 
     def loss_terms(self, outputs: torch.Tensor | tuple[torch.Tensor, ...], x: torch.Tensor, y: torch.Tensor
                    ) -> list[tuple[LossTerm, torch.Tensor]]:
@@ -655,7 +681,10 @@ def _phases(graph: Graph, an: Analysis, compiled: CompiledModel, losses: list[Lo
     out = []
     for opt in order:
         nodes = trained_by(graph, opt)
+        sched = scheduler_of(graph, opt, an.order)
         out.append(Phase(graph.nodes[opt].name, opt, graph.nodes[opt].type_id, dict(an.results[opt].params),
                          [index[x] for x in losses_of(graph, opt) if x in index], nodes,
-                         [compiled.module_names[n] for n in nodes if n in compiled.module_names]))
+                         [compiled.module_names[n] for n in nodes if n in compiled.module_names],
+                         sched, graph.nodes[sched].type_id if sched else None,
+                         dict(an.results[sched].params) if sched else None))
     return out

@@ -17,7 +17,9 @@ Real | Fake node (:mod:`netstudio.nodes.adversarial`):
 * any other loss owns everything upstream of it.
 
 The optimizers' sets must be disjoint: a layer owned by two optimizers is a validation problem on the
-second optimizer, naming the layer. **Order**: each optimizer's ``phase`` param (lowest first), then
+second optimizer, naming the layer. **Schedulers**: a scheduler drives the optimizer wired to its
+``optimizer`` input, as with a single optimizer, and changes only that phase's learning rate; a phase has
+one scheduler at most (a second is a validation problem on it) or none (its lr stays as set). **Order**: each optimizer's ``phase`` param (lowest first), then
 optimizers whose losses have the discriminator role, then the order the nodes were added in.
 """
 
@@ -50,6 +52,10 @@ class Phase:
     nodes: list[str] = field(default_factory=list)
     #: attribute paths of those nodes' modules in the compiled model
     module_paths: list[str] = field(default_factory=list)
+    #: the scheduler node wired to this phase's optimizer (at most one), its type and params
+    scheduler_node: str | None = None
+    scheduler_type: str | None = None
+    scheduler_params: dict[str, Any] | None = None
 
 
 def optimizers(graph: "Graph", order: list[str]) -> list[str]:
@@ -64,6 +70,13 @@ def losses_of(graph: "Graph", optimizer: str) -> list[str]:
 def role(graph: "Graph", loss: str) -> str | None:
     node = graph.nodes[loss]
     return str(node.params.get("role", "discriminator")) if node.type_id == GAN_LOSS else None
+
+
+def scheduler_of(graph: "Graph", optimizer: str, order: list[str]) -> str | None:
+    """The scheduler wired to ``optimizer`` (its ``optimizer`` input), or None; the first in ``order`` if
+    several are (a validation problem, :func:`phase_problems`)."""
+    return next((nid for nid in order if graph.node_type(nid).category == Category.SCHEDULER
+                 and [e.src for e in graph.in_edges(nid) if e.dst_port == "optimizer"] == [optimizer]), None)
 
 
 def trained_by_loss(graph: "Graph", loss: str) -> list[str]:
@@ -174,8 +187,8 @@ def _inputs(graph: "Graph", nid: str, results: dict[str, Any]) -> dict[str, Any]
 
 
 def phase_problems(graph: "Graph", order: list[str], results: dict[str, Any]) -> list[Problem]:
-    """With several optimizers: a layer trained by two of them, an optimizer that trains nothing, a
-    scheduler (it drives one optimizer; multi-phase runs have none yet)."""
+    """With several optimizers: a layer trained by two of them, an optimizer that trains nothing, two
+    schedulers on one optimizer."""
     opts = phase_order(graph, order)
     if len(opts) < 2:
         return []
@@ -201,11 +214,23 @@ def phase_problems(graph: "Graph", order: list[str], results: dict[str, Any]) ->
                 f"wire '{name}' to losses that '{layer.name}' does not feed, use GAN losses with the roles "
                 "discriminator/generator around a Real | Fake node, or connect all losses to one optimizer",
                 Severity.ERROR, Scope.TRAINING))
+    driven: dict[str, str] = {}  # optimizer -> its scheduler
     for nid in order:
-        if graph.node_type(nid).category == Category.SCHEDULER:
-            out.append(Problem(f"Scheduler '{graph.nodes[nid].name}' cannot be used with several optimizers yet",
-                               nid, "delete the scheduler, or train with a single optimizer", Severity.ERROR,
-                               Scope.TRAINING))
+        if graph.node_type(nid).category != Category.SCHEDULER:
+            continue
+        sname = graph.nodes[nid].name
+        # one edge at most (the graph refuses a second one into the port); none is the missing input's problem
+        tied = [e.src for e in graph.in_edges(nid) if e.dst_port == "optimizer"]
+        if not tied:
+            continue
+        first = driven.get(tied[0])
+        if first is None:
+            driven[tied[0]] = nid
+            continue
+        oname = graph.nodes[tied[0]].name
+        out.append(Problem(f"Optimizer '{oname}' has two schedulers, '{graph.nodes[first].name}' and '{sname}': "
+                           "an optimizer's learning rate follows one schedule", nid,
+                           f"delete '{sname}', or connect it to another optimizer", Severity.ERROR, Scope.TRAINING))
     return out
 
 
@@ -248,3 +273,51 @@ class PhasedOptimizer:
             raise ValueError(f"expected the state of {len(self.optimizers)} optimizers")
         for o, s in zip(self.optimizers, saved):
             o.load_state_dict(s)
+
+
+class PhasedScheduler:
+    """The schedulers of a multi-phase plan, each driving its own phase's optimizer (a phase may have none).
+
+    The training loop steps it like one scheduler: :meth:`step` after every epoch (the per-epoch schedulers;
+    ``metric`` goes to those that need one, ReduceLROnPlateau) and :attr:`batch` after every batch (the
+    per-batch schedulers; None when there are none). ``state_dict`` holds every scheduler's state by its
+    optimizer's name (checkpoints)."""
+
+    def __init__(self, entries: list[tuple[str, Any, str, bool]]) -> None:
+        #: (optimizer name, scheduler, "epoch"|"batch", needs_metric) in phase order
+        self.entries = entries
+        per_batch = [s for _, s, every, _ in entries if every == "batch"]
+        self.batch: _BatchSchedulers | None = _BatchSchedulers(per_batch) if per_batch else None
+
+    @property
+    def needs_metric(self) -> bool:
+        return any(m for *_, m in self.entries)
+
+    def step(self, metric: float | None = None) -> None:
+        for _, sched, every, needs in self.entries:
+            if every == "batch":
+                continue
+            if needs:
+                sched.step(metric)
+            else:
+                sched.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"schedulers": {name: s.state_dict() for name, s, _, _ in self.entries}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state.get("schedulers") if isinstance(state, dict) else None
+        if not isinstance(saved, dict) or set(saved) != {name for name, *_ in self.entries}:
+            raise ValueError("expected the state of the schedulers of "
+                             + ", ".join(name for name, *_ in self.entries))
+        for name, sched, _, _ in self.entries:
+            sched.load_state_dict(saved[name])
+
+
+class _BatchSchedulers:
+    def __init__(self, schedulers: list[Any]) -> None:
+        self.schedulers = schedulers
+
+    def step(self) -> None:
+        for s in self.schedulers:
+            s.step()

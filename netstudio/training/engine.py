@@ -20,9 +20,10 @@ declared in :mod:`netstudio.training.events` (``kind``: an :class:`EventKind`,
 * ``{"kind": "stats", "epoch", "global_step", "nodes", "diagnoses", "nan_origin"}`` — per-node figures of a
   sampled step (every ``config.stats_every`` steps, :mod:`netstudio.training.nodestats`); ``nan_origin``:
   the node id where NaN/Inf first appeared (sent when the run diverges), else None
-* ``{"kind": "phases", "scope": "batch"|"epoch", "epoch", "global_step", "losses"}`` — a multi-phase run (several
-  optimizers, :mod:`netstudio.training.phased`): each phase's mean loss by optimizer name, with every batch event
-  (since the previous one) and after every epoch event (the epoch's)
+* ``{"kind": "phases", "scope": "batch"|"epoch", "epoch", "global_step", "losses", "lrs"}`` — a multi-phase run
+  (several optimizers, :mod:`netstudio.training.phased`): each phase's mean loss by optimizer name, with every
+  batch event (since the previous one) and after every epoch event (the epoch's), and each phase's lr (the
+  epoch event's ``lr`` is the first phase's)
 
 Speed (measured in bench/bench_trainer.py): resident datasets stay on the
 device and are batched by index; loss and accuracy are summed on the device
@@ -528,8 +529,12 @@ class _Trainer:
                 else:
                     items = iter(loader)  # type: ignore[arg-type]
                 items = strategy.batches(items, step, resident=bool(data.resident), loader=loader)
-                if not self._train_epoch(items, sched if sched_every == "batch" else None):
+                batch_sched = (sched if sched_every == "batch" else
+                               sched.batch if sched is not None and sched_every == "phased" else None)
+                if not self._train_epoch(items, batch_sched):
                     return self._diverged()
+                if self.phase_step is not None:
+                    self.phase_step.sync_buffers()  # a distributed multi-phase run: rank 0's buffers everywhere
                 loss_total, correct = stepper.totals()
                 n_seen = stepper.samples
                 loss_total, correct, n_seen = strategy.epoch_totals(loss_total, correct, n_seen)
@@ -676,7 +681,9 @@ class _Trainer:
         if k <= 0 or not self.strategy.is_main:
             return
         self.emit({"kind": EventKind.PHASES, "scope": scope, "epoch": self.epoch, "global_step": self.global_step,
-                   "losses": {name: (s - s0) / k for name, s, s0 in zip(ps.names, sums, seen)}})
+                   "losses": {name: (s - s0) / k for name, s, s0 in zip(ps.names, sums, seen)},
+                   "lrs": {name: float(o.param_groups[0]["lr"])
+                           for name, o in zip(ps.names, ps.optimizer.optimizers)}})
 
     def _emit_samples(self, model: nn.Module, plan: Any) -> None:
         """The ``samples`` event: a GAN's generator on fixed noise (the same every epoch), as plain lists."""

@@ -168,6 +168,8 @@ class PhasesEvent(TypedDict):
     epoch: int
     global_step: int
     losses: dict[str, float]
+    #: each phase's learning rate (its optimizer's first group, as its scheduler set it, without the warm-up)
+    lrs: dict[str, float]
 
 
 class SamplesEvent(TypedDict):

@@ -13,7 +13,10 @@ Every batch runs the plan's phases in order (:mod:`netstudio.compiler.phases`). 
 The step returns the sum of the phases' losses (the epoch's training loss) and keeps each phase's
 loss summed on the device (:attr:`PhasedStep.sums`), read only when the trainer reports — the
 ``phases`` event (:mod:`netstudio.training.events`). In a distributed job (``dist``) each phase
-all-reduces its own weights' gradients before stepping, with the DDP loss scaling of a global batch.
+all-reduces its own weights' gradients before stepping, with the DDP loss scaling of a global batch. There
+is no DDP wrapper, so the step does what DDP would do to the model's buffers (BatchNorm running statistics):
+rank 0's are broadcast to every rank before each phase's forward, and once more at the end of every epoch
+(:meth:`PhasedStep.sync_buffers`), so every rank ends an epoch with the same buffers.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class PhasedStep:
         self.names = [ph.name for ph in plan.phases]
         self.params = [[p for g in o.param_groups for p in g["params"]] for o in optimizer.optimizers]
         self._all = [p for ps in self.params for p in ps]
+        self._buffers = [b for b in model.buffers()]
         self.sums: torch.Tensor | None = None   # per phase: sum over samples of the phase's loss
         self.samples = 0
         self.global_n = 0  # set by a distributed job's batches before each call
@@ -62,6 +66,7 @@ class PhasedStep:
                 for p in mine:
                     p.requires_grad_(True)
                     p.grad = None
+                self.sync_buffers()  # as DDP does before every forward
                 with (ctl.autocast() if ctl is not None else contextlib.nullcontext()):
                     out = self.model(x)
                     terms = self.plan.loss_terms(out, x, y)
@@ -85,6 +90,15 @@ class PhasedStep:
         self.samples += n
         assert total is not None
         return total, None
+
+    def sync_buffers(self) -> None:
+        """Rank 0's buffers on every rank (a distributed job; a collective: every rank calls it)."""
+        if self.dist is None or not self.dist.active or not self._buffers:
+            return
+        import torch.distributed as tdist
+
+        for b in self._buffers:
+            tdist.broadcast(b.data, src=0)
 
     def _backward_all_reduce(self, loss: torch.Tensor, params: list[torch.Tensor]) -> None:
         import torch.distributed as tdist

@@ -4,7 +4,8 @@
 the Training panel's TensorBoard setting, each rank 0 of a distributed job): after every epoch it
 writes the scalars ``loss/train``, ``loss/val``, ``accuracy/train``, ``accuracy/val``, ``lr`` and
 ``samples_per_s`` at step = the epoch, through ``torch.utils.tensorboard.SummaryWriter``, into one
-folder per run under the chosen directory (``tensorboard --logdir DIR`` shows them side by side).
+folder per run under the chosen directory (``tensorboard --logdir DIR`` shows them side by side). A
+multi-phase run (several optimizers, a GAN) adds each phase's learning rate as ``lr/<optimizer name>``.
 Nothing here imports Qt.
 """
 
@@ -91,6 +92,11 @@ class TensorBoardLogger:
                     self.writer.add_scalar(tag, float(v), step)
             self.epochs_written += 1
             self.writer.flush()  # a watching TensorBoard sees every epoch as it ends
+        elif kind == "phases" and ev.get("scope") == "epoch":
+            step = int(ev.get("epoch") or 0)
+            for name, v in (ev.get("lrs") or {}).items():
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    self.writer.add_scalar(f"lr/{name}", float(v), step)
         elif kind == "start":
             settings = {k: ev.get(k) for k in ("device", "epochs", "n_train", "n_val", "precision", "augmentation")}
             self.writer.add_text("run", "  \n".join(f"{k}: {v}" for k, v in settings.items()), 0)
