@@ -621,3 +621,22 @@ def test_two_ranks_hold_identical_buffers_after_a_multi_phase_run(tmp_path: Path
     assert int(a["d_norm.num_batches_tracked"]) > 0 and a["d_norm.running_var"].ne(1.0).any()  # it was trained
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert different == []
+
+
+def test_two_schedulers_on_the_only_optimizer_are_a_validation_problem_too() -> None:
+    # before, a one-optimizer graph silently trained with the last scheduler and ignored the other
+    from netstudio.project.io import load_project
+    from netstudio.project.samples import find_sample
+
+    path = find_sample("mnist_mlp_sgd")
+    assert path is not None
+    g = load_project(path).graph
+    opt = g.find("sgd").id
+    a = g.add_node("sched.step", {"step_size": 2, "gamma": 0.5}, name="halve")
+    g.connect(opt, "optimizer", a.id, "optimizer")
+    assert analyze(g, 64).errors() == []
+    b = g.add_node("sched.exponential", {"gamma": 0.9}, name="decay")
+    g.connect(opt, "optimizer", b.id, "optimizer")
+    errors = analyze(g, 64).errors()
+    assert [p.node_id for p in errors] == [b.id]
+    assert "has two schedulers, 'halve' and 'decay'" in errors[0].message

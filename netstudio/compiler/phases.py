@@ -187,11 +187,11 @@ def _inputs(graph: "Graph", nid: str, results: dict[str, Any]) -> dict[str, Any]
 
 
 def phase_problems(graph: "Graph", order: list[str], results: dict[str, Any]) -> list[Problem]:
-    """With several optimizers: a layer trained by two of them, an optimizer that trains nothing, two
-    schedulers on one optimizer."""
+    """Two schedulers on one optimizer; with several optimizers also a layer trained by two of them and an
+    optimizer that trains nothing."""
     opts = phase_order(graph, order)
     if len(opts) < 2:
-        return []
+        return _scheduler_problems(graph, order)
     out: list[Problem] = []
     owner: dict[str, str] = {}
     for opt in opts:
@@ -214,6 +214,11 @@ def phase_problems(graph: "Graph", order: list[str], results: dict[str, Any]) ->
                 f"wire '{name}' to losses that '{layer.name}' does not feed, use GAN losses with the roles "
                 "discriminator/generator around a Real | Fake node, or connect all losses to one optimizer",
                 Severity.ERROR, Scope.TRAINING))
+    return out + _scheduler_problems(graph, order)
+
+
+def _scheduler_problems(graph: "Graph", order: list[str]) -> list[Problem]:
+    out: list[Problem] = []
     driven: dict[str, str] = {}  # optimizer -> its scheduler
     for nid in order:
         if graph.node_type(nid).category != Category.SCHEDULER:
