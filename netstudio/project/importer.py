@@ -315,6 +315,9 @@ class _Builder:
         self.input_id: str | None = None
         self.owner: dict[str, tuple[str, ...]] = {}        # node id -> the containers it ran in, outermost first
         self.parameters: dict[str, torch.Tensor] = {}      # Parameter node id -> the tensor it holds
+        #: a buffer or constant the forward reads (get_attr): a module call may take it as a constant argument
+        #: (a causal attention mask); anything else that uses it fails in _wire with _constant_error
+        self.constants: dict[fx.Node, torch.Tensor] = {}
         #: a module call whose result is a tuple (attention: (output, weights)) -> (node id, {index path: port})
         self.tuples: dict[fx.Node, tuple[str, dict[tuple[int, ...], str]]] = {}
 
@@ -339,6 +342,8 @@ class _Builder:
     def _wire(self, nid: str, ports: Mapping[str, Any], what: str) -> None:
         for port, v in ports.items():
             for x in (v if isinstance(v, list) else [v]):
+                if x in self.constants:
+                    raise self._constant_error(x)
                 if x not in self.values:
                     raise ImportModelError(f"{what} uses '{x}', which is not a tensor of the model "
                                            "(a computed size or a parameter used directly)",
@@ -372,9 +377,15 @@ class _Builder:
         try:
             value = self.gm.get_parameter(target)
         except AttributeError:
-            raise ImportModelError(f"the model uses its buffer or constant '{target}' directly in its forward "
-                                   "(outside a layer)",
-                                   hint="only parameters (nn.Parameter) can be kept as Parameter nodes") from None
+            value = None
+        if not isinstance(value, torch.Tensor):
+            const: Any = self.gm
+            for part in target.split("."):
+                const = getattr(const, part, None)
+            if not isinstance(const, torch.Tensor):
+                raise self._constant_error(n)
+            self.constants[n] = const.detach()
+            return
         if value.dtype != torch.float32 or value.dim() < 1:
             raise ImportModelError(f"the parameter '{target}' is a {value.dtype} tensor of shape "
                                    f"{tuple(value.shape)}; Parameter nodes hold float32 tensors with dimensions")
@@ -382,6 +393,14 @@ class _Builder:
         self.graph.set_trainable(nid, value.requires_grad)
         self.parameters[nid] = value.detach()
         self.values[n] = (nid, "output")
+
+    @staticmethod
+    def _constant_error(n: fx.Node) -> ImportModelError:
+        return ImportModelError(f"the model uses its buffer or constant '{n.target}' directly in its forward "
+                                "(outside a layer)",
+                                hint="only parameters (nn.Parameter) can be kept as Parameter nodes, and a "
+                                     "constant only as a layer's argument the layer's node can express (a causal "
+                                     "attention mask)")
 
     def placeholder(self, n: fx.Node) -> None:
         if self.input_id is not None:
@@ -397,20 +416,27 @@ class _Builder:
         name = str(n.target).replace(".", "_")
         cls = self.mapping.module_type(m)
         nt = CATALOG.get(cls.type_id) if cls is not None else None
+        why = ""  # why the catalog node cannot stand for this call
         if cls is not None and isinstance(nt, LayerType):
             try:
-                ports = nt.from_module_call(n.args, n.kwargs, _is_tensor)
+                # a buffer passed to the call (an attention mask) arrives as its value
+                cargs, ckwargs = fx.node.map_aggregate((n.args, n.kwargs), self._constant_value)
+                ports = nt.from_module_call(cargs, ckwargs, _is_tensor)
                 params = cls.params_from_module(m)
                 built = nt.build(params, {})
-            except (ValueError, NetStudioError):
-                built = None
+                params = cls.validate_params({**params, **nt.module_call_params(cargs, ckwargs)})
+            except (ValueError, NetStudioError) as e:
+                built, why = None, f"{cls.title} node: {e}"
             if built is not None and same_module(built, m):
                 nid = self._add(cls.type_id, params, name)
                 self._wire(nid, ports, name)
                 self.weights[nid] = m
                 self._module_result(n, nid, nt, params)
                 return
-        self._opaque_module(n, m, name)
+        self._opaque_module(n, m, name, why)
+
+    def _constant_value(self, v: Any) -> Any:
+        return self.constants.get(v, v) if isinstance(v, fx.Node) else v
 
     def _module_result(self, n: fx.Node, nid: str, nt: LayerType, params: Mapping[str, Any]) -> None:
         """What the call ``n`` of node ``nid`` gives: its output port, or, where the module returns a tuple
@@ -449,7 +475,7 @@ class _Builder:
                                    hint="such a result cannot be drawn as a graph yet")
         return True
 
-    def _opaque_module(self, n: fx.Node, m: nn.Module, name: str) -> None:
+    def _opaque_module(self, n: fx.Node, m: nn.Module, name: str, why: str = "") -> None:
         user = self.user.reference(m) if self.user is not None else None  # a class of the user's file (userfile.py)
         qual = _public_name(type(m)) if user is None else user["qualname"]
         if user is None and not is_allowed(qual):
@@ -457,7 +483,8 @@ class _Builder:
                                    hint="only torch and torchvision modules can be kept as opaque nodes")
         if len(n.args) != 1 or n.kwargs or not _is_tensor(n.args[0]):
             raise ImportModelError(f"module '{n.target}' ({qual}) is called with {len(n.args)} arguments"
-                                   f"{' and keywords' if n.kwargs else ''}; opaque modules take one tensor",
+                                   f"{' and keywords' if n.kwargs else ''}; opaque modules take one tensor"
+                                   f"{f' (the catalog {why})' if why else ''}",
                                    hint="a catalog node for this module is needed")
         try:
             args = _ctor_arguments(m)
