@@ -453,3 +453,33 @@ def test_pt2_recurrent_layer_with_a_given_state_says_what_to_do(tmp_path: Path) 
     with pytest.raises(NetStudioError, match="the GRU 'gru' starts from a state the program computes") as e:
         import_spec(str(path))
     assert "import its Python class" in (e.value.hint or "")
+
+
+class SharedLayer(nn.Module):
+    """One Linear applied twice (weight sharing) and a weightless ReLU applied twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Linear(6, 6)
+        self.act = nn.ReLU()
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.act(self.enc(self.act(self.enc(x)))))
+
+
+def test_a_module_called_twice_is_named_in_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each call becomes a node with a copy of the weights (outputs still match); the import says so, naming the
+    module, for a Python class and for the same model's .pt2 alike; a weightless module called twice is no news."""
+    torch.manual_seed(0)
+    model = SharedLayer().eval()
+    res = import_module(model, torch.randn(2, 6))
+    shared = [note for note in res.notes if "weight sharing is not kept" in note]
+    assert len(shared) == 1
+    assert "module 'enc' (Linear) is called 2 times" in shared[0] and "updates separately" in shared[0]
+    path = tmp_path / "shared.pt2"
+    torch.export.save(torch.export.export(model, (torch.randn(2, 6),)), path)
+    rc, out, err = run_cli(capsys, "import", str(path), "--out", str(tmp_path / "p.nsproj"))
+    assert rc == 0, err
+    assert "note: module 'enc' (Linear) is called 2 times" in out
+    assert "'act'" not in out

@@ -61,7 +61,8 @@ class ImportResult:
     #: largest absolute difference between the model's and the imported graph's outputs
     max_abs_diff: float = 0.0
     n_layers: int = 0
-    #: remarks for the user (a model with several outputs: the graph's order of them)
+    #: remarks for the user (a module called twice whose shared weights become copies; a model with several
+    #: outputs: the graph's order of them)
     notes: list[str] = field(default_factory=list)
 
 
@@ -318,6 +319,8 @@ class _Builder:
         #: a buffer or constant the forward reads (get_attr): a module call may take it as a constant argument
         #: (a causal attention mask); anything else that uses it fails in _wire with _constant_error
         self.constants: dict[fx.Node, torch.Tensor] = {}
+        #: module path -> how often the model calls it (a module called twice shares its weights in the model)
+        self.module_calls: dict[str, int] = {}
         #: a module call whose result is a tuple (attention: (output, weights)) -> (node id, {index path: port})
         self.tuples: dict[fx.Node, tuple[str, dict[tuple[int, ...], str]]] = {}
 
@@ -413,6 +416,7 @@ class _Builder:
 
     def call_module(self, n: fx.Node) -> None:
         m = self.gm.get_submodule(str(n.target))
+        self.module_calls[str(n.target)] = self.module_calls.get(str(n.target), 0) + 1
         name = str(n.target).replace(".", "_")
         cls = self.mapping.module_type(m)
         nt = CATALOG.get(cls.type_id) if cls is not None else None
@@ -567,6 +571,18 @@ class _Builder:
         self._wire(nid, {"inputs": tensors}, n.name)
         self.opaque.append(f"{self.graph.nodes[nid].name}: {qual}")
         self.values[n] = (nid, "output")
+
+    def shared_modules(self) -> list[str]:
+        """One remark per module with weights (or buffers) that the model calls more than once: each call is a
+        node of its own with a copy of them, trained separately."""
+        notes = []
+        for path, calls in self.module_calls.items():
+            m = self.gm.get_submodule(path)
+            if calls > 1 and next(iter([*m.parameters(), *m.buffers()]), None) is not None:
+                notes.append(f"module '{path}' ({type(m).__name__}) is called {calls} times and shares its weights "
+                             f"between the calls; the graph has {calls} nodes with a copy of them each, which training "
+                             "updates separately (the weight sharing is not kept)")
+        return notes
 
     def build(self) -> list[tuple[str, str]]:
         """Add every node; returns the (node id, port) of each of the model's outputs, in its order."""
@@ -732,7 +748,7 @@ def import_module(model: nn.Module, example: torch.Tensor, *, name: str = "Impor
     if not diff <= CHECK_TOLERANCE * scale:
         raise ImportModelError(f"the imported graph does not reproduce the model's outputs (largest difference "
                                f"{diff:.3g})", hint="please report this model: an operation was mapped wrongly")
-    notes = []
+    notes = b.shared_modules()
     if order != sorted(order):
         names = ", ".join(graph.nodes[compiled.outputs[j][0]].name for j in range(len(order)))
         notes.append(f"the graph gives the model's outputs in the order {names} (its nodes feed nothing; the "

@@ -89,9 +89,14 @@ def module_from_program(ep: Any) -> fx.GraphModule:
             name += "_"
         return name
 
+    shared: dict[fx.Node, str] = {}  # weight -> the module made for it: a second use calls it again
+
     def add(w: fx.Node, m: nn.Module, x: Any, fallback: str) -> fx.Node:
-        name = name_for(w, fallback)
-        root.add_module(name, m)
+        name = shared.get(w)
+        if name is None or repr(getattr(root, name)) != repr(m):
+            name = name_for(w, fallback)
+            root.add_module(name, m)
+            shared[w] = name
         return g.call_module(name, (env[x],))
 
     def arg(v: Any) -> Any:
