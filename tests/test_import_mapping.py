@@ -70,7 +70,12 @@ def test_from_call_maps_arguments() -> None:
     with pytest.raises(ValueError, match="differs"):
         pool.from_call((t, [2, 3]), {}, is_t, (2, 3, 4, 4))
     perm = CATALOG.get("layer.permute")
-    assert perm.from_call((t, 0, 2, 1), {}, is_t, (2, 3, 4))[0] == {"dims": [0, 2, 1]}
+    assert perm.from_call((t, 0, 2, 1), {}, is_t, (2, 3, 4))[0] == {"dims": [0, 2, 1], "moves_batch": False}
+    # to a sequence-first layout (L×N×E for MultiheadAttention(batch_first=False)): the node says it means it
+    assert perm.from_call((t, (1, 0, 2)), {}, is_t, (3, 2, 4))[0] == {"dims": [1, 0, 2], "moves_batch": True}
+    transpose = CATALOG.get("layer.transpose")
+    assert transpose.from_call((t, 0, 1), {}, is_t, (3, 2, 4))[0] == {"dim0": 0, "dim1": 1, "moves_batch": True}
+    assert transpose.from_call((t, 1, 2), {}, is_t, (2, 4, 3))[0] == {"dim0": 1, "dim1": 2, "moves_batch": False}
     reshape = CATALOG.get("layer.reshape")
     assert reshape.from_call((t, -1, 12), {}, is_t, (2, 3, 4))[0] == {"shape": [3, 4]}
     assert "operator.add" in type(add).torch_functions and "Tensor.flatten" in type(flatten).torch_functions

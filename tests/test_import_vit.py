@@ -356,3 +356,83 @@ def test_tuple_results_map_to_the_node_output_ports() -> None:
     # the first layer's state is no port of the LSTM node: said clearly, naming the call
     with pytest.raises(ImportModelError, match=r"uses item 0 of the result of 'lstm', which its node does not give"):
         import_module(Recurrent(state_index=0).eval(), torch.randn(2, 5, 6))
+
+
+class SeqFirstAttention(nn.Module):
+    """Attention as older transformer code writes it: nn.MultiheadAttention(E, heads) (batch_first=False,
+    weights computed by default) over L×N×E tokens, with permutes to and from the batch-first layout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 16)
+        self.attn = nn.MultiheadAttention(16, 4)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.proj(x).permute(1, 0, 2)
+        a, _ = self.attn(h, h, h)
+        return self.head(a.transpose(0, 1)).mean(1)
+
+
+class CausalAttention(nn.Module):
+    """Self-attention with a constant causal mask kept as a buffer (float -inf above the diagonal)."""
+
+    def __init__(self, length: int = 5) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.register_buffer("mask", torch.triu(torch.full((length, length), float("-inf")), 1))
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.attn(x, x, x, attn_mask=self.mask, need_weights=True)
+        return self.out(x + y)
+
+
+@pytest.mark.parametrize("cls", [SeqFirstAttention, CausalAttention])
+def test_attention_layouts_and_causal_mask_import_and_export(cls: type[nn.Module], tmp_path: Path) -> None:
+    """Both map to the catalog's MultiheadAttention node (no opaque node) and reproduce the model within 1e-5,
+    in NetStudio and as an exported .pt."""
+    torch.manual_seed(0)
+    model = cls().eval()
+    res = import_module(model, torch.randn(2, 5, 8))
+    assert res.opaque == []
+    attn = [n for n in res.project.graph.nodes.values() if n.type_id == "layer.multihead_attention"]
+    assert len(attn) == 1
+    assert attn[0].params["batch_first"] is (cls is CausalAttention)
+    assert attn[0].params["causal"] is (cls is CausalAttention)
+    compiled = compile_model(res.project.graph)
+    compiled.module.load_state_dict(res.state_dict)
+    x = torch.randn(3, 5, 8)
+    pt = torch.load(ex.export_pt(compiled, tmp_path / "m.pt"), weights_only=False).eval()
+    with torch.no_grad():
+        want = model(x)
+        assert (compiled.module.eval()(x) - want).abs().max() <= 1e-5
+        assert (pt(x) - want).abs().max() <= 1e-5
+
+
+def test_causal_attention_node_masks_later_positions() -> None:
+    """The node's causal mask follows the length it runs with: changing a later token leaves the earlier
+    outputs unchanged."""
+    g = Graph(CATALOG)
+    inp = g.add_node("data.input", {"shape": [6, 8], "dtype": "float32"}).id
+    attn = g.add_node("layer.multihead_attention", {"num_heads": 2, "causal": True}).id
+    g.connect(inp, "features", attn, "input")
+    module = compile_model(g).module.eval()
+    x = torch.randn(2, 6, 8)
+    x2 = x.clone()
+    x2[:, 4:] += 1.0
+    with torch.no_grad():
+        a, b = module(x), module(x2)
+    assert torch.allclose(a[:, :4], b[:, :4], atol=1e-6)
+    assert not torch.allclose(a[:, 4:], b[:, 4:], atol=1e-3)
+
+
+def test_attention_with_a_mask_that_is_not_causal_says_so() -> None:
+    class Banded(CausalAttention):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mask = torch.zeros(5, 5)
+            self.mask[0, 4] = float("-inf")
+
+    with pytest.raises(ImportModelError, match="MultiheadAttention node: attn_mask is not a constant causal mask"):
+        import_module(Banded(), torch.randn(2, 5, 8))

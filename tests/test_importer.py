@@ -13,6 +13,7 @@ import torch.nn as nn
 import torchvision.models as tvm  # type: ignore[import-untyped]
 
 from netstudio.cli import main
+from netstudio.errors import NetStudioError
 from netstudio.compiler.build import compile_model
 from netstudio.project.importer import ImportModelError, import_module, import_spec, load_weights_onto
 from netstudio.project.io import Project, load_project
@@ -397,3 +398,88 @@ def test_opaque_torchvision_layer_exports_as_python_source(tmp_path: Path) -> No
     loaded = runpy.run_path(str(path))["load_model"]()
     with torch.no_grad():
         assert torch.allclose(loaded(x), model.eval()(x), atol=1e-6)
+
+
+class Recurrent(nn.Module):
+    def __init__(self, cls: type[nn.Module], **kwargs: Any) -> None:
+        super().__init__()
+        self.rnn = cls(4, 6, batch_first=True, **kwargs)
+        self.fc = nn.Linear(12 if kwargs.get("bidirectional") else 6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.rnn(x)
+        return self.fc(y[:, -1])
+
+
+#: torch.export's own remark on every recurrent module (its _flat_weights list), not NetStudio's
+_RNN_EXPORT_WARNING = "ignore:The tensor attributes self.*_flat_weights:UserWarning"
+
+
+@pytest.mark.filterwarnings(_RNN_EXPORT_WARNING)
+@pytest.mark.parametrize("cls,kwargs", [(nn.LSTM, {"num_layers": 2, "bidirectional": True}), (nn.GRU, {}),
+                                        (nn.RNN, {"nonlinearity": "relu"})])
+def test_pt2_with_a_recurrent_layer_imports(cls: type[nn.Module], kwargs: dict[str, Any], tmp_path: Path) -> None:
+    """torch.export keeps an LSTM/GRU/RNN as one operator (aten.lstm.input...) with zeros as its initial
+    state: it becomes the catalog's node with the program's weights, for any batch size."""
+    torch.manual_seed(0)
+    model = Recurrent(cls, **kwargs).eval()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    ep = torch.export.export(model, (torch.randn(2, 5, 4),), dynamic_shapes=({0: batch},))
+    path = tmp_path / "rnn.pt2"
+    torch.export.save(ep, path)
+    res = import_spec(str(path))
+    assert res.opaque == []
+    rnn = [n for n in res.project.graph.nodes.values() if n.type_id == f"layer.{cls.__name__.lower()}"]
+    assert len(rnn) == 1 and rnn[0].params["num_layers"] == kwargs.get("num_layers", 1)
+    x = torch.randn(7, 5, 4)
+    with torch.no_grad():
+        assert torch.allclose(_compiled(res.project, res.state_dict)(x), model(x), atol=1e-5)
+
+
+class GivenState(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(4, 6, batch_first=True)
+        self.h0 = nn.Parameter(torch.ones(1, 2, 6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gru(x, self.h0)[0]
+
+
+@pytest.mark.filterwarnings(_RNN_EXPORT_WARNING)
+def test_pt2_recurrent_layer_with_a_given_state_says_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "h0.pt2"
+    torch.export.save(torch.export.export(GivenState().eval(), (torch.randn(2, 5, 4),)), path)
+    with pytest.raises(NetStudioError, match="the GRU 'gru' starts from a state the program computes") as e:
+        import_spec(str(path))
+    assert "import its Python class" in (e.value.hint or "")
+
+
+class SharedLayer(nn.Module):
+    """One Linear applied twice (weight sharing) and a weightless ReLU applied twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Linear(6, 6)
+        self.act = nn.ReLU()
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.act(self.enc(self.act(self.enc(x)))))
+
+
+def test_a_module_called_twice_is_named_in_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each call becomes a node with a copy of the weights (outputs still match); the import says so, naming the
+    module, for a Python class and for the same model's .pt2 alike; a weightless module called twice is no news."""
+    torch.manual_seed(0)
+    model = SharedLayer().eval()
+    res = import_module(model, torch.randn(2, 6))
+    shared = [note for note in res.notes if "weight sharing is not kept" in note]
+    assert len(shared) == 1
+    assert "module 'enc' (Linear) is called 2 times" in shared[0] and "updates separately" in shared[0]
+    path = tmp_path / "shared.pt2"
+    torch.export.save(torch.export.export(model, (torch.randn(2, 6),)), path)
+    rc, out, err = run_cli(capsys, "import", str(path), "--out", str(tmp_path / "p.nsproj"))
+    assert rc == 0, err
+    assert "note: module 'enc' (Linear) is called 2 times" in out
+    assert "'act'" not in out

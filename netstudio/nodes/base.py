@@ -437,6 +437,13 @@ class LayerType(NodeType):
             raise ValueError("the module is called with other arguments than one tensor")
         return {"input": args[0]}
 
+    @classmethod
+    def module_call_params(cls, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Params that a call accepted by :meth:`from_module_call` sets besides the module's own
+        (:meth:`params_from_module`): MultiheadAttention's ``causal`` from a constant causal ``attn_mask``.
+        A registered buffer among the arguments arrives as its tensor value."""
+        return {}
+
     def output_steps(self, params: Mapping[str, Any]) -> dict[str, list[OutputStep]]:
         """Output port -> the calls that take its value from the module's result (empty: the result
         itself). Only torch/operator callables, so exported models need nothing else."""

@@ -13,8 +13,8 @@ import math
 import operator
 from typing import Any, Mapping
 
-from netstudio.nodes.base import (Category, FunctionType, InferContext, LayerType, Param, Port, PortKind, PortRef,
-                                  TensorInfo, fmt_shape, register)
+from netstudio.nodes.base import (Call, Category, FunctionType, InferContext, LayerType, Param, Port, PortKind,
+                                  PortRef, TensorInfo, fmt_shape, register, size_of)
 from netstudio.nodes.merge import SameShapeMerge
 from netstudio.nodes.layers import (_NORM_COMMON, AdaptiveAvgPool2d, ConvTranspose2d, _auto_from, _auto_param,
                                     _conv_params, _ConvNd, _require_spatial)
@@ -306,9 +306,10 @@ class Identity(LayerType):
 # ----------------------------------------------------------------------------
 
 
-def _check_tokens(ctx: InferContext, x: TensorInfo, dim_param: str, heads_param: str) -> None:
+def _check_tokens(ctx: InferContext, x: TensorInfo, dim_param: str, heads_param: str,
+                  layout: str = "N×L×E") -> None:
     if len(x.shape) != 3:
-        raise ctx.error(f"expects N×L×E token input but receives {x.fmt()}",
+        raise ctx.error(f"expects {layout} token input but receives {x.fmt()}",
                         hint="add a Reshape to L, E (sequence length, embedding size) before it")
     p = ctx.params
     e, h = x.shape[2], p[heads_param]
@@ -320,18 +321,55 @@ def _check_tokens(ctx: InferContext, x: TensorInfo, dim_param: str, heads_param:
                         hint=f"set {heads_param} to a divisor of {e}: {_divisors(e)}")
 
 
+#: nn.MultiheadAttention.forward's arguments in their positional order
+_MHA_ARGS = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask", "average_attn_weights",
+             "is_causal")
+
+
+def _mha_call(args: Any, kwargs: Any) -> dict[str, Any]:
+    """An attention module call's arguments by name (positional ones bound in torch's order)."""
+    if len(args) > len(_MHA_ARGS):
+        raise ValueError("more arguments than MultiheadAttention takes")
+    bound = dict(zip(_MHA_ARGS, args))
+    for k, v in kwargs.items():
+        if k in bound or k not in _MHA_ARGS:
+            raise ValueError(f"argument {k} is not one of MultiheadAttention's")
+        bound[k] = v
+    return bound
+
+
+def _is_causal_mask(mask: Any) -> bool:
+    """True for a constant L×L mask that hides exactly the later positions: bool ``True`` above the
+    diagonal (torch's meaning: not attended), or float ``-inf`` there and 0 elsewhere."""
+    import torch
+
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or mask.shape[0] != mask.shape[1]:
+        return False
+    above = torch.ones(mask.shape, dtype=torch.bool).triu(1)
+    if mask.dtype == torch.bool:
+        return bool(torch.equal(mask, above))
+    if not mask.dtype.is_floating_point:
+        return False
+    return bool(torch.isneginf(mask[above]).all()) and bool((mask[~above] == 0).all())
+
+
 @register
 class MultiheadAttention(LayerType):
     type_id = "layer.multihead_attention"
     title = "MultiheadAttention"
     category = Category.LAYER
     name_prefix = "attn"
-    description = ("Self-attention over N×L×E tokens (batch first): query, key and value are all the input; "
-                   "outputs N×L×E. num_heads must divide the embedding size.")
+    description = ("Self-attention over N×L×E tokens (batch first; L×N×E when batch_first is off): query, key "
+                   "and value are all the input; outputs the same shape. num_heads must divide the embedding "
+                   "size; causal hides the later positions from each token.")
     params = (
         _auto_param("embed_dim", "embedding size (last dimension); 'auto' infers it"),
         Param("num_heads", "int", 4, min=1, max=4096),
         Param("dropout", "float", 0.0, min=0.0, max=0.99, help="on the attention weights while training"),
+        Param("batch_first", "bool", True, saved_if_set=True,
+              help="tokens as N×L×E (on) or sequence first, L×N×E (off, torch's default)"),
+        Param("causal", "bool", False, saved_if_set=True,
+              help="each position attends only to itself and earlier ones (a causal attention mask)"),
     )
     summary_params = ("num_heads",)
     #: torch returns (output, attention weights); weights are not computed (need_weights=False)
@@ -340,34 +378,48 @@ class MultiheadAttention(LayerType):
 
     @classmethod
     def from_module_call(cls, args: Any, kwargs: Any, is_tensor: Any) -> dict[str, Any]:
-        # self-attention only: attn(x, x, x, need_weights=False); no masks
-        names = ("query", "key", "value")
-        qkv = list(args[:3]) + [kwargs[k] for k in names[len(args[:3]):] if k in kwargs]
-        rest = {k: v for k, v in kwargs.items() if k not in names}
-        if len(args) > 3 or len(qkv) != 3 or not is_tensor(qkv[0]) or any(v is not qkv[0] for v in qkv):
+        # self-attention only: attn(x, x, x), optionally with a constant causal mask (module_call_params)
+        call = _mha_call(args, kwargs)
+        qkv = [call.get(k) for k in ("query", "key", "value")]
+        if not is_tensor(qkv[0]) or any(v is not qkv[0] for v in qkv):
             raise ValueError("not self-attention (query, key and value differ)")
-        neutral = {"key_padding_mask": None, "attn_mask": None, "is_causal": False}
-        for k, v in rest.items():
-            if k in neutral and v != neutral[k] or k not in (*neutral, "need_weights", "average_attn_weights"):
-                raise ValueError(f"argument {k} is not supported")
+        if call.get("key_padding_mask") is not None:
+            raise ValueError("argument key_padding_mask is not supported")
+        mask = call.get("attn_mask")
+        if mask is not None and not _is_causal_mask(mask):
+            raise ValueError("attn_mask is not a constant causal mask")
+        if call.get("is_causal") and mask is None:
+            raise ValueError("is_causal without attn_mask")
         return {"input": qkv[0]}
+
+    @classmethod
+    def module_call_params(cls, args: Any, kwargs: Any) -> dict[str, Any]:
+        return {"causal": _mha_call(args, kwargs).get("attn_mask") is not None}
 
     def resolve(self, ctx: InferContext) -> dict[str, Any]:
         return _auto_from(ctx, "embed_dim", -1)
 
     def out_info(self, ctx: InferContext, x: TensorInfo) -> TensorInfo:
-        _check_tokens(ctx, x, "embed_dim", "num_heads")
+        _check_tokens(ctx, x, "embed_dim", "num_heads", "N×L×E" if ctx.params["batch_first"] else "L×N×E")
         return x
 
     def call_args(self, params: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        import torch
+
         x = PortRef("input")
-        return (x, x, x), {"need_weights": False}
+        kwargs: dict[str, Any] = {"need_weights": False}
+        if params["causal"]:
+            # built for the length the model runs with: L×L, True above the diagonal (not attended)
+            n = size_of("input", 1 if params["batch_first"] else 0)
+            ones = Call(torch.ones, ((n, n),), {"dtype": torch.bool, "device": Call(getattr, (x, "device"))})
+            kwargs["attn_mask"] = Call("triu", (ones, 1))
+        return (x, x, x), kwargs
 
     def build(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
         import torch.nn as nn
 
         return nn.MultiheadAttention(params["embed_dim"], params["num_heads"], dropout=params["dropout"],
-                                     batch_first=True)
+                                     batch_first=params["batch_first"])
 
 
 @register

@@ -15,14 +15,15 @@ from netstudio.nodes.base import (Category, FunctionType, InferContext, LayerTyp
 from netstudio.nodes.layers import _POOL_COMMON, _pool_out, _require_spatial
 
 
-def _sample_dim(ctx: InferContext, x: TensorInfo, d: int, param: str = "dim") -> int:
-    """``d`` as a non-negative dimension of ``x``; an error for the batch or a missing dimension."""
+def _sample_dim(ctx: InferContext, x: TensorInfo, d: int, param: str = "dim", batch: bool = False) -> int:
+    """``d`` as a non-negative dimension of ``x``; an error for a missing dimension, and for the batch
+    unless ``batch``."""
     n = len(x.shape)
     if not -n <= d < n:
         raise ctx.error(f"{param} {d} does not exist in a {x.fmt()} tensor",
                         hint=f"use a dimension between 1 and {n - 1} (or -1 for the last)" if n > 1 else None)
     d %= n
-    if d == 0:
+    if d == 0 and not batch:
         raise ctx.error(f"{param} {ctx.params[param]} is the batch dimension of {x.fmt()}",
                         hint=f"use a dimension between 1 and {n - 1}" if n > 1 else "add a dimension first")
     return d
@@ -124,6 +125,13 @@ class Sum(_Reduce):
     op = "sum"
 
 
+#: Permute/Transpose: moving the batch dimension is an error unless the node says it means it (a
+#: sequence-first model imported from PyTorch: L×N×E tokens for MultiheadAttention(batch_first=False))
+_MOVES_BATCH = Param("moves_batch", "bool", False, saved_if_set=True,
+                     help="allow moving the batch dimension 0 (to or from a sequence-first L×N×E layout); the "
+                          "nodes after it then see the batch elsewhere than in dimension 0")
+
+
 @register
 class Permute(_Function):
     type_id = "layer.permute"
@@ -135,12 +143,14 @@ class Permute(_Function):
         # torch.permute(x, (0, 2, 1)) and x.permute(0, 2, 1)
         if kwargs or len(args) < 2:
             raise ValueError("unexpected permute arguments")
-        dims = args[1] if isinstance(args[1], (list, tuple)) else args[1:]
-        return cls.validate_params({"dims": list(dims)}), {"input": args[0]}
+        dims = list(args[1] if isinstance(args[1], (list, tuple)) else args[1:])
+        params = {"dims": dims, "moves_batch": bool(dims) and dims[0] != 0}
+        return cls.validate_params(params), {"input": args[0]}
     name_prefix = "permute"
     description = ("Reorders dimensions: dims lists the new order, batch (0) first, e.g. 0, 2, 1 turns N×L×F "
                    "into N×F×L (sequences for Conv1d).")
-    params = (Param("dims", "ints", [0, 2, 1], help="new order of all dimensions; must start with 0 (the batch)"),)
+    params = (Param("dims", "ints", [0, 2, 1], help="new order of all dimensions; starts with 0 (the batch) "
+                                                    "unless moves_batch"), _MOVES_BATCH)
     summary_params = ("dims",)
 
     def infer(self, ctx: InferContext) -> dict[str, Any]:
@@ -151,9 +161,9 @@ class Permute(_Function):
         if len(dims) != n or None in norm or sorted(norm) != list(range(n)):  # type: ignore[type-var]
             raise ctx.error(f"dims {', '.join(map(str, dims)) or '(none)'} is not an order of the {n} dimensions of {x.fmt()}",
                             hint=f"list each of 0..{n - 1} once, e.g. {', '.join(map(str, [0, *range(n - 1, 0, -1)]))}")
-        if norm[0] != 0:
+        if norm[0] != 0 and not ctx.params["moves_batch"]:
             raise ctx.error(f"dims {', '.join(map(str, dims))} moves the batch dimension of {x.fmt()}",
-                            hint="keep 0 first")
+                            hint="keep 0 first (or turn on moves_batch for a sequence-first L×N×E layout)")
         return {"output": x.with_shape(*(x.shape[d] for d in norm))}  # type: ignore[index]
 
     def function(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> Any:
@@ -170,13 +180,21 @@ class Transpose(_Function):
     title = "Transpose"
     name_prefix = "transpose"
     description = "Swaps two dimensions, e.g. 1 and 2 turn N×L×F into N×F×L."
-    params = (Param("dim0", "int", 1, min=-8, max=8), Param("dim1", "int", 2, min=-8, max=8))
+    params = (Param("dim0", "int", 1, min=-8, max=8), Param("dim1", "int", 2, min=-8, max=8), _MOVES_BATCH)
     summary_params = ("dim0", "dim1")
+
+    @classmethod
+    def from_call(cls, args: Any, kwargs: Any, is_tensor: Any, out_shape: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        params, ports = super().from_call(args, kwargs, is_tensor, out_shape)
+        if 0 in (params.get("dim0"), params.get("dim1")):  # x.transpose(0, 1): to or from sequence first
+            params = cls.validate_params({**params, "moves_batch": True})
+        return params, ports
 
     def infer(self, ctx: InferContext) -> dict[str, Any]:
         x = ctx.input()
-        a = _sample_dim(ctx, x, ctx.params["dim0"], "dim0")
-        b = _sample_dim(ctx, x, ctx.params["dim1"], "dim1")
+        batch = ctx.params["moves_batch"]
+        a = _sample_dim(ctx, x, ctx.params["dim0"], "dim0", batch)
+        b = _sample_dim(ctx, x, ctx.params["dim1"], "dim1", batch)
         shape = list(x.shape)
         shape[a], shape[b] = shape[b], shape[a]
         return {"output": x.with_shape(*shape)}

@@ -61,7 +61,8 @@ class ImportResult:
     #: largest absolute difference between the model's and the imported graph's outputs
     max_abs_diff: float = 0.0
     n_layers: int = 0
-    #: remarks for the user (a model with several outputs: the graph's order of them)
+    #: remarks for the user (a module called twice whose shared weights become copies; a model with several
+    #: outputs: the graph's order of them)
     notes: list[str] = field(default_factory=list)
 
 
@@ -315,6 +316,11 @@ class _Builder:
         self.input_id: str | None = None
         self.owner: dict[str, tuple[str, ...]] = {}        # node id -> the containers it ran in, outermost first
         self.parameters: dict[str, torch.Tensor] = {}      # Parameter node id -> the tensor it holds
+        #: a buffer or constant the forward reads (get_attr): a module call may take it as a constant argument
+        #: (a causal attention mask); anything else that uses it fails in _wire with _constant_error
+        self.constants: dict[fx.Node, torch.Tensor] = {}
+        #: module path -> how often the model calls it (a module called twice shares its weights in the model)
+        self.module_calls: dict[str, int] = {}
         #: a module call whose result is a tuple (attention: (output, weights)) -> (node id, {index path: port})
         self.tuples: dict[fx.Node, tuple[str, dict[tuple[int, ...], str]]] = {}
 
@@ -339,6 +345,8 @@ class _Builder:
     def _wire(self, nid: str, ports: Mapping[str, Any], what: str) -> None:
         for port, v in ports.items():
             for x in (v if isinstance(v, list) else [v]):
+                if x in self.constants:
+                    raise self._constant_error(x)
                 if x not in self.values:
                     raise ImportModelError(f"{what} uses '{x}', which is not a tensor of the model "
                                            "(a computed size or a parameter used directly)",
@@ -372,9 +380,15 @@ class _Builder:
         try:
             value = self.gm.get_parameter(target)
         except AttributeError:
-            raise ImportModelError(f"the model uses its buffer or constant '{target}' directly in its forward "
-                                   "(outside a layer)",
-                                   hint="only parameters (nn.Parameter) can be kept as Parameter nodes") from None
+            value = None
+        if not isinstance(value, torch.Tensor):
+            const: Any = self.gm
+            for part in target.split("."):
+                const = getattr(const, part, None)
+            if not isinstance(const, torch.Tensor):
+                raise self._constant_error(n)
+            self.constants[n] = const.detach()
+            return
         if value.dtype != torch.float32 or value.dim() < 1:
             raise ImportModelError(f"the parameter '{target}' is a {value.dtype} tensor of shape "
                                    f"{tuple(value.shape)}; Parameter nodes hold float32 tensors with dimensions")
@@ -382,6 +396,14 @@ class _Builder:
         self.graph.set_trainable(nid, value.requires_grad)
         self.parameters[nid] = value.detach()
         self.values[n] = (nid, "output")
+
+    @staticmethod
+    def _constant_error(n: fx.Node) -> ImportModelError:
+        return ImportModelError(f"the model uses its buffer or constant '{n.target}' directly in its forward "
+                                "(outside a layer)",
+                                hint="only parameters (nn.Parameter) can be kept as Parameter nodes, and a "
+                                     "constant only as a layer's argument the layer's node can express (a causal "
+                                     "attention mask)")
 
     def placeholder(self, n: fx.Node) -> None:
         if self.input_id is not None:
@@ -394,23 +416,31 @@ class _Builder:
 
     def call_module(self, n: fx.Node) -> None:
         m = self.gm.get_submodule(str(n.target))
+        self.module_calls[str(n.target)] = self.module_calls.get(str(n.target), 0) + 1
         name = str(n.target).replace(".", "_")
         cls = self.mapping.module_type(m)
         nt = CATALOG.get(cls.type_id) if cls is not None else None
+        why = ""  # why the catalog node cannot stand for this call
         if cls is not None and isinstance(nt, LayerType):
             try:
-                ports = nt.from_module_call(n.args, n.kwargs, _is_tensor)
+                # a buffer passed to the call (an attention mask) arrives as its value
+                cargs, ckwargs = fx.node.map_aggregate((n.args, n.kwargs), self._constant_value)
+                ports = nt.from_module_call(cargs, ckwargs, _is_tensor)
                 params = cls.params_from_module(m)
                 built = nt.build(params, {})
-            except (ValueError, NetStudioError):
-                built = None
+                params = cls.validate_params({**params, **nt.module_call_params(cargs, ckwargs)})
+            except (ValueError, NetStudioError) as e:
+                built, why = None, f"{cls.title} node: {e}"
             if built is not None and same_module(built, m):
                 nid = self._add(cls.type_id, params, name)
                 self._wire(nid, ports, name)
                 self.weights[nid] = m
                 self._module_result(n, nid, nt, params)
                 return
-        self._opaque_module(n, m, name)
+        self._opaque_module(n, m, name, why)
+
+    def _constant_value(self, v: Any) -> Any:
+        return self.constants.get(v, v) if isinstance(v, fx.Node) else v
 
     def _module_result(self, n: fx.Node, nid: str, nt: LayerType, params: Mapping[str, Any]) -> None:
         """What the call ``n`` of node ``nid`` gives: its output port, or, where the module returns a tuple
@@ -449,7 +479,7 @@ class _Builder:
                                    hint="such a result cannot be drawn as a graph yet")
         return True
 
-    def _opaque_module(self, n: fx.Node, m: nn.Module, name: str) -> None:
+    def _opaque_module(self, n: fx.Node, m: nn.Module, name: str, why: str = "") -> None:
         user = self.user.reference(m) if self.user is not None else None  # a class of the user's file (userfile.py)
         qual = _public_name(type(m)) if user is None else user["qualname"]
         if user is None and not is_allowed(qual):
@@ -457,7 +487,8 @@ class _Builder:
                                    hint="only torch and torchvision modules can be kept as opaque nodes")
         if len(n.args) != 1 or n.kwargs or not _is_tensor(n.args[0]):
             raise ImportModelError(f"module '{n.target}' ({qual}) is called with {len(n.args)} arguments"
-                                   f"{' and keywords' if n.kwargs else ''}; opaque modules take one tensor",
+                                   f"{' and keywords' if n.kwargs else ''}; opaque modules take one tensor"
+                                   f"{f' (the catalog {why})' if why else ''}",
                                    hint="a catalog node for this module is needed")
         try:
             args = _ctor_arguments(m)
@@ -540,6 +571,18 @@ class _Builder:
         self._wire(nid, {"inputs": tensors}, n.name)
         self.opaque.append(f"{self.graph.nodes[nid].name}: {qual}")
         self.values[n] = (nid, "output")
+
+    def shared_modules(self) -> list[str]:
+        """One remark per module with weights (or buffers) that the model calls more than once: each call is a
+        node of its own with a copy of them, trained separately."""
+        notes = []
+        for path, calls in self.module_calls.items():
+            m = self.gm.get_submodule(path)
+            if calls > 1 and next(iter([*m.parameters(), *m.buffers()]), None) is not None:
+                notes.append(f"module '{path}' ({type(m).__name__}) is called {calls} times and shares its weights "
+                             f"between the calls; the graph has {calls} nodes with a copy of them each, which training "
+                             "updates separately (the weight sharing is not kept)")
+        return notes
 
     def build(self) -> list[tuple[str, str]]:
         """Add every node; returns the (node id, port) of each of the model's outputs, in its order."""
@@ -705,7 +748,7 @@ def import_module(model: nn.Module, example: torch.Tensor, *, name: str = "Impor
     if not diff <= CHECK_TOLERANCE * scale:
         raise ImportModelError(f"the imported graph does not reproduce the model's outputs (largest difference "
                                f"{diff:.3g})", hint="please report this model: an operation was mapped wrongly")
-    notes = []
+    notes = b.shared_modules()
     if order != sorted(order):
         names = ", ".join(graph.nodes[compiled.outputs[j][0]].name for j in range(len(order)))
         notes.append(f"the graph gives the model's outputs in the order {names} (its nodes feed nothing; the "

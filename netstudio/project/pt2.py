@@ -2,7 +2,9 @@
 
 An exported program is a graph of ATen operators with the weights as inputs. This rewrites the
 operators that carry weights (convolution, linear, batch norm) into the ``torch.nn`` modules they came
-from, named after their weights' module path (``layer1.0.conv1.weight`` -> ``layer1_0_conv1``), and the
+from, named after their weights' module path (``layer1.0.conv1.weight`` -> ``layer1_0_conv1``), a
+recurrent layer (one ``aten.lstm.input``/``gru``/``rnn_*`` operator starting from zeros) into its
+``nn.LSTM``/``nn.GRU``/``nn.RNN``, and the
 weightless operators into the torch functions the node catalog maps (``aten.relu`` -> ``torch.relu``).
 An operator without a rewrite gives a clear error naming it.
 """
@@ -21,6 +23,15 @@ from netstudio.errors import NetStudioError
 
 aten = torch.ops.aten
 
+#: torch.export keeps a recurrent layer as one operator: aten.lstm.input(input, hx, params, has_biases,
+#: num_layers, dropout, train, bidirectional, batch_first), likewise gru/rnn_tanh/rnn_relu
+_RECURRENT: dict[Any, tuple[type[nn.Module], dict[str, Any]]] = {
+    aten.lstm.input: (nn.LSTM, {}), aten.gru.input: (nn.GRU, {}),
+    aten.rnn_tanh.input: (nn.RNN, {"nonlinearity": "tanh"}), aten.rnn_relu.input: (nn.RNN, {"nonlinearity": "relu"}),
+}
+#: operators that make an initial recurrent state of zeros (what the torch module starts from anyway)
+_ZEROS = {aten.zeros.default, aten.zeros_like.default}
+
 
 class Pt2ImportError(NetStudioError):
     """A .pt2 program with an operator NetStudio cannot rewrite."""
@@ -35,7 +46,7 @@ def _functions() -> dict[Any, Callable[..., Any]]:
         aten.flatten.using_ints: torch.flatten, aten.view.default: torch.reshape,
         aten.reshape.default: torch.reshape, aten._unsafe_view.default: torch.reshape,
         aten.max_pool2d.default: torch.max_pool2d, aten.avg_pool2d.default: F.avg_pool2d,
-        aten.adaptive_avg_pool2d.default: F.adaptive_avg_pool2d, aten.mean.dim: torch.mean,
+        aten.adaptive_avg_pool2d.default: F.adaptive_avg_pool2d, aten.mean.dim: torch.mean, aten.sum.dim_IntList: torch.sum,
         aten.cat.default: torch.cat, aten.sigmoid.default: torch.sigmoid, aten.tanh.default: torch.tanh,
         aten.silu.default: F.silu, aten.silu_.default: F.silu, aten.hardswish.default: F.hardswish,
         aten.hardswish_.default: F.hardswish, aten.hardsigmoid.default: F.hardsigmoid,
@@ -43,6 +54,7 @@ def _functions() -> dict[Any, Callable[..., Any]]:
         aten.softmax.int: torch.softmax, aten._softmax.default: torch.softmax,
         aten.dropout.default: F.dropout, aten.clone.default: torch.clone, aten.contiguous.default: torch.clone,
         aten.hardtanh.default: F.hardtanh, aten.hardtanh_.default: F.hardtanh,
+        aten.select.int: torch.select, aten.zeros.default: torch.zeros, aten.zeros_like.default: torch.zeros_like,
     }
     return table
 
@@ -77,13 +89,51 @@ def module_from_program(ep: Any) -> fx.GraphModule:
             name += "_"
         return name
 
+    shared: dict[fx.Node, str] = {}  # weight -> the module made for it: a second use calls it again
+
     def add(w: fx.Node, m: nn.Module, x: Any, fallback: str) -> fx.Node:
-        name = name_for(w, fallback)
-        root.add_module(name, m)
+        name = shared.get(w)
+        if name is None or repr(getattr(root, name)) != repr(m):
+            name = name_for(w, fallback)
+            root.add_module(name, m)
+            shared[w] = name
         return g.call_module(name, (env[x],))
 
     def arg(v: Any) -> Any:
         return fx.node.map_arg(v, lambda a: env[a])
+
+    def recurrent(n: fx.Node) -> None:
+        """aten.lstm.input & co. -> the torch module (its result items: ``env[n] = ("rnn", call, pair)``)."""
+        cls, extra = _RECURRENT[n.target]
+        args: list[Any] = list(n.args)
+        x, hx, params, bias, layers, dropout, train, bidir, batch_first = args[:9]
+        what = f"the {cls.__name__} '{n.name}'"
+        states = hx if isinstance(hx, (list, tuple)) else [hx]
+        if any(not (isinstance(h, fx.Node) and h.target in _ZEROS) for h in states):
+            raise Pt2ImportError(f"{what} starts from a state the program computes (not zeros)",
+                                 hint="NetStudio's recurrent nodes start from zeros; export the model without "
+                                      "passing an initial state, or import its Python class")
+        weights = [tensor(w, what) for w in params]
+        per = 4 if bias else 2
+        dirs = 2 if bidir else 1
+        if len(weights) != per * dirs * int(layers):
+            raise Pt2ImportError(f"{what} has {len(weights)} weight tensors, not the {per * dirs * int(layers)} "
+                                 "of a plain layer (a projection, proj_size?)",
+                                 hint="import the model's Python class instead")
+        w0 = weights[0]
+        assert w0 is not None
+        gates = {nn.LSTM: 4, nn.GRU: 3}.get(cls, 1)
+        m: Any = cls(w0.shape[1], w0.shape[0] // gates, num_layers=int(layers), bias=bool(bias),
+                batch_first=bool(batch_first), dropout=float(dropout) if int(layers) > 1 else 0.0,
+                bidirectional=bool(bidir), **extra)
+        with torch.no_grad():
+            for p, w in zip(m._flat_weights, weights):
+                assert isinstance(p, torch.Tensor) and w is not None
+                if p.shape != w.shape:
+                    raise Pt2ImportError(f"{what} has a weight of shape {tuple(w.shape)} where torch's "
+                                         f"{cls.__name__} has {tuple(p.shape)}")
+                p.copy_(w)
+        env[n] = ("rnn", add(params[0], m, x, cls.__name__.lower()), cls is nn.LSTM)
 
     for n in src.graph.nodes:
         if n.op == "placeholder":
@@ -143,6 +193,15 @@ def module_from_program(ep: Any) -> fx.GraphModule:
                 env[n] = add(rm, bn, x, "bn")
                 if t != aten.batch_norm.default:
                     env[n] = ("tuple", env[n])  # only item 0 (the normalized tensor) is used
+            elif t in _RECURRENT:
+                recurrent(n)
+            elif t is operator.getitem and isinstance(env.get(n.args[0]), tuple) \
+                    and env[n.args[0]][0] == "rnn":
+                # aten gives (output, h_n, c_n); torch's LSTM (output, (h_n, c_n)), GRU/RNN (output, h_n)
+                _, call, pair = env[n.args[0]]
+                i = int(n.args[1])
+                item = g.call_function(operator.getitem, (call, min(i, 1)))
+                env[n] = g.call_function(operator.getitem, (item, i - 1)) if pair and i else item
             elif t is operator.getitem and isinstance(env.get(n.args[0]), tuple) \
                     and env[n.args[0]][0] == "tuple":
                 if n.args[1] != 0 and n.users:

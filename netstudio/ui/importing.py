@@ -31,7 +31,8 @@ class ImportRequest:
 
 
 class ImportWorker(_ThreadedWorker):
-    """Runs one import on its thread; ``done`` carries {"status": "ok", "path", "weights", "opaque"} or an error."""
+    """Runs one import on its thread; ``done`` carries {"status": "ok", "path", "weights", "opaque", "notes"} or an
+    error (``notes``: the import's remarks, e.g. a module whose shared weights became copies)."""
 
     def __init__(self, request: ImportRequest) -> None:
         super().__init__()
@@ -45,7 +46,7 @@ class ImportWorker(_ThreadedWorker):
                                              weights=r.weights or None, blocks=not r.flat, trust=r.trust,
                                              args=r.args or None)
         return {"status": "ok", "path": str(out), "weights": str(w_out), "opaque": list(result.opaque),
-                "diff": result.max_abs_diff}
+                "notes": list(result.notes), "diff": result.max_abs_diff}
 
 
 class ImportDialog(QDialog):
