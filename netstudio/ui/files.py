@@ -124,8 +124,12 @@ class ProjectFiles:
             return
         if self.open_file(outcome["path"]):
             kept = len(outcome.get("opaque", []))
+            notes = [str(n) for n in outcome.get("notes", [])]
             self.status(f"Imported {Path(outcome['path']).name}; weights in {Path(outcome['weights']).name}"
-                        + (f"; {kept} opaque node{'s' if kept != 1 else ''}" if kept else ""), 0)
+                        + (f"; {kept} opaque node{'s' if kept != 1 else ''}" if kept else "")
+                        + (f"; {len(notes)} note{'s' if len(notes) != 1 else ''}" if notes else ""), 0)
+            if notes:  # e.g. a module called twice whose shared weights became copies
+                self.show_notes("Imported with notes", "\n\n".join(notes))
 
     def _confirm_user_code(self, request: Any) -> bool:
         """A SPEC ``path/model.py:Class`` runs the file: ask first (naming the file and its sha256); yes

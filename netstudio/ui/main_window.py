@@ -271,6 +271,10 @@ class MainWindow(ProjectFiles, QMainWindow):
         box.setDetailedText(details)
         box.exec()
 
+    def show_notes(self, title: str, text: str) -> None:
+        """Something the user should know that is not an error (an import's remarks)."""
+        QMessageBox.information(self, title, text)
+
     def ask_save_changes(self) -> QMessageBox.StandardButton:
         return QMessageBox.question(
             self, "Unsaved changes", f"Save the changes to “{self.display_name()}” before closing it?",

@@ -38,6 +38,7 @@ class DialogLog:
         self.restore_answer = True
         self.weight_warnings: list[str] = []
         self.discard_weights_answer = True
+        self.notes: list[tuple[str, str]] = []
 
 
 @pytest.fixture(autouse=True)
@@ -62,6 +63,7 @@ def dialogs(monkeypatch: pytest.MonkeyPatch) -> DialogLog:
         return log.discard_weights_answer
 
     monkeypatch.setattr(MainWindow, "show_error", show_error)
+    monkeypatch.setattr(MainWindow, "show_notes", lambda self, title, text: log.notes.append((title, text)))
     monkeypatch.setattr(MainWindow, "ask_discard_weights", ask_discard_weights)
     monkeypatch.setattr(MainWindow, "ask_save_changes", ask_save_changes)
     monkeypatch.setattr(MainWindow, "ask_open_path", lambda self: log.open_path)

@@ -25,6 +25,23 @@ def test_import_model_opens_the_imported_project(window: Any, qtbot: Any, tmp_pa
     assert dialogs.errors == []
 
 
+def test_import_notes_are_shown(window: Any, qtbot: Any, tmp_path: Path, dialogs: Any, monkeypatch: Any) -> None:
+    # a module called twice: its shared weights become copies, which the user must be told about
+    import torch
+
+    from tests.test_importer import SharedLayer
+
+    path = tmp_path / "shared.pt2"
+    torch.export.save(torch.export.export(SharedLayer().eval(), (torch.randn(2, 6),)), path)
+    monkeypatch.setattr(MainWindow, "ask_import_request",
+                        lambda self: ImportRequest(str(path), str(tmp_path / "shared.nsproj")))
+    window.act_import.trigger()
+    qtbot.waitUntil(lambda: window.document.project.path is not None, timeout=120_000)
+    assert dialogs.errors == [] and "1 note" in window.last_status
+    ((title, text),) = dialogs.notes
+    assert title == "Imported with notes" and "module 'enc' (Linear) is called 2 times" in text
+
+
 def test_import_model_shows_the_error(window: Any, qtbot: Any, tmp_path: Path, dialogs: Any,
                                       monkeypatch: Any) -> None:
     monkeypatch.setattr(MainWindow, "ask_import_request",
