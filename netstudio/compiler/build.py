@@ -628,12 +628,17 @@ def _subst(v: Any, args: dict[str, Any], fxg: fx.Graph | None = None) -> Any:
     return v
 
 
-def build_plan(graph: Graph, batch_size: int = 64, analysis: Analysis | None = None) -> TrainingPlan:
-    """Compile the model and collect losses/optimizer/scheduler. Raises CompileError on any error."""
+def build_plan(graph: Graph, batch_size: int = 64, analysis: Analysis | None = None, *,
+               compiled: CompiledModel | None = None) -> TrainingPlan:
+    """Compile the model and collect losses/optimizer/scheduler. Raises CompileError on any error.
+
+    ``compiled``: the model already compiled from ``graph`` with ``analysis`` (see netstudio.compiler.held).
+    """
     an = analysis or analyze(graph, batch_size)
     if not an.ok:
         raise _first_error(an.problems)
-    compiled = compile_model(graph, batch_size, an)
+    if compiled is None:
+        compiled = compile_model(graph, batch_size, an)
     cat = graph.catalog
     out_index = {key: i for i, key in enumerate(compiled.outputs)}
     losses: list[LossTerm] = []

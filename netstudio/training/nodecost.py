@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn as nn
+from torch import fx
 
 if TYPE_CHECKING:  # pragma: no cover
     from netstudio.compiler.build import CompiledModel
@@ -52,14 +53,35 @@ def _skip_uncounted(model: nn.Module) -> None:
             setattr(model.get_submodule(parent) if parent else model, attr, nn.Identity())
 
 
+def count_key(compiled: "CompiledModel") -> tuple[Any, ...] | None:
+    """What the multiply-add counts of :func:`node_costs` (``measure=False``) depend on: equal keys, equal
+    counts — the forward's code, every submodule's description and every tensor's shape, the input and which
+    node is which module. None (never reuse a count) when a module is not one of torch's or NetStudio's own,
+    whose description may not show everything its forward depends on."""
+    model = compiled.module
+    for m in model.modules():
+        if not type(m).__module__.startswith(("torch.", "netstudio.")) and not isinstance(m, fx.GraphModule):
+            return None
+    info = compiled.input_info
+    tensors = tuple((n, tuple(t.shape), t.dtype)
+                    for n, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers()])
+    subgraphs = tuple(m.code for m in model.modules() if isinstance(m, fx.GraphModule))
+    shape = None if info is None else (tuple(info.sample_shape), str(getattr(info, "dtype", "float32")))
+    return (str(model), subgraphs, tensors, shape,
+            tuple(sorted(compiled.module_names.items())))
+
+
 def node_costs(compiled: "CompiledModel", batch_size: int = 32, *, measure: bool = True, repeats: int = 3,
-               device: str | torch.device = "cpu", stop: Callable[[], bool] | None = None) -> dict[str, NodeCost]:
-    """Per node id (the nodes with a module) its :class:`NodeCost`; ``compiled.module`` is not modified."""
+               device: str | torch.device = "cpu", stop: Callable[[], bool] | None = None,
+               in_place: bool = False) -> dict[str, NodeCost]:
+    """Per node id (the nodes with a module) its :class:`NodeCost`; ``compiled.module`` is not modified, except
+    with ``in_place`` (the caller hands the module over, e.g. a meta-device model compiled only to be counted:
+    no copy of it is made, which was a third of the Model panel's count for a ViT-B/16)."""
     info = compiled.input_info
     if info is None:
         return {}
     dev = torch.device(device)
-    model = copy.deepcopy(compiled.module).to(dev).train()
+    model = (compiled.module if in_place else copy.deepcopy(compiled.module)).to(dev).train()
     if not measure:
         _skip_uncounted(model)
     shape = (batch_size, *tuple(int(d) for d in info.sample_shape))

@@ -93,6 +93,7 @@ class ModelSummary(QWidget):
         lay.addWidget(self.measure_button, 0, Qt.AlignmentFlag.AlignLeft)  # the total's line can be long
         #: node id -> (multiply-adds per sample, measured time share or None) of the last refresh/measurement
         self.costs: dict[str, tuple[float, float | None]] = {}
+        self._counted_key: tuple | None = None  # nodecost.count_key of the model the MACs column counts
         self._cost_thread: object | None = None
 
         self.code = QPlainTextEdit()
@@ -217,9 +218,16 @@ class ModelSummary(QWidget):
     def _set_macs(self, compiled: object) -> None:
         """The MACs column from the meta-device model (shapes only); measured times are kept per node."""
         try:
-            from netstudio.training.nodecost import node_costs
+            from netstudio.training.nodecost import count_key, node_costs
 
-            costs = node_costs(compiled, 1, measure=False, device="meta")  # type: ignore[arg-type]
+            key = count_key(compiled)  # type: ignore[arg-type]
+            if key is not None and key == self._counted_key:  # the same model (an optimizer's edit): same counts
+                self._fill_costs()
+                return
+            self._counted_key = None
+            # the meta model was compiled for the code view and this count only: counted without a copy
+            costs = node_costs(compiled, 1, measure=False, device="meta", in_place=True)  # type: ignore[arg-type]
+            self._counted_key = key
         except Exception:  # noqa: BLE001 - a count must never take the editor down
             return
         self.costs = {nid: (c.macs_per_sample, self.costs.get(nid, (0.0, None))[1]) for nid, c in costs.items()}
@@ -279,6 +287,7 @@ class ModelSummary(QWidget):
         costs = outcome.get("costs") if isinstance(outcome, dict) else None
         if costs:
             self.costs = {nid: (float(m), s) for nid, (m, s) in costs.items()}
+            self._counted_key = None  # measured on the graph of its start: the next refresh counts again
             self._fill_costs()
         self.measured.emit()
 

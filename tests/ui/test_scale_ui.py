@@ -142,6 +142,43 @@ def test_model_table_refills_like_a_new_panel_and_fits_its_contents(make_window:
     fresh.deleteLater()
 
 
+def test_model_panel_counts_again_only_when_the_model_changes(make_window: Any, monkeypatch: Any) -> None:
+    """An edit outside the model (the optimizer's learning rate) keeps the MACs column without counting; an
+    edit of a layer counts again. Either way the table equals a new panel's."""
+    import netstudio.training.nodecost as nodecost
+
+    project, linears = _deep_chain(6)
+    window = make_window(project)
+    doc, panel = window.document, window.summary
+    panel.refresh()
+    calls: list[int] = []
+    real = nodecost.node_costs
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nodecost, "node_costs", spy)
+
+    def same_as_new_panel() -> None:
+        fresh = ModelSummary(doc)
+        fresh.refresh()
+        assert _cells(panel) == _cells(fresh)
+        fresh.deleteLater()
+
+    assert doc.push(SetParam(doc.graph.find("opt").id, "lr", 0.5))
+    panel.refresh()
+    assert calls == []
+    same_as_new_panel()
+    calls.clear()
+    assert doc.push(SetParam(linears[2], "out_features", 48))
+    panel.refresh()
+    assert calls == [1]
+    fc3 = next(row for row in _cells(panel) if row[0] == "fc3")
+    assert fc3[5] == f"{48 * 32 / 1e3:.1f}K"
+    same_as_new_panel()
+
+
 def test_auto_layout_routes_and_labels_every_edge_as_a_full_reroute(make_window: Any) -> None:
     project, _ = _deep_chain(12)
     window = make_window(project)

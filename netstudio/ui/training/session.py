@@ -275,20 +275,20 @@ class TrainingSession(QObject):
 
     def hold_weights(self, state: dict[str, Any], graph_dict: dict[str, Any], config: TrainConfig, *,
                      label: str) -> TrainedModel:
-        """Hold ``state`` (a recorded run's weights) as the trained model of ``graph_dict``.
+        """Hold ``state`` (a recorded run's weights, handed over: its tensors may become the model's) as the
+        trained model of ``graph_dict``.
 
         Raises TrainingError when they do not fit the graph's model, or while a run is going.
         """
-        from netstudio.compiler.build import build_plan
+        from netstudio.compiler.held import plan_with_state
         from netstudio.errors import TrainingError
         from netstudio.graph.model import Graph
 
         if self.state != RunState.IDLE:
             raise TrainingError("Weights cannot be loaded while a run is going", hint="wait for it or stop it")
-        plan = build_plan(Graph.from_dict(graph_dict), config.batch_size)
-        model = plan.model
-        try:
-            model.load_state_dict(state, strict=True)
+        try:  # the model is built without the random init that the state replaces; its tensors become the model's
+            plan = plan_with_state(Graph.from_dict(graph_dict), state, config.batch_size)
+            model = plan.model
         except (RuntimeError, KeyError) as e:
             raise TrainingError(f"These weights do not fit the current model ({str(e).splitlines()[0]})",
                                 hint="the graph changed since the run: undo the changes or train again") from None
