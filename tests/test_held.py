@@ -17,24 +17,9 @@ from netstudio.compiler.build import build_plan
 from netstudio.compiler.held import plan_with_state
 from netstudio.graph.model import Graph
 from netstudio.project.importer import import_spec
+from tests.graphs import chain as _chain
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-def _chain(data: dict[str, Any], layers: list[tuple[str, dict[str, Any]]]) -> Graph:
-    g = Graph()
-    d = g.add_node("data.dataset", data, name="data").id
-    prev, port = d, "features"
-    for i, (type_id, params) in enumerate(layers):
-        nid = g.add_node(type_id, params, name=f"n{i}").id
-        g.connect(prev, port, nid, "input")
-        prev, port = nid, "output"
-    loss = g.add_node("loss.cross_entropy", {}, name="loss").id
-    opt = g.add_node("optim.adam", {}, name="opt").id
-    g.connect(prev, "output", loss, "prediction")
-    g.connect(d, "target", loss, "target")
-    g.connect(loss, "loss", opt, "loss")
-    return g
 
 
 def _mlp() -> Graph:

@@ -16,31 +16,19 @@ import torch
 from netstudio.compiler.build import build_plan, compile_model
 from netstudio.graph.model import Graph
 from netstudio.training.nodecost import node_costs
+from tests.graphs import chain
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _graph(conv: bool) -> Graph:
-    g = Graph()
-    data = g.add_node("data.dataset", {"source": "mnist_5k" if conv else "moons"}, name="data").id
-    prev = data
-    port = "features"
-    layers: list[tuple[str, dict]] = (
+    layers: list[tuple[str, dict[str, Any]]] = (
         [("layer.conv2d", {"out_channels": 6, "kernel_size": 5}), ("layer.batchnorm2d", {}),
          ("activation.relu", {}), ("layer.flatten", {}), ("layer.linear", {"out_features": 10})]
         if conv else
         [("layer.linear", {"out_features": 16}), ("layer.batchnorm1d", {}), ("activation.relu", {}),
          ("layer.dropout", {"p": 0.5}), ("layer.linear", {"out_features": 2})])
-    for i, (type_id, params) in enumerate(layers):
-        nid = g.add_node(type_id, params, name=f"n{i}").id
-        g.connect(prev, port, nid, "input")
-        prev, port = nid, "output"
-    loss = g.add_node("loss.cross_entropy", {}, name="loss").id
-    opt = g.add_node("optim.adam", {}, name="opt").id
-    g.connect(prev, "output", loss, "prediction")
-    g.connect(data, "target", loss, "target")
-    g.connect(loss, "loss", opt, "loss")
-    return g
+    return chain({"source": "mnist_5k" if conv else "moons"}, layers)
 
 
 def test_counts_equal_the_measuring_path_with_batchnorm() -> None:
