@@ -112,6 +112,25 @@ def test_a_clear_first_round_ends_the_calibration() -> None:
         assert _steps_at(fake, tuner, 2, 10, 1) == 1 + 2 * (T.ThreadTuner.PROBE_STEPS + 1)
 
 
+def test_a_run_too_short_to_calibrate_trains_at_the_first_guess() -> None:
+    # LeNet at batch 512, one epoch: 10 steps, of which a calibration would take 8 (half at one thread)
+    fake = FakeTorch({1: 64e-3, 2: 40e-3})
+    tuner = fake.tuner(initial=2)
+    assert tuner.expect_steps(10) and tuner.mode == "auto"
+    assert _steps_at(fake, tuner, 1, 10, 2) == 10 and tuner.calibrations == 0
+    busy = FakeTorch({1: 1.0e-3, 2: 25e-3})  # a core is taken: the guess is one thread, kept
+    tuner = busy.tuner(initial=1)
+    assert tuner.expect_steps(10)
+    assert _steps_at(busy, tuner, 1, 10, 2) == 0
+    # long enough: calibrated as before
+    fake = FakeTorch({1: 64e-3, 2: 40e-3})
+    tuner = fake.tuner(initial=2)
+    assert not tuner.expect_steps(200)
+    assert fake.train(tuner, 2, 100) == [2, 2] and tuner.calibrations >= 1
+    fixed = FakeTorch({1: 1.0e-3, 2: 0.6e-3}).tuner(requested=1)
+    assert not fixed.expect_steps(10) and fixed.threads == 1
+
+
 def _steps_at(fake: FakeTorch, tuner: T.ThreadTuner, epochs: int, steps: int, n: int) -> int:
     """Train like FakeTorch.train; returns how many steps ran at ``n`` threads."""
     count = 0

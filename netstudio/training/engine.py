@@ -438,6 +438,7 @@ class _Trainer:
         bs = cfg.batch_size
         steps = math.ceil(n_train / bs)
         self.steps, self.n_train = steps, n_train
+        self.tuner.expect_steps(steps * cfg.epochs)
 
         self.optimizer = optimizer = plan.make_optimizer(model)
         sched_info = plan.make_scheduler(optimizer, cfg.epochs, steps)

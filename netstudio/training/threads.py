@@ -165,6 +165,9 @@ class ThreadTuner:
     #: 20 steps in a two-epoch run, of which the second round took 4 at one thread)
     CLEAR = 1.25
     CLEAR_MIN_S = 5e-3
+    #: a run shorter than this many calibrations' worth of steps trains at the first guess, unmeasured: probing
+    #: would be most of it (LeNet at batch 512, one epoch: 10 steps, of which a calibration takes 8)
+    SHORT_RUNS = 3
 
     def __init__(self, requested: int = 0, ceiling: int | None = None, *, adaptive: bool = True,
                  set_threads: Callable[[int], None] | None = None, get_threads: Callable[[], int] | None = None,
@@ -195,6 +198,7 @@ class ThreadTuner:
             self.threads = self.ceiling
         if not self.adaptive:
             self.guess = self.threads
+        self._short = False  # a run too short to calibrate (expect_steps): the first guess, unmeasured
         self._applied = -1
         self._apply(self.threads)
         self.calibrations = 0          # finished calibrations
@@ -216,6 +220,18 @@ class ThreadTuner:
         self._watch_t0: float | None = None
 
     # --- the loop's hooks ---------------------------------------------------------
+    def expect_steps(self, steps: int) -> bool:
+        """The run will take about ``steps`` steps (before the first one). Too few to pay for a calibration:
+        train at the first guess (the cores other programs leave free) without probing. True if so."""
+        calibration = self.ROUNDS * (self.PROBE_STEPS + 1) * len(candidates(self.ceiling))
+        if not self.adaptive or self._steps or steps >= self.SHORT_RUNS * calibration:
+            return False
+        self.adaptive = False  # nothing to measure: the guess stays in force (mode still "auto")
+        self._short = True
+        self.threads = self.guess
+        self._apply(self.threads)
+        return True
+
     @property
     def calibrating(self) -> bool:
         return bool(self._plan)
@@ -276,8 +292,9 @@ class ThreadTuner:
 
     @property
     def mode(self) -> str:
-        """'fixed' (the user's count), 'auto' (adapting) or 'default' (the caller's count, not adapted)."""
-        return "fixed" if self.fixed else "auto" if self.adaptive else "default"
+        """'fixed' (the user's count), 'auto' (adapting, or a short run at the first guess) or 'default' (the
+        caller's count, not adapted)."""
+        return "fixed" if self.fixed else "auto" if self.adaptive or self._short else "default"
 
     def summary(self) -> dict[str, Any]:
         return {"threads": self.threads, "threads_mode": self.mode, "thread_calibrations": self.calibrations}
