@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
-from netstudio.compiler.shapes import freeze
+from netstudio.compiler.keys import freeze
 from netstudio.errors import MemoryLimitError
 from netstudio.nodes.base import Category, LayerType, ParameterType, TensorInfo
 from netstudio.nodes.blocks import BLOCK_INPUT
@@ -162,9 +162,15 @@ def layer_tensors(nt: LayerType, params: dict[str, Any], inputs: dict[str, Any]
 
 def layer_inputs(graph: "Graph", analysis: "Analysis", nid: str, nt: Any) -> dict[str, Any] | None:
     """What node ``nid`` of type ``nt`` receives, by input port (a list on multi ports); None if unknown."""
+    return inputs_from_results(graph, analysis.results, nid, nt)
+
+
+def inputs_from_results(graph: "Graph", results: dict[str, Any], nid: str, nt: Any) -> dict[str, Any] | None:
+    """:func:`layer_inputs` from the analysis's per-node results (while the analysis is being made)."""
     inputs: dict[str, Any] = {}
     for e in graph.in_edges(nid):
-        info = analysis.edge_info(e)
+        r = results.get(e.src)
+        info = None if r is None else r.outputs.get(e.src_port)
         if info is None:
             return None
         port = nt.input_port(e.dst_port)

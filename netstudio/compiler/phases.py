@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from netstudio.compiler.memory import inputs_from_results, layer_tensors
 from netstudio.errors import Problem, Scope, Severity
 from netstudio.nodes.adversarial import GAN_LOSS, REAL_FAKE
 from netstudio.nodes.base import Category, LayerType
@@ -145,6 +146,8 @@ def explain(graph: "Graph", optimizer: str, order: list[str]) -> str:
 
 
 def _has_weights(graph: "Graph", nid: str, results: dict[str, Any]) -> bool:
+    """Does node ``nid`` hold weights? Blocks count as yes; so does a layer that cannot be told (built on the
+    meta device by the memory estimate's cached :func:`layer_tensors`)."""
     node = graph.nodes[nid]
     if node.inner is not None:
         return True
@@ -152,38 +155,11 @@ def _has_weights(graph: "Graph", nid: str, results: dict[str, Any]) -> bool:
     if not isinstance(nt, LayerType):
         return False
     res = results.get(nid)
-    if res is None:
+    inputs = None if res is None else inputs_from_results(graph, results, nid, nt)
+    if res is None or inputs is None:
         return True
-    key = (node.type_id, repr(sorted(res.params.items())), repr(sorted(_inputs(graph, nid, results).items())))
-    hit = _WEIGHTS.get(key)
-    if hit is None:
-        import torch
-
-        try:
-            with torch.device("meta"):
-                mod = nt.build(res.params, _inputs(graph, nid, results))
-            hit = any(True for _ in mod.parameters())
-        except Exception:  # noqa: BLE001 - cannot tell: count it as having weights
-            hit = True
-        _WEIGHTS[key] = hit
-    return hit
-
-
-_WEIGHTS: dict[Any, bool] = {}
-
-
-def _inputs(graph: "Graph", nid: str, results: dict[str, Any]) -> dict[str, Any]:
-    nt = graph.node_type(nid)
-    out: dict[str, Any] = {}
-    for e in graph.in_edges(nid):
-        r = results.get(e.src)
-        info = None if r is None else r.outputs.get(e.src_port)
-        port = nt.input_port(e.dst_port)
-        if port is not None and port.multi:
-            out.setdefault(e.dst_port, []).append(info)
-        else:
-            out[e.dst_port] = info
-    return out
+    counts = layer_tensors(nt, res.params, inputs)
+    return counts is None or counts[0] > 0
 
 
 def phase_problems(graph: "Graph", order: list[str], results: dict[str, Any]) -> list[Problem]:

@@ -19,6 +19,7 @@ from netstudio.errors import CompileError, CycleError, NetStudioError, Problem, 
 from netstudio.graph.model import Edge, Graph
 from netstudio.nodes.base import Category, InferContext, TensorInfo
 from netstudio.nodes.blocks import BLOCK_INPUT, BLOCK_OUTPUT
+from netstudio.compiler.keys import freeze  # noqa: F401 - also imported from here (ui/paramcount)
 from netstudio.compiler.phases import phase_problems
 from netstudio.nodes.adversarial import NOISE
 
@@ -69,15 +70,6 @@ class Analysis:
     def output_info(self, node_id: str, port: str = "output") -> TensorInfo | None:
         r = self.results.get(node_id)
         return None if r is None else r.outputs.get(port)
-
-
-def freeze(v: Any) -> Any:
-    """A hashable copy of params/inputs (dicts and lists as sorted tuples), for cache keys."""
-    if isinstance(v, dict):
-        return tuple(sorted((k, freeze(x)) for k, x in v.items()))
-    if isinstance(v, (list, tuple)):
-        return tuple(freeze(x) for x in v)
-    return v
 
 
 class ShapeChecker:
