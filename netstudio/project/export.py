@@ -626,13 +626,18 @@ def _user_constructor(m: nn.Module) -> str | None:
 
     if origin_of(type(m)) is None:
         return None
+    return f"_user_{type(m).__module__}.{type(m).__qualname__}({_arguments(_signature_args(m), type(m).__qualname__)})"
+
+
+def _arguments(args: dict[str, Any], owner: str) -> str:
+    """``k1=lit, k2=lit`` for a constructor call; an argument with no Python literal is an ExportError."""
     parts = []
-    for k, v in _signature_args(m).items():
+    for k, v in args.items():
         lit = _literal(v)
         if lit is None:
-            raise ExportError(f"Cannot write the {k!r} argument of {type(m).__qualname__} ({v!r}) as Python source")
+            raise ExportError(f"Cannot write the {k!r} argument of {owner} ({v!r}) as Python source")
         parts.append(f"{k}={lit}")
-    return f"_user_{type(m).__module__}.{type(m).__qualname__}({', '.join(parts)})"
+    return ", ".join(parts)
 
 
 def module_constructor(m: nn.Module) -> str:
@@ -650,13 +655,7 @@ def module_constructor(m: nn.Module) -> str:
     if prefix == "nn" and (not cls.__module__.startswith("torch.nn") or getattr(nn, cls.__name__, None) is not cls):
         raise ExportError(f"{cls.__name__} is not a built-in torch.nn module and cannot be written as source")
     extractor = next((f for t, f in ARG_EXTRACTORS.items() if cls is t), _signature_args)
-    parts = []
-    for k, v in extractor(m).items():
-        lit = _literal(v)
-        if lit is None:
-            raise ExportError(f"Cannot write the {k!r} argument of {cls.__name__} ({v!r}) as Python source")
-        parts.append(f"{k}={lit}")
-    return f"{prefix}.{cls.__name__}({', '.join(parts)})"
+    return f"{prefix}.{cls.__name__}({_arguments(extractor(m), cls.__name__)})"
 
 
 def parameter_lines(gm: nn.Module) -> list[str]:
