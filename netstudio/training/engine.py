@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 import torch.nn as nn
 
+from netstudio.compiler.reorder import reordered_forward
 from netstudio.errors import NetStudioError, TrainingError
 from netstudio.training.augment import augmented_step, augmenter_for
 from netstudio.training.batches import eval_batches as _eval_batches
@@ -368,6 +369,7 @@ class _Trainer:
         self.label = "cpu"
         self.fast = False
         self.channels_last = False  # CPU conv models train in channels-last layout (use_channels_last)
+        self._undo_reorder: Callable[[], None] = lambda: None  # takes the reordered forward away again
         self.paused_total = 0.0
         self.train_active = 0.0   # seconds spent in training batches (for throughput)
         self.stepper: Stepper | None = None
@@ -429,6 +431,9 @@ class _Trainer:
         self.channels_last = strategy.channels_last(model, dev)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
+        if strategy.reorders(model, dev):
+            # ReLU → max pool runs as max pool → ReLU: the same numbers, less work (netstudio.compiler.reorder)
+            self._undo_reorder = reordered_forward(model)
         plan = _plan_on(self.plan, dev)
         plan.train_mode(model)  # frozen nodes' BatchNorm stays in eval mode
         data = self.data
@@ -822,6 +827,7 @@ class _Trainer:
     def _cpu_model(self) -> nn.Module | None:
         if self.model is None:
             return None
+        self._undo_reorder()  # the model's own forward again: what exports and callers see
         self.model.to("cpu").eval()
         if self.channels_last:
             # hand back ordinary weights: exports and state_dicts look as without the speed-up

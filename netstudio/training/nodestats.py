@@ -181,6 +181,7 @@ class NodeStats:
                 self.info[nid] = NodeInfo(nid, node.name, node.type_id)
         self._probe = _Probe(self)
         self._forward: Callable[..., Any] | None = None
+        self._run_forward: Callable[..., Any] | None = None
         self.probed: list[str] = []
         fx_nodes = dict(getattr(compiled, "fx_nodes", {}) or {})
         inputs = [n for n in model.graph.nodes if n.op == "placeholder"] if isinstance(model, fx.GraphModule) else []
@@ -220,12 +221,17 @@ class NodeStats:
         self._hist_values = [None] * len(self.probed)
         self._before = [[p.detach().clone() for p in ps] for _, ps in self.param_nodes]
         if self._forward is not None:
+            # a forward installed for the run (netstudio.compiler.reorder) comes back after the step
+            self._run_forward = self.model.__dict__.get("forward")
             self.model.forward = self._forward
 
     def cancel(self) -> None:
-        """Back to the model's own forward (after the step, or when it raised)."""
-        if "forward" in self.model.__dict__:
-            del self.model.__dict__["forward"]
+        """Back to the forward the run uses (after the step, or when it raised)."""
+        if self.model.__dict__.get("forward") is self._forward and self._forward is not None:
+            if self._run_forward is not None:
+                self.model.forward = self._run_forward
+            else:
+                del self.model.__dict__["forward"]
 
     def end(self, step: int, epoch: int) -> StatsSample:
         """After the sampled step (forward, backward, optimizer step): the figures as plain floats."""

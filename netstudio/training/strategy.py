@@ -69,6 +69,11 @@ class SingleProcess:
     def channels_last(self, model: nn.Module, device: torch.device) -> bool:
         return use_channels_last(model, device)
 
+    def reorders(self, model: nn.Module, device: torch.device) -> bool:
+        """Train with ReLU → max pool reordered (:mod:`netstudio.compiler.reorder`)? Exact, so on
+        every CPU run, ranks included; GPUs keep the graph their fast path was measured with."""
+        return device.type == "cpu"
+
     def fast_path_blocker(self, **kw: Any) -> str | None:
         """Why the captured-graph fast path cannot be used (None: it may be tried)."""
         return fast_path_blocker(**kw)
