@@ -199,7 +199,7 @@ def test_load_arriving_mid_epoch_is_noticed_within_that_epoch() -> None:
 
 def test_a_later_run_starts_from_the_last_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     # right after a two-thread run the load average counts this process's own threads as busy
-    monkeypatch.setattr(T, "busy_cores", lambda: 2.0)
+    monkeypatch.setattr(T, "busy_cores", lambda *a, **k: 2.0)
     monkeypatch.setattr(T, "cpu_cores", lambda: 2)
     monkeypatch.setattr(T, "_last_choice", None)
     fake = FakeTorch({1: 1.0e-3, 2: 0.6e-3})
@@ -322,3 +322,40 @@ def test_busy_cores_sees_a_spinning_program_and_not_this_process() -> None:
         stop.set()
         th.join()
     assert mine < busy, (mine, busy)
+
+
+def test_the_load_is_measured_while_the_run_sets_up_not_in_a_pause_before_it(monkeypatch: pytest.MonkeyPatch
+                                                                            ) -> None:
+    """Creating the tuner only starts the /proc/stat window; the guess is read at the second step."""
+    calls: list[object] = []
+    monkeypatch.setattr(T, "busy_cores", lambda *a, since=None, **k: calls.append(since) or 0.0)
+    monkeypatch.setattr(T, "cpu_cores", lambda: 2)
+    fake = FakeTorch({1: 64e-3, 2: 40e-3})
+    tuner = fake.tuner(ceiling=2)
+    assert calls == [] and tuner.threads == 1
+    tuner.epoch_start()
+    tuner.step_start()  # the first step: never timed, no guess needed yet
+    fake.now += fake.cost[fake.n]
+    tuner.step_end()
+    assert calls == []
+    tuner.step_start()  # the calibration begins: now the guess is read, over the window since setup
+    assert len(calls) == 1 and isinstance(calls[0], T.LoadSample)
+    # a short run: the first step at one thread, the guess from the second on
+    calls.clear()
+    fake = FakeTorch({1: 64e-3, 2: 40e-3})
+    tuner = fake.tuner(ceiling=2)
+    assert tuner.expect_steps(10) and calls == [] and tuner.mode == "auto"
+    assert _steps_at(fake, tuner, 1, 10, 2) == 9 and len(calls) == 1 and tuner.threads == 2
+
+
+def test_a_window_already_long_enough_is_read_without_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    if T._cpu_times() is None:
+        pytest.skip("no /proc/stat")
+    waits: list[float] = []
+    monkeypatch.setattr(T.time, "sleep", waits.append)
+    start = T.LoadSample()
+    T.busy_cores()  # a fresh window waits out SAMPLE_S
+    assert len(waits) == 1 and 0 < waits[0] <= T.SAMPLE_S
+    waits.clear()
+    start.t0 -= T.SAMPLE_S  # as if the run had set up for longer than the window
+    assert T.busy_cores(since=start) >= 0.0 and waits == []

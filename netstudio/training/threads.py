@@ -66,22 +66,39 @@ def _cpu_times() -> tuple[float, float] | None:
     return total - idle, total
 
 
-def busy_cores(sample_s: float | None = None) -> float:
+class LoadSample:
+    """The start of a :func:`busy_cores` window: the machine's and this process's CPU time now.
+
+    Started when a run is set up and read when the first guess is needed (the second step), so
+    the window covers work the run does anyway instead of a pause before training.
+    """
+
+    def __init__(self) -> None:
+        self.cpu = _cpu_times()
+        self.own = time.process_time()
+        self.t0 = time.perf_counter()
+
+
+def busy_cores(sample_s: float | None = None, since: LoadSample | None = None) -> float:
     """Cores other programs keep busy right now (0 where that cannot be told).
 
-    Linux: the machine's CPU time over a short window (:data:`SAMPLE_S`) less this
-    process's own, in cores. The 1-minute load average is only the fallback: it lags
-    by a minute, so right after one training run (or with this process's own threads
-    running) it calls an idle machine busy and the next run would keep to one thread.
+    Linux: the machine's CPU time over a short window (:data:`SAMPLE_S`, or from ``since`` until
+    now, waiting out the rest of that window when less has passed) less this process's own, in
+    cores. The 1-minute load average is only the fallback: it lags by a minute, so right after one
+    training run (or with this process's own threads running) it calls an idle machine busy and the
+    next run would keep to one thread.
     """
     window = SAMPLE_S if sample_s is None else sample_s
-    first, own0, t0 = _cpu_times(), time.process_time(), time.perf_counter()
+    start = since if since is not None else LoadSample()
+    first = start.cpu
     if first is not None and window > 0:
-        time.sleep(window)
+        rest = window - (time.perf_counter() - start.t0)
+        if rest > 0:
+            time.sleep(rest)
         second, own1, t1 = _cpu_times(), time.process_time(), time.perf_counter()
         if second is not None and second[1] > first[1]:
             share = (second[0] - first[0]) / (second[1] - first[1])  # of all cores
-            own = (own1 - own0) / max(t1 - t0, 1e-6)  # cores this process used meanwhile
+            own = (own1 - start.own) / max(t1 - start.t0, 1e-6)  # cores this process used meanwhile
             return max(0.0, share * cpu_cores() - own)
     try:
         return max(0.0, float(os.getloadavg()[0]))
@@ -182,23 +199,23 @@ class ThreadTuner:
         self.ceiling = max(1, int(ceiling or self.before))
         self.fixed = requested > 0
         self.adaptive = adaptive and not self.fixed and self.ceiling > 1
+        self._load: LoadSample | None = None
+        self._guess: int | None = None
         if self.fixed:
             self.threads = int(requested)
         elif self.adaptive:
-            if initial is None:
-                initial = initial_threads(self.ceiling)
-                if _last_choice is not None:
-                    initial = max(initial, min(_last_choice, self.ceiling))
             # the first guess (cores other programs leave free) decides what the first calibration
             # may try; until then one thread, which cannot stall (the first step initialises
-            # optimizer state: ~free)
-            self.guess = initial
+            # optimizer state: ~free). Measured from now until it is needed (the second step).
+            self._load = LoadSample() if initial is None else None
+            self._guess = initial
             self.threads = 1
         else:
             self.threads = self.ceiling
         if not self.adaptive:
-            self.guess = self.threads
+            self._guess = self.threads
         self._short = False  # a run too short to calibrate (expect_steps): the first guess, unmeasured
+        self._short_pending = False  # ... taken at the second step, once the load has been measured
         self._applied = -1
         self._apply(self.threads)
         self.calibrations = 0          # finished calibrations
@@ -228,9 +245,23 @@ class ThreadTuner:
             return False
         self.adaptive = False  # nothing to measure: the guess stays in force (mode still "auto")
         self._short = True
-        self.threads = self.guess
-        self._apply(self.threads)
+        if self._guess is None:
+            self._short_pending = True  # the load is still being measured: one thread for the first step
+        else:
+            self.threads = self._guess
+            self._apply(self.threads)
         return True
+
+    @property
+    def guess(self) -> int:
+        """The first guess: the cores other programs leave free (measured when first asked), at least the
+        count the last run in this process chose."""
+        if self._guess is None:
+            guess = initial_threads(self.ceiling, busy_cores(since=self._load))
+            if _last_choice is not None:
+                guess = max(guess, min(_last_choice, self.ceiling))
+            self._guess = guess
+        return self._guess
 
     @property
     def calibrating(self) -> bool:
@@ -241,6 +272,13 @@ class ThreadTuner:
             self._due = True
 
     def step_start(self) -> None:
+        if self._short_pending:
+            self._steps += 1
+            if self._steps >= 2:
+                self._short_pending = False
+                self.threads = self.guess
+                self._apply(self.threads)
+            return
         if not self.adaptive:
             return
         self._steps += 1
