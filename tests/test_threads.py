@@ -330,6 +330,7 @@ def test_the_load_is_measured_while_the_run_sets_up_not_in_a_pause_before_it(mon
     calls: list[object] = []
     monkeypatch.setattr(T, "busy_cores", lambda *a, since=None, **k: calls.append(since) or 0.0)
     monkeypatch.setattr(T, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(T, "_window", None)  # no recent window (an app's run long after the last)
     fake = FakeTorch({1: 64e-3, 2: 40e-3})
     tuner = fake.tuner(ceiling=2)
     assert calls == [] and tuner.threads == 1
@@ -359,3 +360,49 @@ def test_a_window_already_long_enough_is_read_without_waiting(monkeypatch: pytes
     waits.clear()
     start.t0 -= T.SAMPLE_S  # as if the run had set up for longer than the window
     assert T.busy_cores(since=start) >= 0.0 and waits == []
+
+
+def test_a_short_fit_takes_the_first_guess_from_its_second_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine drives the hooks of a short run until the guess is in force (it once stayed at one)."""
+    import torch
+
+    from netstudio.training import fit
+    from test_training import blobs, cfg, classifier_plan
+
+    monkeypatch.setattr(T, "busy_cores", lambda *a, **k: 0.0)  # an idle machine with two free cores
+    monkeypatch.setattr(T, "cpu_cores", lambda: 2)
+    seen: list[int] = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        res = fit(classifier_plan(batch_size=200), blobs(600, 0), cfg(epochs=2, threads=0, stats_every=0),
+                  report=lambda e: seen.append(torch.get_num_threads()) if e["kind"] == "batch" else None)
+        assert torch.get_num_threads() == 2  # the caller's count back afterwards
+    finally:
+        torch.set_num_threads(before)
+    assert res.status == "finished"
+    assert res.metrics["threads"] == 2 and res.metrics["threads_mode"] == "auto"  # 6 steps: too short to probe
+    assert res.metrics["thread_calibrations"] == 0
+
+
+def test_a_run_soon_after_import_or_the_last_run_reads_its_guess_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CLI run: the window opened at import has run through data loading and compiling (≥ SAMPLE_S)."""
+    if T._cpu_times() is None:
+        pytest.skip("no /proc/stat")
+    calls: list[object] = []
+    monkeypatch.setattr(T, "busy_cores", lambda *a, since=None, **k: calls.append(since) or 0.0)
+    monkeypatch.setattr(T, "cpu_cores", lambda: 2)
+    window = T.LoadSample()
+    window.t0 -= 1.0  # opened a second ago
+    monkeypatch.setattr(T, "_window", window)
+    fake = FakeTorch({1: 64e-3, 2: 40e-3})
+    tuner = fake.tuner(ceiling=2)
+    assert calls == [window] and tuner.guess == 2
+    assert tuner.expect_steps(10)
+    assert _steps_at(fake, tuner, 1, 10, 2) == 10  # a short run at the guess from its first step
+    tuner.close()
+    assert T._window is not window and T.recent_window() is None  # reopened as the run ended: too fresh
+    stale = T.LoadSample()
+    stale.t0 -= T.RECENT_S + 1
+    monkeypatch.setattr(T, "_window", stale)
+    assert T.recent_window() is None  # too old to describe the machine now

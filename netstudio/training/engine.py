@@ -575,7 +575,7 @@ class _Trainer:
                 monitored = val_loss if val_loss is not None else train_loss
                 if monitored < monitor_best:
                     monitor_best, bad_epochs = monitored, 0
-                    if val_loss is not None:
+                    if val_loss is not None and not multi:  # an adversarial game's loss does not rank epochs
                         self.best_epoch = epoch
                         if cfg.keep_best:
                             self.best_state = _snapshot(model)
@@ -601,7 +601,6 @@ class _Trainer:
         stepper, dev, resident = self.stepper, self.device, self.data.resident
         assert stepper is not None and self.tuner is not None
         tuner = self.tuner
-        adapt = tuner.adaptive
         stats = self.stats
         total_samples = self.config.epochs * self.n_train
         # the report clock runs across epochs: with epochs shorter than the report
@@ -623,6 +622,7 @@ class _Trainer:
                     if stats is not None and stats.due(self.global_step + 1):
                         self._sampled_step(stats, item)   # untimed by the thread tuner
                     else:
+                        adapt = tuner.hooked
                         if adapt:
                             tuner.step_start()
                         if resident:

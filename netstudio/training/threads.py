@@ -106,6 +106,21 @@ def busy_cores(sample_s: float | None = None, since: LoadSample | None = None) -
         return 0.0
 
 
+#: a window opened when this module was imported (refreshed as each run ends): when a run starts between
+#: SAMPLE_S and RECENT_S later (a CLI run: import, data, compile, then fit), its first guess is read at once
+_window: LoadSample | None = None
+RECENT_S = 10.0
+
+
+def recent_window() -> LoadSample | None:
+    """The open window when it is long enough to read and recent enough to describe the machine now."""
+    w = _window
+    if w is None or w.cpu is None:
+        return None
+    age = time.perf_counter() - w.t0
+    return w if SAMPLE_S <= age <= RECENT_S else None
+
+
 def initial_threads(ceiling: int, busy: float | None = None, cores: int | None = None) -> int:
     """A first guess before anything is measured: the cores not busy with other programs, 1…ceiling.
 
@@ -207,8 +222,14 @@ class ThreadTuner:
             # the first guess (cores other programs leave free) decides what the first calibration
             # may try; until then one thread, which cannot stall (the first step initialises
             # optimizer state: ~free). Measured from now until it is needed (the second step).
-            self._load = LoadSample() if initial is None else None
             self._guess = initial
+            if initial is None:
+                recent = recent_window()
+                if recent is not None:
+                    self._load = recent
+                    self._guess = self.guess  # read now: no wait, and a short run starts at it
+                else:
+                    self._load = LoadSample()
             self.threads = 1
         else:
             self.threads = self.ceiling
@@ -264,6 +285,12 @@ class ThreadTuner:
         return self._guess
 
     @property
+    def hooked(self) -> bool:
+        """Does the loop need to call :meth:`step_start` / :meth:`step_end`? (adapting, or a short run still
+        to take its first guess)"""
+        return self.adaptive or self._short_pending
+
+    @property
     def calibrating(self) -> bool:
         return bool(self._plan)
 
@@ -274,7 +301,8 @@ class ThreadTuner:
     def step_start(self) -> None:
         if self._short_pending:
             self._steps += 1
-            if self._steps >= 2:
+            load = self._load
+            if self._steps >= 2 or load is None or time.perf_counter() - load.t0 >= SAMPLE_S:
                 self._short_pending = False
                 self.threads = self.guess
                 self._apply(self.threads)
@@ -322,6 +350,8 @@ class ThreadTuner:
 
     def close(self) -> None:
         """Give torch back the count it had before (the caller's setting)."""
+        global _window
+        _window = LoadSample()  # a next run soon after reads the machine from here
         self._t0 = None
         self._plan, self._later = [], []
         if self._applied != self.before:
@@ -409,3 +439,6 @@ class ThreadTuner:
         self._recent = []
         self.calibrations += 1
         self.history.append({"medians_s": dict(sorted(medians.items())), "threads": choice})
+
+
+_window = LoadSample()
