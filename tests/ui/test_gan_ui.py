@@ -69,6 +69,10 @@ def test_dock_plots_one_curve_per_phase_and_shows_generated_samples(qtbot: Any, 
     img = pix.toImage()
     values = {img.pixelColor(x, y).red() for x in range(56) for y in range(56)}
     assert len(values) > 10  # a real picture, not a blank tile
+    # no accuracy, no best epoch: those rows are left out rather than shown empty
+    for key in ("train_accuracy", "val_accuracy", "best_epoch"):
+        assert dock.results.metric_text(key) is None, key
+    assert dock.results.metric_text("train_loss") not in (None, "—")
     run = dock.plots.current
     assert run is not None
     assert sorted(k for k in run.phase_series if k.startswith("phase_epoch:")) == ["phase_epoch:opt_d",

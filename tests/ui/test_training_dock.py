@@ -135,7 +135,7 @@ def test_training_plots_one_point_per_epoch_and_shows_trainer_metrics(qtbot, sto
     for key, value in result.metrics.items():
         if key == "device_id":
             continue
-        assert dock.results.metric_text(key) == format_metric(value), key
+        assert dock.results.metric_text(key) == (None if value is None else format_metric(value)), key
     assert dock.results.metric_text("val_accuracy") == f"{result.metrics['val_accuracy']:.4f}"
 
     # confusion matrix on the returned weights agrees with the reported validation accuracy
@@ -507,6 +507,31 @@ def test_plot_ranges_grow_in_steps_and_respect_user_zoom(qtbot) -> None:
     vb.setRange(xRange=(2, 3), padding=0)
     epoch(5, 5.0)
     assert vb.viewRange()[0] == [2, 3]
+
+
+def test_the_batch_axis_ends_where_the_run_does_once_its_length_is_known(qtbot) -> None:
+    plots = LivePlots()
+    qtbot.addWidget(plots)
+    plots.new_run(classification=True, epochs=3)
+    vb = plots.batch_plot.getPlotItem().getViewBox()
+    for step in range(1, 8):  # before the start event: grown in nice steps past the last batch
+        plots.add_batch({"global_step": step, "loss": 1.0 / step})
+    plots.redraw()
+    assert 10 <= vb.viewRange()[0][1] < 10.5
+    plots.plan_steps(3 * 79)  # the start event: 3 epochs of 79 batches
+    plots.redraw()
+    right = vb.viewRange()[0][1]
+    assert 237 <= right < 237 * 1.03  # the planned end plus padding, not a round 250 or 500
+    for step in range(8, 238):
+        plots.add_batch({"global_step": step, "loss": 1.0 / step})
+    plots.redraw()
+    assert vb.viewRange()[0][1] == right  # no batch moved the axis
+    # a second run continuing the first: the axis reaches the end of both
+    plots.new_run(classification=True, continue_from=plots.current, epochs=1)
+    plots.plan_steps(79)
+    plots.add_batch({"global_step": 1, "loss": 0.1})
+    plots.redraw()
+    assert 316 <= vb.viewRange()[0][1] < 316 * 1.03
 
 
 @pytest.mark.slow  # subprocess, end to end

@@ -996,6 +996,9 @@ class TrainingDock(QDockWidget):
         elif kind == "start":
             self.results.clear_generated()
             self._steps_per_epoch = ev.get("steps_per_epoch")
+            spe, n_epochs = ev.get("steps_per_epoch"), ev.get("epochs")
+            if isinstance(spe, int) and isinstance(n_epochs, int):
+                self.plots.plan_steps(spe * n_epochs)
             dev = ev.get("device")
             self._running_text = f"Run {self.session.run_count}: training" + (f" on {dev}" if dev else "")
             threads = ev.get("threads")

@@ -145,6 +145,7 @@ class RunCurves:
     epochs: list[dict[str, Any]] = field(default_factory=list)
     drawn: dict[str, int] = field(default_factory=dict)  # points per curve at the last setData
     planned_epochs: int = 0  # epochs this run will train (fixes the epoch axis in advance)
+    planned_steps: int = 0  # optimizer steps this run will train, once its start event tells (the batch axis)
     #: a multi-phase run (GAN): each phase's loss, keyed like its curve ("phase_epoch:<name>", "phase_batch:<name>")
     phase_series: dict[str, GrowingSeries] = field(default_factory=dict)
 
@@ -309,6 +310,14 @@ class LivePlots(QWidget):
     def current(self) -> RunCurves | None:
         return self.runs[-1] if self.runs else None
 
+    def plan_steps(self, steps: int) -> None:
+        """The current run will train ``steps`` batches in all: the batch axis ends there, not at a round
+        number past it."""
+        run = self.current
+        if run is not None and steps > 0:
+            run.planned_steps = int(steps)
+            self._mark_dirty("batch")
+
     def add_batch(self, event: dict[str, Any]) -> None:
         run = self.current
         if run is None:
@@ -426,7 +435,13 @@ class LivePlots(QWidget):
             xs = [r.batch_loss.x[-1] for r in self.runs if r.batch_loss.n]
             ys = np.concatenate([r.batch_loss.y for r in self.runs if r.batch_loss.n] + _phase_ys(self.runs, "batch")
                                 or [np.zeros(0)])
-            x0, x1 = 0.0, _nice_ceil(max(xs, default=1.0) * 1.1)
+            last_x = max(xs, default=1.0)
+            ends = [float(r.step_offset + r.planned_steps) if r.planned_steps else float(r.batch_loss.x[-1])
+                    for r in self.runs if r.planned_steps or (r is not self.current and r.batch_loss.n)]
+            if self.current is not None and not self.current.planned_steps:
+                x0, x1 = 0.0, _nice_ceil(last_x * 1.1)  # grown in nice steps: most batches keep the axis
+            else:  # laid out once, like the epoch axis: it ends where the training does
+                x0, x1 = 0.0, max(ends + [last_x])
         else:
             last = max((r.epoch_offset + max(r.planned_epochs, len(r.epochs)) for r in self.runs), default=1)
             x0, x1 = 0.5, max(1, last) + 0.5

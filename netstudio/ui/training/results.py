@@ -304,7 +304,9 @@ class ResultsView(QWidget):
 
     def show_metrics(self, metrics: dict[str, Any], summary: str = "") -> None:
         self.metrics = dict(metrics)
-        rows = [(k, v) for k, v in metrics.items() if not isinstance(v, (dict, list, tuple)) and k not in HIDDEN]
+        # a figure the run has no value for (accuracy of a GAN, best epoch without validation) gets no row
+        rows = [(k, v) for k, v in metrics.items()
+                if v is not None and not isinstance(v, (dict, list, tuple)) and k not in HIDDEN]
         terms = metrics.get("loss_terms")
         if isinstance(terms, dict):  # a multi-loss project: each term by its node name (they sum to the loss)
             rows.extend((f"loss_terms.{name}", v) for name, v in terms.items())
