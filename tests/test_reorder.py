@@ -16,26 +16,21 @@ from netstudio.compiler.build import TrainingPlan, build_plan
 from netstudio.compiler.reorder import pool_before_relu, reordered_forward, swappable
 from netstudio.graph.model import Graph
 from netstudio.training import fit
-from test_training import cfg, chain
+from test_training import cfg
+from tests.graphs import chain
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def lenet_graph(pool: dict[str, Any] | None = None) -> Graph:
-    """digits (8×8) → conv → ReLU → pool → conv → ReLU → pool → linear, CrossEntropy, Adam."""
+    """digits (8×8) → conv n0 → ReLU n1 → pool n2 → conv n3 → ReLU n4 → pool n5 → linear, CrossEntropy, Adam."""
     pool = pool or {"kernel_size": 2}
-    g = Graph()
-    d = g.add_node("data.dataset", {"source": "digits"})
-    last = chain(g, d, "features", ("layer.conv2d", {"out_channels": 6, "kernel_size": 3, "padding": 1}),
-                 ("activation.relu", {}), ("layer.maxpool2d", pool),
-                 ("layer.conv2d", {"out_channels": 8, "kernel_size": 3, "padding": 1}),
-                 ("activation.relu", {}), ("layer.maxpool2d", pool),
-                 ("layer.flatten", {}), ("layer.linear", {"out_features": 10}))
-    loss = g.add_node("loss.cross_entropy")
-    opt = g.add_node("optim.adam", {"lr": 0.01})
-    g.connect(last.id, "output", loss.id, "prediction")
-    g.connect(d.id, "target", loss.id, "target")
-    g.connect(loss.id, "loss", opt.id, "loss")
+    g = chain({"source": "digits"}, [
+        ("layer.conv2d", {"out_channels": 6, "kernel_size": 3, "padding": 1}), ("activation.relu", {}),
+        ("layer.maxpool2d", pool), ("layer.conv2d", {"out_channels": 8, "kernel_size": 3, "padding": 1}),
+        ("activation.relu", {}), ("layer.maxpool2d", pool), ("layer.flatten", {}),
+        ("layer.linear", {"out_features": 10})])
+    g.set_param(next(nid for nid, n in g.nodes.items() if n.name == "opt"), "lr", 0.01)
     return g
 
 
@@ -62,10 +57,10 @@ def test_the_pools_move_before_their_relus_and_the_model_keeps_its_own_graph() -
     fast = pool_before_relu(model)
     assert fast is not None
     names = order(model)
-    assert names[:6] == ["conv1", "relu1", "pool1", "conv2", "relu2", "pool2"]
-    assert order(fast)[:6] == ["conv1", "pool1", "relu1", "conv2", "pool2", "relu2"]
+    assert names[:6] == ["n0", "n1", "n2", "n3", "n4", "n5"]  # conv, ReLU, pool, conv, ReLU, pool
+    assert order(fast)[:6] == ["n0", "n2", "n1", "n3", "n5", "n4"]
     assert model.code == before  # the compiled model (and so every export) is untouched
-    assert fast.get_submodule("conv1") is model.get_submodule("conv1")  # shared, not copied
+    assert fast.get_submodule("n0") is model.get_submodule("n0")  # shared, not copied
 
 
 def test_gradients_and_training_are_bit_equal_including_tied_windows() -> None:
@@ -74,7 +69,7 @@ def test_gradients_and_training_are_bit_equal_including_tied_windows() -> None:
     model = copy.deepcopy(plan.model)
     with torch.no_grad():  # a positive bias: all-zero patches give equal positive maxima (first one wins)
         for m in (plain, model):
-            m.get_submodule("conv1").bias.fill_(0.1)
+            m.get_submodule("n0").bias.fill_(0.1)
     undo = reordered_forward(model)
     assert "forward" in model.__dict__
     x, y = sparse_images(), torch.arange(32) % 10
@@ -171,14 +166,14 @@ def test_fit_trains_reordered_on_the_cpu_with_the_same_weights_and_hands_back_th
 
     g = lenet_graph()
     data = ns_data.load({"source": "digits"})
-    seen: list[float] = []  # the smallest value pool1 receives: negative only when it runs before its ReLU
+    seen: list[float] = []  # the smallest value the first pool receives: negative only when it runs before its ReLU
 
     def spy(mod: nn.Module, inp: tuple[torch.Tensor, ...]) -> None:
         if mod.training:
             seen.append(float(inp[0].detach().min()))
 
     plan = seeded_plan(g)
-    handle = plan.model.get_submodule("pool1").register_forward_pre_hook(spy)
+    handle = plan.model.get_submodule("n2").register_forward_pre_hook(spy)
     fast = fit(plan, data, cfg(epochs=2, batch_size=32, stats_every=5, threads=1))
     handle.remove()
     assert fast.status == "finished" and fast.metrics["val_accuracy"] > 0.85
@@ -186,15 +181,15 @@ def test_fit_trains_reordered_on_the_cpu_with_the_same_weights_and_hands_back_th
     reordered_steps = sum(v < 0 for v in seen)
     assert reordered_steps >= len(seen) - len(range(1, len(seen) + 1, 5))  # back to it after every sample
     assert fast.model is not None and "forward" not in fast.model.__dict__
-    assert order(fast.model)[:3] == ["conv1", "relu1", "pool1"]
+    assert order(fast.model)[:3] == ["n0", "n1", "n2"]
 
     monkeypatch.setattr(strategy.SingleProcess, "reorders", lambda self, model, device: False)
     seen.clear()
     plan = seeded_plan(g)
-    handle = plan.model.get_submodule("pool1").register_forward_pre_hook(spy)
+    handle = plan.model.get_submodule("n2").register_forward_pre_hook(spy)
     plain = fit(plan, data, cfg(epochs=2, batch_size=32, stats_every=5, threads=1))
     handle.remove()
-    assert seen and min(seen) >= 0  # the graph order: pool1 only ever sees ReLU outputs
+    assert seen and min(seen) >= 0  # the graph order: the pool only ever sees ReLU outputs
     assert [h["train_loss"] for h in fast.history] == [h["train_loss"] for h in plain.history]
     assert [h["val_loss"] for h in fast.history] == [h["val_loss"] for h in plain.history]
     assert plain.model is not None
