@@ -373,6 +373,14 @@ def test_block_library_file_round_trip_into_another_project(tmp_path: Path) -> N
     bad.write_text('{"format_version": 1, "graph": {}}')
     with pytest.raises(ProjectError, match="not a NetStudio block file"):
         load_block(bad)
+    # the file itself: the same guarded read as a project's, each failure naming a block file
+    with pytest.raises(ProjectError, match="is a folder, not a block file"):
+        load_block(tmp_path)
+    with pytest.raises(ProjectError, match="No such block file"):
+        load_block(tmp_path / "missing.nsblock")
+    bad.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ProjectError, match="not a text file"):
+        load_block(bad)
 
 
 def test_a_block_model_trains_like_the_flat_model_with_the_same_weights() -> None:

@@ -212,23 +212,29 @@ def _clip(v: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def load_project(path: str | os.PathLike[str]) -> Project:
-    p = Path(path)
-    clean_stale_temp_files(p.parent, p.name)  # what a crash during an earlier save left behind
+def _read_text(p: Path, kind: str) -> str:
+    """The UTF-8 text of a project or block file (``kind``: "project" / "block"), every failure a
+    :class:`ProjectError` that says which."""
     try:
         if p.stat().st_size > MAX_FILE_BYTES:
-            raise ProjectError(f"{p.name} is too large to be a project file")
+            raise ProjectError(f"{p.name} is too large to be a {kind} file")
         raw = p.read_bytes()
     except FileNotFoundError:
-        raise ProjectError(f"No such project file: {p}") from None
+        raise ProjectError(f"No such {kind} file: {p}") from None
     except IsADirectoryError:
-        raise ProjectError(f"{p} is a folder, not a project file") from None
+        raise ProjectError(f"{p} is a folder, not a {kind} file") from None
     except OSError as e:
         raise ProjectError(f"Cannot read {p}: {e.strerror or e}") from e
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ProjectError(f"{p.name} is not a text file; it may be corrupt") from None
+
+
+def load_project(path: str | os.PathLike[str]) -> Project:
+    p = Path(path)
+    clean_stale_temp_files(p.parent, p.name)  # what a crash during an earlier save left behind
+    text = _read_text(p, "project")
     try:
         proj = Project.loads(text, p)
     except ProjectError as e:
@@ -351,14 +357,5 @@ def block_record(text: str, where: str = "the block file") -> dict[str, Any]:
 def load_block(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a ``.nsblock`` file: the node record of its block (see :func:`block_record`)."""
     p = Path(path)
-    try:
-        if p.stat().st_size > MAX_FILE_BYTES:
-            raise ProjectError(f"{p.name} is too large to be a block file")
-        text = p.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ProjectError(f"No such block file: {p}") from None
-    except UnicodeDecodeError:
-        raise ProjectError(f"{p.name} is not a text file; it may be corrupt") from None
-    except OSError as e:
-        raise ProjectError(f"Cannot read {p}: {e.strerror or e}") from e
+    text = _read_text(p, "block")
     return block_record(text, p.name)
