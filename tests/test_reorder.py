@@ -212,3 +212,39 @@ def test_statistics_of_a_reordered_run_describe_the_graph_as_drawn(monkeypatch: 
     b = [e["nodes"] for e in plain if e["kind"] == "stats"]
     assert len(a) == len(b) > 3
     assert a == b
+
+
+class _Head(nn.Module):
+    def __init__(self, pool: nn.Module) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)  # as torchvision's AlexNet/VGG write it
+        self.pool = pool
+        self.fc = nn.LazyLinear(5)  # sized by a first call: the pools' output sizes differ
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.relu(self.conv(x))).flatten(1))
+
+
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(3, 2, padding=1), nn.MaxPool2d(3, 2, ceil_mode=True),
+                                  nn.AdaptiveMaxPool2d(3), nn.MaxPool2d(2, stride=3, dilation=2)],
+                         ids=["overlapping-padded", "ceil-mode", "adaptive", "dilated"])
+def test_every_max_pool_form_commutes_with_relu_bit_for_bit(pool: nn.Module) -> None:
+    torch.manual_seed(0)
+    head = _Head(pool)
+    x = sparse_images(4, 9)
+    head(x)
+    gm = fx.symbolic_trace(head)
+    with torch.no_grad():
+        gm.get_submodule("conv").bias.fill_(0.1)  # tied positive maxima in the empty parts of the images
+    fast = pool_before_relu(gm)
+    assert fast is not None
+    grads = []
+    for m in (gm, fast):  # the same parameters: fast shares gm's submodules
+        for p in gm.parameters():
+            p.grad = None
+        out = m(x)
+        out.square().sum().backward()
+        grads.append((out.detach(), [p.grad.clone() for p in gm.parameters()]))
+    (a, ga), (b, gb) = grads
+    assert torch.equal(a, b) and all(torch.equal(u, v) for u, v in zip(ga, gb))
