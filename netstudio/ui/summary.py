@@ -38,12 +38,19 @@ def _fmt_count(n: float) -> str:
     return f"{n:.0f}"
 
 
+#: the panel's worker threads until their result is taken: a panel deleted meanwhile (its window closed)
+#: must not take a running QThread with it (Qt aborts on that); they end on their own and are joined at exit
+_RUNNING: set[object] = set()
+
+
 class ModelSummary(QWidget):
     updated = Signal()
     #: a requested time measurement ended (the Time column is filled unless it failed)
     measured = Signal()
     #: the user clicked a layer's row: select and frame this node
     node_activated = Signal(str)
+    #: a background count of the MACs column ended (refresh(background=True)); the column is filled
+    counted = Signal()
 
     def __init__(self, document: Document, counter: ParamCounter | None = None,
                  parent: QWidget | None = None) -> None:
@@ -95,6 +102,9 @@ class ModelSummary(QWidget):
         self.costs: dict[str, tuple[float, float | None]] = {}
         self._counted_key: tuple | None = None  # nodecost.count_key of the model the MACs column counts
         self._cost_thread: object | None = None
+        self._count_thread: object | None = None  # the MACs count of a background refresh
+        self._count_next: tuple[object, object] | None = None  # (compiled, key) asked for while one ran
+        self._count_wanted: object = None  # the key of the latest count asked for: older results are dropped
 
         self.code = QPlainTextEdit()
         self.code.setReadOnly(True)
@@ -132,10 +142,11 @@ class ModelSummary(QWidget):
 
     def _refresh_if_visible(self) -> None:
         if self.isVisible():
-            self.refresh()
+            self.refresh(background=True)
 
-    def refresh(self) -> None:
-        """Rebuild the table and the code view now."""
+    def refresh(self, background: bool = False) -> None:
+        """Rebuild the table and the code view now; ``background``: the MACs column is counted on a worker
+        thread (after an edit: the count of a big model would hold up the editor) and filled when it ends."""
         self._stale = False
         an = self.doc.analysis()
         graph = self.doc.graph
@@ -185,7 +196,7 @@ class ModelSummary(QWidget):
             with torch.device("meta"):  # the code only: no weight is allocated
                 compiled = compile_model(graph, self.doc.project.training.batch_size, an)
             self.code.setPlainText(compiled.code.strip() + "\n")
-            self._set_macs(compiled)
+            self._set_macs(compiled, background)
         except NetStudioError as e:
             self.compile_error = str(e)
             self.code.setPlainText(f"# The model cannot be compiled yet:\n#   {e}\n")
@@ -215,23 +226,62 @@ class ModelSummary(QWidget):
         self.memory_estimate = est
         return est
 
-    def _set_macs(self, compiled: object) -> None:
+    def _set_macs(self, compiled: object, background: bool = False) -> None:
         """The MACs column from the meta-device model (shapes only); measured times are kept per node."""
         try:
             from netstudio.training.nodecost import count_key, node_costs
 
             key = count_key(compiled)  # type: ignore[arg-type]
             if key is not None and key == self._counted_key:  # the same model (an optimizer's edit): same counts
+                self._count_wanted, self._count_next = key, None
                 self._fill_costs()
                 return
             self._counted_key = None
+            if background:
+                self._count_wanted = key if key is not None else object()  # a unique token: never equal
+                self._fill_costs()  # the last counts meanwhile (new layers: "—")
+                self._count_in_background(compiled, self._count_wanted)
+                return
+            self._count_wanted, self._count_next = None, None
             # the meta model was compiled for the code view and this count only: counted without a copy
             costs = node_costs(compiled, 1, measure=False, device="meta", in_place=True)  # type: ignore[arg-type]
             self._counted_key = key
         except Exception:  # noqa: BLE001 - a count must never take the editor down
             return
-        self.costs = {nid: (c.macs_per_sample, self.costs.get(nid, (0.0, None))[1]) for nid, c in costs.items()}
+        self._apply_macs({nid: c.macs_per_sample for nid, c in costs.items()})
+
+    def _apply_macs(self, macs: dict[str, float]) -> None:
+        self.costs = {nid: (m, self.costs.get(nid, (0.0, None))[1]) for nid, m in macs.items()}
         self._fill_costs()
+
+    def _count_in_background(self, compiled: object, key: object) -> None:
+        if self._count_thread is not None:  # one at a time: the latest request waits for the running one
+            self._count_next = (compiled, key)
+            return
+        from netstudio.ui.training.costs import CountWorker
+        from netstudio.ui.training.worker import WorkerThread
+
+        worker = CountWorker(compiled, key)
+        worker.done.connect(self._on_counted, Qt.ConnectionType.QueuedConnection)
+        thread = WorkerThread(worker, "netstudio-layer-count")
+        self._count_thread = thread
+        _RUNNING.add(thread)
+        thread.start()
+
+    def _on_counted(self, outcome: dict) -> None:
+        thread, self._count_thread = self._count_thread, None
+        if thread is not None:
+            thread.join(2000)  # type: ignore[attr-defined]
+            _RUNNING.discard(thread)
+        pending, self._count_next = self._count_next, None
+        macs = outcome.get("macs") if isinstance(outcome, dict) else None
+        key = outcome.get("key") if isinstance(outcome, dict) else None
+        if pending is not None and pending[1] is self._count_wanted:
+            self._count_in_background(*pending)  # a newer model was asked for meanwhile: count that one
+        elif isinstance(macs, dict) and key is self._count_wanted:
+            self._counted_key = key if isinstance(key, tuple) else None
+            self._apply_macs(macs)
+            self.counted.emit()
 
     @contextmanager
     def _filling(self) -> Iterator[None]:
@@ -273,6 +323,7 @@ class ModelSummary(QWidget):
         worker.done.connect(self._on_measured, Qt.ConnectionType.QueuedConnection)
         thread = WorkerThread(worker, "netstudio-layer-cost")
         self._cost_thread = thread
+        _RUNNING.add(thread)
         self.measure_button.setEnabled(False)
         self.measure_button.setText("Measuring…")
         thread.start()
@@ -282,6 +333,7 @@ class ModelSummary(QWidget):
         thread, self._cost_thread = self._cost_thread, None
         if thread is not None:
             thread.join(2000)  # type: ignore[attr-defined]
+            _RUNNING.discard(thread)
         self.measure_button.setEnabled(True)
         self.measure_button.setText("Measure time")
         costs = outcome.get("costs") if isinstance(outcome, dict) else None

@@ -179,6 +179,66 @@ def test_model_panel_counts_again_only_when_the_model_changes(make_window: Any, 
     same_as_new_panel()
 
 
+def test_after_an_edit_the_macs_column_is_counted_off_the_gui_thread(make_window: Any, qtbot: Any,
+                                                                     monkeypatch: Any) -> None:
+    """The timer-driven refresh hands the count to a worker; a count overtaken by a newer edit is dropped."""
+    import threading
+
+    import netstudio.training.nodecost as nodecost
+
+    project, linears = _deep_chain(6)
+    window = make_window(project)
+    doc, panel = window.document, window.summary
+    panel.refresh()
+    threads: list[str] = []
+    real = nodecost.node_costs
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nodecost, "node_costs", spy)
+
+    def fc3() -> list[str]:
+        return next(row for row in _cells(panel) if row[0] == "fc3")
+
+    assert doc.push(SetParam(linears[2], "out_features", 48))
+    with qtbot.waitSignal(panel.counted, timeout=30_000):
+        panel.refresh(background=True)
+        assert threads == [] or threads[0] != threading.main_thread().name
+        edited = doc.graph.nodes[linears[2]].name
+        assert next(row for row in _cells(panel) if row[0] == edited)[2] == "64×48"  # shapes at once, MACs later
+    assert threads and threading.main_thread().name not in threads
+    assert fc3()[5] == f"{48 * 32 / 1e3:.1f}K"
+    # two edits in a row: only the second one's count is shown
+    assert doc.push(SetParam(linears[2], "out_features", 40))
+    panel.refresh(background=True)
+    assert doc.push(SetParam(linears[2], "out_features", 24))
+    with qtbot.waitSignal(panel.counted, timeout=30_000):
+        panel.refresh(background=True)
+    qtbot.wait(200)  # nothing later may overwrite it
+    assert fc3()[5] == str(24 * 32)
+    fresh = ModelSummary(doc)
+    fresh.refresh()
+    assert _cells(panel) == _cells(fresh)
+    fresh.deleteLater()
+    # a panel deleted while it counts (its window closed): the count ends on its own, nothing aborts
+    import gc
+
+    import netstudio.ui.summary as summary_mod
+
+    doomed = ModelSummary(doc)
+    assert doc.push(SetParam(linears[2], "out_features", 16))
+    doomed.refresh(background=True)
+    running = list(summary_mod._RUNNING)
+    assert running
+    doomed.deleteLater()
+    del doomed
+    qtbot.wait(10)
+    gc.collect()
+    qtbot.waitUntil(lambda: all(not t.is_running() for t in running), timeout=30_000)
+
+
 def test_auto_layout_routes_and_labels_every_edge_as_a_full_reroute(make_window: Any) -> None:
     project, _ = _deep_chain(12)
     window = make_window(project)
