@@ -142,23 +142,31 @@ def test_model_table_refills_like_a_new_panel_and_fits_its_contents(make_window:
     fresh.deleteLater()
 
 
-def test_model_panel_counts_again_only_when_the_model_changes(make_window: Any, monkeypatch: Any) -> None:
-    """An edit outside the model (the optimizer's learning rate) keeps the MACs column without counting; an
-    edit of a layer counts again. Either way the table equals a new panel's."""
+def _counted_panel(make_window: Any, monkeypatch: Any) -> tuple[Any, Any, list[str], list[str]]:
+    """A window with a 6-layer chain, its Model panel filled once; then every MACs count is recorded by the
+    name of the thread that ran it."""
+    import threading
+
     import netstudio.training.nodecost as nodecost
 
     project, linears = _deep_chain(6)
     window = make_window(project)
-    doc, panel = window.document, window.summary
-    panel.refresh()
-    calls: list[int] = []
+    window.summary.refresh()
+    threads: list[str] = []
     real = nodecost.node_costs
 
     def spy(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
+        threads.append(threading.current_thread().name)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(nodecost, "node_costs", spy)
+    return window.document, window.summary, linears, threads
+
+
+def test_model_panel_counts_again_only_when_the_model_changes(make_window: Any, monkeypatch: Any) -> None:
+    """An edit outside the model (the optimizer's learning rate) keeps the MACs column without counting; an
+    edit of a layer counts again. Either way the table equals a new panel's."""
+    doc, panel, linears, calls = _counted_panel(make_window, monkeypatch)
 
     def same_as_new_panel() -> None:
         fresh = ModelSummary(doc)
@@ -173,7 +181,7 @@ def test_model_panel_counts_again_only_when_the_model_changes(make_window: Any, 
     calls.clear()
     assert doc.push(SetParam(linears[2], "out_features", 48))
     panel.refresh()
-    assert calls == [1]
+    assert len(calls) == 1
     fc3 = next(row for row in _cells(panel) if row[0] == "fc3")
     assert fc3[5] == f"{48 * 32 / 1e3:.1f}K"
     same_as_new_panel()
@@ -184,20 +192,7 @@ def test_after_an_edit_the_macs_column_is_counted_off_the_gui_thread(make_window
     """The timer-driven refresh hands the count to a worker; a count overtaken by a newer edit is dropped."""
     import threading
 
-    import netstudio.training.nodecost as nodecost
-
-    project, linears = _deep_chain(6)
-    window = make_window(project)
-    doc, panel = window.document, window.summary
-    panel.refresh()
-    threads: list[str] = []
-    real = nodecost.node_costs
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        threads.append(threading.current_thread().name)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(nodecost, "node_costs", spy)
+    doc, panel, linears, threads = _counted_panel(make_window, monkeypatch)
 
     def fc3() -> list[str]:
         return next(row for row in _cells(panel) if row[0] == "fc3")
