@@ -79,6 +79,42 @@ def save_grab(app: Any, window: Any, out: str, dock: Any = None) -> int:
     return 0
 
 
+def show_with_dock(window: Any, dock: Any, w: int, h: int) -> None:
+    """Show ``window`` at w×h with ``dock`` in front, taking a bit more than half the height (room for plots)."""
+    from PySide6.QtCore import Qt
+
+    window.resize(w, h)
+    window.show()
+    dock.show()
+    dock.raise_()
+    pump_events(300)
+    window.resizeDocks([dock], [int(h * 0.55)], Qt.Orientation.Vertical)
+    pump_events(100)
+
+
+def grab_when_settled(app: Any, window: Any, out: str, seconds: float = 3.0) -> int:
+    """Let late work (shape labels, the Model panel's count) finish for ``seconds``, then save the grab."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        app.processEvents()
+        pump_events(50)
+    return save_grab(app, window, out)
+
+
+def start_app(args: argparse.Namespace) -> tuple[Any, int, int]:
+    """The NetStudio application in a private settings scope (the user's window layout is never restored or
+    overwritten), and the window size of ``--size``."""
+    from PySide6.QtCore import QSettings
+
+    from netstudio.ui.app import create_application
+
+    app = create_application([sys.argv[0]])
+    QCoreApplication.setOrganizationName("NetStudioScreenshot")
+    QSettings().clear()
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    return app, w, h
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = screenshot_parser(__doc__)
     ap.add_argument("--select", default="fc1", help="node name to select (inspector content)")
@@ -88,17 +124,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="which bottom panel is in front")
     args = ap.parse_args(argv)
 
-    from netstudio.ui.app import create_application
     from netstudio.ui.main_window import MainWindow, find_sample
 
-    app = create_application([sys.argv[0]])
-    # a private settings scope: never restore (or overwrite) the user's window layout
-    QCoreApplication.setOrganizationName("NetStudioScreenshot")
-    from PySide6.QtCore import QSettings
-
-    QSettings().clear()
+    app, w, h = start_app(args)
     path = args.project or find_sample()
-    w, h = (int(v) for v in args.size.lower().split("x"))
     with tempfile.TemporaryDirectory() as rec:
         window = MainWindow(path, recovery_dir=rec, check_recovery=False, training=not args.no_training)
         window.set_theme(args.theme, persist=False)
@@ -124,11 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             window.training_dock.raise_()
         window.view.frame_all()
         window.status("Ready", 0)
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline:
-            app.processEvents()
-            pump_events(50)
-        return save_grab(app, window, args.out)
+        return grab_when_settled(app, window, args.out)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QCoreApplication, QSettings, Qt
 
-from editor import project_copy, pump_events, save_grab, screenshot_parser, wait_until  # the sibling script (this folder is on sys.path when run)
+from editor import project_copy, pump_events, save_grab, screenshot_parser, show_with_dock, start_app, wait_until  # the sibling script (this folder is on sys.path when run)
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_projects" / "gan_mnist.nsproj"
 
@@ -32,13 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     args = ap.parse_args(argv)
 
-    from netstudio.ui.app import create_application
     from netstudio.ui.main_window import MainWindow
 
-    app = create_application([sys.argv[0]])
-    QCoreApplication.setOrganizationName("NetStudioScreenshot")
-    QSettings().clear()  # never restore or overwrite the user's layout
-    w, h = (int(v) for v in args.size.lower().split("x"))
+    app, w, h = start_app(args)
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as rec:
         window = MainWindow(project_copy(SAMPLE, tmp), recovery_dir=rec, check_recovery=False)
         window.set_theme(args.theme, persist=False)
@@ -46,13 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         if dock is None:
             print("the editor window has no training dock", file=sys.stderr)
             return 1
-        window.resize(w, h)
-        window.show()
-        dock.show()
-        dock.raise_()
-        pump_events(300)
-        window.resizeDocks([dock], [int(h * 0.55)], Qt.Orientation.Vertical)
-        pump_events(100)
+        show_with_dock(window, dock, w, h)
         window.view.frame_all()
         cfg = dock.project.training
         cfg.epochs, cfg.batch_size, cfg.device, cfg.seed = args.epochs, args.batch_size, "cpu", 0

@@ -16,9 +16,8 @@ import sys
 import tempfile
 from typing import Any
 
-from PySide6.QtCore import QCoreApplication, QSettings
 
-from editor import project_copy, pump_events, save_grab, screenshot_parser, wait_until  # the sibling script (this folder is on sys.path when run)
+from editor import project_copy, pump_events, save_grab, screenshot_parser, start_app, wait_until  # the sibling script (this folder is on sys.path when run)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,13 +26,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from netstudio.ui.app import create_application
     from netstudio.ui.main_window import MainWindow, find_sample
 
-    app = create_application([sys.argv[0]])
-    QCoreApplication.setOrganizationName("NetStudioScreenshot")
-    QSettings().clear()
-    w, h = (int(v) for v in args.size.lower().split("x"))
+    app, w, h = start_app(args)
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as rec:
         window = MainWindow(project_copy(find_sample(), tmp), recovery_dir=rec, check_recovery=False)
         window.set_theme(args.theme, persist=False)

@@ -17,12 +17,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from PySide6.QtCore import QCoreApplication, QSettings, Qt
+from PySide6.QtCore import Qt
 
-from editor import pump_events, save_grab, screenshot_parser  # the sibling script (this folder is on sys.path when run)
+from editor import grab_when_settled, pump_events, screenshot_parser, start_app  # the sibling script (this folder is on sys.path when run)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,13 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--select", default="", help="node name to select (default: the block, or its first conv)")
     args = ap.parse_args(argv)
 
-    from netstudio.ui.app import create_application
     from netstudio.ui.main_window import MainWindow
 
-    app = create_application([sys.argv[0]])
-    QCoreApplication.setOrganizationName("NetStudioScreenshot")
-    QSettings().clear()  # never restore or overwrite the user's layout
-    w, h = (int(v) for v in args.size.lower().split("x"))
+    app, w, h = start_app(args)
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as rec:
         project = Path(tmp) / f"{args.model.split(':')[-1]}.nsproj"
         # the real command line, as a newcomer runs it
@@ -73,11 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             window.scene.select_nodes([node.id])
         window.view.frame_all()
         window.status("Ready", 0)
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline:
-            app.processEvents()
-            pump_events(50)
-        return save_grab(app, window, args.out)
+        return grab_when_settled(app, window, args.out)
 
 
 if __name__ == "__main__":

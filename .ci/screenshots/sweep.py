@@ -17,9 +17,8 @@ import sys
 import tempfile
 from typing import Any
 
-from PySide6.QtCore import QCoreApplication, QSettings
 
-from editor import project_copy, pump_events, save_grab, screenshot_parser, wait_until  # the sibling script (this folder is on sys.path when run)
+from editor import project_copy, pump_events, save_grab, screenshot_parser, start_app, wait_until  # the sibling script (this folder is on sys.path when run)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,13 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=1)
     args = ap.parse_args(argv)
 
-    from netstudio.ui.app import create_application
     from netstudio.ui.main_window import MainWindow, find_sample
 
-    app = create_application([sys.argv[0]])
-    QCoreApplication.setOrganizationName("NetStudioScreenshot")
-    QSettings().clear()  # never restore or overwrite the user's layout
-    w, h = (int(v) for v in args.size.lower().split("x"))
+    app, w, h = start_app(args)
     sample = find_sample()
     if sample is None:
         print("the MNIST MLP sample is missing", file=sys.stderr)

@@ -20,7 +20,7 @@ from typing import Any
 from PySide6.QtCore import QCoreApplication, QSettings, Qt
 from PySide6.QtWidgets import QApplication, QMainWindow
 
-from editor import project_copy, pump_events, save_grab, screenshot_parser, wait_until  # the sibling script (this folder is on sys.path when run)
+from editor import project_copy, pump_events, save_grab, screenshot_parser, show_with_dock, wait_until  # the sibling script (this folder is on sys.path when run)
 
 
 def _editor_window(project_path: Path | None, theme: str, rec: str, tmp: str) -> tuple[QMainWindow, Any]:
@@ -60,14 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as e:  # noqa: BLE001 - say why, then fall back
                 print(f"editor window unavailable ({e}); screenshotting the dock alone", file=sys.stderr)
                 window, dock = _dock_window(args.project)
-        window.resize(w, h)
-        window.show()
-        dock.show()
-        dock.raise_()
-        pump_events(300)
-        # room for the plots: the dock takes a bit more than half the height
-        window.resizeDocks([dock], [int(h * 0.55)], Qt.Orientation.Vertical)
-        pump_events(100)
+        show_with_dock(window, dock, w, h)
         if hasattr(window, "view"):
             window.view.frame_all()
 
