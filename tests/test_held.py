@@ -66,6 +66,21 @@ def _assert_same(a: nn.Module, b: nn.Module, x: torch.Tensor) -> None:
     assert torch.equal(ya, yb)
 
 
+def _compile_then(monkeypatch: pytest.MonkeyPatch, change: Any, *, usual_path_too: bool = True) -> None:
+    """Every model compiled for a held state gets ``change(module)`` applied (and, with ``usual_path_too``,
+    the usual path's model as well)."""
+    real = build_mod.compile_model
+
+    def changed(*args: Any, **kwargs: Any) -> Any:
+        compiled = real(*args, **kwargs)
+        change(compiled.module)
+        return compiled
+
+    if usual_path_too:
+        monkeypatch.setattr(build_mod, "compile_model", changed)
+    monkeypatch.setattr(held, "compile_model", changed)
+
+
 def _spy(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Records whether each plan_with_state took the fast (meta) path."""
     taken: list[bool] = []
@@ -144,15 +159,7 @@ def test_state_that_does_not_fit_raises_the_usual_error() -> None:
 def test_non_persistent_buffer_falls_back_to_the_usual_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """A tensor the state does not provide (here a non-persistent buffer the model gets when compiled) would
     stay on the meta device: the model is built the usual way instead, with the buffer's real values."""
-    real = build_mod.compile_model
-
-    def with_buffer(*args: Any, **kwargs: Any) -> Any:
-        compiled = real(*args, **kwargs)
-        compiled.module.register_buffer("offset", torch.full((2,), 0.25), persistent=False)
-        return compiled
-
-    monkeypatch.setattr(build_mod, "compile_model", with_buffer)
-    monkeypatch.setattr(held, "compile_model", with_buffer)
+    _compile_then(monkeypatch, lambda m: m.register_buffer("offset", torch.full((2,), 0.25), persistent=False))
     taken = _spy(monkeypatch)
     g = _mlp()
     state = _trained_state(g, seed=2)
@@ -165,15 +172,11 @@ def test_non_persistent_buffer_falls_back_to_the_usual_path(monkeypatch: pytest.
 
 def test_plain_tensor_attribute_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
     """A tensor kept as a plain attribute of a layer (not a buffer) is found too."""
-    real = build_mod.compile_model
-
-    def with_attr(*args: Any, **kwargs: Any) -> Any:
-        compiled = real(*args, **kwargs)
-        first = next(m for m in compiled.module.modules() if isinstance(m, nn.Linear))
+    def with_attr(module: nn.Module) -> None:
+        first = next(m for m in module.modules() if isinstance(m, nn.Linear))
         first.mask = [torch.ones(3)]  # type: ignore[assignment]
-        return compiled
 
-    monkeypatch.setattr(held, "compile_model", with_attr)
+    _compile_then(monkeypatch, with_attr, usual_path_too=False)
     taken = _spy(monkeypatch)
     g = _mlp()
     state = _trained_state(g, seed=3)
@@ -182,16 +185,11 @@ def test_plain_tensor_attribute_falls_back(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_tied_parameters_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = build_mod.compile_model
-
-    def tied(*args: Any, **kwargs: Any) -> Any:
-        compiled = real(*args, **kwargs)
-        lin = [m for m in compiled.module.modules() if isinstance(m, nn.Linear)]
+    def tied(module: nn.Module) -> None:
+        lin = [m for m in module.modules() if isinstance(m, nn.Linear)]
         lin[1].extra = lin[0].bias  # the same Parameter under two names
-        return compiled
 
-    monkeypatch.setattr(build_mod, "compile_model", tied)
-    monkeypatch.setattr(held, "compile_model", tied)
+    _compile_then(monkeypatch, tied)
     taken = _spy(monkeypatch)
     g = _mlp()
     state = _trained_state(g, seed=3)
