@@ -62,8 +62,7 @@ def _relu_inplace(gm: fx.GraphModule, node: fx.Node) -> bool | None:
 
 def _is_pool_of(gm: fx.GraphModule, node: fx.Node, value: fx.Node) -> bool:
     mod = _module(gm, node)
-    return (isinstance(mod, _POOLS) and not mod.return_indices and node.args == (value,) and not node.kwargs
-            and list(value.users) == [node])
+    return isinstance(mod, _POOLS) and not mod.return_indices and node.args == (value,) and not node.kwargs
 
 
 def swappable(gm: fx.GraphModule, graph: fx.Graph | None = None) -> list[tuple[fx.Node, fx.Node]]:
@@ -89,36 +88,40 @@ def pool_before_relu(gm: fx.GraphModule) -> fx.GraphModule | None:
 
     The new module shares ``gm``'s submodules and attributes (not copies).
     """
-    if not swappable(gm):
-        return None
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
-    out = graph.graph_copy(gm.graph, env)
-    graph.output(out)
-    for relu, pool in swappable(gm, graph):
+    graph.output(graph.graph_copy(gm.graph, env))
+    pairs = swappable(gm, graph)
+    if not pairs:
+        return None
+    for relu, pool in pairs:
         source = relu.args[0]
         assert isinstance(source, fx.Node)
-        users = [u for u in pool.users]
+        users = list(pool.users)
         pool.replace_input_with(relu, source)   # the pool reads the ReLU's input
         pool.append(relu)                       # the ReLU now runs after the pool ...
         relu.replace_input_with(source, pool)   # ... on its output
         for user in users:
             user.replace_input_with(pool, relu)
     graph.lint()
-    root: dict[str, Any] = {}
+    return sharing_module(gm, graph, type(gm).__name__)
+
+
+def sharing_module(gm: fx.GraphModule, graph: fx.Graph, class_name: str,
+                   extra: dict[str, Any] | None = None) -> fx.GraphModule:
+    """A GraphModule running ``graph`` (a variant of ``gm``'s) on ``gm``'s own submodules and attributes — the
+    same objects, not copies — plus the ``extra`` targets."""
+    root: dict[str, Any] = dict(extra or {})
     for node in graph.nodes:
-        if node.op == "call_module":
-            root[str(node.target)] = gm.get_submodule(str(node.target))
-        elif node.op == "get_attr":
-            root[str(node.target)] = _attr(gm, str(node.target))
-    return fx.GraphModule(root, graph, class_name=type(gm).__name__)
-
-
-def _attr(gm: nn.Module, target: str) -> Any:
-    obj: Any = gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
+        target = str(node.target)
+        if node.op == "call_module" and target not in root:
+            root[target] = gm.get_submodule(target)
+        elif node.op == "get_attr" and target not in root:
+            obj: Any = gm
+            for part in target.split("."):
+                obj = getattr(obj, part)
+            root[target] = obj
+    return fx.GraphModule(root, graph, class_name=class_name)
 
 
 def reordered_forward(model: nn.Module) -> Callable[[], None]:

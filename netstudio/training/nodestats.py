@@ -28,6 +28,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from netstudio.compiler.reorder import sharing_module
+
 if TYPE_CHECKING:  # pragma: no cover
     from netstudio.compiler.build import TrainingPlan
 
@@ -151,12 +153,7 @@ def _instrumented(gm: fx.GraphModule, fx_nodes: dict[str, str], order: dict[str,
         env[node] = g.node_copy(node, lambda a: env[a])
         if node in slot_of:
             g.call_module("_netstudio_probe", (env[node], slot_of[node]))
-    root: dict[str, Any] = {"_netstudio_probe": probe}
-    for node in g.nodes:
-        if node.op in ("call_module", "get_attr") and node.target != "_netstudio_probe":
-            target = str(node.target)
-            root[target] = gm.get_submodule(target) if node.op == "call_module" else getattr(gm, target)
-    return fx.GraphModule(root, g, class_name="NetStudioProbed"), probed
+    return sharing_module(gm, g, "NetStudioProbed", {"_netstudio_probe": probe}), probed
 
 
 class NodeStats:

@@ -108,7 +108,7 @@ def busy_cores(sample_s: float | None = None, since: LoadSample | None = None) -
 
 #: a window opened when this module was imported (refreshed as each run ends): when a run starts between
 #: SAMPLE_S and RECENT_S later (a CLI run: import, data, compile, then fit), its first guess is read at once
-_window: LoadSample | None = None
+_window: LoadSample | None = LoadSample()
 RECENT_S = 10.0
 
 
@@ -439,6 +439,3 @@ class ThreadTuner:
         self._recent = []
         self.calibrations += 1
         self.history.append({"medians_s": dict(sorted(medians.items())), "threads": choice})
-
-
-_window = LoadSample()
